@@ -1,0 +1,340 @@
+#![no_std]
+//! The ABI between netsonde's eBPF programs and user space.
+//!
+//! Every type here is `#[repr(C)]`, 8-byte aligned where it travels through the ring buffer,
+//! and laid out by hand with explicit padding fields: a record must mean the same bytes on both
+//! sides, and hidden padding would leak uninitialised kernel stack into user space. The const
+//! assertions at the bottom pin each size so a change is a compile error, not a silent skew.
+//!
+//! Nothing in this crate describes a *kernel* struct: the kernel's own layouts are read from BTF
+//! at start-up and handed to the programs through [`KernelOffsets`].
+
+/// Largest per-syscall payload prefix the programs can copy. A power of two: the programs mask
+/// offsets with `MAX_CAPTURE - 1` to prove bounds to the verifier.
+pub const MAX_CAPTURE: usize = 16384;
+/// Payload prefix copied per syscall unless configured otherwise.
+pub const DEFAULT_CAPTURE: u32 = 4096;
+/// The per-CPU scratch buffer is twice [`MAX_CAPTURE`] so that `offset (< MAX) + len (<= MAX)`
+/// provably stays inside it while iovecs are copied one after another.
+pub const SCRATCH_DATA: usize = 2 * MAX_CAPTURE;
+/// How many iovecs of one readv/writev/sendmsg/recvmsg are walked for the payload prefix. Bytes in
+/// later iovecs are counted (the syscall's return value) but not copied.
+pub const MAX_IOVECS: u32 = 16;
+/// How many messages of one sendmmsg/recvmmsg are added up for the byte count. Only the first
+/// message's payload is copied.
+pub const MAX_MMSG: u32 = 8;
+
+/// Record kinds: the first `u32` of every ring-buffer record.
+pub mod kind {
+    /// [`super::DataEvent`] followed by `captured` payload bytes.
+    pub const DATA: u32 = 1;
+    /// [`super::ConnOpenEvent`].
+    pub const CONN_OPEN: u32 = 2;
+    /// [`super::ConnCloseEvent`].
+    pub const CONN_CLOSE: u32 = 3;
+    /// [`super::ProcessExitEvent`].
+    pub const PROCESS_EXIT: u32 = 4;
+}
+
+/// The syscall a [`DataEvent`] or connection event came from.
+pub mod syscall {
+    pub const READ: u16 = 0;
+    pub const WRITE: u16 = 1;
+    pub const READV: u16 = 2;
+    pub const WRITEV: u16 = 3;
+    pub const RECVFROM: u16 = 4;
+    pub const SENDTO: u16 = 5;
+    pub const RECVMSG: u16 = 6;
+    pub const SENDMSG: u16 = 7;
+    pub const RECVMMSG: u16 = 8;
+    pub const SENDMMSG: u16 = 9;
+    pub const SENDFILE: u16 = 10;
+    pub const CONNECT: u16 = 11;
+    pub const ACCEPT: u16 = 12;
+    pub const ACCEPT4: u16 = 13;
+    pub const CLOSE: u16 = 14;
+
+    /// Lower-case syscall name, for logs and self-telemetry.
+    pub const fn name(id: u16) -> &'static str {
+        match id {
+            READ => "read",
+            WRITE => "write",
+            READV => "readv",
+            WRITEV => "writev",
+            RECVFROM => "recvfrom",
+            SENDTO => "sendto",
+            RECVMSG => "recvmsg",
+            SENDMSG => "sendmsg",
+            RECVMMSG => "recvmmsg",
+            SENDMMSG => "sendmmsg",
+            SENDFILE => "sendfile",
+            CONNECT => "connect",
+            ACCEPT => "accept",
+            ACCEPT4 => "accept4",
+            CLOSE => "close",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Which way the bytes of a [`DataEvent`] went, seen from the traced process.
+pub mod direction {
+    /// The process sent them (write, send…).
+    pub const EGRESS: u8 = 0;
+    /// The process received them (read, recv…).
+    pub const INGRESS: u8 = 1;
+}
+
+/// How a connection became known to the programs ([`ConnOpenEvent::origin`]).
+pub mod origin {
+    /// The process called connect(): it is the client.
+    pub const CONNECT: u32 = 1;
+    /// The process accepted it from a listening socket: it is the server.
+    pub const ACCEPT: u32 = 2;
+    /// First seen on a read or write: it predates netsonde (or its open event was lost), so the
+    /// role is worked out in user space.
+    pub const EXISTING: u32 = 3;
+}
+
+/// Flags on a [`DataEvent`].
+pub mod data_flags {
+    /// Copying the payload from user memory failed; `captured` is 0 although bytes moved.
+    pub const READ_FAILED: u8 = 1;
+    /// The buffer had more iovecs (or mmsg messages) than the programs walk; bytes beyond them
+    /// were counted but not copied.
+    pub const IOV_TRUNCATED: u8 = 2;
+}
+
+/// Header of a data record: one successful read- or write-like syscall on a TCP socket.
+/// `captured` payload bytes follow it in the same record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataEvent {
+    pub kind: u32,
+    /// Payload bytes that follow this header (a prefix of the `bytes` transferred).
+    pub captured: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub syscall: u16,
+    pub direction: u8,
+    pub flags: u8,
+    /// Kernel address of the `struct sock`: an identity only, never dereferenced in user space.
+    pub sock: u64,
+    /// Bytes the syscall transferred (its return value).
+    pub bytes: u64,
+    /// Position of this syscall's first byte in the socket's stream for `direction`, counted
+    /// from when netsonde first saw the socket. A jump tells user space bytes went missing.
+    pub stream_pos: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at syscall entry and exit.
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+}
+
+/// A TCP connection of a traced process became known: connect(), accept(), or first sight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnOpenEvent {
+    pub kind: u32,
+    /// One of [`origin`].
+    pub origin: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    /// Local and remote port, host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub syscall: u16,
+    /// Return value of connect(): 0, or -EINPROGRESS for a non-blocking connect.
+    pub ret: i32,
+    pub sock: u64,
+    /// IPv4 addresses use the first 4 bytes; network byte order as in the kernel.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// Entry and exit of the connect/accept syscall; both are the first data syscall's for
+    /// [`origin::EXISTING`].
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    /// The process's name (its thread-group leader's comm), NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// A traced process closed a TCP socket it had used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnCloseEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub sock: u64,
+    pub ts_ns: u64,
+}
+
+/// A traced process's main thread exited; its remaining connections are gone with it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessExitEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub ts_ns: u64,
+}
+
+/// Which processes the programs trace ([`ProbeConfig::filter_mode`]).
+pub mod filter_mode {
+    /// Every process except netsonde itself.
+    pub const ALL: u32 = 0;
+    /// Only processes whose tgid is in `PID_FILTER` or whose name is in `COMM_FILTER`.
+    pub const SELECTED: u32 = 1;
+}
+
+/// Settings the programs read as a read-only global (`NETSONDE_CONFIG`), set before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Payload prefix copied per syscall, at most [`MAX_CAPTURE`].
+    pub capture_bytes: u32,
+    /// netsonde's own tgid: never traced.
+    pub agent_tgid: u32,
+    /// One of [`filter_mode`].
+    pub filter_mode: u32,
+    /// 1 when `COMM_FILTER` holds names to match; saves a comm read when it is empty.
+    pub comm_filter: u32,
+    /// 1 turns every program into a no-op after its first instruction: the benchmark floor,
+    /// the cost of merely hooking the same tracepoints.
+    pub noop: u32,
+    pub _pad: u32,
+}
+
+/// Byte offsets of the kernel struct fields the programs read, taken from
+/// `/sys/kernel/btf/vmlinux` at start and set as the read-only global `NETSONDE_OFFSETS`.
+/// Rust eBPF has no CO-RE relocations: these are how one object runs on many kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.files`, `.group_leader`, `.comm`.
+    pub task_files: u32,
+    pub task_group_leader: u32,
+    pub task_comm: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`, `.fd`.
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    /// `file.f_inode`, `.private_data`.
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    /// `inode.i_mode`.
+    pub inode_mode: u32,
+    /// `socket.sk`.
+    pub socket_sk: u32,
+    /// `sock.sk_type`, `.sk_protocol`.
+    pub sock_type: u32,
+    pub sock_protocol: u32,
+    /// `sock.__sk_common` + `sock_common.skc_family`, `.skc_num`, `.skc_dport`,
+    /// `.skc_rcv_saddr`, `.skc_daddr`, `.skc_v6_rcv_saddr`, `.skc_v6_daddr`.
+    pub sock_family: u32,
+    pub sock_num: u32,
+    pub sock_dport: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_daddr: u32,
+    pub sock_v6_rcv_saddr: u32,
+    pub sock_v6_daddr: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU counters (`COUNTERS` array slots). What the programs could not deliver is counted
+/// here, never dropped silently.
+pub mod counter {
+    /// Records written to the ring buffer, by kind.
+    pub const DATA_EVENTS: u32 = 0;
+    pub const CONN_EVENTS: u32 = 1;
+    pub const CLOSE_EVENTS: u32 = 2;
+    pub const EXIT_EVENTS: u32 = 3;
+    /// Records lost because the ring buffer was full, by kind.
+    pub const DATA_LOST: u32 = 4;
+    pub const CONN_LOST: u32 = 5;
+    pub const CLOSE_LOST: u32 = 6;
+    pub const EXIT_LOST: u32 = 7;
+    /// Bytes moved by traced socket syscalls, and the part beyond the captured prefix.
+    pub const BYTES_TOTAL: u32 = 8;
+    pub const BYTES_NOT_CAPTURED: u32 = 9;
+    /// Payload copies from user memory that failed.
+    pub const READ_FAILED: u32 = 10;
+    /// Syscalls whose in-flight arguments could not be stored (map full).
+    pub const IN_FLIGHT_FULL: u32 = 11;
+    /// Syscalls with more iovecs or messages than the programs walk.
+    pub const IOV_TRUNCATED: u32 = 12;
+    pub const COUNT: u32 = 13;
+}
+
+/// In-kernel only: arguments of a syscall in flight, saved at entry for its exit (keyed by
+/// `pid_tgid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallArgs {
+    pub syscall: u16,
+    pub _pad0: u16,
+    pub fd: i32,
+    /// The user buffer, iovec array, msghdr or mmsghdr array, by syscall.
+    pub buf: u64,
+    /// iovec count (readv/writev, sendmsg/recvmsg, taken from the msghdr at entry).
+    pub iovcnt: u64,
+    pub sock: u64,
+    pub enter_ns: u64,
+}
+
+/// In-kernel only: what an fd of a traced process is (keyed by `tgid << 32 | fd`). `file`
+/// validates the entry: a different `struct file` at the same fd means it was reused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketEntry {
+    pub file: u64,
+    pub sock: u64,
+    /// One of [`socket_kind`].
+    pub kind: u32,
+    /// 1 once a [`ConnOpenEvent`] went out for it.
+    pub announced: u32,
+    /// Bytes sent and received on it so far (the next [`DataEvent::stream_pos`]).
+    pub egress_bytes: u64,
+    pub ingress_bytes: u64,
+}
+
+/// [`SocketEntry::kind`].
+pub mod socket_kind {
+    /// Not something netsonde traces (a file, a pipe, a UDP or Unix socket…).
+    pub const OTHER: u32 = 0;
+    /// A TCP socket over IPv4 or IPv6.
+    pub const TCP: u32 = 1;
+}
+
+/// Key of `COMM_FILTER`: a process name as the kernel stores it (15 bytes + NUL).
+pub type Comm = [u8; 16];
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, made only of integers and integer arrays, and
+    // have no implicit padding (see the size assertions below).
+    unsafe impl aya::Pod for super::DataEvent {}
+    unsafe impl aya::Pod for super::ConnOpenEvent {}
+    unsafe impl aya::Pod for super::ConnCloseEvent {}
+    unsafe impl aya::Pod for super::ProcessExitEvent {}
+    unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::SyscallArgs {}
+    unsafe impl aya::Pod for super::SocketEntry {}
+}
+
+// Sizes equal the sum of the fields: no hidden padding anywhere.
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 104);
+const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
+const _: () = assert!(core::mem::size_of::<SocketEntry>() == 40);
+const _: () = assert!(MAX_CAPTURE.is_power_of_two());
+const _: () = assert!(DEFAULT_CAPTURE as usize <= MAX_CAPTURE);

@@ -1,0 +1,497 @@
+//! netsonde's eBPF programs: the syscall layer.
+//!
+//! Entry programs check the process filter, resolve the fd to a TCP socket (cached per fd), and
+//! save the arguments by thread; exit programs pair with them, copy the payload prefix and emit
+//! one record per syscall. Connection records come from connect/accept exits, from the first
+//! data syscall on a socket that predates netsonde, and from close.
+//!
+//! Syscall tracepoint records put `__syscall_nr` at offset 8 and the arguments, 8 bytes each,
+//! from offset 16 (exit records: the return value at 16). User space checks that against
+//! tracefs before load.
+
+#![no_std]
+#![no_main]
+
+mod capture;
+mod filter;
+mod kernel;
+mod maps;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use netsonde_common::{
+    ConnCloseEvent, ConnOpenEvent, ProcessExitEvent, SyscallArgs, counter, direction, kind, origin,
+    syscall,
+};
+
+use crate::{
+    capture::{MSGHDR_IOV, MSGHDR_IOVLEN, emit_data, mmsg_bytes, read_user},
+    filter::{forget, traced},
+    kernel::{
+        advance_stream, announced_socket, fill_addresses, mark_announced, process_comm, socket_key,
+        tcp_socket,
+    },
+    maps::{EVENTS, IN_FLIGHT, SOCKETS, config, count},
+};
+
+const EINPROGRESS: i64 = 115;
+
+/// Argument `n` of a syscall entry record.
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: tracepoint programs may load their context directly; the verifier bounds it.
+    unsafe { *(ctx.as_ptr().cast::<u8>().add(16 + 8 * n).cast::<u64>()) }
+}
+
+/// Return value of a syscall exit record.
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    arg(ctx, 0) as i64
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn noop() -> bool {
+    config!(noop) != 0
+}
+
+/// Saves the arguments of a syscall on `fd` when `fd` is a TCP socket of a traced process.
+#[inline(always)]
+fn enter_on_socket(fd: i32, sc: u16, buf: u64, iovcnt: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !traced(tgid) {
+        return;
+    }
+    let Some(sock) = tcp_socket(tgid, fd) else {
+        return;
+    };
+    let args = SyscallArgs {
+        syscall: sc,
+        _pad0: 0,
+        fd,
+        buf,
+        iovcnt,
+        sock: sock.sock,
+        enter_ns: now(),
+    };
+    if IN_FLIGHT.insert(&pid_tgid, &args, 0).is_err() {
+        count(counter::IN_FLIGHT_FULL, 1);
+    }
+}
+
+/// Takes the arguments saved by the matching entry program, if any.
+#[inline(always)]
+fn take_args(pid_tgid: u64, sc: u16) -> Option<SyscallArgs> {
+    // SAFETY: copied out before the entry is removed.
+    let args = unsafe { IN_FLIGHT.get(&pid_tgid) }.copied()?;
+    let _ = IN_FLIGHT.remove(&pid_tgid);
+    // A leftover from an exit that never came belongs to another syscall: ignore it.
+    (args.syscall == sc).then_some(args)
+}
+
+/// Announces a connection to user space.
+#[inline(always)]
+fn emit_open(pid_tgid: u64, args: &SyscallArgs, how: u32, fd: i32, rc: i64, exit_ns: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let mut ev = ConnOpenEvent {
+        kind: kind::CONN_OPEN,
+        origin: how,
+        tgid,
+        tid: pid_tgid as u32,
+        fd,
+        syscall: args.syscall,
+        ret: rc as i32,
+        sock: args.sock,
+        enter_ns: args.enter_ns,
+        exit_ns,
+        comm: process_comm(),
+        ..ConnOpenEvent::default()
+    };
+    fill_addresses(&mut ev, args.sock);
+    if EVENTS.output::<ConnOpenEvent>(&ev, 0).is_ok() {
+        count(counter::CONN_EVENTS, 1);
+        mark_announced(tgid, fd);
+    } else {
+        // Not marked: the next data syscall on this socket announces it instead.
+        count(counter::CONN_LOST, 1);
+    }
+}
+
+/// Exit of a read- or write-like syscall.
+#[inline(always)]
+fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = take_args(pid_tgid, sc) else {
+        return;
+    };
+    let rc = ret(ctx);
+    if rc <= 0 {
+        return;
+    }
+    let exit_ns = now();
+    let tgid = (pid_tgid >> 32) as u32;
+    let (bytes, first) = match sc {
+        syscall::SENDMMSG | syscall::RECVMMSG => {
+            let (total, _) = mmsg_bytes(args.buf, rc as u64);
+            let (first, _) = mmsg_bytes(args.buf, 1);
+            (total, first)
+        }
+        _ => (rc as u64, rc as u64),
+    };
+    let (pos, announced) =
+        advance_stream(tgid, args.fd, dir == direction::EGRESS, bytes).unwrap_or((0, false));
+    if !announced {
+        emit_open(pid_tgid, &args, origin::EXISTING, args.fd, 0, exit_ns);
+    }
+    emit_data(pid_tgid, &args, bytes, first, pos, dir, exit_ns);
+}
+
+// ---- read/write-like syscalls: (fd, buf, len …) ------------------------------------------
+
+macro_rules! buffer_syscall {
+    ($enter:ident, $exit:ident, $tp_enter:literal, $tp_exit:literal, $sc:expr, $dir:expr) => {
+        #[tracepoint(category = "syscalls", name = $tp_enter)]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            if !noop() {
+                enter_on_socket(arg(&ctx, 0) as i32, $sc, arg(&ctx, 1), 0);
+            }
+            0
+        }
+
+        #[tracepoint(category = "syscalls", name = $tp_exit)]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            if !noop() {
+                exit_data(&ctx, $sc, $dir);
+            }
+            0
+        }
+    };
+}
+
+buffer_syscall!(
+    enter_read,
+    exit_read,
+    "sys_enter_read",
+    "sys_exit_read",
+    syscall::READ,
+    direction::INGRESS
+);
+buffer_syscall!(
+    enter_write,
+    exit_write,
+    "sys_enter_write",
+    "sys_exit_write",
+    syscall::WRITE,
+    direction::EGRESS
+);
+buffer_syscall!(
+    enter_recvfrom,
+    exit_recvfrom,
+    "sys_enter_recvfrom",
+    "sys_exit_recvfrom",
+    syscall::RECVFROM,
+    direction::INGRESS
+);
+buffer_syscall!(
+    enter_sendto,
+    exit_sendto,
+    "sys_enter_sendto",
+    "sys_exit_sendto",
+    syscall::SENDTO,
+    direction::EGRESS
+);
+buffer_syscall!(
+    enter_sendfile,
+    exit_sendfile,
+    "sys_enter_sendfile64",
+    "sys_exit_sendfile64",
+    syscall::SENDFILE,
+    direction::EGRESS
+);
+
+// ---- iovec syscalls: (fd, iov, iovcnt) --------------------------------------------------
+
+macro_rules! iovec_syscall {
+    ($enter:ident, $exit:ident, $tp_enter:literal, $tp_exit:literal, $sc:expr, $dir:expr) => {
+        #[tracepoint(category = "syscalls", name = $tp_enter)]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            if !noop() {
+                enter_on_socket(arg(&ctx, 0) as i32, $sc, arg(&ctx, 1), arg(&ctx, 2));
+            }
+            0
+        }
+
+        #[tracepoint(category = "syscalls", name = $tp_exit)]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            if !noop() {
+                exit_data(&ctx, $sc, $dir);
+            }
+            0
+        }
+    };
+}
+
+iovec_syscall!(
+    enter_readv,
+    exit_readv,
+    "sys_enter_readv",
+    "sys_exit_readv",
+    syscall::READV,
+    direction::INGRESS
+);
+iovec_syscall!(
+    enter_writev,
+    exit_writev,
+    "sys_enter_writev",
+    "sys_exit_writev",
+    syscall::WRITEV,
+    direction::EGRESS
+);
+
+// ---- msghdr syscalls: (fd, msg, flags); the iovecs are read from the msghdr at entry ------
+
+macro_rules! msghdr_syscall {
+    ($enter:ident, $exit:ident, $tp_enter:literal, $tp_exit:literal, $sc:expr, $dir:expr) => {
+        #[tracepoint(category = "syscalls", name = $tp_enter)]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            if !noop() {
+                let msg = arg(&ctx, 1);
+                let iov: u64 = read_user(msg + MSGHDR_IOV).unwrap_or(0);
+                let iovcnt: u64 = read_user(msg + MSGHDR_IOVLEN).unwrap_or(0);
+                enter_on_socket(arg(&ctx, 0) as i32, $sc, iov, iovcnt);
+            }
+            0
+        }
+
+        #[tracepoint(category = "syscalls", name = $tp_exit)]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            if !noop() {
+                exit_data(&ctx, $sc, $dir);
+            }
+            0
+        }
+    };
+}
+
+msghdr_syscall!(
+    enter_recvmsg,
+    exit_recvmsg,
+    "sys_enter_recvmsg",
+    "sys_exit_recvmsg",
+    syscall::RECVMSG,
+    direction::INGRESS
+);
+msghdr_syscall!(
+    enter_sendmsg,
+    exit_sendmsg,
+    "sys_enter_sendmsg",
+    "sys_exit_sendmsg",
+    syscall::SENDMSG,
+    direction::EGRESS
+);
+
+// ---- mmsghdr syscalls: (fd, mmsg, vlen …); the return value counts messages ---------------
+
+iovec_syscall!(
+    enter_recvmmsg,
+    exit_recvmmsg,
+    "sys_enter_recvmmsg",
+    "sys_exit_recvmmsg",
+    syscall::RECVMMSG,
+    direction::INGRESS
+);
+iovec_syscall!(
+    enter_sendmmsg,
+    exit_sendmmsg,
+    "sys_enter_sendmmsg",
+    "sys_exit_sendmmsg",
+    syscall::SENDMMSG,
+    direction::EGRESS
+);
+
+// ---- connection lifecycle ------------------------------------------------------------------
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    if !noop() {
+        enter_on_socket(arg(&ctx, 0) as i32, syscall::CONNECT, 0, 0);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn exit_connect(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = take_args(pid_tgid, syscall::CONNECT) else {
+        return 0;
+    };
+    let rc = ret(&ctx);
+    // A non-blocking connect returns -EINPROGRESS with the addresses already chosen.
+    if rc == 0 || rc == -EINPROGRESS {
+        emit_open(pid_tgid, &args, origin::CONNECT, args.fd, rc, now());
+    }
+    0
+}
+
+/// Entry of accept/accept4: remembers the time; the socket only exists at exit.
+#[inline(always)]
+fn enter_accept(sc: u16, listen_fd: i32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !traced((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let args = SyscallArgs {
+        syscall: sc,
+        fd: listen_fd,
+        enter_ns: now(),
+        ..SyscallArgs::default()
+    };
+    if IN_FLIGHT.insert(&pid_tgid, &args, 0).is_err() {
+        count(counter::IN_FLIGHT_FULL, 1);
+    }
+}
+
+#[inline(always)]
+fn exit_accept(ctx: &TracePointContext, sc: u16) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(mut args) = take_args(pid_tgid, sc) else {
+        return;
+    };
+    let fd = ret(ctx);
+    if fd < 0 {
+        return;
+    }
+    let fd = fd as i32;
+    let Some(sock) = tcp_socket((pid_tgid >> 32) as u32, fd) else {
+        return;
+    };
+    args.sock = sock.sock;
+    args.fd = fd;
+    emit_open(pid_tgid, &args, origin::ACCEPT, fd, 0, now());
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_accept")]
+pub fn enter_accept_(ctx: TracePointContext) -> u32 {
+    if !noop() {
+        enter_accept(syscall::ACCEPT, arg(&ctx, 0) as i32);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn exit_accept_(ctx: TracePointContext) -> u32 {
+    if !noop() {
+        exit_accept(&ctx, syscall::ACCEPT);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_accept4")]
+pub fn enter_accept4(ctx: TracePointContext) -> u32 {
+    if !noop() {
+        enter_accept(syscall::ACCEPT4, arg(&ctx, 0) as i32);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn exit_accept4(ctx: TracePointContext) -> u32 {
+    if !noop() {
+        exit_accept(&ctx, syscall::ACCEPT4);
+    }
+    0
+}
+
+/// close() releases the fd even when it fails with EINTR, so the entry is where the socket
+/// ends; it only looks at the fd cache, never walks the fd table.
+#[tracepoint(category = "syscalls", name = "sys_enter_close")]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = arg(&ctx, 0) as i32;
+    let key = socket_key(tgid, fd);
+    if let Some(sock) = announced_socket(tgid, fd) {
+        let ev = ConnCloseEvent {
+            kind: kind::CONN_CLOSE,
+            tgid,
+            tid: pid_tgid as u32,
+            fd,
+            sock: sock.sock,
+            ts_ns: now(),
+        };
+        if EVENTS.output::<ConnCloseEvent>(&ev, 0).is_ok() {
+            count(counter::CLOSE_EVENTS, 1);
+        } else {
+            count(counter::CLOSE_LOST, 1);
+        }
+    }
+    let _ = SOCKETS.remove(&key);
+    0
+}
+
+// ---- process lifecycle ---------------------------------------------------------------------
+
+/// A new program image has a new name: decide again whether to trace it.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    if !noop() {
+        forget((bpf_get_current_pid_tgid() >> 32) as u32);
+    }
+    0
+}
+
+/// The main thread of a traced process exits: its connections end without close().
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn process_exit(_ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if pid_tgid as u32 != tgid {
+        return 0;
+    }
+    let was_traced = traced(tgid);
+    // Always forget: a cached "not traced" must not outlive the pid, which will be reused.
+    forget(tgid);
+    if !was_traced {
+        return 0;
+    }
+    let ev = ProcessExitEvent {
+        kind: kind::PROCESS_EXIT,
+        tgid,
+        ts_ns: now(),
+    };
+    if EVENTS.output::<ProcessExitEvent>(&ev, 0).is_ok() {
+        count(counter::EXIT_EVENTS, 1);
+    } else {
+        count(counter::EXIT_LOST, 1);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

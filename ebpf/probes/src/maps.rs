@@ -1,0 +1,125 @@
+//! Every map the programs use, and the read-only globals user space fills before load.
+
+use aya_ebpf::{
+    helpers::bpf_get_smp_processor_id,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use netsonde_common::{
+    Comm, DataEvent, KernelOffsets, ProbeConfig, SCRATCH_DATA, SocketEntry, SyscallArgs, counter,
+};
+
+/// Settings, set by user space before load (read-only at run time, so the verifier sees the
+/// real values and prunes what they switch off).
+#[unsafe(no_mangle)]
+pub static NETSONDE_CONFIG: ProbeConfig = ProbeConfig {
+    capture_bytes: 0,
+    agent_tgid: 0,
+    filter_mode: 0,
+    comm_filter: 0,
+    noop: 0,
+    _pad: 0,
+};
+
+/// Kernel struct field offsets from BTF, set by user space before load.
+#[unsafe(no_mangle)]
+pub static NETSONDE_OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    task_group_leader: 0,
+    task_comm: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    file_inode: 0,
+    file_private_data: 0,
+    inode_mode: 0,
+    socket_sk: 0,
+    sock_type: 0,
+    sock_protocol: 0,
+    sock_family: 0,
+    sock_num: 0,
+    sock_dport: 0,
+    sock_rcv_saddr: 0,
+    sock_daddr: 0,
+    sock_v6_rcv_saddr: 0,
+    sock_v6_daddr: 0,
+    _pad: 0,
+};
+
+/// All records for user space. Its size is set by user space (`map_max_entries`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Per-CPU counters, slots in [`netsonde_common::counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// A data record under construction: kept off the 512-byte stack, one per CPU.
+#[repr(C)]
+pub struct Scratch {
+    pub header: DataEvent,
+    pub data: [u8; SCRATCH_DATA],
+}
+
+/// One [`Scratch`] per possible CPU, indexed by CPU id: a per-CPU array would be simpler but
+/// caps values at 32 KiB, and a record needs up to `DataEvent` + 2 × MAX_CAPTURE bytes. User
+/// space sets `max_entries` to the number of possible CPUs.
+#[map]
+pub static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
+
+/// This CPU's scratch record.
+#[inline(always)]
+pub fn scratch() -> Option<*mut Scratch> {
+    // SAFETY: no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    SCRATCH.get_ptr_mut(cpu)
+}
+
+/// Syscall arguments saved at entry for the exit, keyed by pid_tgid. LRU: an exit that never
+/// comes (a killed thread) cannot leak an entry.
+#[map]
+pub static IN_FLIGHT: LruHashMap<u64, SyscallArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// What each fd of a traced process is, keyed by `tgid << 32 | fd`; validated by `file`.
+#[map]
+pub static SOCKETS: LruHashMap<u64, SocketEntry> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per-tgid trace decision (1 traced, 0 not) when filters are set; cleared on exec and exit.
+#[map]
+pub static DECISIONS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// tgids selected with `--pid`, written by user space.
+#[map]
+pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Process names selected with `--comm`, written by user space.
+#[map]
+pub static COMM_FILTER: HashMap<Comm, u8> = HashMap::with_max_entries(256, 0);
+
+/// Adds `n` to a per-CPU counter.
+#[inline(always)]
+pub fn count(slot: u32, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot; programs do not nest on one CPU, so no concurrent writer.
+        unsafe { *p += n };
+    }
+}
+
+/// Reads one field of the settings global. Volatile, so the compiler cannot fold the zero it
+/// was compiled with; the verifier still sees the real (read-only) value.
+macro_rules! config {
+    ($field:ident) => {
+        // SAFETY: a plain read of a static.
+        unsafe { core::ptr::read_volatile(&$crate::maps::NETSONDE_CONFIG.$field) }
+    };
+}
+pub(crate) use config;
+
+/// Reads one kernel offset (see [`config`] for why volatile), widened for pointer arithmetic.
+macro_rules! offset {
+    ($field:ident) => {
+        // SAFETY: a plain read of a static.
+        (unsafe { core::ptr::read_volatile(&$crate::maps::NETSONDE_OFFSETS.$field) } as u64)
+    };
+}
+pub(crate) use offset;

@@ -1,0 +1,3 @@
+pub mod events;
+pub mod probes;
+pub mod protocols;

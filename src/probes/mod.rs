@@ -1,0 +1,335 @@
+//! The kernel side: loads netsonde's eBPF object, fills its settings and filter maps, attaches
+//! every probe point it can, and hands out the ring buffer and counters.
+//!
+//! Owns: the `aya::Ebpf` object (dropping it detaches everything), the attach report, and the
+//! handles of the maps user space reads.
+
+pub mod catalog;
+pub mod counters;
+pub mod offsets;
+pub mod ring;
+pub mod tracefs;
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use netsonde_common::{Comm, KernelOffsets, ProbeConfig, filter_mode};
+
+pub use catalog::{Candidate, Hook, ProbePoint};
+pub use counters::KernelCounters;
+
+/// The eBPF object built into this binary (see build.rs).
+pub const EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netsonde.bpf.o"));
+/// Where the object came from: built from source or the committed prebuilt copy.
+pub const EBPF_SOURCE: &str = env!("NETSONDE_EBPF_SOURCE");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "netsonde needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (missing: {missing})"
+    )]
+    Privileges { missing: String },
+    #[error(transparent)]
+    Offsets(#[from] offsets::OffsetError),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("loading the eBPF object failed")]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("the eBPF object has no map `{0}` (a build mismatch)")]
+    MissingMap(&'static str),
+    #[error("eBPF map `{name}` cannot be used")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot count the possible CPUs")]
+    Cpus {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no probe could be attached; netsonde has nothing to observe")]
+    NothingAttached,
+}
+
+/// What the programs should do: everything user space decides before load.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeSettings {
+    /// Payload prefix copied per syscall.
+    pub capture_bytes: u32,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_buffer_bytes: u32,
+    /// Trace only these processes (with `comms`); both empty means every process.
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    /// Attach no-op programs to the same hooks (benchmark floor).
+    pub noop: bool,
+    /// BTF to read kernel offsets from (normally [`offsets::VMLINUX_BTF`]).
+    pub btf_path: PathBuf,
+}
+
+/// The outcome for one probe point.
+#[derive(Debug, Clone)]
+pub struct ProbeStatus {
+    pub point: ProbePoint,
+    /// The candidate that attached, if any.
+    pub attached: Option<Candidate>,
+    /// Candidates that failed, with a one-line reason each.
+    pub failures: Vec<(Candidate, String)>,
+}
+
+/// Loaded and attached programs. Dropping it detaches them all.
+pub struct Probes {
+    ebpf: Ebpf,
+    report: Vec<ProbeStatus>,
+}
+
+impl Probes {
+    /// Checks privileges, reads kernel offsets, loads the object and attaches every probe point
+    /// it can. A point that fails is reported (one line, with the reason) and the rest go on.
+    pub fn load(settings: &ProbeSettings) -> Result<Probes, ProbeError> {
+        check_privileges()?;
+        raise_memlock_limit();
+        let offsets = offsets::load_offsets(&settings.btf_path)?;
+        let tracefs = tracefs::ensure_mounted()?;
+        let mut ebpf = load_object(settings, &offsets)?;
+        fill_filters(&mut ebpf, settings)?;
+
+        let mut points = catalog::syscall_layer();
+        points.sort_by_key(|p| p.phase);
+        let mut report = Vec::with_capacity(points.len());
+        for point in points {
+            let status = attach_point(&mut ebpf, &tracefs, point);
+            match (&status.attached, status.failures.last()) {
+                (Some(_), _) => {}
+                (None, Some((candidate, why))) => tracing::warn!(
+                    "probe {} not attached ({}: {why}); lost: {}",
+                    point.name,
+                    candidate.hook.target(),
+                    point.purpose
+                ),
+                (None, None) => {}
+            }
+            report.push(status);
+        }
+        if report.iter().all(|s| s.attached.is_none()) {
+            return Err(ProbeError::NothingAttached);
+        }
+        Ok(Probes { ebpf, report })
+    }
+
+    /// Every probe point and what happened to it.
+    pub fn report(&self) -> &[ProbeStatus] {
+        &self.report
+    }
+
+    /// Takes the ring buffer for the reader task (once).
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name: "EVENTS",
+            source,
+        })
+    }
+
+    /// Takes the per-CPU counters (once).
+    pub fn take_counters(&mut self) -> Result<KernelCounters, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("COUNTERS")
+            .ok_or(ProbeError::MissingMap("COUNTERS"))?;
+        let array = PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
+            name: "COUNTERS",
+            source,
+        })?;
+        Ok(KernelCounters::new(array))
+    }
+}
+
+fn load_object(settings: &ProbeSettings, offsets: &KernelOffsets) -> Result<Ebpf, ProbeError> {
+    let config = ProbeConfig {
+        capture_bytes: settings.capture_bytes,
+        agent_tgid: std::process::id(),
+        filter_mode: if settings.pids.is_empty() && settings.comms.is_empty() {
+            filter_mode::ALL
+        } else {
+            filter_mode::SELECTED
+        },
+        comm_filter: u32::from(!settings.comms.is_empty()),
+        noop: u32::from(settings.noop),
+        _pad: 0,
+    };
+    let cpus = aya::util::nr_cpus().map_err(|(_, source)| ProbeError::Cpus { source })? as u32;
+    EbpfLoader::new()
+        .override_global("NETSONDE_CONFIG", &config, true)
+        .map_max_entries("SCRATCH", cpus)
+        .override_global("NETSONDE_OFFSETS", offsets, true)
+        .map_max_entries("EVENTS", settings.ring_buffer_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(|source| ProbeError::Load { source })
+}
+
+fn fill_filters(ebpf: &mut Ebpf, settings: &ProbeSettings) -> Result<(), ProbeError> {
+    let map_err = |name| move |source| ProbeError::Map { name, source };
+    let mut pids: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+        ebpf.map_mut("PID_FILTER")
+            .ok_or(ProbeError::MissingMap("PID_FILTER"))?,
+    )
+    .map_err(map_err("PID_FILTER"))?;
+    for pid in &settings.pids {
+        pids.insert(pid, 1, 0).map_err(map_err("PID_FILTER"))?;
+    }
+    let mut comms: BpfHashMap<_, Comm, u8> = BpfHashMap::try_from(
+        ebpf.map_mut("COMM_FILTER")
+            .ok_or(ProbeError::MissingMap("COMM_FILTER"))?,
+    )
+    .map_err(map_err("COMM_FILTER"))?;
+    for comm in &settings.comms {
+        comms
+            .insert(comm_key(comm), 1, 0)
+            .map_err(map_err("COMM_FILTER"))?;
+    }
+    Ok(())
+}
+
+/// A process name as the kernel stores it: at most 15 bytes, NUL-padded.
+pub fn comm_key(name: &str) -> Comm {
+    let mut key: Comm = [0; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
+}
+
+fn attach_point(ebpf: &mut Ebpf, tracefs: &Path, point: ProbePoint) -> ProbeStatus {
+    let mut status = ProbeStatus {
+        point,
+        attached: None,
+        failures: Vec::new(),
+    };
+    for candidate in point.candidates {
+        match attach_candidate(ebpf, tracefs, candidate) {
+            Ok(()) => {
+                status.attached = Some(*candidate);
+                break;
+            }
+            Err(why) => status.failures.push((*candidate, why)),
+        }
+    }
+    status
+}
+
+fn attach_candidate(ebpf: &mut Ebpf, tracefs: &Path, candidate: &Candidate) -> Result<(), String> {
+    let Hook::Tracepoint {
+        category,
+        name,
+        args,
+    } = candidate.hook;
+    if let Some(args) = args {
+        tracefs::check_syscall_layout(tracefs, category, name, args).map_err(|e| e.to_string())?;
+    }
+    let program = ebpf
+        .program_mut(candidate.program)
+        .ok_or_else(|| format!("program {} is not in the eBPF object", candidate.program))?;
+    let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+    tp.load()
+        .map_err(|e| describe_program_error(candidate.program, &e))?;
+    tp.attach(category, name)
+        .map_err(|e| describe_program_error(candidate.program, &e))?;
+    Ok(())
+}
+
+/// One line for a failed load or attach: the verifier's last words rather than its whole log
+/// (which goes to the debug log).
+fn describe_program_error(program: &str, error: &aya::programs::ProgramError) -> String {
+    match error {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            tracing::debug!("verifier log for {program}:\n{log}");
+            // The reason is the last line before the verifier's closing statistics.
+            let last = log
+                .lines()
+                .take_while(|l| !l.starts_with("verification time"))
+                .filter(|l| !l.trim().is_empty())
+                .last()
+                .unwrap_or("no verifier output");
+            format!(
+                "the kernel verifier rejected {program} ({io_error}): {}",
+                last.trim()
+            )
+        }
+        other => {
+            let mut msg = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                source = s.source();
+            }
+            msg
+        }
+    }
+}
+
+/// Capabilities the kernel checks for loading tracing programs.
+fn check_privileges() -> Result<(), ProbeError> {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| effective & (1u64 << bit) != 0;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let missing: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| !has(*bit))
+    .map(|(_, name)| name)
+    .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ProbeError::Privileges {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (harmless elsewhere).
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

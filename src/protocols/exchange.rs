@@ -1,0 +1,70 @@
+//! What a request/response protocol produces: one exchange per request and its response.
+
+/// A request head, with the headers later stages use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The request-target as sent (path and query), at most a bounded length.
+    pub target: String,
+    /// Minor version of HTTP/1.x.
+    pub version_minor: u8,
+    /// Selected headers (lower-case names), in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub version_minor: u8,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// First value of a kept header (name in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Whether every byte of the exchange was accounted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completeness {
+    /// Request and response framed exactly.
+    Complete,
+    /// The connection ended before the response body did.
+    BodyCut,
+    /// Bytes went missing where a body's framing (a chunk size) was: the response's end is the
+    /// last byte seen before that.
+    FramingLost,
+}
+
+/// One request and its response, with when and how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub request: Request,
+    pub response: Response,
+    /// Kernel monotonic ns: first and last byte of the request, first and last of the response.
+    pub request_start_ns: u64,
+    pub request_end_ns: u64,
+    pub response_start_ns: u64,
+    pub response_end_ns: u64,
+    /// Bytes of the heads, and of the bodies as transferred (chunk framing included).
+    pub request_head_bytes: u64,
+    pub request_body_bytes: u64,
+    pub response_head_bytes: u64,
+    pub response_body_bytes: u64,
+    /// 1xx responses that came before the final one.
+    pub informational: u8,
+    pub completeness: Completeness,
+}
+
+impl Exchange {
+    /// First request byte to last response byte.
+    pub fn duration_ns(&self) -> u64 {
+        self.response_end_ns.saturating_sub(self.request_start_ns)
+    }
+}

@@ -1,0 +1,451 @@
+//! HTTP/1.0 and 1.1: pairs the requests of one direction with the responses of the other.
+//!
+//! Covers keep-alive, pipelining (responses answer requests in order), Content-Length and
+//! chunked bodies, 1xx interim responses, bodiless responses (HEAD, 204, 304), responses that end
+//! at close, and connections that switch protocol (101, CONNECT). Which direction carries the
+//! requests is learnt from the traffic: the side that sends a request is the HTTP client.
+//!
+//! Never invents: a response without a request it could answer is counted and dropped, and so
+//! is a request whose response never comes. When a gap hides a message start, exactly one
+//! message is assumed hidden: a hidden request leaves a *hole* in the queue, so its response is
+//! dropped instead of being paired with the next request; a hidden response consumes the
+//! request it answered. Only a single gap hiding several pipelined message starts can pair
+//! wrongly, and every gap is counted.
+
+mod head;
+mod side;
+
+use std::collections::VecDeque;
+
+use head::{BodyInfo, Head};
+use side::{End, Framing, Side, Sink};
+
+use super::{Completeness, Direction, Exchange, Request, Response, Role, Segment};
+
+/// Limits that bound a connection's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest head (start line and headers) accepted.
+    pub max_head_bytes: usize,
+    /// Most requests waiting for responses (pipelining depth); older ones are dropped.
+    pub max_pending: usize,
+    /// Segments a connection joined mid-stream may show without a message start before it is
+    /// declared not HTTP/1.
+    pub max_resync_segments: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 64 * 1024,
+            max_pending: 128,
+            max_resync_segments: 64,
+        }
+    }
+}
+
+/// What a connection's parser noticed besides exchanges (added to self-telemetry).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// Responses with no request to answer (the request was not seen).
+    pub orphan_responses: u64,
+    /// Requests whose response never came (connection ended, or too many pending).
+    pub unanswered_requests: u64,
+    /// Message starts hidden by gaps, and bodies whose framing a gap hid.
+    pub hidden_messages: u64,
+    pub unframed_bodies: u64,
+    /// Heads or chunk lines that were not valid HTTP/1.
+    pub malformed: u64,
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Parsing HTTP/1.
+    Active,
+    /// The first bytes were not HTTP/1.
+    NotHttp,
+    /// Switched to another protocol (101 Switching Protocols, or a CONNECT tunnel).
+    Switched,
+}
+
+/// The HTTP/1 state of one connection.
+#[derive(Debug, Clone)]
+pub struct Http1 {
+    sides: [Side; 2],
+    pairing: Pairing,
+    midstream_segments: Option<u32>,
+    limits: Limits,
+}
+
+impl Http1 {
+    /// For a connection seen from its start.
+    pub fn new(limits: Limits) -> Self {
+        Http1 {
+            sides: [
+                Side::fresh(Direction::Egress, limits.max_head_bytes),
+                Side::fresh(Direction::Ingress, limits.max_head_bytes),
+            ],
+            pairing: Pairing::new(limits.max_pending),
+            midstream_segments: None,
+            limits,
+        }
+    }
+
+    /// For a connection joined in the middle: both directions wait for a message start.
+    pub fn midstream(limits: Limits) -> Self {
+        Http1 {
+            sides: [
+                Side::midstream(Direction::Egress, limits.max_head_bytes),
+                Side::midstream(Direction::Ingress, limits.max_head_bytes),
+            ],
+            midstream_segments: Some(0),
+            ..Http1::new(limits)
+        }
+    }
+
+    /// Feeds one segment of one direction; complete exchanges go to `out`.
+    pub fn feed(&mut self, dir: Direction, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        if self.status() != Status::Active {
+            return;
+        }
+        self.sides[dir.index()].feed(seg, &mut self.pairing);
+        if let Some(n) = &mut self.midstream_segments {
+            if self.pairing.found_message {
+                self.midstream_segments = None;
+            } else {
+                *n += 1;
+                if *n >= self.limits.max_resync_segments {
+                    self.pairing.status = Status::NotHttp;
+                }
+            }
+        }
+        self.settle(out);
+    }
+
+    /// Bytes of `dir` went missing in a way that breaks the position (the stream restarted).
+    pub fn desync(&mut self, dir: Direction, out: &mut Vec<Exchange>) {
+        self.sides[dir.index()].resync(&mut self.pairing);
+        self.settle(out);
+    }
+
+    /// The connection closed: finish what close finishes, drop what was left waiting.
+    pub fn close(&mut self, out: &mut Vec<Exchange>) {
+        for side in &mut self.sides {
+            side.close(&mut self.pairing);
+        }
+        let waiting = self
+            .pairing
+            .pending
+            .drain(..)
+            .filter(|p| p.request.is_some())
+            .count();
+        self.pairing.notes.unanswered_requests += waiting as u64;
+        self.settle(out);
+    }
+
+    pub fn status(&self) -> Status {
+        self.pairing.status
+    }
+
+    /// The traced process's HTTP role, once a message showed which side requests.
+    pub fn role(&self) -> Option<Role> {
+        self.pairing.request_dir.map(|d| match d {
+            Direction::Egress => Role::Client,
+            Direction::Ingress => Role::Server,
+        })
+    }
+
+    /// Takes the notes gathered since the last call.
+    pub fn take_notes(&mut self) -> Notes {
+        std::mem::take(&mut self.pairing.notes)
+    }
+
+    fn settle(&mut self, out: &mut Vec<Exchange>) {
+        out.append(&mut self.pairing.out);
+        if self.pairing.status != Status::Active {
+            for side in &mut self.sides {
+                side.kill();
+            }
+        }
+    }
+}
+
+/// A request waiting for its response.
+#[derive(Debug, Clone)]
+struct Pending {
+    id: u64,
+    /// `None`: a hole, a request hidden by a gap.
+    request: Option<Request>,
+    start_ns: u64,
+    end_ns: u64,
+    head_bytes: u64,
+    body_bytes: u64,
+    informational: u8,
+}
+
+/// The response being received.
+#[derive(Debug, Clone)]
+enum Responding {
+    /// Answers the front pending request.
+    Final {
+        response: Response,
+        start_ns: u64,
+        head_bytes: u64,
+    },
+    /// A 1xx interim response.
+    Interim,
+    /// No request to answer; its body is skipped.
+    Orphan,
+}
+
+#[derive(Debug, Clone)]
+struct Pairing {
+    request_dir: Option<Direction>,
+    pending: VecDeque<Pending>,
+    /// Id of the request whose body is still arriving.
+    receiving: Option<u64>,
+    responding: Option<Responding>,
+    next_id: u64,
+    max_pending: usize,
+    found_message: bool,
+    status: Status,
+    notes: Notes,
+    out: Vec<Exchange>,
+}
+
+impl Pairing {
+    fn new(max_pending: usize) -> Self {
+        Pairing {
+            request_dir: None,
+            pending: VecDeque::new(),
+            receiving: None,
+            responding: None,
+            next_id: 0,
+            max_pending,
+            found_message: false,
+            status: Status::Active,
+            notes: Notes::default(),
+            out: Vec::new(),
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        dir: Direction,
+        request: Request,
+        body: BodyInfo,
+        head_bytes: u64,
+        first_ns: u64,
+    ) -> Framing {
+        if *self.request_dir.get_or_insert(dir) != dir {
+            // A request travelling the way responses do: not a protocol netsonde understands.
+            self.notes.malformed += 1;
+            return Framing::announced(body, false);
+        }
+        if self.pending.len() >= self.max_pending
+            && self
+                .pending
+                .pop_front()
+                .is_some_and(|p| p.request.is_some())
+        {
+            self.notes.unanswered_requests += 1;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.receiving = Some(id);
+        self.pending.push_back(Pending {
+            id,
+            request: Some(request),
+            start_ns: first_ns,
+            end_ns: first_ns,
+            head_bytes,
+            body_bytes: 0,
+            informational: 0,
+        });
+        Framing::announced(body, false)
+    }
+
+    fn on_response(
+        &mut self,
+        dir: Direction,
+        response: Response,
+        body: BodyInfo,
+        head_bytes: u64,
+        first_ns: u64,
+    ) -> Framing {
+        if *self.request_dir.get_or_insert(dir.opposite()) != dir.opposite() {
+            self.notes.malformed += 1;
+            return Framing::announced(body, true);
+        }
+        let status = response.status;
+        let interim = (100..200).contains(&status) && status != 101;
+        let Some(front) = self.pending.front_mut() else {
+            self.notes.orphan_responses += 1;
+            self.responding = Some(Responding::Orphan);
+            return if interim {
+                Framing::None
+            } else {
+                Framing::announced(body, true)
+            };
+        };
+        let Some(request) = &front.request else {
+            // The answer to a hidden request: skip it, and the hole with it.
+            if !interim {
+                self.pending.pop_front();
+            }
+            self.notes.orphan_responses += 1;
+            self.responding = Some(Responding::Orphan);
+            return if interim {
+                Framing::None
+            } else {
+                Framing::announced(body, true)
+            };
+        };
+        if interim {
+            front.informational = front.informational.saturating_add(1);
+            self.responding = Some(Responding::Interim);
+            return Framing::None;
+        }
+        // RFC 9112 §6.3: HEAD responses, 1xx, 204 and 304 have no body whatever they announce;
+        // a 2xx answer to CONNECT starts a tunnel.
+        let bodiless = request.method == "HEAD" || status == 204 || status == 304 || status == 101;
+        let tunnel = request.method == "CONNECT" && (200..300).contains(&status);
+        self.responding = Some(Responding::Final {
+            response,
+            start_ns: first_ns,
+            head_bytes,
+        });
+        if bodiless || tunnel {
+            Framing::None
+        } else {
+            Framing::announced(body, true)
+        }
+    }
+
+    fn on_response_done(&mut self, body_bytes: u64, last_ns: u64, end: End) {
+        let Some(Responding::Final {
+            response,
+            start_ns,
+            head_bytes,
+        }) = self.responding.take()
+        else {
+            return;
+        };
+        let Some(pending) = self.pending.pop_front() else {
+            return;
+        };
+        if self.receiving == Some(pending.id) {
+            self.receiving = None;
+        }
+        let Some(request) = pending.request else {
+            return;
+        };
+        let switched = response.status == 101
+            || (request.method == "CONNECT" && (200..300).contains(&response.status));
+        let request_meta = (
+            pending.start_ns,
+            pending.end_ns,
+            pending.head_bytes,
+            pending.body_bytes,
+        );
+        let (request_start_ns, request_end_ns, request_head_bytes, request_body_bytes) =
+            request_meta;
+        self.out.push(Exchange {
+            request,
+            response,
+            request_start_ns,
+            request_end_ns,
+            response_start_ns: start_ns,
+            response_end_ns: last_ns,
+            request_head_bytes,
+            request_body_bytes,
+            response_head_bytes: head_bytes,
+            response_body_bytes: body_bytes,
+            informational: pending.informational,
+            completeness: match end {
+                End::Framed | End::Closed => Completeness::Complete,
+                End::Cut => Completeness::BodyCut,
+                End::Lost => Completeness::FramingLost,
+            },
+        });
+        if switched {
+            self.status = Status::Switched;
+        }
+    }
+}
+
+impl Sink for Pairing {
+    fn head(
+        &mut self,
+        dir: Direction,
+        head: Head,
+        body: BodyInfo,
+        head_bytes: u64,
+        first_ns: u64,
+    ) -> Framing {
+        self.found_message = true;
+        match head {
+            Head::Request(r) => self.on_request(dir, r, body, head_bytes, first_ns),
+            Head::Response(r) => self.on_response(dir, r, body, head_bytes, first_ns),
+        }
+    }
+
+    fn done(&mut self, dir: Direction, body_bytes: u64, last_ns: u64, end: End) {
+        if Some(dir) == self.request_dir {
+            if let Some(id) = self.receiving.take()
+                && let Some(p) = self.pending.iter_mut().find(|p| p.id == id)
+            {
+                p.body_bytes = body_bytes;
+                p.end_ns = last_ns;
+            }
+        } else {
+            self.on_response_done(body_bytes, last_ns, end);
+        }
+    }
+
+    fn malformed(&mut self, _dir: Direction, fatal: bool) {
+        if fatal {
+            self.status = Status::NotHttp;
+        } else {
+            self.notes.malformed += 1;
+        }
+    }
+
+    fn hidden_message(&mut self, dir: Direction) {
+        self.notes.hidden_messages += 1;
+        if Some(dir) == self.request_dir {
+            // One request went unseen: hold its place so its response is not paired with the
+            // next visible request.
+            self.receiving = None;
+            let id = self.next_id;
+            self.next_id += 1;
+            self.pending.push_back(Pending {
+                id,
+                request: None,
+                start_ns: 0,
+                end_ns: 0,
+                head_bytes: 0,
+                body_bytes: 0,
+                informational: 0,
+            });
+        } else if self.request_dir.is_some() {
+            // One response went unseen: it answered the oldest waiting request.
+            self.responding = None;
+            if self
+                .pending
+                .pop_front()
+                .is_some_and(|p| p.request.is_some())
+            {
+                self.notes.unanswered_requests += 1;
+            }
+        }
+    }
+
+    fn unframed(&mut self, _dir: Direction) {
+        self.notes.unframed_bodies += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests;

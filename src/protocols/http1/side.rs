@@ -1,0 +1,428 @@
+//! One direction of an HTTP/1 connection: finds message heads, then follows the body framing
+//! (Content-Length, chunked, until close) across captured bytes and gaps alike.
+//!
+//! Body bytes are counted, never needed, so a gap inside a body costs nothing. Otherwise the
+//! side relies on one observation: a syscall's data starts at a message boundary far more often
+//! than not. So
+//! * a chunk size hidden in a gap leaves the body *unframed*: it runs until the next segment
+//!   that starts with a valid start line (or close);
+//! * a head start hidden or cut by a gap counts as one hidden message, and the side skips to the
+//!   next segment that starts with a valid start line.
+
+use super::head::{self, BodyInfo, Head, Parsed};
+use crate::protocols::{Direction, Segment};
+
+/// How the body after a head is delimited (decided by the pairing, which knows the request
+/// method a response answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+impl Framing {
+    /// The framing a head announces on its own.
+    pub fn announced(body: BodyInfo, is_response: bool) -> Framing {
+        match (body.chunked, body.content_length) {
+            (true, _) => Framing::Chunked,
+            (false, Some(n)) => Framing::Length(n),
+            (false, None) if is_response => Framing::UntilClose,
+            (false, None) => Framing::None,
+        }
+    }
+}
+
+/// How a message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Its framing said so.
+    Framed,
+    /// The connection closed, which is how an until-close body ends.
+    Closed,
+    /// The connection closed while its body was still owed.
+    Cut,
+    /// Its framing was lost in a gap.
+    Lost,
+}
+
+/// What the side tells the pairing.
+pub trait Sink {
+    /// A head was parsed; returns the body framing to follow.
+    fn head(
+        &mut self,
+        dir: Direction,
+        head: Head,
+        body: BodyInfo,
+        head_bytes: u64,
+        first_ns: u64,
+    ) -> Framing;
+    /// The current message ended.
+    fn done(&mut self, dir: Direction, body_bytes: u64, last_ns: u64, end: End);
+    /// Bytes that cannot be HTTP/1 (`fatal`: the very first message of a fresh stream, so the
+    /// connection is not HTTP/1 at all).
+    fn malformed(&mut self, dir: Direction, fatal: bool);
+    /// A gap hid the start of one message (or cut its head); the side is resynchronising.
+    fn hidden_message(&mut self, dir: Direction);
+    /// A gap hid a body's framing; the body now runs to the next message start.
+    fn unframed(&mut self, dir: Direction);
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Chunk {
+    /// Reading a chunk-size line.
+    Size(Vec<u8>),
+    /// Skipping chunk data.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// Reading trailer lines until an empty one.
+    Trailer(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// The next byte starts a message.
+    Idle,
+    /// Lost track: waiting for a segment that starts with a message.
+    Resync,
+    /// Collecting a head.
+    Head {
+        buf: Vec<u8>,
+        first_ns: u64,
+    },
+    Body {
+        remaining: u64,
+    },
+    Chunked(Chunk),
+    UntilClose,
+    /// A body whose framing was lost: it ends where a segment starts a new message.
+    Unframed,
+    /// Not HTTP/1, or switched to another protocol: everything is ignored.
+    Dead,
+}
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct Side {
+    dir: Direction,
+    state: State,
+    /// Body bytes of the current message, and when its last byte was seen.
+    body_bytes: u64,
+    last_ns: u64,
+    /// Whether a message was ever found on this side (a bad first message means "not HTTP").
+    seen_message: bool,
+    max_head_bytes: usize,
+}
+
+impl Side {
+    /// A side that starts at the beginning of a stream.
+    pub fn fresh(dir: Direction, max_head_bytes: usize) -> Self {
+        Side {
+            dir,
+            state: State::Idle,
+            body_bytes: 0,
+            last_ns: 0,
+            seen_message: false,
+            max_head_bytes,
+        }
+    }
+
+    /// A side that joins a stream in the middle (a connection older than netsonde).
+    pub fn midstream(dir: Direction, max_head_bytes: usize) -> Self {
+        Side {
+            state: State::Resync,
+            seen_message: true,
+            ..Side::fresh(dir, max_head_bytes)
+        }
+    }
+
+    /// Stops parsing this side for good.
+    pub fn kill(&mut self) {
+        self.state = State::Dead;
+    }
+
+    /// Forgets the current position (the stream restarted from an unknown point): a body in
+    /// progress becomes unframed, and a message being started counts as hidden.
+    pub fn resync(&mut self, sink: &mut impl Sink) {
+        match self.state {
+            State::Body { .. } | State::Chunked(_) | State::UntilClose => {
+                sink.unframed(self.dir);
+                self.state = State::Unframed;
+            }
+            State::Head { .. } => {
+                sink.hidden_message(self.dir);
+                self.state = State::Resync;
+            }
+            State::Idle => self.state = State::Resync,
+            State::Resync | State::Unframed | State::Dead => {}
+        }
+    }
+
+    /// Feeds one segment.
+    pub fn feed(&mut self, seg: &Segment<'_>, sink: &mut impl Sink) {
+        let captured = seg.data.len() as u64;
+        let mut pos: u64 = 0;
+        while pos < seg.len {
+            match &mut self.state {
+                State::Dead => return,
+                State::Resync => {
+                    if pos == 0 && starts_message(seg.data) {
+                        self.state = State::Idle;
+                    } else {
+                        return;
+                    }
+                }
+                State::Unframed => {
+                    if pos == 0 && starts_message(seg.data) {
+                        self.finish(sink, End::Lost);
+                    } else {
+                        self.body_bytes += seg.len - pos;
+                        self.last_ns = seg.last_ns;
+                        return;
+                    }
+                }
+                State::Idle => {
+                    if pos >= captured {
+                        // A message started where we could not see it.
+                        sink.hidden_message(self.dir);
+                        self.state = State::Resync;
+                        return;
+                    }
+                    // Stray CRLFs between messages are allowed (RFC 9112 §2.2).
+                    let rest = &seg.data[pos as usize..];
+                    let skip = rest
+                        .iter()
+                        .take_while(|&&b| b == b'\r' || b == b'\n')
+                        .count();
+                    pos += skip as u64;
+                    if pos < captured {
+                        self.state = State::Head {
+                            buf: Vec::new(),
+                            first_ns: seg.first_ns,
+                        };
+                    }
+                }
+                State::Head { buf, first_ns } => {
+                    if pos >= captured {
+                        sink.hidden_message(self.dir);
+                        self.state = State::Resync;
+                        return;
+                    }
+                    let before = buf.len();
+                    let room = self.max_head_bytes.saturating_sub(before);
+                    let take = ((captured - pos) as usize).min(room);
+                    buf.extend_from_slice(&seg.data[pos as usize..pos as usize + take]);
+                    match head::parse(buf) {
+                        Parsed::Complete { head, body, len } => {
+                            let first_ns = *first_ns;
+                            pos += (len - before) as u64;
+                            self.seen_message = true;
+                            self.body_bytes = 0;
+                            self.last_ns = seg.last_ns;
+                            let framing = sink.head(self.dir, head, body, len as u64, first_ns);
+                            self.start_body(framing, sink);
+                        }
+                        Parsed::Partial { .. } if buf.len() >= self.max_head_bytes => {
+                            // A head larger than allowed: count it as malformed and hidden.
+                            sink.malformed(self.dir, false);
+                            sink.hidden_message(self.dir);
+                            self.state = State::Resync;
+                            return;
+                        }
+                        Parsed::Partial { .. } => pos = captured,
+                        Parsed::Invalid(_) => {
+                            let fatal = !self.seen_message;
+                            sink.malformed(self.dir, fatal);
+                            if fatal {
+                                self.state = State::Dead;
+                            } else {
+                                sink.hidden_message(self.dir);
+                                self.state = State::Resync;
+                            }
+                            return;
+                        }
+                    }
+                }
+                State::Body { remaining } => {
+                    let n = (*remaining).min(seg.len - pos);
+                    *remaining -= n;
+                    pos += n;
+                    self.body_bytes += n;
+                    self.last_ns = seg.last_ns;
+                    if *remaining == 0 {
+                        self.finish(sink, End::Framed);
+                    }
+                }
+                State::UntilClose => {
+                    self.body_bytes += seg.len - pos;
+                    self.last_ns = seg.last_ns;
+                    return;
+                }
+                State::Chunked(chunk) => {
+                    let step = step_chunked(chunk, seg, pos, captured);
+                    self.body_bytes += step.consumed;
+                    self.last_ns = seg.last_ns;
+                    pos += step.consumed;
+                    match step.outcome {
+                        ChunkOutcome::Continue => {}
+                        ChunkOutcome::Finished => self.finish(sink, End::Framed),
+                        ChunkOutcome::Lost | ChunkOutcome::Malformed => {
+                            if matches!(step.outcome, ChunkOutcome::Malformed) {
+                                sink.malformed(self.dir, false);
+                            }
+                            sink.unframed(self.dir);
+                            self.state = State::Unframed;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection closed.
+    pub fn close(&mut self, sink: &mut impl Sink) {
+        match self.state {
+            State::UntilClose => self.finish(sink, End::Closed),
+            State::Body { .. } | State::Chunked(_) => self.finish(sink, End::Cut),
+            State::Unframed => self.finish(sink, End::Lost),
+            _ => {}
+        }
+        self.state = State::Dead;
+    }
+
+    fn start_body(&mut self, framing: Framing, sink: &mut impl Sink) {
+        match framing {
+            Framing::None | Framing::Length(0) => self.finish(sink, End::Framed),
+            Framing::Length(n) => self.state = State::Body { remaining: n },
+            Framing::Chunked => self.state = State::Chunked(Chunk::Size(Vec::new())),
+            Framing::UntilClose => self.state = State::UntilClose,
+        }
+    }
+
+    fn finish(&mut self, sink: &mut impl Sink, end: End) {
+        sink.done(self.dir, self.body_bytes, self.last_ns, end);
+        self.body_bytes = 0;
+        if !matches!(self.state, State::Dead) {
+            self.state = State::Idle;
+        }
+    }
+}
+
+/// Whether captured data at a segment start looks like the start of an HTTP/1 message: the
+/// whole start line must be there and valid, so a body chunk is not mistaken for one.
+fn starts_message(data: &[u8]) -> bool {
+    match head::parse(data) {
+        Parsed::Complete { .. } => true,
+        Parsed::Partial { start_line } => start_line,
+        Parsed::Invalid(_) => false,
+    }
+}
+
+enum ChunkOutcome {
+    Continue,
+    Finished,
+    Lost,
+    Malformed,
+}
+
+struct ChunkStep {
+    consumed: u64,
+    outcome: ChunkOutcome,
+}
+
+/// Advances the chunked decoder by one step from `pos`.
+fn step_chunked(chunk: &mut Chunk, seg: &Segment<'_>, pos: u64, captured: u64) -> ChunkStep {
+    let lost = ChunkStep {
+        consumed: 0,
+        outcome: ChunkOutcome::Lost,
+    };
+    match chunk {
+        Chunk::Data(remaining) => {
+            let n = (*remaining).min(seg.len - pos);
+            *remaining -= n;
+            if *remaining == 0 {
+                *chunk = Chunk::DataEnd;
+            }
+            ChunkStep {
+                consumed: n,
+                outcome: ChunkOutcome::Continue,
+            }
+        }
+        Chunk::DataEnd => {
+            if pos >= captured {
+                return lost;
+            }
+            let b = seg.data[pos as usize];
+            match b {
+                b'\r' => ChunkStep {
+                    consumed: 1,
+                    outcome: ChunkOutcome::Continue,
+                },
+                b'\n' => {
+                    *chunk = Chunk::Size(Vec::new());
+                    ChunkStep {
+                        consumed: 1,
+                        outcome: ChunkOutcome::Continue,
+                    }
+                }
+                _ => ChunkStep {
+                    consumed: 0,
+                    outcome: ChunkOutcome::Malformed,
+                },
+            }
+        }
+        Chunk::Size(line) | Chunk::Trailer(line) => {
+            if pos >= captured {
+                return lost;
+            }
+            let rest = &seg.data[pos as usize..];
+            let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+                if line.len() + rest.len() > MAX_LINE {
+                    return ChunkStep {
+                        consumed: 0,
+                        outcome: ChunkOutcome::Malformed,
+                    };
+                }
+                line.extend_from_slice(rest);
+                return ChunkStep {
+                    consumed: rest.len() as u64,
+                    outcome: ChunkOutcome::Continue,
+                };
+            };
+            line.extend_from_slice(&rest[..=newline]);
+            let consumed = newline as u64 + 1;
+            let outcome = if matches!(chunk, Chunk::Size(_)) {
+                let Chunk::Size(line) = chunk else {
+                    unreachable!()
+                };
+                match httparse::parse_chunk_size(line) {
+                    Ok(httparse::Status::Complete((_, 0))) => {
+                        *chunk = Chunk::Trailer(Vec::new());
+                        ChunkOutcome::Continue
+                    }
+                    Ok(httparse::Status::Complete((_, size))) => {
+                        *chunk = Chunk::Data(size);
+                        ChunkOutcome::Continue
+                    }
+                    _ => ChunkOutcome::Malformed,
+                }
+            } else {
+                let Chunk::Trailer(line) = chunk else {
+                    unreachable!()
+                };
+                let empty = line.iter().all(|&b| b == b'\r' || b == b'\n');
+                line.clear();
+                if empty {
+                    ChunkOutcome::Finished
+                } else {
+                    ChunkOutcome::Continue
+                }
+            };
+            ChunkStep { consumed, outcome }
+        }
+    }
+}

@@ -1,21 +1,188 @@
-//! Interim entry point: loads the probes and prints what attached. The CLI comes next.
-fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter("netsonde=info")
-        .init();
-    let settings = netsonde::probes::ProbeSettings {
-        capture_bytes: netsonde_common::DEFAULT_CAPTURE,
-        ring_buffer_bytes: 8 << 20,
-        btf_path: netsonde::probes::offsets::VMLINUX_BTF.into(),
-        ..Default::default()
+//! The command line. Parses arguments, sets up logging, and hands over to the library.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use netsonde::{
+    agent::{self, RunOptions},
+    config::Config,
+    probes::{EBPF_SOURCE, Probes},
+};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "netsonde",
+    version,
+    about = "Watches the network traffic of every process through eBPF and reports it as telemetry"
+)]
+struct Cli {
+    /// Log verbosity: error, warn, info, debug or trace (overrides RUST_LOG). Logs go to stderr.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<tracing::Level>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture traffic and print one line per HTTP exchange until SIGINT/SIGTERM or --duration.
+    Run(RunArgs),
+    /// List every probe point and whether it attaches on this kernel (exit status 1 if any fails).
+    Probes(ConfigArg),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// YAML configuration file (see docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Trace this process (repeatable; adds to filter.pids).
+    #[arg(long, value_name = "PID")]
+    pid: Vec<u32>,
+    /// Trace processes with this name, as in /proc/PID/comm (repeatable; adds to filter.comms).
+    #[arg(long, value_name = "NAME")]
+    comm: Vec<String>,
+    /// Attach no-op programs to the same hooks and report nothing (overhead benchmarks).
+    #[arg(long, hide = true)]
+    noop_probes: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level);
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Probes(args) => probes(args),
+    }
+}
+
+fn init_logging(level: Option<tracing::Level>) {
+    let filter = match level {
+        // Other crates (aya among them) only from warn up: their debug output is not ours.
+        Some(level) => EnvFilter::new(format!("warn,netsonde={level}")),
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("warn,netsonde=info")),
     };
-    match netsonde::probes::Probes::load(&settings) {
-        Ok(probes) => {
-            for status in probes.report() {
-                let how = status.attached.map(|c| c.hook.target()).unwrap_or_default();
-                println!("{:<24} {how}", status.point.name);
-            }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints an error and its causes on one line.
+fn fail(error: &dyn std::error::Error) -> ExitCode {
+    let mut line = format!("netsonde: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    eprintln!("{line}");
+    ExitCode::FAILURE
+}
+
+fn load_config(arg: &ConfigArg) -> Result<Config, netsonde::config::ConfigError> {
+    match &arg.config {
+        Some(path) => Config::from_file(path),
+        None => Ok(Config::default()),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let mut config = match load_config(&args.config) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    config.filter.pids.extend(&args.pid);
+    config.filter.comms.extend(args.comm.iter().cloned());
+    if let Err(e) = config.validate() {
+        return fail(&e);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&e),
+    };
+    let duration = args.duration.map(Duration::from_secs);
+    let options = RunOptions {
+        noop_probes: args.noop_probes,
+    };
+    match runtime.block_on(agent::run(&config, options, shutdown_signal(duration))) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Completes on SIGINT, SIGTERM, or after `duration`.
+async fn shutdown_signal(duration: Option<Duration>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
         }
-        Err(e) => eprintln!("netsonde: {e}"),
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        () = timer => {}
+    }
+}
+
+fn probes(args: ConfigArg) -> ExitCode {
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    let probes = match Probes::load(&agent::probe_settings(&config, false)) {
+        Ok(probes) => probes,
+        Err(e) => return fail(&e),
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("kernel {}; eBPF object {EBPF_SOURCE}", kernel.trim());
+    println!(
+        "{:<24} {:<9} {:<42} PURPOSE / WHY NOT",
+        "PROBE POINT", "STATUS", "VIA"
+    );
+    let report = probes.report();
+    for status in report {
+        match (&status.attached, status.failures.last()) {
+            (Some(c), _) => println!(
+                "{:<24} {:<9} {:<42} {}",
+                status.point.name,
+                "attached",
+                format!("{} {}", c.hook.method(), c.hook.target()),
+                status.point.purpose
+            ),
+            (None, why) => println!(
+                "{:<24} {:<9} {:<42} {}",
+                status.point.name,
+                "failed",
+                "-",
+                why.map_or("no candidate", |(_, reason)| reason.as_str())
+            ),
+        }
+    }
+    let attached = report.iter().filter(|s| s.attached.is_some()).count();
+    println!("{attached} of {} probe points attached", report.len());
+    if attached == report.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -1,0 +1,299 @@
+//! Settings: defaults, overlaid by the YAML file (`--config`), overlaid by command-line flags.
+//! Immutable once built; each stage receives the part it needs. Every key is documented in
+//! docs/configuration.md, whose example is checked against [`Config::default`] by a test.
+
+use std::{path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// Everything netsonde can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub capture: CaptureConfig,
+    pub filter: FilterConfig,
+    pub connections: ConnectionsConfig,
+    pub http1: Http1Config,
+    pub output: OutputConfig,
+}
+
+/// What the kernel side copies and how it hands it over.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Bytes of payload copied per syscall (the rest is counted, not copied).
+    pub payload_bytes: u32,
+    /// Size of the kernel-to-user ring buffer in bytes: a power of two, at least 4096.
+    pub ring_buffer_bytes: u32,
+}
+
+/// Which processes are traced. Both empty: every process but netsonde itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// Process ids (the exact processes, not their children).
+    pub pids: Vec<u32>,
+    /// Process names as in /proc/PID/comm (the kernel keeps 15 characters).
+    pub comms: Vec<String>,
+}
+
+/// The connection table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// Most connections tracked at once; the least recently active is evicted beyond that.
+    pub max_connections: usize,
+    /// Seconds without traffic after which a connection is forgotten.
+    pub idle_timeout_secs: u64,
+}
+
+/// HTTP/1 parsing limits (per connection).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http1Config {
+    /// Largest request or response head accepted, in bytes.
+    pub max_head_bytes: usize,
+    /// Most pipelined requests waiting for responses.
+    pub max_pending_requests: usize,
+}
+
+/// The console output.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Seconds between stats lines; 0 prints only the final one.
+    pub stats_interval_secs: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            payload_bytes: netsonde_common::DEFAULT_CAPTURE,
+            ring_buffer_bytes: 8 << 20,
+        }
+    }
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            max_connections: 65536,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
+impl Default for Http1Config {
+    fn default() -> Self {
+        Http1Config {
+            max_head_bytes: 64 * 1024,
+            max_pending_requests: 128,
+        }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            stats_interval_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads and validates a YAML config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates YAML text (an empty document gives the defaults).
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+                path: "<text>".into(),
+                message: one_line(&e.to_string()),
+            })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let max = netsonde_common::MAX_CAPTURE as u32;
+        if self.capture.payload_bytes > max {
+            return Err(ConfigError::Invalid {
+                key: "capture.payload_bytes",
+                message: format!(
+                    "{} is more than the maximum {max}",
+                    self.capture.payload_bytes
+                ),
+            });
+        }
+        let ring = self.capture.ring_buffer_bytes;
+        if ring < 4096 || !ring.is_power_of_two() {
+            return Err(ConfigError::Invalid {
+                key: "capture.ring_buffer_bytes",
+                message: format!("{ring} must be a power of two and at least 4096"),
+            });
+        }
+        if self.connections.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "connections.max_connections",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.http1.max_head_bytes < 64 {
+            return Err(ConfigError::Invalid {
+                key: "http1.max_head_bytes",
+                message: format!(
+                    "{} is too small to hold a request line",
+                    self.http1.max_head_bytes
+                ),
+            });
+        }
+        if self.http1.max_pending_requests == 0 {
+            return Err(ConfigError::Invalid {
+                key: "http1.max_pending_requests",
+                message: "must be at least 1".into(),
+            });
+        }
+        if let Some(long) = self
+            .filter
+            .comms
+            .iter()
+            .find(|c| c.is_empty() || c.len() > 15)
+        {
+            return Err(ConfigError::Invalid {
+                key: "filter.comms",
+                message: format!(
+                    "{long:?}: process names are 1 to 15 bytes (the kernel cuts them there)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.connections.idle_timeout_secs)
+    }
+}
+
+/// The YAML parser's message is a line with the position and the problem, then a source
+/// excerpt; the user gets that first line.
+fn one_line(message: &str) -> String {
+    let first = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let doc = include_str!("../../docs/configuration.md");
+        let example = doc
+            .split("```yaml")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/configuration.md has a ```yaml example");
+        assert_eq!(
+            Config::from_yaml(example).expect("example parses"),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        for key in [
+            "capture.payload_bytes",
+            "capture.ring_buffer_bytes",
+            "filter.pids",
+            "filter.comms",
+            "connections.max_connections",
+            "connections.idle_timeout_secs",
+            "http1.max_head_bytes",
+            "http1.max_pending_requests",
+            "output.stats_interval_secs",
+        ] {
+            assert!(doc.contains(&format!("`{key}`")), "{key} is not documented");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let err = Config::from_yaml("capture:\n  payload_byte: 10\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config file <text>: line 2 column 3: unknown field `payload_byte`, expected one of \
+             payload_bytes, ring_buffer_bytes"
+        );
+        let err = Config::from_yaml("captur: {}\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `captur`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = Config::from_yaml("capture:\n  payload_bytes: 100000\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key capture.payload_bytes: 100000 is more than the maximum 16384"
+        );
+        let err = Config::from_yaml("capture:\n  ring_buffer_bytes: 5000\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config key capture.ring_buffer_bytes:"),
+            "{err}"
+        );
+        let err = Config::from_yaml("filter:\n  comms: [averyveryverylongname]\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("config key filter.comms:"),
+            "{err}"
+        );
+        let err = Config::from_yaml("capture:\n  payload_bytes: lots\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config file <text>: line 2 column 18: invalid u32"
+        );
+    }
+
+    #[test]
+    fn partial_files_keep_the_other_defaults() {
+        let c = Config::from_yaml("filter:\n  comms: [nginx, curl]\n").unwrap();
+        assert_eq!(c.filter.comms, ["nginx", "curl"]);
+        assert_eq!(c.capture, CaptureConfig::default());
+        assert_eq!(Config::from_yaml("").unwrap(), Config::default());
+    }
+}

@@ -1,0 +1,418 @@
+//! Connections: turns the kernel's events into per-connection byte streams and runs the protocol
+//! parser on them.
+//!
+//! Owns the connection table (one task, one owner) and each connection's stream positions and
+//! parser state. Emits [`ObservedExchange`]s: an exchange plus who took part in it.
+
+pub mod resolve;
+pub mod stream;
+pub mod table;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
+
+use netsonde_common::{
+    ConnCloseEvent, ConnOpenEvent, DataEvent, ProcessExitEvent, direction, origin,
+};
+
+use crate::{
+    events::Event,
+    protocols::{
+        Direction, Exchange, Role, Segment,
+        http1::{self, Http1, Notes},
+    },
+};
+use resolve::ProcResolver;
+use stream::{Continuity, Stream};
+use table::{ConnKey, Table};
+
+/// An exchange and the connection it happened on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedExchange {
+    pub exchange: Exchange,
+    /// The traced process's HTTP role.
+    pub role: Role,
+    pub pid: u32,
+    pub comm: Arc<str>,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// How a connection became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// connect(): the process is the TCP client.
+    Connect,
+    /// accept(): the process is the TCP server.
+    Accept,
+    /// Older than netsonde; the kernel announced it at its first read or write.
+    Existing,
+    /// Data arrived for a connection nothing announced (its announcement was lost, or the
+    /// table had forgotten it); /proc was asked about it.
+    Unannounced,
+}
+
+/// Limits for the tracker.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerConfig {
+    pub max_connections: usize,
+    pub idle_timeout_ns: u64,
+    pub http1: http1::Limits,
+}
+
+/// Counters of the connection stage (self-telemetry). Written by the tracker, read by whoever
+/// reports.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    pub events: AtomicU64,
+    pub opened_connect: AtomicU64,
+    pub opened_accept: AtomicU64,
+    pub opened_existing: AtomicU64,
+    pub opened_unannounced: AtomicU64,
+    pub closed: AtomicU64,
+    pub evicted: AtomicU64,
+    pub expired: AtomicU64,
+    pub active: AtomicU64,
+    pub not_http: AtomicU64,
+    pub switched: AtomicU64,
+    pub exchanges: AtomicU64,
+    pub orphan_responses: AtomicU64,
+    pub unanswered_requests: AtomicU64,
+    pub hidden_messages: AtomicU64,
+    pub unframed_bodies: AtomicU64,
+    pub malformed: AtomicU64,
+    /// Bytes the stream positions show were never delivered.
+    pub gap_bytes: AtomicU64,
+    /// Times a stream's numbering restarted.
+    pub restarts: AtomicU64,
+}
+
+impl ConnectionStats {
+    pub fn opened(&self) -> u64 {
+        self.opened_connect.load(Relaxed)
+            + self.opened_accept.load(Relaxed)
+            + self.opened_existing.load(Relaxed)
+            + self.opened_unannounced.load(Relaxed)
+    }
+
+    fn add_notes(&self, notes: Notes) {
+        self.orphan_responses
+            .fetch_add(notes.orphan_responses, Relaxed);
+        self.unanswered_requests
+            .fetch_add(notes.unanswered_requests, Relaxed);
+        self.hidden_messages
+            .fetch_add(notes.hidden_messages, Relaxed);
+        self.unframed_bodies
+            .fetch_add(notes.unframed_bodies, Relaxed);
+        self.malformed.fetch_add(notes.malformed, Relaxed);
+    }
+}
+
+struct Connection {
+    /// The TCP role, when known (from connect/accept, or a listening-port check).
+    tcp_role: Option<Role>,
+    comm: Arc<str>,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    streams: [Stream; 2],
+    http: Http1,
+    /// The parser's status when last looked at, to count changes once.
+    http_status: http1::Status,
+    last_seen_ns: u64,
+}
+
+/// The connection table and everything that happens to it.
+pub struct Tracker {
+    table: Table<Connection>,
+    config: TrackerConfig,
+    resolver: ProcResolver,
+    stats: Arc<ConnectionStats>,
+    scratch: Vec<Exchange>,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig, stats: Arc<ConnectionStats>) -> Self {
+        Tracker {
+            table: Table::new(config.max_connections),
+            config,
+            resolver: ProcResolver::default(),
+            stats,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Applies one kernel event; finished exchanges go to `out`.
+    pub fn handle(&mut self, event: &Event, out: &mut Vec<ObservedExchange>) {
+        self.stats.events.fetch_add(1, Relaxed);
+        match event {
+            Event::Open(open) => self.on_open(open, out),
+            Event::Data { header, payload } => self.on_data(header, payload, out),
+            Event::Close(close) => self.on_close(close, out),
+            Event::ProcessExit(exit) => self.on_process_exit(exit, out),
+        }
+        self.stats.active.store(self.table.len() as u64, Relaxed);
+    }
+
+    /// Forgets connections idle since before `now_ns - idle_timeout` (kernel clock).
+    pub fn expire(&mut self, now_ns: u64) {
+        let cutoff = now_ns.saturating_sub(self.config.idle_timeout_ns);
+        for (_, mut conn) in self.table.pop_idle(|c| c.last_seen_ns < cutoff) {
+            self.stats.expired.fetch_add(1, Relaxed);
+            // Not closed, only quiet: nothing it was waiting for can be finished.
+            self.stats.add_notes(conn.http.take_notes());
+        }
+        self.stats.active.store(self.table.len() as u64, Relaxed);
+    }
+
+    /// At shutdown: what is still open is dropped (counted, not reported).
+    pub fn finish(&mut self) {
+        for (_, mut conn) in self.table.drain() {
+            self.stats.add_notes(conn.http.take_notes());
+        }
+        self.stats.active.store(0, Relaxed);
+    }
+
+    fn on_open(&mut self, open: &ConnOpenEvent, out: &mut Vec<ObservedExchange>) {
+        let key = ConnKey {
+            tgid: open.tgid,
+            fd: open.fd,
+            sock: open.sock,
+        };
+        let origin = match open.origin {
+            origin::CONNECT => Origin::Connect,
+            origin::ACCEPT => Origin::Accept,
+            _ => Origin::Existing,
+        };
+        if self.table.get_mut(&key).is_some() {
+            if origin == Origin::Existing {
+                // Announced again (the kernel's socket cache forgot it): the stream positions
+                // tell whether anything was missed.
+                return;
+            }
+            // The same fd and socket connected again without a close we saw: end the old one.
+            self.close(key, out);
+        }
+        let (local, remote) = addresses(open);
+        let tcp_role = match origin {
+            Origin::Connect => Some(Role::Client),
+            Origin::Accept => Some(Role::Server),
+            _ => local.map(|l| {
+                if self.resolver.listens_on(open.tgid, l.port()) {
+                    Role::Server
+                } else {
+                    Role::Client
+                }
+            }),
+        };
+        // The kernel numbers stream bytes from when it first saw the socket, so both kinds
+        // start at position 0; only a connection older than netsonde starts mid-conversation.
+        let http = if origin == Origin::Existing {
+            Http1::midstream(self.config.http1)
+        } else {
+            Http1::new(self.config.http1)
+        };
+        let counter = match origin {
+            Origin::Connect => &self.stats.opened_connect,
+            Origin::Accept => &self.stats.opened_accept,
+            _ => &self.stats.opened_existing,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.insert(
+            key,
+            Connection {
+                tcp_role,
+                comm: comm_str(&open.comm),
+                local,
+                remote,
+                streams: [Stream::from_start(), Stream::from_start()],
+                http,
+                http_status: http1::Status::Active,
+                last_seen_ns: open.exit_ns,
+            },
+        );
+    }
+
+    fn on_data(&mut self, header: &DataEvent, payload: &[u8], out: &mut Vec<ObservedExchange>) {
+        let key = ConnKey {
+            tgid: header.tgid,
+            fd: header.fd,
+            sock: header.sock,
+        };
+        if self.table.get_mut(&key).is_none() {
+            self.adopt(key);
+        }
+        let Some(conn) = self.table.get_mut(&key) else {
+            return;
+        };
+        let dir = if header.direction == direction::EGRESS {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        // A sender's first byte leaves when the syscall starts; a receiver has it when the
+        // syscall returns.
+        let (first_ns, last_ns) = match dir {
+            Direction::Egress => (header.enter_ns, header.exit_ns),
+            Direction::Ingress => (header.exit_ns, header.exit_ns),
+        };
+        conn.last_seen_ns = header.exit_ns;
+        let exchanges = &mut self.scratch;
+        match conn.streams[dir.index()].advance(header.stream_pos, header.bytes) {
+            Continuity::InOrder => {}
+            Continuity::Gap(n) => {
+                self.stats.gap_bytes.fetch_add(n, Relaxed);
+                conn.http.feed(dir, &Segment::gap(n, first_ns), exchanges);
+            }
+            Continuity::Restart => {
+                self.stats.restarts.fetch_add(1, Relaxed);
+                conn.http.desync(dir, exchanges);
+            }
+        }
+        let segment = Segment {
+            data: payload,
+            len: header.bytes,
+            first_ns,
+            last_ns,
+        };
+        conn.http.feed(dir, &segment, exchanges);
+        Self::publish(&self.stats, key, conn, exchanges, out);
+    }
+
+    fn on_close(&mut self, close: &ConnCloseEvent, out: &mut Vec<ObservedExchange>) {
+        self.close(
+            ConnKey {
+                tgid: close.tgid,
+                fd: close.fd,
+                sock: close.sock,
+            },
+            out,
+        );
+    }
+
+    fn on_process_exit(&mut self, exit: &ProcessExitEvent, out: &mut Vec<ObservedExchange>) {
+        for key in self.table.keys_of(exit.tgid) {
+            self.close(key, out);
+        }
+        self.resolver.forget(exit.tgid);
+    }
+
+    fn close(&mut self, key: ConnKey, out: &mut Vec<ObservedExchange>) {
+        let Some(mut conn) = self.table.remove(&key) else {
+            return;
+        };
+        self.stats.closed.fetch_add(1, Relaxed);
+        conn.http.close(&mut self.scratch);
+        Self::publish(&self.stats, key, &mut conn, &mut self.scratch, out);
+    }
+
+    /// Data for a connection nothing announced: ask /proc who it is, join it mid-stream.
+    fn adopt(&mut self, key: ConnKey) {
+        self.stats.opened_unannounced.fetch_add(1, Relaxed);
+        let addrs = self.resolver.socket_of_fd(key.tgid, key.fd);
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", key.tgid)).unwrap_or_default();
+        let local = addrs.map(|a| canonical(a.local));
+        let tcp_role = local.map(|l| {
+            if self.resolver.listens_on(key.tgid, l.port()) {
+                Role::Server
+            } else {
+                Role::Client
+            }
+        });
+        self.insert(
+            key,
+            Connection {
+                tcp_role,
+                comm: Arc::from(comm.trim_end()),
+                local,
+                remote: addrs.map(|a| canonical(a.remote)),
+                streams: [Stream::joined(), Stream::joined()],
+                http: Http1::midstream(self.config.http1),
+                http_status: http1::Status::Active,
+                last_seen_ns: 0,
+            },
+        );
+    }
+
+    fn insert(&mut self, key: ConnKey, conn: Connection) {
+        if let Some((_, mut evicted)) = self.table.insert(key, conn) {
+            self.stats.evicted.fetch_add(1, Relaxed);
+            self.stats.add_notes(evicted.http.take_notes());
+        }
+    }
+
+    /// Hands the connection's finished exchanges on, and books what its parser noticed.
+    fn publish(
+        stats: &ConnectionStats,
+        key: ConnKey,
+        conn: &mut Connection,
+        exchanges: &mut Vec<Exchange>,
+        out: &mut Vec<ObservedExchange>,
+    ) {
+        stats.add_notes(conn.http.take_notes());
+        let status = conn.http.status();
+        if status != conn.http_status {
+            conn.http_status = status;
+            match status {
+                http1::Status::NotHttp => stats.not_http.fetch_add(1, Relaxed),
+                http1::Status::Switched => stats.switched.fetch_add(1, Relaxed),
+                http1::Status::Active => 0,
+            };
+        }
+        if exchanges.is_empty() {
+            return;
+        }
+        stats.exchanges.fetch_add(exchanges.len() as u64, Relaxed);
+        // Every exchange proves which side requested; fall back on the TCP role regardless.
+        let role = conn.http.role().or(conn.tcp_role).unwrap_or(Role::Client);
+        out.extend(exchanges.drain(..).map(|exchange| ObservedExchange {
+            exchange,
+            role,
+            pid: key.tgid,
+            comm: conn.comm.clone(),
+            local: conn.local,
+            remote: conn.remote,
+        }));
+    }
+}
+
+/// Socket addresses of an open event; IPv4-mapped IPv6 addresses (dual-stack sockets) are shown
+/// as the IPv4 addresses they are.
+fn addresses(open: &ConnOpenEvent) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    const AF_INET: u16 = 2;
+    const AF_INET6: u16 = 10;
+    let ip = |bytes: &[u8; 16]| -> Option<IpAddr> {
+        match open.family {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ))),
+            AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+            _ => None,
+        }
+    };
+    let local = ip(&open.local_addr).map(|ip| canonical(SocketAddr::new(ip, open.local_port)));
+    let remote = ip(&open.remote_addr).map(|ip| canonical(SocketAddr::new(ip, open.remote_port)));
+    (local, remote)
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+fn comm_str(comm: &[u8; 16]) -> Arc<str> {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    Arc::from(String::from_utf8_lossy(&comm[..end]).as_ref())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! The tracker fed with events built as the kernel programs build them.
+
+use netsonde_common::{kind, syscall};
+
+use super::*;
+
+const CLIENT: u32 = 100;
+const SERVER: u32 = 200;
+const SOCK_C: u64 = 0xffff_8880_0000_1000;
+const SOCK_S: u64 = 0xffff_8880_0000_2000;
+
+fn config() -> TrackerConfig {
+    TrackerConfig {
+        max_connections: 16,
+        idle_timeout_ns: 1_000_000_000,
+        http1: http1::Limits::default(),
+    }
+}
+
+fn open(tgid: u32, fd: i32, sock: u64, how: u32, local_port: u16, remote_port: u16) -> Event {
+    let mut comm = [0u8; 16];
+    comm[..4].copy_from_slice(b"test");
+    Event::Open(ConnOpenEvent {
+        kind: kind::CONN_OPEN,
+        origin: how,
+        tgid,
+        tid: tgid,
+        fd,
+        family: 2,
+        local_port,
+        remote_port,
+        syscall: syscall::CONNECT,
+        ret: 0,
+        sock,
+        local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        remote_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        enter_ns: 1,
+        exit_ns: 2,
+        comm,
+    })
+}
+
+/// One traced end of a connection: process, fd, socket.
+type End = (u32, i32, u64);
+const C5: End = (CLIENT, 5, SOCK_C);
+const S7: End = (SERVER, 7, SOCK_S);
+
+/// A data event; `total` > bytes.len() means only a prefix was captured.
+fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u64) -> Event {
+    Event::Data {
+        header: DataEvent {
+            kind: kind::DATA,
+            captured: bytes.len() as u32,
+            tgid,
+            tid: tgid,
+            fd,
+            syscall: syscall::WRITE,
+            direction: dir,
+            flags: 0,
+            sock,
+            bytes: total,
+            stream_pos: pos,
+            enter_ns: t,
+            exit_ns: t + 10,
+        },
+        payload: bytes.to_vec(),
+    }
+}
+
+fn close(tgid: u32, fd: i32, sock: u64) -> Event {
+    Event::Close(ConnCloseEvent {
+        kind: kind::CONN_CLOSE,
+        tgid,
+        tid: tgid,
+        fd,
+        sock,
+        ts_ns: 99,
+    })
+}
+
+const REQ: &[u8] = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n";
+const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+fn run(events: &[Event]) -> (Vec<ObservedExchange>, Arc<ConnectionStats>) {
+    let stats = Arc::new(ConnectionStats::default());
+    let mut tracker = Tracker::new(config(), stats.clone());
+    let mut out = Vec::new();
+    for e in events {
+        tracker.handle(e, &mut out);
+    }
+    (out, stats)
+}
+
+#[test]
+fn both_ends_of_a_loopback_exchange() {
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        open(SERVER, 7, SOCK_S, origin::ACCEPT, 8080, 40000),
+        data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1000),
+        data(S7, direction::INGRESS, 0, REQ, REQ.len() as u64, 1100),
+        data(S7, direction::EGRESS, 0, RESP, RESP.len() as u64, 1200),
+        data(C5, direction::INGRESS, 0, RESP, RESP.len() as u64, 1300),
+    ]);
+    let got: Vec<_> = out
+        .iter()
+        .map(|o| (o.role, o.pid, o.exchange.response.status))
+        .collect();
+    assert_eq!(
+        got,
+        [(Role::Server, SERVER, 200), (Role::Client, CLIENT, 200)]
+    );
+    let client = &out[1];
+    assert_eq!(client.local, Some("127.0.0.1:40000".parse().unwrap()));
+    assert_eq!(client.remote, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(&*client.comm, "test");
+    // Client: first request byte at write entry, last response byte at read exit.
+    assert_eq!(
+        (
+            client.exchange.request_start_ns,
+            client.exchange.response_end_ns
+        ),
+        (1000, 1310)
+    );
+    // Server: the request is there when read returns.
+    assert_eq!(out[0].exchange.request_start_ns, 1110);
+    assert_eq!(stats.exchanges.load(Relaxed), 2);
+    assert_eq!(stats.active.load(Relaxed), 2);
+}
+
+#[test]
+fn lost_records_become_gaps_that_do_not_mispair() {
+    let second = b"GET /second HTTP/1.1\r\n\r\n";
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1000),
+        // The response record was lost: the next one starts further on.
+        data(
+            C5,
+            direction::EGRESS,
+            REQ.len() as u64,
+            second,
+            second.len() as u64,
+            3000,
+        ),
+        data(
+            C5,
+            direction::INGRESS,
+            RESP.len() as u64,
+            RESP,
+            RESP.len() as u64,
+            4000,
+        ),
+    ]);
+    let got: Vec<_> = out
+        .iter()
+        .map(|o| o.exchange.request.target.as_str())
+        .collect();
+    assert_eq!(got, ["/second"]);
+    assert_eq!(stats.gap_bytes.load(Relaxed), RESP.len() as u64);
+    assert_eq!(stats.unanswered_requests.load(Relaxed), 1);
+}
+
+#[test]
+fn a_response_until_close_is_reported_at_close_and_the_connection_forgotten() {
+    let until_close = b"HTTP/1.0 200 OK\r\n\r\nbody";
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1000),
+        data(
+            C5,
+            direction::INGRESS,
+            0,
+            until_close,
+            until_close.len() as u64,
+            2000,
+        ),
+        close(CLIENT, 5, SOCK_C),
+        // The fd number is reused for another socket.
+        open(CLIENT, 5, SOCK_S, origin::CONNECT, 40001, 8080),
+    ]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].exchange.response_body_bytes, 4);
+    assert_eq!(
+        (stats.closed.load(Relaxed), stats.active.load(Relaxed)),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_process_exit_ends_its_connections() {
+    let until_close = b"HTTP/1.0 200 OK\r\n\r\nbody";
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1000),
+        data(
+            C5,
+            direction::INGRESS,
+            0,
+            until_close,
+            until_close.len() as u64,
+            2000,
+        ),
+        open(SERVER, 7, SOCK_S, origin::ACCEPT, 8080, 40000),
+        Event::ProcessExit(ProcessExitEvent {
+            kind: kind::PROCESS_EXIT,
+            tgid: CLIENT,
+            ts_ns: 3000,
+        }),
+    ]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (stats.closed.load(Relaxed), stats.active.load(Relaxed)),
+        (1, 1)
+    );
+}
+
+#[test]
+fn non_http_connections_are_counted_once_and_yield_nothing() {
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 5432),
+        data(
+            C5,
+            direction::EGRESS,
+            0,
+            b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+            8,
+            1000,
+        ),
+        data(C5, direction::INGRESS, 0, b"N", 1, 2000),
+        data(C5, direction::EGRESS, 8, REQ, REQ.len() as u64, 3000),
+        data(C5, direction::INGRESS, 1, RESP, RESP.len() as u64, 4000),
+    ]);
+    assert!(out.is_empty());
+    assert_eq!(stats.not_http.load(Relaxed), 1);
+}
+
+#[test]
+fn the_table_is_bounded_and_idle_connections_expire() {
+    let stats = Arc::new(ConnectionStats::default());
+    let mut tracker = Tracker::new(config(), stats.clone());
+    let mut out = Vec::new();
+    for fd in 0..20 {
+        tracker.handle(
+            &open(CLIENT, fd, SOCK_C + fd as u64, origin::CONNECT, 40000, 8080),
+            &mut out,
+        );
+    }
+    assert_eq!(stats.active.load(Relaxed), 16);
+    assert_eq!(stats.evicted.load(Relaxed), 4);
+    tracker.expire(2_000_000_000);
+    assert_eq!(stats.active.load(Relaxed), 0);
+    assert_eq!(stats.expired.load(Relaxed), 16);
+}

@@ -1,0 +1,235 @@
+//! The console exporter: one line per exchange, and one per stats report, on standard output.
+//!
+//! Exchange line (fields separated by single spaces; `comm` last because it may contain
+//! spaces):
+//!
+//! ```text
+//! 2026-11-26T04:00:00.123Z server pid=1234 GET /x 200 0.412ms client=127.0.0.1:51234 server=127.0.0.1:8080 req_body=0 resp_body=612 comm=nginx
+//! ```
+//!
+//! An exchange whose response was not seen to its end gets `incomplete=body_cut` (the
+//! connection closed mid-body) or `incomplete=framing_lost` (bytes were missed where the body's
+//! framing was) before `comm=`.
+
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    net::SocketAddr,
+};
+
+use crate::{
+    protocols::Completeness,
+    telemetry::{ExchangeRecord, Signal, StatsReport},
+};
+
+pub struct ConsoleExporter<W: Write> {
+    out: W,
+    line: String,
+}
+
+impl<W: Write> ConsoleExporter<W> {
+    pub fn new(out: W) -> Self {
+        ConsoleExporter {
+            out,
+            line: String::with_capacity(256),
+        }
+    }
+
+    pub fn export(&mut self, signal: &Signal) -> io::Result<()> {
+        match signal {
+            Signal::Exchanges(records) => {
+                for record in records {
+                    self.line.clear();
+                    format_exchange(&mut self.line, record);
+                    self.line.push('\n');
+                    self.out.write_all(self.line.as_bytes())?;
+                }
+            }
+            Signal::Stats(report) => {
+                self.line.clear();
+                format_stats(&mut self.line, report, std::time::SystemTime::now());
+                self.line.push('\n');
+                self.out.write_all(self.line.as_bytes())?;
+            }
+        }
+        self.out.flush()
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+pub fn format_exchange(line: &mut String, r: &ExchangeRecord) {
+    let micros = r.duration().as_micros();
+    let _ = write!(
+        line,
+        "{} {} pid={} {} {} {} {}.{:03}ms client={} server={} req_body={} resp_body={}",
+        humantime::format_rfc3339_millis(r.start),
+        r.role.as_str(),
+        r.pid,
+        token(&r.method),
+        token(&r.target),
+        r.status,
+        micros / 1000,
+        micros % 1000,
+        addr(r.client),
+        addr(r.server),
+        r.request_body_bytes,
+        r.response_body_bytes,
+    );
+    match r.completeness {
+        Completeness::Complete => {}
+        Completeness::BodyCut => line.push_str(" incomplete=body_cut"),
+        Completeness::FramingLost => line.push_str(" incomplete=framing_lost"),
+    }
+    let _ = write!(line, " comm={}", printable(&r.comm));
+}
+
+pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTime) {
+    let k = &s.kernel;
+    let _ = write!(
+        line,
+        "{} {} events={} lost={} bytes={} not_captured={} connections={} opened={} closed={} \
+         evicted={} expired={} exchanges={} not_http={} orphan_responses={} unanswered_requests={} \
+         hidden_messages={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={}",
+        humantime::format_rfc3339_millis(now),
+        if s.last { "stats(final)" } else { "stats" },
+        k.events(),
+        k.lost(),
+        k.bytes_total,
+        k.bytes_not_captured,
+        s.connections_active,
+        s.connections_opened,
+        s.connections_closed,
+        s.connections_evicted,
+        s.connections_expired,
+        s.exchanges,
+        s.not_http,
+        s.orphan_responses,
+        s.unanswered_requests,
+        s.hidden_messages,
+        s.unframed_bodies,
+        s.malformed,
+        s.gap_bytes,
+        s.decode_errors,
+        k.read_failed,
+        k.in_flight_full,
+    );
+}
+
+fn addr(a: Option<SocketAddr>) -> String {
+    a.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
+/// A field that must stay one space-free token: whitespace and control characters are
+/// percent-encoded.
+fn token(s: &str) -> String {
+    if s.is_empty() {
+        return "-".into();
+    }
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_whitespace() || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The last field: spaces are fine, control characters are escaped.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::Arc,
+        time::{Duration, UNIX_EPOCH},
+    };
+
+    use super::*;
+    use crate::protocols::Role;
+
+    fn record() -> ExchangeRecord {
+        let start = UNIX_EPOCH + Duration::from_millis(1_764_129_600_123);
+        ExchangeRecord {
+            start,
+            end: start + Duration::from_micros(412),
+            role: Role::Server,
+            pid: 1234,
+            comm: Arc::from("nginx"),
+            method: "GET".into(),
+            target: "/x".into(),
+            version_minor: 1,
+            status: 200,
+            client: Some("127.0.0.1:51234".parse().unwrap()),
+            server: Some("127.0.0.1:8080".parse().unwrap()),
+            request_body_bytes: 0,
+            response_body_bytes: 612,
+            completeness: Completeness::Complete,
+        }
+    }
+
+    #[test]
+    fn formats_an_exchange_line() {
+        let mut line = String::new();
+        format_exchange(&mut line, &record());
+        assert_eq!(
+            line,
+            "2025-11-26T04:00:00.123Z server pid=1234 GET /x 200 0.412ms client=127.0.0.1:51234 \
+             server=127.0.0.1:8080 req_body=0 resp_body=612 comm=nginx"
+        );
+    }
+
+    #[test]
+    fn keeps_fields_single_tokens() {
+        let mut r = record();
+        r.target = "/a b\tc".into();
+        r.comm = Arc::from("Web Content\n");
+        r.client = None;
+        r.completeness = Completeness::BodyCut;
+        let mut line = String::new();
+        format_exchange(&mut line, &r);
+        assert!(line.contains(" GET /a%20b%09c 200 "), "{line}");
+        assert!(line.contains(" client=- "), "{line}");
+        assert!(
+            line.ends_with(" incomplete=body_cut comm=Web Content\\n"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn formats_a_stats_line() {
+        let mut line = String::new();
+        let report = StatsReport {
+            exchanges: 7,
+            connections_active: 2,
+            last: true,
+            ..Default::default()
+        };
+        format_stats(&mut line, &report, UNIX_EPOCH);
+        assert!(
+            line.starts_with("1970-01-01T00:00:00.000Z stats(final) events=0 lost=0 "),
+            "{line}"
+        );
+        assert!(
+            line.contains(" connections=2 ") && line.contains(" exchanges=7 "),
+            "{line}"
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Delivers telemetry. For now: the console.
+
+pub mod console;

@@ -1,0 +1,131 @@
+//! Turns observed exchanges into export-ready records (wall-clock times, client and server
+//! sides), and gathers the agent's own counters into stats reports.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, SystemTime},
+};
+
+use crate::{
+    connections::{ConnectionStats, ObservedExchange},
+    events::KernelClock,
+    probes::counters::KernelTotals,
+    protocols::{Completeness, Role},
+};
+
+/// One HTTP exchange, ready to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeRecord {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub role: Role,
+    pub pid: u32,
+    pub comm: Arc<str>,
+    pub method: String,
+    pub target: String,
+    pub version_minor: u8,
+    pub status: u16,
+    /// The HTTP client's and server's socket addresses (whichever side was traced).
+    pub client: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    pub completeness: Completeness,
+}
+
+impl ExchangeRecord {
+    pub fn from_observed(observed: ObservedExchange, clock: &KernelClock) -> Self {
+        let ex = observed.exchange;
+        let (client, server) = match observed.role {
+            Role::Client => (observed.local, observed.remote),
+            Role::Server => (observed.remote, observed.local),
+        };
+        ExchangeRecord {
+            start: clock.to_wall(ex.request_start_ns),
+            end: clock.to_wall(ex.response_end_ns.max(ex.request_start_ns)),
+            role: observed.role,
+            pid: observed.pid,
+            comm: observed.comm,
+            method: ex.request.method,
+            target: ex.request.target,
+            version_minor: ex.request.version_minor,
+            status: ex.response.status,
+            client,
+            server,
+            request_body_bytes: ex.request_body_bytes,
+            response_body_bytes: ex.response_body_bytes,
+            completeness: ex.completeness,
+        }
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.end.duration_since(self.start).unwrap_or_default()
+    }
+}
+
+/// Counters of the ring-buffer reader (self-telemetry).
+#[derive(Debug, Default)]
+pub struct ReaderStats {
+    pub records: std::sync::atomic::AtomicU64,
+    pub decode_errors: std::sync::atomic::AtomicU64,
+}
+
+/// A snapshot of the agent's own counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsReport {
+    pub kernel: KernelTotals,
+    pub records: u64,
+    pub decode_errors: u64,
+    pub connections_active: u64,
+    pub connections_opened: u64,
+    pub connections_closed: u64,
+    pub connections_evicted: u64,
+    pub connections_expired: u64,
+    pub not_http: u64,
+    pub exchanges: u64,
+    pub orphan_responses: u64,
+    pub unanswered_requests: u64,
+    pub hidden_messages: u64,
+    pub unframed_bodies: u64,
+    pub malformed: u64,
+    pub gap_bytes: u64,
+    /// Whether this is the last report, at exit.
+    pub last: bool,
+}
+
+impl StatsReport {
+    pub fn gather(
+        kernel: KernelTotals,
+        reader: &ReaderStats,
+        conns: &ConnectionStats,
+        last: bool,
+    ) -> Self {
+        StatsReport {
+            kernel,
+            records: reader.records.load(Relaxed),
+            decode_errors: reader.decode_errors.load(Relaxed),
+            connections_active: conns.active.load(Relaxed),
+            connections_opened: conns.opened(),
+            connections_closed: conns.closed.load(Relaxed),
+            connections_evicted: conns.evicted.load(Relaxed),
+            connections_expired: conns.expired.load(Relaxed),
+            not_http: conns.not_http.load(Relaxed),
+            exchanges: conns.exchanges.load(Relaxed),
+            orphan_responses: conns.orphan_responses.load(Relaxed),
+            unanswered_requests: conns.unanswered_requests.load(Relaxed),
+            hidden_messages: conns.hidden_messages.load(Relaxed),
+            unframed_bodies: conns.unframed_bodies.load(Relaxed),
+            malformed: conns.malformed.load(Relaxed),
+            gap_bytes: conns.gap_bytes.load(Relaxed),
+            last,
+        }
+    }
+}
+
+/// What the export stage receives.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    Exchanges(Vec<ExchangeRecord>),
+    Stats(Box<StatsReport>),
+}

@@ -1,0 +1,417 @@
+//! The real agent, real servers (nginx, a Python HTTP/1.1 server), real clients (curl, Python
+//! sockets), all on loopback: every test asserts the exact exchanges reported for the processes
+//! it started. Needs root and kernel BTF; each test says so and returns when they are missing.
+
+mod support;
+
+use std::{
+    collections::HashSet,
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+};
+
+use support::{
+    Agent, Nginx, PyServer, comm_of, curl, key, python, run_client, serial, support_file,
+};
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+#[test]
+fn a_hundred_keep_alive_requests_on_one_connection() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let agent = Agent::start(&["--comm", "curl", "--comm", "nginx"]);
+    let urls: Vec<String> = (0..100).map(|i| nginx.url(&format!("/ka?i={i}"))).collect();
+    let mut args = vec!["-s", "-S"];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let client = run_client("curl", &args);
+    let capture = agent.stop();
+
+    let targets: Vec<String> = (0..100).map(|i| format!("/ka?i={i}")).collect();
+    let expect = |role| sorted(targets.iter().map(|t| key(role, "GET", t, 200)).collect());
+    assert_eq!(
+        capture.keys_of(client),
+        expect("client"),
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(
+        capture.keys_of(nginx.worker),
+        expect("server"),
+        "{}",
+        capture.stdout
+    );
+    // In the order sent, over one connection, with the body size nginx sent.
+    let client_lines = capture.of(client);
+    let order: Vec<&str> = client_lines.iter().map(|l| l.target.as_str()).collect();
+    assert_eq!(
+        order,
+        targets.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let connections: HashSet<&str> = client_lines.iter().map(|l| l.client.as_str()).collect();
+    assert_eq!(connections.len(), 1, "keep-alive reuses one connection");
+    assert!(
+        capture
+            .lines
+            .iter()
+            .all(|l| l.resp_body == 11 && l.incomplete.is_none())
+    );
+    assert_eq!(nginx.access_keys().len(), 100);
+}
+
+#[test]
+fn pipelined_requests_in_one_write() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let py = python();
+    let agent = Agent::start(&["--comm", &comm_of(py), "--comm", "nginx"]);
+    let port = nginx.port.to_string();
+    let client = run_client(
+        py,
+        &[
+            support_file("raw_client.py").to_str().unwrap(),
+            "pipeline",
+            "127.0.0.1",
+            &port,
+            "/index.html",
+            "/ka",
+            "/missing",
+        ],
+    );
+    let capture = agent.stop();
+
+    let order: Vec<(String, u16)> = capture
+        .of(client)
+        .iter()
+        .map(|l| (l.target.clone(), l.status))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("/index.html".into(), 200),
+            ("/ka".into(), 200),
+            ("/missing".into(), 404)
+        ],
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(
+        capture.keys_of(nginx.worker),
+        sorted(vec![
+            key("server", "GET", "/index.html", 200),
+            key("server", "GET", "/ka", 200),
+            key("server", "GET", "/missing", 404)
+        ])
+    );
+    assert_eq!(
+        nginx.access_keys(),
+        sorted(vec![
+            ("GET".into(), "/index.html".into(), 200),
+            ("GET".into(), "/ka".into(), 200),
+            ("GET".into(), "/missing".into(), 404)
+        ])
+    );
+}
+
+#[test]
+fn chunked_post_until_close_and_a_large_body_from_python() {
+    require_privileges!();
+    let _serial = serial();
+    let server = PyServer::start();
+    let agent = Agent::start(&["--comm", "curl", "--comm", &comm_of(python())]);
+    let chunked = curl(&[&server.url("/chunked")]);
+    let body = "p".repeat(1000);
+    let post = curl(&["--data-binary", &body, &server.url("/echo")]);
+    let close = curl(&[&server.url("/close")]);
+    let big = curl(&[&server.url("/big")]);
+    let capture = agent.stop();
+
+    let one = |pid: u32| {
+        let lines = capture.of(pid);
+        assert_eq!(lines.len(), 1, "pid {pid}:\n{}", capture.stdout);
+        lines[0].clone()
+    };
+    // Chunk framing included: 3+12+2 + 4+27+2 + 3+6+2 + 5 bytes.
+    let c = one(chunked);
+    assert_eq!(
+        (c.key(), c.resp_body, c.incomplete.clone()),
+        (key("client", "GET", "/chunked", 200), 66, None)
+    );
+    let p = one(post);
+    assert_eq!(
+        (p.key(), p.req_body, p.resp_body),
+        (key("client", "POST", "/echo", 200), 1000, 4)
+    );
+    let u = one(close);
+    assert_eq!(
+        (u.key(), u.resp_body, u.incomplete.clone()),
+        (key("client", "GET", "/close", 200), 39, None)
+    );
+    let b = one(big);
+    assert_eq!(
+        (b.key(), b.resp_body, b.incomplete.clone()),
+        (key("client", "GET", "/big", 200), 1 << 20, None)
+    );
+
+    let server_lines = capture.of(server.pid);
+    let mut seen: Vec<_> = server_lines
+        .iter()
+        .map(|l| (l.key(), l.req_body, l.resp_body))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        sorted(vec![
+            (key("server", "GET", "/big", 200), 0, 1 << 20),
+            (key("server", "GET", "/chunked", 200), 0, 66),
+            (key("server", "GET", "/close", 200), 0, 39),
+            (key("server", "POST", "/echo", 200), 1000, 4),
+        ]),
+        "{}",
+        capture.stdout
+    );
+    // At most the 4 KiB prefix of each syscall is copied; the rest of both 1 MiB transfers (sent
+    // and received) is only counted.
+    let stat = |name| capture.final_stat(name).unwrap();
+    let copied = stat("bytes") - stat("not_captured");
+    assert!(copied <= stat("events") * 4096, "{:?}", capture.stats);
+    assert!(
+        stat("not_captured") >= 2 * (1 << 20) - stat("events") * 4096,
+        "{:?}",
+        capture.stats
+    );
+}
+
+#[test]
+fn head_204_304_404_and_a_sendfile_body_from_nginx() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let agent = Agent::start(&["--comm", "curl", "--comm", "nginx"]);
+    let head = curl(&["-I", &nginx.url("/index.html")]);
+    let no_content = curl(&[&nginx.url("/nocontent")]);
+    let not_modified = curl(&[
+        "-H",
+        "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT",
+        &nginx.url("/index.html"),
+    ]);
+    let missing = curl(&[&nginx.url("/missing")]);
+    let big = curl(&[&nginx.url("/big.bin")]);
+    let capture = agent.stop();
+
+    let seen = |pid: u32| -> Vec<_> {
+        capture
+            .of(pid)
+            .iter()
+            .map(|l| (l.key(), l.resp_body))
+            .collect()
+    };
+    assert_eq!(
+        seen(head),
+        [(key("client", "HEAD", "/index.html", 200), 0)],
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(
+        seen(no_content),
+        [(key("client", "GET", "/nocontent", 204), 0)]
+    );
+    assert_eq!(
+        seen(not_modified),
+        [(key("client", "GET", "/index.html", 304), 0)]
+    );
+    assert_eq!(seen(missing).len(), 1);
+    assert_eq!(seen(missing)[0].0, key("client", "GET", "/missing", 404));
+    // nginx sends the file with sendfile(): the body never passes through a user buffer.
+    assert_eq!(
+        seen(big),
+        [(key("client", "GET", "/big.bin", 200), 1 << 20)]
+    );
+    let mut server: Vec<_> = seen(nginx.worker);
+    server.sort();
+    let missing_body = seen(missing)[0].1;
+    assert_eq!(
+        server,
+        sorted(vec![
+            (key("server", "GET", "/big.bin", 200), 1 << 20),
+            (key("server", "GET", "/index.html", 304), 0),
+            (key("server", "GET", "/missing", 404), missing_body),
+            (key("server", "GET", "/nocontent", 204), 0),
+            (key("server", "HEAD", "/index.html", 200), 0),
+        ]),
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(nginx.access_keys().len(), 5);
+}
+
+#[test]
+fn ipv6_loopback() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let agent = Agent::start(&["--comm", "curl", "--comm", "nginx"]);
+    let url = format!("http://[::1]:{}/index.html", nginx.port);
+    let client = curl(&["-g", &url]);
+    let capture = agent.stop();
+
+    let lines = capture.of(client);
+    assert_eq!(lines.len(), 1, "{}", capture.stdout);
+    assert_eq!(lines[0].key(), key("client", "GET", "/index.html", 200));
+    assert_eq!(lines[0].server, format!("[::1]:{}", nginx.port));
+    assert!(lines[0].client.starts_with("[::1]:"), "{}", lines[0].client);
+    let server = capture.of(nginx.worker);
+    assert_eq!(server.len(), 1);
+    assert_eq!(
+        (server[0].key(), &server[0].client),
+        (key("server", "GET", "/index.html", 200), &lines[0].client)
+    );
+}
+
+#[test]
+fn a_connection_opened_before_the_agent_started() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let port = nginx.port.to_string();
+    let mut client = Command::new(python())
+        .arg(support_file("raw_client.py"))
+        .args(["preexisting", "127.0.0.1", &port, "/index.html", "/ka"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(client.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "connected");
+
+    let agent = Agent::start(&["--comm", &comm_of(python()), "--comm", "nginx"]);
+    client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert!(client.wait().unwrap().success());
+    let capture = agent.stop();
+
+    // Only the request sent after the agent started; both ends of the old connection.
+    let lines = capture.of(client.id());
+    assert_eq!(
+        lines.iter().map(|l| l.key()).collect::<Vec<_>>(),
+        [key("client", "GET", "/ka", 200)],
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(lines[0].server, format!("127.0.0.1:{port}"));
+    let server = capture.of(nginx.worker);
+    assert_eq!(
+        server.iter().map(|l| l.key()).collect::<Vec<_>>(),
+        [key("server", "GET", "/ka", 200)]
+    );
+    assert_eq!(server[0].client, lines[0].client);
+    assert!(capture.final_stat("opened").unwrap() >= 2);
+}
+
+#[test]
+fn bytes_that_are_not_http_yield_no_exchange() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let py = python();
+    let agent = Agent::start(&["--comm", &comm_of(py), "--comm", "nginx"]);
+    let script = format!(
+        "import socket\ns=socket.create_connection(('127.0.0.1',{}))\ns.sendall(b'\\x16\\x03\\x01\\x00\\x05hello not http\\r\\n\\r\\n')\nwhile s.recv(4096): pass\n",
+        nginx.port
+    );
+    let client = run_client(py, &["-c", &script]);
+    let capture = agent.stop();
+
+    assert!(capture.of(client).is_empty(), "{}", capture.stdout);
+    assert!(capture.of(nginx.worker).is_empty(), "{}", capture.stdout);
+    assert!(
+        capture.final_stat("not_http").unwrap() >= 2,
+        "{:?}",
+        capture.stats
+    );
+}
+
+#[test]
+fn a_pid_filter_traces_that_process_only() {
+    require_privileges!();
+    let _serial = serial();
+    let server = PyServer::start();
+    let pid = server.pid.to_string();
+    let agent = Agent::start(&["--pid", &pid]);
+    let client = curl(&[&server.url("/close")]);
+    let capture = agent.stop();
+
+    assert!(
+        capture.of(client).is_empty(),
+        "curl is not selected:\n{}",
+        capture.stdout
+    );
+    assert_eq!(
+        capture.keys_of(server.pid),
+        [key("server", "GET", "/close", 200)]
+    );
+    assert_eq!(capture.lines.len(), 1);
+}
+
+#[test]
+fn a_full_ring_buffer_loses_events_counts_them_and_invents_nothing() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small-ring.yaml");
+    std::fs::write(
+        &config,
+        "capture:\n  ring_buffer_bytes: 4096\noutput:\n  stats_interval_secs: 0\n",
+    )
+    .unwrap();
+    let agent = Agent::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--comm",
+        "curl",
+        "--comm",
+        "nginx",
+    ]);
+    let urls: Vec<String> = (0..300)
+        .map(|i| nginx.url(&format!("/big.bin?i={i}")))
+        .collect();
+    let mut args = vec!["-s", "-S"];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let client = run_client("curl", &args);
+    let capture = agent.stop();
+
+    let lost = capture.final_stat("lost").unwrap();
+    assert!(
+        lost > 0,
+        "a 4 KiB ring cannot keep up with 300 MiB of responses: {:?}",
+        capture.stats
+    );
+    let valid: HashSet<String> = (0..300).map(|i| format!("/big.bin?i={i}")).collect();
+    for line in capture
+        .of(client)
+        .iter()
+        .chain(capture.of(nginx.worker).iter())
+    {
+        assert!(
+            valid.contains(&line.target) && line.status == 200,
+            "invented: {line:?}"
+        );
+    }
+    let reported = capture.of(client).len();
+    assert!(
+        reported < 300,
+        "with {lost} events lost, some exchanges must be missing"
+    );
+}

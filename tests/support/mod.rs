@@ -1,0 +1,507 @@
+//! Harness for tests that run the real agent against real servers and clients on loopback.
+//!
+//! The agent is the built `netsonde` binary, started with `run` and stopped with SIGINT like a
+//! user would; its console output is parsed. Servers are nginx (from Debian) and a small Python
+//! HTTP/1.1 server; clients are curl and Python sockets.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const NETSONDE: &str = env!("CARGO_BIN_EXE_netsonde");
+
+/// Why privileged tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("loading eBPF programs needs root (CI runs these tests as root)".into());
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
+    }
+    None
+}
+
+/// Returns early from a test, saying why, when it cannot run here.
+#[macro_export]
+macro_rules! require_privileges {
+    () => {
+        if let Some(why) = support::skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// Tests that load eBPF run one at a time: each agent traces every matching process.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The real Python interpreter (not a pyenv shim), so spawned pids are the interpreter's.
+pub fn python() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 is installed");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    })
+}
+
+/// The name the kernel gives a process that executed `path`: the file name, cut to 15 bytes
+/// (what `--comm` matches).
+pub fn comm_of(path: &str) -> String {
+    let base = Path::new(path)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    base.chars().take(15).collect()
+}
+
+pub fn support_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
+}
+
+/// One exchange line of the console output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub role: String,
+    pub pid: u32,
+    pub method: String,
+    pub target: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub client: String,
+    pub server: String,
+    pub req_body: u64,
+    pub resp_body: u64,
+    pub incomplete: Option<String>,
+    pub comm: String,
+}
+
+impl Line {
+    /// The fields the tests compare exactly.
+    pub fn key(&self) -> (String, String, String, u16) {
+        (
+            self.role.clone(),
+            self.method.clone(),
+            self.target.clone(),
+            self.status,
+        )
+    }
+}
+
+pub fn parse_line(text: &str) -> Option<Line> {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(
+            r"^\S+ (server|client) pid=(\d+) (\S+) (\S+) (\d{3}) ([0-9.]+)ms client=(\S+) server=(\S+) req_body=(\d+) resp_body=(\d+)(?: incomplete=(\S+))? comm=(.*)$",
+        )
+        .unwrap()
+    });
+    let c = re.captures(text)?;
+    Some(Line {
+        role: c[1].to_string(),
+        pid: c[2].parse().ok()?,
+        method: c[3].to_string(),
+        target: c[4].to_string(),
+        status: c[5].parse().ok()?,
+        duration_ms: c[6].parse().ok()?,
+        client: c[7].to_string(),
+        server: c[8].to_string(),
+        req_body: c[9].parse().ok()?,
+        resp_body: c[10].parse().ok()?,
+        incomplete: c.get(11).map(|m| m.as_str().to_string()),
+        comm: c[12].to_string(),
+    })
+}
+
+/// What an agent run printed.
+#[derive(Debug)]
+pub struct Capture {
+    pub lines: Vec<Line>,
+    pub stats: Vec<String>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Capture {
+    /// Exchanges reported for process `pid`, in order.
+    pub fn of(&self, pid: u32) -> Vec<&Line> {
+        self.lines.iter().filter(|l| l.pid == pid).collect()
+    }
+
+    /// (role, method, target, status) of `pid`'s exchanges, sorted.
+    pub fn keys_of(&self, pid: u32) -> Vec<(String, String, String, u16)> {
+        let mut keys: Vec<_> = self.of(pid).iter().map(|l| l.key()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// The final stats line's value for `name=`.
+    pub fn final_stat(&self, name: &str) -> Option<u64> {
+        let line = self
+            .stats
+            .iter()
+            .rev()
+            .find(|l| l.contains("stats(final)"))?;
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))?
+            .parse()
+            .ok()
+    }
+}
+
+pub fn key(role: &str, method: &str, target: &str, status: u16) -> (String, String, String, u16) {
+    (
+        role.to_string(),
+        method.to_string(),
+        target.to_string(),
+        status,
+    )
+}
+
+/// A running `netsonde run`.
+pub struct Agent {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Starts `netsonde run ARGS` and waits until its probes are attached.
+    pub fn start(args: &[&str]) -> Agent {
+        let mut child = Command::new(NETSONDE)
+            .arg("run")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start netsonde");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let log = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.contains("probes attached") {
+                    let _ = ready_tx.send(());
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                return Agent { child, stderr };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "netsonde exited ({status}) before attaching:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "netsonde did not attach in 60 s:\n{}",
+                stderr.lock().unwrap()
+            );
+        }
+    }
+
+    /// Stops it with SIGINT, as Ctrl-C would, and returns what it printed.
+    pub fn stop(mut self) -> Capture {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr.lock().unwrap().clone();
+        assert!(status.success(), "netsonde exited with {status}:\n{stderr}");
+        let lines = stdout.lines().filter_map(parse_line).collect();
+        let stats = stdout
+            .lines()
+            .filter(|l| l.contains(" stats"))
+            .map(str::to_string)
+            .collect();
+        Capture {
+            lines,
+            stats,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit in {timeout:?}", child.id());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a client to completion; returns its pid.
+pub fn run_client(program: &str, args: &[&str]) -> u32 {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let pid = child.id();
+    let status = wait_timeout(&mut child, Duration::from_secs(60));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        status.success(),
+        "{program} {args:?} failed ({status}): {err}"
+    );
+    pid
+}
+
+/// curl with the given arguments (the body goes to /dev/null); returns its pid. A 4xx or 5xx
+/// status is not a failure: the tests check statuses themselves.
+pub fn curl(args: &[&str]) -> u32 {
+    let mut all = vec!["-s", "-S", "-o", "/dev/null"];
+    all.extend_from_slice(args);
+    run_client("curl", &all)
+}
+
+fn wait_for_port(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// nginx serving static files on 127.0.0.1 and [::1], one worker.
+pub struct Nginx {
+    master: Child,
+    pub worker: u32,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start() -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www).unwrap();
+        std::fs::write(www.join("index.html"), "<h1>netsonde test page</h1>\n").unwrap();
+        std::fs::write(www.join("ka"), "keep-alive\n").unwrap();
+        std::fs::write(www.join("big.bin"), vec![b'b'; 1 << 20]).unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "user root;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    sendfile on;
+    keepalive_requests 10000;
+    if_modified_since before;
+    types {{ text/html html; application/octet-stream bin; }}
+    server {{
+        listen 127.0.0.1:{port};
+        listen [::1]:{port};
+        root {d}/www;
+        location = /nocontent {{ return 204; }}
+    }}
+}}
+"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let master = Command::new("nginx")
+            .args([
+                "-p",
+                &d.to_string(),
+                "-c",
+                "nginx.conf",
+                "-e",
+                &format!("{d}/error.log"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx (apt-get install nginx-light)");
+        wait_for_port(&format!("127.0.0.1:{port}"));
+        let worker = children_of(master.id())
+            .into_iter()
+            .next()
+            .expect("nginx worker");
+        Nginx {
+            master,
+            worker,
+            port,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Lines of nginx's access log.
+    pub fn access_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// (method, target, status) of each access-log line, sorted.
+    pub fn access_keys(&self) -> Vec<(String, String, u16)> {
+        let mut keys: Vec<_> = self
+            .access_log()
+            .iter()
+            .filter_map(|l| {
+                // 127.0.0.1 - - [date] "GET /x HTTP/1.1" 200 612 "-" "curl/7.88.1"
+                let request = l.split('"').nth(1)?;
+                let status = l
+                    .split('"')
+                    .nth(2)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?;
+                let mut parts = request.split(' ');
+                Some((parts.next()?.to_string(), parts.next()?.to_string(), status))
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+        // SAFETY: signalling a process we started.
+        unsafe { libc::kill(self.worker as i32, libc::SIGKILL) };
+    }
+}
+
+/// Direct children of a process.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = format!("/proc/{pid}/task/{pid}/children");
+        let kids: Vec<u32> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if !kids.is_empty() || Instant::now() > deadline {
+            return kids;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// tests/support/http_server.py on 127.0.0.1.
+pub struct PyServer {
+    child: Child,
+    pub pid: u32,
+    pub port: u16,
+}
+
+impl PyServer {
+    pub fn start() -> PyServer {
+        let mut child = Command::new(python())
+            .arg(support_file("http_server.py"))
+            .args(["127.0.0.1", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the python test server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .expect("ready PORT")
+            .parse()
+            .unwrap();
+        PyServer {
+            pid: child.id(),
+            child,
+            port,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,63 @@
+"""Raw-socket HTTP/1.1 clients for netsonde's capture tests (loopback only).
+
+  raw_client.py pipeline HOST PORT PATH...
+      Sends one GET per PATH in a single write (pipelining, the last with
+      Connection: close) and reads until the server closes.
+
+  raw_client.py preexisting HOST PORT PATH1 PATH2
+      Connects and completes GET PATH1, prints "connected", waits for a line on
+      stdin, then sends GET PATH2 on the same connection, reads its response and
+      closes. Lets a test start netsonde while the connection is open.
+"""
+import socket
+import sys
+
+
+def request(path, host, close=False):
+    extra = "Connection: close\r\n" if close else ""
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+def read_response(sock, buf):
+    """Reads one Content-Length response from sock; returns leftover bytes."""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise SystemExit("connection closed mid-head")
+        buf += data
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        data = sock.recv(65536)
+        if not data:
+            raise SystemExit("connection closed mid-body")
+        rest += data
+    return rest[length:]
+
+
+def main():
+    mode, host, port, paths = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+    sock = socket.create_connection((host, port))
+    if mode == "pipeline":
+        payload = b"".join(request(p, host, close=(i == len(paths) - 1)) for i, p in enumerate(paths))
+        sock.sendall(payload)
+        while sock.recv(65536):
+            pass
+    elif mode == "preexisting":
+        sock.sendall(request(paths[0], host))
+        leftover = read_response(sock, b"")
+        print("connected", flush=True)
+        sys.stdin.readline()
+        sock.sendall(request(paths[1], host))
+        read_response(sock, leftover)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    sock.close()
+
+
+if __name__ == "__main__":
+    main()

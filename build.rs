@@ -22,6 +22,9 @@ use std::{
 
 const OBJECT: &str = "netsonde.bpf.o";
 const PREBUILT: &str = "ebpf/prebuilt/netsonde.bpf.o";
+/// The toolchain that built the committed object: a different one cannot be expected to
+/// produce the same bytes, so a mismatch is reported as such.
+const PREBUILT_TOOLCHAIN: &str = "ebpf/prebuilt/toolchain.txt";
 const EBPF_PACKAGE: &str = "netsonde-ebpf";
 /// The bin target of the eBPF crate; aya-build copies it to `$OUT_DIR/<name>`.
 const EBPF_BIN: &str = "netsonde";
@@ -47,7 +50,13 @@ fn run() -> Result<(), String> {
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    for path in ["ebpf/common", "ebpf/probes", "Cargo.lock", PREBUILT] {
+    for path in [
+        "ebpf/common",
+        "ebpf/probes",
+        "Cargo.lock",
+        PREBUILT,
+        PREBUILT_TOOLCHAIN,
+    ] {
         println!(
             "cargo:rerun-if-changed={}",
             manifest_dir.join(path).display()
@@ -69,7 +78,7 @@ fn run() -> Result<(), String> {
             build(&manifest_dir, &out_dir)?;
             strip_dwarf(&out_dir.join(EBPF_BIN), &out)?;
             println!("cargo:rustc-env=NETSONDE_EBPF_SOURCE=built from source");
-            compare_with_prebuilt(&out, &prebuilt)
+            compare_with_prebuilt(&out, &prebuilt, &manifest_dir.join(PREBUILT_TOOLCHAIN))
         }
         Err(why) if mode == "build" => Err(format!("NETSONDE_EBPF=build but {why}")),
         Err(why) => {
@@ -165,33 +174,65 @@ fn strip_dwarf(input: &Path, output: &Path) -> Result<(), String> {
     fs::write(output, stripped).map_err(|e| format!("write {}: {e}", output.display()))
 }
 
-fn compare_with_prebuilt(fresh: &Path, prebuilt: &Path) -> Result<(), String> {
+fn compare_with_prebuilt(
+    fresh: &Path,
+    prebuilt: &Path,
+    toolchain_file: &Path,
+) -> Result<(), String> {
     let fresh_bytes = fs::read(fresh).map_err(|e| format!("read {}: {e}", fresh.display()))?;
+    let toolchain = toolchain_description();
     let committed = fs::read(prebuilt).ok();
+    let recorded = fs::read_to_string(toolchain_file).unwrap_or_default();
+    if env::var_os("NETSONDE_EBPF_UPDATE").is_some_and(|v| v == "1") {
+        if committed.as_deref() != Some(fresh_bytes.as_slice()) || recorded != toolchain {
+            fs::create_dir_all(prebuilt.parent().expect("prebuilt has a parent"))
+                .map_err(|e| e.to_string())?;
+            fs::write(prebuilt, &fresh_bytes).map_err(|e| format!("update {PREBUILT}: {e}"))?;
+            fs::write(toolchain_file, &toolchain)
+                .map_err(|e| format!("update {PREBUILT_TOOLCHAIN}: {e}"))?;
+            println!("cargo:warning=updated {PREBUILT} and {PREBUILT_TOOLCHAIN}; commit them");
+        }
+        return Ok(());
+    }
     if committed.as_deref() == Some(fresh_bytes.as_slice()) {
         return Ok(());
     }
-    if env::var_os("NETSONDE_EBPF_UPDATE").is_some_and(|v| v == "1") {
-        fs::create_dir_all(prebuilt.parent().expect("prebuilt has a parent"))
-            .map_err(|e| e.to_string())?;
-        fs::write(prebuilt, &fresh_bytes).map_err(|e| format!("update {PREBUILT}: {e}"))?;
-        println!("cargo:warning=updated {PREBUILT}; commit it");
-        return Ok(());
-    }
-    let what = if committed.is_some() {
-        "differs from"
+    let msg = if committed.is_none() {
+        format!(
+            "there is no committed eBPF object at {PREBUILT}: run `NETSONDE_EBPF_UPDATE=1 cargo build` and commit it"
+        )
+    } else if recorded.trim() != toolchain.trim() {
+        format!(
+            "the committed eBPF object was built with [{}], this build used [{}]: different compilers \
+             give different bytes; rebuild it with `NETSONDE_EBPF_UPDATE=1 cargo build` if the new \
+             toolchain is intended",
+            recorded.trim().replace('\n', "; "),
+            toolchain.trim().replace('\n', "; ")
+        )
     } else {
-        "has no committed copy at"
+        format!(
+            "the freshly built eBPF object differs from {PREBUILT}: run `NETSONDE_EBPF_UPDATE=1 \
+             cargo build` and commit the object"
+        )
     };
-    let msg = format!(
-        "the freshly built eBPF object {what} {PREBUILT}: run `NETSONDE_EBPF_UPDATE=1 cargo build` \
-         and commit the object"
-    );
     if env::var_os("NETSONDE_EBPF_CHECK").is_some_and(|v| v == "1") {
         return Err(msg);
     }
     println!("cargo:warning={msg}");
     Ok(())
+}
+
+/// `rustc -V` of the eBPF toolchain and `bpf-linker --version`, one per line.
+fn toolchain_description() -> String {
+    let version = |cmd: &mut Command| {
+        cmd.output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let rustc = version(Command::new("rustup").args(["run", TOOLCHAIN, "rustc", "-V"]));
+    let linker = version(Command::new("bpf-linker").arg("--version"));
+    format!("{rustc}\n{linker}\n")
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {

@@ -54,17 +54,23 @@ pub enum AgentError {
 pub struct RunOptions {
     /// Attach no-op programs instead (the benchmark floor).
     pub noop_probes: bool,
+    /// Read kernel struct layouts from this BTF file instead of the running kernel's.
+    pub btf: Option<std::path::PathBuf>,
 }
 
 /// The probe settings a config asks for.
-pub fn probe_settings(config: &Config, noop: bool) -> ProbeSettings {
+pub fn probe_settings(config: &Config, options: &RunOptions) -> ProbeSettings {
+    let noop = options.noop_probes;
     ProbeSettings {
         capture_bytes: config.capture.payload_bytes,
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
         pids: config.filter.pids.clone(),
         comms: config.filter.comms.clone(),
         noop,
-        btf_path: crate::probes::offsets::VMLINUX_BTF.into(),
+        btf_path: options
+            .btf
+            .clone()
+            .unwrap_or_else(|| crate::probes::offsets::VMLINUX_BTF.into()),
     }
 }
 
@@ -75,7 +81,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<StatsReport, AgentError> {
     let clock = KernelClock::calibrate();
-    let mut probes = Probes::load(&probe_settings(config, options.noop_probes))?;
+    let mut probes = Probes::load(&probe_settings(config, &options))?;
     let ring = RingReader::new(probes.take_ring()?).map_err(AgentError::Ring)?;
     let counters = probes.take_counters()?;
     announce(&probes, config);

@@ -37,6 +37,9 @@ struct ConfigArg {
     /// YAML configuration file (see docs/configuration.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// BTF describing the running kernel, for kernels without /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE")]
+    btf: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -84,8 +87,12 @@ fn fail(error: &dyn std::error::Error) -> ExitCode {
     let mut line = format!("netsonde: {error}");
     let mut source = error.source();
     while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
+        // Some errors repeat their source in their own message: say it once.
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         source = cause.source();
     }
     eprintln!("{line}");
@@ -120,6 +127,7 @@ fn run(args: RunArgs) -> ExitCode {
     let duration = args.duration.map(Duration::from_secs);
     let options = RunOptions {
         noop_probes: args.noop_probes,
+        btf: args.config.btf.clone(),
     };
     match runtime.block_on(agent::run(&config, options, shutdown_signal(duration))) {
         Ok(_) => ExitCode::SUCCESS,
@@ -149,7 +157,11 @@ fn probes(args: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
-    let probes = match Probes::load(&agent::probe_settings(&config, false)) {
+    let options = RunOptions {
+        btf: args.btf.clone(),
+        ..RunOptions::default()
+    };
+    let probes = match Probes::load(&agent::probe_settings(&config, &options)) {
         Ok(probes) => probes,
         Err(e) => return fail(&e),
     };

@@ -31,9 +31,9 @@ pub const EBPF_SOURCE: &str = env!("NETSONDE_EBPF_SOURCE");
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "netsonde needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (missing: {missing})"
+        "loading eBPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8); this process has {has}"
     )]
-    Privileges { missing: String },
+    Privileges { has: String },
     #[error(transparent)]
     Offsets(#[from] offsets::OffsetError),
     #[error(transparent)]
@@ -285,7 +285,7 @@ fn describe_program_error(program: &str, error: &aya::programs::ProgramError) ->
     }
 }
 
-/// Capabilities the kernel checks for loading tracing programs.
+/// Capabilities the kernel checks for loading and attaching tracing programs.
 fn check_privileges() -> Result<(), ProbeError> {
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -297,26 +297,24 @@ fn check_privileges() -> Result<(), ProbeError> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    let has = |bit: u32| effective & (1u64 << bit) != 0;
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let missing: Vec<&str> = [
-        (CAP_BPF, "CAP_BPF"),
-        (CAP_PERFMON, "CAP_PERFMON"),
-        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| !has(*bit))
-    .map(|(_, name)| name)
-    .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(ProbeError::Privileges {
-            missing: missing.join(", "),
-        })
+    let has = |bit: u32| effective & (1u64 << bit) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
     }
+    let held: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(bit, _)| has(*bit))
+        .map(|(_, name)| name)
+        .collect();
+    let has = if held.is_empty() {
+        "neither".to_string()
+    } else {
+        format!("only {}", held.join(" and "))
+    };
+    Err(ProbeError::Privileges { has })
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (harmless elsewhere).

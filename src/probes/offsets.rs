@@ -15,7 +15,9 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
-    #[error("kernel BTF is not available at {path} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    #[error(
+        "kernel BTF is not available at {path} (the kernel needs CONFIG_DEBUG_INFO_BTF=y, or pass a BTF file for this kernel with --btf)"
+    )]
     NoBtf {
         path: String,
         #[source]

@@ -1,0 +1,154 @@
+//! What a user sees at the command line: clear one-line errors for what is missing or wrong,
+//! the probe table, and a run that stops by itself.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{NETSONDE, serial};
+
+fn netsonde(args: &[&str]) -> Output {
+    Command::new(NETSONDE)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run netsonde")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unknown_config_key_is_named_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("netsonde.yaml");
+    std::fs::write(&path, "capture:\n  payload_byte: 512\n").unwrap();
+    let out = netsonde(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "netsonde: config file {}: line 2 column 3: unknown field `payload_byte`, expected one of payload_bytes, ring_buffer_bytes\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_bad_value_names_its_key() {
+    let out = netsonde(&["run", "--comm", "a-name-longer-than-fifteen"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "netsonde: config key filter.comms: \"a-name-longer-than-fifteen\": process names are 1 to 15 bytes (the kernel cuts them there)\n"
+    );
+}
+
+#[test]
+fn a_missing_config_file_says_so() {
+    let out = netsonde(&["run", "--config", "/nonexistent/netsonde.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "netsonde: cannot read config file /nonexistent/netsonde.yaml: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn without_privileges_it_says_what_is_missing() {
+    // As root, drop to nobody with setpriv (util-linux); otherwise we already lack them.
+    // SAFETY: no preconditions.
+    let out = if unsafe { libc::geteuid() } == 0 {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                NETSONDE,
+                "run",
+            ])
+            .output()
+            .expect("setpriv (util-linux) drops root for this test")
+    } else {
+        netsonde(&["run"])
+    };
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "netsonde: loading eBPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8); this process has neither\n"
+    );
+}
+
+#[test]
+fn without_btf_it_says_what_is_missing() {
+    require_privileges!();
+    let out = netsonde(&["run", "--btf", "/nonexistent/vmlinux"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "netsonde: kernel BTF is not available at /nonexistent/vmlinux (the kernel needs CONFIG_DEBUG_INFO_BTF=y, or pass a BTF file for this kernel with --btf): i/o error: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn probes_lists_every_point_and_how_it_attached() {
+    require_privileges!();
+    let _serial = serial();
+    let out = netsonde(&["probes"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    for point in [
+        "syscall.read.enter",
+        "syscall.writev.exit",
+        "syscall.accept4.exit",
+        "syscall.close.enter",
+        "process.exit",
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(point))
+            .unwrap_or_else(|| panic!("{point} missing:\n{text}"));
+        assert!(
+            row.contains(" attached ") && row.contains("tracepoint "),
+            "{row}"
+        );
+    }
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("31 of 31 probe points attached"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_stops_by_itself_after_its_duration_with_final_stats() {
+    require_privileges!();
+    let _serial = serial();
+    let out = netsonde(&["run", "--duration", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.contains(" stats(final) events="), "{stdout}");
+    assert!(
+        stderr(&out).contains("31 of 31 probes attached; tracing every process"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn help_names_the_commands() {
+    let out = netsonde(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("run") && text.contains("probes"), "{text}");
+    let out = netsonde(&["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("netsonde {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -212,11 +212,20 @@ impl Side {
                         self.state = State::Resync;
                         return;
                     }
+                    let available = &seg.data[pos as usize..captured as usize];
                     let before = buf.len();
-                    let room = self.max_head_bytes.saturating_sub(before);
-                    let take = ((captured - pos) as usize).min(room);
-                    buf.extend_from_slice(&seg.data[pos as usize..pos as usize + take]);
-                    match head::parse(buf) {
+                    // Parse in place when nothing is buffered (a whole head in one syscall, the
+                    // common case); only a head split across segments is copied.
+                    let parsed = if before == 0 {
+                        head::parse(&available[..available.len().min(self.max_head_bytes)])
+                    } else {
+                        let take = available
+                            .len()
+                            .min(self.max_head_bytes.saturating_sub(before));
+                        buf.extend_from_slice(&available[..take]);
+                        head::parse(buf)
+                    };
+                    match parsed {
                         Parsed::Complete { head, body, len } => {
                             let first_ns = *first_ns;
                             pos += (len - before) as u64;
@@ -226,14 +235,22 @@ impl Side {
                             let framing = sink.head(self.dir, head, body, len as u64, first_ns);
                             self.start_body(framing, sink);
                         }
-                        Parsed::Partial { .. } if buf.len() >= self.max_head_bytes => {
+                        Parsed::Partial { .. }
+                            if before.max(available.len()) >= self.max_head_bytes
+                                || buf.len() >= self.max_head_bytes =>
+                        {
                             // A head larger than allowed: count it as malformed and hidden.
                             sink.malformed(self.dir, false);
                             sink.hidden_message(self.dir);
                             self.state = State::Resync;
                             return;
                         }
-                        Parsed::Partial { .. } => pos = captured,
+                        Parsed::Partial { .. } => {
+                            if before == 0 {
+                                buf.extend_from_slice(available);
+                            }
+                            pos = captured;
+                        }
                         Parsed::Invalid(_) => {
                             let fatal = !self.seen_message;
                             sink.malformed(self.dir, fatal);

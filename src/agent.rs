@@ -32,8 +32,8 @@ use crate::{
     telemetry::{ExchangeRecord, ReaderStats, Signal, StatsReport},
 };
 
-/// Records read from the ring buffer per batch.
-const BATCH: usize = 1024;
+/// Most records handed on in one batch.
+const BATCH: usize = 4096;
 /// Event batches in flight between reader and tracker.
 const EVENT_QUEUE: usize = 64;
 /// Signals in flight between tracker and exporter.
@@ -92,7 +92,14 @@ pub async fn run(
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let reader = tokio::spawn(read_ring(ring, event_tx, reader_stats.clone(), stop_rx));
+    let batch_delay = Duration::from_millis(config.capture.batch_delay_ms);
+    let reader = tokio::spawn(read_ring(
+        ring,
+        event_tx,
+        reader_stats.clone(),
+        batch_delay,
+        stop_rx,
+    ));
     let tracker_config = TrackerConfig {
         max_connections: config.connections.max_connections,
         idle_timeout_ns: config.idle_timeout().as_nanos() as u64,
@@ -173,6 +180,7 @@ async fn read_ring(
     mut ring: RingReader,
     tx: mpsc::Sender<Vec<Event>>,
     stats: Arc<ReaderStats>,
+    batch_delay: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let decode_into = |record: &[u8], batch: &mut Vec<Event>| {
@@ -188,25 +196,39 @@ async fn read_ring(
             }
         }
     };
+    let mut timer = tokio::time::interval(batch_delay);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut batch = Vec::new();
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            read = ring.read_batch(BATCH, |record| decode_into(record, &mut batch)) => {
-                if let Err(e) = read {
-                    tracing::error!("reading the ring buffer failed, no more events: {e}");
+            woken = ring.readable() => {
+                if let Err(e) = woken {
+                    tracing::error!("watching the ring buffer failed, no more events: {e}");
                     return;
                 }
             }
+            _ = timer.tick() => {}
         }
-        if tx.send(batch).await.is_err() {
+        loop {
+            let mut batch = Vec::new();
+            let n = ring.drain(BATCH, |record| decode_into(record, &mut batch));
+            if !batch.is_empty() && tx.send(batch).await.is_err() {
+                return;
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+    // Detached: whatever is left is all there will be.
+    loop {
+        let mut batch = Vec::new();
+        let n = ring.drain(BATCH, |record| decode_into(record, &mut batch));
+        if batch.is_empty() || tx.send(batch).await.is_err() || n < BATCH {
             return;
         }
     }
-    let mut batch = Vec::new();
-    ring.drain(|record| decode_into(record, &mut batch));
-    let _ = tx.send(batch).await;
 }
 
 async fn track(
@@ -239,9 +261,11 @@ async fn track(
     tracker.finish();
 }
 
-/// The export stage: a plain thread, because writing to stdout blocks.
+/// The export stage: a plain thread, because writing to stdout blocks. Buffered: one write per
+/// batch of lines, not one per line.
 fn export(mut rx: mpsc::Receiver<Signal>) {
-    let mut console = ConsoleExporter::new(io::stdout().lock());
+    let mut console =
+        ConsoleExporter::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()));
     while let Some(signal) = rx.blocking_recv() {
         if let Err(e) = console.export(&signal) {
             if e.kind() != io::ErrorKind::BrokenPipe {

@@ -29,7 +29,7 @@ fn an_unknown_config_key_is_named_in_one_line() {
     assert_eq!(
         stderr(&out),
         format!(
-            "netsonde: config file {}: line 2 column 3: unknown field `payload_byte`, expected one of payload_bytes, ring_buffer_bytes\n",
+            "netsonde: config file {}: line 2 column 3: unknown field `payload_byte`, expected one of payload_bytes, ring_buffer_bytes, batch_delay_ms\n",
             path.display()
         )
     );

@@ -25,6 +25,9 @@ pub struct CaptureConfig {
     pub payload_bytes: u32,
     /// Size of the kernel-to-user ring buffer in bytes: a power of two, at least 4096.
     pub ring_buffer_bytes: u32,
+    /// Longest a record waits in the ring buffer before user space collects it, in ms. The
+    /// programs wake user space early only when an eighth of the ring buffer is in use.
+    pub batch_delay_ms: u64,
 }
 
 /// Which processes are traced. Both empty: every process but netsonde itself.
@@ -70,6 +73,7 @@ impl Default for CaptureConfig {
         CaptureConfig {
             payload_bytes: netsonde_common::DEFAULT_CAPTURE,
             ring_buffer_bytes: 8 << 20,
+            batch_delay_ms: 10,
         }
     }
 }
@@ -163,6 +167,12 @@ impl Config {
                 message: format!("{ring} must be a power of two and at least 4096"),
             });
         }
+        if !(1..=1000).contains(&self.capture.batch_delay_ms) {
+            return Err(ConfigError::Invalid {
+                key: "capture.batch_delay_ms",
+                message: format!("{} is not between 1 and 1000", self.capture.batch_delay_ms),
+            });
+        }
         if self.connections.max_connections == 0 {
             return Err(ConfigError::Invalid {
                 key: "connections.max_connections",
@@ -240,6 +250,7 @@ mod tests {
         for key in [
             "capture.payload_bytes",
             "capture.ring_buffer_bytes",
+            "capture.batch_delay_ms",
             "filter.pids",
             "filter.comms",
             "connections.max_connections",
@@ -258,7 +269,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "config file <text>: line 2 column 3: unknown field `payload_byte`, expected one of \
-             payload_bytes, ring_buffer_bytes"
+             payload_bytes, ring_buffer_bytes, batch_delay_ms"
         );
         let err = Config::from_yaml("captur: {}\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `captur`"), "{err}");

@@ -168,10 +168,13 @@ fn load_object(settings: &ProbeSettings, offsets: &KernelOffsets) -> Result<Ebpf
         },
         comm_filter: u32::from(!settings.comms.is_empty()),
         noop: u32::from(settings.noop),
-        _pad: 0,
+        // Wake user space early once an eighth of the ring is in use; its timer does the rest.
+        wakeup_bytes: settings.ring_buffer_bytes / 8,
     };
     let cpus = aya::util::nr_cpus().map_err(|(_, source)| ProbeError::Cpus { source })? as u32;
     EbpfLoader::new()
+        // Rust objects carry no CO-RE relocations, so aya need not parse the kernel's BTF.
+        .btf(None)
         .override_global("NETSONDE_CONFIG", &config, true)
         .map_max_entries("SCRATCH", cpus)
         .override_global("NETSONDE_OFFSETS", offsets, true)

@@ -19,37 +19,20 @@ impl RingReader {
         Ok(RingReader { fd })
     }
 
-    /// Waits until records are available, then passes each (at most `max` of them) to `each`.
-    /// Returns how many were read.
-    pub async fn read_batch(
-        &mut self,
-        max: usize,
-        mut each: impl FnMut(&[u8]),
-    ) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable_mut().await?;
-            let ring = guard.get_inner_mut();
-            let mut n = 0;
-            while n < max {
-                let Some(item) = ring.next() else { break };
-                each(&item);
-                n += 1;
-            }
-            if n < max {
-                // Drained: wait for the next wake-up.
-                guard.clear_ready();
-            }
-            if n > 0 {
-                return Ok(n);
-            }
-        }
+    /// Waits until the kernel signals that records are waiting. The programs signal only once
+    /// a batch has piled up, so callers also [`RingReader::drain`] on a timer.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        let mut guard = self.fd.readable_mut().await?;
+        guard.clear_ready();
+        Ok(())
     }
 
-    /// Reads whatever is left without waiting (at shutdown, after the programs are detached).
-    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+    /// Passes up to `max` waiting records to `each` without waiting; returns how many.
+    pub fn drain(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> usize {
         let ring = self.fd.get_mut();
         let mut n = 0;
-        while let Some(item) = ring.next() {
+        while n < max {
+            let Some(item) = ring.next() else { break };
             each(&item);
             n += 1;
         }

@@ -205,7 +205,9 @@ pub struct ProbeConfig {
     /// 1 turns every program into a no-op after its first instruction: the benchmark floor,
     /// the cost of merely hooking the same tracepoints.
     pub noop: u32,
-    pub _pad: u32,
+    /// Records are written without waking user space until the ring buffer holds this many
+    /// bytes (user space also reads on a timer): one wake-up per batch, not per record.
+    pub wakeup_bytes: u32,
 }
 
 /// Byte offsets of the kernel struct fields the programs read, taken from

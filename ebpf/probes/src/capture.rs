@@ -4,7 +4,7 @@ use netsonde_common::{
     DataEvent, MAX_CAPTURE, MAX_IOVECS, MAX_MMSG, SyscallArgs, counter, data_flags, kind, syscall,
 };
 
-use crate::maps::{EVENTS, Scratch, config, count, scratch};
+use crate::maps::{EVENTS, Scratch, config, count, output_flags, scratch};
 
 /// `struct iovec` (UAPI: stable across kernels).
 #[repr(C)]
@@ -221,7 +221,7 @@ pub fn emit_data(
     let size = core::mem::size_of::<DataEvent>() + captured as usize;
     // SAFETY: `size` is at most header + MAX_CAPTURE, inside the scratch value.
     let record = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), size) };
-    let rc = EVENTS.output::<[u8]>(record, 0);
+    let rc = EVENTS.output::<[u8]>(record, output_flags());
     if rc.is_ok() {
         count(counter::DATA_EVENTS, 1);
     } else {

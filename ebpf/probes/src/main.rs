@@ -35,7 +35,7 @@ use crate::{
         advance_stream, announced_socket, fill_addresses, mark_announced, process_comm, socket_key,
         tcp_socket,
     },
-    maps::{EVENTS, IN_FLIGHT, SOCKETS, config, count},
+    maps::{EVENTS, IN_FLIGHT, SOCKETS, config, count, output_flags},
 };
 
 const EINPROGRESS: i64 = 115;
@@ -118,7 +118,7 @@ fn emit_open(pid_tgid: u64, args: &SyscallArgs, how: u32, fd: i32, rc: i64, exit
         ..ConnOpenEvent::default()
     };
     fill_addresses(&mut ev, args.sock);
-    if EVENTS.output::<ConnOpenEvent>(&ev, 0).is_ok() {
+    if EVENTS.output::<ConnOpenEvent>(&ev, output_flags()).is_ok() {
         count(counter::CONN_EVENTS, 1);
         mark_announced(tgid, fd);
     } else {
@@ -435,7 +435,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
             sock: sock.sock,
             ts_ns: now(),
         };
-        if EVENTS.output::<ConnCloseEvent>(&ev, 0).is_ok() {
+        if EVENTS.output::<ConnCloseEvent>(&ev, output_flags()).is_ok() {
             count(counter::CLOSE_EVENTS, 1);
         } else {
             count(counter::CLOSE_LOST, 1);
@@ -478,7 +478,10 @@ pub fn process_exit(_ctx: TracePointContext) -> u32 {
         tgid,
         ts_ns: now(),
     };
-    if EVENTS.output::<ProcessExitEvent>(&ev, 0).is_ok() {
+    if EVENTS
+        .output::<ProcessExitEvent>(&ev, output_flags())
+        .is_ok()
+    {
         count(counter::EXIT_EVENTS, 1);
     } else {
         count(counter::EXIT_LOST, 1);

@@ -18,7 +18,7 @@ pub static NETSONDE_CONFIG: ProbeConfig = ProbeConfig {
     filter_mode: 0,
     comm_filter: 0,
     noop: 0,
-    _pad: 0,
+    wakeup_bytes: 0,
 };
 
 /// Kernel struct field offsets from BTF, set by user space before load.
@@ -95,6 +95,18 @@ pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 /// Process names selected with `--comm`, written by user space.
 #[map]
 pub static COMM_FILTER: HashMap<Comm, u8> = HashMap::with_max_entries(256, 0);
+
+/// Flags for writing a record: wake user space only once enough has piled up (see
+/// `ProbeConfig::wakeup_bytes`); below that, user space's timer collects it.
+#[inline(always)]
+pub fn output_flags() -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= config!(wakeup_bytes) as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 /// Adds `n` to a per-CPU counter.
 #[inline(always)]

@@ -82,9 +82,13 @@ const COMM: &str = "process names";
 
 /// Looks up every offset the programs need.
 pub fn load_offsets(btf_path: &Path) -> Result<KernelOffsets, OffsetError> {
-    let btf = Btf::from_file(btf_path).map_err(|source| OffsetError::NoBtf {
-        path: btf_path.display().to_string(),
-        source,
+    // Mapped, not parsed whole: about twenty lookups do not justify holding all of vmlinux's
+    // types in the heap.
+    let btf = Btf::from_file_with_backend(btf_path, btf_rs::Backend::Mmap).map_err(|source| {
+        OffsetError::NoBtf {
+            path: btf_path.display().to_string(),
+            source,
+        }
     })?;
     resolve_offsets(&btf)
 }

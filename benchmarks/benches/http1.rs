@@ -1,0 +1,132 @@
+//! The user-space HTTP/1 path, per exchange, beside its baseline in the same run:
+//!
+//! * `httparse_heads` — the floor: httparse alone parsing the request and response heads;
+//! * `http1_exchange` — netsonde's parser on the same bytes: framing, pairing, an `Exchange`;
+//! * `decode_track_exchange` — the whole user-space path for one exchange as the kernel delivers
+//!   it: two ring records decoded, routed to their connection, parsed.
+//!
+//! The bytes are what curl sends and nginx answers for a small static file.
+
+use std::{hint::black_box, sync::Arc};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use netsonde::{
+    connections::{ConnectionStats, Tracker, TrackerConfig},
+    events::{self, encode},
+    protocols::{
+        Direction, Segment,
+        http1::{Http1, Limits},
+    },
+};
+use netsonde_common::{ConnOpenEvent, DataEvent, direction, kind, origin, syscall};
+
+const REQUEST: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 04:00:00 GMT\r\nContent-Type: text/html\r\nContent-Length: 28\r\nLast-Modified: Thu, 26 Nov 2026 03:00:00 GMT\r\nConnection: keep-alive\r\nETag: \"6925f7f0-1d\"\r\nAccept-Ranges: bytes\r\n\r\n<h1>netsonde test page</h1>\n";
+
+fn http1_path(c: &mut Criterion, group: &str) {
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("httparse_heads", |b| {
+        b.iter(|| {
+            let mut h = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut h);
+            let a = req.parse(black_box(REQUEST)).unwrap();
+            let mut h = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut h);
+            let b2 = resp.parse(black_box(RESPONSE)).unwrap();
+            black_box((a, b2));
+        })
+    });
+    g.bench_function("http1_exchange", |b| {
+        let mut http = Http1::new(Limits::default());
+        let mut out = Vec::with_capacity(4);
+        let mut t = 0u64;
+        b.iter(|| {
+            t += 1000;
+            http.feed(
+                Direction::Ingress,
+                &Segment::full(black_box(REQUEST), t, t),
+                &mut out,
+            );
+            http.feed(
+                Direction::Egress,
+                &Segment::full(black_box(RESPONSE), t + 500, t + 600),
+                &mut out,
+            );
+            assert_eq!(out.len(), 1);
+            black_box(out.pop());
+        })
+    });
+    g.bench_function("decode_track_exchange", |b| {
+        let stats = Arc::new(ConnectionStats::default());
+        let config = TrackerConfig {
+            max_connections: 1024,
+            idle_timeout_ns: u64::MAX,
+            http1: Limits::default(),
+        };
+        let mut tracker = Tracker::new(config, stats);
+        let mut out = Vec::with_capacity(4);
+        let (tgid, fd, sock) = (4242u32, 7i32, 0xffff_8880_1234_0000u64);
+        let open = ConnOpenEvent {
+            kind: kind::CONN_OPEN,
+            origin: origin::ACCEPT,
+            tgid,
+            tid: tgid,
+            fd,
+            family: 2,
+            local_port: 8080,
+            remote_port: 40000,
+            sock,
+            local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
+            ..ConnOpenEvent::default()
+        };
+        tracker.handle(&events::decode(&encode::bytes_of(&open)).unwrap(), &mut out);
+        let header = |dir: u8, sc: u16, len: usize| DataEvent {
+            kind: kind::DATA,
+            captured: len as u32,
+            tgid,
+            tid: tgid,
+            fd,
+            syscall: sc,
+            direction: dir,
+            flags: 0,
+            sock,
+            bytes: len as u64,
+            stream_pos: 0,
+            enter_ns: 0,
+            exit_ns: 0,
+        };
+        let mut request = encode::data_record(
+            &header(direction::INGRESS, syscall::RECVFROM, REQUEST.len()),
+            REQUEST,
+        );
+        let mut response = encode::data_record(
+            &header(direction::EGRESS, syscall::WRITEV, RESPONSE.len()),
+            RESPONSE,
+        );
+        let pos_at = std::mem::offset_of!(DataEvent, stream_pos);
+        let (mut in_pos, mut out_pos) = (0u64, 0u64);
+        b.iter(|| {
+            request[pos_at..pos_at + 8].copy_from_slice(&in_pos.to_ne_bytes());
+            response[pos_at..pos_at + 8].copy_from_slice(&out_pos.to_ne_bytes());
+            in_pos += REQUEST.len() as u64;
+            out_pos += RESPONSE.len() as u64;
+            for record in [&request, &response] {
+                let event = events::decode(black_box(record)).unwrap();
+                tracker.handle(&event, &mut out);
+            }
+            assert_eq!(out.len(), 1);
+            black_box(out.pop());
+        })
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    http1_path(c, "http1_path");
+}
+
+criterion_group!(http1, benches);
+criterion_main!(http1);

@@ -1,0 +1,495 @@
+//! Overhead of netsonde on a loopback web server, three arms measured in alternating rounds in
+//! one run:
+//!
+//! * `bare`  — nginx alone;
+//! * `floor` — netsonde with no-op programs on the same hooks (`run --noop-probes`): the
+//!   unavoidable cost of hooking those syscalls at all;
+//! * `agent` — netsonde as shipped (`run`, every process traced, console output to /dev/null).
+//!
+//! Two phases: (a) saturation with wrk over keep-alive connections, reporting requests/s;
+//! (b) a fixed rate with `h2load --h1 --rps`, reporting per-request latency percentiles from
+//! h2load's own log, and the agent's CPU and memory.
+//!
+//! Usage (as root, after `cargo build --release`):
+//!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Arm {
+    Bare,
+    Floor,
+    Agent,
+}
+
+impl Arm {
+    fn name(self) -> &'static str {
+        match self {
+            Arm::Bare => "bare",
+            Arm::Floor => "floor",
+            Arm::Agent => "agent",
+        }
+    }
+}
+
+struct Options {
+    rounds: usize,
+    secs: u64,
+    rate: u32,
+    netsonde: PathBuf,
+}
+
+fn parse_args() -> Options {
+    let mut o = Options {
+        rounds: 3,
+        secs: 10,
+        rate: 20_000,
+        netsonde: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/netsonde"),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--rounds" => o.rounds = value.parse().expect("--rounds N"),
+            "--secs" => o.secs = value.parse().expect("--secs S"),
+            "--rate" => o.rate = value.parse().expect("--rate R"),
+            "--netsonde" => o.netsonde = PathBuf::from(value),
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+fn main() {
+    let o = parse_args();
+    // SAFETY: no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "run as root: the agent arms load eBPF programs"
+    );
+    for tool in ["nginx", "wrk", "h2load"] {
+        assert!(
+            which(tool),
+            "{tool} is missing (apt-get install nginx-light wrk nghttp2-client)"
+        );
+    }
+    assert!(
+        o.netsonde.exists(),
+        "{} is missing: cargo build --release",
+        o.netsonde.display()
+    );
+
+    let nginx = Nginx::start();
+    let url = format!("http://127.0.0.1:{}/index.html", nginx.port);
+    println!(
+        "# netsonde overhead, {} rounds x {} s per arm",
+        o.rounds, o.secs
+    );
+    println!("machine: {}", machine());
+    println!("nginx worker pid {}; url {url}\n", nginx.worker);
+
+    // (a) Saturation.
+    let mut saturation: Vec<(Arm, f64)> = Vec::new();
+    for round in 0..o.rounds {
+        for arm in rotation(round) {
+            let agent = AgentProcess::start(arm, &o.netsonde);
+            let rps = wrk(&url, o.secs);
+            let usage = agent.map(AgentProcess::stop);
+            println!(
+                "saturation round {} {:<5} {:>10.0} req/s{}",
+                round + 1,
+                arm.name(),
+                rps,
+                usage_text(usage)
+            );
+            saturation.push((arm, rps));
+        }
+    }
+
+    // (b) Fixed rate.
+    let mut fixed: Vec<(Arm, Latency, Option<Usage>)> = Vec::new();
+    for round in 0..o.rounds {
+        for arm in rotation(round) {
+            let agent = AgentProcess::start(arm, &o.netsonde);
+            let latency = h2load(&url, o.rate, o.secs);
+            let usage = agent.map(AgentProcess::stop);
+            println!(
+                "fixed-rate round {} {:<5} {:>8} req ok, p50 {:>7.1} us, p99 {:>7.1} us, {:.0} req/s{}",
+                round + 1,
+                arm.name(),
+                latency.ok,
+                latency.p50_us,
+                latency.p99_us,
+                latency.achieved_rps,
+                usage_text(usage)
+            );
+            fixed.push((arm, latency, usage));
+        }
+    }
+
+    let mean = |arm: Arm| {
+        let v: Vec<f64> = saturation
+            .iter()
+            .filter(|(a, _)| *a == arm)
+            .map(|(_, r)| *r)
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let (bare, floor, agent) = (mean(Arm::Bare), mean(Arm::Floor), mean(Arm::Agent));
+    println!(
+        "\n## Saturation (wrk, keep-alive), mean of {} rounds",
+        o.rounds
+    );
+    println!("| arm | req/s | vs bare | vs floor |");
+    println!("|---|---:|---:|---:|");
+    for (arm, v) in [(Arm::Bare, bare), (Arm::Floor, floor), (Arm::Agent, agent)] {
+        println!(
+            "| {} | {:.0} | {:.3} | {:.3} |",
+            arm.name(),
+            v,
+            v / bare,
+            v / floor
+        );
+    }
+
+    println!(
+        "\n## Fixed rate {} req/s (h2load --h1), median over rounds",
+        o.rate
+    );
+    println!(
+        "| arm | p50 latency | p99 latency | achieved req/s | agent CPU | agent RSS | agent peak RSS |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for arm in [Arm::Bare, Arm::Floor, Arm::Agent] {
+        let rows: Vec<&(Arm, Latency, Option<Usage>)> =
+            fixed.iter().filter(|(a, _, _)| *a == arm).collect();
+        let p50 = median(rows.iter().map(|r| r.1.p50_us).collect());
+        let p99 = median(rows.iter().map(|r| r.1.p99_us).collect());
+        let rps = median(rows.iter().map(|r| r.1.achieved_rps).collect());
+        let cpu = median(
+            rows.iter()
+                .filter_map(|r| r.2.map(|u| u.cpu_percent))
+                .collect(),
+        );
+        let rss = rows.iter().filter_map(|r| r.2.map(|u| u.rss_kib)).max();
+        let peak = rows
+            .iter()
+            .filter_map(|r| r.2.map(|u| u.peak_rss_kib))
+            .max();
+        let mib =
+            |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        println!(
+            "| {} | {:.1} µs | {:.1} µs | {:.0} | {} | {} | {} |",
+            arm.name(),
+            p50,
+            p99,
+            rps,
+            if cpu.is_nan() {
+                "-".into()
+            } else {
+                format!("{cpu:.1} %")
+            },
+            mib(rss),
+            mib(peak)
+        );
+    }
+}
+
+/// Each round starts with a different arm, so drift (thermal, page cache) spreads evenly.
+fn rotation(round: usize) -> Vec<Arm> {
+    let arms = [Arm::Bare, Arm::Floor, Arm::Agent];
+    (0..3).map(|i| arms[(i + round) % 3]).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores ({cpu}), kernel {}", kernel.trim())
+}
+
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu_percent: f64,
+    rss_kib: u64,
+    peak_rss_kib: u64,
+}
+
+fn usage_text(u: Option<Usage>) -> String {
+    u.map_or(String::new(), |u| {
+        format!(
+            ", agent CPU {:.1} %, RSS {} KiB (peak {} KiB)",
+            u.cpu_percent, u.rss_kib, u.peak_rss_kib
+        )
+    })
+}
+
+struct AgentProcess {
+    child: Child,
+    started: Instant,
+    ticks_at_start: u64,
+}
+
+impl AgentProcess {
+    /// Starts the arm's netsonde (none for `bare`) and waits until its probes are attached.
+    fn start(arm: Arm, netsonde: &Path) -> Option<AgentProcess> {
+        let mut cmd = Command::new(netsonde);
+        cmd.arg("run");
+        match arm {
+            Arm::Bare => return None,
+            Arm::Floor => {
+                cmd.arg("--noop-probes");
+            }
+            Arm::Agent => {}
+        }
+        let mut child = cmd
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("probes attached") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("netsonde attached");
+        thread::sleep(Duration::from_millis(500));
+        let ticks_at_start = cpu_ticks(child.id());
+        Some(AgentProcess {
+            child,
+            started: Instant::now(),
+            ticks_at_start,
+        })
+    }
+
+    fn stop(mut self) -> Usage {
+        let wall = self.started.elapsed().as_secs_f64();
+        let ticks = cpu_ticks(self.child.id()) - self.ticks_at_start;
+        // SAFETY: no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let rss_kib = status_kib(self.child.id(), "VmRSS:");
+        let peak_rss_kib = status_kib(self.child.id(), "VmHWM:");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        Usage {
+            cpu_percent: 100.0 * ticks as f64 / hz / wall,
+            rss_kib,
+            peak_rss_kib,
+        }
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields after the comm start at "state" (field 3): utime is field 14, stime 15.
+    let get = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(14) + get(15)
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+/// Saturation: wrk, one thread, 32 keep-alive connections; returns requests/s.
+fn wrk(url: &str, secs: u64) -> f64 {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{secs}s"), url])
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("Requests/sec:")
+                .map(|v| v.trim().parse().unwrap_or(0.0))
+        })
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+}
+
+#[derive(Clone, Copy)]
+struct Latency {
+    ok: usize,
+    p50_us: f64,
+    p99_us: f64,
+    achieved_rps: f64,
+}
+
+/// Fixed rate: h2load over HTTP/1.1, 20 connections sharing `rate` requests/s; latency from
+/// h2load's per-request log.
+fn h2load(url: &str, rate: u32, secs: u64) -> Latency {
+    const CLIENTS: u32 = 20;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("h2load")
+        .args([
+            "--h1",
+            "-t1",
+            &format!("-c{CLIENTS}"),
+            &format!("--rps={}", rate / CLIENTS),
+            &format!("-D{secs}"),
+            &format!("--log-file={}", log.path().display()),
+            url,
+        ])
+        .output()
+        .expect("run h2load");
+    assert!(
+        out.status.success(),
+        "h2load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let mut durations: Vec<f64> = Vec::new();
+    let mut starts: Vec<u64> = Vec::new();
+    for line in text.lines() {
+        let mut cols = line.split('\t');
+        let (Some(start), Some(status), Some(duration)) = (cols.next(), cols.next(), cols.next())
+        else {
+            continue;
+        };
+        if status == "200" {
+            durations.push(duration.parse().unwrap_or(0.0));
+            starts.push(start.parse().unwrap_or(0));
+        }
+    }
+    durations.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        durations
+            .get(((durations.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let span = (starts.iter().max().unwrap_or(&0) - starts.iter().min().unwrap_or(&0)) as f64 / 1e6;
+    Latency {
+        ok: durations.len(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        achieved_rps: if span > 0.0 {
+            durations.len() as f64 / span
+        } else {
+            0.0
+        },
+    }
+}
+
+struct Nginx {
+    master: Child,
+    worker: u32,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::create_dir(dir.path().join("www")).unwrap();
+        std::fs::write(
+            dir.path().join("www/index.html"),
+            format!("<html><body>{}</body></html>\n", "x".repeat(580)),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = format!(
+            "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; keepalive_requests 1000000;\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let master = Command::new("nginx")
+            .args([
+                "-p",
+                &d,
+                "-c",
+                "nginx.conf",
+                "-e",
+                &format!("{d}/error.log"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", master.id()))
+            .unwrap_or_default();
+        let worker = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        Nginx {
+            master,
+            worker,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+        // SAFETY: signalling the worker of the nginx we started.
+        unsafe { libc::kill(self.worker as i32, libc::SIGKILL) };
+    }
+}

@@ -253,6 +253,55 @@ fn head_204_304_404_and_a_sendfile_body_from_nginx() {
 }
 
 #[test]
+fn every_syscall_family_is_captured() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let py = python();
+    let agent = Agent::start(&["--comm", &comm_of(py), "--comm", "nginx"]);
+    let port = nginx.port.to_string();
+    let script = support_file("raw_client.py");
+    let clients: Vec<(&str, u32)> = ["rw", "vector", "msg"]
+        .into_iter()
+        .map(|mode| {
+            (
+                mode,
+                run_client(
+                    py,
+                    &[
+                        script.to_str().unwrap(),
+                        "syscalls",
+                        mode,
+                        "127.0.0.1",
+                        &port,
+                        "/ka",
+                    ],
+                ),
+            )
+        })
+        .collect();
+    let capture = agent.stop();
+
+    for (mode, pid) in clients {
+        let seen: Vec<_> = capture
+            .of(pid)
+            .iter()
+            .map(|l| (l.key(), l.resp_body))
+            .collect();
+        assert_eq!(
+            seen,
+            [(key("client", "GET", "/ka", 200), 11)],
+            "{mode}:\n{}",
+            capture.stdout
+        );
+    }
+    assert_eq!(
+        capture.keys_of(nginx.worker),
+        vec![key("server", "GET", "/ka", 200); 3]
+    );
+}
+
+#[test]
 fn ipv6_loopback() {
     require_privileges!();
     let _serial = serial();

@@ -4,6 +4,11 @@
       Sends one GET per PATH in a single write (pipelining, the last with
       Connection: close) and reads until the server closes.
 
+  raw_client.py syscalls MODE HOST PORT PATH
+      One GET with Connection: close, sent and received through the syscalls MODE names:
+      rw (write/read), vector (writev/readv, two buffers each), msg (sendmsg/recvmsg, two
+      buffers each). Exercises netsonde's capture of each syscall family.
+
   raw_client.py preexisting HOST PORT PATH1 PATH2
       Connects and completes GET PATH1, prints "connected", waits for a line on
       stdin, then sends GET PATH2 on the same connection, reads its response and
@@ -39,7 +44,34 @@ def read_response(sock, buf):
     return rest[length:]
 
 
+def syscalls(mode, host, port, path):
+    import os
+
+    sock = socket.create_connection((host, port))
+    fd = sock.fileno()
+    data = request(path, host, close=True)
+    head, rest = data[:7], data[7:]
+    if mode == "rw":
+        os.write(fd, data)
+        while os.read(fd, 65536):
+            pass
+    elif mode == "vector":
+        os.writev(fd, [head, rest])
+        while os.readv(fd, [bytearray(7), bytearray(65536)]):
+            pass
+    elif mode == "msg":
+        sock.sendmsg([head, rest])
+        while sock.recvmsg_into([bytearray(7), bytearray(65536)])[0]:
+            pass
+    else:
+        raise SystemExit(f"unknown syscall mode {mode}")
+    sock.close()
+
+
 def main():
+    if sys.argv[1] == "syscalls":
+        syscalls(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        return
     mode, host, port, paths = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
     sock = socket.create_connection((host, port))
     if mode == "pipeline":

@@ -302,6 +302,46 @@ fn every_syscall_family_is_captured() {
 }
 
 #[test]
+fn sendmmsg_and_recvmmsg_are_captured() {
+    require_privileges!();
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let client_bin = dir.path().join("mmsg_client");
+    let built = Command::new("cc")
+        .args([
+            "-O2",
+            "-o",
+            client_bin.to_str().unwrap(),
+            support_file("mmsg_client.c").to_str().unwrap(),
+        ])
+        .status()
+        .expect("a C compiler (cc) builds the sendmmsg/recvmmsg client");
+    assert!(built.success());
+    let nginx = Nginx::start();
+    let agent = Agent::start(&["--comm", "mmsg_client", "--comm", "nginx"]);
+    let port = nginx.port.to_string();
+    let client = run_client(client_bin.to_str().unwrap(), &[&port, "/ka"]);
+    let capture = agent.stop();
+
+    // The request head spans two messages of one sendmmsg.
+    let seen: Vec<_> = capture
+        .of(client)
+        .iter()
+        .map(|l| (l.key(), l.resp_body))
+        .collect();
+    assert_eq!(
+        seen,
+        [(key("client", "GET", "/ka", 200), 11)],
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(
+        capture.keys_of(nginx.worker),
+        [key("server", "GET", "/ka", 200)]
+    );
+}
+
+#[test]
 fn ipv6_loopback() {
     require_privileges!();
     let _serial = serial();

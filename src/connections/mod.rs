@@ -17,7 +17,7 @@ use std::{
 };
 
 use netsonde_common::{
-    ConnCloseEvent, ConnOpenEvent, DataEvent, ProcessExitEvent, direction, origin,
+    ConnCloseEvent, ConnOpenEvent, DataEvent, ProcessExitEvent, data_flags, direction, origin,
 };
 
 use crate::{
@@ -280,6 +280,12 @@ impl Tracker {
             last_ns,
         };
         conn.http.feed(dir, &segment, exchanges);
+        if header.flags & data_flags::BYTES_UNCOUNTED != 0 {
+            // Bytes followed that no position accounts for: the parser must find its place
+            // again.
+            self.stats.restarts.fetch_add(1, Relaxed);
+            conn.http.desync(dir, exchanges);
+        }
         Self::publish(&self.stats, key, conn, exchanges, out);
     }
 

@@ -251,3 +251,56 @@ fn the_table_is_bounded_and_idle_connections_expire() {
     assert_eq!(stats.active.load(Relaxed), 0);
     assert_eq!(stats.expired.load(Relaxed), 16);
 }
+
+#[test]
+fn uncounted_bytes_make_the_parser_find_its_place_again() {
+    // A sendmmsg of more messages than the programs count: the record says so, and the
+    // stream continues at an unknown distance.
+    let mut more = data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1000);
+    if let Event::Data { header, .. } = &mut more {
+        header.flags = netsonde_common::data_flags::BYTES_UNCOUNTED;
+    }
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        more,
+        // This would look like the next request's body if the parser trusted the position.
+        data(
+            C5,
+            direction::EGRESS,
+            REQ.len() as u64,
+            b"continuation",
+            12,
+            2000,
+        ),
+        data(
+            C5,
+            direction::EGRESS,
+            REQ.len() as u64 + 12,
+            b"GET /after HTTP/1.1\r\n\r\n",
+            23,
+            3000,
+        ),
+        data(C5, direction::INGRESS, 0, RESP, RESP.len() as u64, 4000),
+        data(
+            C5,
+            direction::INGRESS,
+            RESP.len() as u64,
+            RESP,
+            RESP.len() as u64,
+            5000,
+        ),
+    ]);
+    let got: Vec<_> = out
+        .iter()
+        .map(|o| {
+            (
+                o.exchange.request.method.as_str(),
+                o.exchange.request.target.as_str(),
+            )
+        })
+        .collect();
+    // Trusting the position would fuse "continuation" and the next request into a request
+    // with method "continuationGET".
+    assert_eq!(got, [("GET", "/x"), ("GET", "/after")]);
+    assert_eq!(stats.restarts.load(Relaxed), 1);
+}

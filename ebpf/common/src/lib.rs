@@ -20,8 +20,8 @@ pub const SCRATCH_DATA: usize = 2 * MAX_CAPTURE;
 /// How many iovecs of one readv/writev/sendmsg/recvmsg are walked for the payload prefix. Bytes in
 /// later iovecs are counted (the syscall's return value) but not copied.
 pub const MAX_IOVECS: u32 = 16;
-/// How many messages of one sendmmsg/recvmmsg are added up for the byte count. Only the first
-/// message's payload is copied.
+/// How many messages of one sendmmsg/recvmmsg are counted and copied (each message's first
+/// iovec, within the payload prefix). Later messages are flagged `BYTES_UNCOUNTED`.
 pub const MAX_MMSG: u32 = 8;
 
 /// Record kinds: the first `u32` of every ring-buffer record.
@@ -103,6 +103,9 @@ pub mod data_flags {
     /// The buffer had more iovecs (or mmsg messages) than the programs walk; bytes beyond them
     /// were counted but not copied.
     pub const IOV_TRUNCATED: u8 = 2;
+    /// More bytes moved than `bytes` says (a sendmmsg/recvmmsg of more than `MAX_MMSG`
+    /// messages): the stream has a gap of unknown length after this record.
+    pub const BYTES_UNCOUNTED: u8 = 4;
 }
 
 /// Header of a data record: one successful read- or write-like syscall on a TCP socket.

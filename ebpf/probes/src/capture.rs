@@ -81,47 +81,80 @@ fn copy_chunk(data: *mut u8, off: u64, src: u64, want: u64) -> Option<u64> {
     (rc == 0).then_some(n)
 }
 
-/// Copies the first `limit` bytes spread over `iovcnt` iovecs at `iov`. Returns the bytes
-/// copied and whether iovecs were left unwalked.
+/// Copies the bytes spread over `iovcnt` iovecs at `iov` into `data[start..end]` (as far as
+/// they reach). Returns the offset reached, whether a copy failed, and whether iovecs were left
+/// unwalked.
 #[inline(always)]
-fn copy_iovecs(data: *mut u8, iov: u64, iovcnt: u64, limit: u64) -> (u64, bool, bool) {
-    let mut copied: u64 = 0;
-    let mut failed = false;
+fn copy_iovecs(data: *mut u8, iov: u64, iovcnt: u64, start: u64, end: u64) -> (u64, bool, bool) {
+    let mut copied = start;
     let mut i: u32 = 0;
     while i < MAX_IOVECS {
-        if (i as u64) >= iovcnt || copied >= limit {
-            return (copied, failed, false);
+        if (i as u64) >= iovcnt || copied >= end {
+            return (copied, false, false);
         }
         let Some(v) = read_user::<Iovec>(iov + (i as u64) * 16) else {
             return (copied, true, false);
         };
-        let want = if v.len < limit - copied {
+        let want = if v.len < end - copied {
             v.len
         } else {
-            limit - copied
+            end - copied
         };
         if want > 0 {
             match copy_chunk(data, copied, v.base, want) {
                 Some(n) => copied += n,
-                None => {
-                    failed = true;
-                    return (copied, failed, false);
-                }
+                None => return (copied, true, false),
             }
         }
         i += 1;
     }
-    (
-        copied,
-        failed,
-        (MAX_IOVECS as u64) < iovcnt && copied < limit,
-    )
+    (copied, false, (MAX_IOVECS as u64) < iovcnt && copied < end)
 }
 
-/// Bytes moved by a sendmmsg/recvmmsg that handled `messages` messages, and whether there were
-/// more than the programs add up.
+/// Copies the messages of a sendmmsg/recvmmsg (`mmsg`, `messages` of them) one after another:
+/// on a stream socket they are consecutive bytes of the stream. Only each message's first
+/// iovec is copied, and copying stops at the first message it does not cover, so what was
+/// copied stays a prefix of the stream (the rest is a gap of known length). Walking every
+/// iovec of every message, nested or flattened, exceeded the verifier's instruction budget.
+/// Returns the bytes copied, whether a copy failed, and whether bytes were left uncopied.
 #[inline(always)]
-pub fn mmsg_bytes(mmsg: u64, messages: u64) -> (u64, bool) {
+fn copy_mmsg(data: *mut u8, mmsg: u64, messages: u64, limit: u64) -> (u64, bool, bool) {
+    let mut copied: u64 = 0;
+    let mut i: u32 = 0;
+    while i < MAX_MMSG {
+        if (i as u64) >= messages || copied >= limit {
+            return (copied, false, false);
+        }
+        let header = mmsg + (i as u64) * MMSGHDR_SIZE;
+        let iov: u64 = read_user_or_zero(header + MSGHDR_IOV);
+        let len: u32 = read_user_or_zero(header + MMSGHDR_LEN);
+        let first: Iovec = read_user_or_zero(iov);
+        let room = limit - copied;
+        let want = if (len as u64) < room {
+            len as u64
+        } else {
+            room
+        };
+        let want = if first.len < want { first.len } else { want };
+        if want > 0 {
+            match copy_chunk(data, copied, first.base, want) {
+                Some(n) => copied += n,
+                None => return (copied, true, false),
+            }
+        }
+        if first.len < len as u64 {
+            // The message goes on in iovecs not copied: stop here, keep a clean prefix.
+            return (copied, false, copied < limit);
+        }
+        i += 1;
+    }
+    (copied, false, messages > MAX_MMSG as u64 && copied < limit)
+}
+
+/// Bytes moved by the first `MAX_MMSG` messages of a sendmmsg/recvmmsg that handled
+/// `messages` (later ones are flagged `BYTES_UNCOUNTED` by `emit_data`).
+#[inline(always)]
+pub fn mmsg_bytes(mmsg: u64, messages: u64) -> u64 {
     let mut total: u64 = 0;
     let mut i: u32 = 0;
     while i < MAX_MMSG {
@@ -132,7 +165,7 @@ pub fn mmsg_bytes(mmsg: u64, messages: u64) -> (u64, bool) {
         total += len as u64;
         i += 1;
     }
-    (total, messages > MAX_MMSG as u64)
+    total
 }
 
 /// Emits the data record of a finished syscall that moved `bytes` bytes.
@@ -141,7 +174,7 @@ pub fn emit_data(
     pid_tgid: u64,
     args: &SyscallArgs,
     bytes: u64,
-    first_msg_bytes: u64,
+    messages: u64,
     stream_pos: u64,
     direction: u8,
     exit_ns: u64,
@@ -157,20 +190,11 @@ pub fn emit_data(
         syscall::SENDFILE => (0, false, false),
         syscall::READV | syscall::WRITEV | syscall::RECVMSG | syscall::SENDMSG => {
             let limit = if bytes < capture { bytes } else { capture };
-            copy_iovecs(data, args.buf, args.iovcnt, limit)
+            copy_iovecs(data, args.buf, args.iovcnt, 0, limit)
         }
         syscall::RECVMMSG | syscall::SENDMMSG => {
-            // The first message's iovecs; later messages are counted, not copied.
-            let msg = args.buf;
-            let iov: u64 = read_user(msg + MSGHDR_IOV).unwrap_or(0);
-            let iovcnt: u64 = read_user(msg + MSGHDR_IOVLEN).unwrap_or(0);
-            let limit = if first_msg_bytes < capture {
-                first_msg_bytes
-            } else {
-                capture
-            };
-            let (c, f, _) = copy_iovecs(data, iov, iovcnt, limit);
-            (c, f, bytes > first_msg_bytes)
+            let limit = if bytes < capture { bytes } else { capture };
+            copy_mmsg(data, args.buf, messages, limit)
         }
         _ => {
             let limit = if bytes < capture { bytes } else { capture };
@@ -191,6 +215,9 @@ pub fn emit_data(
     if truncated {
         flags |= data_flags::IOV_TRUNCATED;
         count(counter::IOV_TRUNCATED, 1);
+    }
+    if messages > MAX_MMSG as u64 {
+        flags |= data_flags::BYTES_UNCOUNTED;
     }
     let captured = if captured > MAX_CAPTURE as u64 {
         MAX_CAPTURE as u64

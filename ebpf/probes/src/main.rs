@@ -140,20 +140,17 @@ fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
     }
     let exit_ns = now();
     let tgid = (pid_tgid >> 32) as u32;
-    let (bytes, first) = match sc {
-        syscall::SENDMMSG | syscall::RECVMMSG => {
-            let (total, _) = mmsg_bytes(args.buf, rc as u64);
-            let (first, _) = mmsg_bytes(args.buf, 1);
-            (total, first)
-        }
-        _ => (rc as u64, rc as u64),
+    // For sendmmsg/recvmmsg the return value counts messages; the bytes are in each msg_len.
+    let (bytes, messages) = match sc {
+        syscall::SENDMMSG | syscall::RECVMMSG => (mmsg_bytes(args.buf, rc as u64), rc as u64),
+        _ => (rc as u64, 0),
     };
     let (pos, announced) =
         advance_stream(tgid, args.fd, dir == direction::EGRESS, bytes).unwrap_or((0, false));
     if !announced {
         emit_open(pid_tgid, &args, origin::EXISTING, args.fd, 0, exit_ns);
     }
-    emit_data(pid_tgid, &args, bytes, first, pos, dir, exit_ns);
+    emit_data(pid_tgid, &args, bytes, messages, pos, dir, exit_ns);
 }
 
 // ---- read/write-like syscalls: (fd, buf, len …) ------------------------------------------

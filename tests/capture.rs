@@ -206,37 +206,33 @@ fn head_204_304_404_and_a_sendfile_body_from_nginx() {
     let big = curl(&[&nginx.url("/big.bin")]);
     let capture = agent.stop();
 
-    let seen = |pid: u32| -> Vec<_> {
-        capture
-            .of(pid)
-            .iter()
-            .map(|l| (l.key(), l.resp_body))
-            .collect()
-    };
     assert_eq!(
-        seen(head),
+        capture.exchanges_with_bodies(head),
         [(key("client", "HEAD", "/index.html", 200), 0)],
         "{}",
         capture.stdout
     );
     assert_eq!(
-        seen(no_content),
+        capture.exchanges_with_bodies(no_content),
         [(key("client", "GET", "/nocontent", 204), 0)]
     );
     assert_eq!(
-        seen(not_modified),
+        capture.exchanges_with_bodies(not_modified),
         [(key("client", "GET", "/index.html", 304), 0)]
     );
-    assert_eq!(seen(missing).len(), 1);
-    assert_eq!(seen(missing)[0].0, key("client", "GET", "/missing", 404));
+    assert_eq!(capture.exchanges_with_bodies(missing).len(), 1);
+    assert_eq!(
+        capture.exchanges_with_bodies(missing)[0].0,
+        key("client", "GET", "/missing", 404)
+    );
     // nginx sends the file with sendfile(): the body never passes through a user buffer.
     assert_eq!(
-        seen(big),
+        capture.exchanges_with_bodies(big),
         [(key("client", "GET", "/big.bin", 200), 1 << 20)]
     );
-    let mut server: Vec<_> = seen(nginx.worker);
+    let mut server: Vec<_> = capture.exchanges_with_bodies(nginx.worker);
     server.sort();
-    let missing_body = seen(missing)[0].1;
+    let missing_body = capture.exchanges_with_bodies(missing)[0].1;
     assert_eq!(
         server,
         sorted(vec![
@@ -283,11 +279,7 @@ fn every_syscall_family_is_captured() {
     let capture = agent.stop();
 
     for (mode, pid) in clients {
-        let seen: Vec<_> = capture
-            .of(pid)
-            .iter()
-            .map(|l| (l.key(), l.resp_body))
-            .collect();
+        let seen: Vec<_> = capture.exchanges_with_bodies(pid);
         assert_eq!(
             seen,
             [(key("client", "GET", "/ka", 200), 11)],
@@ -324,11 +316,7 @@ fn sendmmsg_and_recvmmsg_are_captured() {
     let capture = agent.stop();
 
     // The request head spans two messages of one sendmmsg.
-    let seen: Vec<_> = capture
-        .of(client)
-        .iter()
-        .map(|l| (l.key(), l.resp_body))
-        .collect();
+    let seen: Vec<_> = capture.exchanges_with_bodies(client);
     assert_eq!(
         seen,
         [(key("client", "GET", "/ka", 200), 11)],

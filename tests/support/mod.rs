@@ -158,6 +158,14 @@ impl Capture {
         keys
     }
 
+    /// (role, method, target, status) and response body size of `pid`'s exchanges, in order.
+    pub fn exchanges_with_bodies(&self, pid: u32) -> Vec<((String, String, String, u16), u64)> {
+        self.of(pid)
+            .iter()
+            .map(|l| (l.key(), l.resp_body))
+            .collect()
+    }
+
     /// The final stats line's value for `name=`.
     pub fn final_stat(&self, name: &str) -> Option<u64> {
         let line = self

@@ -43,18 +43,16 @@ pub struct ObservedExchange {
     pub remote: Option<SocketAddr>,
 }
 
-/// How a connection became known.
+/// How the kernel announced a connection. (Data for a connection nothing announced, because
+/// its announcement was lost or the table forgot it, is adopted through /proc: see `adopt`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+enum Origin {
     /// connect(): the process is the TCP client.
     Connect,
     /// accept(): the process is the TCP server.
     Accept,
     /// Older than netsonde; the kernel announced it at its first read or write.
     Existing,
-    /// Data arrived for a connection nothing announced (its announcement was lost, or the
-    /// table had forgotten it); /proc was asked about it.
-    Unannounced,
 }
 
 /// Limits for the tracker.

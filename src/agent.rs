@@ -1,17 +1,20 @@
 //! Wires the stages together, owns their tasks, and stops them in order.
 //!
 //! ```text
-//! probes ──ring buffer──▶ reader task ──Vec<Event>──▶ tracker task ──Signal──▶ export thread
-//!  (kernel)               (events::decode)            (connections + protocols    (console)
-//!                                                       → telemetry records)
+//! probes ──ring buffer──▶ reader task ──Vec<Event>──▶ tracker task ──Signal──▶ telemetry task ──Signal──▶ console thread
+//!  (kernel)               (events::decode)            (connections +             (spans, logs,  ──Payload─▶ OTLP tasks / file thread
+//!                                                       protocols)                 metrics)            (Fanout: never waits)
 //! ```
 //!
-//! Every arrow is a bounded channel: when a stage falls behind, the one before it waits, and in
-//! the end the kernel ring buffer fills and the programs count what they drop. Nothing is lost
-//! without a counter.
+//! Every arrow up to the telemetry task is a bounded channel: when a stage falls behind, the
+//! one before it waits, and in the end the kernel ring buffer fills and the programs count what
+//! they drop. The exporters' queues are bounded too, but a full one drops the batch (counted)
+//! rather than stall capture behind a slow collector. Nothing is lost without a counter.
 //!
 //! Shutdown order: detach the programs (no new events), let the reader drain the ring buffer,
-//! let the tracker finish what it was given, send the final stats, flush the output.
+//! let the tracker finish what it was given, let the telemetry task send the last spans, logs
+//! and metrics, stop self-telemetry (one last collection), give the exporters a few seconds to
+//! deliver, then print the final stats.
 
 use std::{
     future::Future,
@@ -23,21 +26,31 @@ use std::{
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    config::Config,
+    attribution,
+    config::{
+        Config,
+        export::{ExporterKind, SignalKind},
+    },
     connections::{ConnectionStats, Tracker, TrackerConfig},
     events::{self, Event, KernelClock},
-    export::console::ConsoleExporter,
+    export::{ExportStats, Fanout, console::ConsoleExporter, file, otlp},
     probes::{ProbeError, ProbeSettings, Probes, ring::RingReader},
     protocols::http1,
-    telemetry::{ExchangeRecord, ReaderStats, Signal, StatsReport},
+    telemetry::{
+        ExchangeRecord, ReaderStats, Signal, StatsReport, Telemetry, TelemetrySettings,
+        resource::Resources,
+        selfmon::{SelfTelemetry, StatsSource},
+    },
 };
 
 /// Most records handed on in one batch.
 const BATCH: usize = 4096;
 /// Event batches in flight between reader and tracker.
 const EVENT_QUEUE: usize = 64;
-/// Signals in flight between tracker and exporter.
+/// Signals in flight between tracker and telemetry, and telemetry and console.
 const SIGNAL_QUEUE: usize = 256;
+/// How long exporters get at exit to deliver what they hold.
+const EXPORT_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -47,6 +60,14 @@ pub enum AgentError {
     Ring(#[source] io::Error),
     #[error("a pipeline task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Otlp(#[from] otlp::OtlpError),
+    #[error("cannot open the output file {path}")]
+    File {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// How the agent was asked to run, beyond the config file.
@@ -74,6 +95,52 @@ pub fn probe_settings(config: &Config, options: &RunOptions) -> ProbeSettings {
     }
 }
 
+/// The exporters that take OTLP payloads, started.
+struct OtlpExporters {
+    fanout: Fanout,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn start_exporters(config: &Config, stats: &Arc<ExportStats>) -> Result<OtlpExporters, AgentError> {
+    let export = &config.export;
+    let mut exporters = OtlpExporters {
+        fanout: Fanout::new(stats.clone()),
+        tasks: Vec::new(),
+        threads: Vec::new(),
+    };
+    if export.enabled(ExporterKind::Otlp) {
+        for signal in SignalKind::ALL {
+            let target = export.otlp.target(signal);
+            tracing::info!(
+                "exporting {} over OTLP/{} to {}",
+                signal.as_str(),
+                target.protocol.as_str(),
+                target.endpoint
+            );
+            let (queue, task) = otlp::spawn(
+                target,
+                export.otlp.retry,
+                export.otlp.queue_batches,
+                stats.clone(),
+            )?;
+            exporters.fanout.add("otlp", Some(signal), queue);
+            exporters.tasks.push(task);
+        }
+    }
+    if export.enabled(ExporterKind::File) {
+        let (queue, thread) = file::spawn(&export.file_path, export.otlp.queue_batches, stats.clone())
+            .map_err(|source| AgentError::File {
+                path: export.file_path.display().to_string(),
+                source,
+            })?;
+        tracing::info!("writing OTLP JSON lines to {}", export.file_path.display());
+        exporters.fanout.add("file", None, queue);
+        exporters.threads.push(thread);
+    }
+    Ok(exporters)
+}
+
 /// Runs until `shutdown` completes; returns the final stats.
 pub async fn run(
     config: &Config,
@@ -81,13 +148,38 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<StatsReport, AgentError> {
     let clock = KernelClock::calibrate();
+    let export_stats = Arc::new(ExportStats::default());
+    // Before the probes: a bad endpoint or file stops the agent before it touches the kernel.
+    let exporters = start_exporters(config, &export_stats)?;
     let mut probes = Probes::load(&probe_settings(config, &options))?;
     let ring = RingReader::new(probes.take_ring()?).map_err(AgentError::Ring)?;
-    let counters = probes.take_counters()?;
+    let counters = Arc::new(probes.take_counters()?);
     announce(&probes, config);
+    let probes_total = probes.report().len() as u64;
+    let probes_attached = probes
+        .report()
+        .iter()
+        .filter(|s| s.attached.is_some())
+        .count() as u64;
 
     let reader_stats = Arc::new(ReaderStats::default());
     let conn_stats = Arc::new(ConnectionStats::default());
+    let snapshot: StatsSource = {
+        let (counters, reader_stats, conn_stats, export_stats) = (
+            counters.clone(),
+            reader_stats.clone(),
+            conn_stats.clone(),
+            export_stats.clone(),
+        );
+        Arc::new(move || {
+            let mut report =
+                StatsReport::gather(counters.totals(), &reader_stats, &conn_stats, false);
+            report.export = export_stats.totals();
+            report.probes_attached = probes_attached;
+            report.probes_total = probes_total;
+            report
+        })
+    };
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -111,23 +203,59 @@ pub async fn run(
     };
     let tracker = tokio::spawn(track(
         event_rx,
-        signal_tx.clone(),
+        signal_tx,
         tracker_config,
         conn_stats.clone(),
         clock,
     ));
-    let exporter = tokio::task::spawn_blocking(move || export(signal_rx));
+
+    let console_on = config.export.enabled(ExporterKind::Console);
+    let (console_tx, console_rx) = mpsc::channel(SIGNAL_QUEUE);
+    let console = tokio::task::spawn_blocking(move || export_console(console_rx));
+    let host = attribution::host_name();
+    let otel = (!exporters.fanout.is_empty()).then(|| {
+        let export = &config.export;
+        let settings = TelemetrySettings {
+            host: host.clone(),
+            resource_attributes: export.resource_attributes.clone(),
+            max_routes_per_workload: export.max_routes_per_workload,
+            max_series_per_metric: export.max_series_per_metric,
+            delta: export.metric_temporality.is_delta(),
+            workload_ttl: (export.metric_interval() * 5).max(Duration::from_secs(300)),
+        };
+        (Telemetry::new(settings, std::time::SystemTime::now()), exporters.fanout.clone())
+    });
+    let self_telemetry = (!exporters.fanout.is_empty()).then(|| {
+        let fanout = exporters.fanout.clone();
+        SelfTelemetry::start(
+            Resources::new(host.clone(), config.export.resource_attributes.clone())
+                .agent(&config.export.agent_service_name),
+            config.export.metric_interval(),
+            config.export.metric_temporality.is_delta(),
+            snapshot.clone(),
+            Arc::new(move |payload| fanout.send(payload)),
+        )
+    });
+    let telemetry = tokio::spawn(telemetry_stage(
+        signal_rx,
+        console_on.then(|| console_tx.clone()),
+        otel,
+        TelemetryTiming {
+            batch_delay: Duration::from_millis(config.export.batch_delay_ms),
+            batch_exchanges: config.export.batch_exchanges,
+            metric_interval: config.export.metric_interval(),
+        },
+    ));
 
     let interval = Duration::from_secs(config.output.stats_interval_secs);
-    let mut ticker = (!interval.is_zero())
+    let mut ticker = (console_on && !interval.is_zero())
         .then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = async { ticker.as_mut().expect("guarded").tick().await }, if ticker.is_some() => {
-                let report = StatsReport::gather(counters.totals(), &reader_stats, &conn_stats, false);
-                let _ = signal_tx.send(Signal::Stats(Box::new(report))).await;
+                let _ = console_tx.send(Signal::Stats(Box::new(snapshot()))).await;
             }
         }
     }
@@ -144,13 +272,53 @@ pub async fn run(
     tracing::debug!("ring buffer drained");
     tracker.await.map_err(AgentError::Task)?;
     tracing::debug!("tracker finished");
-    let report = StatsReport::gather(counters.totals(), &reader_stats, &conn_stats, true);
-    let _ = signal_tx
-        .send(Signal::Stats(Box::new(report.clone())))
-        .await;
-    drop(signal_tx);
-    exporter.await.map_err(AgentError::Task)?;
+    telemetry.await.map_err(AgentError::Task)?;
+    if let Some(s) = self_telemetry {
+        tokio::task::spawn_blocking(move || s.shutdown())
+            .await
+            .map_err(AgentError::Task)?;
+    }
+    finish_exporters(exporters, &export_stats).await;
+    let mut report = snapshot();
+    report.last = true;
+    if console_on {
+        let _ = console_tx.send(Signal::Stats(Box::new(report.clone()))).await;
+    } else {
+        let mut line = String::new();
+        crate::export::console::format_stats(&mut line, &report, std::time::SystemTime::now());
+        tracing::info!("{line}");
+    }
+    drop(console_tx);
+    console.await.map_err(AgentError::Task)?;
     Ok(report)
+}
+
+/// Closes the exporters' queues and gives them [`EXPORT_GRACE`] to deliver; what is left after
+/// that is counted as dropped.
+async fn finish_exporters(exporters: OtlpExporters, stats: &ExportStats) {
+    let OtlpExporters {
+        fanout,
+        tasks,
+        threads,
+    } = exporters;
+    drop(fanout);
+    let deadline = tokio::time::Instant::now() + EXPORT_GRACE;
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+    for thread in threads {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    let left = stats.totals().queued;
+    if left.iter().any(|&n| n > 0) {
+        tracing::warn!(
+            "exiting with {} export batches undelivered (counted as dropped)",
+            left.iter().sum::<u64>()
+        );
+    }
+    stats.abandon_pending();
 }
 
 /// One line saying what is being watched, and how much of it could be hooked.
@@ -255,15 +423,94 @@ async fn track(
                     }
                 }
             }
-            _ = expiry.tick() => tracker.expire(KernelClock::now_ktime()),
+            _ = expiry.tick() => {
+                tracker.expire(KernelClock::now_ktime());
+                if send_activity(&mut tracker, &tx).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     tracker.finish();
+    let _ = send_activity(&mut tracker, &tx).await;
 }
 
-/// The export stage: a plain thread, because writing to stdout blocks. Buffered: one write per
-/// batch of lines, not one per line.
-fn export(mut rx: mpsc::Receiver<Signal>) {
+/// Connection activity goes on once a second (bytes add up in between), and at the end.
+async fn send_activity(tracker: &mut Tracker, tx: &mpsc::Sender<Signal>) -> Result<(), ()> {
+    let mut activity = Vec::new();
+    tracker.take_activity(&mut activity);
+    if activity.is_empty() {
+        return Ok(());
+    }
+    tx.send(Signal::Connections(activity)).await.map_err(|_| ())
+}
+
+struct TelemetryTiming {
+    batch_delay: Duration,
+    batch_exchanges: usize,
+    metric_interval: Duration,
+}
+
+/// The telemetry stage's task: forwards exchanges to the console, builds OTLP spans and logs
+/// (sent every `batch_delay` or `batch_exchanges`) and metrics (every `metric_interval`).
+async fn telemetry_stage(
+    mut rx: mpsc::Receiver<Signal>,
+    console: Option<mpsc::Sender<Signal>>,
+    mut otel: Option<(Telemetry, Fanout)>,
+    timing: TelemetryTiming,
+) {
+    let start = tokio::time::Instant::now();
+    let mut batch_timer = tokio::time::interval_at(start + timing.batch_delay, timing.batch_delay);
+    let mut metric_timer =
+        tokio::time::interval_at(start + timing.metric_interval, timing.metric_interval);
+    let flush = |otel: &mut Option<(Telemetry, Fanout)>| {
+        if let Some((telemetry, fanout)) = otel {
+            if let Some((spans, logs)) = telemetry.take_spans_and_logs() {
+                fanout.send(spans);
+                fanout.send(logs);
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            signal = rx.recv() => {
+                let Some(signal) = signal else { break };
+                let now = std::time::SystemTime::now();
+                if let Some((telemetry, _)) = &mut otel {
+                    match &signal {
+                        Signal::Exchanges(records) => telemetry.add_exchanges(records, now),
+                        Signal::Connections(activity) => telemetry.add_activity(activity, now),
+                        Signal::Stats(_) => {}
+                    }
+                    if telemetry.pending_exchanges() >= timing.batch_exchanges {
+                        flush(&mut otel);
+                    }
+                }
+                if let (Some(console), Signal::Exchanges(_)) = (&console, &signal) {
+                    let _ = console.send(signal).await;
+                }
+            }
+            _ = batch_timer.tick() => flush(&mut otel),
+            _ = metric_timer.tick() => {
+                if let Some((telemetry, fanout)) = &mut otel {
+                    if let Some(metrics) = telemetry.collect_metrics(std::time::SystemTime::now()) {
+                        fanout.send(metrics);
+                    }
+                }
+            }
+        }
+    }
+    flush(&mut otel);
+    if let Some((telemetry, fanout)) = &mut otel {
+        if let Some(metrics) = telemetry.collect_metrics(std::time::SystemTime::now()) {
+            fanout.send(metrics);
+        }
+    }
+}
+
+/// The console exporter: a plain thread, because writing to stdout blocks. Buffered: one write
+/// per batch of lines, not one per line.
+fn export_console(mut rx: mpsc::Receiver<Signal>) {
     let mut console =
         ConsoleExporter::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()));
     while let Some(signal) = rx.blocking_recv() {

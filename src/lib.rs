@@ -6,6 +6,7 @@
 //! `docs/architecture.md` describes the whole journey.
 
 pub mod agent;
+pub mod attribution;
 pub mod config;
 pub mod connections;
 pub mod events;

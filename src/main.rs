@@ -5,7 +5,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use netsonde::{
     agent::{self, RunOptions},
-    config::Config,
+    config::{
+        Config, ConfigError,
+        export::{ExporterKind, Protocol, apply_otel_env, check_endpoint},
+    },
     probes::{EBPF_SOURCE, Probes},
 };
 use tracing_subscriber::EnvFilter;
@@ -55,6 +58,19 @@ struct RunArgs {
     /// Trace processes with this name, as in /proc/PID/comm (repeatable; adds to filter.comms).
     #[arg(long, value_name = "NAME")]
     comm: Vec<String>,
+    /// Where telemetry goes: console, otlp or file (repeatable; replaces export.exporters).
+    #[arg(long = "exporter", value_name = "KIND", value_enum)]
+    exporters: Vec<ExporterKind>,
+    /// OTLP collector endpoint, e.g. http://127.0.0.1:4317 (overrides
+    /// OTEL_EXPORTER_OTLP_ENDPOINT and export.otlp.endpoint).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP transport: grpc or http/protobuf (overrides OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[arg(long, value_name = "PROTOCOL")]
+    otlp_protocol: Option<String>,
+    /// File the `file` exporter writes OTLP JSON lines to (overrides export.file_path).
+    #[arg(long, value_name = "PATH")]
+    file_path: Option<PathBuf>,
     /// Attach no-op programs to the same hooks and report nothing (overhead benchmarks).
     #[arg(long, hide = true)]
     noop_probes: bool,
@@ -113,6 +129,10 @@ fn run(args: RunArgs) -> ExitCode {
     };
     config.filter.pids.extend(&args.pid);
     config.filter.comms.extend(args.comm.iter().cloned());
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    if let Err(e) = apply_otel_env(&mut config.export, &env).and_then(|()| apply_flags(&mut config, &args)) {
+        return fail(&e);
+    }
     if let Err(e) = config.validate() {
         return fail(&e);
     }
@@ -133,6 +153,32 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+/// The export flags, which win over the file and the environment.
+fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), ConfigError> {
+    let export = &mut config.export;
+    if !args.exporters.is_empty() {
+        export.exporters = args.exporters.clone();
+        export.exporters.dedup();
+    }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        check_endpoint(Some(endpoint)).map_err(|message| ConfigError::Flag {
+            flag: "--otlp-endpoint",
+            message,
+        })?;
+        export.otlp.endpoint = Some(endpoint.clone());
+    }
+    if let Some(protocol) = &args.otlp_protocol {
+        export.otlp.protocol = Protocol::parse(protocol).map_err(|message| ConfigError::Flag {
+            flag: "--otlp-protocol",
+            message,
+        })?;
+    }
+    if let Some(path) = &args.file_path {
+        export.file_path = path.clone();
+    }
+    Ok(())
 }
 
 /// Completes on SIGINT, SIGTERM, or after `duration`.

@@ -2,6 +2,8 @@
 //! Immutable once built; each stage receives the part it needs. Every key is documented in
 //! docs/configuration.md, whose example is checked against [`Config::default`] by a test.
 
+pub mod export;
+
 use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
@@ -15,6 +17,7 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     pub http1: Http1Config,
     pub output: OutputConfig,
+    pub export: export::ExportConfig,
 }
 
 /// What the kernel side copies and how it hands it over.
@@ -116,6 +119,10 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config key {key}: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
 }
 
 impl Config {
@@ -207,7 +214,7 @@ impl Config {
                 ),
             });
         }
-        Ok(())
+        self.export.validate()
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -258,6 +265,25 @@ mod tests {
             "http1.max_head_bytes",
             "http1.max_pending_requests",
             "output.stats_interval_secs",
+            "export.exporters",
+            "export.file_path",
+            "export.otlp.endpoint",
+            "export.otlp.protocol",
+            "export.otlp.headers",
+            "export.otlp.timeout_ms",
+            "export.otlp.compression",
+            "export.otlp.certificate",
+            "export.otlp.retry",
+            "export.otlp.queue_batches",
+            "export.otlp.traces",
+            "export.metric_interval_ms",
+            "export.metric_temporality",
+            "export.batch_delay_ms",
+            "export.batch_exchanges",
+            "export.max_routes_per_workload",
+            "export.max_series_per_metric",
+            "export.resource_attributes",
+            "export.agent_service_name",
         ] {
             assert!(doc.contains(&format!("`{key}`")), "{key} is not documented");
         }

@@ -43,6 +43,30 @@ pub struct ObservedExchange {
     pub remote: Option<SocketAddr>,
 }
 
+/// Something that happened to a connection, for connection metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionActivity {
+    pub pid: u32,
+    pub comm: Arc<str>,
+    /// The traced process's TCP role, when known.
+    pub role: Option<Role>,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub kind: ActivityKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivityKind {
+    /// netsonde started tracking the connection. `new` when it was just connected or
+    /// accepted (not older than netsonde); `connect_ns` is how long a blocking connect() took.
+    Tracked { new: bool, connect_ns: Option<u64> },
+    /// Payload bytes since the last report.
+    Bytes { sent: u64, received: u64 },
+    /// netsonde stopped tracking it: `closed` when the process closed it, else forgotten
+    /// (evicted, idle, or shutdown).
+    Untracked { closed: bool },
+}
+
 /// How the kernel announced a connection. (Data for a connection nothing announced, because
 /// its announcement was lost or the table forgot it, is adopted through /proc: see `adopt`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +142,8 @@ struct Connection {
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
     streams: [Stream; 2],
+    /// Payload bytes not yet reported, by direction.
+    unreported: [u64; 2],
     http: Http1,
     /// The parser's status when last looked at, to count changes once.
     http_status: http1::Status,
@@ -131,6 +157,9 @@ pub struct Tracker {
     resolver: ProcResolver,
     stats: Arc<ConnectionStats>,
     scratch: Vec<Exchange>,
+    activity: Vec<ConnectionActivity>,
+    /// Connections with unreported bytes (may hold keys since removed).
+    dirty: Vec<ConnKey>,
 }
 
 impl Tracker {
@@ -141,6 +170,8 @@ impl Tracker {
             resolver: ProcResolver::default(),
             stats,
             scratch: Vec::new(),
+            activity: Vec::new(),
+            dirty: Vec::new(),
         }
     }
 
@@ -159,8 +190,9 @@ impl Tracker {
     /// Forgets connections idle since before `now_ns - idle_timeout` (kernel clock).
     pub fn expire(&mut self, now_ns: u64) {
         let cutoff = now_ns.saturating_sub(self.config.idle_timeout_ns);
-        for (_, mut conn) in self.table.pop_idle(|c| c.last_seen_ns < cutoff) {
+        for (key, mut conn) in self.table.pop_idle(|c| c.last_seen_ns < cutoff) {
             self.stats.expired.fetch_add(1, Relaxed);
+            self.untracked(key, &mut conn, false);
             // Not closed, only quiet: nothing it was waiting for can be finished.
             self.stats.add_notes(conn.http.take_notes());
         }
@@ -169,10 +201,38 @@ impl Tracker {
 
     /// At shutdown: what is still open is dropped (counted, not reported).
     pub fn finish(&mut self) {
-        for (_, mut conn) in self.table.drain() {
+        for (key, mut conn) in self.table.drain() {
+            self.untracked(key, &mut conn, false);
             self.stats.add_notes(conn.http.take_notes());
         }
         self.stats.active.store(0, Relaxed);
+    }
+
+    /// Moves what happened to connections since the last call into `out`, including bytes
+    /// still unreported on open connections.
+    pub fn take_activity(&mut self, out: &mut Vec<ConnectionActivity>) {
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(conn) = self.table.get_mut(&key) {
+                if let Some(bytes) = Self::bytes_activity(key, conn) {
+                    self.activity.push(bytes);
+                }
+            }
+        }
+        out.append(&mut self.activity);
+    }
+
+    fn bytes_activity(key: ConnKey, conn: &mut Connection) -> Option<ConnectionActivity> {
+        let [sent, received] = std::mem::take(&mut conn.unreported);
+        (sent + received > 0).then(|| conn.activity(key, ActivityKind::Bytes { sent, received }))
+    }
+
+    /// Reports a connection's last bytes and the end of its tracking.
+    fn untracked(&mut self, key: ConnKey, conn: &mut Connection, closed: bool) {
+        if let Some(bytes) = Self::bytes_activity(key, conn) {
+            self.activity.push(bytes);
+        }
+        self.activity
+            .push(conn.activity(key, ActivityKind::Untracked { closed }));
     }
 
     fn on_open(&mut self, open: &ConnOpenEvent, out: &mut Vec<ObservedExchange>) {
@@ -220,6 +280,8 @@ impl Tracker {
             _ => &self.stats.opened_existing,
         };
         counter.fetch_add(1, Relaxed);
+        let connect_ns = (origin == Origin::Connect && open.ret == 0)
+            .then(|| open.exit_ns.saturating_sub(open.enter_ns));
         self.insert(
             key,
             Connection {
@@ -228,9 +290,14 @@ impl Tracker {
                 local,
                 remote,
                 streams: [Stream::from_start(), Stream::from_start()],
+                unreported: [0; 2],
                 http,
                 http_status: http1::Status::Active,
                 last_seen_ns: open.exit_ns,
+            },
+            ActivityKind::Tracked {
+                new: origin != Origin::Existing,
+                connect_ns,
             },
         );
     }
@@ -259,6 +326,10 @@ impl Tracker {
             Direction::Ingress => (header.exit_ns, header.exit_ns),
         };
         conn.last_seen_ns = header.exit_ns;
+        if conn.unreported == [0, 0] {
+            self.dirty.push(key);
+        }
+        conn.unreported[dir.index()] += header.bytes;
         let exchanges = &mut self.scratch;
         match conn.streams[dir.index()].advance(header.stream_pos, header.bytes) {
             Continuity::InOrder => {}
@@ -310,6 +381,7 @@ impl Tracker {
             return;
         };
         self.stats.closed.fetch_add(1, Relaxed);
+        self.untracked(key, &mut conn, true);
         conn.http.close(&mut self.scratch);
         Self::publish(&self.stats, key, &mut conn, &mut self.scratch, out);
     }
@@ -335,16 +407,23 @@ impl Tracker {
                 local,
                 remote: addrs.map(|a| canonical(a.remote)),
                 streams: [Stream::joined(), Stream::joined()],
+                unreported: [0; 2],
                 http: Http1::midstream(self.config.http1),
                 http_status: http1::Status::Active,
                 last_seen_ns: 0,
             },
+            ActivityKind::Tracked {
+                new: false,
+                connect_ns: None,
+            },
         );
     }
 
-    fn insert(&mut self, key: ConnKey, conn: Connection) {
-        if let Some((_, mut evicted)) = self.table.insert(key, conn) {
+    fn insert(&mut self, key: ConnKey, conn: Connection, tracked: ActivityKind) {
+        self.activity.push(conn.activity(key, tracked));
+        if let Some((old_key, mut evicted)) = self.table.insert(key, conn) {
             self.stats.evicted.fetch_add(1, Relaxed);
+            self.untracked(old_key, &mut evicted, false);
             self.stats.add_notes(evicted.http.take_notes());
         }
     }
@@ -381,6 +460,19 @@ impl Tracker {
             local: conn.local,
             remote: conn.remote,
         }));
+    }
+}
+
+impl Connection {
+    fn activity(&self, key: ConnKey, kind: ActivityKind) -> ConnectionActivity {
+        ConnectionActivity {
+            pid: key.tgid,
+            comm: self.comm.clone(),
+            role: self.tcp_role,
+            local: self.local,
+            remote: self.remote,
+            kind,
+        }
     }
 }
 

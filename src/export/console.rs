@@ -45,6 +45,7 @@ impl<W: Write> ConsoleExporter<W> {
                     self.out.write_all(self.line.as_bytes())?;
                 }
             }
+            Signal::Connections(_) => return Ok(()),
             Signal::Stats(report) => {
                 self.line.clear();
                 format_stats(&mut self.line, report, std::time::SystemTime::now());

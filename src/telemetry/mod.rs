@@ -1,5 +1,20 @@
-//! Turns observed exchanges into export-ready records (wall-clock times, client and server
-//! sides), and gathers the agent's own counters into stats reports.
+//! Turns observed exchanges and connection activity into telemetry: export-ready records
+//! (wall-clock times, client and server sides) for the console, and OTLP spans, metrics and
+//! logs with one resource per workload ([`Telemetry`]); gathers the agent's own counters into
+//! stats reports and self-telemetry.
+
+pub mod http;
+pub mod logs;
+pub mod metrics;
+pub mod otlp;
+pub mod resource;
+pub mod route;
+pub mod selfmon;
+pub mod spans;
+pub mod stage;
+pub mod trace_context;
+
+pub use stage::{Telemetry, TelemetrySettings};
 
 use std::{
     net::SocketAddr,
@@ -29,6 +44,11 @@ pub struct ExchangeRecord {
     /// The HTTP client's and server's socket addresses (whichever side was traced).
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
+    /// The traced process's own and its peer's socket addresses.
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    /// The request headers the parser kept (lower-case names; see `protocols::http1`).
+    pub request_headers: Vec<(String, String)>,
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
     pub completeness: Completeness,
@@ -53,6 +73,9 @@ impl ExchangeRecord {
             status: ex.response.status,
             client,
             server,
+            local: observed.local,
+            remote: observed.remote,
+            request_headers: ex.request.headers,
             request_body_bytes: ex.request_body_bytes,
             response_body_bytes: ex.response_body_bytes,
             completeness: ex.completeness,
@@ -62,6 +85,14 @@ impl ExchangeRecord {
     pub fn duration(&self) -> Duration {
         self.end.duration_since(self.start).unwrap_or_default()
     }
+
+    /// First value of a kept request header (lower-case name).
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        self.request_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Counters of the ring-buffer reader (self-telemetry).
@@ -69,6 +100,16 @@ impl ExchangeRecord {
 pub struct ReaderStats {
     pub records: std::sync::atomic::AtomicU64,
     pub decode_errors: std::sync::atomic::AtomicU64,
+}
+
+/// Export counters per signal (traces, metrics, logs), across exporters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportTotals {
+    pub sent: [u64; 3],
+    pub dropped: [u64; 3],
+    pub failures: [u64; 3],
+    /// Batches waiting in queues now.
+    pub queued: [u64; 3],
 }
 
 /// A snapshot of the agent's own counters.
@@ -90,6 +131,9 @@ pub struct StatsReport {
     pub unframed_bodies: u64,
     pub malformed: u64,
     pub gap_bytes: u64,
+    pub export: ExportTotals,
+    pub probes_attached: u64,
+    pub probes_total: u64,
     /// Whether this is the last report, at exit.
     pub last: bool,
 }
@@ -118,6 +162,9 @@ impl StatsReport {
             unframed_bodies: conns.unframed_bodies.load(Relaxed),
             malformed: conns.malformed.load(Relaxed),
             gap_bytes: conns.gap_bytes.load(Relaxed),
+            export: ExportTotals::default(),
+            probes_attached: 0,
+            probes_total: 0,
             last,
         }
     }
@@ -127,5 +174,6 @@ impl StatsReport {
 #[derive(Debug, Clone)]
 pub enum Signal {
     Exchanges(Vec<ExchangeRecord>),
+    Connections(Vec<crate::connections::ConnectionActivity>),
     Stats(Box<StatsReport>),
 }

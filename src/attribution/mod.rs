@@ -1,0 +1,16 @@
+//! Who is behind a connection: the process (and, later, its container and pod).
+//!
+//! Reads /proc and caches what it learns; imports no other stage.
+
+pub mod process;
+
+pub use process::{ProcessCache, ProcessInfo};
+
+/// The node's host name, as the kernel reports it (`host.name`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,685 @@
+//! Where telemetry goes: exporters, the OTLP connection, metric timing, resource attributes.
+//!
+//! Three layers set these, in increasing priority: the YAML file (`export:`), the standard
+//! OpenTelemetry environment variables ([`apply_otel_env`]), and command-line flags. Each layer
+//! checks its own values, so an error names the key, variable or flag it came from. The
+//! environment is passed in as a map: no component reads it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// An output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExporterKind {
+    /// One line per exchange and per stats report on standard output.
+    Console,
+    /// OTLP to a collector.
+    Otlp,
+    /// OTLP JSON lines to a file (the Collector file exporter's format).
+    File,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl Protocol {
+    pub fn parse(text: &str) -> Result<Protocol, String> {
+        match text.trim() {
+            "grpc" => Ok(Protocol::Grpc),
+            "http/protobuf" => Ok(Protocol::HttpProtobuf),
+            "http/json" => Err("http/json is not supported; use grpc or http/protobuf".into()),
+            other => Err(format!("{other:?} is not grpc or http/protobuf")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+
+    /// The collector's standard local endpoint for this protocol.
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "http://localhost:4317",
+            Protocol::HttpProtobuf => "http://localhost:4318",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
+impl Compression {
+    fn parse(text: &str) -> Result<Compression, String> {
+        match text.trim() {
+            "gzip" => Ok(Compression::Gzip),
+            "none" | "" => Ok(Compression::None),
+            other => Err(format!("{other:?} is not gzip or none")),
+        }
+    }
+}
+
+/// Metric temporality preference (`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TemporalityPreference {
+    /// Every point covers the time since the series started.
+    #[default]
+    Cumulative,
+    /// Counters and histograms cover one export interval; gauges and up-down counters stay
+    /// cumulative (they have no meaningful delta).
+    Delta,
+    /// As delta (netsonde has no asynchronous counters, where the two differ).
+    LowMemory,
+}
+
+impl TemporalityPreference {
+    fn parse(text: &str) -> Result<TemporalityPreference, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "cumulative" => Ok(TemporalityPreference::Cumulative),
+            "delta" => Ok(TemporalityPreference::Delta),
+            "lowmemory" => Ok(TemporalityPreference::LowMemory),
+            other => Err(format!("{other:?} is not cumulative, delta or lowmemory")),
+        }
+    }
+
+    pub fn is_delta(self) -> bool {
+        self != TemporalityPreference::Cumulative
+    }
+}
+
+/// Settings one signal's OTLP exporter may override.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalOverride {
+    /// Used exactly as given (no `/v1/...` appended).
+    pub endpoint: Option<String>,
+    pub protocol: Option<Protocol>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub timeout_ms: Option<u64>,
+    pub compression: Option<Compression>,
+    pub certificate: Option<PathBuf>,
+}
+
+/// Retry of failed exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// After this long a batch is given up (counted as dropped).
+    pub max_elapsed_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_backoff_ms: 1000,
+            max_backoff_ms: 30_000,
+            max_elapsed_ms: 60_000,
+        }
+    }
+}
+
+/// The OTLP exporter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Base endpoint; unset means the protocol's local default. For http/protobuf,
+    /// `/v1/traces`, `/v1/metrics` and `/v1/logs` are appended.
+    pub endpoint: Option<String>,
+    pub protocol: Protocol,
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+    pub compression: Compression,
+    /// PEM file of the CA that signs the collector's certificate (else the system's roots).
+    pub certificate: Option<PathBuf>,
+    pub retry: RetryConfig,
+    /// Export batches waiting per signal; beyond that new batches are dropped and counted.
+    pub queue_batches: usize,
+    pub traces: SignalOverride,
+    pub metrics: SignalOverride,
+    pub logs: SignalOverride,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: None,
+            protocol: Protocol::Grpc,
+            headers: BTreeMap::new(),
+            timeout_ms: 10_000,
+            compression: Compression::None,
+            certificate: None,
+            retry: RetryConfig::default(),
+            queue_batches: 256,
+            traces: SignalOverride::default(),
+            metrics: SignalOverride::default(),
+            logs: SignalOverride::default(),
+        }
+    }
+}
+
+/// The `export:` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    pub exporters: Vec<ExporterKind>,
+    /// Where the `file` exporter writes.
+    pub file_path: PathBuf,
+    pub otlp: OtlpConfig,
+    /// Milliseconds between metric exports.
+    pub metric_interval_ms: u64,
+    pub metric_temporality: TemporalityPreference,
+    /// Longest spans and logs wait before they are sent, in ms.
+    pub batch_delay_ms: u64,
+    /// Most exchanges in one span or log batch.
+    pub batch_exchanges: usize,
+    /// Distinct route templates kept per workload; later ones are reported as `{overflow}`.
+    pub max_routes_per_workload: usize,
+    /// Distinct attribute sets per metric per workload; later ones are merged into one series
+    /// marked `otel.metric.overflow=true`.
+    pub max_series_per_metric: usize,
+    /// Added to every resource netsonde reports (the agent's and each workload's).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// `service.name` of the agent's own telemetry.
+    pub agent_service_name: String,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            exporters: vec![ExporterKind::Console],
+            file_path: PathBuf::from("netsonde.jsonl"),
+            otlp: OtlpConfig::default(),
+            metric_interval_ms: 60_000,
+            metric_temporality: TemporalityPreference::Cumulative,
+            batch_delay_ms: 1000,
+            batch_exchanges: 512,
+            max_routes_per_workload: 200,
+            max_series_per_metric: 2000,
+            resource_attributes: BTreeMap::new(),
+            agent_service_name: "netsonde".into(),
+        }
+    }
+}
+
+/// A telemetry signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignalKind {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl SignalKind {
+    pub const ALL: [SignalKind; 3] = [SignalKind::Traces, SignalKind::Metrics, SignalKind::Logs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::Traces => "traces",
+            SignalKind::Metrics => "metrics",
+            SignalKind::Logs => "logs",
+        }
+    }
+
+    fn env_infix(self) -> &'static str {
+        match self {
+            SignalKind::Traces => "TRACES",
+            SignalKind::Metrics => "METRICS",
+            SignalKind::Logs => "LOGS",
+        }
+    }
+}
+
+/// One signal's OTLP destination, every layer applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpTarget {
+    pub signal: SignalKind,
+    /// The full URL: for http/protobuf including the path, for gRPC the server.
+    pub endpoint: String,
+    pub protocol: Protocol,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub compression: Compression,
+    pub certificate: Option<PathBuf>,
+}
+
+impl OtlpConfig {
+    fn signal(&self, signal: SignalKind) -> &SignalOverride {
+        match signal {
+            SignalKind::Traces => &self.traces,
+            SignalKind::Metrics => &self.metrics,
+            SignalKind::Logs => &self.logs,
+        }
+    }
+
+    fn signal_mut(&mut self, signal: SignalKind) -> &mut SignalOverride {
+        match signal {
+            SignalKind::Traces => &mut self.traces,
+            SignalKind::Metrics => &mut self.metrics,
+            SignalKind::Logs => &mut self.logs,
+        }
+    }
+
+    /// Where one signal goes.
+    pub fn target(&self, signal: SignalKind) -> OtlpTarget {
+        let own = self.signal(signal);
+        let protocol = own.protocol.unwrap_or(self.protocol);
+        let endpoint = match (&own.endpoint, &self.endpoint, protocol) {
+            (Some(exact), _, _) => exact.clone(),
+            (None, base, Protocol::HttpProtobuf) => {
+                let base = base.as_deref().unwrap_or(protocol.default_endpoint());
+                format!("{}/v1/{}", base.trim_end_matches('/'), signal.as_str())
+            }
+            (None, base, Protocol::Grpc) => base
+                .clone()
+                .unwrap_or_else(|| protocol.default_endpoint().into()),
+        };
+        OtlpTarget {
+            signal,
+            endpoint,
+            protocol,
+            headers: own
+                .headers
+                .as_ref()
+                .unwrap_or(&self.headers)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            timeout: Duration::from_millis(own.timeout_ms.unwrap_or(self.timeout_ms)),
+            compression: own.compression.unwrap_or(self.compression),
+            certificate: own.certificate.clone().or_else(|| self.certificate.clone()),
+        }
+    }
+}
+
+impl ExportConfig {
+    pub fn metric_interval(&self) -> Duration {
+        Duration::from_millis(self.metric_interval_ms)
+    }
+
+    pub fn enabled(&self, kind: ExporterKind) -> bool {
+        self.exporters.contains(&kind)
+    }
+
+    /// Checks what serde cannot; `origin` names where a bad value came from.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        if self.exporters.is_empty() {
+            return Err(invalid(
+                "export.exporters",
+                "must name at least one of console, otlp, file".into(),
+            ));
+        }
+        check_endpoint(self.otlp.endpoint.as_deref())
+            .map_err(|m| invalid("export.otlp.endpoint", m))?;
+        check_headers(&self.otlp.headers).map_err(|m| invalid("export.otlp.headers", m))?;
+        for (signal, key) in [
+            (SignalKind::Traces, "export.otlp.traces"),
+            (SignalKind::Metrics, "export.otlp.metrics"),
+            (SignalKind::Logs, "export.otlp.logs"),
+        ] {
+            let own = self.otlp.signal(signal);
+            check_endpoint(own.endpoint.as_deref()).map_err(|m| invalid(key, m))?;
+            if let Some(h) = &own.headers {
+                check_headers(h).map_err(|m| invalid(key, m))?;
+            }
+            if own.timeout_ms == Some(0) {
+                return Err(invalid(key, "timeout_ms must be at least 1".into()));
+            }
+        }
+        if self.otlp.timeout_ms == 0 {
+            return Err(invalid("export.otlp.timeout_ms", "must be at least 1".into()));
+        }
+        if self.otlp.queue_batches == 0 {
+            return Err(invalid(
+                "export.otlp.queue_batches",
+                "must be at least 1".into(),
+            ));
+        }
+        let r = self.otlp.retry;
+        if r.initial_backoff_ms == 0 || r.max_backoff_ms < r.initial_backoff_ms {
+            return Err(invalid(
+                "export.otlp.retry",
+                "initial_backoff_ms must be at least 1 and at most max_backoff_ms".into(),
+            ));
+        }
+        if self.metric_interval_ms < 100 {
+            return Err(invalid(
+                "export.metric_interval_ms",
+                format!("{} is less than 100", self.metric_interval_ms),
+            ));
+        }
+        if !(1..=60_000).contains(&self.batch_delay_ms) {
+            return Err(invalid(
+                "export.batch_delay_ms",
+                format!("{} is not between 1 and 60000", self.batch_delay_ms),
+            ));
+        }
+        for (key, value) in [
+            ("export.batch_exchanges", self.batch_exchanges),
+            ("export.max_routes_per_workload", self.max_routes_per_workload),
+            ("export.max_series_per_metric", self.max_series_per_metric),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.agent_service_name.is_empty() {
+            return Err(invalid(
+                "export.agent_service_name",
+                "must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An OTLP endpoint must be an absolute http or https URL.
+pub fn check_endpoint(endpoint: Option<&str>) -> Result<(), String> {
+    let Some(endpoint) = endpoint else {
+        return Ok(());
+    };
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(()),
+        _ => Err(format!(
+            "{endpoint:?} is not an http:// or https:// URL with a host"
+        )),
+    }
+}
+
+fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
+    for (name, value) in headers {
+        http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{name:?} is not a valid header name"))?;
+        http::HeaderValue::from_str(value)
+            .map_err(|_| format!("the value of header {name:?} is not a valid header value"))?;
+    }
+    Ok(())
+}
+
+/// Parses a W3C Baggage-style `key1=value1,key2=value2` list (OTEL_RESOURCE_ATTRIBUTES,
+/// OTEL_EXPORTER_OTLP_HEADERS): values are percent-decoded, blanks around items ignored.
+pub fn parse_key_values(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not key=value"))?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("{item:?} has an empty key"));
+        }
+        out.insert(key.to_string(), percent_decode(value.trim())?);
+    }
+    Ok(out)
+}
+
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("{text:?} has a bad %-escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8 once decoded"))
+}
+
+/// Applies the standard OpenTelemetry environment variables that are set in `env`. An
+/// error names the variable.
+pub fn apply_otel_env(
+    export: &mut ExportConfig,
+    env: &HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    let bad = |var: &str, message: String| ConfigError::Env {
+        var: var.to_string(),
+        message,
+    };
+    let get = |var: &str| env.get(var).map(String::as_str).filter(|v| !v.is_empty());
+
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        check_endpoint(Some(v)).map_err(|m| bad("OTEL_EXPORTER_OTLP_ENDPOINT", m))?;
+        export.otlp.endpoint = Some(v.to_string());
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_PROTOCOL") {
+        export.otlp.protocol =
+            Protocol::parse(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_PROTOCOL", m))?;
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_HEADERS") {
+        let headers = parse_key_values(v)
+            .and_then(|h| check_headers(&h).map(|()| h))
+            .map_err(|m| bad("OTEL_EXPORTER_OTLP_HEADERS", m))?;
+        export.otlp.headers.extend(headers);
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
+        export.otlp.timeout_ms = parse_millis(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_TIMEOUT", m))?;
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_COMPRESSION") {
+        export.otlp.compression =
+            Compression::parse(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_COMPRESSION", m))?;
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+        export.otlp.certificate = Some(PathBuf::from(v));
+    }
+    for signal in SignalKind::ALL {
+        let var = |suffix: &str| format!("OTEL_EXPORTER_OTLP_{}_{suffix}", signal.env_infix());
+        let own = export.otlp.signal_mut(signal);
+        let name = var("ENDPOINT");
+        if let Some(v) = get(&name) {
+            check_endpoint(Some(v)).map_err(|m| bad(&name, m))?;
+            own.endpoint = Some(v.to_string());
+        }
+        let name = var("PROTOCOL");
+        if let Some(v) = get(&name) {
+            own.protocol = Some(Protocol::parse(v).map_err(|m| bad(&name, m))?);
+        }
+        let name = var("HEADERS");
+        if let Some(v) = get(&name) {
+            let headers = parse_key_values(v)
+                .and_then(|h| check_headers(&h).map(|()| h))
+                .map_err(|m| bad(&name, m))?;
+            own.headers = Some(headers);
+        }
+        let name = var("TIMEOUT");
+        if let Some(v) = get(&name) {
+            own.timeout_ms = Some(parse_millis(v).map_err(|m| bad(&name, m))?);
+        }
+        let name = var("COMPRESSION");
+        if let Some(v) = get(&name) {
+            own.compression = Some(Compression::parse(v).map_err(|m| bad(&name, m))?);
+        }
+        let name = var("CERTIFICATE");
+        if let Some(v) = get(&name) {
+            own.certificate = Some(PathBuf::from(v));
+        }
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
+        export.metric_temporality = TemporalityPreference::parse(v)
+            .map_err(|m| bad("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", m))?;
+    }
+    if let Some(v) = get("OTEL_METRIC_EXPORT_INTERVAL") {
+        let ms = parse_millis(v).map_err(|m| bad("OTEL_METRIC_EXPORT_INTERVAL", m))?;
+        if ms < 100 {
+            return Err(bad(
+                "OTEL_METRIC_EXPORT_INTERVAL",
+                format!("{ms} is less than 100 ms"),
+            ));
+        }
+        export.metric_interval_ms = ms;
+    }
+    if let Some(v) = get("OTEL_RESOURCE_ATTRIBUTES") {
+        let attrs = parse_key_values(v).map_err(|m| bad("OTEL_RESOURCE_ATTRIBUTES", m))?;
+        export.resource_attributes.extend(attrs);
+    }
+    if let Some(v) = get("OTEL_SERVICE_NAME") {
+        export.agent_service_name = v.to_string();
+    }
+    Ok(())
+}
+
+fn parse_millis(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1 (milliseconds)".into()),
+        Ok(ms) => Ok(ms),
+        Err(_) => Err(format!("{text:?} is not a whole number of milliseconds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn http_endpoints_get_the_signal_path_unless_given_per_signal() {
+        let mut c = ExportConfig::default();
+        c.otlp.protocol = Protocol::HttpProtobuf;
+        assert_eq!(
+            c.otlp.target(SignalKind::Traces).endpoint,
+            "http://localhost:4318/v1/traces"
+        );
+        c.otlp.endpoint = Some("https://collector:4318/prefix/".into());
+        assert_eq!(
+            c.otlp.target(SignalKind::Metrics).endpoint,
+            "https://collector:4318/prefix/v1/metrics"
+        );
+        c.otlp.logs.endpoint = Some("https://elsewhere/custom".into());
+        assert_eq!(
+            c.otlp.target(SignalKind::Logs).endpoint,
+            "https://elsewhere/custom"
+        );
+        c.otlp.protocol = Protocol::Grpc;
+        assert_eq!(
+            c.otlp.target(SignalKind::Traces).endpoint,
+            "https://collector:4318/prefix/"
+        );
+    }
+
+    #[test]
+    fn the_standard_variables_apply_and_per_signal_ones_win() {
+        let mut c = ExportConfig::default();
+        apply_otel_env(
+            &mut c,
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://10.0.0.1:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, tenant=t1"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://10.0.0.2:4317"),
+                ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x=1"),
+                ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Delta"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod"),
+                ("OTEL_SERVICE_NAME", "netsonde-node-a"),
+            ]),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let metrics = c.otlp.target(SignalKind::Metrics);
+        assert_eq!(metrics.endpoint, "http://10.0.0.1:4318/v1/metrics");
+        assert_eq!(metrics.protocol, Protocol::HttpProtobuf);
+        assert_eq!(
+            metrics.headers,
+            [("api-key".into(), "a b".into()), ("tenant".into(), "t1".into())]
+        );
+        assert_eq!(metrics.timeout, Duration::from_millis(2500));
+        assert_eq!(metrics.compression, Compression::Gzip);
+        let traces = c.otlp.target(SignalKind::Traces);
+        assert_eq!(
+            (traces.endpoint.as_str(), traces.protocol),
+            ("http://10.0.0.2:4317", Protocol::Grpc)
+        );
+        assert_eq!(
+            c.otlp.target(SignalKind::Logs).headers,
+            [("x".into(), "1".into())]
+        );
+        assert_eq!(c.metric_temporality, TemporalityPreference::Delta);
+        assert_eq!(c.metric_interval_ms, 5000);
+        assert_eq!(c.resource_attributes["deployment.environment.name"], "prod");
+        assert_eq!(c.agent_service_name, "netsonde-node-a");
+    }
+
+    #[test]
+    fn a_bad_variable_is_named() {
+        let cases = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "bad name=1"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "ftp://x"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "sometimes"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "10"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "a=%zz"),
+        ];
+        for (var, value) in cases {
+            let err = apply_otel_env(&mut ExportConfig::default(), &env(&[(var, value)]))
+                .expect_err(var);
+            assert!(
+                err.to_string().starts_with(&format!("environment variable {var}: ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn yaml_values_are_checked_with_their_key() {
+        let mut c = ExportConfig::default();
+        c.otlp.endpoint = Some("127.0.0.1:4317".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("config key export.otlp.endpoint: ")
+        );
+        let mut c = ExportConfig::default();
+        c.exporters.clear();
+        assert!(c.validate().is_err());
+    }
+}

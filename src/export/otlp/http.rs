@@ -1,0 +1,167 @@
+//! OTLP over HTTP with protobuf bodies.
+
+use std::io::Write as _;
+
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+    trace::v1::ExportTraceServiceResponse,
+};
+use prost::Message as _;
+
+use super::{Accepted, Failure, OtlpError};
+use crate::{
+    config::export::{Compression, OtlpTarget},
+    export::otlp::retry::{Verdict, http_verdict},
+    telemetry::otlp::Payload,
+};
+
+pub struct HttpTransport {
+    client: reqwest::Client,
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    gzip: bool,
+}
+
+impl HttpTransport {
+    pub fn new(target: &OtlpTarget) -> Result<Self, OtlpError> {
+        let invalid = |message: String| OtlpError::Endpoint {
+            endpoint: target.endpoint.clone(),
+            message,
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(target.timeout)
+            .connect_timeout(target.timeout)
+            .no_proxy();
+        if target.endpoint.starts_with("https://") {
+            builder = builder.tls_backend_preconfigured(tls_config(target)?);
+        }
+        let client = builder.build().map_err(|e| invalid(e.to_string()))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &target.headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| invalid(format!("{k:?} is not a header name")))?;
+            let value = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|_| invalid(format!("header {k:?} has an invalid value")))?;
+            headers.insert(name, value);
+        }
+        Ok(HttpTransport {
+            client,
+            url: target.endpoint.clone(),
+            headers,
+            gzip: target.compression == Compression::Gzip,
+        })
+    }
+
+    pub async fn send(&mut self, payload: &Payload) -> Result<Accepted, Failure> {
+        let mut body = payload.encode();
+        let mut request = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header("content-type", "application/x-protobuf");
+        if self.gzip {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            // Writing into a Vec cannot fail.
+            let _ = gz.write_all(&body);
+            body = gz.finish().unwrap_or_default();
+            request = request.header("content-encoding", "gzip");
+        }
+        let response = request.body(body).send().await.map_err(|e| Failure {
+            verdict: Verdict::Retry(None),
+            reason: error_chain(&e),
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(partial_success(payload, &bytes));
+        }
+        Err(Failure {
+            verdict: http_verdict(status.as_u16(), retry_after.as_deref()),
+            reason: format!("HTTP {status}{}", status_message(&bytes)),
+        })
+    }
+}
+
+/// The response's partial success; an empty or undecodable body means all accepted.
+fn partial_success(payload: &Payload, body: &[u8]) -> Accepted {
+    match payload {
+        Payload::Traces(_) => ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| Accepted::new(p.rejected_spans, p.error_message)),
+        Payload::Metrics(_) => ExportMetricsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| Accepted::new(p.rejected_data_points, p.error_message)),
+        Payload::Logs(_) => ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| Accepted::new(p.rejected_log_records, p.error_message)),
+    }
+    .unwrap_or_default()
+}
+
+/// A failed response's body is a google.rpc.Status in protobuf; show its message if it is one.
+fn status_message(body: &[u8]) -> String {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+    match RpcStatus::decode(body) {
+        Ok(s) if !s.message.is_empty() => format!(": {}", s.message),
+        _ => String::new(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let t = cause.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn tls_config(target: &OtlpTarget) -> Result<rustls::ClientConfig, OtlpError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &target.certificate {
+        let pem = std::fs::read(path).map_err(|source| OtlpError::Certificate {
+            path: path.display().to_string(),
+            source,
+        })?;
+        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| OtlpError::Endpoint {
+                endpoint: target.endpoint.clone(),
+                message: format!("{}: {e}", path.display()),
+            })?;
+            let _ = roots.add(cert);
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OtlpError::Endpoint {
+            endpoint: target.endpoint.clone(),
+            message: format!("TLS: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}

@@ -1,0 +1,426 @@
+//! Metric aggregation, per workload: netsonde aggregates itself (the SDK's providers hold one
+//! resource each, and netsonde reports many) and emits OTLP data points.
+//!
+//! Every series belongs to one workload, one instrument and one attribute set. Each instrument
+//! keeps at most `max_series` attribute sets per workload; more are merged into one series
+//! marked `otel.metric.overflow=true`, as the OpenTelemetry SDKs do.
+
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
+    metric::Data, number_data_point,
+};
+
+use crate::telemetry::otlp::{AttrValue, Attrs, to_key_values};
+
+/// Semconv's advised buckets for HTTP durations, in seconds.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Body sizes, in bytes: semconv advises none; powers of four from 64 B to 16 MiB.
+pub const SIZE_BUCKETS: [f64; 11] = [
+    0.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Counter,
+    UpDownCounter,
+    Histogram(&'static [f64]),
+}
+
+/// Every metric netsonde emits for workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Instrument {
+    HttpServerDuration,
+    HttpServerRequestBodySize,
+    HttpServerResponseBodySize,
+    HttpClientDuration,
+    HttpClientRequestBodySize,
+    HttpClientResponseBodySize,
+    ConnectionOpened,
+    ConnectionClosed,
+    ConnectionActive,
+    ConnectionIo,
+    ConnectDuration,
+}
+
+pub struct Spec {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub description: &'static str,
+    pub kind: Kind,
+}
+
+impl Instrument {
+    pub const ALL: [Instrument; 11] = [
+        Instrument::HttpServerDuration,
+        Instrument::HttpServerRequestBodySize,
+        Instrument::HttpServerResponseBodySize,
+        Instrument::HttpClientDuration,
+        Instrument::HttpClientRequestBodySize,
+        Instrument::HttpClientResponseBodySize,
+        Instrument::ConnectionOpened,
+        Instrument::ConnectionClosed,
+        Instrument::ConnectionActive,
+        Instrument::ConnectionIo,
+        Instrument::ConnectDuration,
+    ];
+
+    pub fn spec(self) -> Spec {
+        use Instrument::*;
+        let (name, unit, description, kind) = match self {
+            HttpServerDuration => (
+                "http.server.request.duration",
+                "s",
+                "Duration of HTTP server requests.",
+                Kind::Histogram(&DURATION_BUCKETS),
+            ),
+            HttpServerRequestBodySize => (
+                "http.server.request.body.size",
+                "By",
+                "Size of HTTP server request bodies.",
+                Kind::Histogram(&SIZE_BUCKETS),
+            ),
+            HttpServerResponseBodySize => (
+                "http.server.response.body.size",
+                "By",
+                "Size of HTTP server response bodies.",
+                Kind::Histogram(&SIZE_BUCKETS),
+            ),
+            HttpClientDuration => (
+                "http.client.request.duration",
+                "s",
+                "Duration of HTTP client requests.",
+                Kind::Histogram(&DURATION_BUCKETS),
+            ),
+            HttpClientRequestBodySize => (
+                "http.client.request.body.size",
+                "By",
+                "Size of HTTP client request bodies.",
+                Kind::Histogram(&SIZE_BUCKETS),
+            ),
+            HttpClientResponseBodySize => (
+                "http.client.response.body.size",
+                "By",
+                "Size of HTTP client response bodies.",
+                Kind::Histogram(&SIZE_BUCKETS),
+            ),
+            ConnectionOpened => (
+                "netsonde.connection.opened",
+                "{connection}",
+                "TCP connections opened (connected or accepted) while netsonde watched.",
+                Kind::Counter,
+            ),
+            ConnectionClosed => (
+                "netsonde.connection.closed",
+                "{connection}",
+                "TCP connections the process closed.",
+                Kind::Counter,
+            ),
+            ConnectionActive => (
+                "netsonde.connection.active",
+                "{connection}",
+                "TCP connections netsonde is tracking.",
+                Kind::UpDownCounter,
+            ),
+            ConnectionIo => (
+                "netsonde.connection.io",
+                "By",
+                "Payload bytes the process sent or received on TCP connections.",
+                Kind::Counter,
+            ),
+            ConnectDuration => (
+                "netsonde.connection.connect.duration",
+                "s",
+                "Duration of blocking connect() calls.",
+                Kind::Histogram(&DURATION_BUCKETS),
+            ),
+        };
+        Spec {
+            name,
+            unit,
+            description,
+            kind,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Sum(i64),
+    Histogram {
+        counts: Vec<u64>,
+        count: u64,
+        sum: f64,
+        min: f64,
+        max: f64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Point {
+    /// Unix ns the series started.
+    start: u64,
+    value: Value,
+    /// Updated since the last collection.
+    touched: bool,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    points: HashMap<Attrs, Point>,
+}
+
+/// One workload's metrics.
+#[derive(Debug, Default)]
+pub struct MetricSet {
+    series: HashMap<Instrument, Series>,
+}
+
+/// The attribute set that stands for every set beyond the cap.
+fn overflow_attrs() -> Attrs {
+    vec![("otel.metric.overflow", AttrValue::Bool(true))]
+}
+
+impl MetricSet {
+    fn point(&mut self, inst: Instrument, attrs: Attrs, now: u64, max_series: usize) -> &mut Point {
+        let series = self.series.entry(inst).or_default();
+        let attrs = if series.points.contains_key(&attrs) || series.points.len() < max_series {
+            attrs
+        } else {
+            overflow_attrs()
+        };
+        let point = series.points.entry(attrs).or_insert_with(|| Point {
+            start: now,
+            value: match inst.spec().kind {
+                Kind::Histogram(bounds) => Value::Histogram {
+                    counts: vec![0; bounds.len() + 1],
+                    count: 0,
+                    sum: 0.0,
+                    min: f64::INFINITY,
+                    max: f64::NEG_INFINITY,
+                },
+                _ => Value::Sum(0),
+            },
+            touched: false,
+        });
+        point.touched = true;
+        point
+    }
+
+    /// Adds to a counter or up-down counter.
+    pub fn add(&mut self, inst: Instrument, attrs: Attrs, delta: i64, now: u64, max_series: usize) {
+        if let Value::Sum(v) = &mut self.point(inst, attrs, now, max_series).value {
+            *v += delta;
+        }
+    }
+
+    /// Records a histogram measurement.
+    pub fn record(&mut self, inst: Instrument, attrs: Attrs, value: f64, now: u64, max_series: usize) {
+        let Kind::Histogram(bounds) = inst.spec().kind else {
+            return;
+        };
+        if let Value::Histogram {
+            counts,
+            count,
+            sum,
+            min,
+            max,
+        } = &mut self.point(inst, attrs, now, max_series).value
+        {
+            // Bucket i holds (bounds[i-1], bounds[i]], as OTLP defines.
+            let i = bounds.partition_point(|b| *b < value);
+            counts[i] += 1;
+            *count += 1;
+            *sum += value;
+            *min = min.min(value);
+            *max = max.max(value);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.values().all(|s| s.points.is_empty())
+    }
+
+    /// The data points as of `now`. Cumulative: every series, from its start. Delta: counters
+    /// and histograms updated since `last` (then reset); up-down counters stay cumulative.
+    pub fn collect(&mut self, now: u64, last: u64, delta: bool) -> Vec<Metric> {
+        let mut instruments: Vec<_> = self.series.keys().copied().collect();
+        instruments.sort();
+        let mut out = Vec::new();
+        for inst in instruments {
+            let spec = inst.spec();
+            let series = self.series.get_mut(&inst).expect("listed");
+            let is_delta = delta && spec.kind != Kind::UpDownCounter;
+            let temporality = if is_delta {
+                AggregationTemporality::Delta
+            } else {
+                AggregationTemporality::Cumulative
+            } as i32;
+            let mut attrs_sorted: Vec<_> = series.points.keys().cloned().collect();
+            attrs_sorted.sort();
+            let mut numbers = Vec::new();
+            let mut histograms = Vec::new();
+            for attrs in attrs_sorted {
+                let point = series.points.get_mut(&attrs).expect("listed");
+                if is_delta && !point.touched {
+                    continue;
+                }
+                let start = if is_delta { last.max(point.start) } else { point.start };
+                match &point.value {
+                    Value::Sum(v) => numbers.push(NumberDataPoint {
+                        attributes: to_key_values(&attrs),
+                        start_time_unix_nano: start,
+                        time_unix_nano: now,
+                        exemplars: Vec::new(),
+                        flags: 0,
+                        value: Some(number_data_point::Value::AsInt(*v)),
+                    }),
+                    Value::Histogram {
+                        counts,
+                        count,
+                        sum,
+                        min,
+                        max,
+                    } => histograms.push(HistogramDataPoint {
+                        attributes: to_key_values(&attrs),
+                        start_time_unix_nano: start,
+                        time_unix_nano: now,
+                        count: *count,
+                        sum: Some(*sum),
+                        bucket_counts: counts.clone(),
+                        explicit_bounds: match spec.kind {
+                            Kind::Histogram(b) => b.to_vec(),
+                            _ => Vec::new(),
+                        },
+                        exemplars: Vec::new(),
+                        flags: 0,
+                        min: (*count > 0).then_some(*min),
+                        max: (*count > 0).then_some(*max),
+                    }),
+                }
+                point.touched = false;
+            }
+            if is_delta {
+                // The next interval starts from nothing.
+                series.points.retain(|_, p| p.touched);
+            }
+            let data = match spec.kind {
+                Kind::Histogram(_) if !histograms.is_empty() => Data::Histogram(Histogram {
+                    data_points: histograms,
+                    aggregation_temporality: temporality,
+                }),
+                Kind::Counter | Kind::UpDownCounter if !numbers.is_empty() => Data::Sum(Sum {
+                    data_points: numbers,
+                    aggregation_temporality: temporality,
+                    is_monotonic: spec.kind == Kind::Counter,
+                }),
+                _ => continue,
+            };
+            out.push(Metric {
+                name: spec.name.into(),
+                description: spec.description.into(),
+                unit: spec.unit.into(),
+                metadata: Vec::new(),
+                data: Some(data),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(route: &str) -> Attrs {
+        vec![("http.route", route.into())]
+    }
+
+    fn histogram(m: &Metric) -> &Histogram {
+        match &m.data {
+            Some(Data::Histogram(h)) => h,
+            other => panic!("not a histogram: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn histograms_bucket_like_otlp() {
+        let mut set = MetricSet::default();
+        for v in [0.001, 0.005, 0.0051, 20.0] {
+            set.record(Instrument::HttpServerDuration, attrs("/a"), v, 10, 100);
+        }
+        let metrics = set.collect(20, 0, false);
+        let point = &histogram(&metrics[0]).data_points[0];
+        assert_eq!(point.count, 4);
+        // 0.001 and 0.005 are ≤ 0.005; 0.0051 in (0.005, 0.01]; 20 beyond the last bound.
+        assert_eq!(&point.bucket_counts[..3], &[2, 1, 0]);
+        assert_eq!(point.bucket_counts[14], 1);
+        assert_eq!((point.min, point.max), (Some(0.001), Some(20.0)));
+        assert_eq!(point.start_time_unix_nano, 10);
+    }
+
+    #[test]
+    fn cumulative_keeps_counting_and_delta_resets() {
+        let mut cumulative = MetricSet::default();
+        let mut delta = MetricSet::default();
+        for set in [&mut cumulative, &mut delta] {
+            set.add(Instrument::ConnectionOpened, attrs("x"), 2, 5, 100);
+            set.add(Instrument::ConnectionActive, attrs("x"), 2, 5, 100);
+        }
+        let sum = |m: &Metric| match &m.data {
+            Some(Data::Sum(s)) => (
+                s.aggregation_temporality,
+                s.data_points[0].start_time_unix_nano,
+                s.data_points[0].value.clone(),
+            ),
+            _ => panic!(),
+        };
+        let c = cumulative.collect(10, 0, false);
+        let d = delta.collect(10, 0, true);
+        assert_eq!(c.len(), 2);
+        assert_eq!(d.len(), 2);
+        for set in [&mut cumulative, &mut delta] {
+            set.add(Instrument::ConnectionOpened, attrs("x"), 1, 15, 100);
+        }
+        let c = cumulative.collect(20, 10, false);
+        let d = delta.collect(20, 10, true);
+        let c_opened = c.iter().find(|m| m.name == "netsonde.connection.opened").unwrap();
+        let d_opened = d.iter().find(|m| m.name == "netsonde.connection.opened").unwrap();
+        assert_eq!(
+            sum(c_opened),
+            (2, 5, Some(number_data_point::Value::AsInt(3)))
+        );
+        assert_eq!(
+            sum(d_opened),
+            (1, 10, Some(number_data_point::Value::AsInt(1)))
+        );
+        // The up-down counter is cumulative either way, and still reported.
+        let d_active = d.iter().find(|m| m.name == "netsonde.connection.active").unwrap();
+        assert_eq!(
+            sum(d_active),
+            (2, 5, Some(number_data_point::Value::AsInt(2)))
+        );
+    }
+
+    #[test]
+    fn series_beyond_the_cap_overflow_into_one() {
+        let mut set = MetricSet::default();
+        for route in ["/a", "/b", "/c", "/d"] {
+            set.record(Instrument::HttpServerDuration, attrs(route), 0.1, 1, 2);
+        }
+        set.record(Instrument::HttpServerDuration, attrs("/a"), 0.1, 1, 2);
+        let metrics = set.collect(2, 0, false);
+        let points = &histogram(&metrics[0]).data_points;
+        assert_eq!(points.len(), 3);
+        let overflow = points
+            .iter()
+            .find(|p| p.attributes[0].key == "otel.metric.overflow")
+            .unwrap();
+        assert_eq!(overflow.count, 2);
+        assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 5);
+    }
+}

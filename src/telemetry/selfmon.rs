@@ -1,0 +1,230 @@
+//! The agent's own telemetry, through the OpenTelemetry SDK: one resource (the agent), read
+//! on the metric interval from the counters every stage keeps, and handed to the same
+//! exporters as the workloads' telemetry.
+
+use std::{sync::Arc, time::Duration};
+
+use opentelemetry::{KeyValue, metrics::MeterProvider as _};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_sdk::{
+    error::OTelSdkResult,
+    metrics::{
+        PeriodicReader, SdkMeterProvider, Temporality, data::ResourceMetrics,
+        exporter::PushMetricExporter,
+    },
+};
+
+use crate::telemetry::{StatsReport, otlp::Payload};
+
+/// Where the agent's metrics go once the SDK has collected them.
+pub type PayloadSink = Arc<dyn Fn(Payload) + Send + Sync>;
+/// Reads the agent's counters now.
+pub type StatsSource = Arc<dyn Fn() -> StatsReport + Send + Sync>;
+
+/// Runs the SDK's periodic reader (its own thread) until [`SelfTelemetry::shutdown`].
+pub struct SelfTelemetry {
+    provider: SdkMeterProvider,
+}
+
+struct Forward {
+    sink: PayloadSink,
+    temporality: Temporality,
+}
+
+impl PushMetricExporter for Forward {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        (self.sink)(Payload::Metrics(ExportMetricsServiceRequest::from(metrics)));
+        Ok(())
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.temporality
+    }
+}
+
+/// One observable instrument: name, unit, description, and its value(s) from a report.
+type Reading = fn(&StatsReport) -> Vec<(u64, Vec<KeyValue>)>;
+
+fn one(v: u64) -> Vec<(u64, Vec<KeyValue>)> {
+    vec![(v, Vec::new())]
+}
+
+fn per_signal(values: [u64; 3]) -> Vec<(u64, Vec<KeyValue>)> {
+    ["traces", "metrics", "logs"]
+        .into_iter()
+        .zip(values)
+        .map(|(s, v)| (v, vec![KeyValue::new("netsonde.signal", s)]))
+        .collect()
+}
+
+/// Counters (monotonic, cumulative at the source).
+const COUNTERS: [(&str, &str, &str, Reading); 8] = [
+    (
+        "netsonde.agent.kernel.events",
+        "{event}",
+        "Events the kernel programs produced.",
+        |s| one(s.kernel.events()),
+    ),
+    (
+        "netsonde.agent.kernel.lost",
+        "{event}",
+        "Events the kernel programs dropped because the ring buffer was full.",
+        |s| one(s.kernel.lost()),
+    ),
+    (
+        "netsonde.agent.kernel.bytes_not_captured",
+        "By",
+        "Payload bytes counted but not copied (beyond capture.payload_bytes).",
+        |s| one(s.kernel.bytes_not_captured),
+    ),
+    (
+        "netsonde.agent.decode_errors",
+        "{event}",
+        "Kernel records user space could not decode.",
+        |s| one(s.decode_errors),
+    ),
+    (
+        "netsonde.agent.exchanges",
+        "{exchange}",
+        "HTTP exchanges reported.",
+        |s| one(s.exchanges),
+    ),
+    (
+        "netsonde.agent.parse.issues",
+        "{issue}",
+        "Protocol parsing problems, by kind.",
+        |s| {
+            [
+                ("orphan_response", s.orphan_responses),
+                ("unanswered_request", s.unanswered_requests),
+                ("hidden_message", s.hidden_messages),
+                ("unframed_body", s.unframed_bodies),
+                ("malformed", s.malformed),
+                ("not_http", s.not_http),
+            ]
+            .into_iter()
+            .map(|(k, v)| (v, vec![KeyValue::new("netsonde.issue", k)]))
+            .collect()
+        },
+    ),
+    (
+        "netsonde.agent.export.dropped",
+        "{item}",
+        "Spans, data points or log records dropped by the exporters (queue full, retries exhausted, or rejected by the collector).",
+        |s| per_signal(s.export.dropped),
+    ),
+    (
+        "netsonde.agent.export.failures",
+        "{request}",
+        "Export requests that failed (each retry counts).",
+        |s| per_signal(s.export.failures),
+    ),
+];
+
+/// Gauges.
+const GAUGES: [(&str, &str, &str, Reading); 3] = [
+    (
+        "netsonde.agent.connections.tracked",
+        "{connection}",
+        "Connections in the connection table.",
+        |s| one(s.connections_active),
+    ),
+    (
+        "netsonde.agent.export.queue.depth",
+        "{batch}",
+        "Batches waiting in the export queues.",
+        |s| per_signal(s.export.queued),
+    ),
+    (
+        "netsonde.agent.probes",
+        "{probe}",
+        "Probe points, by whether they attached.",
+        |s| {
+            vec![
+                (
+                    s.probes_attached,
+                    vec![KeyValue::new("netsonde.probe.state", "attached")],
+                ),
+                (
+                    s.probes_total - s.probes_attached,
+                    vec![KeyValue::new("netsonde.probe.state", "failed")],
+                ),
+            ]
+        },
+    ),
+];
+
+/// Names of the agent's metrics (for the registry test).
+pub fn metric_names() -> impl Iterator<Item = &'static str> {
+    COUNTERS.iter().chain(GAUGES.iter()).map(|(n, ..)| *n)
+}
+
+impl SelfTelemetry {
+    pub fn start(
+        resource: opentelemetry_sdk::Resource,
+        interval: Duration,
+        delta: bool,
+        stats: StatsSource,
+        sink: PayloadSink,
+    ) -> Self {
+        let temporality = if delta {
+            Temporality::Delta
+        } else {
+            Temporality::Cumulative
+        };
+        let reader = PeriodicReader::builder(Forward { sink, temporality })
+            .with_interval(interval)
+            .build();
+        let provider = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_reader(reader)
+            .build();
+        let meter = provider.meter_with_scope(
+            opentelemetry::InstrumentationScope::builder("netsonde")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        );
+        for (name, unit, description, read) in COUNTERS {
+            let stats = stats.clone();
+            meter
+                .u64_observable_counter(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |o| {
+                    for (v, attrs) in read(&stats()) {
+                        o.observe(v, &attrs);
+                    }
+                })
+                .build();
+        }
+        for (name, unit, description, read) in GAUGES {
+            let stats = stats.clone();
+            meter
+                .u64_observable_gauge(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |o| {
+                    for (v, attrs) in read(&stats()) {
+                        o.observe(v, &attrs);
+                    }
+                })
+                .build();
+        }
+        SelfTelemetry { provider }
+    }
+
+    /// Collects and sends one last time, then stops the reader thread.
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::debug!("stopping self-telemetry: {e}");
+        }
+    }
+}

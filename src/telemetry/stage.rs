@@ -1,0 +1,293 @@
+//! The telemetry stage: turns exchange records and connection activity into OTLP spans, logs
+//! and metrics, one resource per workload. Owns the workloads (their resources, route
+//! templates and metric series) and the spans and logs waiting to be sent.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use opentelemetry_proto::tonic::{
+    collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    },
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    metrics::v1::{ResourceMetrics, ScopeMetrics},
+    resource::v1::Resource,
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
+};
+
+use crate::{
+    attribution::ProcessCache,
+    connections::{ActivityKind, ConnectionActivity},
+    protocols::Role,
+    telemetry::{
+        ExchangeRecord,
+        http::{metric_attributes, span_attributes},
+        logs::access_log,
+        metrics::{Instrument, MetricSet},
+        otlp::{Attrs, Payload, scope},
+        resource::Resources,
+        route::Routes,
+        spans::{exchange_span, unix_nanos},
+    },
+};
+
+/// What the stage needs to know.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    pub host: String,
+    pub resource_attributes: BTreeMap<String, String>,
+    pub max_routes_per_workload: usize,
+    pub max_series_per_metric: usize,
+    pub delta: bool,
+    /// A workload with no activity for this long is forgotten (its series end).
+    pub workload_ttl: Duration,
+}
+
+/// A workload: a process, known by pid and name (a pid reused by another program is another
+/// workload).
+type WorkloadKey = (u32, Arc<str>);
+
+struct Workload {
+    resource: Resource,
+    routes: Routes,
+    metrics: MetricSet,
+    last_active: SystemTime,
+}
+
+#[derive(Default)]
+struct Pending {
+    spans: Vec<Span>,
+    logs: Vec<LogRecord>,
+}
+
+pub struct Telemetry {
+    settings: TelemetrySettings,
+    resources: Resources,
+    processes: ProcessCache,
+    workloads: HashMap<WorkloadKey, Workload>,
+    pending: HashMap<WorkloadKey, Pending>,
+    pending_exchanges: usize,
+    /// When metrics were last collected (unix ns), the start of a delta interval.
+    last_collect: u64,
+}
+
+impl Telemetry {
+    pub fn new(settings: TelemetrySettings, now: SystemTime) -> Self {
+        Telemetry {
+            resources: Resources::new(settings.host.clone(), settings.resource_attributes.clone()),
+            settings,
+            processes: ProcessCache::new(4096),
+            workloads: HashMap::new(),
+            pending: HashMap::new(),
+            pending_exchanges: 0,
+            last_collect: unix_nanos(now),
+        }
+    }
+
+    fn workload(&mut self, pid: u32, comm: &Arc<str>, now: SystemTime) -> &mut Workload {
+        let key = (pid, comm.clone());
+        let processes = &mut self.processes;
+        let resources = &self.resources;
+        let workload = self.workloads.entry(key).or_insert_with(|| Workload {
+            resource: resources.workload(&processes.get(pid, comm)),
+            routes: Routes::default(),
+            metrics: MetricSet::default(),
+            last_active: now,
+        });
+        workload.last_active = now;
+        workload
+    }
+
+    /// Spans, access logs and request metrics of finished exchanges.
+    pub fn add_exchanges(&mut self, records: &[ExchangeRecord], now: SystemTime) {
+        let max_routes = self.settings.max_routes_per_workload;
+        let max_series = self.settings.max_series_per_metric;
+        for r in records {
+            let workload = self.workload(r.pid, &r.comm, now);
+            let route = workload.routes.route(&r.target, max_routes);
+            let span = exchange_span(r, Some(&route), span_attributes(r, &route));
+            let log = access_log(r, &span, now);
+            let end = unix_nanos(r.end);
+            let attrs = metric_attributes(r, &route);
+            let (duration, req_size, resp_size) = match r.role {
+                Role::Server => (
+                    Instrument::HttpServerDuration,
+                    Instrument::HttpServerRequestBodySize,
+                    Instrument::HttpServerResponseBodySize,
+                ),
+                Role::Client => (
+                    Instrument::HttpClientDuration,
+                    Instrument::HttpClientRequestBodySize,
+                    Instrument::HttpClientResponseBodySize,
+                ),
+            };
+            let m = &mut workload.metrics;
+            m.record(duration, attrs.clone(), r.duration().as_secs_f64(), end, max_series);
+            m.record(req_size, attrs.clone(), r.request_body_bytes as f64, end, max_series);
+            m.record(resp_size, attrs, r.response_body_bytes as f64, end, max_series);
+            let pending = self.pending.entry((r.pid, r.comm.clone())).or_default();
+            pending.spans.push(span);
+            pending.logs.push(log);
+            self.pending_exchanges += 1;
+        }
+    }
+
+    /// Connection metrics.
+    pub fn add_activity(&mut self, activity: &[ConnectionActivity], now: SystemTime) {
+        let max_series = self.settings.max_series_per_metric;
+        let t = unix_nanos(now);
+        for a in activity {
+            let attrs = connection_attributes(a);
+            let m = &mut self.workload(a.pid, &a.comm, now).metrics;
+            match a.kind {
+                ActivityKind::Tracked { new, connect_ns } => {
+                    m.add(Instrument::ConnectionActive, attrs.clone(), 1, t, max_series);
+                    if new {
+                        m.add(Instrument::ConnectionOpened, attrs.clone(), 1, t, max_series);
+                    }
+                    if let Some(ns) = connect_ns {
+                        m.record(
+                            Instrument::ConnectDuration,
+                            attrs,
+                            ns as f64 / 1e9,
+                            t,
+                            max_series,
+                        );
+                    }
+                }
+                ActivityKind::Bytes { sent, received } => {
+                    for (direction, bytes) in [("transmit", sent), ("receive", received)] {
+                        if bytes > 0 {
+                            let mut with_direction = attrs.clone();
+                            with_direction.push(("network.io.direction", direction.into()));
+                            with_direction.sort_by(|x, y| x.0.cmp(y.0));
+                            m.add(
+                                Instrument::ConnectionIo,
+                                with_direction,
+                                bytes as i64,
+                                t,
+                                max_series,
+                            );
+                        }
+                    }
+                }
+                ActivityKind::Untracked { closed } => {
+                    m.add(Instrument::ConnectionActive, attrs.clone(), -1, t, max_series);
+                    if closed {
+                        m.add(Instrument::ConnectionClosed, attrs, 1, t, max_series);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Exchanges whose spans and logs wait to be sent.
+    pub fn pending_exchanges(&self) -> usize {
+        self.pending_exchanges
+    }
+
+    /// The waiting spans and logs, one resource per workload.
+    pub fn take_spans_and_logs(&mut self) -> Option<(Payload, Payload)> {
+        if self.pending_exchanges == 0 {
+            return None;
+        }
+        self.pending_exchanges = 0;
+        let mut traces = ExportTraceServiceRequest::default();
+        let mut logs = ExportLogsServiceRequest::default();
+        for (key, pending) in self.pending.drain() {
+            let resource = self.workloads.get(&key).map(|w| w.resource.clone());
+            traces.resource_spans.push(ResourceSpans {
+                resource: resource.clone(),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope()),
+                    spans: pending.spans,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            });
+            logs.resource_logs.push(ResourceLogs {
+                resource,
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope()),
+                    log_records: pending.logs,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            });
+        }
+        Some((Payload::Traces(traces), Payload::Logs(logs)))
+    }
+
+    /// Every workload's metrics as of `now`; forgets workloads idle longer than the TTL.
+    pub fn collect_metrics(&mut self, now: SystemTime) -> Option<Payload> {
+        let t = unix_nanos(now);
+        let mut request = ExportMetricsServiceRequest::default();
+        for workload in self.workloads.values_mut() {
+            let metrics = workload.metrics.collect(t, self.last_collect, self.settings.delta);
+            if metrics.is_empty() {
+                continue;
+            }
+            request.resource_metrics.push(ResourceMetrics {
+                resource: Some(workload.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            });
+        }
+        self.last_collect = t;
+        let ttl = self.settings.workload_ttl;
+        let pending = &self.pending;
+        let processes = &mut self.processes;
+        self.workloads.retain(|key, w| {
+            let keep = pending.contains_key(key)
+                || now.duration_since(w.last_active).unwrap_or_default() < ttl;
+            if !keep {
+                processes.forget(key.0);
+            }
+            keep
+        });
+        (!request.resource_metrics.is_empty()).then_some(Payload::Metrics(request))
+    }
+
+    /// Workloads currently known (self-telemetry).
+    pub fn workloads(&self) -> usize {
+        self.workloads.len()
+    }
+}
+
+/// Connection metric attributes: the peer (its address, and the server port of the
+/// connection) and the traced process's TCP role. The client's ephemeral port is left out.
+fn connection_attributes(a: &ConnectionActivity) -> Attrs {
+    let mut attrs: Attrs = vec![("network.transport", "tcp".into())];
+    let role = match a.role {
+        Some(Role::Client) => "client",
+        Some(Role::Server) => "server",
+        None => "unknown",
+    };
+    attrs.push(("netsonde.connection.role", role.into()));
+    if let Some(peer) = a.remote {
+        attrs.push(("network.peer.address", peer.ip().to_string().into()));
+        attrs.push((
+            "network.type",
+            if peer.is_ipv4() { "ipv4" } else { "ipv6" }.into(),
+        ));
+    }
+    let server_port = match a.role {
+        Some(Role::Client) => a.remote.map(|s: SocketAddr| s.port()),
+        Some(Role::Server) => a.local.map(|s| s.port()),
+        None => None,
+    };
+    if let Some(p) = server_port {
+        attrs.push(("server.port", p.into()));
+    }
+    attrs.sort_by(|x, y| x.0.cmp(y.0));
+    attrs
+}

@@ -129,11 +129,13 @@ fn start_exporters(config: &Config, stats: &Arc<ExportStats>) -> Result<OtlpExpo
         }
     }
     if export.enabled(ExporterKind::File) {
-        let (queue, thread) = file::spawn(&export.file_path, export.otlp.queue_batches, stats.clone())
-            .map_err(|source| AgentError::File {
-                path: export.file_path.display().to_string(),
-                source,
-            })?;
+        let (queue, thread) =
+            file::spawn(&export.file_path, export.otlp.queue_batches, stats.clone()).map_err(
+                |source| AgentError::File {
+                    path: export.file_path.display().to_string(),
+                    source,
+                },
+            )?;
         tracing::info!("writing OTLP JSON lines to {}", export.file_path.display());
         exporters.fanout.add("file", None, queue);
         exporters.threads.push(thread);
@@ -223,7 +225,10 @@ pub async fn run(
             delta: export.metric_temporality.is_delta(),
             workload_ttl: (export.metric_interval() * 5).max(Duration::from_secs(300)),
         };
-        (Telemetry::new(settings, std::time::SystemTime::now()), exporters.fanout.clone())
+        (
+            Telemetry::new(settings, std::time::SystemTime::now()),
+            exporters.fanout.clone(),
+        )
     });
     let self_telemetry = (!exporters.fanout.is_empty()).then(|| {
         let fanout = exporters.fanout.clone();
@@ -282,7 +287,9 @@ pub async fn run(
     let mut report = snapshot();
     report.last = true;
     if console_on {
-        let _ = console_tx.send(Signal::Stats(Box::new(report.clone()))).await;
+        let _ = console_tx
+            .send(Signal::Stats(Box::new(report.clone())))
+            .await;
     } else {
         let mut line = String::new();
         crate::export::console::format_stats(&mut line, &report, std::time::SystemTime::now());
@@ -464,11 +471,18 @@ async fn telemetry_stage(
     let mut metric_timer =
         tokio::time::interval_at(start + timing.metric_interval, timing.metric_interval);
     let flush = |otel: &mut Option<(Telemetry, Fanout)>| {
-        if let Some((telemetry, fanout)) = otel {
-            if let Some((spans, logs)) = telemetry.take_spans_and_logs() {
-                fanout.send(spans);
-                fanout.send(logs);
-            }
+        if let Some((telemetry, fanout)) = otel
+            && let Some((spans, logs)) = telemetry.take_spans_and_logs()
+        {
+            fanout.send(spans);
+            fanout.send(logs);
+        }
+    };
+    let send_metrics = |otel: &mut Option<(Telemetry, Fanout)>| {
+        if let Some((telemetry, fanout)) = otel
+            && let Some(metrics) = telemetry.collect_metrics(std::time::SystemTime::now())
+        {
+            fanout.send(metrics);
         }
     };
     loop {
@@ -491,21 +505,11 @@ async fn telemetry_stage(
                 }
             }
             _ = batch_timer.tick() => flush(&mut otel),
-            _ = metric_timer.tick() => {
-                if let Some((telemetry, fanout)) = &mut otel {
-                    if let Some(metrics) = telemetry.collect_metrics(std::time::SystemTime::now()) {
-                        fanout.send(metrics);
-                    }
-                }
-            }
+            _ = metric_timer.tick() => send_metrics(&mut otel),
         }
     }
     flush(&mut otel);
-    if let Some((telemetry, fanout)) = &mut otel {
-        if let Some(metrics) = telemetry.collect_metrics(std::time::SystemTime::now()) {
-            fanout.send(metrics);
-        }
-    }
+    send_metrics(&mut otel);
 }
 
 /// The console exporter: a plain thread, because writing to stdout blocks. Buffered: one write

@@ -130,7 +130,9 @@ fn run(args: RunArgs) -> ExitCode {
     config.filter.pids.extend(&args.pid);
     config.filter.comms.extend(args.comm.iter().cloned());
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
-    if let Err(e) = apply_otel_env(&mut config.export, &env).and_then(|()| apply_flags(&mut config, &args)) {
+    if let Err(e) =
+        apply_otel_env(&mut config.export, &env).and_then(|()| apply_flags(&mut config, &args))
+    {
         return fail(&e);
     }
     if let Err(e) = config.validate() {

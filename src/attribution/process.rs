@@ -54,9 +54,11 @@ impl ProcessCache {
 
     fn read(&self, pid: u32, comm: &str) -> ProcessInfo {
         let dir = self.root.join(pid.to_string());
-        let path = std::fs::read_link(dir.join("exe"))
-            .ok()
-            .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string());
+        let path = std::fs::read_link(dir.join("exe")).ok().map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        });
         let executable_name = path
             .as_deref()
             .and_then(|p| p.rsplit('/').next())

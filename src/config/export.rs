@@ -352,7 +352,10 @@ impl ExportConfig {
             }
         }
         if self.otlp.timeout_ms == 0 {
-            return Err(invalid("export.otlp.timeout_ms", "must be at least 1".into()));
+            return Err(invalid(
+                "export.otlp.timeout_ms",
+                "must be at least 1".into(),
+            ));
         }
         if self.otlp.queue_batches == 0 {
             return Err(invalid(
@@ -381,7 +384,10 @@ impl ExportConfig {
         }
         for (key, value) in [
             ("export.batch_exchanges", self.batch_exchanges),
-            ("export.max_routes_per_workload", self.max_routes_per_workload),
+            (
+                "export.max_routes_per_workload",
+                self.max_routes_per_workload,
+            ),
             ("export.max_series_per_metric", self.max_series_per_metric),
         ] {
             if value == 0 {
@@ -489,7 +495,8 @@ pub fn apply_otel_env(
         export.otlp.headers.extend(headers);
     }
     if let Some(v) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-        export.otlp.timeout_ms = parse_millis(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_TIMEOUT", m))?;
+        export.otlp.timeout_ms =
+            parse_millis(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_TIMEOUT", m))?;
     }
     if let Some(v) = get("OTEL_EXPORTER_OTLP_COMPRESSION") {
         export.otlp.compression =
@@ -614,7 +621,10 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x=1"),
                 ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Delta"),
                 ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
-                ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment.name=prod",
+                ),
                 ("OTEL_SERVICE_NAME", "netsonde-node-a"),
             ]),
         )
@@ -625,7 +635,10 @@ mod tests {
         assert_eq!(metrics.protocol, Protocol::HttpProtobuf);
         assert_eq!(
             metrics.headers,
-            [("api-key".into(), "a b".into()), ("tenant".into(), "t1".into())]
+            [
+                ("api-key".into(), "a b".into()),
+                ("tenant".into(), "t1".into())
+            ]
         );
         assert_eq!(metrics.timeout, Duration::from_millis(2500));
         assert_eq!(metrics.compression, Compression::Gzip);
@@ -654,15 +667,19 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
             ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "ftp://x"),
-            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "sometimes"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "sometimes",
+            ),
             ("OTEL_METRIC_EXPORT_INTERVAL", "10"),
             ("OTEL_RESOURCE_ATTRIBUTES", "a=%zz"),
         ];
         for (var, value) in cases {
-            let err = apply_otel_env(&mut ExportConfig::default(), &env(&[(var, value)]))
-                .expect_err(var);
+            let err =
+                apply_otel_env(&mut ExportConfig::default(), &env(&[(var, value)])).expect_err(var);
             assert!(
-                err.to_string().starts_with(&format!("environment variable {var}: ")),
+                err.to_string()
+                    .starts_with(&format!("environment variable {var}: ")),
                 "{err}"
             );
         }

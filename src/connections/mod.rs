@@ -212,10 +212,10 @@ impl Tracker {
     /// still unreported on open connections.
     pub fn take_activity(&mut self, out: &mut Vec<ConnectionActivity>) {
         for key in std::mem::take(&mut self.dirty) {
-            if let Some(conn) = self.table.get_mut(&key) {
-                if let Some(bytes) = Self::bytes_activity(key, conn) {
-                    self.activity.push(bytes);
-                }
+            if let Some(conn) = self.table.get_mut(&key)
+                && let Some(bytes) = Self::bytes_activity(key, conn)
+            {
+                self.activity.push(bytes);
             }
         }
         out.append(&mut self.activity);

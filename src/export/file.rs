@@ -46,7 +46,9 @@ pub fn spawn(
                         stats.failure(payload.signal());
                         stats.dropped(payload.signal(), items);
                         if log.first(&e.to_string()) {
-                            tracing::warn!("writing to {path} failed: {e} (batch counted as dropped)");
+                            tracing::warn!(
+                                "writing to {path} failed: {e} (batch counted as dropped)"
+                            );
                         }
                     }
                 }

@@ -104,11 +104,13 @@ impl OnceLog {
     }
 }
 
+/// An exporter's queue: its name, the signal it takes (None: all), the sender.
+type Queue = (&'static str, Option<SignalKind>, mpsc::Sender<Arc<Payload>>);
+
 /// Hands payloads to every OTLP-speaking exporter's queue.
 #[derive(Clone)]
 pub struct Fanout {
-    /// Exporter name, the signal it takes (None: all), its queue.
-    queues: Vec<(&'static str, Option<SignalKind>, mpsc::Sender<Arc<Payload>>)>,
+    queues: Vec<Queue>,
     stats: Arc<ExportStats>,
     full_logged: Arc<std::sync::Mutex<OnceLog>>,
 }

@@ -69,7 +69,11 @@ pub fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if SENSITIVE_QUERY_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) => {
+            Some((key, _))
+                if SENSITIVE_QUERY_KEYS
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(key)) =>
+            {
                 format!("{key}=REDACTED")
             }
             _ => pair.to_string(),
@@ -81,10 +85,10 @@ pub fn redact_query(query: &str) -> String {
 /// `host[:port]` of a Host header (IPv6 literals in brackets).
 pub fn split_host(host: &str) -> (&str, Option<u16>) {
     let host = host.trim();
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((addr, after)) = rest.split_once(']') {
-            return (addr, after.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((addr, after)) = rest.split_once(']')
+    {
+        return (addr, after.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     match host.rsplit_once(':') {
         Some((name, port)) if !name.contains(':') => (name, port.parse().ok()),
@@ -275,7 +279,10 @@ mod tests {
 
     #[test]
     fn hosts_split_into_name_and_port() {
-        assert_eq!(split_host("example.test:8080"), ("example.test", Some(8080)));
+        assert_eq!(
+            split_host("example.test:8080"),
+            ("example.test", Some(8080))
+        );
         assert_eq!(split_host("example.test"), ("example.test", None));
         assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
         assert_eq!(split_host("::1"), ("::1", None));

@@ -20,8 +20,7 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 ];
 /// Body sizes, in bytes: semconv advises none; powers of four from 64 B to 16 MiB.
 pub const SIZE_BUCKETS: [f64; 11] = [
-    0.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
-    16777216.0,
+    0.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -219,7 +218,14 @@ impl MetricSet {
     }
 
     /// Records a histogram measurement.
-    pub fn record(&mut self, inst: Instrument, attrs: Attrs, value: f64, now: u64, max_series: usize) {
+    pub fn record(
+        &mut self,
+        inst: Instrument,
+        attrs: Attrs,
+        value: f64,
+        now: u64,
+        max_series: usize,
+    ) {
         let Kind::Histogram(bounds) = inst.spec().kind else {
             return;
         };
@@ -269,7 +275,8 @@ impl MetricSet {
                 if is_delta && !point.touched {
                     continue;
                 }
-                let start = if is_delta { last.max(point.start) } else { point.start };
+                // A delta point covers the interval since the last collection.
+                let start = if is_delta { last } else { point.start };
                 match &point.value {
                     Value::Sum(v) => numbers.push(NumberDataPoint {
                         attributes: to_key_values(&attrs),
@@ -375,7 +382,7 @@ mod tests {
             Some(Data::Sum(s)) => (
                 s.aggregation_temporality,
                 s.data_points[0].start_time_unix_nano,
-                s.data_points[0].value.clone(),
+                s.data_points[0].value,
             ),
             _ => panic!(),
         };
@@ -388,8 +395,14 @@ mod tests {
         }
         let c = cumulative.collect(20, 10, false);
         let d = delta.collect(20, 10, true);
-        let c_opened = c.iter().find(|m| m.name == "netsonde.connection.opened").unwrap();
-        let d_opened = d.iter().find(|m| m.name == "netsonde.connection.opened").unwrap();
+        let c_opened = c
+            .iter()
+            .find(|m| m.name == "netsonde.connection.opened")
+            .unwrap();
+        let d_opened = d
+            .iter()
+            .find(|m| m.name == "netsonde.connection.opened")
+            .unwrap();
         assert_eq!(
             sum(c_opened),
             (2, 5, Some(number_data_point::Value::AsInt(3)))
@@ -399,7 +412,10 @@ mod tests {
             (1, 10, Some(number_data_point::Value::AsInt(1)))
         );
         // The up-down counter is cumulative either way, and still reported.
-        let d_active = d.iter().find(|m| m.name == "netsonde.connection.active").unwrap();
+        let d_active = d
+            .iter()
+            .find(|m| m.name == "netsonde.connection.active")
+            .unwrap();
         assert_eq!(
             sum(d_active),
             (2, 5, Some(number_data_point::Value::AsInt(2)))

@@ -108,10 +108,7 @@ mod tests {
             ("/", "/"),
             ("/users/42", "/users/{id}"),
             ("/users/42/orders/7?x=1", "/users/{id}/orders/{id}"),
-            (
-                "/o/3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-                "/o/{id}",
-            ),
+            ("/o/3f2504e0-4f89-11d3-9a0c-0305e82c3301", "/o/{id}"),
             ("/blob/9f86d081884c7d65", "/blob/{id}"),
             ("/api/v2/items", "/api/v2/items"),
             ("/static/app.js", "/static/app.js"),

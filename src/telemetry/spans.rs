@@ -21,7 +21,8 @@ const IS_REMOTE: u32 = 0x200;
 const SAMPLED: u32 = 0x01;
 
 pub fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The span of one exchange. `route` is the template in its name (`{method} {route}`); with no

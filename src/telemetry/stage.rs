@@ -127,9 +127,27 @@ impl Telemetry {
                 ),
             };
             let m = &mut workload.metrics;
-            m.record(duration, attrs.clone(), r.duration().as_secs_f64(), end, max_series);
-            m.record(req_size, attrs.clone(), r.request_body_bytes as f64, end, max_series);
-            m.record(resp_size, attrs, r.response_body_bytes as f64, end, max_series);
+            m.record(
+                duration,
+                attrs.clone(),
+                r.duration().as_secs_f64(),
+                end,
+                max_series,
+            );
+            m.record(
+                req_size,
+                attrs.clone(),
+                r.request_body_bytes as f64,
+                end,
+                max_series,
+            );
+            m.record(
+                resp_size,
+                attrs,
+                r.response_body_bytes as f64,
+                end,
+                max_series,
+            );
             let pending = self.pending.entry((r.pid, r.comm.clone())).or_default();
             pending.spans.push(span);
             pending.logs.push(log);
@@ -146,9 +164,21 @@ impl Telemetry {
             let m = &mut self.workload(a.pid, &a.comm, now).metrics;
             match a.kind {
                 ActivityKind::Tracked { new, connect_ns } => {
-                    m.add(Instrument::ConnectionActive, attrs.clone(), 1, t, max_series);
+                    m.add(
+                        Instrument::ConnectionActive,
+                        attrs.clone(),
+                        1,
+                        t,
+                        max_series,
+                    );
                     if new {
-                        m.add(Instrument::ConnectionOpened, attrs.clone(), 1, t, max_series);
+                        m.add(
+                            Instrument::ConnectionOpened,
+                            attrs.clone(),
+                            1,
+                            t,
+                            max_series,
+                        );
                     }
                     if let Some(ns) = connect_ns {
                         m.record(
@@ -177,7 +207,13 @@ impl Telemetry {
                     }
                 }
                 ActivityKind::Untracked { closed } => {
-                    m.add(Instrument::ConnectionActive, attrs.clone(), -1, t, max_series);
+                    m.add(
+                        Instrument::ConnectionActive,
+                        attrs.clone(),
+                        -1,
+                        t,
+                        max_series,
+                    );
                     if closed {
                         m.add(Instrument::ConnectionClosed, attrs, 1, t, max_series);
                     }
@@ -228,7 +264,9 @@ impl Telemetry {
         let t = unix_nanos(now);
         let mut request = ExportMetricsServiceRequest::default();
         for workload in self.workloads.values_mut() {
-            let metrics = workload.metrics.collect(t, self.last_collect, self.settings.delta);
+            let metrics = workload
+                .metrics
+                .collect(t, self.last_collect, self.settings.delta);
             if metrics.is_empty() {
                 continue;
             }

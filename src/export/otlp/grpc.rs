@@ -23,7 +23,10 @@ use crate::{
 
 pub struct GrpcTransport {
     channel: Channel,
-    headers: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
+    headers: Vec<(
+        MetadataKey<tonic::metadata::Ascii>,
+        MetadataValue<tonic::metadata::Ascii>,
+    )>,
     gzip: bool,
     timeout: Duration,
 }
@@ -116,9 +119,7 @@ impl GrpcTransport {
             }
         };
         result.map_err(|status| {
-            let retry_info = status
-                .get_details_retry_info()
-                .map(|info| info.retry_delay);
+            let retry_info = status.get_details_retry_info().map(|info| info.retry_delay);
             Failure {
                 verdict: grpc_verdict(status.code(), retry_info),
                 reason: grpc_reason(&status),

@@ -119,7 +119,11 @@ async fn deliver_all(
                                 target.endpoint,
                                 accepted.rejected,
                                 signal.as_str(),
-                                if accepted.message.is_empty() { "no reason given" } else { &accepted.message }
+                                if accepted.message.is_empty() {
+                                    "no reason given"
+                                } else {
+                                    &accepted.message
+                                }
                             );
                         }
                     }

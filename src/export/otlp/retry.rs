@@ -104,7 +104,11 @@ mod tests {
         for (status, retry_after, expected) in [
             (429, None, Verdict::Retry(None)),
             (429, Some("7"), Verdict::Retry(Some(Duration::from_secs(7)))),
-            (503, Some(" 2 "), Verdict::Retry(Some(Duration::from_secs(2)))),
+            (
+                503,
+                Some(" 2 "),
+                Verdict::Retry(Some(Duration::from_secs(2))),
+            ),
             (
                 503,
                 Some("Wed, 21 Oct 2026 07:28:00 GMT"),

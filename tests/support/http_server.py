@@ -37,6 +37,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif self.path.startswith("/items/"):
+            body = b"an item\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/fail":
+            self.send_error(503)
         elif self.path == "/close":
             self.send_response(200)
             self.send_header("Connection", "close")

@@ -19,6 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod collector;
+
 pub const NETSONDE: &str = env!("CARGO_BIN_EXE_netsonde");
 
 /// Why privileged tests cannot run here, if they cannot.
@@ -198,10 +200,16 @@ pub struct Agent {
 impl Agent {
     /// Starts `netsonde run ARGS` and waits until its probes are attached.
     pub fn start(args: &[&str]) -> Agent {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts `netsonde run ARGS` with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut child = Command::new(NETSONDE)
             .arg("run")
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -277,7 +285,7 @@ impl Drop for Agent {
     }
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -323,7 +331,7 @@ pub fn curl(args: &[&str]) -> u32 {
     run_client("curl", &all)
 }
 
-fn wait_for_port(addr: &str) {
+pub fn wait_for_port(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on {addr}");
@@ -331,7 +339,7 @@ fn wait_for_port(addr: &str) {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

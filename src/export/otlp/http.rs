@@ -28,14 +28,15 @@ impl HttpTransport {
             endpoint: target.endpoint.clone(),
             message,
         };
-        let mut builder = reqwest::Client::builder()
+        // reqwest wants a TLS configuration even for plain http:// (rustls with ring, the
+        // provider tonic uses too: one crypto library in the binary).
+        let client = reqwest::Client::builder()
             .timeout(target.timeout)
             .connect_timeout(target.timeout)
-            .no_proxy();
-        if target.endpoint.starts_with("https://") {
-            builder = builder.tls_backend_preconfigured(tls_config(target)?);
-        }
-        let client = builder.build().map_err(|e| invalid(e.to_string()))?;
+            .no_proxy()
+            .tls_backend_preconfigured(tls_config(target)?)
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &target.headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())

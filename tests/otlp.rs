@@ -1,0 +1,262 @@
+//! OTLP output, end to end: real traffic (curl → the Python test server) captured by the real
+//! agent, exported to a real collector (rotel), and checked in what the collector passed on.
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use support::{
+    Agent, PyServer,
+    collector::{Collector, Item, Received},
+    comm_of, curl, python, serial,
+};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+/// Five requests: three to /items/N (one carrying a traceparent), one 404, one 503.
+fn drive(server: &PyServer) -> Vec<u32> {
+    let traceparent = format!("traceparent: 00-{TRACE_ID}-{PARENT_ID}-01");
+    vec![
+        curl(&["-H", &traceparent, &server.url("/items/42")]),
+        curl(&[&server.url("/items/7?token=secret&page=2")]),
+        curl(&[&server.url("/items/9")]),
+        curl(&[&server.url("/missing")]),
+        curl(&[&server.url("/fail")]),
+    ]
+}
+
+fn agent_args<'a>(extra: &[&'a str], py: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["--comm", "curl", "--comm", py];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Everything a run must deliver, whichever transport carried it.
+fn check_delivery(received: &Received, server: &PyServer, clients: &[u32]) {
+    let server_spans = received.spans_of(server.pid);
+    let mut names: Vec<_> = server_spans.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    // Exact names: routes are templated; /missing and /fail are routes of their own.
+    assert_eq!(
+        names,
+        [
+            "GET /fail",
+            "GET /items/{id}",
+            "GET /items/{id}",
+            "GET /items/{id}",
+            "GET /missing"
+        ]
+    );
+    let first = server_spans[0];
+    let exe = first.resource_attr("process.executable.name").unwrap();
+    assert_eq!(first.resource_attr("service.name").as_deref(), Some(&*exe));
+    let real_python = std::fs::canonicalize(python()).unwrap();
+    assert_eq!(exe, real_python.file_name().unwrap().to_str().unwrap());
+    assert!(first.resource_attr("host.name").is_some());
+    assert!(
+        first
+            .resource_attr("service.instance.id")
+            .unwrap()
+            .contains(&format!(":{}:", server.pid))
+    );
+    assert_eq!(first.scope["name"], "netsonde");
+    for span in &server_spans {
+        assert_eq!(span.body["kind"], "SPAN_KIND_SERVER");
+        assert_eq!(span.attr("url.scheme").as_deref(), Some("http"));
+        assert_eq!(
+            span.attr("network.protocol.version").as_deref(),
+            Some("1.1")
+        );
+        assert_eq!(span.attr("server.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(span.attr("server.port"), Some(server.port.to_string()));
+        assert_eq!(span.attr("client.address").as_deref(), Some("127.0.0.1"));
+        assert!(
+            span.attr("user_agent.original")
+                .unwrap()
+                .starts_with("curl/")
+        );
+    }
+    let by_path = |path: &str| -> &Item {
+        server_spans
+            .iter()
+            .find(|s| s.attr("url.path").as_deref() == Some(path))
+            .unwrap_or_else(|| panic!("no server span for {path}"))
+    };
+    // The traceparent joins the caller's trace, as a child of the span it names.
+    let joined = by_path("/items/42");
+    assert_eq!(joined.id("traceId"), TRACE_ID);
+    assert_eq!(joined.id("parentSpanId"), PARENT_ID);
+    assert_eq!(joined.attr("http.route").as_deref(), Some("/items/{id}"));
+    assert_eq!(
+        joined.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(joined.attr("http.response.body.size").as_deref(), Some("8"));
+    // Without one, a trace starts.
+    let fresh = by_path("/items/7");
+    assert_ne!(fresh.id("traceId"), TRACE_ID);
+    assert_eq!(fresh.id("traceId").len(), 32);
+    assert_eq!(fresh.id("parentSpanId"), "");
+    assert_eq!(
+        fresh.attr("url.query").as_deref(),
+        Some("token=REDACTED&page=2")
+    );
+    // Status: a 404 is not a server error, a 503 is.
+    assert!(by_path("/missing").body["status"].get("code").is_none());
+    assert_eq!(by_path("/fail").body["status"]["code"], "STATUS_CODE_ERROR");
+    assert_eq!(by_path("/fail").attr("error.type").as_deref(), Some("503"));
+
+    // Each curl is its own workload with one client span.
+    for (i, &pid) in clients.iter().enumerate() {
+        let spans = received.spans_of(pid);
+        assert_eq!(spans.len(), 1, "client {pid}: {spans:?}");
+        let span = spans[0];
+        assert_eq!(span.body["kind"], "SPAN_KIND_CLIENT");
+        assert_eq!(span.resource_attr("service.name").as_deref(), Some("curl"));
+        if i == 0 {
+            // The caller's span is the one it named in traceparent: the server span hangs
+            // under it.
+            assert_eq!(span.id("traceId"), TRACE_ID);
+            assert_eq!(span.id("spanId"), PARENT_ID);
+            assert_eq!(span.name, "GET /items/{id}");
+            assert_eq!(span.attr("url.template").as_deref(), Some("/items/{id}"));
+        }
+    }
+    let missing_client = received.spans_of(clients[3])[0];
+    assert_eq!(
+        missing_client.body["status"]["code"], "STATUS_CODE_ERROR",
+        "a 404 is a client error"
+    );
+
+    // Metrics: one histogram count per request, per side.
+    assert_eq!(
+        received.histogram_count("http.server.request.duration", server.pid),
+        5
+    );
+    let client_count: u64 = clients
+        .iter()
+        .map(|&pid| received.histogram_count("http.client.request.duration", pid))
+        .sum();
+    assert_eq!(client_count, 5);
+    let duration = received
+        .metrics
+        .iter()
+        .find(|m| m.name == "http.server.request.duration")
+        .unwrap();
+    assert_eq!(duration.body["unit"], "s");
+    assert_eq!(
+        duration.body["temporality"],
+        "AGGREGATION_TEMPORALITY_CUMULATIVE"
+    );
+    assert!(
+        duration.attr("url.path").is_none(),
+        "no raw path in metrics"
+    );
+    assert_eq!(
+        received
+            .metrics
+            .iter()
+            .filter(|m| m.name == "netsonde.connection.opened"
+                && m.resource_attr("process.pid") == Some(server.pid.to_string()))
+            .count()
+            .min(1),
+        1,
+        "connection metrics for the server"
+    );
+
+    // Logs: one access log per exchange and side, joined to its span.
+    let server_logs: Vec<_> = received
+        .logs
+        .iter()
+        .filter(|l| l.resource_attr("process.pid") == Some(server.pid.to_string()))
+        .collect();
+    assert_eq!(server_logs.len(), 5);
+    for log in &server_logs {
+        let span = server_spans
+            .iter()
+            .find(|s| s.id("spanId") == log.id("spanId"))
+            .expect("the log's span id is a span's");
+        assert_eq!(log.id("traceId"), span.id("traceId"));
+        assert_eq!(log.body["eventName"], "netsonde.http.access");
+        let body = log.body["body"]["stringValue"].as_str().unwrap();
+        assert!(body.starts_with("127.0.0.1 - \"GET /"), "{body}");
+        let expected = match span.attr("http.response.status_code").as_deref() {
+            Some("503") => "SEVERITY_NUMBER_ERROR",
+            Some("404") => "SEVERITY_NUMBER_WARN",
+            _ => "SEVERITY_NUMBER_INFO",
+        };
+        assert_eq!(log.body["severityNumber"], expected, "{body}");
+    }
+    let client_logs = received
+        .logs
+        .iter()
+        .filter(|l| {
+            clients
+                .iter()
+                .any(|p| l.resource_attr("process.pid") == Some(p.to_string()))
+        })
+        .count();
+    assert_eq!(client_logs, 5);
+
+    // The agent's own telemetry, under its own resource.
+    let own = received
+        .metrics
+        .iter()
+        .find(|m| m.name == "netsonde.agent.exchanges")
+        .expect("self-telemetry");
+    assert_eq!(
+        own.resource_attr("service.name").as_deref(),
+        Some("netsonde")
+    );
+}
+
+fn run_against(collector: &Collector, protocol_args: &[&str]) {
+    let server = PyServer::start();
+    let py = comm_of(python());
+    let mut args = agent_args(&["--exporter", "otlp"], &py);
+    args.extend_from_slice(protocol_args);
+    let agent = Agent::start_with_env(&args, &[("OTEL_METRIC_EXPORT_INTERVAL", "500")]);
+    let clients = drive(&server);
+    std::thread::sleep(Duration::from_millis(700));
+    let capture = agent.stop();
+    let received = collector.wait_until("the run's spans, logs and metrics", |r| {
+        r.spans_of(server.pid).len() >= 5
+            && r.logs.len() >= 10
+            && r.histogram_count("http.server.request.duration", server.pid) >= 5
+            && r.metrics
+                .iter()
+                .any(|m| m.name == "netsonde.agent.exchanges")
+    });
+    check_delivery(&received, &server, &clients);
+    assert_eq!(capture.stdout, "", "console is off unless asked for");
+    assert!(
+        !capture.stderr.contains("WARN") && !capture.stderr.contains("ERROR"),
+        "{}",
+        capture.stderr
+    );
+}
+
+#[test]
+fn grpc_delivers_spans_metrics_and_logs() {
+    require_privileges!();
+    let _guard = serial();
+    let collector = Collector::start();
+    run_against(&collector, &["--otlp-endpoint", &collector.grpc_url()]);
+}
+
+#[test]
+fn http_protobuf_delivers_spans_metrics_and_logs() {
+    require_privileges!();
+    let _guard = serial();
+    let collector = Collector::start();
+    run_against(
+        &collector,
+        &[
+            "--otlp-protocol",
+            "http/protobuf",
+            "--otlp-endpoint",
+            &collector.http_url(),
+        ],
+    );
+}

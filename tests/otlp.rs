@@ -3,12 +3,12 @@
 
 mod support;
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use support::{
     Agent, PyServer,
     collector::{Collector, Item, Received},
-    comm_of, curl, python, serial,
+    curl, python, serial,
 };
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -26,8 +26,10 @@ fn drive(server: &PyServer) -> Vec<u32> {
     ]
 }
 
-fn agent_args<'a>(extra: &[&'a str], py: &'a str) -> Vec<&'a str> {
-    let mut args = vec!["--comm", "curl", "--comm", py];
+/// Traces curl and the test server only: the collector's sink is a Python process too, and
+/// tracing it would feed its own traffic back into what it receives.
+fn agent_args<'a>(extra: &[&'a str], server_pid: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["--comm", "curl", "--pid", server_pid];
     args.extend_from_slice(extra);
     args
 }
@@ -213,7 +215,7 @@ fn check_delivery(received: &Received, server: &PyServer, clients: &[u32]) {
 
 fn run_against(collector: &Collector, protocol_args: &[&str]) {
     let server = PyServer::start();
-    let py = comm_of(python());
+    let py = server.pid.to_string();
     let mut args = agent_args(&["--exporter", "otlp"], &py);
     args.extend_from_slice(protocol_args);
     let agent = Agent::start_with_env(&args, &[("OTEL_METRIC_EXPORT_INTERVAL", "500")]);
@@ -259,4 +261,222 @@ fn http_protobuf_delivers_spans_metrics_and_logs() {
             &collector.http_url(),
         ],
     );
+}
+
+fn write_config(dir: &tempfile::TempDir, yaml: &str) -> String {
+    let path = dir.path().join("netsonde.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+fn server_paths(received: &Received, pid: u32) -> Vec<String> {
+    let mut paths: Vec<_> = received
+        .spans_of(pid)
+        .iter()
+        .filter_map(|s| s.attr("url.path"))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+#[test]
+fn a_collector_absent_at_start_then_killed_and_restarted() {
+    require_privileges!();
+    let _guard = serial();
+    let mut collector = Collector::start_later();
+    let server = PyServer::start();
+    let py = server.pid.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // Small queues and quick batches, so an outage overflows the queue within seconds.
+    let config = write_config(
+        &dir,
+        "export:\n  batch_delay_ms: 100\n  otlp:\n    queue_batches: 2\n    retry:\n      \
+         initial_backoff_ms: 200\n      max_backoff_ms: 1000\n      max_elapsed_ms: 20000\n",
+    );
+    let endpoint = collector.grpc_url();
+    let args = agent_args(
+        &[
+            "--config",
+            &config,
+            "--exporter",
+            "otlp",
+            "--exporter",
+            "console",
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+        &py,
+    );
+    let agent = Agent::start(&args);
+    // A: sent while no collector listens; retried until it comes.
+    curl(&[&server.url("/items/1")]);
+    curl(&[&server.url("/items/2")]);
+    std::thread::sleep(Duration::from_millis(800));
+    collector.start_rotel();
+    collector.wait_until("the exchanges from before the collector started", |r| {
+        server_paths(r, server.pid).len() == 2
+    });
+    // B: the collector dies; batches pile up beyond the queue and are dropped, counted.
+    collector.kill_rotel();
+    for i in 0..12 {
+        curl(&[&server.url(&format!("/outage/{i}"))]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // C: it comes back; what was still queued goes out, then new data flows again.
+    collector.start_rotel();
+    collector.wait_until("the batches queued during the outage", |r| {
+        server_paths(r, server.pid)
+            .iter()
+            .any(|p| p.starts_with("/outage/"))
+    });
+    curl(&[&server.url("/items/100")]);
+    curl(&[&server.url("/items/101")]);
+    let received = collector.wait_until("the exchanges after the restart", |r| {
+        let paths = server_paths(r, server.pid);
+        paths.contains(&"/items/100".to_string()) && paths.contains(&"/items/101".to_string())
+    });
+    let capture = agent.stop();
+    let paths = server_paths(&received, server.pid);
+    assert!(paths.contains(&"/items/1".to_string()), "{paths:?}");
+    assert!(paths.contains(&"/items/2".to_string()), "{paths:?}");
+    let dropped = capture.final_stat("export_dropped").unwrap();
+    let failures = capture.final_stat("export_failures").unwrap();
+    assert!(
+        dropped > 0,
+        "the outage overflowed the queue: {:?}",
+        capture.stats
+    );
+    assert!(failures > 0, "{:?}", capture.stats);
+    assert!(
+        capture.stderr.contains("works again"),
+        "recovery is logged: {}",
+        capture.stderr
+    );
+    // Each cause is logged once per signal, however many requests failed.
+    let warnings = capture
+        .stderr
+        .lines()
+        .filter(|l| l.contains("exporting traces to") && l.contains("failed"))
+        .count();
+    assert!(
+        (1..=3).contains(&warnings) && failures as usize > warnings,
+        "{warnings} warnings for {failures} failures:\n{}",
+        capture.stderr
+    );
+    // Console output went on regardless.
+    assert!(capture.lines.len() >= 16, "{}", capture.stdout);
+}
+
+#[test]
+fn a_collector_that_answers_garbage_is_survived() {
+    require_privileges!();
+    let _guard = serial();
+    // The Python test server speaks HTTP/1.1 only: gRPC gets garbage back.
+    let not_a_collector = PyServer::start();
+    let server = PyServer::start();
+    let py = server.pid.to_string();
+    let endpoint = not_a_collector.url("");
+    let args = agent_args(
+        &[
+            "--exporter",
+            "otlp",
+            "--exporter",
+            "console",
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+        &py,
+    );
+    let agent = Agent::start_with_env(&args, &[("OTEL_METRIC_EXPORT_INTERVAL", "300")]);
+    for i in 0..3 {
+        curl(&[&server.url(&format!("/items/{i}"))]);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let capture = agent.stop();
+    assert_eq!(capture.of(server.pid).len(), 3);
+    assert!(capture.final_stat("export_failures").unwrap() > 0);
+    let warnings: Vec<_> = capture
+        .stderr
+        .lines()
+        .filter(|l| l.contains("exporting metrics to") && l.contains("failed"))
+        .collect();
+    // A few distinct causes (garbage on connect, a reset, a frame error), each logged once.
+    assert!((1..=4).contains(&warnings.len()), "{}", capture.stderr);
+}
+
+#[test]
+fn the_file_exporter_writes_otlp_json_lines() {
+    require_privileges!();
+    let _guard = serial();
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let server = PyServer::start();
+    let py = server.pid.to_string();
+    let out_arg = out.display().to_string();
+    let args = agent_args(&["--exporter", "file", "--file-path", &out_arg], &py);
+    let agent = Agent::start(&args);
+    let clients = drive(&server);
+    agent.stop();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (mut spans, mut logs, mut metric_requests) = (Vec::new(), 0, 0);
+    for line in text.lines() {
+        let json: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        if json.get("resourceSpans").is_some() {
+            let request: ExportTraceServiceRequest = serde_json::from_str(line).unwrap();
+            for rs in request.resource_spans {
+                let pid = rs
+                    .resource
+                    .unwrap()
+                    .attributes
+                    .into_iter()
+                    .find(|a| a.key == "process.pid")
+                    .unwrap();
+                for ss in rs.scope_spans {
+                    for span in ss.spans {
+                        spans.push((format!("{:?}", pid.value), span));
+                    }
+                }
+            }
+            // OTLP/JSON: ids in hex, not base64.
+            let id = json["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
+                .as_str()
+                .unwrap();
+            assert!(
+                id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{id}"
+            );
+        } else if json.get("resourceLogs").is_some() {
+            let request: ExportLogsServiceRequest = serde_json::from_str(line).unwrap();
+            logs += request
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum::<usize>();
+        } else {
+            let _: ExportMetricsServiceRequest = serde_json::from_str(line).unwrap();
+            metric_requests += 1;
+        }
+    }
+    let client_pids: Vec<_> = clients.iter().map(|p| p.to_string()).collect();
+    let client_spans = spans
+        .iter()
+        .filter(|(pid, _)| {
+            client_pids
+                .iter()
+                .any(|c| pid.contains(&format!("IntValue({c})")))
+        })
+        .count();
+    let server_spans = spans
+        .iter()
+        .filter(|(pid, _)| pid.contains(&format!("IntValue({})", server.pid)))
+        .count();
+    assert_eq!((server_spans, client_spans), (5, 5), "{text}");
+    assert!(logs >= 10, "{text}");
+    assert!(metric_requests >= 1, "the last metrics are written at exit");
 }

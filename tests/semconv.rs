@@ -238,6 +238,9 @@ fn the_code_and_the_registry_agree() {
     }
 }
 
+/// Attribute (name, type) pairs.
+type AttrSet = BTreeSet<(String, String)>;
+
 /// What a run emitted: (name, type) per place.
 #[derive(Debug, Default)]
 struct Emitted {
@@ -246,7 +249,7 @@ struct Emitted {
     log: BTreeSet<(String, String)>,
     log_events: BTreeSet<String>,
     /// Metric name → (instrument, unit, attribute (name, type)s).
-    metrics: BTreeMap<String, (String, String, BTreeSet<(String, String)>)>,
+    metrics: BTreeMap<String, (String, String, AttrSet)>,
 }
 
 fn attr_types(attributes: &Value) -> Vec<(String, String)> {

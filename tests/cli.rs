@@ -152,3 +152,82 @@ fn help_names_the_commands() {
         format!("netsonde {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+fn netsonde_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(NETSONDE)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run netsonde")
+}
+
+#[test]
+fn bad_export_settings_name_the_flag_variable_or_key() {
+    // These fail before anything is loaded, so they need no privileges.
+    let out = netsonde(&[
+        "run",
+        "--exporter",
+        "otlp",
+        "--otlp-endpoint",
+        "127.0.0.1:4317",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "netsonde: --otlp-endpoint: \"127.0.0.1:4317\" is not an http:// or https:// URL with a host\n"
+    );
+    let out = netsonde(&["run", "--otlp-protocol", "http/json"]);
+    assert_eq!(
+        stderr(&out),
+        "netsonde: --otlp-protocol: http/json is not supported; use grpc or http/protobuf\n"
+    );
+    let out = netsonde_env(&["run"], &[("OTEL_EXPORTER_OTLP_HEADERS", "api-key")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "netsonde: environment variable OTEL_EXPORTER_OTLP_HEADERS: \"api-key\" is not key=value\n"
+    );
+    let out = netsonde_env(&["run"], &[("OTEL_METRIC_EXPORT_INTERVAL", "soon")]);
+    assert_eq!(
+        stderr(&out),
+        "netsonde: environment variable OTEL_METRIC_EXPORT_INTERVAL: \"soon\" is not a whole number of milliseconds\n"
+    );
+    let out = netsonde(&["run", "--exporter", "kafka"]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects unknown exporters");
+    assert!(
+        stderr(&out).contains("possible values: console, otlp, file"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("netsonde.yaml");
+    std::fs::write(
+        &path,
+        "export:\n  otlp:\n    headers:\n      \"bad header\": x\n",
+    )
+    .unwrap();
+    let out = netsonde(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(
+        stderr(&out),
+        "netsonde: config key export.otlp.headers: \"bad header\" is not a valid header name\n"
+    );
+}
+
+#[test]
+fn an_unwritable_output_file_stops_the_agent_with_its_path() {
+    let _guard = serial();
+    let out = netsonde(&[
+        "run",
+        "--exporter",
+        "file",
+        "--file-path",
+        "/nonexistent/dir/out.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "netsonde: cannot open the output file /nonexistent/dir/out.jsonl: No such file or directory (os error 2)\n"
+    );
+}

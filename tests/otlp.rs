@@ -3,11 +3,11 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use support::{
     Agent, PyServer,
-    collector::{Collector, Item, Received},
+    collector::{Collector, Item, Received, Sink},
     curl, python, serial,
 };
 
@@ -479,4 +479,173 @@ fn the_file_exporter_writes_otlp_json_lines() {
     assert_eq!((server_spans, client_spans), (5, 5), "{text}");
     assert!(logs >= 10, "{text}");
     assert!(metric_requests >= 1, "the last metrics are written at exit");
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, made with the openssl command.
+fn certificates(dir: &Path) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=netsonde test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+    let path = |name: &str| dir.join(name).display().to_string();
+    (path("ca.pem"), path("server.pem"), path("server.key"))
+}
+
+#[test]
+fn https_with_headers_gzip_retry_after_and_partial_success() {
+    require_privileges!();
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    // The first request gets 503 + Retry-After; every answer then rejects one item.
+    let sink = Sink::start(&["--tls", &cert, &key, "--fail-first", "1", "--reject", "1"]);
+    let server = PyServer::start();
+    let pid = server.pid.to_string();
+    let endpoint = format!("https://127.0.0.1:{}", sink.port);
+    let agent = Agent::start_with_env(
+        &agent_args(&["--exporter", "otlp", "--exporter", "console"], &pid),
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-api-key=s3cret,x-tenant=team%20a",
+            ),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ],
+    );
+    for i in 0..3 {
+        curl(&[&server.url(&format!("/items/{i}"))]);
+    }
+    let received = sink.wait_until("the three server spans", |r| {
+        r.spans_of(server.pid).len() == 3
+    });
+    let capture = agent.stop();
+    assert_eq!(received.spans_of(server.pid).len(), 3);
+    let lines = sink.lines();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let headers = &line["headers"];
+        assert_eq!(headers["x-api-key"], "s3cret");
+        assert_eq!(headers["x-tenant"], "team a");
+        assert_eq!(headers["content-encoding"], "gzip");
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+    }
+    let stderr = &capture.stderr;
+    assert_eq!(
+        stderr.matches("HTTP 503").count(),
+        1,
+        "the 503 is logged once and retried: {stderr}"
+    );
+    assert!(stderr.contains("rejected 1 of"), "{stderr}");
+    assert!(capture.final_stat("export_failures").unwrap() >= 1);
+    // Every accepted request rejected one item.
+    assert!(capture.final_stat("export_dropped").unwrap() >= lines.len() as u64);
+}
+
+#[test]
+fn delta_temporality_when_the_environment_asks() {
+    require_privileges!();
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let out_arg = out.display().to_string();
+    let server = PyServer::start();
+    let pid = server.pid.to_string();
+    let agent = Agent::start_with_env(
+        &agent_args(&["--exporter", "file", "--file-path", &out_arg], &pid),
+        &[
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
+        ],
+    );
+    // Two rounds in different export intervals.
+    for round in 0..2 {
+        for i in 0..3 {
+            curl(&[&server.url(&format!("/items/{round}{i}"))]);
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    agent.stop();
+    let (mut total, mut points) = (0u64, 0);
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let json: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rm in json["resourceMetrics"].as_array().into_iter().flatten() {
+            if !rm["resource"]["attributes"]
+                .to_string()
+                .contains(&format!("\"{pid}\""))
+            {
+                continue;
+            }
+            for m in rm["scopeMetrics"][0]["metrics"].as_array().unwrap() {
+                if m["name"] == "http.server.request.duration" {
+                    let h = &m["histogram"];
+                    assert_eq!(h["aggregationTemporality"], 1, "delta");
+                    for p in h["dataPoints"].as_array().unwrap() {
+                        total += p["count"]
+                            .as_str()
+                            .map_or_else(|| p["count"].as_u64().unwrap(), |c| c.parse().unwrap());
+                        points += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Deltas add up to the requests, and came in more than one export.
+    assert_eq!(total, 6);
+    assert!(points >= 2, "{points} points");
 }

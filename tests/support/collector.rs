@@ -37,106 +37,43 @@ fn rotel_agent() -> PathBuf {
     .clone()
 }
 
-pub struct Collector {
-    rotel: Option<Child>,
-    sink: Child,
+/// otlp_sink.py: an OTLP/HTTP receiver that records what it gets.
+pub struct Sink {
+    child: Child,
     dir: tempfile::TempDir,
-    pub grpc_port: u16,
-    pub http_port: u16,
-    sink_port: u16,
+    pub port: u16,
 }
 
-impl Collector {
-    pub fn start() -> Collector {
-        Self::start_on(free_port(), free_port())
-    }
-
-    /// Starts the sink now and rotel on the given ports.
-    pub fn start_on(grpc_port: u16, http_port: u16) -> Collector {
+impl Sink {
+    /// Starts otlp_sink.py with extra options (see its usage).
+    pub fn start(options: &[&str]) -> Sink {
         let dir = tempfile::tempdir().unwrap();
-        let sink_port = free_port();
-        let sink = Command::new(python())
+        let port = free_port();
+        let child = Command::new(python())
             .arg(support_file("otlp_sink.py"))
-            .arg(sink_port.to_string())
+            .arg(port.to_string())
             .arg(dir.path().join("received.jsonl"))
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start otlp_sink.py");
-        wait_for_port(&format!("127.0.0.1:{sink_port}"));
-        let mut collector = Collector {
-            rotel: None,
-            sink,
-            dir,
-            grpc_port,
-            http_port,
-            sink_port,
-        };
-        collector.start_rotel();
-        collector
+        wait_for_port(&format!("127.0.0.1:{port}"));
+        Sink { child, dir, port }
     }
 
-    /// An endpoint where nothing listens yet; [`Collector::start_rotel`] brings it up later.
-    pub fn start_later() -> Collector {
-        let mut c = Self::start();
-        c.kill_rotel();
-        c
-    }
-
-    pub fn start_rotel(&mut self) {
-        assert!(self.rotel.is_none(), "rotel already runs");
-        let rotel = Command::new(rotel_agent())
-            .arg("start")
-            .args([
-                "--otlp-grpc-endpoint",
-                &format!("127.0.0.1:{}", self.grpc_port),
-            ])
-            .args([
-                "--otlp-http-endpoint",
-                &format!("127.0.0.1:{}", self.http_port),
-            ])
-            .args(["--exporter", "otlp"])
-            .args([
-                "--otlp-exporter-endpoint",
-                &format!("http://127.0.0.1:{}", self.sink_port),
-            ])
-            .args(["--otlp-exporter-protocol", "http"])
-            .args(["--batch-timeout", "100ms"])
-            .arg("--pid-file")
-            .arg(self.dir.path().join("rotel.pid"))
-            .arg("--log-file")
-            .arg(self.dir.path().join("rotel.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rotel");
-        self.rotel = Some(rotel);
-        wait_for_port(&format!("127.0.0.1:{}", self.grpc_port));
-        wait_for_port(&format!("127.0.0.1:{}", self.http_port));
-    }
-
-    /// Kills rotel as a crash would (SIGKILL).
-    pub fn kill_rotel(&mut self) {
-        if let Some(mut rotel) = self.rotel.take() {
-            let _ = rotel.kill();
-            let _ = rotel.wait();
-        }
-    }
-
-    pub fn grpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
-    }
-
-    pub fn http_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
-    }
-
-    /// Every request the sink received so far: (signal, OTLP JSON as protobuf's JSON mapping).
-    pub fn received(&self) -> Vec<(String, Value)> {
+    /// Every request received so far, as recorded: {"signal", "request", "headers"}.
+    pub fn lines(&self) -> Vec<Value> {
         let text =
             std::fs::read_to_string(self.dir.path().join("received.jsonl")).unwrap_or_default();
         text.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect()
+    }
+
+    pub fn received(&self) -> Vec<(String, Value)> {
+        self.lines()
+            .into_iter()
             .map(|v| {
                 (
                     v["signal"].as_str().unwrap_or("").to_string(),
@@ -166,11 +103,106 @@ impl Collector {
     }
 }
 
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Collector {
+    rotel: Option<Child>,
+    sink: Sink,
+    pub grpc_port: u16,
+    pub http_port: u16,
+}
+
+impl Collector {
+    pub fn start() -> Collector {
+        Self::start_on(free_port(), free_port())
+    }
+
+    /// Starts the sink now and rotel on the given ports.
+    pub fn start_on(grpc_port: u16, http_port: u16) -> Collector {
+        let mut collector = Collector {
+            rotel: None,
+            sink: Sink::start(&[]),
+            grpc_port,
+            http_port,
+        };
+        collector.start_rotel();
+        collector
+    }
+
+    /// An endpoint where nothing listens yet; [`Collector::start_rotel`] brings it up later.
+    pub fn start_later() -> Collector {
+        let mut c = Self::start();
+        c.kill_rotel();
+        c
+    }
+
+    pub fn start_rotel(&mut self) {
+        assert!(self.rotel.is_none(), "rotel already runs");
+        let rotel = Command::new(rotel_agent())
+            .arg("start")
+            .args([
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{}", self.grpc_port),
+            ])
+            .args([
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{}", self.http_port),
+            ])
+            .args(["--exporter", "otlp"])
+            .args([
+                "--otlp-exporter-endpoint",
+                &format!("http://127.0.0.1:{}", self.sink.port),
+            ])
+            .args(["--otlp-exporter-protocol", "http"])
+            .args(["--batch-timeout", "100ms"])
+            .arg("--pid-file")
+            .arg(self.sink.dir.path().join("rotel.pid"))
+            .arg("--log-file")
+            .arg(self.sink.dir.path().join("rotel.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rotel");
+        self.rotel = Some(rotel);
+        wait_for_port(&format!("127.0.0.1:{}", self.grpc_port));
+        wait_for_port(&format!("127.0.0.1:{}", self.http_port));
+    }
+
+    /// Kills rotel as a crash would (SIGKILL).
+    pub fn kill_rotel(&mut self) {
+        if let Some(mut rotel) = self.rotel.take() {
+            let _ = rotel.kill();
+            let _ = rotel.wait();
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// What the collector passed on so far.
+    pub fn received(&self) -> Vec<(String, Value)> {
+        self.sink.received()
+    }
+
+    /// Waits until `done` holds for what the collector passed on (or panics after 30 s).
+    pub fn wait_until(&self, what: &str, done: impl Fn(&Received) -> bool) -> Received {
+        self.sink.wait_until(what, done)
+    }
+}
+
 impl Drop for Collector {
     fn drop(&mut self) {
         self.kill_rotel();
-        let _ = self.sink.kill();
-        let _ = self.sink.wait();
     }
 }
 

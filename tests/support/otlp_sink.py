@@ -3,12 +3,19 @@
 decoded by the official OpenTelemetry protobuf package, as one JSON line to a file:
 {"signal": "traces"|"metrics"|"logs", "request": <OTLP JSON>}.
 
-Usage: otlp_sink.py PORT OUT_FILE [--fail-first N]
-  --fail-first N   answer the first N requests with 503 (to exercise the collector's retries).
+It also serves as a collector netsonde exports to directly, to check what rotel does not show:
+request headers and compression (recorded with each request), TLS, Retry-After and partial
+success.
+
+Usage: otlp_sink.py PORT OUT_FILE [--fail-first N] [--reject N] [--tls CERT KEY]
+  --fail-first N   answer the first N requests with 503 and `Retry-After: 1`.
+  --reject N       report N rejected items (partial success) in every successful answer.
+  --tls CERT KEY   serve HTTPS with this certificate and key (PEM files).
 """
+import argparse
 import gzip
 import json
-import sys
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,9 +33,18 @@ REQUESTS = {
                  logs_service_pb2.ExportLogsServiceResponse),
 }
 
-port = int(sys.argv[1])
-out_path = sys.argv[2]
+parser = argparse.ArgumentParser()
+parser.add_argument("port", type=int)
+parser.add_argument("out")
+parser.add_argument("--fail-first", type=int, default=0)
+parser.add_argument("--reject", type=int, default=0)
+parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+args = parser.parse_args()
+out_path = args.out
 lock = threading.Lock()
+state = {"requests": 0}
+REJECTED_FIELD = {"traces": "rejected_spans", "metrics": "rejected_data_points",
+                  "logs": "rejected_log_records"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -40,15 +56,29 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
+        with lock:
+            state["requests"] += 1
+            failing = state["requests"] <= args.fail_first
+        if failing:
+            self.send_response(503)
+            self.send_header("retry-after", "1")
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         if self.headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
         signal, request_type, response_type = route
         request = request_type()
         request.ParseFromString(body)
-        line = json.dumps({"signal": signal, "request": MessageToDict(request)})
+        line = json.dumps({"signal": signal, "request": MessageToDict(request),
+                           "headers": {k.lower(): v for k, v in self.headers.items()}})
         with lock, open(out_path, "a") as out:
             out.write(line + "\n")
-        reply = response_type().SerializeToString()
+        response = response_type()
+        if args.reject:
+            setattr(response.partial_success, REJECTED_FIELD[signal], args.reject)
+            response.partial_success.error_message = "the sink rejects some on purpose"
+        reply = response.SerializeToString()
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", str(len(reply)))
@@ -59,4 +89,9 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+if args.tls:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.tls[0], args.tls[1])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()

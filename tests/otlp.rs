@@ -213,12 +213,14 @@ fn check_delivery(received: &Received, server: &PyServer, clients: &[u32]) {
     );
 }
 
-fn run_against(collector: &Collector, protocol_args: &[&str]) {
+fn run_against(collector: &Collector, protocol_args: &[&str], env: &[(&str, &str)]) {
     let server = PyServer::start();
     let py = server.pid.to_string();
     let mut args = agent_args(&["--exporter", "otlp"], &py);
     args.extend_from_slice(protocol_args);
-    let agent = Agent::start_with_env(&args, &[("OTEL_METRIC_EXPORT_INTERVAL", "500")]);
+    let mut env = env.to_vec();
+    env.push(("OTEL_METRIC_EXPORT_INTERVAL", "500"));
+    let agent = Agent::start_with_env(&args, &env);
     let clients = drive(&server);
     std::thread::sleep(Duration::from_millis(700));
     let capture = agent.stop();
@@ -244,7 +246,12 @@ fn grpc_delivers_spans_metrics_and_logs() {
     require_privileges!();
     let _guard = serial();
     let collector = Collector::start();
-    run_against(&collector, &["--otlp-endpoint", &collector.grpc_url()]);
+    // gzip-compressed gRPC messages, which the collector must accept.
+    run_against(
+        &collector,
+        &["--otlp-endpoint", &collector.grpc_url()],
+        &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+    );
 }
 
 #[test]
@@ -260,6 +267,7 @@ fn http_protobuf_delivers_spans_metrics_and_logs() {
             "--otlp-endpoint",
             &collector.http_url(),
         ],
+        &[],
     );
 }
 

@@ -304,3 +304,93 @@ fn uncounted_bytes_make_the_parser_find_its_place_again() {
     assert_eq!(got, [("GET", "/x"), ("GET", "/after")]);
     assert_eq!(stats.restarts.load(Relaxed), 1);
 }
+
+#[test]
+fn connection_activity_reports_tracking_bytes_and_close() {
+    let mut t = Tracker::new(config(), Arc::new(ConnectionStats::default()));
+    let mut out = Vec::new();
+    t.handle(
+        &open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        &mut out,
+    );
+    t.handle(
+        &data(C5, direction::EGRESS, 0, b"GET / HTTP/1.1\r\n\r\n", 18, 10),
+        &mut out,
+    );
+    t.handle(
+        &data(
+            C5,
+            direction::INGRESS,
+            0,
+            b"HTTP/1.1 204 No Content\r\n",
+            25,
+            20,
+        ),
+        &mut out,
+    );
+    t.handle(&data(C5, direction::INGRESS, 25, b"\r\n", 2, 30), &mut out);
+    let mut activity = Vec::new();
+    t.take_activity(&mut activity);
+    let kinds: Vec<_> = activity.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ActivityKind::Tracked {
+                new: true,
+                connect_ns: Some(1)
+            },
+            ActivityKind::Bytes {
+                sent: 18,
+                received: 27
+            },
+        ]
+    );
+    assert_eq!(activity[0].role, Some(Role::Client));
+    assert_eq!(activity[0].remote.unwrap().port(), 8080);
+    // Nothing new: nothing reported.
+    activity.clear();
+    t.take_activity(&mut activity);
+    assert!(activity.is_empty());
+    // Bytes since the last report come with the close.
+    t.handle(
+        &data(C5, direction::EGRESS, 18, b"GET / HTTP/1.1\r\n\r\n", 18, 40),
+        &mut out,
+    );
+    t.handle(&close(CLIENT, 5, SOCK_C), &mut out);
+    t.take_activity(&mut activity);
+    let kinds: Vec<_> = activity.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ActivityKind::Bytes {
+                sent: 18,
+                received: 0
+            },
+            ActivityKind::Untracked { closed: true },
+        ]
+    );
+}
+
+#[test]
+fn a_connection_older_than_netsonde_is_tracked_but_not_new_and_forgotten_not_closed() {
+    let mut t = Tracker::new(config(), Arc::new(ConnectionStats::default()));
+    let mut out = Vec::new();
+    t.handle(
+        &open(SERVER, 7, SOCK_S, origin::EXISTING, 8080, 40000),
+        &mut out,
+    );
+    t.expire(10_000_000_000);
+    let mut activity = Vec::new();
+    t.take_activity(&mut activity);
+    let kinds: Vec<_> = activity.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ActivityKind::Tracked {
+                new: false,
+                connect_ns: None
+            },
+            ActivityKind::Untracked { closed: false },
+        ]
+    );
+}

@@ -94,3 +94,88 @@ pub fn exchange_span(r: &ExchangeRecord, route: Option<&str>, attributes: Attrs)
         status: Some(status),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::{
+        sync::Arc,
+        time::{Duration, UNIX_EPOCH},
+    };
+
+    use super::*;
+    use crate::protocols::Completeness;
+
+    pub(crate) fn record(role: Role, headers: &[(&str, &str)], status: u16) -> ExchangeRecord {
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        ExchangeRecord {
+            start,
+            end: start + Duration::from_millis(3),
+            role,
+            pid: 42,
+            comm: Arc::from("app"),
+            method: "GET".into(),
+            target: "/users/7".into(),
+            version_minor: 1,
+            status,
+            client: Some("10.0.0.1:40000".parse().unwrap()),
+            server: Some("10.0.0.2:8080".parse().unwrap()),
+            local: None,
+            remote: None,
+            request_headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            request_body_bytes: 0,
+            response_body_bytes: 10,
+            completeness: Completeness::Complete,
+        }
+    }
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_server_joins_the_callers_trace_as_a_child() {
+        let r = record(
+            Role::Server,
+            &[("traceparent", TP), ("tracestate", "a=1")],
+            200,
+        );
+        let s = exchange_span(&r, Some("/users/{id}"), Vec::new());
+        assert_eq!(hex(&s.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&s.parent_span_id), "00f067aa0ba902b7");
+        assert_ne!(hex(&s.span_id), "00f067aa0ba902b7");
+        assert_eq!(s.trace_state, "a=1");
+        assert_eq!(s.flags, 0x301, "sampled, parent known to be remote");
+        assert_eq!(s.name, "GET /users/{id}");
+        assert_eq!(s.kind, SpanKind::Server as i32);
+        assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 3_000_000);
+    }
+
+    #[test]
+    fn a_client_is_the_span_it_named() {
+        let r = record(Role::Client, &[("traceparent", TP)], 200);
+        let s = exchange_span(&r, None, Vec::new());
+        assert_eq!(hex(&s.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&s.span_id), "00f067aa0ba902b7");
+        assert!(s.parent_span_id.is_empty());
+        assert_eq!(s.name, "GET");
+        assert_eq!(s.kind, SpanKind::Client as i32);
+    }
+
+    #[test]
+    fn without_a_header_a_trace_starts_and_errors_follow_the_side() {
+        let r = record(Role::Server, &[("traceparent", "garbage")], 404);
+        let s = exchange_span(&r, None, Vec::new());
+        assert!(s.parent_span_id.is_empty());
+        assert_eq!((s.trace_id.len(), s.span_id.len()), (16, 8));
+        assert_eq!(s.status.unwrap().code, StatusCode::Unset as i32);
+        let client = exchange_span(&record(Role::Client, &[], 404), None, Vec::new());
+        assert_eq!(client.status.unwrap().code, StatusCode::Error as i32);
+        let server = exchange_span(&record(Role::Server, &[], 500), None, Vec::new());
+        assert_eq!(server.status.unwrap().code, StatusCode::Error as i32);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

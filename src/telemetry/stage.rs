@@ -329,3 +329,118 @@ fn connection_attributes(a: &ConnectionActivity) -> Attrs {
     attrs.sort_by(|x, y| x.0.cmp(y.0));
     attrs
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::telemetry::spans::tests::record;
+
+    fn settings(max_routes: usize) -> TelemetrySettings {
+        TelemetrySettings {
+            host: "node-a".into(),
+            resource_attributes: BTreeMap::from([
+                ("deployment.environment.name".into(), "test".into()),
+                ("service.name".into(), "only-the-agent".into()),
+            ]),
+            max_routes_per_workload: max_routes,
+            max_series_per_metric: 100,
+            delta: false,
+            workload_ttl: Duration::from_secs(300),
+        }
+    }
+
+    fn attr<'a>(
+        attrs: &'a [opentelemetry_proto::tonic::common::v1::KeyValue],
+        key: &str,
+    ) -> Option<&'a opentelemetry_proto::tonic::common::v1::any_value::Value> {
+        attrs
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+    }
+
+    #[test]
+    fn each_workload_is_a_resource_with_its_spans_and_logs() {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_001);
+        let mut t = Telemetry::new(settings(10), now);
+        let a = record(Role::Server, &[], 200);
+        let mut b = record(Role::Client, &[], 200);
+        b.pid = 43;
+        b.comm = Arc::from("other");
+        t.add_exchanges(&[a.clone(), b, a], now);
+        assert_eq!(t.pending_exchanges(), 3);
+        let (Payload::Traces(traces), Payload::Logs(logs)) = t.take_spans_and_logs().unwrap()
+        else {
+            panic!("traces and logs");
+        };
+        assert_eq!(traces.resource_spans.len(), 2);
+        assert_eq!(logs.resource_logs.len(), 2);
+        let server = traces
+            .resource_spans
+            .iter()
+            .find(|r| {
+                attr(&r.resource.as_ref().unwrap().attributes, "process.pid")
+                    == Some(&Value::IntValue(42))
+            })
+            .unwrap();
+        let resource = &server.resource.as_ref().unwrap().attributes;
+        // The configured environment applies; the configured service.name is the agent's.
+        assert_eq!(
+            attr(resource, "deployment.environment.name"),
+            Some(&Value::StringValue("test".into()))
+        );
+        assert_ne!(
+            attr(resource, "service.name"),
+            Some(&Value::StringValue("only-the-agent".into()))
+        );
+        assert_eq!(
+            attr(resource, "host.name"),
+            Some(&Value::StringValue("node-a".into()))
+        );
+        assert_eq!(server.scope_spans[0].spans.len(), 2);
+        assert_eq!(server.scope_spans[0].spans[0].name, "GET /users/{id}");
+        assert!(t.take_spans_and_logs().is_none(), "nothing left pending");
+        // Metrics: one duration point per workload and side, with both requests counted.
+        let Some(Payload::Metrics(metrics)) = t.collect_metrics(now) else {
+            panic!("metrics");
+        };
+        assert_eq!(metrics.resource_metrics.len(), 2);
+    }
+
+    #[test]
+    fn routes_beyond_the_cap_overflow() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_001);
+        let mut t = Telemetry::new(settings(1), now);
+        let mut first = record(Role::Server, &[], 200);
+        first.target = "/a".into();
+        let mut second = record(Role::Server, &[], 200);
+        second.target = "/b".into();
+        t.add_exchanges(&[first, second], now);
+        let Some((Payload::Traces(traces), _)) = t.take_spans_and_logs() else {
+            panic!()
+        };
+        let names: Vec<_> = traces.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["GET /a", "GET {overflow}"]);
+    }
+
+    #[test]
+    fn idle_workloads_are_forgotten() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_001);
+        let mut t = Telemetry::new(settings(10), t0);
+        t.add_exchanges(&[record(Role::Server, &[], 200)], t0);
+        t.take_spans_and_logs();
+        assert!(t.collect_metrics(t0 + Duration::from_secs(10)).is_some());
+        assert_eq!(t.workloads(), 1);
+        assert!(t.collect_metrics(t0 + Duration::from_secs(400)).is_some());
+        assert_eq!(t.workloads(), 0);
+        assert!(t.collect_metrics(t0 + Duration::from_secs(500)).is_none());
+    }
+}

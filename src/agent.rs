@@ -124,7 +124,7 @@ fn start_exporters(config: &Config, stats: &Arc<ExportStats>) -> Result<OtlpExpo
                 export.otlp.queue_batches,
                 stats.clone(),
             )?;
-            exporters.fanout.add("otlp", Some(signal), queue);
+            exporters.fanout.add_otlp(signal, queue);
             exporters.tasks.push(task);
         }
     }
@@ -137,7 +137,7 @@ fn start_exporters(config: &Config, stats: &Arc<ExportStats>) -> Result<OtlpExpo
                 },
             )?;
         tracing::info!("writing OTLP JSON lines to {}", export.file_path.display());
-        exporters.fanout.add("file", None, queue);
+        exporters.fanout.add_file(queue);
         exporters.threads.push(thread);
     }
     Ok(exporters)

@@ -174,7 +174,7 @@ impl Default for OtlpConfig {
             compression: Compression::None,
             certificate: None,
             retry: RetryConfig::default(),
-            queue_batches: 256,
+            queue_batches: 32,
             traces: SignalOverride::default(),
             metrics: SignalOverride::default(),
             logs: SignalOverride::default(),

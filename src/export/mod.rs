@@ -1,6 +1,10 @@
 //! Exporters: the console (lines), OTLP to a collector (gRPC or HTTP/protobuf), and OTLP JSON
 //! lines to a file. [`Fanout`] hands each OTLP payload to every OTLP-speaking exporter's queue
 //! without ever waiting: a full queue drops the batch and counts it.
+//!
+//! The OTLP queues hold payloads already encoded to protobuf ([`Encoded`]): a span waiting
+//! there costs its wire size (a few hundred bytes), not its decoded form (several KiB of small
+//! strings), and a retry resends the same bytes without encoding or copying anything again.
 
 pub mod console;
 pub mod file;
@@ -14,6 +18,7 @@ use std::{
     },
 };
 
+use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::{
@@ -104,8 +109,34 @@ impl OnceLog {
     }
 }
 
-/// An exporter's queue: its name, the signal it takes (None: all), the sender.
-type Queue = (&'static str, Option<SignalKind>, mpsc::Sender<Arc<Payload>>);
+/// One OTLP request, encoded once.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub signal: SignalKind,
+    /// Spans, data points or log records in it.
+    pub items: u64,
+    /// The protobuf `Export*ServiceRequest`.
+    pub body: Bytes,
+}
+
+impl Encoded {
+    pub fn new(payload: &Payload) -> Self {
+        Encoded {
+            signal: payload.signal(),
+            items: payload.items(),
+            body: Bytes::from(payload.encode()),
+        }
+    }
+}
+
+/// An exporter's queue.
+#[derive(Clone)]
+enum Queue {
+    /// An OTLP exporter of one signal: encoded requests.
+    Otlp(SignalKind, mpsc::Sender<Encoded>),
+    /// The file exporter: every signal, as built (it writes JSON).
+    File(mpsc::Sender<Arc<Payload>>),
+}
 
 /// Hands payloads to every OTLP-speaking exporter's queue.
 #[derive(Clone)]
@@ -124,14 +155,14 @@ impl Fanout {
         }
     }
 
-    /// Adds an exporter's queue, for one signal or (None) all.
-    pub fn add(
-        &mut self,
-        name: &'static str,
-        signal: Option<SignalKind>,
-        queue: mpsc::Sender<Arc<Payload>>,
-    ) {
-        self.queues.push((name, signal, queue));
+    /// Adds the OTLP exporter of one signal.
+    pub fn add_otlp(&mut self, signal: SignalKind, queue: mpsc::Sender<Encoded>) {
+        self.queues.push(Queue::Otlp(signal, queue));
+    }
+
+    /// Adds the file exporter (all signals).
+    pub fn add_file(&mut self, queue: mpsc::Sender<Arc<Payload>>) {
+        self.queues.push(Queue::File(queue));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -145,30 +176,41 @@ impl Fanout {
         }
         let signal = payload.signal();
         let items = payload.items();
+        let wanted = |q: &Queue| !matches!(q, Queue::Otlp(only, _) if *only != signal);
+        // Encode once for every OTLP queue; the file exporter takes the payload itself.
+        let encoded = self
+            .queues
+            .iter()
+            .any(|q| wanted(q) && matches!(q, Queue::Otlp(..)))
+            .then(|| Encoded::new(&payload));
         let payload = Arc::new(payload);
-        for (name, only, queue) in &self.queues {
-            if only.is_some_and(|only| only != signal) {
-                continue;
-            }
+        for queue in self.queues.iter().filter(|q| wanted(q)) {
             self.stats.enqueued(signal, items);
-            match queue.try_send(payload.clone()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.stats.dequeued(signal, items);
-                    self.stats.dropped(signal, items);
-                    let cause = format!("{name} {}", signal.as_str());
-                    if self.full_logged.lock().is_ok_and(|mut l| l.first(&cause)) {
-                        tracing::warn!(
-                            "the {name} exporter's {} queue is full: dropping batches until it drains (counted)",
-                            signal.as_str()
-                        );
-                    }
+            let (name, result) = match (queue, &encoded) {
+                (Queue::Otlp(_, tx), Some(e)) => {
+                    ("otlp", tx.try_send(e.clone()).map_err(|e| full(&e)))
                 }
-                Err(TrySendError::Closed(_)) => {
-                    self.stats.dequeued(signal, items);
-                    self.stats.dropped(signal, items);
+                (Queue::File(tx), _) => {
+                    ("file", tx.try_send(payload.clone()).map_err(|e| full(&e)))
+                }
+                (Queue::Otlp(..), None) => unreachable!("encoded when an OTLP queue wants it"),
+            };
+            if let Err(is_full) = result {
+                self.stats.dequeued(signal, items);
+                self.stats.dropped(signal, items);
+                let cause = format!("{name} {}", signal.as_str());
+                if is_full && self.full_logged.lock().is_ok_and(|mut l| l.first(&cause)) {
+                    tracing::warn!(
+                        "the {name} exporter's {} queue is full: dropping batches until it drains (counted)",
+                        signal.as_str()
+                    );
                 }
             }
         }
     }
+}
+
+/// Whether a failed send found the queue full (rather than closed).
+fn full<T>(e: &TrySendError<T>) -> bool {
+    matches!(e, TrySendError::Full(_))
 }

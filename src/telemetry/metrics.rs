@@ -5,7 +5,7 @@
 //! keeps at most `max_series` attribute sets per workload; more are merged into one series
 //! marked `otel.metric.overflow=true`, as the OpenTelemetry SDKs do.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
@@ -185,14 +185,29 @@ fn overflow_attrs() -> Attrs {
 }
 
 impl MetricSet {
-    fn point(&mut self, inst: Instrument, attrs: Attrs, now: u64, max_series: usize) -> &mut Point {
+    /// The series for `attrs`, created (or, beyond the cap, the overflow series) on first use.
+    /// The attributes are copied only when a series is created.
+    fn point(
+        &mut self,
+        inst: Instrument,
+        attrs: &Attrs,
+        now: u64,
+        max_series: usize,
+    ) -> &mut Point {
         let series = self.series.entry(inst).or_default();
-        let attrs = if series.points.contains_key(&attrs) || series.points.len() < max_series {
-            attrs
+        // The entry API would need an owned key for every measurement: a copy of the
+        // attributes that a hit throws away. Two lookups on a hit are cheaper.
+        if series.points.contains_key(attrs) {
+            let point = series.points.get_mut(attrs).expect("just found");
+            point.touched = true;
+            return point;
+        }
+        let key = if series.points.len() < max_series {
+            attrs.clone()
         } else {
             overflow_attrs()
         };
-        let point = series.points.entry(attrs).or_insert_with(|| Point {
+        let point = series.points.entry(key).or_insert_with(|| Point {
             start: now,
             value: match inst.spec().kind {
                 Kind::Histogram(bounds) => Value::Histogram {
@@ -211,7 +226,14 @@ impl MetricSet {
     }
 
     /// Adds to a counter or up-down counter.
-    pub fn add(&mut self, inst: Instrument, attrs: Attrs, delta: i64, now: u64, max_series: usize) {
+    pub fn add(
+        &mut self,
+        inst: Instrument,
+        attrs: &Attrs,
+        delta: i64,
+        now: u64,
+        max_series: usize,
+    ) {
         if let Value::Sum(v) = &mut self.point(inst, attrs, now, max_series).value {
             *v += delta;
         }
@@ -221,7 +243,7 @@ impl MetricSet {
     pub fn record(
         &mut self,
         inst: Instrument,
-        attrs: Attrs,
+        attrs: &Attrs,
         value: f64,
         now: u64,
         max_series: usize,
@@ -358,7 +380,7 @@ mod tests {
     fn histograms_bucket_like_otlp() {
         let mut set = MetricSet::default();
         for v in [0.001, 0.005, 0.0051, 20.0] {
-            set.record(Instrument::HttpServerDuration, attrs("/a"), v, 10, 100);
+            set.record(Instrument::HttpServerDuration, &attrs("/a"), v, 10, 100);
         }
         let metrics = set.collect(20, 0, false);
         let point = &histogram(&metrics[0]).data_points[0];
@@ -375,8 +397,8 @@ mod tests {
         let mut cumulative = MetricSet::default();
         let mut delta = MetricSet::default();
         for set in [&mut cumulative, &mut delta] {
-            set.add(Instrument::ConnectionOpened, attrs("x"), 2, 5, 100);
-            set.add(Instrument::ConnectionActive, attrs("x"), 2, 5, 100);
+            set.add(Instrument::ConnectionOpened, &attrs("x"), 2, 5, 100);
+            set.add(Instrument::ConnectionActive, &attrs("x"), 2, 5, 100);
         }
         let sum = |m: &Metric| match &m.data {
             Some(Data::Sum(s)) => (
@@ -391,7 +413,7 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(d.len(), 2);
         for set in [&mut cumulative, &mut delta] {
-            set.add(Instrument::ConnectionOpened, attrs("x"), 1, 15, 100);
+            set.add(Instrument::ConnectionOpened, &attrs("x"), 1, 15, 100);
         }
         let c = cumulative.collect(20, 10, false);
         let d = delta.collect(20, 10, true);
@@ -426,9 +448,9 @@ mod tests {
     fn series_beyond_the_cap_overflow_into_one() {
         let mut set = MetricSet::default();
         for route in ["/a", "/b", "/c", "/d"] {
-            set.record(Instrument::HttpServerDuration, attrs(route), 0.1, 1, 2);
+            set.record(Instrument::HttpServerDuration, &attrs(route), 0.1, 1, 2);
         }
-        set.record(Instrument::HttpServerDuration, attrs("/a"), 0.1, 1, 2);
+        set.record(Instrument::HttpServerDuration, &attrs("/a"), 0.1, 1, 2);
         let metrics = set.collect(2, 0, false);
         let points = &histogram(&metrics[0]).data_points;
         assert_eq!(points.len(), 3);

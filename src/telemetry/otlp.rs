@@ -30,6 +30,17 @@ pub enum AttrValue {
 }
 
 impl AttrValue {
+    /// The OTLP value, moving strings rather than copying them.
+    pub fn into_proto(self) -> AnyValue {
+        AnyValue {
+            value: Some(match self {
+                AttrValue::Str(s) => Value::StringValue(s),
+                AttrValue::Int(i) => Value::IntValue(i),
+                AttrValue::Bool(b) => Value::BoolValue(b),
+            }),
+        }
+    }
+
     pub fn to_proto(&self) -> AnyValue {
         AnyValue {
             value: Some(match self {
@@ -77,9 +88,21 @@ pub type Attrs = Vec<(&'static str, AttrValue)>;
 pub fn kv(key: &str, value: impl Into<AttrValue>) -> KeyValue {
     KeyValue {
         key: key.to_string(),
-        value: Some(value.into().to_proto()),
+        value: Some(value.into().into_proto()),
         ..KeyValue::default()
     }
+}
+
+/// Moves an attribute list into OTLP key-values.
+pub fn into_key_values(attrs: Attrs) -> Vec<KeyValue> {
+    attrs
+        .into_iter()
+        .map(|(k, v)| KeyValue {
+            key: k.to_string(),
+            value: Some(v.into_proto()),
+            ..KeyValue::default()
+        })
+        .collect()
 }
 
 pub fn to_key_values(attrs: &[(&'static str, AttrValue)]) -> Vec<KeyValue> {

@@ -6,7 +6,7 @@
 //! every new one is reported as [`OVERFLOW`], so a path with an unforeseen kind of id can never
 //! blow up a metric's cardinality.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 /// The placeholder for an identifier segment.
 pub const ID: &str = "{id}";

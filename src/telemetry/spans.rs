@@ -9,7 +9,7 @@ use crate::{
     telemetry::{
         ExchangeRecord,
         http::{is_error, method},
-        otlp::{Attrs, to_key_values},
+        otlp::{Attrs, into_key_values},
         trace_context::{new_span_id, new_trace_id, parse_traceparent},
     },
 };
@@ -85,7 +85,7 @@ pub fn exchange_span(r: &ExchangeRecord, route: Option<&str>, attributes: Attrs)
         } as i32,
         start_time_unix_nano: unix_nanos(r.start),
         end_time_unix_nano: unix_nanos(r.end),
-        attributes: to_key_values(&attributes),
+        attributes: into_key_values(attributes),
         dropped_attributes_count: 0,
         events: Vec::new(),
         dropped_events_count: 0,

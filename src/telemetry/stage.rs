@@ -2,8 +2,9 @@
 //! and metrics, one resource per workload. Owns the workloads (their resources, route
 //! templates and metric series) and the spans and logs waiting to be sent.
 
+use foldhash::HashMap;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -82,8 +83,8 @@ impl Telemetry {
             resources: Resources::new(settings.host.clone(), settings.resource_attributes.clone()),
             settings,
             processes: ProcessCache::new(4096),
-            workloads: HashMap::new(),
-            pending: HashMap::new(),
+            workloads: HashMap::default(),
+            pending: HashMap::default(),
             pending_exchanges: 0,
             last_collect: unix_nanos(now),
         }
@@ -129,21 +130,21 @@ impl Telemetry {
             let m = &mut workload.metrics;
             m.record(
                 duration,
-                attrs.clone(),
+                &attrs,
                 r.duration().as_secs_f64(),
                 end,
                 max_series,
             );
             m.record(
                 req_size,
-                attrs.clone(),
+                &attrs,
                 r.request_body_bytes as f64,
                 end,
                 max_series,
             );
             m.record(
                 resp_size,
-                attrs,
+                &attrs,
                 r.response_body_bytes as f64,
                 end,
                 max_series,
@@ -164,26 +165,14 @@ impl Telemetry {
             let m = &mut self.workload(a.pid, &a.comm, now).metrics;
             match a.kind {
                 ActivityKind::Tracked { new, connect_ns } => {
-                    m.add(
-                        Instrument::ConnectionActive,
-                        attrs.clone(),
-                        1,
-                        t,
-                        max_series,
-                    );
+                    m.add(Instrument::ConnectionActive, &attrs, 1, t, max_series);
                     if new {
-                        m.add(
-                            Instrument::ConnectionOpened,
-                            attrs.clone(),
-                            1,
-                            t,
-                            max_series,
-                        );
+                        m.add(Instrument::ConnectionOpened, &attrs, 1, t, max_series);
                     }
                     if let Some(ns) = connect_ns {
                         m.record(
                             Instrument::ConnectDuration,
-                            attrs,
+                            &attrs,
                             ns as f64 / 1e9,
                             t,
                             max_series,
@@ -198,7 +187,7 @@ impl Telemetry {
                             with_direction.sort_by(|x, y| x.0.cmp(y.0));
                             m.add(
                                 Instrument::ConnectionIo,
-                                with_direction,
+                                &with_direction,
                                 bytes as i64,
                                 t,
                                 max_series,
@@ -207,15 +196,9 @@ impl Telemetry {
                     }
                 }
                 ActivityKind::Untracked { closed } => {
-                    m.add(
-                        Instrument::ConnectionActive,
-                        attrs.clone(),
-                        -1,
-                        t,
-                        max_series,
-                    );
+                    m.add(Instrument::ConnectionActive, &attrs, -1, t, max_series);
                     if closed {
-                        m.add(Instrument::ConnectionClosed, attrs, 1, t, max_series);
+                        m.add(Instrument::ConnectionClosed, &attrs, 1, t, max_series);
                     }
                 }
             }

@@ -4,7 +4,12 @@
 //! * `bare`  — nginx alone;
 //! * `floor` — netsonde with no-op programs on the same hooks (`run --noop-probes`): the
 //!   unavoidable cost of hooking those syscalls at all;
-//! * `agent` — netsonde as shipped (`run`, every process traced, console output to /dev/null).
+//! * `agent` — netsonde as shipped (`run`, every process traced, console output to /dev/null);
+//! * `otlp` — the same, exporting spans, logs and metrics over OTLP/gRPC to a real collector
+//!   (rotel, discarding what it receives) instead of printing lines;
+//! * `outage` — the same, but the collector's port is closed: retries, a full queue, drops.
+//!
+//! rotel comes from `pip install rotel`; it runs on the same cores as everything else.
 //!
 //! Two phases: (a) saturation with wrk over keep-alive connections, reporting requests/s;
 //! (b) a fixed rate with `h2load --h1 --rps`, reporting per-request latency percentiles from
@@ -27,7 +32,11 @@ enum Arm {
     Bare,
     Floor,
     Agent,
+    Otlp,
+    Outage,
 }
+
+const ARMS: [Arm; 5] = [Arm::Bare, Arm::Floor, Arm::Agent, Arm::Otlp, Arm::Outage];
 
 impl Arm {
     fn name(self) -> &'static str {
@@ -35,6 +44,8 @@ impl Arm {
             Arm::Bare => "bare",
             Arm::Floor => "floor",
             Arm::Agent => "agent",
+            Arm::Otlp => "otlp",
+            Arm::Outage => "outage",
         }
     }
 }
@@ -88,6 +99,7 @@ fn main() {
         o.netsonde.display()
     );
 
+    let collector = Rotel::start();
     let nginx = Nginx::start();
     let url = format!("http://127.0.0.1:{}/index.html", nginx.port);
     println!(
@@ -101,7 +113,7 @@ fn main() {
     let mut saturation: Vec<(Arm, f64)> = Vec::new();
     for round in 0..o.rounds {
         for arm in rotation(round) {
-            let agent = AgentProcess::start(arm, &o.netsonde);
+            let agent = AgentProcess::start(arm, &o.netsonde, &collector);
             let rps = wrk(&url, o.secs);
             let usage = agent.map(AgentProcess::stop);
             println!(
@@ -119,7 +131,7 @@ fn main() {
     let mut fixed: Vec<(Arm, Latency, Option<Usage>)> = Vec::new();
     for round in 0..o.rounds {
         for arm in rotation(round) {
-            let agent = AgentProcess::start(arm, &o.netsonde);
+            let agent = AgentProcess::start(arm, &o.netsonde, &collector);
             let latency = h2load(&url, o.rate, o.secs);
             let usage = agent.map(AgentProcess::stop);
             println!(
@@ -144,14 +156,15 @@ fn main() {
             .collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
-    let (bare, floor, agent) = (mean(Arm::Bare), mean(Arm::Floor), mean(Arm::Agent));
+    let (bare, floor) = (mean(Arm::Bare), mean(Arm::Floor));
     println!(
         "\n## Saturation (wrk, keep-alive), mean of {} rounds",
         o.rounds
     );
     println!("| arm | req/s | vs bare | vs floor |");
     println!("|---|---:|---:|---:|");
-    for (arm, v) in [(Arm::Bare, bare), (Arm::Floor, floor), (Arm::Agent, agent)] {
+    for arm in ARMS {
+        let v = mean(arm);
         println!(
             "| {} | {:.0} | {:.3} | {:.3} |",
             arm.name(),
@@ -169,7 +182,7 @@ fn main() {
         "| arm | p50 latency | p99 latency | achieved req/s | agent CPU | agent RSS | agent peak RSS |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for arm in [Arm::Bare, Arm::Floor, Arm::Agent] {
+    for arm in ARMS {
         let rows: Vec<&(Arm, Latency, Option<Usage>)> =
             fixed.iter().filter(|(a, _, _)| *a == arm).collect();
         let p50 = median(rows.iter().map(|r| r.1.p50_us).collect());
@@ -206,8 +219,75 @@ fn main() {
 
 /// Each round starts with a different arm, so drift (thermal, page cache) spreads evenly.
 fn rotation(round: usize) -> Vec<Arm> {
-    let arms = [Arm::Bare, Arm::Floor, Arm::Agent];
-    (0..3).map(|i| arms[(i + round) % 3]).collect()
+    (0..ARMS.len())
+        .map(|i| ARMS[(i + round) % ARMS.len()])
+        .collect()
+}
+
+/// rotel (the Rust OpenTelemetry collector from PyPI) on a free port, discarding what it gets.
+struct Rotel {
+    child: Child,
+    port: u16,
+    /// A port nothing listens on (the `outage` arm's endpoint).
+    closed_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Rotel {
+    fn start() -> Rotel {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))",
+            ])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "rotel is missing: pip install rotel==0.0.1a15"
+        );
+        let binary = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, http_port, closed_port) = (free(), free(), free());
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(binary)
+            .arg("start")
+            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{port}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
+            .args(["--exporter", "blackhole"])
+            .arg("--pid-file")
+            .arg(dir.path().join("rotel.pid"))
+            .arg("--log-file")
+            .arg(dir.path().join("rotel.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rotel");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "rotel did not start");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Rotel {
+            child,
+            port,
+            closed_port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -263,7 +343,7 @@ struct AgentProcess {
 
 impl AgentProcess {
     /// Starts the arm's netsonde (none for `bare`) and waits until its probes are attached.
-    fn start(arm: Arm, netsonde: &Path) -> Option<AgentProcess> {
+    fn start(arm: Arm, netsonde: &Path, collector: &Rotel) -> Option<AgentProcess> {
         let mut cmd = Command::new(netsonde);
         cmd.arg("run");
         match arm {
@@ -272,6 +352,14 @@ impl AgentProcess {
                 cmd.arg("--noop-probes");
             }
             Arm::Agent => {}
+            Arm::Otlp => {
+                cmd.args(["--exporter", "otlp", "--otlp-endpoint"])
+                    .arg(format!("http://127.0.0.1:{}", collector.port));
+            }
+            Arm::Outage => {
+                cmd.args(["--exporter", "otlp", "--otlp-endpoint"])
+                    .arg(format!("http://127.0.0.1:{}", collector.closed_port));
+            }
         }
         let mut child = cmd
             .env_remove("RUST_LOG")

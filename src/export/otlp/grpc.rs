@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use std::marker::PhantomData;
+
+use bytes::{BufMut as _, Bytes};
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::logs_service_client::LogsServiceClient,
-    metrics::v1::metrics_service_client::MetricsServiceClient,
-    trace::v1::trace_service_client::TraceServiceClient,
+    logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+    trace::v1::ExportTraceServiceResponse,
 };
 use tonic::{
-    codec::CompressionEncoding,
+    codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder},
     metadata::{MetadataKey, MetadataValue},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
@@ -16,9 +18,8 @@ use tonic_types::StatusExt as _;
 
 use super::{Accepted, Failure, OtlpError};
 use crate::{
-    config::export::{Compression, OtlpTarget},
+    config::export::{Compression, OtlpTarget, SignalKind},
     export::otlp::retry::grpc_verdict,
-    telemetry::otlp::Payload,
 };
 
 pub struct GrpcTransport {
@@ -84,39 +85,41 @@ impl GrpcTransport {
         request
     }
 
-    pub async fn send(&mut self, payload: &Payload) -> Result<Accepted, Failure> {
-        let enc = CompressionEncoding::Gzip;
-        let result = match payload {
-            Payload::Traces(r) => {
-                let mut c = TraceServiceClient::new(self.channel.clone());
-                if self.gzip {
-                    c = c.send_compressed(enc);
-                }
-                c.export(self.request(r.clone())).await.map(|resp| {
-                    let p = resp.into_inner().partial_success.unwrap_or_default();
+    /// Sends one encoded request: the generated clients would want the decoded message (and
+    /// a copy of it for every retry); the generic client with [`Raw`] sends the bytes as
+    /// they are.
+    pub async fn send(&mut self, signal: SignalKind, body: &Bytes) -> Result<Accepted, Failure> {
+        let result = match signal {
+            SignalKind::Traces => self
+                .call::<ExportTraceServiceResponse>(
+                    body,
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                )
+                .await
+                .map(|r| {
+                    let p = r.partial_success.unwrap_or_default();
                     Accepted::new(p.rejected_spans, p.error_message)
-                })
-            }
-            Payload::Metrics(r) => {
-                let mut c = MetricsServiceClient::new(self.channel.clone());
-                if self.gzip {
-                    c = c.send_compressed(enc);
-                }
-                c.export(self.request(r.clone())).await.map(|resp| {
-                    let p = resp.into_inner().partial_success.unwrap_or_default();
+                }),
+            SignalKind::Metrics => self
+                .call::<ExportMetricsServiceResponse>(
+                    body,
+                    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                )
+                .await
+                .map(|r| {
+                    let p = r.partial_success.unwrap_or_default();
                     Accepted::new(p.rejected_data_points, p.error_message)
-                })
-            }
-            Payload::Logs(r) => {
-                let mut c = LogsServiceClient::new(self.channel.clone());
-                if self.gzip {
-                    c = c.send_compressed(enc);
-                }
-                c.export(self.request(r.clone())).await.map(|resp| {
-                    let p = resp.into_inner().partial_success.unwrap_or_default();
+                }),
+            SignalKind::Logs => self
+                .call::<ExportLogsServiceResponse>(
+                    body,
+                    "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                )
+                .await
+                .map(|r| {
+                    let p = r.partial_success.unwrap_or_default();
                     Accepted::new(p.rejected_log_records, p.error_message)
-                })
-            }
+                }),
         };
         result.map_err(|status| {
             let retry_info = status.get_details_retry_info().map(|info| info.retry_delay);
@@ -125,6 +128,71 @@ impl GrpcTransport {
                 reason: grpc_reason(&status),
             }
         })
+    }
+
+    async fn call<R: prost::Message + Default + Send + 'static>(
+        &self,
+        body: &Bytes,
+        path: &'static str,
+    ) -> Result<R, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        if self.gzip {
+            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+        }
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
+        let response = grpc
+            .unary(
+                self.request(body.clone()),
+                http::uri::PathAndQuery::from_static(path),
+                Raw::<R>(PhantomData),
+            )
+            .await?;
+        Ok(response.into_inner())
+    }
+}
+
+/// A gRPC codec that sends already-encoded protobuf and decodes the answer as `R`.
+struct Raw<R>(PhantomData<R>);
+
+struct RawEncoder;
+
+struct RawDecoder<R>(PhantomData<R>);
+
+impl<R: prost::Message + Default + Send + 'static> Codec for Raw<R> {
+    type Encode = Bytes;
+    type Decode = R;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder<R>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder<R> {
+        RawDecoder(PhantomData)
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl<R: prost::Message + Default> Decoder for RawDecoder<R> {
+    type Item = R;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<R>, tonic::Status> {
+        R::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable response: {e}")))
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::io::Write as _;
 
+use bytes::Bytes;
+
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
     trace::v1::ExportTraceServiceResponse,
@@ -10,9 +12,8 @@ use prost::Message as _;
 
 use super::{Accepted, Failure, OtlpError};
 use crate::{
-    config::export::{Compression, OtlpTarget},
+    config::export::{Compression, OtlpTarget, SignalKind},
     export::otlp::retry::{Verdict, http_verdict},
-    telemetry::otlp::Payload,
 };
 
 pub struct HttpTransport {
@@ -53,8 +54,8 @@ impl HttpTransport {
         })
     }
 
-    pub async fn send(&mut self, payload: &Payload) -> Result<Accepted, Failure> {
-        let mut body = payload.encode();
+    pub async fn send(&mut self, signal: SignalKind, body: &Bytes) -> Result<Accepted, Failure> {
+        let mut body = body.clone();
         let mut request = self
             .client
             .post(&self.url)
@@ -64,7 +65,7 @@ impl HttpTransport {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             // Writing into a Vec cannot fail.
             let _ = gz.write_all(&body);
-            body = gz.finish().unwrap_or_default();
+            body = Bytes::from(gz.finish().unwrap_or_default());
             request = request.header("content-encoding", "gzip");
         }
         let response = request.body(body).send().await.map_err(|e| Failure {
@@ -79,7 +80,7 @@ impl HttpTransport {
             .map(str::to_string);
         let bytes = response.bytes().await.unwrap_or_default();
         if status.is_success() {
-            return Ok(partial_success(payload, &bytes));
+            return Ok(partial_success(signal, &bytes));
         }
         Err(Failure {
             verdict: http_verdict(status.as_u16(), retry_after.as_deref()),
@@ -89,17 +90,17 @@ impl HttpTransport {
 }
 
 /// The response's partial success; an empty or undecodable body means all accepted.
-fn partial_success(payload: &Payload, body: &[u8]) -> Accepted {
-    match payload {
-        Payload::Traces(_) => ExportTraceServiceResponse::decode(body)
+fn partial_success(signal: SignalKind, body: &[u8]) -> Accepted {
+    match signal {
+        SignalKind::Traces => ExportTraceServiceResponse::decode(body)
             .ok()
             .and_then(|r| r.partial_success)
             .map(|p| Accepted::new(p.rejected_spans, p.error_message)),
-        Payload::Metrics(_) => ExportMetricsServiceResponse::decode(body)
+        SignalKind::Metrics => ExportMetricsServiceResponse::decode(body)
             .ok()
             .and_then(|r| r.partial_success)
             .map(|p| Accepted::new(p.rejected_data_points, p.error_message)),
-        Payload::Logs(_) => ExportLogsServiceResponse::decode(body)
+        SignalKind::Logs => ExportLogsServiceResponse::decode(body)
             .ok()
             .and_then(|r| r.partial_success)
             .map(|p| Accepted::new(p.rejected_log_records, p.error_message)),

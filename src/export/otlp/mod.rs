@@ -9,12 +9,13 @@ pub mod retry;
 
 use std::{sync::Arc, time::Instant};
 
+use bytes::Bytes;
+
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    config::export::{OtlpTarget, Protocol, RetryConfig},
-    export::{ExportStats, OnceLog},
-    telemetry::otlp::Payload,
+    config::export::{OtlpTarget, Protocol, RetryConfig, SignalKind},
+    export::{Encoded, ExportStats, OnceLog},
 };
 use retry::{Verdict, next_delay};
 
@@ -59,10 +60,10 @@ enum Transport {
 }
 
 impl Transport {
-    async fn send(&mut self, payload: &Payload) -> Result<Accepted, Failure> {
+    async fn send(&mut self, signal: SignalKind, body: &Bytes) -> Result<Accepted, Failure> {
         match self {
-            Transport::Grpc(t) => t.send(payload).await,
-            Transport::Http(t) => t.send(payload).await,
+            Transport::Grpc(t) => t.send(signal, body).await,
+            Transport::Http(t) => t.send(signal, body).await,
         }
     }
 }
@@ -74,7 +75,7 @@ pub fn spawn(
     retry: RetryConfig,
     queue: usize,
     stats: Arc<ExportStats>,
-) -> Result<(mpsc::Sender<Arc<Payload>>, JoinHandle<()>), OtlpError> {
+) -> Result<(mpsc::Sender<Encoded>, JoinHandle<()>), OtlpError> {
     let transport = match target.protocol {
         Protocol::Grpc => Transport::Grpc(grpc::GrpcTransport::new(&target)?),
         Protocol::HttpProtobuf => Transport::Http(http::HttpTransport::new(&target)?),
@@ -85,7 +86,7 @@ pub fn spawn(
 }
 
 async fn deliver_all(
-    mut rx: mpsc::Receiver<Arc<Payload>>,
+    mut rx: mpsc::Receiver<Encoded>,
     mut transport: Transport,
     target: OtlpTarget,
     retry: RetryConfig,
@@ -95,12 +96,12 @@ async fn deliver_all(
     let mut log = OnceLog::default();
     let mut failing = false;
     while let Some(payload) = rx.recv().await {
-        let items = payload.items();
+        let items = payload.items;
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match transport.send(&payload).await {
+            match transport.send(signal, &payload.body).await {
                 Ok(accepted) => {
                     if failing {
                         failing = false;

@@ -110,7 +110,10 @@ fn start_exporters(config: &Config, stats: &Arc<ExportStats>) -> Result<OtlpExpo
         threads: Vec::new(),
     };
     if export.enabled(ExporterKind::Otlp) {
-        for signal in SignalKind::ALL {
+        for signal in SignalKind::ALL
+            .into_iter()
+            .filter(|&s| export.signals.get(s))
+        {
             let target = export.otlp.target(signal);
             tracing::info!(
                 "exporting {} over OTLP/{} to {}",
@@ -223,6 +226,7 @@ pub async fn run(
             max_routes_per_workload: export.max_routes_per_workload,
             max_series_per_metric: export.max_series_per_metric,
             delta: export.metric_temporality.is_delta(),
+            signals: export.signals,
             workload_ttl: (export.metric_interval() * 5).max(Duration::from_secs(300)),
         };
         (
@@ -230,17 +234,18 @@ pub async fn run(
             exporters.fanout.clone(),
         )
     });
-    let self_telemetry = (!exporters.fanout.is_empty()).then(|| {
-        let fanout = exporters.fanout.clone();
-        SelfTelemetry::start(
-            Resources::new(host.clone(), config.export.resource_attributes.clone())
-                .agent(&config.export.agent_service_name),
-            config.export.metric_interval(),
-            config.export.metric_temporality.is_delta(),
-            snapshot.clone(),
-            Arc::new(move |payload| fanout.send(payload)),
-        )
-    });
+    let self_telemetry =
+        (!exporters.fanout.is_empty() && config.export.signals.metrics).then(|| {
+            let fanout = exporters.fanout.clone();
+            SelfTelemetry::start(
+                Resources::new(host.clone(), config.export.resource_attributes.clone())
+                    .agent(&config.export.agent_service_name),
+                config.export.metric_interval(),
+                config.export.metric_temporality.is_delta(),
+                snapshot.clone(),
+                Arc::new(move |payload| fanout.send(payload)),
+            )
+        });
     let telemetry = tokio::spawn(telemetry_stage(
         signal_rx,
         console_on.then(|| console_tx.clone()),

@@ -61,6 +61,7 @@ fn settings() -> TelemetrySettings {
         max_routes_per_workload: 200,
         max_series_per_metric: 2000,
         delta: false,
+        signals: Default::default(),
         workload_ttl: Duration::from_secs(300),
     }
 }

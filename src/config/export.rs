@@ -182,11 +182,50 @@ impl Default for OtlpConfig {
     }
 }
 
+/// Which signals the OTLP and file exporters get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signals {
+    pub traces: bool,
+    pub metrics: bool,
+    pub logs: bool,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            traces: true,
+            metrics: true,
+            logs: true,
+        }
+    }
+}
+
+impl Signals {
+    pub fn get(&self, signal: SignalKind) -> bool {
+        match signal {
+            SignalKind::Traces => self.traces,
+            SignalKind::Metrics => self.metrics,
+            SignalKind::Logs => self.logs,
+        }
+    }
+
+    fn set(&mut self, signal: SignalKind, on: bool) {
+        match signal {
+            SignalKind::Traces => self.traces = on,
+            SignalKind::Metrics => self.metrics = on,
+            SignalKind::Logs => self.logs = on,
+        }
+    }
+}
+
 /// The `export:` section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConfig {
     pub exporters: Vec<ExporterKind>,
+    /// Signals produced for the OTLP and file exporters (spans and access logs cost the most).
+    pub signals: Signals,
     /// Where the `file` exporter writes.
     pub file_path: PathBuf,
     pub otlp: OtlpConfig,
@@ -212,6 +251,7 @@ impl Default for ExportConfig {
     fn default() -> Self {
         ExportConfig {
             exporters: vec![ExporterKind::Console],
+            signals: Signals::default(),
             file_path: PathBuf::from("netsonde.jsonl"),
             otlp: OtlpConfig::default(),
             metric_interval_ms: 60_000,
@@ -328,6 +368,13 @@ impl ExportConfig {
     /// Checks what serde cannot; `origin` names where a bad value came from.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        let s = self.signals;
+        if !(s.traces || s.metrics || s.logs) {
+            return Err(invalid(
+                "export.signals",
+                "turns off every signal; remove the otlp and file exporters instead".into(),
+            ));
+        }
         if self.exporters.is_empty() {
             return Err(invalid(
                 "export.exporters",
@@ -555,6 +602,24 @@ pub fn apply_otel_env(
         let attrs = parse_key_values(v).map_err(|m| bad("OTEL_RESOURCE_ATTRIBUTES", m))?;
         export.resource_attributes.extend(attrs);
     }
+    for signal in SignalKind::ALL {
+        let name = format!("OTEL_{}_EXPORTER", signal.env_infix());
+        if let Some(v) = get(&name) {
+            let on = match v.trim() {
+                "none" => false,
+                "otlp" => true,
+                other => {
+                    return Err(bad(
+                        &name,
+                        format!(
+                            "{other:?}: only otlp or none (choose exporters with --exporter or export.exporters)"
+                        ),
+                    ));
+                }
+            };
+            export.signals.set(signal, on);
+        }
+    }
     if let Some(v) = get("OTEL_SERVICE_NAME") {
         export.agent_service_name = v.to_string();
     }
@@ -626,6 +691,8 @@ mod tests {
                     "deployment.environment.name=prod",
                 ),
                 ("OTEL_SERVICE_NAME", "netsonde-node-a"),
+                ("OTEL_LOGS_EXPORTER", "none"),
+                ("OTEL_TRACES_EXPORTER", "otlp"),
             ]),
         )
         .unwrap();
@@ -655,6 +722,14 @@ mod tests {
         assert_eq!(c.metric_interval_ms, 5000);
         assert_eq!(c.resource_attributes["deployment.environment.name"], "prod");
         assert_eq!(c.agent_service_name, "netsonde-node-a");
+        assert_eq!(
+            c.signals,
+            Signals {
+                traces: true,
+                metrics: true,
+                logs: false
+            }
+        );
     }
 
     #[test]
@@ -673,6 +748,7 @@ mod tests {
             ),
             ("OTEL_METRIC_EXPORT_INTERVAL", "10"),
             ("OTEL_RESOURCE_ATTRIBUTES", "a=%zz"),
+            ("OTEL_TRACES_EXPORTER", "jaeger"),
         ];
         for (var, value) in cases {
             let err =

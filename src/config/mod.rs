@@ -266,6 +266,7 @@ mod tests {
             "http1.max_pending_requests",
             "output.stats_interval_secs",
             "export.exporters",
+            "export.signals",
             "export.file_path",
             "export.otlp.endpoint",
             "export.otlp.protocol",

@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::{
 
 use crate::{
     attribution::ProcessCache,
+    config::export::Signals,
     connections::{ActivityKind, ConnectionActivity},
     protocols::Role,
     telemetry::{
@@ -45,6 +46,8 @@ pub struct TelemetrySettings {
     pub max_routes_per_workload: usize,
     pub max_series_per_metric: usize,
     pub delta: bool,
+    /// Which signals to build.
+    pub signals: Signals,
     /// A workload with no activity for this long is forgotten (its series end).
     pub workload_ttl: Duration,
 }
@@ -108,56 +111,57 @@ impl Telemetry {
     pub fn add_exchanges(&mut self, records: &[ExchangeRecord], now: SystemTime) {
         let max_routes = self.settings.max_routes_per_workload;
         let max_series = self.settings.max_series_per_metric;
+        let Signals {
+            traces,
+            metrics,
+            logs,
+        } = self.settings.signals;
         for r in records {
             let workload = self.workload(r.pid, &r.comm, now);
             let route = workload.routes.route(&r.target, max_routes);
-            let span = exchange_span(r, Some(&route), span_attributes(r, &route));
-            let log = access_log(r, &span, now);
-            let end = unix_nanos(r.end);
-            let attrs = metric_attributes(r, &route);
-            let (duration, req_size, resp_size) = match r.role {
-                Role::Server => (
-                    Instrument::HttpServerDuration,
-                    Instrument::HttpServerRequestBodySize,
-                    Instrument::HttpServerResponseBodySize,
-                ),
-                Role::Client => (
-                    Instrument::HttpClientDuration,
-                    Instrument::HttpClientRequestBodySize,
-                    Instrument::HttpClientResponseBodySize,
-                ),
-            };
-            let m = &mut workload.metrics;
-            m.record(
-                duration,
-                &attrs,
-                r.duration().as_secs_f64(),
-                end,
-                max_series,
-            );
-            m.record(
-                req_size,
-                &attrs,
-                r.request_body_bytes as f64,
-                end,
-                max_series,
-            );
-            m.record(
-                resp_size,
-                &attrs,
-                r.response_body_bytes as f64,
-                end,
-                max_series,
-            );
-            let pending = self.pending.entry((r.pid, r.comm.clone())).or_default();
-            pending.spans.push(span);
-            pending.logs.push(log);
-            self.pending_exchanges += 1;
+            if metrics {
+                let end = unix_nanos(r.end);
+                let attrs = metric_attributes(r, &route);
+                let (duration, req_size, resp_size) = match r.role {
+                    Role::Server => (
+                        Instrument::HttpServerDuration,
+                        Instrument::HttpServerRequestBodySize,
+                        Instrument::HttpServerResponseBodySize,
+                    ),
+                    Role::Client => (
+                        Instrument::HttpClientDuration,
+                        Instrument::HttpClientRequestBodySize,
+                        Instrument::HttpClientResponseBodySize,
+                    ),
+                };
+                let m = &mut workload.metrics;
+                let seconds = r.duration().as_secs_f64();
+                m.record(duration, &attrs, seconds, end, max_series);
+                let req = r.request_body_bytes as f64;
+                m.record(req_size, &attrs, req, end, max_series);
+                let resp = r.response_body_bytes as f64;
+                m.record(resp_size, &attrs, resp, end, max_series);
+            }
+            if traces || logs {
+                // The access log carries the span's ids and attributes: it needs the span.
+                let span = exchange_span(r, Some(&route), span_attributes(r, &route));
+                let pending = self.pending.entry((r.pid, r.comm.clone())).or_default();
+                if logs {
+                    pending.logs.push(access_log(r, &span, now));
+                }
+                if traces {
+                    pending.spans.push(span);
+                }
+                self.pending_exchanges += 1;
+            }
         }
     }
 
     /// Connection metrics.
     pub fn add_activity(&mut self, activity: &[ConnectionActivity], now: SystemTime) {
+        if !self.settings.signals.metrics {
+            return;
+        }
         let max_series = self.settings.max_series_per_metric;
         let t = unix_nanos(now);
         for a in activity {
@@ -220,24 +224,28 @@ impl Telemetry {
         let mut logs = ExportLogsServiceRequest::default();
         for (key, pending) in self.pending.drain() {
             let resource = self.workloads.get(&key).map(|w| w.resource.clone());
-            traces.resource_spans.push(ResourceSpans {
-                resource: resource.clone(),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(scope()),
-                    spans: pending.spans,
+            if !pending.spans.is_empty() {
+                traces.resource_spans.push(ResourceSpans {
+                    resource: resource.clone(),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(scope()),
+                        spans: pending.spans,
+                        schema_url: String::new(),
+                    }],
                     schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            });
-            logs.resource_logs.push(ResourceLogs {
-                resource,
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(scope()),
-                    log_records: pending.logs,
+                });
+            }
+            if !pending.logs.is_empty() {
+                logs.resource_logs.push(ResourceLogs {
+                    resource,
+                    scope_logs: vec![ScopeLogs {
+                        scope: Some(scope()),
+                        log_records: pending.logs,
+                        schema_url: String::new(),
+                    }],
                     schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            });
+                });
+            }
         }
         Some((Payload::Traces(traces), Payload::Logs(logs)))
     }
@@ -330,6 +338,7 @@ mod tests {
             max_routes_per_workload: max_routes,
             max_series_per_metric: 100,
             delta: false,
+            signals: Signals::default(),
             workload_ttl: Duration::from_secs(300),
         }
     }
@@ -412,6 +421,26 @@ mod tests {
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(names, ["GET /a", "GET {overflow}"]);
+    }
+
+    #[test]
+    fn signals_turned_off_are_not_built() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_001);
+        let mut only_logs = settings(10);
+        only_logs.signals = Signals {
+            traces: false,
+            metrics: false,
+            logs: true,
+        };
+        let mut t = Telemetry::new(only_logs, now);
+        t.add_exchanges(&[record(Role::Server, &[], 200)], now);
+        let (Payload::Traces(traces), Payload::Logs(logs)) = t.take_spans_and_logs().unwrap()
+        else {
+            panic!()
+        };
+        assert!(traces.resource_spans.is_empty());
+        assert_eq!(logs.resource_logs[0].scope_logs[0].log_records.len(), 1);
+        assert!(t.collect_metrics(now).is_none(), "no metrics were recorded");
     }
 
     #[test]

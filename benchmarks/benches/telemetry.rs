@@ -85,7 +85,7 @@ fn telemetry(c: &mut Criterion) {
         b.iter(|| {
             t.add_exchanges(black_box(&batch), now);
             let (spans, logs) = t.take_spans_and_logs().unwrap();
-            black_box((spans.encode(), logs.encode()));
+            black_box((spans.into_bytes(), logs.into_bytes()));
         })
     });
     let batch: Vec<_> = (0..512).map(|n| record(std::process::id(), n)).collect();
@@ -96,7 +96,7 @@ fn telemetry(c: &mut Criterion) {
         b.iter(|| {
             t.add_exchanges(black_box(&batch), now);
             let (spans, logs) = t.take_spans_and_logs().unwrap();
-            black_box((spans.encode(), logs.encode()));
+            black_box((spans.into_bytes(), logs.into_bytes()));
         })
     });
     g.finish();

@@ -124,7 +124,10 @@ impl Encoded {
         Encoded {
             signal: payload.signal(),
             items: payload.items(),
-            body: Bytes::from(payload.encode()),
+            body: match payload {
+                Payload::Encoded { body, .. } => body.clone(),
+                typed => Bytes::from(typed.encode()),
+            },
         }
     }
 }

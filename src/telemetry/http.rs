@@ -1,14 +1,9 @@
 //! Semantic-convention attributes of an HTTP exchange (semconv HTTP spans and metrics,
 //! stable since v1.23), shared by spans, access logs and metrics.
 
-use std::net::SocketAddr;
-
 use crate::{
     protocols::Role,
-    telemetry::{
-        ExchangeRecord,
-        otlp::{AttrValue, Attrs},
-    },
+    telemetry::{ExchangeRecord, otlp::Attrs, wire::AttrSink},
 };
 
 /// Methods semconv knows; any other is `_OTHER` (with the original kept on spans).
@@ -109,95 +104,102 @@ fn protocol_version(r: &ExchangeRecord) -> &'static str {
     if r.version_minor == 0 { "1.0" } else { "1.1" }
 }
 
-/// Attributes of the exchange's span and access log. `route` is the server's route template,
-/// or the client's URL template.
-pub fn span_attributes(r: &ExchangeRecord, route: &str) -> Attrs {
-    let mut a: Attrs = Vec::with_capacity(20);
+/// Attributes of the exchange's span and access log, written into `a`. `route` is the
+/// server's route template, or the client's URL template.
+pub fn span_attributes(r: &ExchangeRecord, route: &str, a: &mut impl AttrSink) {
     let m = method(&r.method);
-    a.push(("http.request.method", m.into()));
+    a.str("http.request.method", m);
     if m != r.method {
-        a.push(("http.request.method_original", r.method.as_str().into()));
+        a.str("http.request.method_original", &r.method);
     }
     let (path, query) = path_and_query(&r.target);
-    a.push(("url.path", path.into()));
+    a.str("url.path", path);
     if let Some(q) = query {
-        a.push(("url.query", redact_query(q).into()));
+        a.str("url.query", &redact_query(q));
     }
-    a.push(("url.scheme", "http".into()));
+    a.str("url.scheme", "http");
     if r.status != 0 {
-        a.push(("http.response.status_code", r.status.into()));
+        a.int("http.response.status_code", i64::from(r.status));
     }
-    a.push(("network.protocol.name", "http".into()));
-    a.push(("network.protocol.version", protocol_version(r).into()));
-    a.push(("network.transport", "tcp".into()));
-    let (server, server_port) = server_address(r);
-    if let Some(s) = &server {
-        a.push(("server.address", s.as_str().into()));
+    a.str("network.protocol.name", "http");
+    a.str("network.protocol.version", protocol_version(r));
+    a.str("network.transport", "tcp");
+    let host = r.request_header("host").map(split_host);
+    let server_port = host
+        .and_then(|(_, port)| port)
+        .or(r.server.map(|s| s.port()));
+    match host {
+        Some((name, _)) if !name.is_empty() => a.str("server.address", name),
+        _ => {
+            if let Some(s) = r.server {
+                a.display("server.address", &s.ip());
+            }
+        }
     }
     if let Some(p) = server_port {
-        a.push(("server.port", p.into()));
+        a.int("server.port", i64::from(p));
     }
     match r.role {
         Role::Server => {
-            a.push(("http.route", route.into()));
+            a.str("http.route", route);
             let forwarded = r
                 .request_header("x-forwarded-for")
                 .and_then(|v| v.split(',').next())
                 .map(str::trim)
                 .filter(|v| !v.is_empty());
-            if let Some(client) = forwarded
-                .map(str::to_string)
-                .or_else(|| r.client.map(|c| c.ip().to_string()))
-            {
-                a.push(("client.address", client.into()));
+            match (forwarded, r.client) {
+                (Some(f), _) => a.str("client.address", f),
+                (None, Some(c)) => a.display("client.address", &c.ip()),
+                (None, None) => {}
             }
             if let Some(c) = r.client {
-                a.push(("client.port", c.port().into()));
+                a.int("client.port", i64::from(c.port()));
             }
         }
         Role::Client => {
-            a.push(("url.template", route.into()));
-            let mut full = format!(
-                "http://{}{}",
-                r.request_header("host")
-                    .map(str::to_string)
-                    .or_else(|| r.server.map(|s| s.to_string()))
-                    .unwrap_or_default(),
-                path
-            );
-            if let Some(q) = query {
-                full.push('?');
-                full.push_str(&redact_query(q));
+            a.str("url.template", route);
+            let authority: &dyn std::fmt::Display = match (r.request_header("host"), &r.server) {
+                (Some(h), _) => &HostText(h),
+                (None, Some(s)) => s,
+                (None, None) => &HostText(""),
+            };
+            match query {
+                Some(q) => a.display(
+                    "url.full",
+                    &format_args!("http://{authority}{path}?{}", redact_query(q)),
+                ),
+                None => a.display("url.full", &format_args!("http://{authority}{path}")),
             }
-            a.push(("url.full", full.into()));
         }
     }
     if let Some(peer) = r.remote {
-        a.push(("network.peer.address", peer.ip().to_string().into()));
-        a.push(("network.peer.port", peer.port().into()));
+        a.display("network.peer.address", &peer.ip());
+        a.int("network.peer.port", i64::from(peer.port()));
     }
     if let Some(local) = r.local {
-        a.push(("network.local.address", local.ip().to_string().into()));
-        a.push(("network.local.port", local.port().into()));
+        a.display("network.local.address", &local.ip());
+        a.int("network.local.port", i64::from(local.port()));
     }
     if let Some(ua) = r.request_header("user-agent") {
-        a.push(("user_agent.original", ua.into()));
+        a.str("user_agent.original", ua);
     }
-    a.push((
-        "http.request.body.size",
-        AttrValue::Int(r.request_body_bytes as i64),
-    ));
-    a.push((
-        "http.response.body.size",
-        AttrValue::Int(r.response_body_bytes as i64),
-    ));
+    a.int("http.request.body.size", r.request_body_bytes as i64);
+    a.int("http.response.body.size", r.response_body_bytes as i64);
     if is_error(r.role, r.status) {
-        a.push(("error.type", r.status.to_string().into()));
+        a.display("error.type", &r.status);
     }
     if let Some(why) = incompleteness(r) {
-        a.push(("netsonde.http.incomplete", why.into()));
+        a.str("netsonde.http.incomplete", why);
     }
-    a
+}
+
+/// A header value shown as is.
+struct HostText<'a>(&'a str);
+
+impl std::fmt::Display for HostText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
 }
 
 fn incompleteness(r: &ExchangeRecord) -> Option<&'static str> {
@@ -239,35 +241,86 @@ pub fn metric_attributes(r: &ExchangeRecord, route: &str) -> Attrs {
     a
 }
 
-/// A one-line access log, in the spirit of the combined log format:
+/// A one-line access log, in the spirit of the combined log format, appended to `line`:
 /// `client - "METHOD target HTTP/1.1" status response_bytes "user-agent" duration_ms`.
-pub fn access_log_line(r: &ExchangeRecord) -> String {
-    let client = r
-        .client
-        .map(|c: SocketAddr| c.ip().to_string())
-        .unwrap_or_else(|| "-".into());
+pub fn access_log_line(line: &mut String, r: &ExchangeRecord) {
+    use std::fmt::Write as _;
+    match r.client {
+        Some(c) => {
+            let _ = write!(line, "{}", c.ip());
+        }
+        None => line.push('-'),
+    }
     let (path, query) = path_and_query(&r.target);
-    let target = match query {
-        Some(q) => format!("{path}?{}", redact_query(q)),
-        None => path.to_string(),
-    };
+    let _ = write!(line, " - \"{} {path}", r.method);
+    if let Some(q) = query {
+        let _ = write!(line, "?{}", redact_query(q));
+    }
     let micros = r.duration().as_micros();
-    format!(
-        "{client} - \"{} {} HTTP/{}\" {} {} \"{}\" {}.{:03}ms",
-        r.method,
-        target,
+    let _ = write!(
+        line,
+        " HTTP/{}\" {} {} \"{}\" {}.{:03}ms",
         protocol_version(r),
         r.status,
         r.response_body_bytes,
         r.request_header("user-agent").unwrap_or("-"),
         micros / 1000,
         micros % 1000
-    )
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wire_and_the_list_carry_the_same_attributes() {
+        use crate::telemetry::{
+            otlp::{AttrValue, to_key_values},
+            spans::tests::record,
+            wire::WireAttrs,
+        };
+        use prost::Message as _;
+        for role in [Role::Client, Role::Server] {
+            let mut r = record(
+                role,
+                &[
+                    ("host", "example.test:8080"),
+                    ("user-agent", "curl/8.0"),
+                    ("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+                ],
+                404,
+            );
+            r.target = "/users/7?token=x&a=1".into();
+            r.method = "PURGE".into();
+            r.remote = r.server;
+            r.local = r.client;
+            let mut listed: Attrs = Vec::new();
+            span_attributes(&r, "/users/{id}", &mut listed);
+            let mut wire = WireAttrs::default();
+            span_attributes(&r, "/users/{id}", &mut wire);
+            let mut span = Vec::new();
+            wire.splice_into(&mut span, 9);
+            let decoded =
+                opentelemetry_proto::tonic::trace::v1::Span::decode(span.as_slice()).unwrap();
+            assert_eq!(decoded.attributes, to_key_values(&listed));
+            let get = |k: &str| listed.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+            assert_eq!(get("url.query"), Some("token=REDACTED&a=1".into()));
+            assert_eq!(get("http.request.method"), Some("_OTHER".into()));
+            if role == Role::Client {
+                assert_eq!(
+                    get("url.full"),
+                    Some("http://example.test:8080/users/7?token=REDACTED&a=1".into())
+                );
+                assert_eq!(get("error.type"), Some("404".into()));
+            } else {
+                assert_eq!(get("client.address"), Some("203.0.113.9".into()));
+                assert_eq!(get("error.type"), None);
+            }
+            assert_eq!(get("server.address"), Some("example.test".into()));
+            assert_eq!(get("server.port"), Some(AttrValue::Int(8080)));
+        }
+    }
 
     #[test]
     fn queries_lose_their_secrets() {

@@ -13,6 +13,7 @@ pub mod selfmon;
 pub mod spans;
 pub mod stage;
 pub mod trace_context;
+pub mod wire;
 
 pub use stage::{Telemetry, TelemetrySettings};
 

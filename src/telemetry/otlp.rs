@@ -122,6 +122,12 @@ pub enum Payload {
     Traces(ExportTraceServiceRequest),
     Metrics(ExportMetricsServiceRequest),
     Logs(ExportLogsServiceRequest),
+    /// A request already in protobuf form (spans and access logs are built that way).
+    Encoded {
+        signal: SignalKind,
+        items: u64,
+        body: bytes::Bytes,
+    },
 }
 
 impl Payload {
@@ -130,12 +136,27 @@ impl Payload {
             Payload::Traces(_) => SignalKind::Traces,
             Payload::Metrics(_) => SignalKind::Metrics,
             Payload::Logs(_) => SignalKind::Logs,
+            Payload::Encoded { signal, .. } => *signal,
         }
+    }
+
+    /// The request as typed messages (decoding an encoded one).
+    pub fn decoded(self) -> Result<Payload, prost::DecodeError> {
+        use prost::Message as _;
+        Ok(match self {
+            Payload::Encoded { signal, body, .. } => match signal {
+                SignalKind::Traces => Payload::Traces(ExportTraceServiceRequest::decode(body)?),
+                SignalKind::Metrics => Payload::Metrics(ExportMetricsServiceRequest::decode(body)?),
+                SignalKind::Logs => Payload::Logs(ExportLogsServiceRequest::decode(body)?),
+            },
+            typed => typed,
+        })
     }
 
     /// Spans, data points or log records in it (what partial success and drops count).
     pub fn items(&self) -> u64 {
         let n: usize = match self {
+            Payload::Encoded { items, .. } => return *items,
             Payload::Traces(r) => r
                 .resource_spans
                 .iter()
@@ -170,6 +191,15 @@ impl Payload {
             Payload::Traces(r) => r.encode_to_vec(),
             Payload::Metrics(r) => r.encode_to_vec(),
             Payload::Logs(r) => r.encode_to_vec(),
+            Payload::Encoded { body, .. } => body.to_vec(),
+        }
+    }
+
+    /// The protobuf encoding, without a copy when it is already encoded.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        match self {
+            Payload::Encoded { body, .. } => body,
+            typed => bytes::Bytes::from(typed.encode()),
         }
     }
 
@@ -179,6 +209,12 @@ impl Payload {
             Payload::Traces(r) => serde_json::to_string(r),
             Payload::Metrics(r) => serde_json::to_string(r),
             Payload::Logs(r) => serde_json::to_string(r),
+            encoded @ Payload::Encoded { .. } => match encoded.clone().decoded() {
+                Ok(typed) => typed.to_json_line(),
+                Err(e) => Err(serde::ser::Error::custom(format!(
+                    "undecodable payload: {e}"
+                ))),
+            },
         }
     }
 }

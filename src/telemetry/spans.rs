@@ -1,16 +1,17 @@
-//! One span per HTTP exchange, placed in the caller's trace when the request says which.
+//! One span per HTTP exchange, placed in the caller's trace when the request says which,
+//! encoded straight to protobuf (see `wire`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status::StatusCode};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 
 use crate::{
     protocols::Role,
     telemetry::{
         ExchangeRecord,
         http::{is_error, method},
-        otlp::{Attrs, into_key_values},
         trace_context::{new_span_id, new_trace_id, parse_traceparent},
+        wire::{WireAttrs, put_bytes, put_fixed32, put_fixed64, put_str, put_uint},
     },
 };
 
@@ -25,74 +26,102 @@ pub fn unix_nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// The span of one exchange. `route` is the template in its name (`{method} {route}`); with no
-/// route known the name is the method alone.
-///
+/// Where an exchange's span sits in its trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    /// OTLP span flags.
+    pub flags: u32,
+}
+
 /// Trace context: a server exchange whose request carries `traceparent` joins that trace as a
 /// child of the span it names. A client exchange whose request carries one is that span (the
 /// client put its own span id there), so the server's span hangs under it — and no parent is
 /// claimed, because the client's parent is not on the wire. Without the header a trace starts.
-pub fn exchange_span(r: &ExchangeRecord, route: Option<&str>, attributes: Attrs) -> Span {
-    let parent = r.request_header("traceparent").and_then(parse_traceparent);
-    let tracestate = r.request_header("tracestate").unwrap_or_default();
-    let (trace_id, span_id, parent_span_id, flags, trace_state) = match (r.role, parent) {
-        (Role::Server, Some(tp)) => (
-            tp.trace_id,
-            new_span_id(),
-            tp.parent_id.to_vec(),
-            u32::from(tp.flags) | HAS_IS_REMOTE | IS_REMOTE,
-            tracestate,
-        ),
-        (Role::Client, Some(tp)) => (
-            tp.trace_id,
-            tp.parent_id,
-            Vec::new(),
-            u32::from(tp.flags) | HAS_IS_REMOTE,
-            tracestate,
-        ),
-        (_, None) => (
-            new_trace_id(),
-            new_span_id(),
-            Vec::new(),
-            SAMPLED | HAS_IS_REMOTE,
-            "",
-        ),
-    };
+pub fn identity(r: &ExchangeRecord) -> Identity {
+    match (
+        r.role,
+        r.request_header("traceparent").and_then(parse_traceparent),
+    ) {
+        (Role::Server, Some(tp)) => Identity {
+            trace_id: tp.trace_id,
+            span_id: new_span_id(),
+            parent_span_id: Some(tp.parent_id),
+            flags: u32::from(tp.flags) | HAS_IS_REMOTE | IS_REMOTE,
+        },
+        (Role::Client, Some(tp)) => Identity {
+            trace_id: tp.trace_id,
+            span_id: tp.parent_id,
+            parent_span_id: None,
+            flags: u32::from(tp.flags) | HAS_IS_REMOTE,
+        },
+        (_, None) => Identity {
+            trace_id: new_trace_id(),
+            span_id: new_span_id(),
+            parent_span_id: None,
+            flags: SAMPLED | HAS_IS_REMOTE,
+        },
+    }
+}
+
+/// The `tracestate` that travels with a joined trace.
+fn trace_state(r: &ExchangeRecord) -> &str {
+    if r.request_header("traceparent")
+        .and_then(parse_traceparent)
+        .is_some()
+    {
+        r.request_header("tracestate").unwrap_or_default()
+    } else {
+        ""
+    }
+}
+
+/// Appends the exchange's `Span` message (without its field tag and length) to `out`. The
+/// name is `{method} {route}`, or the method alone with no route; `HTTP` for a method semconv
+/// does not know.
+pub fn encode_span(
+    out: &mut Vec<u8>,
+    r: &ExchangeRecord,
+    id: &Identity,
+    route: Option<&str>,
+    attributes: &WireAttrs,
+) {
+    put_bytes(out, 1, &id.trace_id);
+    put_bytes(out, 2, &id.span_id);
+    put_str(out, 3, trace_state(r));
+    if let Some(parent) = &id.parent_span_id {
+        put_bytes(out, 4, parent);
+    }
     let m = method(&r.method);
     let verb = if m == "_OTHER" { "HTTP" } else { m };
-    let name = match route {
-        Some(route) => format!("{verb} {route}"),
-        None => verb.to_string(),
-    };
-    let status = if is_error(r.role, r.status) {
-        Status {
-            message: String::new(),
-            code: StatusCode::Error as i32,
+    match route {
+        Some(route) => {
+            let len = verb.len() + 1 + route.len();
+            super::wire::put_varint(out, 5 << 3 | 2);
+            super::wire::put_varint(out, len as u64);
+            out.extend_from_slice(verb.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(route.as_bytes());
         }
-    } else {
-        Status::default()
-    };
-    Span {
-        trace_id: trace_id.to_vec(),
-        span_id: span_id.to_vec(),
-        trace_state: trace_state.to_string(),
-        parent_span_id,
-        flags,
-        name,
-        kind: match r.role {
-            Role::Server => SpanKind::Server,
-            Role::Client => SpanKind::Client,
-        } as i32,
-        start_time_unix_nano: unix_nanos(r.start),
-        end_time_unix_nano: unix_nanos(r.end),
-        attributes: into_key_values(attributes),
-        dropped_attributes_count: 0,
-        events: Vec::new(),
-        dropped_events_count: 0,
-        links: Vec::new(),
-        dropped_links_count: 0,
-        status: Some(status),
+        None => put_str(out, 5, verb),
     }
+    let kind = match r.role {
+        Role::Server => SpanKind::Server,
+        Role::Client => SpanKind::Client,
+    };
+    put_uint(out, 6, kind as u64);
+    put_fixed64(out, 7, unix_nanos(r.start));
+    put_fixed64(out, 8, unix_nanos(r.end));
+    attributes.splice_into(out, 9);
+    // Status: code 3 (message 2 stays empty); an unset status is an empty message.
+    if is_error(r.role, r.status) {
+        put_bytes(out, 15, &[3 << 3, StatusCode::Error as u8]);
+    } else {
+        put_bytes(out, 15, &[]);
+    }
+    put_fixed32(out, 16, id.flags);
 }
 
 #[cfg(test)]
@@ -140,7 +169,7 @@ pub(crate) mod tests {
             &[("traceparent", TP), ("tracestate", "a=1")],
             200,
         );
-        let s = exchange_span(&r, Some("/users/{id}"), Vec::new());
+        let s = decoded_span(&r, Some("/users/{id}"));
         assert_eq!(hex(&s.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(hex(&s.parent_span_id), "00f067aa0ba902b7");
         assert_ne!(hex(&s.span_id), "00f067aa0ba902b7");
@@ -154,7 +183,7 @@ pub(crate) mod tests {
     #[test]
     fn a_client_is_the_span_it_named() {
         let r = record(Role::Client, &[("traceparent", TP)], 200);
-        let s = exchange_span(&r, None, Vec::new());
+        let s = decoded_span(&r, None);
         assert_eq!(hex(&s.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(hex(&s.span_id), "00f067aa0ba902b7");
         assert!(s.parent_span_id.is_empty());
@@ -165,14 +194,25 @@ pub(crate) mod tests {
     #[test]
     fn without_a_header_a_trace_starts_and_errors_follow_the_side() {
         let r = record(Role::Server, &[("traceparent", "garbage")], 404);
-        let s = exchange_span(&r, None, Vec::new());
+        let s = decoded_span(&r, None);
         assert!(s.parent_span_id.is_empty());
         assert_eq!((s.trace_id.len(), s.span_id.len()), (16, 8));
         assert_eq!(s.status.unwrap().code, StatusCode::Unset as i32);
-        let client = exchange_span(&record(Role::Client, &[], 404), None, Vec::new());
+        let client = decoded_span(&record(Role::Client, &[], 404), None);
         assert_eq!(client.status.unwrap().code, StatusCode::Error as i32);
-        let server = exchange_span(&record(Role::Server, &[], 500), None, Vec::new());
+        let server = decoded_span(&record(Role::Server, &[], 500), None);
         assert_eq!(server.status.unwrap().code, StatusCode::Error as i32);
+    }
+
+    /// The span as a collector decodes it.
+    fn decoded_span(
+        r: &ExchangeRecord,
+        route: Option<&str>,
+    ) -> opentelemetry_proto::tonic::trace::v1::Span {
+        use prost::Message as _;
+        let mut bytes = Vec::new();
+        encode_span(&mut bytes, r, &identity(r), route, &WireAttrs::default());
+        opentelemetry_proto::tonic::trace::v1::Span::decode(bytes.as_slice()).unwrap()
     }
 
     fn hex(bytes: &[u8]) -> String {

@@ -11,30 +11,27 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
-    collector::{
-        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
-        trace::v1::ExportTraceServiceRequest,
-    },
-    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    collector::metrics::v1::ExportMetricsServiceRequest,
     metrics::v1::{ResourceMetrics, ScopeMetrics},
     resource::v1::Resource,
-    trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
+use prost::Message as _;
 
 use crate::{
     attribution::ProcessCache,
-    config::export::Signals,
+    config::export::{SignalKind, Signals},
     connections::{ActivityKind, ConnectionActivity},
     protocols::Role,
     telemetry::{
         ExchangeRecord,
         http::{metric_attributes, span_attributes},
-        logs::access_log,
+        logs::encode_access_log,
         metrics::{Instrument, MetricSet},
         otlp::{Attrs, Payload, scope},
         resource::Resources,
         route::Routes,
-        spans::{exchange_span, unix_nanos},
+        spans::{encode_span, identity, unix_nanos},
+        wire::{WireAttrs, put_bytes},
     },
 };
 
@@ -58,15 +55,29 @@ type WorkloadKey = (u32, Arc<str>);
 
 struct Workload {
     resource: Resource,
+    /// The resource, protobuf-encoded once.
+    resource_bytes: Vec<u8>,
     routes: Routes,
     metrics: MetricSet,
     last_active: SystemTime,
 }
 
+/// Spans and logs waiting to be sent, already encoded as the repeated field of their
+/// `ScopeSpans` / `ScopeLogs` (tag, length, message).
 #[derive(Default)]
 struct Pending {
-    spans: Vec<Span>,
-    logs: Vec<LogRecord>,
+    spans: Vec<u8>,
+    span_count: u64,
+    logs: Vec<u8>,
+    log_count: u64,
+}
+
+/// Reused buffers, so encoding an exchange allocates nothing in the steady state.
+#[derive(Default)]
+struct Scratch {
+    attributes: WireAttrs,
+    message: Vec<u8>,
+    line: String,
 }
 
 pub struct Telemetry {
@@ -76,6 +87,9 @@ pub struct Telemetry {
     workloads: HashMap<WorkloadKey, Workload>,
     pending: HashMap<WorkloadKey, Pending>,
     pending_exchanges: usize,
+    scratch: Scratch,
+    /// The instrumentation scope, encoded once.
+    scope_bytes: Vec<u8>,
     /// When metrics were last collected (unix ns), the start of a delta interval.
     last_collect: u64,
 }
@@ -89,6 +103,8 @@ impl Telemetry {
             workloads: HashMap::default(),
             pending: HashMap::default(),
             pending_exchanges: 0,
+            scratch: Scratch::default(),
+            scope_bytes: scope().encode_to_vec(),
             last_collect: unix_nanos(now),
         }
     }
@@ -97,11 +113,15 @@ impl Telemetry {
         let key = (pid, comm.clone());
         let processes = &mut self.processes;
         let resources = &self.resources;
-        let workload = self.workloads.entry(key).or_insert_with(|| Workload {
-            resource: resources.workload(&processes.get(pid, comm)),
-            routes: Routes::default(),
-            metrics: MetricSet::default(),
-            last_active: now,
+        let workload = self.workloads.entry(key).or_insert_with(|| {
+            let resource = resources.workload(&processes.get(pid, comm));
+            Workload {
+                resource_bytes: resource.encode_to_vec(),
+                resource,
+                routes: Routes::default(),
+                metrics: MetricSet::default(),
+                last_active: now,
+            }
         });
         workload.last_active = now;
         workload
@@ -143,14 +163,37 @@ impl Telemetry {
                 m.record(resp_size, &attrs, resp, end, max_series);
             }
             if traces || logs {
-                // The access log carries the span's ids and attributes: it needs the span.
-                let span = exchange_span(r, Some(&route), span_attributes(r, &route));
+                // The access log carries the span's ids and attributes: both are encoded from
+                // the same identity and attribute bytes.
+                let id = identity(r);
+                let scratch = &mut self.scratch;
+                scratch.attributes.clear();
+                span_attributes(r, &route, &mut scratch.attributes);
                 let pending = self.pending.entry((r.pid, r.comm.clone())).or_default();
-                if logs {
-                    pending.logs.push(access_log(r, &span, now));
-                }
                 if traces {
-                    pending.spans.push(span);
+                    scratch.message.clear();
+                    encode_span(
+                        &mut scratch.message,
+                        r,
+                        &id,
+                        Some(&route),
+                        &scratch.attributes,
+                    );
+                    put_bytes(&mut pending.spans, 2, &scratch.message);
+                    pending.span_count += 1;
+                }
+                if logs {
+                    scratch.message.clear();
+                    encode_access_log(
+                        &mut scratch.message,
+                        r,
+                        &id,
+                        &scratch.attributes,
+                        now,
+                        &mut scratch.line,
+                    );
+                    put_bytes(&mut pending.logs, 2, &scratch.message);
+                    pending.log_count += 1;
                 }
                 self.pending_exchanges += 1;
             }
@@ -214,40 +257,54 @@ impl Telemetry {
         self.pending_exchanges
     }
 
-    /// The waiting spans and logs, one resource per workload.
+    /// The waiting spans and logs, one resource per workload, as encoded
+    /// `ExportTraceServiceRequest` and `ExportLogsServiceRequest`.
     pub fn take_spans_and_logs(&mut self) -> Option<(Payload, Payload)> {
         if self.pending_exchanges == 0 {
             return None;
         }
         self.pending_exchanges = 0;
-        let mut traces = ExportTraceServiceRequest::default();
-        let mut logs = ExportLogsServiceRequest::default();
+        let (mut traces, mut logs) = (Vec::new(), Vec::new());
+        let (mut span_count, mut log_count) = (0, 0);
+        let mut scope_block = Vec::new();
+        let mut resource_block = Vec::new();
         for (key, pending) in self.pending.drain() {
-            let resource = self.workloads.get(&key).map(|w| w.resource.clone());
-            if !pending.spans.is_empty() {
-                traces.resource_spans.push(ResourceSpans {
-                    resource: resource.clone(),
-                    scope_spans: vec![ScopeSpans {
-                        scope: Some(scope()),
-                        spans: pending.spans,
-                        schema_url: String::new(),
-                    }],
-                    schema_url: String::new(),
-                });
-            }
-            if !pending.logs.is_empty() {
-                logs.resource_logs.push(ResourceLogs {
-                    resource,
-                    scope_logs: vec![ScopeLogs {
-                        scope: Some(scope()),
-                        log_records: pending.logs,
-                        schema_url: String::new(),
-                    }],
-                    schema_url: String::new(),
-                });
+            let resource = self
+                .workloads
+                .get(&key)
+                .map_or(&[][..], |w| w.resource_bytes.as_slice());
+            // {Resource,Scope}{Spans,Logs}: resource = 1, scope_* = 2; Scope*: scope = 1, items = 2.
+            for (items, count, out, total) in [
+                (
+                    &pending.spans,
+                    pending.span_count,
+                    &mut traces,
+                    &mut span_count,
+                ),
+                (&pending.logs, pending.log_count, &mut logs, &mut log_count),
+            ] {
+                if count == 0 {
+                    continue;
+                }
+                scope_block.clear();
+                put_bytes(&mut scope_block, 1, &self.scope_bytes);
+                scope_block.extend_from_slice(items);
+                resource_block.clear();
+                put_bytes(&mut resource_block, 1, resource);
+                put_bytes(&mut resource_block, 2, &scope_block);
+                put_bytes(out, 1, &resource_block);
+                *total += count;
             }
         }
-        Some((Payload::Traces(traces), Payload::Logs(logs)))
+        let encoded = |signal, items, body: Vec<u8>| Payload::Encoded {
+            signal,
+            items,
+            body: bytes::Bytes::from(body),
+        };
+        Some((
+            encoded(SignalKind::Traces, span_count, traces),
+            encoded(SignalKind::Logs, log_count, logs),
+        ))
     }
 
     /// Every workload's metrics as of `now`; forgets workloads idle longer than the TTL.
@@ -365,7 +422,9 @@ mod tests {
         b.comm = Arc::from("other");
         t.add_exchanges(&[a.clone(), b, a], now);
         assert_eq!(t.pending_exchanges(), 3);
-        let (Payload::Traces(traces), Payload::Logs(logs)) = t.take_spans_and_logs().unwrap()
+        let (spans, logs) = t.take_spans_and_logs().unwrap();
+        let (Payload::Traces(traces), Payload::Logs(logs)) =
+            (spans.decoded().unwrap(), logs.decoded().unwrap())
         else {
             panic!("traces and logs");
         };
@@ -412,7 +471,9 @@ mod tests {
         let mut second = record(Role::Server, &[], 200);
         second.target = "/b".into();
         t.add_exchanges(&[first, second], now);
-        let Some((Payload::Traces(traces), _)) = t.take_spans_and_logs() else {
+        let Some(Payload::Traces(traces)) =
+            t.take_spans_and_logs().map(|(s, _)| s.decoded().unwrap())
+        else {
             panic!()
         };
         let names: Vec<_> = traces.resource_spans[0].scope_spans[0]
@@ -434,7 +495,9 @@ mod tests {
         };
         let mut t = Telemetry::new(only_logs, now);
         t.add_exchanges(&[record(Role::Server, &[], 200)], now);
-        let (Payload::Traces(traces), Payload::Logs(logs)) = t.take_spans_and_logs().unwrap()
+        let (spans, logs) = t.take_spans_and_logs().unwrap();
+        let (Payload::Traces(traces), Payload::Logs(logs)) =
+            (spans.decoded().unwrap(), logs.decoded().unwrap())
         else {
             panic!()
         };

@@ -31,7 +31,7 @@ use crate::{
         resource::Resources,
         route::Routes,
         spans::{encode_span, identity, unix_nanos},
-        wire::{WireAttrs, put_bytes},
+        wire::{WireAttrs, put_bytes, put_len_header, varint_len},
     },
 };
 
@@ -264,16 +264,36 @@ impl Telemetry {
             return None;
         }
         self.pending_exchanges = 0;
-        let (mut traces, mut logs) = (Vec::new(), Vec::new());
+        // Exact sizes up front: the bodies wait in export queues, where spare capacity from
+        // a doubling Vec would be memory held for nothing.
+        let framing = |len: usize| 1 + varint_len(len as u64) + len;
+        let sizes = |key: &WorkloadKey, items: usize| {
+            let resource = self
+                .workloads
+                .get(key)
+                .map_or(0, |w| w.resource_bytes.len());
+            let scope_msg = framing(self.scope_bytes.len()) + items;
+            framing(framing(resource) + framing(scope_msg))
+        };
+        let (mut traces_len, mut logs_len) = (0, 0);
+        for (key, p) in &self.pending {
+            if p.span_count > 0 {
+                traces_len += sizes(key, p.spans.len());
+            }
+            if p.log_count > 0 {
+                logs_len += sizes(key, p.logs.len());
+            }
+        }
+        let mut traces = Vec::with_capacity(traces_len);
+        let mut logs = Vec::with_capacity(logs_len);
         let (mut span_count, mut log_count) = (0, 0);
-        let mut scope_block = Vec::new();
-        let mut resource_block = Vec::new();
         for (key, pending) in self.pending.drain() {
             let resource = self
                 .workloads
                 .get(&key)
                 .map_or(&[][..], |w| w.resource_bytes.as_slice());
-            // {Resource,Scope}{Spans,Logs}: resource = 1, scope_* = 2; Scope*: scope = 1, items = 2.
+            // Export*ServiceRequest.resource_* = 1; Resource*: resource = 1, scope_* = 2;
+            // Scope*: scope = 1, spans / log_records = 2 (already framed in `items`).
             for (items, count, out, total) in [
                 (
                     &pending.spans,
@@ -286,16 +306,17 @@ impl Telemetry {
                 if count == 0 {
                     continue;
                 }
-                scope_block.clear();
-                put_bytes(&mut scope_block, 1, &self.scope_bytes);
-                scope_block.extend_from_slice(items);
-                resource_block.clear();
-                put_bytes(&mut resource_block, 1, resource);
-                put_bytes(&mut resource_block, 2, &scope_block);
-                put_bytes(out, 1, &resource_block);
+                let scope_msg = framing(self.scope_bytes.len()) + items.len();
+                let resource_msg = framing(resource.len()) + framing(scope_msg);
+                put_len_header(out, 1, resource_msg);
+                put_bytes(out, 1, resource);
+                put_len_header(out, 2, scope_msg);
+                put_bytes(out, 1, &self.scope_bytes);
+                out.extend_from_slice(items);
                 *total += count;
             }
         }
+        debug_assert_eq!((traces.len(), logs.len()), (traces_len, logs_len));
         let encoded = |signal, items, body: Vec<u8>| Payload::Encoded {
             signal,
             items,

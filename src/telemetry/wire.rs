@@ -46,6 +46,12 @@ pub fn put_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     buf.extend_from_slice(bytes);
 }
 
+/// The tag and length of a length-delimited field whose `len` bytes the caller writes next.
+pub fn put_len_header(buf: &mut Vec<u8>, field: u32, len: usize) {
+    put_tag(buf, field, LEN);
+    put_varint(buf, len as u64);
+}
+
 /// A string field, omitted when empty (proto3 default).
 pub fn put_str(buf: &mut Vec<u8>, field: u32, s: &str) {
     if !s.is_empty() {

@@ -17,6 +17,7 @@
 //!
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
+//!       [--arms bare,floor,agent,otlp,outage]
 
 use std::{
     io::{BufRead, BufReader},
@@ -51,6 +52,8 @@ impl Arm {
 }
 
 struct Options {
+    /// Arms to run (all by default).
+    arms: Vec<Arm>,
     rounds: usize,
     secs: u64,
     rate: u32,
@@ -59,6 +62,7 @@ struct Options {
 
 fn parse_args() -> Options {
     let mut o = Options {
+        arms: ARMS.to_vec(),
         rounds: 3,
         secs: 10,
         rate: 20_000,
@@ -73,6 +77,17 @@ fn parse_args() -> Options {
             "--secs" => o.secs = value.parse().expect("--secs S"),
             "--rate" => o.rate = value.parse().expect("--rate R"),
             "--netsonde" => o.netsonde = PathBuf::from(value),
+            "--arms" => {
+                o.arms = value
+                    .split(',')
+                    .map(|name| {
+                        *ARMS
+                            .iter()
+                            .find(|a| a.name() == name)
+                            .unwrap_or_else(|| panic!("unknown arm {name}"))
+                    })
+                    .collect()
+            }
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -112,7 +127,7 @@ fn main() {
     // (a) Saturation.
     let mut saturation: Vec<(Arm, f64)> = Vec::new();
     for round in 0..o.rounds {
-        for arm in rotation(round) {
+        for arm in rotation(&o.arms, round) {
             let agent = AgentProcess::start(arm, &o.netsonde, &collector);
             let rps = wrk(&url, o.secs);
             let usage = agent.map(AgentProcess::stop);
@@ -130,7 +145,7 @@ fn main() {
     // (b) Fixed rate.
     let mut fixed: Vec<(Arm, Latency, Option<Usage>)> = Vec::new();
     for round in 0..o.rounds {
-        for arm in rotation(round) {
+        for arm in rotation(&o.arms, round) {
             let agent = AgentProcess::start(arm, &o.netsonde, &collector);
             let latency = h2load(&url, o.rate, o.secs);
             let usage = agent.map(AgentProcess::stop);
@@ -163,7 +178,7 @@ fn main() {
     );
     println!("| arm | req/s | vs bare | vs floor |");
     println!("|---|---:|---:|---:|");
-    for arm in ARMS {
+    for &arm in &o.arms {
         let v = mean(arm);
         println!(
             "| {} | {:.0} | {:.3} | {:.3} |",
@@ -182,7 +197,7 @@ fn main() {
         "| arm | p50 latency | p99 latency | achieved req/s | agent CPU | agent RSS | agent peak RSS |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for arm in ARMS {
+    for &arm in &o.arms {
         let rows: Vec<&(Arm, Latency, Option<Usage>)> =
             fixed.iter().filter(|(a, _, _)| *a == arm).collect();
         let p50 = median(rows.iter().map(|r| r.1.p50_us).collect());
@@ -218,9 +233,9 @@ fn main() {
 }
 
 /// Each round starts with a different arm, so drift (thermal, page cache) spreads evenly.
-fn rotation(round: usize) -> Vec<Arm> {
-    (0..ARMS.len())
-        .map(|i| ARMS[(i + round) % ARMS.len()])
+fn rotation(arms: &[Arm], round: usize) -> Vec<Arm> {
+    (0..arms.len())
+        .map(|i| arms[(i + round) % arms.len()])
         .collect()
 }
 

@@ -657,3 +657,51 @@ fn delta_temporality_when_the_environment_asks() {
     assert_eq!(total, 6);
     assert!(points >= 2, "{points} points");
 }
+
+#[test]
+fn a_collector_that_never_answers_times_out() {
+    require_privileges!();
+    let _guard = serial();
+    // Accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in silent.incoming().take(16) {
+            open.push(stream);
+        }
+    });
+    let server = PyServer::start();
+    let pid = server.pid.to_string();
+    let agent = Agent::start_with_env(
+        &agent_args(
+            &[
+                "--exporter",
+                "otlp",
+                "--exporter",
+                "console",
+                "--otlp-protocol",
+                "http/protobuf",
+                "--otlp-endpoint",
+                &endpoint,
+            ],
+            &pid,
+        ),
+        &[("OTEL_EXPORTER_OTLP_TIMEOUT", "300")],
+    );
+    curl(&[&server.url("/items/1")]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let capture = agent.stop();
+    assert_eq!(capture.of(server.pid).len(), 1, "capture goes on");
+    assert!(
+        capture.final_stat("export_failures").unwrap() >= 2,
+        "{:?}",
+        capture.stats
+    );
+    assert!(
+        capture.stderr.contains("timed out") || capture.stderr.contains("timeout"),
+        "{}",
+        capture.stderr
+    );
+    drop(held);
+}

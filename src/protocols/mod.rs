@@ -4,6 +4,7 @@
 
 pub mod exchange;
 pub mod http1;
+pub mod http2;
 
 pub use exchange::{Completeness, Exchange, Request, Response};
 

@@ -1,0 +1,247 @@
+//! HTTP/2 framing (RFC 9113 §4, §6): the connection preface, the 9-byte frame header, and the
+//! payload layouts netsonde reads (padding and priority around header blocks, SETTINGS,
+//! RST_STREAM, GOAWAY).
+//!
+//! Owned, not borrowed from a crate: no maintained crate parses frames without also owning the
+//! connection (h2 keeps its framing private, loona-h2 is tied to its io_uring buffers), and the
+//! layout is a few dozen lines (see ../shared/reference/crates.md).
+
+/// What a client sends first on every HTTP/2 connection.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const HEADER_LEN: usize = 9;
+
+/// Frame types netsonde acts on (others are skipped by length).
+pub mod kind {
+    pub const DATA: u8 = 0x0;
+    pub const HEADERS: u8 = 0x1;
+    pub const PRIORITY: u8 = 0x2;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const PUSH_PROMISE: u8 = 0x5;
+    pub const PING: u8 = 0x6;
+    pub const GOAWAY: u8 = 0x7;
+    pub const WINDOW_UPDATE: u8 = 0x8;
+    pub const CONTINUATION: u8 = 0x9;
+}
+
+pub mod flags {
+    pub const END_STREAM: u8 = 0x1;
+    /// On SETTINGS and PING.
+    pub const ACK: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const PADDED: u8 = 0x8;
+    pub const PRIORITY: u8 = 0x20;
+}
+
+/// SETTINGS identifiers.
+pub const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
+
+/// A frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub len: u32,
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+}
+
+impl FrameHeader {
+    /// Parses the first 9 bytes of `bytes`; `None` if there are fewer.
+    pub fn parse(bytes: &[u8]) -> Option<FrameHeader> {
+        let h: &[u8; HEADER_LEN] = bytes.get(..HEADER_LEN)?.try_into().ok()?;
+        Some(FrameHeader {
+            len: u32::from_be_bytes([0, h[0], h[1], h[2]]),
+            kind: h[3],
+            flags: h[4],
+            // The top bit is reserved and ignored on receipt.
+            stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
+        })
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether this header could start a frame of a conforming peer: a known type's stream
+    /// rules hold and the length is within the largest frame size HTTP/2 allows. Used to find
+    /// frame boundaries again after lost bytes.
+    pub fn plausible(&self) -> bool {
+        use kind::*;
+        let stream_ok = match self.kind {
+            SETTINGS | PING | GOAWAY => self.stream == 0,
+            DATA | HEADERS | PRIORITY | RST_STREAM | PUSH_PROMISE | CONTINUATION => {
+                self.stream != 0
+            }
+            WINDOW_UPDATE => true,
+            _ => false,
+        };
+        let len_ok = match self.kind {
+            PRIORITY => self.len == 5,
+            RST_STREAM | WINDOW_UPDATE => self.len == 4,
+            PING => self.len == 8,
+            SETTINGS => self.len.is_multiple_of(6),
+            _ => true,
+        };
+        self.len < 1 << 24 && stream_ok && len_ok
+    }
+}
+
+/// Why a frame's payload is not what its header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("padding longer than the frame")]
+    Padding,
+    #[error("frame too short for its fields")]
+    Short,
+}
+
+/// The header-block fragment of a HEADERS or PUSH_PROMISE payload: padding and the priority
+/// fields (or the promised stream id) removed.
+pub fn header_block<'a>(header: &FrameHeader, payload: &'a [u8]) -> Result<&'a [u8], FrameError> {
+    let mut body = unpad(header, payload)?;
+    let skip = match header.kind {
+        kind::HEADERS if header.has(flags::PRIORITY) => 5,
+        kind::PUSH_PROMISE => 4,
+        _ => 0,
+    };
+    if body.len() < skip {
+        return Err(FrameError::Short);
+    }
+    body = &body[skip..];
+    Ok(body)
+}
+
+/// A DATA payload's length without its padding, from the header and (when PADDED) the pad
+/// length byte: DATA bodies are counted, not kept.
+pub fn data_len(header: &FrameHeader, first_byte: Option<u8>) -> Result<u32, FrameError> {
+    if !header.has(flags::PADDED) {
+        return Ok(header.len);
+    }
+    let pad = u32::from(first_byte.ok_or(FrameError::Short)?);
+    header.len.checked_sub(1 + pad).ok_or(FrameError::Padding)
+}
+
+fn unpad<'a>(header: &FrameHeader, payload: &'a [u8]) -> Result<&'a [u8], FrameError> {
+    if !header.has(flags::PADDED) {
+        return Ok(payload);
+    }
+    let (&pad, rest) = payload.split_first().ok_or(FrameError::Short)?;
+    let keep = rest
+        .len()
+        .checked_sub(usize::from(pad))
+        .ok_or(FrameError::Padding)?;
+    Ok(&rest[..keep])
+}
+
+/// The (identifier, value) pairs of a SETTINGS payload.
+pub fn settings(payload: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
+    payload.chunks_exact(6).map(|s| {
+        (
+            u16::from_be_bytes([s[0], s[1]]),
+            u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+        )
+    })
+}
+
+/// The error code of a RST_STREAM payload, or of a GOAWAY payload (after the last stream id).
+pub fn error_code(header: &FrameHeader, payload: &[u8]) -> Option<u32> {
+    let at = match header.kind {
+        kind::RST_STREAM => 0,
+        kind::GOAWAY => 4,
+        _ => return None,
+    };
+    let b = payload.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// The last stream id a GOAWAY says the sender processed.
+pub fn goaway_last_stream(payload: &[u8]) -> Option<u32> {
+    let b = payload.get(..4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
+}
+
+/// Encodes a frame header (for tests and fixtures).
+pub fn encode_header(len: u32, kind: u8, flags: u8, stream: u32) -> [u8; HEADER_LEN] {
+    let l = len.to_be_bytes();
+    let s = stream.to_be_bytes();
+    [l[1], l[2], l[3], kind, flags, s[0], s[1], s[2], s[3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_ignore_the_reserved_bit() {
+        let bytes = encode_header(0x01_0203, kind::HEADERS, flags::END_HEADERS, 0x8000_0005);
+        let h = FrameHeader::parse(&bytes).unwrap();
+        assert_eq!(
+            h,
+            FrameHeader {
+                len: 0x01_0203,
+                kind: kind::HEADERS,
+                flags: flags::END_HEADERS,
+                stream: 5
+            }
+        );
+        assert_eq!(FrameHeader::parse(&bytes[..8]), None);
+    }
+
+    #[test]
+    fn padding_and_priority_are_stripped() {
+        let h = FrameHeader {
+            len: 0,
+            kind: kind::HEADERS,
+            flags: flags::PADDED | flags::PRIORITY | flags::END_HEADERS,
+            stream: 1,
+        };
+        // pad length 2, 5 bytes of priority, block "abc", 2 bytes of padding.
+        let payload = [2, 0, 0, 0, 3, 16, b'a', b'b', b'c', 0, 0];
+        assert_eq!(header_block(&h, &payload), Ok(&b"abc"[..]));
+        assert_eq!(header_block(&h, &[9, 1, 2]), Err(FrameError::Padding));
+        assert_eq!(header_block(&h, &[0, 1, 2]), Err(FrameError::Short));
+        let data = FrameHeader {
+            len: 10,
+            kind: kind::DATA,
+            flags: flags::PADDED,
+            stream: 1,
+        };
+        assert_eq!(data_len(&data, Some(3)), Ok(6));
+        assert_eq!(data_len(&data, Some(20)), Err(FrameError::Padding));
+    }
+
+    #[test]
+    fn plausibility_follows_the_frame_rules() {
+        let h = |len, kind, stream| FrameHeader {
+            len,
+            kind,
+            flags: 0,
+            stream,
+        };
+        assert!(h(12, kind::SETTINGS, 0).plausible());
+        assert!(!h(12, kind::SETTINGS, 1).plausible());
+        assert!(!h(7, kind::SETTINGS, 0).plausible());
+        assert!(h(100, kind::DATA, 3).plausible());
+        assert!(!h(100, kind::DATA, 0).plausible());
+        assert!(!h(4, 0x42, 1).plausible());
+        assert!(h(4, kind::WINDOW_UPDATE, 0).plausible());
+        assert!(!h(5, kind::RST_STREAM, 1).plausible());
+    }
+
+    #[test]
+    fn settings_and_error_codes_read() {
+        let payload = [0, 1, 0, 0, 0x10, 0, 0, 3, 0, 0, 0, 100];
+        assert_eq!(
+            settings(&payload).collect::<Vec<_>>(),
+            [(SETTINGS_HEADER_TABLE_SIZE, 4096), (3, 100)]
+        );
+        let rst = FrameHeader {
+            len: 4,
+            kind: kind::RST_STREAM,
+            flags: 0,
+            stream: 1,
+        };
+        assert_eq!(error_code(&rst, &[0, 0, 0, 8]), Some(8));
+        assert_eq!(goaway_last_stream(&[0x80, 0, 0, 7]), Some(7));
+    }
+}

@@ -35,6 +35,7 @@ fn record(pid: u32, n: u64) -> ExchangeRecord {
         method: "GET".into(),
         target: format!("/api/users/{n}?page=2"),
         version_minor: 1,
+        version_major: 1,
         status: 200,
         client: Some("127.0.0.1:40000".parse().unwrap()),
         server: Some("127.0.0.1:8080".parse().unwrap()),

@@ -184,6 +184,7 @@ mod tests {
             method: "GET".into(),
             target: "/x".into(),
             version_minor: 1,
+            version_major: 1,
             status: 200,
             client: Some("127.0.0.1:51234".parse().unwrap()),
             server: Some("127.0.0.1:8080".parse().unwrap()),

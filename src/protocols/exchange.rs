@@ -8,6 +8,8 @@ pub struct Request {
     pub target: String,
     /// Minor version of HTTP/1.x.
     pub version_minor: u8,
+    /// HTTP major version: 1 or 2.
+    pub major: u8,
     /// Selected headers (lower-case names), in order.
     pub headers: Vec<(String, String)>,
 }
@@ -17,6 +19,7 @@ pub struct Request {
 pub struct Response {
     pub status: u16,
     pub version_minor: u8,
+    pub major: u8,
     pub headers: Vec<(String, String)>,
 }
 

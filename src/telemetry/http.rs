@@ -101,7 +101,11 @@ fn server_address(r: &ExchangeRecord) -> (Option<String>, Option<u16>) {
 }
 
 fn protocol_version(r: &ExchangeRecord) -> &'static str {
-    if r.version_minor == 0 { "1.0" } else { "1.1" }
+    match (r.version_major, r.version_minor) {
+        (2, _) => "2",
+        (_, 0) => "1.0",
+        _ => "1.1",
+    }
 }
 
 /// Attributes of the exchange's span and access log, written into `a`. `route` is the

@@ -41,6 +41,8 @@ pub struct ExchangeRecord {
     pub method: String,
     pub target: String,
     pub version_minor: u8,
+    /// HTTP major version: 1 or 2.
+    pub version_major: u8,
     pub status: u16,
     /// The HTTP client's and server's socket addresses (whichever side was traced).
     pub client: Option<SocketAddr>,
@@ -71,6 +73,7 @@ impl ExchangeRecord {
             method: ex.request.method,
             target: ex.request.target,
             version_minor: ex.request.version_minor,
+            version_major: ex.request.major,
             status: ex.response.status,
             client,
             server,

@@ -145,6 +145,7 @@ pub(crate) mod tests {
             method: "GET".into(),
             target: "/users/7".into(),
             version_minor: 1,
+            version_major: 1,
             status,
             client: Some("10.0.0.1:40000".parse().unwrap()),
             server: Some("10.0.0.2:8080".parse().unwrap()),

@@ -100,6 +100,7 @@ fn parse_request(buf: &[u8]) -> Parsed {
                 method: req.method.unwrap_or_default().to_string(),
                 target: bounded_target(req.path.unwrap_or_default()),
                 version_minor: req.version.unwrap_or(1),
+                major: 1,
                 headers: kept(req.headers, &KEPT_REQUEST_HEADERS),
             };
             Parsed::Complete {
@@ -127,6 +128,7 @@ fn parse_response(buf: &[u8]) -> Parsed {
             let response = Response {
                 status: resp.code.unwrap_or_default(),
                 version_minor: resp.version.unwrap_or(1),
+                major: 1,
                 headers: kept(resp.headers, &KEPT_RESPONSE_HEADERS),
             };
             Parsed::Complete {

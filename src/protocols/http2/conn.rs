@@ -1,0 +1,596 @@
+//! One HTTP/2 connection: both directions' frames, one HPACK decoder each, and streams turned
+//! into exchanges (a request's HEADERS, DATA and END_STREAM, then the response's).
+//!
+//! Memory is bounded: only header-carrying frames are buffered (up to a limit), DATA is counted
+//! and skipped, and at most `max_streams` streams are open. A malformed frame, an undecodable
+//! header block or lost bytes outside a DATA payload mark the connection broken: it is skipped
+//! from then on, and counted.
+
+use foldhash::HashMap;
+
+use super::{
+    frame::{self, FrameHeader, PREFACE, flags, kind},
+    hpack::{HeaderDecoder, HpackLimits},
+};
+use crate::protocols::{Completeness, Direction, Exchange, Request, Response, Role, Segment};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub hpack: HpackLimits,
+    /// Streams open at once; further new streams are not followed (counted).
+    pub max_streams: usize,
+    /// Largest header block (HEADERS + CONTINUATION) or control frame buffered.
+    pub max_block: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            hpack: HpackLimits::default(),
+            max_streams: 1024,
+            max_block: 256 * 1024,
+        }
+    }
+}
+
+/// What the parser noticed besides exchanges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// Streams reset (RST_STREAM) before their response ended.
+    pub resets: u64,
+    /// Requests whose response never came (reset before any response, GOAWAY, close).
+    pub unanswered_requests: u64,
+    /// New streams not followed because `max_streams` were open.
+    pub streams_refused: u64,
+    /// The connection turned undecodable (and why it is skipped).
+    pub broken: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    /// The first bytes were not HTTP/2.
+    NotHttp2,
+    /// Skipped from here on: the reason.
+    Broken(String),
+}
+
+#[derive(Debug, Default)]
+struct Half {
+    /// The head (request or response), once decoded.
+    head: Option<Vec<(String, String)>>,
+    trailers: Vec<(String, String)>,
+    start_ns: u64,
+    end_ns: u64,
+    body: u64,
+    ended: bool,
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    request: Half,
+    response: Half,
+    informational: u8,
+}
+
+/// A header block being assembled from HEADERS and CONTINUATION.
+#[derive(Debug)]
+struct Block {
+    stream: u32,
+    bytes: Vec<u8>,
+    end_stream: bool,
+    at_ns: u64,
+}
+
+struct Side {
+    /// Whether this direction's first byte was seen.
+    started: bool,
+    /// Bytes of the client preface still expected.
+    preface_left: usize,
+    /// The frame being assembled: its 9-byte header, then (for kept frames) its payload.
+    buf: Vec<u8>,
+    /// Payload bytes still to skip, of which `body_left` are DATA body of `data_stream`.
+    skip: u64,
+    body_left: u64,
+    /// The DATA frame being skipped: its stream and whether it ends it.
+    data_stream: Option<(u32, bool)>,
+    /// A padded DATA frame whose pad-length byte is next.
+    await_pad: bool,
+    block: Option<Block>,
+    decoder: HeaderDecoder,
+}
+
+pub struct Http2 {
+    sides: [Side; 2],
+    streams: HashMap<u32, Stream>,
+    /// The direction requests travel in: the one that sent the preface.
+    client_dir: Option<Direction>,
+    limits: Limits,
+    notes: Notes,
+    status: Status,
+}
+
+impl Http2 {
+    /// For a connection seen from its first byte.
+    pub fn new(limits: Limits) -> Self {
+        let side = || Side {
+            started: false,
+            preface_left: 0,
+            buf: Vec::new(),
+            skip: 0,
+            body_left: 0,
+            data_stream: None,
+            await_pad: false,
+            block: None,
+            decoder: HeaderDecoder::new(limits.hpack),
+        };
+        Http2 {
+            sides: [side(), side()],
+            streams: HashMap::default(),
+            client_dir: None,
+            limits,
+            notes: Notes::default(),
+            status: Status::Active,
+        }
+    }
+
+    /// Whether `bytes`, the first a direction sent, begin the HTTP/2 client preface.
+    pub fn starts_with_preface(bytes: &[u8]) -> bool {
+        let n = bytes.len().min(PREFACE.len());
+        n > 0 && bytes[..n] == PREFACE[..n]
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The traced process's role, once the preface said which side is the client.
+    pub fn role(&self) -> Option<Role> {
+        self.client_dir.map(|d| match d {
+            Direction::Egress => Role::Client,
+            Direction::Ingress => Role::Server,
+        })
+    }
+
+    pub fn take_notes(&mut self) -> Notes {
+        std::mem::take(&mut self.notes)
+    }
+
+    fn unanswered(&mut self) {
+        self.notes.unanswered_requests += self
+            .streams
+            .values()
+            .filter(|s| s.request.head.is_some())
+            .count() as u64;
+        self.streams.clear();
+    }
+
+    fn broken(&mut self, why: impl Into<String>) {
+        if self.status == Status::Active {
+            self.notes.broken += 1;
+            self.unanswered();
+            self.status = Status::Broken(why.into());
+        }
+    }
+
+    /// The connection ended: streams still open are unanswered.
+    pub fn close(&mut self) {
+        self.unanswered();
+    }
+
+    /// Feeds one segment of one direction; finished exchanges go to `out`.
+    pub fn feed(&mut self, dir: Direction, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        let mut data = seg.data;
+        while !data.is_empty() && self.status == Status::Active {
+            let used = self.step(dir, data, seg, out);
+            data = &data[used..];
+        }
+        let lost = seg.len.saturating_sub(seg.data.len() as u64);
+        if lost > 0 && self.status == Status::Active {
+            let side = &mut self.sides[dir.index()];
+            if side.await_pad || side.skip < lost {
+                self.broken(format!("{lost} bytes lost outside a DATA payload"));
+                return;
+            }
+            self.skip_bytes(dir, lost, seg.last_ns, out);
+        }
+    }
+
+    /// Consumes bytes from the front of `data`; returns how many.
+    fn step(
+        &mut self,
+        dir: Direction,
+        data: &[u8],
+        seg: &Segment<'_>,
+        out: &mut Vec<Exchange>,
+    ) -> usize {
+        let side = &mut self.sides[dir.index()];
+        if !side.started {
+            side.started = true;
+            if data[0] == PREFACE[0] {
+                side.preface_left = PREFACE.len();
+                self.client_dir.get_or_insert(dir);
+            }
+        }
+        if side.preface_left > 0 {
+            let at = PREFACE.len() - side.preface_left;
+            let n = side.preface_left.min(data.len());
+            if data[..n] != PREFACE[at..at + n] {
+                self.status = Status::NotHttp2;
+                return data.len();
+            }
+            side.preface_left -= n;
+            return n;
+        }
+        if side.await_pad {
+            side.await_pad = false;
+            let pad = u64::from(data[0]);
+            side.skip -= 1;
+            if pad > side.skip {
+                self.broken("DATA padding longer than its frame");
+                return data.len();
+            }
+            side.body_left = side.skip - pad;
+            if side.skip == 0 {
+                self.end_data(dir, seg.last_ns, out);
+            }
+            return 1;
+        }
+        if side.skip > 0 {
+            let n = side.skip.min(data.len() as u64);
+            self.skip_bytes(dir, n, seg.last_ns, out);
+            return n as usize;
+        }
+        // A frame header, then a kept frame's payload, accumulate in `buf`.
+        let side = &mut self.sides[dir.index()];
+        if side.buf.len() < frame::HEADER_LEN {
+            let n = (frame::HEADER_LEN - side.buf.len()).min(data.len());
+            side.buf.extend_from_slice(&data[..n]);
+            if side.buf.len() == frame::HEADER_LEN {
+                let header = FrameHeader::parse(&side.buf).expect("nine bytes");
+                self.start_frame(dir, header, seg, out);
+            }
+            return n;
+        }
+        let header = FrameHeader::parse(&side.buf).expect("nine bytes");
+        let want = frame::HEADER_LEN + header.len as usize - side.buf.len();
+        let n = want.min(data.len());
+        side.buf.extend_from_slice(&data[..n]);
+        if n == want {
+            self.finish_kept(dir, header, seg, out);
+        }
+        n
+    }
+
+    /// Skips `n` payload bytes, counting those that are DATA body.
+    fn skip_bytes(&mut self, dir: Direction, n: u64, at_ns: u64, out: &mut Vec<Exchange>) {
+        let side = &mut self.sides[dir.index()];
+        side.skip -= n;
+        let body = n.min(side.body_left);
+        side.body_left -= body;
+        if let Some((stream, _)) = side.data_stream
+            && body > 0
+            && let Some(half) = self.half(dir, stream)
+        {
+            half.body += body;
+        }
+        if self.sides[dir.index()].skip == 0 {
+            self.end_data(dir, at_ns, out);
+        }
+    }
+
+    fn start_frame(
+        &mut self,
+        dir: Direction,
+        header: FrameHeader,
+        seg: &Segment<'_>,
+        out: &mut Vec<Exchange>,
+    ) {
+        if header.kind <= kind::CONTINUATION && !header.plausible() {
+            self.broken(format!("malformed frame header {header:?}"));
+            return;
+        }
+        let side = &mut self.sides[dir.index()];
+        // A header block continues with CONTINUATION frames of its stream, nothing else.
+        let continuing = side.block.as_ref().map(|b| b.stream);
+        if (header.kind == kind::CONTINUATION) != continuing.is_some()
+            || continuing.is_some_and(|s| s != header.stream)
+        {
+            self.broken("header block interrupted or CONTINUATION out of place");
+            return;
+        }
+        match header.kind {
+            kind::HEADERS
+            | kind::CONTINUATION
+            | kind::SETTINGS
+            | kind::RST_STREAM
+            | kind::GOAWAY
+            | kind::PUSH_PROMISE => {
+                if header.len as usize > self.limits.max_block {
+                    self.broken(format!("a {}-byte frame, over the limit", header.len));
+                } else if header.len == 0 {
+                    self.finish_kept(dir, header, seg, out);
+                }
+                // Otherwise the payload accumulates behind the header in `buf`.
+            }
+            _ => {
+                side.buf.clear();
+                side.skip = u64::from(header.len);
+                if header.kind == kind::DATA {
+                    side.data_stream = Some((header.stream, header.has(flags::END_STREAM)));
+                    side.await_pad = header.has(flags::PADDED);
+                    side.body_left = if side.await_pad { 0 } else { side.skip };
+                    if header.has(flags::PADDED) && header.len == 0 {
+                        self.broken("padded DATA frame without a pad length");
+                        return;
+                    }
+                } else {
+                    side.data_stream = None;
+                    side.body_left = 0;
+                }
+                if self.sides[dir.index()].skip == 0 {
+                    self.end_data(dir, seg.last_ns, out);
+                }
+            }
+        }
+    }
+
+    /// A skipped frame's last byte went by: a DATA frame may end its stream.
+    fn end_data(&mut self, dir: Direction, at_ns: u64, out: &mut Vec<Exchange>) {
+        let side = &mut self.sides[dir.index()];
+        if let Some((stream, end)) = side.data_stream.take() {
+            if let Some(h) = self.half(dir, stream) {
+                h.end_ns = at_ns;
+                if end {
+                    h.ended = true;
+                }
+            }
+            if end {
+                self.settle(stream, out);
+            }
+        }
+    }
+
+    /// The request half (in the client's direction) or the response half of a stream.
+    fn half(&mut self, dir: Direction, stream: u32) -> Option<&mut Half> {
+        let requests = Some(dir) == self.client_dir;
+        self.streams.get_mut(&stream).map(|s| {
+            if requests {
+                &mut s.request
+            } else {
+                &mut s.response
+            }
+        })
+    }
+
+    fn finish_kept(
+        &mut self,
+        dir: Direction,
+        header: FrameHeader,
+        seg: &Segment<'_>,
+        out: &mut Vec<Exchange>,
+    ) {
+        let buf = std::mem::take(&mut self.sides[dir.index()].buf);
+        let payload = &buf[frame::HEADER_LEN.min(buf.len())..];
+        self.on_frame(dir, header, payload, seg, out);
+        let side = &mut self.sides[dir.index()];
+        if side.buf.is_empty() {
+            side.buf = buf;
+            side.buf.clear();
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        dir: Direction,
+        header: FrameHeader,
+        payload: &[u8],
+        seg: &Segment<'_>,
+        out: &mut Vec<Exchange>,
+    ) {
+        match header.kind {
+            kind::HEADERS | kind::PUSH_PROMISE => {
+                let fragment = match frame::header_block(&header, payload) {
+                    Ok(f) => f,
+                    Err(e) => return self.broken(format!("HEADERS: {e}")),
+                };
+                let block = Block {
+                    stream: header.stream,
+                    bytes: fragment.to_vec(),
+                    end_stream: header.kind == kind::HEADERS && header.has(flags::END_STREAM),
+                    at_ns: seg.first_ns,
+                };
+                if header.has(flags::END_HEADERS) {
+                    self.on_block(dir, header.kind, block, seg, out);
+                } else {
+                    self.sides[dir.index()].block = Some(block);
+                }
+            }
+            kind::CONTINUATION => {
+                let side = &mut self.sides[dir.index()];
+                let Some(block) = side.block.as_mut() else {
+                    return self.broken("CONTINUATION without HEADERS");
+                };
+                if block.bytes.len() + payload.len() > self.limits.max_block {
+                    return self.broken("header block over the limit (CONTINUATION flood)");
+                }
+                block.bytes.extend_from_slice(payload);
+                if header.has(flags::END_HEADERS) {
+                    let block = side.block.take().expect("checked");
+                    self.on_block(dir, kind::HEADERS, block, seg, out);
+                }
+            }
+            kind::SETTINGS if !header.has(flags::ACK) => {
+                for (id, value) in frame::settings(payload) {
+                    if id == frame::SETTINGS_HEADER_TABLE_SIZE {
+                        // It bounds what the *other* side's encoder may use.
+                        let other = &mut self.sides[dir.opposite().index()];
+                        if let Err(e) = other.decoder.allow_table_size(value as usize) {
+                            return self.broken(e.to_string());
+                        }
+                    }
+                }
+            }
+            kind::RST_STREAM => {
+                if let Some(stream) = self.streams.remove(&header.stream) {
+                    self.notes.resets += 1;
+                    match stream.response.head {
+                        Some(_) => out.push(exchange(stream, Completeness::BodyCut)),
+                        None if stream.request.head.is_some() => {
+                            self.notes.unanswered_requests += 1;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            kind::GOAWAY => {
+                // Streams above the last one the sender processed will not be answered.
+                if let Some(last) = frame::goaway_last_stream(payload) {
+                    let before = self.streams.len();
+                    self.streams.retain(|&id, _| id <= last);
+                    self.notes.unanswered_requests += (before - self.streams.len()) as u64;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_block(
+        &mut self,
+        dir: Direction,
+        kind_: u8,
+        block: Block,
+        _seg: &Segment<'_>,
+        out: &mut Vec<Exchange>,
+    ) {
+        let mut headers = Vec::new();
+        if let Err(e) = self.sides[dir.index()]
+            .decoder
+            .decode(&block.bytes, &mut headers)
+        {
+            return self.broken(e.to_string());
+        }
+        if kind_ == kind::PUSH_PROMISE {
+            // Server push: the promised request is not one the client made; not followed.
+            return;
+        }
+        let requests = Some(dir) == self.client_dir;
+        if requests && !self.streams.contains_key(&block.stream) {
+            if self.streams.len() >= self.limits.max_streams {
+                self.notes.streams_refused += 1;
+                return;
+            }
+            self.streams.insert(block.stream, Stream::default());
+        }
+        let Some(stream) = self.streams.get_mut(&block.stream) else {
+            // A response for a stream whose request was not followed.
+            return;
+        };
+        let half = if requests {
+            &mut stream.request
+        } else {
+            &mut stream.response
+        };
+        let interim = !requests
+            && headers
+                .iter()
+                .any(|(n, v)| n == ":status" && v.starts_with('1') && v.len() == 3);
+        if interim {
+            stream.informational = stream.informational.saturating_add(1);
+            return;
+        }
+        if half.head.is_none() {
+            half.head = Some(headers);
+            half.start_ns = block.at_ns;
+        } else {
+            half.trailers = headers;
+        }
+        half.end_ns = half.end_ns.max(block.at_ns);
+        if block.end_stream {
+            half.ended = true;
+            self.settle(block.stream, out);
+        }
+    }
+
+    /// A stream whose response ended becomes an exchange.
+    fn settle(&mut self, id: u32, out: &mut Vec<Exchange>) {
+        let done = self
+            .streams
+            .get(&id)
+            .is_some_and(|s| s.response.ended && s.response.head.is_some());
+        if done && let Some(stream) = self.streams.remove(&id) {
+            out.push(exchange(stream, Completeness::Complete));
+        }
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Request headers later stages use, as HTTP/1 keeps them (`:authority` as `host`).
+const KEPT: [&str; 5] = [
+    "user-agent",
+    "traceparent",
+    "tracestate",
+    "content-type",
+    "x-forwarded-for",
+];
+
+fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
+    let req = stream.request.head.unwrap_or_default();
+    let resp = stream.response.head.unwrap_or_default();
+    let mut kept: Vec<(String, String)> = Vec::new();
+    if let Some(authority) = header(&req, ":authority") {
+        kept.push(("host".into(), authority.into()));
+    }
+    for (n, v) in &req {
+        if KEPT.contains(&n.as_str()) {
+            kept.push((n.clone(), v.clone()));
+        }
+    }
+    let mut response_headers: Vec<(String, String)> = resp
+        .iter()
+        .filter(|(n, _)| n == "content-type")
+        .cloned()
+        .collect();
+    // Trailers matter to gRPC (grpc-status, grpc-message): keep them with the response.
+    response_headers.extend(
+        stream
+            .response
+            .trailers
+            .iter()
+            .filter(|(n, _)| n.starts_with("grpc-"))
+            .cloned(),
+    );
+    Exchange {
+        request: Request {
+            method: header(&req, ":method").unwrap_or_default().to_string(),
+            target: header(&req, ":path").unwrap_or_default().to_string(),
+            version_minor: 0,
+            major: 2,
+            headers: kept,
+        },
+        response: Response {
+            status: header(&resp, ":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            version_minor: 0,
+            major: 2,
+            headers: response_headers,
+        },
+        request_start_ns: stream.request.start_ns,
+        request_end_ns: stream.request.end_ns.max(stream.request.start_ns),
+        response_start_ns: stream.response.start_ns,
+        response_end_ns: stream.response.end_ns.max(stream.response.start_ns),
+        request_head_bytes: 0,
+        request_body_bytes: stream.request.body,
+        response_head_bytes: 0,
+        response_body_bytes: stream.response.body,
+        informational: stream.informational,
+        completeness,
+    }
+}

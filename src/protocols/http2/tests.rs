@@ -1,0 +1,306 @@
+//! The HTTP/2 connection parser fed frames as real peers write them (header blocks from an
+//! HPACK encoder), whole, byte by byte, and with bytes missing.
+
+use super::{
+    frame::{PREFACE, encode_header, flags, kind},
+    *,
+};
+use crate::protocols::{Completeness, Direction, Exchange, Role, Segment};
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = encode_header(payload.len() as u32, kind, flags, stream).to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
+fn block(encoder: &mut loona_hpack::Encoder<'_>, headers: &[(&str, &str)]) -> Vec<u8> {
+    encoder.encode(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+}
+
+/// A client's and a server's bytes for `n` GETs on streams 1, 3, 5…, answered in reverse
+/// order, each with a `len`-byte body.
+fn conversation(n: u32, len: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut client_enc = loona_hpack::Encoder::new();
+    let mut server_enc = loona_hpack::Encoder::new();
+    let mut client = PREFACE.to_vec();
+    client.extend(frame(kind::SETTINGS, 0, 0, &[]));
+    let mut server = frame(kind::SETTINGS, 0, 0, &[0, 1, 0, 0, 0x10, 0]);
+    server.extend(frame(kind::SETTINGS, flags::ACK, 0, &[]));
+    for i in 0..n {
+        let path = format!("/items/{i}");
+        let b = block(
+            &mut client_enc,
+            &[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":authority", "example.test"),
+                (":path", &path),
+                ("user-agent", "test/1"),
+            ],
+        );
+        client.extend(frame(
+            kind::HEADERS,
+            flags::END_HEADERS | flags::END_STREAM,
+            1 + 2 * i,
+            &b,
+        ));
+    }
+    for i in (0..n).rev() {
+        let b = block(
+            &mut server_enc,
+            &[(":status", "200"), ("content-type", "text/plain")],
+        );
+        server.extend(frame(kind::HEADERS, flags::END_HEADERS, 1 + 2 * i, &b));
+        server.extend(frame(
+            kind::DATA,
+            flags::END_STREAM,
+            1 + 2 * i,
+            &vec![b'x'; len],
+        ));
+    }
+    (client, server)
+}
+
+fn feed_all(h: &mut Http2, dir: Direction, bytes: &[u8], chunk: usize, t: u64) -> Vec<Exchange> {
+    let mut out = Vec::new();
+    for (i, piece) in bytes.chunks(chunk).enumerate() {
+        let at = t + i as u64;
+        h.feed(dir, &Segment::full(piece, at, at), &mut out);
+    }
+    out
+}
+
+#[test]
+fn streams_become_exchanges_in_completion_order() {
+    let (client, server) = conversation(3, 10);
+    let mut h = Http2::new(Limits::default());
+    // The traced process is the client: it sends the preface.
+    assert!(feed_all(&mut h, Direction::Egress, &client, 4096, 100).is_empty());
+    let out = feed_all(&mut h, Direction::Ingress, &server, 4096, 200);
+    assert_eq!(h.role(), Some(Role::Client));
+    let got: Vec<_> = out
+        .iter()
+        .map(|e| {
+            (
+                e.request.method.as_str(),
+                e.request.target.as_str(),
+                e.response.status,
+                e.response_body_bytes,
+                e.request.major,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("GET", "/items/2", 200, 10, 2),
+            ("GET", "/items/1", 200, 10, 2),
+            ("GET", "/items/0", 200, 10, 2)
+        ]
+    );
+    let e = &out[0];
+    assert_eq!(e.request.header("host"), Some("example.test"));
+    assert_eq!(e.request.header("user-agent"), Some("test/1"));
+    assert_eq!(e.completeness, Completeness::Complete);
+    assert!(e.request_start_ns >= 100 && e.response_end_ns >= 200);
+    assert_eq!(*h.status(), Status::Active);
+}
+
+#[test]
+fn byte_by_byte_is_the_same_as_whole() {
+    let (client, server) = conversation(4, 33);
+    let mut whole = Http2::new(Limits::default());
+    feed_all(&mut whole, Direction::Ingress, &client, 1 << 20, 0);
+    let a = feed_all(&mut whole, Direction::Egress, &server, 1 << 20, 0);
+    let mut bytewise = Http2::new(Limits::default());
+    feed_all(&mut bytewise, Direction::Ingress, &client, 1, 0);
+    let b = feed_all(&mut bytewise, Direction::Egress, &server, 1, 0);
+    assert_eq!(bytewise.role(), Some(Role::Server));
+    let key = |v: &[Exchange]| {
+        v.iter()
+            .map(|e| {
+                (
+                    e.request.target.clone(),
+                    e.response.status,
+                    e.response_body_bytes,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key(&a), key(&b));
+    assert_eq!(a.len(), 4);
+}
+
+#[test]
+fn continuation_padding_trailers_and_resets() {
+    let mut enc_c = loona_hpack::Encoder::new();
+    let mut enc_s = loona_hpack::Encoder::new();
+    let mut client = PREFACE.to_vec();
+    let req = block(
+        &mut enc_c,
+        &[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", "svc"),
+            (":path", "/pkg.Service/Call"),
+            ("content-type", "application/grpc"),
+        ],
+    );
+    // The request's header block split over HEADERS (padded, with priority) + CONTINUATION.
+    let (first, rest) = req.split_at(3);
+    let mut payload = vec![2, 0, 0, 0, 0, 16];
+    payload.extend_from_slice(first);
+    payload.extend_from_slice(&[0, 0]);
+    client.extend(frame(
+        kind::HEADERS,
+        flags::PADDED | flags::PRIORITY,
+        1,
+        &payload,
+    ));
+    client.extend(frame(kind::CONTINUATION, flags::END_HEADERS, 1, rest));
+    // A padded DATA frame: 7 body bytes, 3 of padding.
+    let mut data = vec![3];
+    data.extend_from_slice(b"message");
+    data.extend_from_slice(&[0, 0, 0]);
+    client.extend(frame(
+        kind::DATA,
+        flags::PADDED | flags::END_STREAM,
+        1,
+        &data,
+    ));
+    // Stream 3: asked, then reset by the client before any answer.
+    let req3 = block(
+        &mut enc_c,
+        &[(":method", "GET"), (":scheme", "http"), (":path", "/slow")],
+    );
+    client.extend(frame(
+        kind::HEADERS,
+        flags::END_HEADERS | flags::END_STREAM,
+        3,
+        &req3,
+    ));
+    client.extend(frame(kind::RST_STREAM, 0, 3, &[0, 0, 0, 8]));
+
+    let mut server = Vec::new();
+    let resp = block(
+        &mut enc_s,
+        &[(":status", "200"), ("content-type", "application/grpc")],
+    );
+    server.extend(frame(kind::HEADERS, flags::END_HEADERS, 1, &resp));
+    server.extend(frame(kind::DATA, 0, 1, b"12345"));
+    let trailers = block(
+        &mut enc_s,
+        &[("grpc-status", "5"), ("grpc-message", "nope")],
+    );
+    server.extend(frame(
+        kind::HEADERS,
+        flags::END_HEADERS | flags::END_STREAM,
+        1,
+        &trailers,
+    ));
+
+    let mut h = Http2::new(Limits::default());
+    assert!(feed_all(&mut h, Direction::Egress, &client, 5, 0).is_empty());
+    let out = feed_all(&mut h, Direction::Ingress, &server, 7, 0);
+    assert_eq!(out.len(), 1);
+    let e = &out[0];
+    assert_eq!(
+        (e.request.method.as_str(), e.request.target.as_str()),
+        ("POST", "/pkg.Service/Call")
+    );
+    assert_eq!((e.request_body_bytes, e.response_body_bytes), (7, 5));
+    assert_eq!(
+        e.response.headers,
+        [
+            ("content-type".to_string(), "application/grpc".to_string()),
+            ("grpc-status".to_string(), "5".to_string()),
+            ("grpc-message".to_string(), "nope".to_string())
+        ]
+    );
+    let notes = h.take_notes();
+    assert_eq!((notes.resets, notes.unanswered_requests), (1, 1));
+}
+
+#[test]
+fn a_lost_data_payload_costs_nothing_but_lost_framing_breaks_the_connection() {
+    let (client, server) = conversation(1, 1000);
+    let mut h = Http2::new(Limits::default());
+    let mut out = Vec::new();
+    h.feed(Direction::Egress, &Segment::full(&client, 0, 0), &mut out);
+    // Everything up to the DATA payload, then the payload missing (uncaptured) except 10 bytes.
+    let data_at = server.len() - 1000;
+    h.feed(
+        Direction::Ingress,
+        &Segment::full(&server[..data_at + 10], 1, 1),
+        &mut out,
+    );
+    h.feed(Direction::Ingress, &Segment::gap(990, 2), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].response_body_bytes, 1000);
+
+    let mut h = Http2::new(Limits::default());
+    h.feed(Direction::Egress, &Segment::gap(50, 0), &mut out);
+    assert!(matches!(h.status(), Status::Broken(_)));
+    assert_eq!(h.take_notes().broken, 1);
+}
+
+#[test]
+fn bad_input_breaks_the_connection_boundedly() {
+    // Not HTTP/2 at all, though it starts with a P.
+    let mut h = Http2::new(Limits::default());
+    feed_all(
+        &mut h,
+        Direction::Egress,
+        b"POST / HTTP/1.1\r\n\r\n",
+        100,
+        0,
+    );
+    assert_eq!(*h.status(), Status::NotHttp2);
+
+    // An undecodable header block.
+    let mut h = Http2::new(Limits::default());
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(kind::HEADERS, flags::END_HEADERS, 1, &[0xbe]));
+    feed_all(&mut h, Direction::Egress, &bytes, 100, 0);
+    assert!(matches!(h.status(), Status::Broken(why) if why.contains("hpack")));
+
+    // A CONTINUATION flood: header fragments without end, past the block limit.
+    let mut h = Http2::new(Limits {
+        max_block: 1000,
+        ..Limits::default()
+    });
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(kind::HEADERS, 0, 1, &[0x82]));
+    for _ in 0..10 {
+        bytes.extend(frame(kind::CONTINUATION, 0, 1, &[0x40; 200]));
+    }
+    feed_all(&mut h, Direction::Egress, &bytes, 64, 0);
+    assert!(matches!(h.status(), Status::Broken(why) if why.contains("CONTINUATION")));
+
+    // A frame header no peer would send.
+    let mut h = Http2::new(Limits::default());
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(encode_header(7, kind::SETTINGS, 0, 0));
+    feed_all(&mut h, Direction::Egress, &bytes, 100, 0);
+    assert!(matches!(h.status(), Status::Broken(_)));
+
+    // A header table larger than netsonde keeps.
+    let mut h = Http2::new(Limits::default());
+    let settings = frame(kind::SETTINGS, 0, 0, &[0, 1, 0x40, 0, 0, 0]);
+    feed_all(&mut h, Direction::Ingress, &settings, 100, 0);
+    assert!(matches!(h.status(), Status::Broken(why) if why.contains("table")));
+}
+
+#[test]
+fn open_streams_are_bounded() {
+    let (client, _) = conversation(10, 0);
+    let mut h = Http2::new(Limits {
+        max_streams: 4,
+        ..Limits::default()
+    });
+    feed_all(&mut h, Direction::Egress, &client, 4096, 0);
+    let notes = h.take_notes();
+    assert_eq!(notes.streams_refused, 6);
+    h.close();
+    assert_eq!(h.take_notes().unanswered_requests, 4);
+}

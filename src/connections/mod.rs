@@ -4,6 +4,7 @@
 //! Owns the connection table (one task, one owner) and each connection's stream positions and
 //! parser state. Emits [`ObservedExchange`]s: an exchange plus who took part in it.
 
+mod parser;
 pub mod resolve;
 pub mod stream;
 pub mod table;
@@ -24,9 +25,10 @@ use crate::{
     events::Event,
     protocols::{
         Direction, Exchange, Role, Segment,
-        http1::{self, Http1, Notes},
+        http1::{self, Http1},
     },
 };
+use parser::{Parser, ParserNotes};
 use resolve::ProcResolver;
 use stream::{Continuity, Stream};
 use table::{ConnKey, Table};
@@ -112,6 +114,14 @@ pub struct ConnectionStats {
     pub gap_bytes: AtomicU64,
     /// Times a stream's numbering restarted.
     pub restarts: AtomicU64,
+    /// HTTP/2 connections found (by their preface).
+    pub http2_connections: AtomicU64,
+    /// HTTP/2 connections that turned undecodable and are skipped.
+    pub http2_broken: AtomicU64,
+    /// HTTP/2 streams reset before their response ended.
+    pub http2_resets: AtomicU64,
+    /// New HTTP/2 streams not followed (too many open).
+    pub http2_streams_refused: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -122,7 +132,15 @@ impl ConnectionStats {
             + self.opened_unannounced.load(Relaxed)
     }
 
-    fn add_notes(&self, notes: Notes) {
+    fn add_notes(&self, parser: ParserNotes) {
+        let h2 = parser.http2;
+        self.http2_broken.fetch_add(h2.broken, Relaxed);
+        self.http2_resets.fetch_add(h2.resets, Relaxed);
+        self.http2_streams_refused
+            .fetch_add(h2.streams_refused, Relaxed);
+        self.unanswered_requests
+            .fetch_add(h2.unanswered_requests, Relaxed);
+        let notes = parser.http1;
         self.orphan_responses
             .fetch_add(notes.orphan_responses, Relaxed);
         self.unanswered_requests
@@ -144,7 +162,9 @@ struct Connection {
     streams: [Stream; 2],
     /// Payload bytes not yet reported, by direction.
     unreported: [u64; 2],
-    http: Http1,
+    http: Parser,
+    /// Seen from its first byte (so HTTP/2 can be recognised by its preface).
+    from_start: bool,
     /// The parser's status when last looked at, to count changes once.
     http_status: http1::Status,
     last_seen_ns: u64,
@@ -269,11 +289,11 @@ impl Tracker {
         };
         // The kernel numbers stream bytes from when it first saw the socket, so both kinds
         // start at position 0; only a connection older than netsonde starts mid-conversation.
-        let http = if origin == Origin::Existing {
+        let http = Parser::Http1(if origin == Origin::Existing {
             Http1::midstream(self.config.http1)
         } else {
             Http1::new(self.config.http1)
-        };
+        });
         let counter = match origin {
             Origin::Connect => &self.stats.opened_connect,
             Origin::Accept => &self.stats.opened_accept,
@@ -292,6 +312,7 @@ impl Tracker {
                 streams: [Stream::from_start(), Stream::from_start()],
                 unreported: [0; 2],
                 http,
+                from_start: origin != Origin::Existing,
                 http_status: http1::Status::Active,
                 last_seen_ns: open.exit_ns,
             },
@@ -348,6 +369,13 @@ impl Tracker {
             first_ns,
             last_ns,
         };
+        if let Parser::Http1(_) = conn.http {
+            conn.http
+                .detect(conn.from_start, header.stream_pos, &segment);
+            if let Parser::Http2(_) = conn.http {
+                self.stats.http2_connections.fetch_add(1, Relaxed);
+            }
+        }
         conn.http.feed(dir, &segment, exchanges);
         if header.flags & data_flags::BYTES_UNCOUNTED != 0 {
             // Bytes followed that no position accounts for: the parser must find its place
@@ -408,7 +436,8 @@ impl Tracker {
                 remote: addrs.map(|a| canonical(a.remote)),
                 streams: [Stream::joined(), Stream::joined()],
                 unreported: [0; 2],
-                http: Http1::midstream(self.config.http1),
+                http: Parser::Http1(Http1::midstream(self.config.http1)),
+                from_start: false,
                 http_status: http1::Status::Active,
                 last_seen_ns: 0,
             },

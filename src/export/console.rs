@@ -94,7 +94,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         "{} {} events={} lost={} bytes={} not_captured={} connections={} opened={} closed={} \
          evicted={} expired={} exchanges={} not_http={} orphan_responses={} unanswered_requests={} \
          hidden_messages={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
-         probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
+         h2_connections={} h2_broken={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
         humantime::format_rfc3339_millis(now),
         if s.last { "stats(final)" } else { "stats" },
         k.events(),
@@ -117,6 +117,8 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         s.decode_errors,
         k.read_failed,
         k.in_flight_full,
+        s.http2_connections,
+        s.http2_broken,
         s.probes_attached,
         s.probes_total,
         s.export.sent.iter().sum::<u64>(),

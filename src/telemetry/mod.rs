@@ -135,6 +135,9 @@ pub struct StatsReport {
     pub unframed_bodies: u64,
     pub malformed: u64,
     pub gap_bytes: u64,
+    pub http2_connections: u64,
+    /// HTTP/2 connections that turned undecodable (skipped from then on).
+    pub http2_broken: u64,
     pub export: ExportTotals,
     pub probes_attached: u64,
     pub probes_total: u64,
@@ -166,6 +169,8 @@ impl StatsReport {
             unframed_bodies: conns.unframed_bodies.load(Relaxed),
             malformed: conns.malformed.load(Relaxed),
             gap_bytes: conns.gap_bytes.load(Relaxed),
+            http2_connections: conns.http2_connections.load(Relaxed),
+            http2_broken: conns.http2_broken.load(Relaxed),
             export: ExportTotals::default(),
             probes_attached: 0,
             probes_total: 0,

@@ -109,6 +109,7 @@ const COUNTERS: [(&str, &str, &str, Reading); 8] = [
                 ("unframed_body", s.unframed_bodies),
                 ("malformed", s.malformed),
                 ("not_http", s.not_http),
+                ("http2_broken", s.http2_broken),
             ]
             .into_iter()
             .map(|(k, v)| (v, vec![KeyValue::new("netsonde.issue", k)]))

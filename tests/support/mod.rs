@@ -352,6 +352,8 @@ pub struct Nginx {
     master: Child,
     pub worker: u32,
     pub port: u16,
+    /// Serves HTTP/2 without TLS (h2c, prior knowledge).
+    pub h2_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -364,6 +366,7 @@ impl Nginx {
         std::fs::write(www.join("ka"), "keep-alive\n").unwrap();
         std::fs::write(www.join("big.bin"), vec![b'b'; 1 << 20]).unwrap();
         let port = free_port();
+        let h2_port = free_port();
         let d = dir.path().display();
         let conf = format!(
             "user root;
@@ -381,6 +384,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         listen [::1]:{port};
+        listen 127.0.0.1:{h2_port} http2;
         root {d}/www;
         location = /nocontent {{ return 204; }}
     }}
@@ -402,6 +406,7 @@ http {{
             .spawn()
             .expect("start nginx (apt-get install nginx-light)");
         wait_for_port(&format!("127.0.0.1:{port}"));
+        wait_for_port(&format!("127.0.0.1:{h2_port}"));
         let worker = children_of(master.id())
             .into_iter()
             .next()
@@ -410,12 +415,17 @@ http {{
             master,
             worker,
             port,
+            h2_port,
             dir,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn h2_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.h2_port)
     }
 
     /// Lines of nginx's access log.

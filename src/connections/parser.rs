@@ -1,0 +1,95 @@
+//! The application protocol of a connection: HTTP/1 until a direction opens with the HTTP/2
+//! client preface, then HTTP/2.
+
+use crate::protocols::{
+    Direction, Exchange, Role, Segment,
+    http1::{self, Http1},
+    http2::{self, Http2},
+};
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "HTTP/1 is the common case and lives inline in its connection; the rarer, larger \
+              HTTP/2 state is boxed"
+)]
+pub enum Parser {
+    Http1(Http1),
+    Http2(Box<Http2>),
+}
+
+/// What a parser noticed, in the connection stage's terms.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ParserNotes {
+    pub http1: http1::Notes,
+    pub http2: http2::Notes,
+}
+
+impl Parser {
+    /// Switches to HTTP/2 when `seg` is the first of its direction (stream position 0) and
+    /// opens with the client preface. A connection joined mid-stream cannot switch: its HPACK
+    /// tables are unknown.
+    pub fn detect(&mut self, from_start: bool, stream_pos: u64, seg: &Segment<'_>) {
+        if let Parser::Http1(_) = self
+            && from_start
+            && stream_pos == 0
+            && seg.data.len() >= 4
+            && Http2::starts_with_preface(seg.data)
+        {
+            *self = Parser::Http2(Box::new(Http2::new(http2::Limits::default())));
+        }
+    }
+
+    pub fn feed(&mut self, dir: Direction, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        match self {
+            Parser::Http1(p) => p.feed(dir, seg, out),
+            Parser::Http2(p) => p.feed(dir, seg, out),
+        }
+    }
+
+    /// Bytes went missing in a way that breaks positions.
+    pub fn desync(&mut self, dir: Direction, out: &mut Vec<Exchange>) {
+        match self {
+            Parser::Http1(p) => p.desync(dir, out),
+            // A lost frame boundary loses the HPACK state too: it cannot be found again.
+            Parser::Http2(p) => p.feed(dir, &Segment::gap(u64::MAX / 2, 0), out),
+        }
+    }
+
+    pub fn close(&mut self, out: &mut Vec<Exchange>) {
+        match self {
+            Parser::Http1(p) => p.close(out),
+            Parser::Http2(p) => p.close(),
+        }
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Parser::Http1(p) => p.role(),
+            Parser::Http2(p) => p.role(),
+        }
+    }
+
+    /// In HTTP/1 terms, for the connection's not-HTTP / switched counters.
+    pub fn status(&self) -> http1::Status {
+        match self {
+            Parser::Http1(p) => p.status(),
+            Parser::Http2(p) => match p.status() {
+                http2::Status::NotHttp2 => http1::Status::NotHttp,
+                _ => http1::Status::Active,
+            },
+        }
+    }
+
+    pub fn take_notes(&mut self) -> ParserNotes {
+        match self {
+            Parser::Http1(p) => ParserNotes {
+                http1: p.take_notes(),
+                ..ParserNotes::default()
+            },
+            Parser::Http2(p) => ParserNotes {
+                http2: p.take_notes(),
+                ..ParserNotes::default()
+            },
+        }
+    }
+}

@@ -20,19 +20,12 @@ pub struct ProcessInfo {
 
 /// A bounded cache of [`ProcessInfo`] by pid.
 pub struct ProcessCache {
-    root: PathBuf,
     cache: LruCache<u32, Arc<ProcessInfo>>,
 }
 
 impl ProcessCache {
     pub fn new(capacity: usize) -> Self {
-        Self::with_root("/proc", capacity)
-    }
-
-    /// Reads another /proc (tests point this at a fixture tree).
-    pub fn with_root(root: impl Into<PathBuf>, capacity: usize) -> Self {
         ProcessCache {
-            root: root.into(),
             cache: LruCache::new(NonZeroUsize::new(capacity.max(1)).expect("at least 1")),
         }
     }
@@ -53,7 +46,7 @@ impl ProcessCache {
     }
 
     fn read(&self, pid: u32, comm: &str) -> ProcessInfo {
-        let dir = self.root.join(pid.to_string());
+        let dir = PathBuf::from(format!("/proc/{pid}"));
         let path = std::fs::read_link(dir.join("exe")).ok().map(|p| {
             p.to_string_lossy()
                 .trim_end_matches(" (deleted)")

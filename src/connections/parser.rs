@@ -50,8 +50,7 @@ impl Parser {
     pub fn desync(&mut self, dir: Direction, out: &mut Vec<Exchange>) {
         match self {
             Parser::Http1(p) => p.desync(dir, out),
-            // A lost frame boundary loses the HPACK state too: it cannot be found again.
-            Parser::Http2(p) => p.feed(dir, &Segment::gap(u64::MAX / 2, 0), out),
+            Parser::Http2(p) => p.desync(),
         }
     }
 

@@ -91,12 +91,20 @@ pub fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// A `server.address`: a name from the Host header, or the server socket's IP.
+enum ServerName<'a> {
+    Host(&'a str),
+    Ip(std::net::IpAddr),
+}
+
 /// Where the request was addressed: the Host header if any, else the server's socket.
-fn server_address(r: &ExchangeRecord) -> (Option<String>, Option<u16>) {
+fn server_address(r: &ExchangeRecord) -> (Option<ServerName<'_>>, Option<u16>) {
     let socket_port = r.server.map(|s| s.port());
     match r.request_header("host").map(split_host) {
-        Some((name, port)) if !name.is_empty() => (Some(name.to_string()), port.or(socket_port)),
-        _ => (r.server.map(|s| s.ip().to_string()), socket_port),
+        Some((name, port)) if !name.is_empty() => {
+            (Some(ServerName::Host(name)), port.or(socket_port))
+        }
+        _ => (r.server.map(|s| ServerName::Ip(s.ip())), socket_port),
     }
 }
 
@@ -128,17 +136,11 @@ pub fn span_attributes(r: &ExchangeRecord, route: &str, a: &mut impl AttrSink) {
     a.str("network.protocol.name", "http");
     a.str("network.protocol.version", protocol_version(r));
     a.str("network.transport", "tcp");
-    let host = r.request_header("host").map(split_host);
-    let server_port = host
-        .and_then(|(_, port)| port)
-        .or(r.server.map(|s| s.port()));
-    match host {
-        Some((name, _)) if !name.is_empty() => a.str("server.address", name),
-        _ => {
-            if let Some(s) = r.server {
-                a.display("server.address", &s.ip());
-            }
-        }
+    let (server, server_port) = server_address(r);
+    match server {
+        Some(ServerName::Host(name)) => a.str("server.address", name),
+        Some(ServerName::Ip(ip)) => a.display("server.address", &ip),
+        None => {}
     }
     if let Some(p) = server_port {
         a.int("server.port", i64::from(p));
@@ -229,8 +231,10 @@ pub fn metric_attributes(r: &ExchangeRecord, route: &str) -> Attrs {
         Role::Server => a.push(("http.route", route.into())),
         Role::Client => {
             let (server, port) = server_address(r);
-            if let Some(s) = server {
-                a.push(("server.address", s.into()));
+            match server {
+                Some(ServerName::Host(name)) => a.push(("server.address", name.into())),
+                Some(ServerName::Ip(ip)) => a.push(("server.address", ip.to_string().into())),
+                None => {}
             }
             if let Some(p) = port {
                 a.push(("server.port", p.into()));

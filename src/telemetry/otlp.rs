@@ -93,18 +93,6 @@ pub fn kv(key: &str, value: impl Into<AttrValue>) -> KeyValue {
     }
 }
 
-/// Moves an attribute list into OTLP key-values.
-pub fn into_key_values(attrs: Attrs) -> Vec<KeyValue> {
-    attrs
-        .into_iter()
-        .map(|(k, v)| KeyValue {
-            key: k.to_string(),
-            value: Some(v.into_proto()),
-            ..KeyValue::default()
-        })
-        .collect()
-}
-
 pub fn to_key_values(attrs: &[(&'static str, AttrValue)]) -> Vec<KeyValue> {
     attrs
         .iter()

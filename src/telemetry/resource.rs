@@ -19,10 +19,6 @@ impl Resources {
         Resources { host, extra }
     }
 
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     /// A workload's resource. Configured `service.*` attributes describe the agent, not the
     /// workloads, so they are left out here; the rest (an environment, a cluster name) apply.
     pub fn workload(&self, process: &ProcessInfo) -> Resource {

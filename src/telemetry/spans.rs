@@ -34,6 +34,8 @@ pub struct Identity {
     pub parent_span_id: Option<[u8; 8]>,
     /// OTLP span flags.
     pub flags: u32,
+    /// The request carried a valid `traceparent` (so its `tracestate` travels along).
+    pub joined: bool,
 }
 
 /// Trace context: a server exchange whose request carries `traceparent` joins that trace as a
@@ -50,31 +52,22 @@ pub fn identity(r: &ExchangeRecord) -> Identity {
             span_id: new_span_id(),
             parent_span_id: Some(tp.parent_id),
             flags: u32::from(tp.flags) | HAS_IS_REMOTE | IS_REMOTE,
+            joined: true,
         },
         (Role::Client, Some(tp)) => Identity {
             trace_id: tp.trace_id,
             span_id: tp.parent_id,
             parent_span_id: None,
             flags: u32::from(tp.flags) | HAS_IS_REMOTE,
+            joined: true,
         },
         (_, None) => Identity {
             trace_id: new_trace_id(),
             span_id: new_span_id(),
             parent_span_id: None,
             flags: SAMPLED | HAS_IS_REMOTE,
+            joined: false,
         },
-    }
-}
-
-/// The `tracestate` that travels with a joined trace.
-fn trace_state(r: &ExchangeRecord) -> &str {
-    if r.request_header("traceparent")
-        .and_then(parse_traceparent)
-        .is_some()
-    {
-        r.request_header("tracestate").unwrap_or_default()
-    } else {
-        ""
     }
 }
 
@@ -90,7 +83,10 @@ pub fn encode_span(
 ) {
     put_bytes(out, 1, &id.trace_id);
     put_bytes(out, 2, &id.span_id);
-    put_str(out, 3, trace_state(r));
+    // The `tracestate` travels with a joined trace only.
+    if id.joined {
+        put_str(out, 3, r.request_header("tracestate").unwrap_or_default());
+    }
     if let Some(parent) = &id.parent_span_id {
         put_bytes(out, 4, parent);
     }

@@ -364,7 +364,8 @@ impl Telemetry {
         (!request.resource_metrics.is_empty()).then_some(Payload::Metrics(request))
     }
 
-    /// Workloads currently known (self-telemetry).
+    /// Workloads currently known.
+    #[cfg(test)]
     pub fn workloads(&self) -> usize {
         self.workloads.len()
     }

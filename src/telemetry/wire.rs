@@ -179,11 +179,6 @@ impl AttrSink for WireAttrs {
     }
 }
 
-/// Appends `message` (already encoded) as field `field` of the enclosing message.
-pub fn put_message(buf: &mut Vec<u8>, field: u32, message: &[u8]) {
-    put_bytes(buf, field, message);
-}
-
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::{

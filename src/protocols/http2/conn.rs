@@ -173,6 +173,12 @@ impl Http2 {
         }
     }
 
+    /// Bytes went missing where their position is not known: frame boundaries and the HPACK
+    /// state are lost with them, for the whole connection.
+    pub fn desync(&mut self) {
+        self.broken("the byte stream lost its place");
+    }
+
     /// The connection ended: streams still open are unanswered.
     pub fn close(&mut self) {
         self.unanswered();

@@ -111,16 +111,6 @@ pub fn header_block<'a>(header: &FrameHeader, payload: &'a [u8]) -> Result<&'a [
     Ok(body)
 }
 
-/// A DATA payload's length without its padding, from the header and (when PADDED) the pad
-/// length byte: DATA bodies are counted, not kept.
-pub fn data_len(header: &FrameHeader, first_byte: Option<u8>) -> Result<u32, FrameError> {
-    if !header.has(flags::PADDED) {
-        return Ok(header.len);
-    }
-    let pad = u32::from(first_byte.ok_or(FrameError::Short)?);
-    header.len.checked_sub(1 + pad).ok_or(FrameError::Padding)
-}
-
 fn unpad<'a>(header: &FrameHeader, payload: &'a [u8]) -> Result<&'a [u8], FrameError> {
     if !header.has(flags::PADDED) {
         return Ok(payload);
@@ -141,17 +131,6 @@ pub fn settings(payload: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
             u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
         )
     })
-}
-
-/// The error code of a RST_STREAM payload, or of a GOAWAY payload (after the last stream id).
-pub fn error_code(header: &FrameHeader, payload: &[u8]) -> Option<u32> {
-    let at = match header.kind {
-        kind::RST_STREAM => 0,
-        kind::GOAWAY => 4,
-        _ => return None,
-    };
-    let b = payload.get(at..at + 4)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// The last stream id a GOAWAY says the sender processed.
@@ -200,14 +179,6 @@ mod tests {
         assert_eq!(header_block(&h, &payload), Ok(&b"abc"[..]));
         assert_eq!(header_block(&h, &[9, 1, 2]), Err(FrameError::Padding));
         assert_eq!(header_block(&h, &[0, 1, 2]), Err(FrameError::Short));
-        let data = FrameHeader {
-            len: 10,
-            kind: kind::DATA,
-            flags: flags::PADDED,
-            stream: 1,
-        };
-        assert_eq!(data_len(&data, Some(3)), Ok(6));
-        assert_eq!(data_len(&data, Some(20)), Err(FrameError::Padding));
     }
 
     #[test]
@@ -229,19 +200,12 @@ mod tests {
     }
 
     #[test]
-    fn settings_and_error_codes_read() {
+    fn settings_and_goaway_read() {
         let payload = [0, 1, 0, 0, 0x10, 0, 0, 3, 0, 0, 0, 100];
         assert_eq!(
             settings(&payload).collect::<Vec<_>>(),
             [(SETTINGS_HEADER_TABLE_SIZE, 4096), (3, 100)]
         );
-        let rst = FrameHeader {
-            len: 4,
-            kind: kind::RST_STREAM,
-            flags: 0,
-            stream: 1,
-        };
-        assert_eq!(error_code(&rst, &[0, 0, 0, 8]), Some(8));
         assert_eq!(goaway_last_stream(&[0x80, 0, 0, 7]), Some(7));
     }
 }

@@ -67,10 +67,6 @@ impl HeaderDecoder {
         Ok(())
     }
 
-    pub fn is_broken(&self) -> bool {
-        self.broken
-    }
-
     /// Decodes one complete header block (HEADERS + CONTINUATION fragments joined) into `out`.
     pub fn decode(
         &mut self,

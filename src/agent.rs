@@ -3,8 +3,14 @@
 //! ```text
 //! probes ──ring buffer──▶ reader task ──Vec<Event>──▶ tracker task ──Signal──▶ telemetry task ──Signal──▶ console thread
 //!  (kernel)               (events::decode)            (connections +             (spans, logs,  ──Payload─▶ OTLP tasks / file thread
-//!                                                       protocols)                 metrics)            (Fanout: never waits)
+//!     ▲                        │                        protocols)                 metrics)            (Fanout: never waits)
+//!     │                        └─fork/exec/exit─▶ lifecycle thread
+//!     └──monitored set, TLS uprobes──────────────── (probes::lifecycle)
 //! ```
+//!
+//! The lifecycle thread is the one stage that writes back to the kernel: it confirms children
+//! of monitored processes and hooks TLS libraries as programs start. It holds the probes (and
+//! the agent takes them back to detach them at shutdown).
 //!
 //! Every arrow up to the telemetry task is a bounded channel: when a stage falls behind, the
 //! one before it waits, and in the end the kernel ring buffer fills and the programs count what
@@ -19,7 +25,11 @@
 use std::{
     future::Future,
     io,
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::{
+        Arc, Mutex,
+        atomic::Ordering::Relaxed,
+        mpsc::{SyncSender, TrySendError},
+    },
     time::Duration,
 };
 
@@ -34,7 +44,12 @@ use crate::{
     connections::{ConnectionStats, Tracker, TrackerConfig},
     events::{self, Event, KernelClock},
     export::{ExportStats, Fanout, console::ConsoleExporter, file, otlp},
-    probes::{ProbeError, ProbeSettings, Probes, ring::RingReader},
+    probes::{
+        ProbeError, ProbeSettings, Probes,
+        lifecycle::{Lifecycle, LifecycleStats},
+        ring::RingReader,
+        tls::LibraryOutcome,
+    },
     protocols::http1,
     telemetry::{
         ExchangeRecord, ReaderStats, Signal, StatsReport, Telemetry, TelemetrySettings,
@@ -49,6 +64,8 @@ const BATCH: usize = 4096;
 const EVENT_QUEUE: usize = 64;
 /// Signals in flight between tracker and telemetry, and telemetry and console.
 const SIGNAL_QUEUE: usize = 256;
+/// Lifecycle event batches in flight between reader and lifecycle thread.
+const LIFECYCLE_QUEUE: usize = 1024;
 /// How long exporters get at exit to deliver what they hold.
 const EXPORT_GRACE: Duration = Duration::from_secs(5);
 
@@ -62,6 +79,8 @@ pub enum AgentError {
     Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Otlp(#[from] otlp::OtlpError),
+    #[error("cannot start a thread")]
+    Thread(#[source] io::Error),
     #[error("cannot open the output file {path}")]
     File {
         path: String,
@@ -159,7 +178,6 @@ pub async fn run(
     let mut probes = Probes::load(&probe_settings(config, &options))?;
     let ring = RingReader::new(probes.take_ring()?).map_err(AgentError::Ring)?;
     let counters = Arc::new(probes.take_counters()?);
-    announce(&probes, config);
     let probes_total = probes.report().len() as u64;
     let probes_attached = probes
         .report()
@@ -167,19 +185,39 @@ pub async fn run(
         .filter(|s| s.attached.is_some())
         .count() as u64;
 
+    let probes = Arc::new(Mutex::new(Some(probes)));
+    let lifecycle_stats = Arc::new(LifecycleStats::default());
+    let (lifecycle_tx, lifecycle_rx) = std::sync::mpsc::sync_channel(LIFECYCLE_QUEUE);
+    let lifecycle = {
+        let mut lifecycle = Lifecycle::new(probes.clone(), lifecycle_stats.clone());
+        // Before anything is announced: once netsonde says it is attached, the process tree
+        // under --pid is followed and the TLS libraries on disk are hooked.
+        let (pids, comms) = (&config.filter.pids, &config.filter.comms);
+        tokio::task::block_in_place(|| lifecycle.start(pids, comms));
+        std::thread::Builder::new()
+            .name("lifecycle".into())
+            .spawn(move || lifecycle.run(lifecycle_rx))
+            .map_err(AgentError::Thread)?
+    };
+    if let Some(probes) = &*probes.lock().unwrap_or_else(|p| p.into_inner()) {
+        announce(probes, config);
+    }
+
     let reader_stats = Arc::new(ReaderStats::default());
     let conn_stats = Arc::new(ConnectionStats::default());
     let snapshot: StatsSource = {
-        let (counters, reader_stats, conn_stats, export_stats) = (
+        let (counters, reader_stats, conn_stats, export_stats, lifecycle_stats) = (
             counters.clone(),
             reader_stats.clone(),
             conn_stats.clone(),
             export_stats.clone(),
+            lifecycle_stats.clone(),
         );
         Arc::new(move || {
             let mut report =
                 StatsReport::gather(counters.totals(), &reader_stats, &conn_stats, false);
             report.export = export_stats.totals();
+            report.lifecycle = lifecycle_stats.totals();
             report.probes_attached = probes_attached;
             report.probes_total = probes_total;
             report
@@ -193,6 +231,10 @@ pub async fn run(
     let reader = tokio::spawn(read_ring(
         ring,
         event_tx,
+        Lifecycles {
+            tx: lifecycle_tx,
+            stats: lifecycle_stats.clone(),
+        },
         reader_stats.clone(),
         batch_delay,
         stop_rx,
@@ -273,13 +315,18 @@ pub async fn run(
     tracing::info!("stopping: detaching probes and draining what is left");
     // Each detach waits for a kernel RCU grace period (about 2 s for all of them here): keep
     // that off the runtime's threads.
-    tokio::task::spawn_blocking(move || drop(probes))
-        .await
-        .map_err(AgentError::Task)?;
+    tokio::task::spawn_blocking(move || {
+        let taken = probes.lock().map(|mut p| p.take());
+        drop(taken);
+    })
+    .await
+    .map_err(AgentError::Task)?;
     tracing::debug!("probes detached");
     let _ = stop_tx.send(true);
     reader.await.map_err(AgentError::Task)?;
     tracing::debug!("ring buffer drained");
+    // The reader held the lifecycle queue's sender: the thread ends once it has drained it.
+    let _ = tokio::task::spawn_blocking(move || lifecycle.join()).await;
     tracker.await.map_err(AgentError::Task)?;
     tracing::debug!("tracker finished");
     telemetry.await.map_err(AgentError::Task)?;
@@ -349,16 +396,58 @@ fn announce(probes: &Probes, config: &Config) {
         }
         parts.join(" and ")
     };
+    let tls = match probes.tls().unavailable() {
+        Some(why) => format!("TLS capture off ({why})"),
+        None => {
+            let hooked = probes
+                .tls()
+                .libraries()
+                .filter(|(_, o)| matches!(o, LibraryOutcome::Hooked { .. }))
+                .count();
+            format!("{hooked} TLS libraries hooked")
+        }
+    };
     tracing::info!(
-        "{attached} of {} probes attached; tracing {scope}; payload prefix {} bytes",
+        "{attached} of {} probes attached; tracing {scope}; payload prefix {} bytes; {tls}",
         report.len(),
         config.capture.payload_bytes
     );
 }
 
+/// Where the reader sends lifecycle events, and where it counts those it could not.
+struct Lifecycles {
+    tx: SyncSender<Vec<Event>>,
+    stats: Arc<LifecycleStats>,
+}
+
+impl Lifecycles {
+    /// Copies the lifecycle events of a batch to the lifecycle thread; never waits.
+    fn forward(&self, batch: &[Event]) {
+        let events: Vec<Event> = batch.iter().filter(|e| e.is_lifecycle()).cloned().collect();
+        if events.is_empty() {
+            return;
+        }
+        let n = events.len() as u64;
+        match self.tx.try_send(events) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                if self.stats.dropped.fetch_add(n, Relaxed) == 0 {
+                    tracing::warn!(
+                        "the lifecycle stage is behind; dropping process events (counted)"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(n, Relaxed);
+            }
+        }
+    }
+}
+
 async fn read_ring(
     mut ring: RingReader,
     tx: mpsc::Sender<Vec<Event>>,
+    lifecycles: Lifecycles,
     stats: Arc<ReaderStats>,
     batch_delay: Duration,
     mut stop: watch::Receiver<bool>,
@@ -393,6 +482,7 @@ async fn read_ring(
         loop {
             let mut batch = Vec::new();
             let n = ring.drain(BATCH, |record| decode_into(record, &mut batch));
+            lifecycles.forward(&batch);
             if !batch.is_empty() && tx.send(batch).await.is_err() {
                 return;
             }
@@ -405,6 +495,7 @@ async fn read_ring(
     loop {
         let mut batch = Vec::new();
         let n = ring.drain(BATCH, |record| decode_into(record, &mut batch));
+        lifecycles.forward(&batch);
         if batch.is_empty() || tx.send(batch).await.is_err() || n < BATCH {
             return;
         }

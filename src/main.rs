@@ -9,7 +9,7 @@ use netsonde::{
         Config, ConfigError,
         export::{ExporterKind, Protocol, apply_otel_env, check_endpoint},
     },
-    probes::{EBPF_SOURCE, Probes},
+    probes::{EBPF_SOURCE, Probes, tls::LibraryOutcome},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -52,7 +52,7 @@ struct RunArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<u64>,
-    /// Trace this process (repeatable; adds to filter.pids).
+    /// Trace this process and its descendants (repeatable; adds to filter.pids).
     #[arg(long, value_name = "PID")]
     pid: Vec<u32>,
     /// Trace processes with this name, as in /proc/PID/comm (repeatable; adds to filter.comms).
@@ -209,10 +209,11 @@ fn probes(args: ConfigArg) -> ExitCode {
         btf: args.btf.clone(),
         ..RunOptions::default()
     };
-    let probes = match Probes::load(&agent::probe_settings(&config, &options)) {
+    let mut probes = match Probes::load(&agent::probe_settings(&config, &options)) {
         Ok(probes) => probes,
         Err(e) => return fail(&e),
     };
+    probes.hook_system_tls();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("kernel {}; eBPF object {EBPF_SOURCE}", kernel.trim());
     println!(
@@ -236,6 +237,36 @@ fn probes(args: ConfigArg) -> ExitCode {
                 "-",
                 why.map_or("no candidate", |(_, reason)| reason.as_str())
             ),
+        }
+    }
+    // TLS hooks are per library file: those on disk here (programs' own copies are found as
+    // they start).
+    match probes.tls().unavailable() {
+        Some(why) => println!("{:<24} {:<9} {:<42} {why}", "tls.openssl", "failed", "-"),
+        None => {
+            let mut libraries: Vec<_> = probes.tls().libraries().collect();
+            libraries.sort_by_key(|(path, _)| path.to_path_buf());
+            if libraries.is_empty() {
+                println!(
+                    "{:<24} {:<9} {:<42} no OpenSSL libssl in the system library directories",
+                    "tls.openssl", "-", "-"
+                );
+            }
+            for (path, outcome) in libraries {
+                let (state, note) = match outcome {
+                    LibraryOutcome::Hooked { functions } => (
+                        "attached",
+                        format!("TLS plaintext ({functions} of 4 functions)"),
+                    ),
+                    LibraryOutcome::Failed(why) => ("failed", why.clone()),
+                };
+                println!(
+                    "{:<24} {:<9} {:<42} {note}",
+                    "tls.openssl",
+                    state,
+                    format!("uprobe {}", path.display())
+                );
+            }
         }
     }
     let attached = report.iter().filter(|s| s.attached.is_some()).count();

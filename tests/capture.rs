@@ -402,7 +402,7 @@ fn bytes_that_are_not_http_yield_no_exchange() {
     let py = python();
     let agent = Agent::start(&["--comm", &comm_of(py), "--comm", "nginx"]);
     let script = format!(
-        "import socket\ns=socket.create_connection(('127.0.0.1',{}))\ns.sendall(b'\\x16\\x03\\x01\\x00\\x05hello not http\\r\\n\\r\\n')\nwhile s.recv(4096): pass\n",
+        "import socket\ns=socket.create_connection(('127.0.0.1',{}))\ns.sendall(b'\\x05\\x01\\x00hello not http\\r\\n\\r\\n')\nwhile s.recv(4096): pass\n",
         nginx.port
     );
     let client = run_client(py, &["-c", &script]);

@@ -119,7 +119,7 @@ fn probes_lists_every_point_and_how_it_attached() {
         text.lines()
             .last()
             .unwrap()
-            .starts_with("31 of 31 probe points attached"),
+            .starts_with("32 of 32 probe points attached"),
         "{text}"
     );
 }
@@ -134,7 +134,7 @@ fn run_stops_by_itself_after_its_duration_with_final_stats() {
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.contains(" stats(final) events="), "{stdout}");
     assert!(
-        stderr(&out).contains("31 of 31 probes attached; tracing every process"),
+        stderr(&out).contains("32 of 32 probes attached; tracing every process"),
         "{}",
         stderr(&out)
     );

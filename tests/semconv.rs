@@ -104,7 +104,7 @@ fn registry() -> Registry {
             a.name
         );
         assert!(
-            ["stable", "development"].contains(&a.stability.as_str()),
+            ["stable", "release_candidate", "development"].contains(&a.stability.as_str()),
             "{}",
             a.name
         );

@@ -52,6 +52,8 @@ fn record(pid: u32, n: u64) -> ExchangeRecord {
         request_body_bytes: 0,
         response_body_bytes: 612,
         completeness: Completeness::Complete,
+        tls: false,
+        rpc: None,
     }
 }
 

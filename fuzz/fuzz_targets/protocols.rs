@@ -51,6 +51,10 @@ fuzz_target!(|input: &[u8]| {
         h1_mid.feed(dir, &seg, &mut out);
         h2.feed(dir, &seg, &mut out);
         assert!(out.len() <= input.len(), "more exchanges than input bytes");
+        for exchange in &out {
+            // gRPC reading of whatever came out must not panic either.
+            let _ = netsonde::protocols::grpc::call(exchange);
+        }
         out.clear();
     }
     h1.close(&mut out);

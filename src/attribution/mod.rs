@@ -3,6 +3,7 @@
 //! Reads /proc and caches what it learns; imports no other stage.
 
 pub mod process;
+pub mod scope;
 
 pub use process::{ProcessCache, ProcessInfo};
 

@@ -37,7 +37,7 @@ pub struct CaptureConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
-    /// Process ids (the exact processes, not their children).
+    /// Process ids: these processes and their descendants.
     pub pids: Vec<u32>,
     /// Process names as in /proc/PID/comm (the kernel keeps 15 characters).
     pub comms: Vec<String>,

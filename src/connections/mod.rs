@@ -43,6 +43,8 @@ pub struct ObservedExchange {
     pub comm: Arc<str>,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
+    /// Seen as plaintext through a TLS library.
+    pub tls: bool,
 }
 
 /// Something that happened to a connection, for connection metrics.
@@ -122,6 +124,9 @@ pub struct ConnectionStats {
     pub http2_resets: AtomicU64,
     /// New HTTP/2 streams not followed (too many open).
     pub http2_streams_refused: AtomicU64,
+    /// Connections whose bytes are TLS records, and those of them whose plaintext is seen.
+    pub tls_connections: AtomicU64,
+    pub tls_plaintext: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -168,6 +173,20 @@ struct Connection {
     /// The parser's status when last looked at, to count changes once.
     http_status: http1::Status,
     last_seen_ns: u64,
+    /// Whether the wire carries TLS, and whether its plaintext is seen.
+    tls: Tls,
+    /// Plaintext stream positions (TLS library calls), by direction.
+    plaintext: [Stream; 2],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    /// No TLS seen (yet).
+    No,
+    /// The bytes on the wire are TLS records: counted, never parsed.
+    Wire,
+    /// Plaintext arrives through TLS library calls: that is what is parsed.
+    Plaintext,
 }
 
 /// The connection table and everything that happens to it.
@@ -203,6 +222,7 @@ impl Tracker {
             Event::Data { header, payload } => self.on_data(header, payload, out),
             Event::Close(close) => self.on_close(close, out),
             Event::ProcessExit(exit) => self.on_process_exit(exit, out),
+            Event::ProcessFork(_) | Event::ProcessExec(_) => {}
         }
         self.stats.active.store(self.table.len() as u64, Relaxed);
     }
@@ -315,6 +335,8 @@ impl Tracker {
                 from_start: origin != Origin::Existing,
                 http_status: http1::Status::Active,
                 last_seen_ns: open.exit_ns,
+                tls: Tls::No,
+                plaintext: [Stream::from_start(), Stream::from_start()],
             },
             ActivityKind::Tracked {
                 new: origin != Origin::Existing,
@@ -347,12 +369,39 @@ impl Tracker {
             Direction::Ingress => (header.exit_ns, header.exit_ns),
         };
         conn.last_seen_ns = header.exit_ns;
-        if conn.unreported == [0, 0] {
-            self.dirty.push(key);
+        let plaintext = header.flags & data_flags::TLS_PLAINTEXT != 0;
+        if plaintext {
+            if conn.tls != Tls::Plaintext {
+                self.stats.tls_plaintext.fetch_add(1, Relaxed);
+                if conn.tls == Tls::No {
+                    self.stats.tls_connections.fetch_add(1, Relaxed);
+                }
+                conn.start_plaintext(header.stream_pos, self.config.http1);
+            }
+        } else {
+            // Wire bytes: counted once, here (plaintext is the same bytes decrypted).
+            if conn.unreported == [0, 0] {
+                self.dirty.push(key);
+            }
+            conn.unreported[dir.index()] += header.bytes;
+            if conn.tls == Tls::No
+                && (header.flags & data_flags::TLS_CIPHERTEXT != 0
+                    || (header.stream_pos == 0 && is_tls_record(payload)))
+            {
+                conn.tls = Tls::Wire;
+                self.stats.tls_connections.fetch_add(1, Relaxed);
+            }
+            if conn.tls != Tls::No {
+                return;
+            }
         }
-        conn.unreported[dir.index()] += header.bytes;
         let exchanges = &mut self.scratch;
-        match conn.streams[dir.index()].advance(header.stream_pos, header.bytes) {
+        let streams = if plaintext {
+            &mut conn.plaintext
+        } else {
+            &mut conn.streams
+        };
+        match streams[dir.index()].advance(header.stream_pos, header.bytes) {
             Continuity::InOrder => {}
             Continuity::Gap(n) => {
                 self.stats.gap_bytes.fetch_add(n, Relaxed);
@@ -440,6 +489,8 @@ impl Tracker {
                 from_start: false,
                 http_status: http1::Status::Active,
                 last_seen_ns: 0,
+                tls: Tls::No,
+                plaintext: [Stream::from_start(), Stream::from_start()],
             },
             ActivityKind::Tracked {
                 new: false,
@@ -488,11 +539,31 @@ impl Tracker {
             comm: conn.comm.clone(),
             local: conn.local,
             remote: conn.remote,
+            tls: conn.tls == Tls::Plaintext,
         }));
     }
 }
 
 impl Connection {
+    /// Plaintext starts to arrive through a TLS library: from now on it is what gets parsed,
+    /// from its own stream position (0 when the library was hooked before the first byte).
+    fn start_plaintext(&mut self, stream_pos: u64, limits: http1::Limits) {
+        self.tls = Tls::Plaintext;
+        let from_start = stream_pos == 0;
+        self.from_start = from_start;
+        self.http = Parser::Http1(if from_start {
+            Http1::new(limits)
+        } else {
+            Http1::midstream(limits)
+        });
+        self.http_status = http1::Status::Active;
+        self.plaintext = if from_start {
+            [Stream::from_start(), Stream::from_start()]
+        } else {
+            [Stream::joined(), Stream::joined()]
+        };
+    }
+
     fn activity(&self, key: ConnKey, kind: ActivityKind) -> ConnectionActivity {
         ConnectionActivity {
             pid: key.tgid,
@@ -522,6 +593,12 @@ fn addresses(open: &ConnOpenEvent) -> (Option<SocketAddr>, Option<SocketAddr>) {
     let local = ip(&open.local_addr).map(|ip| canonical(SocketAddr::new(ip, open.local_port)));
     let remote = ip(&open.remote_addr).map(|ip| canonical(SocketAddr::new(ip, open.remote_port)));
     (local, remote)
+}
+
+/// Whether bytes start like a TLS record: content type 20–24 (change_cipher_spec, alert,
+/// handshake, application_data, heartbeat), then version 3.x (SSL 3.0 to TLS 1.3's legacy 3.3).
+fn is_tls_record(data: &[u8]) -> bool {
+    matches!(data, [20..=24, 3, 0..=4, ..])
 }
 
 fn canonical(addr: SocketAddr) -> SocketAddr {

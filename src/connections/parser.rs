@@ -26,14 +26,14 @@ pub struct ParserNotes {
 
 impl Parser {
     /// Switches to HTTP/2 when `seg` is the first of its direction (stream position 0) and
-    /// opens with the client preface. A connection joined mid-stream cannot switch: its HPACK
-    /// tables are unknown.
+    /// opens with the client preface, or the server's SETTINGS (a server may speak first). A
+    /// connection joined mid-stream cannot switch: its HPACK tables are unknown.
     pub fn detect(&mut self, from_start: bool, stream_pos: u64, seg: &Segment<'_>) {
         if let Parser::Http1(_) = self
             && from_start
             && stream_pos == 0
             && seg.data.len() >= 4
-            && Http2::starts_with_preface(seg.data)
+            && (Http2::starts_with_preface(seg.data) || Http2::starts_with_server_preface(seg.data))
         {
             *self = Parser::Http2(Box::new(Http2::new(http2::Limits::default())));
         }

@@ -394,3 +394,84 @@ fn a_connection_older_than_netsonde_is_tracked_but_not_new_and_forgotten_not_clo
         ]
     );
 }
+
+fn flagged(mut event: Event, flags: u8) -> Event {
+    if let Event::Data { header, .. } = &mut event {
+        header.flags = flags;
+    }
+    event
+}
+
+#[test]
+fn tls_plaintext_is_parsed_and_ciphertext_only_counted() {
+    const HELLO: &[u8] = &[22, 3, 1, 0, 200, 1, 0, 0];
+    const RECORD: &[u8] = &[23, 3, 3, 0, 40];
+    let mut tracker = Tracker::new(config(), Arc::new(ConnectionStats::default()));
+    let stats = tracker.stats.clone();
+    let mut out = Vec::new();
+    let events = [
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8443),
+        // The handshake, written by SSL_connect (not hooked): recognised by its record header.
+        data(C5, direction::EGRESS, 0, HELLO, 205, 1000),
+        data(C5, direction::INGRESS, 0, &[22, 3, 3, 0, 90], 1500, 1100),
+        // SSL_write: the nested write is ciphertext (not captured), then the plaintext.
+        flagged(
+            data(C5, direction::EGRESS, 205, &[], 60, 1200),
+            data_flags::TLS_CIPHERTEXT,
+        ),
+        flagged(
+            data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1200),
+            data_flags::TLS_PLAINTEXT,
+        ),
+        flagged(
+            data(C5, direction::INGRESS, 1500, RECORD, 80, 1300),
+            data_flags::TLS_CIPHERTEXT,
+        ),
+        flagged(
+            data(C5, direction::INGRESS, 0, RESP, RESP.len() as u64, 1300),
+            data_flags::TLS_PLAINTEXT,
+        ),
+        close(CLIENT, 5, SOCK_C),
+    ];
+    for e in &events {
+        tracker.handle(e, &mut out);
+    }
+    assert_eq!(out.len(), 1);
+    assert!(out[0].tls);
+    assert_eq!(out[0].exchange.request.target, "/x");
+    assert_eq!(out[0].exchange.response.status, 200);
+    assert_eq!(stats.not_http.load(Relaxed), 0);
+    assert_eq!(stats.tls_connections.load(Relaxed), 1);
+    assert_eq!(stats.tls_plaintext.load(Relaxed), 1);
+    // Wire bytes are the ciphertext: 205 + 60 sent, 1500 + 80 received.
+    let mut activity = Vec::new();
+    tracker.take_activity(&mut activity);
+    let (sent, received) = activity.iter().fold((0, 0), |(s, r), a| match a.kind {
+        ActivityKind::Bytes { sent, received } => (s + sent, r + received),
+        _ => (s, r),
+    });
+    assert_eq!((sent, received), (265, 1580));
+}
+
+#[test]
+fn tls_without_plaintext_is_counted_not_parsed() {
+    let (out, stats) = run(&[
+        open(SERVER, 7, SOCK_S, origin::ACCEPT, 8443, 40000),
+        data(S7, direction::INGRESS, 0, &[22, 3, 1, 2, 0, 1], 517, 1000),
+        data(S7, direction::EGRESS, 0, &[22, 3, 3, 0, 122], 1400, 1100),
+        data(
+            S7,
+            direction::INGRESS,
+            517,
+            b"\x17\x03\x03garbage",
+            100,
+            1200,
+        ),
+        close(SERVER, 7, SOCK_S),
+    ]);
+    assert!(out.is_empty());
+    assert_eq!(stats.not_http.load(Relaxed), 0);
+    assert_eq!(stats.malformed.load(Relaxed), 0);
+    assert_eq!(stats.tls_connections.load(Relaxed), 1);
+    assert_eq!(stats.tls_plaintext.load(Relaxed), 0);
+}

@@ -2,7 +2,9 @@
 
 pub mod clock;
 
-use netsonde_common::{ConnCloseEvent, ConnOpenEvent, DataEvent, ProcessExitEvent, kind};
+use netsonde_common::{
+    ConnCloseEvent, ConnOpenEvent, DataEvent, ProcessEvent, ProcessExitEvent, kind,
+};
 
 pub use clock::KernelClock;
 
@@ -17,6 +19,20 @@ pub enum Event {
     Close(ConnCloseEvent),
     /// A traced process exited.
     ProcessExit(ProcessExitEvent),
+    /// A child of a monitored process joined the monitored set (to confirm or remove).
+    ProcessFork(ProcessEvent),
+    /// A traced process started a new program.
+    ProcessExec(ProcessEvent),
+}
+
+impl Event {
+    /// Whether the process-lifecycle stage wants it.
+    pub fn is_lifecycle(&self) -> bool {
+        matches!(
+            self,
+            Event::ProcessExit(_) | Event::ProcessFork(_) | Event::ProcessExec(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +78,8 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         kind::CONN_OPEN => Ok(Event::Open(read_struct(record, kind, true)?)),
         kind::CONN_CLOSE => Ok(Event::Close(read_struct(record, kind, true)?)),
         kind::PROCESS_EXIT => Ok(Event::ProcessExit(read_struct(record, kind, true)?)),
+        kind::PROCESS_FORK => Ok(Event::ProcessFork(read_struct(record, kind, true)?)),
+        kind::PROCESS_EXEC => Ok(Event::ProcessExec(read_struct(record, kind, true)?)),
         other => Err(DecodeError::UnknownKind { kind: other }),
     }
 }
@@ -174,5 +192,15 @@ mod tests {
             })
         );
         assert!(matches!(decode(&close), Ok(Event::Close(_))));
+        let fork = encode::bytes_of(&ProcessEvent {
+            kind: kind::PROCESS_FORK,
+            tgid: 7,
+            parent_tgid: 3,
+            ..Default::default()
+        });
+        match decode(&fork) {
+            Ok(Event::ProcessFork(ev)) => assert_eq!((ev.tgid, ev.parent_tgid), (7, 3)),
+            other => panic!("{other:?}"),
+        }
     }
 }

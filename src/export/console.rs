@@ -84,6 +84,20 @@ pub fn format_exchange(line: &mut String, r: &ExchangeRecord) {
         Completeness::BodyCut => line.push_str(" incomplete=body_cut"),
         Completeness::FramingLost => line.push_str(" incomplete=framing_lost"),
     }
+    if let Some(call) = &r.rpc {
+        let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        let _ = write!(
+            line,
+            " grpc_status={} messages={}/{}",
+            call.status
+                .map_or("none", crate::protocols::grpc::status_name),
+            count(call.request_messages),
+            count(call.response_messages)
+        );
+    }
+    if r.tls {
+        line.push_str(" tls=true");
+    }
     let _ = write!(line, " comm={}", printable(&r.comm));
 }
 
@@ -94,7 +108,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         "{} {} events={} lost={} bytes={} not_captured={} connections={} opened={} closed={} \
          evicted={} expired={} exchanges={} not_http={} orphan_responses={} unanswered_requests={} \
          hidden_messages={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
-         h2_connections={} h2_broken={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
+         h2_connections={} h2_broken={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
         humantime::format_rfc3339_millis(now),
         if s.last { "stats(final)" } else { "stats" },
         k.events(),
@@ -119,6 +133,12 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         k.in_flight_full,
         s.http2_connections,
         s.http2_broken,
+        s.tls_connections,
+        s.tls_plaintext,
+        k.tls_events,
+        k.tls_no_socket,
+        s.lifecycle.tls_libraries_hooked,
+        s.lifecycle.children_confirmed,
         s.probes_attached,
         s.probes_total,
         s.export.sent.iter().sum::<u64>(),
@@ -196,6 +216,8 @@ mod tests {
             request_body_bytes: 0,
             response_body_bytes: 612,
             completeness: Completeness::Complete,
+            tls: false,
+            rpc: None,
         }
     }
 

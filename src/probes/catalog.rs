@@ -128,7 +128,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
             "recvfrom",
             "enter_recvfrom",
             "exit_recvfrom",
-            2,
+            4,
             "payload received on sockets (recv, recvfrom)"
         ),
         syscall_pair!(
@@ -142,7 +142,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
             "recvmsg",
             "enter_recvmsg",
             "exit_recvmsg",
-            2,
+            3,
             "payload received on sockets (recvmsg)"
         ),
         syscall_pair!(
@@ -210,8 +210,21 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         }],
     });
     points.push(ProbePoint {
+        name: "process.fork",
+        purpose: "following children of --pid processes from their first syscall",
+        phase: Phase::Entry,
+        candidates: &[Candidate {
+            program: "task_newtask",
+            hook: Hook::Tracepoint {
+                category: "task",
+                name: "task_newtask",
+                args: None,
+            },
+        }],
+    });
+    points.push(ProbePoint {
         name: "process.exec",
-        purpose: "re-applying --comm filters when a process runs a new program",
+        purpose: "re-applying --comm filters, and hooking TLS libraries, when a process runs a new program",
         phase: Phase::Entry,
         candidates: &[Candidate {
             program: "process_exec",
@@ -257,6 +270,6 @@ mod tests {
         programs.dedup();
         assert_eq!(names.len(), n);
         assert_eq!(programs.len(), n);
-        assert_eq!(n, 31, "14 syscall pairs, close, exec, exit");
+        assert_eq!(n, 32, "14 syscall pairs, close, fork, exec, exit");
     }
 }

@@ -19,17 +19,26 @@ pub struct KernelTotals {
     pub read_failed: u64,
     pub in_flight_full: u64,
     pub iov_truncated: u64,
+    pub process_events: u64,
+    pub process_lost: u64,
+    pub monitored_full: u64,
+    pub tls_events: u64,
+    pub tls_no_socket: u64,
 }
 
 impl KernelTotals {
     /// Records written to the ring buffer.
     pub fn events(&self) -> u64 {
-        self.data_events + self.conn_events + self.close_events + self.exit_events
+        self.data_events
+            + self.conn_events
+            + self.close_events
+            + self.exit_events
+            + self.process_events
     }
 
     /// Records lost because the ring buffer was full.
     pub fn lost(&self) -> u64 {
-        self.data_lost + self.conn_lost + self.close_lost + self.exit_lost
+        self.data_lost + self.conn_lost + self.close_lost + self.exit_lost + self.process_lost
     }
 }
 
@@ -68,6 +77,11 @@ impl KernelCounters {
             read_failed: sum(counter::READ_FAILED),
             in_flight_full: sum(counter::IN_FLIGHT_FULL),
             iov_truncated: sum(counter::IOV_TRUNCATED),
+            process_events: sum(counter::PROCESS_EVENTS),
+            process_lost: sum(counter::PROCESS_LOST),
+            monitored_full: sum(counter::MONITORED_FULL),
+            tls_events: sum(counter::TLS_EVENTS),
+            tls_no_socket: sum(counter::TLS_NO_SOCKET),
         }
     }
 }

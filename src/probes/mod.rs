@@ -6,18 +6,24 @@
 
 pub mod catalog;
 pub mod counters;
+pub mod libs;
+pub mod lifecycle;
 pub mod offsets;
 pub mod ring;
+pub mod tls;
 pub mod tracefs;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use netsonde_common::{Comm, KernelOffsets, ProbeConfig, filter_mode};
+use netsonde_common::{Comm, KernelOffsets, ProbeConfig, SslKey, filter_mode, monitored};
 
 pub use catalog::{Candidate, Hook, ProbePoint};
 pub use counters::KernelCounters;
@@ -90,6 +96,9 @@ pub struct ProbeStatus {
 pub struct Probes {
     ebpf: Ebpf,
     report: Vec<ProbeStatus>,
+    tls: tls::TlsHooks,
+    /// Processes are filtered (`--pid`/`--comm`), so the monitored set matters.
+    selective: bool,
 }
 
 impl Probes {
@@ -100,14 +109,29 @@ impl Probes {
         raise_memlock_limit();
         let offsets = offsets::load_offsets(&settings.btf_path)?;
         let tracefs = tracefs::ensure_mounted()?;
-        let mut ebpf = load_object(settings, &offsets)?;
+        let newtask = tracefs::newtask_layout(&tracefs);
+        let mut ebpf = load_object(settings, &offsets, newtask.as_ref().ok().copied())?;
         fill_filters(&mut ebpf, settings)?;
+        if let Err(why) = load_iov_continuation(&mut ebpf) {
+            tracing::warn!(
+                "syscalls with more than {} iovecs are cut there ({why})",
+                netsonde_common::MAX_IOVECS
+            );
+        }
 
         let mut points = catalog::syscall_layer();
         points.sort_by_key(|p| p.phase);
         let mut report = Vec::with_capacity(points.len());
         for point in points {
-            let status = attach_point(&mut ebpf, &tracefs, point);
+            let status = match (&newtask, point.name) {
+                // The program reads the record at offsets from tracefs: no layout, no program.
+                (Err(e), "process.fork") => ProbeStatus {
+                    point,
+                    attached: None,
+                    failures: vec![(point.candidates[0], e.to_string())],
+                },
+                _ => attach_point(&mut ebpf, &tracefs, point),
+            };
             match (&status.attached, status.failures.last()) {
                 (Some(_), _) => {}
                 (None, Some((candidate, why))) => tracing::warn!(
@@ -123,7 +147,137 @@ impl Probes {
         if report.iter().all(|s| s.attached.is_none()) {
             return Err(ProbeError::NothingAttached);
         }
-        Ok(Probes { ebpf, report })
+        let tls = tls::TlsHooks::load(&mut ebpf);
+        Ok(Probes {
+            ebpf,
+            report,
+            tls,
+            selective: !(settings.pids.is_empty() && settings.comms.is_empty()),
+        })
+    }
+
+    /// Hooks every OpenSSL library `pid` maps, or (`on_exec`) is about to load. Returns how
+    /// many library files were hooked and failed anew.
+    pub fn hook_tls_of(&mut self, pid: u32, cache: Option<&mut libs::DynamicCache>) -> (u64, u64) {
+        let (mut hooked, mut failed) = (0, 0);
+        for path in libs::openssl_libraries(pid, cache) {
+            match self.tls.hook(&mut self.ebpf, &path) {
+                Some(tls::LibraryOutcome::Hooked { .. }) => hooked += 1,
+                Some(tls::LibraryOutcome::Failed(_)) => failed += 1,
+                None => {}
+            }
+        }
+        (hooked, failed)
+    }
+
+    /// Hooks the OpenSSL libraries in the host's standard library directories, so a program
+    /// started later that uses them is covered from its first call: hooking a file the kernel
+    /// has not probed before costs about one RCU grace period (15 ms here), longer than a
+    /// fresh `curl` takes to send its first request.
+    pub fn hook_system_tls(&mut self) -> (u64, u64) {
+        let (mut hooked, mut failed) = (0, 0);
+        for path in libs::system_openssl_libraries() {
+            match self.tls.hook(&mut self.ebpf, &path) {
+                Some(tls::LibraryOutcome::Hooked { .. }) => hooked += 1,
+                Some(tls::LibraryOutcome::Failed(_)) => failed += 1,
+                None => {}
+            }
+        }
+        (hooked, failed)
+    }
+
+    /// The TLS hooks: what was tried, or why TLS capture is off.
+    pub fn tls(&self) -> &tls::TlsHooks {
+        &self.tls
+    }
+
+    /// Marks a child the kernel added to the monitored set as confirmed. False when it is no
+    /// longer there (it exited, and the kernel removed it).
+    pub fn confirm_child(&mut self, tgid: u32) -> Result<bool, ProbeError> {
+        const BPF_EXIST: u64 = 2;
+        let mut map = self.monitored()?;
+        match map.insert(tgid, monitored::CONFIRMED, BPF_EXIST) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(source) => Err(ProbeError::Map {
+                name: "MONITORED",
+                source,
+            }),
+        }
+    }
+
+    /// Takes a process out of the monitored set, and drops its cached decision.
+    pub fn remove_process(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        let _ = self.monitored()?.remove(&tgid);
+        let mut decisions: BpfHashMap<_, u32, u8> = self.map("DECISIONS")?;
+        let _ = decisions.remove(&tgid);
+        Ok(())
+    }
+
+    /// Adds processes to the monitored set (the tree under `--pid` at start).
+    pub fn monitor(&mut self, tgids: &[u32]) -> Result<(), ProbeError> {
+        let mut map = self.monitored()?;
+        for tgid in tgids {
+            map.insert(tgid, monitored::CONFIRMED, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: "MONITORED",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Whether processes are filtered at all.
+    pub fn selective(&self) -> bool {
+        self.selective
+    }
+
+    /// Removes the per-fd and per-`SSL *` cache entries of processes that exited: those maps
+    /// are keyed by tgid and cannot be cleaned by the kernel at exit. Returns entries removed.
+    pub fn sweep(&mut self, exited: &HashSet<u32>) -> Result<u64, ProbeError> {
+        if exited.is_empty() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        let mut sockets: BpfHashMap<_, u64, netsonde_common::SocketEntry> = self.map("SOCKETS")?;
+        let stale: Vec<u64> = sockets
+            .keys()
+            .flatten()
+            .filter(|k| exited.contains(&((k >> 32) as u32)))
+            .collect();
+        for key in stale {
+            removed += u64::from(sockets.remove(&key).is_ok());
+        }
+        let mut ssl_fds: BpfHashMap<_, SslKey, i32> = self.map("SSL_FDS")?;
+        let stale: Vec<SslKey> = ssl_fds
+            .keys()
+            .flatten()
+            .filter(|k| exited.contains(&k.tgid))
+            .collect();
+        for key in stale {
+            removed += u64::from(ssl_fds.remove(&key).is_ok());
+        }
+        Ok(removed)
+    }
+
+    fn monitored(&mut self) -> Result<BpfHashMap<&mut MapData, u32, u8>, ProbeError> {
+        self.map("MONITORED")
+    }
+
+    fn map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BpfHashMap<&mut MapData, K, V>, ProbeError> {
+        BpfHashMap::try_from(
+            self.ebpf
+                .map_mut(name)
+                .ok_or(ProbeError::MissingMap(name))?,
+        )
+        .map_err(|source| ProbeError::Map { name, source })
     }
 
     /// Every probe point and what happened to it.
@@ -157,7 +311,12 @@ impl Probes {
     }
 }
 
-fn load_object(settings: &ProbeSettings, offsets: &KernelOffsets) -> Result<Ebpf, ProbeError> {
+fn load_object(
+    settings: &ProbeSettings,
+    offsets: &KernelOffsets,
+    newtask: Option<(u32, u32)>,
+) -> Result<Ebpf, ProbeError> {
+    let (newtask_pid, newtask_clone_flags) = newtask.unwrap_or_default();
     let config = ProbeConfig {
         capture_bytes: settings.capture_bytes,
         agent_tgid: std::process::id(),
@@ -170,6 +329,8 @@ fn load_object(settings: &ProbeSettings, offsets: &KernelOffsets) -> Result<Ebpf
         noop: u32::from(settings.noop),
         // Wake user space early once an eighth of the ring is in use; its timer does the rest.
         wakeup_bytes: settings.ring_buffer_bytes / 8,
+        newtask_pid,
+        newtask_clone_flags,
     };
     let cpus = aya::util::nr_cpus().map_err(|(_, source)| ProbeError::Cpus { source })? as u32;
     EbpfLoader::new()
@@ -183,15 +344,40 @@ fn load_object(settings: &ProbeSettings, offsets: &KernelOffsets) -> Result<Ebpf
         .map_err(|source| ProbeError::Load { source })
 }
 
+/// Loads `iov_continue` (never attached: reached by tail call) into slot 0 of
+/// `IOV_CONTINUE`, before any exit program attaches.
+fn load_iov_continuation(ebpf: &mut Ebpf) -> Result<(), String> {
+    let name = "iov_continue";
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program
+        .load()
+        .map_err(|e| describe_program_error(name, &e))?;
+    let fd = program
+        .fd()
+        .map_err(|e| describe_program_error(name, &e))?
+        .try_clone()
+        .map_err(|e| e.to_string())?;
+    let map = ebpf
+        .map_mut("IOV_CONTINUE")
+        .ok_or("the eBPF object has no map IOV_CONTINUE")?;
+    let mut slots = aya::maps::ProgramArray::try_from(map).map_err(|e| e.to_string())?;
+    slots.set(0, &fd, 0).map_err(|e| e.to_string())
+}
+
 fn fill_filters(ebpf: &mut Ebpf, settings: &ProbeSettings) -> Result<(), ProbeError> {
     let map_err = |name| move |source| ProbeError::Map { name, source };
     let mut pids: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
-        ebpf.map_mut("PID_FILTER")
-            .ok_or(ProbeError::MissingMap("PID_FILTER"))?,
+        ebpf.map_mut("MONITORED")
+            .ok_or(ProbeError::MissingMap("MONITORED"))?,
     )
-    .map_err(map_err("PID_FILTER"))?;
+    .map_err(map_err("MONITORED"))?;
     for pid in &settings.pids {
-        pids.insert(pid, 1, 0).map_err(map_err("PID_FILTER"))?;
+        pids.insert(pid, monitored::SELECTED, 0)
+            .map_err(map_err("MONITORED"))?;
     }
     let mut comms: BpfHashMap<_, Comm, u8> = BpfHashMap::try_from(
         ebpf.map_mut("COMM_FILTER")
@@ -255,7 +441,7 @@ fn attach_candidate(ebpf: &mut Ebpf, tracefs: &Path, candidate: &Candidate) -> R
 
 /// One line for a failed load or attach: the verifier's last words rather than its whole log
 /// (which goes to the debug log).
-fn describe_program_error(program: &str, error: &aya::programs::ProgramError) -> String {
+pub(crate) fn describe_program_error(program: &str, error: &aya::programs::ProgramError) -> String {
     match error {
         aya::programs::ProgramError::LoadError {
             io_error,

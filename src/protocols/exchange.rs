@@ -60,6 +60,9 @@ pub struct Exchange {
     pub request_body_bytes: u64,
     pub response_head_bytes: u64,
     pub response_body_bytes: u64,
+    /// Length-prefixed messages each way (gRPC), when every message header was seen.
+    pub request_messages: Option<u64>,
+    pub response_messages: Option<u64>,
     /// 1xx responses that came before the final one.
     pub informational: u8,
     pub completeness: Completeness,

@@ -3,6 +3,7 @@
 //! other stage.
 
 pub mod exchange;
+pub mod grpc;
 pub mod http1;
 pub mod http2;
 

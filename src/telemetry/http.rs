@@ -92,13 +92,13 @@ pub fn split_host(host: &str) -> (&str, Option<u16>) {
 }
 
 /// A `server.address`: a name from the Host header, or the server socket's IP.
-enum ServerName<'a> {
+pub(super) enum ServerName<'a> {
     Host(&'a str),
     Ip(std::net::IpAddr),
 }
 
 /// Where the request was addressed: the Host header if any, else the server's socket.
-fn server_address(r: &ExchangeRecord) -> (Option<ServerName<'_>>, Option<u16>) {
+pub(super) fn server_address(r: &ExchangeRecord) -> (Option<ServerName<'_>>, Option<u16>) {
     let socket_port = r.server.map(|s| s.port());
     match r.request_header("host").map(split_host) {
         Some((name, port)) if !name.is_empty() => {
@@ -129,10 +129,43 @@ pub fn span_attributes(r: &ExchangeRecord, route: &str, a: &mut impl AttrSink) {
     if let Some(q) = query {
         a.str("url.query", &redact_query(q));
     }
-    a.str("url.scheme", "http");
+    a.str("url.scheme", r.scheme());
     if r.status != 0 {
         a.int("http.response.status_code", i64::from(r.status));
     }
+    endpoint_attributes(r, a);
+    match r.role {
+        Role::Server => a.str("http.route", route),
+        Role::Client => {
+            a.str("url.template", route);
+            let authority: &dyn std::fmt::Display = match (r.request_header("host"), &r.server) {
+                (Some(h), _) => &HostText(h),
+                (None, Some(s)) => s,
+                (None, None) => &HostText(""),
+            };
+            let scheme = r.scheme();
+            match query {
+                Some(q) => a.display(
+                    "url.full",
+                    &format_args!("{scheme}://{authority}{path}?{}", redact_query(q)),
+                ),
+                None => a.display("url.full", &format_args!("{scheme}://{authority}{path}")),
+            }
+        }
+    }
+    a.int("http.request.body.size", r.request_body_bytes as i64);
+    a.int("http.response.body.size", r.response_body_bytes as i64);
+    if is_error(r.role, r.status) {
+        a.display("error.type", &r.status);
+    }
+    if let Some(why) = incompleteness(r) {
+        a.str("netsonde.http.incomplete", why);
+    }
+}
+
+/// The attributes every exchange carries, HTTP or RPC: the protocol under it, the server it
+/// was addressed to, the client (servers only), the socket's two ends, the user agent.
+pub(super) fn endpoint_attributes(r: &ExchangeRecord, a: &mut impl AttrSink) {
     a.str("network.protocol.name", "http");
     a.str("network.protocol.version", protocol_version(r));
     a.str("network.transport", "tcp");
@@ -145,37 +178,19 @@ pub fn span_attributes(r: &ExchangeRecord, route: &str, a: &mut impl AttrSink) {
     if let Some(p) = server_port {
         a.int("server.port", i64::from(p));
     }
-    match r.role {
-        Role::Server => {
-            a.str("http.route", route);
-            let forwarded = r
-                .request_header("x-forwarded-for")
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .filter(|v| !v.is_empty());
-            match (forwarded, r.client) {
-                (Some(f), _) => a.str("client.address", f),
-                (None, Some(c)) => a.display("client.address", &c.ip()),
-                (None, None) => {}
-            }
-            if let Some(c) = r.client {
-                a.int("client.port", i64::from(c.port()));
-            }
+    if r.role == Role::Server {
+        let forwarded = r
+            .request_header("x-forwarded-for")
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        match (forwarded, r.client) {
+            (Some(f), _) => a.str("client.address", f),
+            (None, Some(c)) => a.display("client.address", &c.ip()),
+            (None, None) => {}
         }
-        Role::Client => {
-            a.str("url.template", route);
-            let authority: &dyn std::fmt::Display = match (r.request_header("host"), &r.server) {
-                (Some(h), _) => &HostText(h),
-                (None, Some(s)) => s,
-                (None, None) => &HostText(""),
-            };
-            match query {
-                Some(q) => a.display(
-                    "url.full",
-                    &format_args!("http://{authority}{path}?{}", redact_query(q)),
-                ),
-                None => a.display("url.full", &format_args!("http://{authority}{path}")),
-            }
+        if let Some(c) = r.client {
+            a.int("client.port", i64::from(c.port()));
         }
     }
     if let Some(peer) = r.remote {
@@ -189,13 +204,18 @@ pub fn span_attributes(r: &ExchangeRecord, route: &str, a: &mut impl AttrSink) {
     if let Some(ua) = r.request_header("user-agent") {
         a.str("user_agent.original", ua);
     }
-    a.int("http.request.body.size", r.request_body_bytes as i64);
-    a.int("http.response.body.size", r.response_body_bytes as i64);
-    if is_error(r.role, r.status) {
-        a.display("error.type", &r.status);
+}
+
+/// The server address and port of a client's metric series.
+pub(super) fn push_server(r: &ExchangeRecord, a: &mut Attrs) {
+    let (server, port) = server_address(r);
+    match server {
+        Some(ServerName::Host(name)) => a.push(("server.address", name.into())),
+        Some(ServerName::Ip(ip)) => a.push(("server.address", ip.to_string().into())),
+        None => {}
     }
-    if let Some(why) = incompleteness(r) {
-        a.str("netsonde.http.incomplete", why);
+    if let Some(p) = port {
+        a.push(("server.port", p.into()));
     }
 }
 
@@ -226,19 +246,11 @@ pub fn metric_attributes(r: &ExchangeRecord, route: &str) -> Attrs {
     }
     a.push(("network.protocol.name", "http".into()));
     a.push(("network.protocol.version", protocol_version(r).into()));
-    a.push(("url.scheme", "http".into()));
+    a.push(("url.scheme", r.scheme().into()));
     match r.role {
         Role::Server => a.push(("http.route", route.into())),
         Role::Client => {
-            let (server, port) = server_address(r);
-            match server {
-                Some(ServerName::Host(name)) => a.push(("server.address", name.into())),
-                Some(ServerName::Ip(ip)) => a.push(("server.address", ip.to_string().into())),
-                None => {}
-            }
-            if let Some(p) = port {
-                a.push(("server.port", p.into()));
-            }
+            push_server(r, &mut a);
             a.push(("url.template", route.into()));
         }
     }
@@ -275,6 +287,10 @@ pub fn access_log_line(line: &mut String, r: &ExchangeRecord) {
         micros / 1000,
         micros % 1000
     );
+    if let Some(call) = &r.rpc {
+        let status = call.status.map_or("-", crate::protocols::grpc::status_name);
+        let _ = write!(line, " grpc-status={status}");
+    }
 }
 
 #[cfg(test)]

@@ -26,10 +26,12 @@ pub fn encode_access_log(
     observed: SystemTime,
     line: &mut String,
 ) {
-    let (severity, text) = match r.status {
-        500.. => (SeverityNumber::Error, "ERROR"),
-        400..=499 => (SeverityNumber::Warn, "WARN"),
-        _ => (SeverityNumber::Info, "INFO"),
+    let (severity, text) = match (&r.rpc, r.status) {
+        (Some(_), _) if r.failed() => (SeverityNumber::Error, "ERROR"),
+        (Some(_), _) => (SeverityNumber::Info, "INFO"),
+        (None, 500..) => (SeverityNumber::Error, "ERROR"),
+        (None, 400..=499) => (SeverityNumber::Warn, "WARN"),
+        (None, _) => (SeverityNumber::Info, "INFO"),
     };
     put_fixed64(out, 1, unix_nanos(r.end));
     put_uint(out, 2, severity as u64);

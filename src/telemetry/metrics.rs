@@ -39,6 +39,8 @@ pub enum Instrument {
     HttpClientDuration,
     HttpClientRequestBodySize,
     HttpClientResponseBodySize,
+    RpcServerDuration,
+    RpcClientDuration,
     ConnectionOpened,
     ConnectionClosed,
     ConnectionActive,
@@ -54,13 +56,15 @@ pub struct Spec {
 }
 
 impl Instrument {
-    pub const ALL: [Instrument; 11] = [
+    pub const ALL: [Instrument; 13] = [
         Instrument::HttpServerDuration,
         Instrument::HttpServerRequestBodySize,
         Instrument::HttpServerResponseBodySize,
         Instrument::HttpClientDuration,
         Instrument::HttpClientRequestBodySize,
         Instrument::HttpClientResponseBodySize,
+        Instrument::RpcServerDuration,
+        Instrument::RpcClientDuration,
         Instrument::ConnectionOpened,
         Instrument::ConnectionClosed,
         Instrument::ConnectionActive,
@@ -106,6 +110,18 @@ impl Instrument {
                 "By",
                 "Size of HTTP client response bodies.",
                 Kind::Histogram(&SIZE_BUCKETS),
+            ),
+            RpcServerDuration => (
+                "rpc.server.call.duration",
+                "s",
+                "Duration of RPCs served (gRPC calls, unary and streaming).",
+                Kind::Histogram(&DURATION_BUCKETS),
+            ),
+            RpcClientDuration => (
+                "rpc.client.call.duration",
+                "s",
+                "Duration of RPCs made (gRPC calls, unary and streaming).",
+                Kind::Histogram(&DURATION_BUCKETS),
             ),
             ConnectionOpened => (
                 "netsonde.connection.opened",

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod resource;
 pub mod route;
+pub mod rpc;
 pub mod selfmon;
 pub mod spans;
 pub mod stage;
@@ -55,10 +56,15 @@ pub struct ExchangeRecord {
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
     pub completeness: Completeness,
+    /// Seen as plaintext through a TLS library (`url.scheme` https).
+    pub tls: bool,
+    /// The gRPC call the exchange carried, if it is one: then it is reported as an RPC.
+    pub rpc: Option<crate::protocols::grpc::Call>,
 }
 
 impl ExchangeRecord {
     pub fn from_observed(observed: ObservedExchange, clock: &KernelClock) -> Self {
+        let rpc = crate::protocols::grpc::call(&observed.exchange);
         let ex = observed.exchange;
         let (client, server) = match observed.role {
             Role::Client => (observed.local, observed.remote),
@@ -83,7 +89,22 @@ impl ExchangeRecord {
             request_body_bytes: ex.request_body_bytes,
             response_body_bytes: ex.response_body_bytes,
             completeness: ex.completeness,
+            tls: observed.tls,
+            rpc,
         }
+    }
+
+    /// Whether it failed, by the side's rules (semconv): HTTP status, or gRPC status.
+    pub fn failed(&self) -> bool {
+        match &self.rpc {
+            Some(call) => rpc::error_type(self.role, call).is_some(),
+            None => http::is_error(self.role, self.status),
+        }
+    }
+
+    /// `url.scheme`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     pub fn duration(&self) -> Duration {
@@ -138,9 +159,13 @@ pub struct StatsReport {
     pub http2_connections: u64,
     /// HTTP/2 connections that turned undecodable (skipped from then on).
     pub http2_broken: u64,
+    /// Connections carrying TLS, and those of them whose plaintext was seen.
+    pub tls_connections: u64,
+    pub tls_plaintext: u64,
     pub export: ExportTotals,
     pub probes_attached: u64,
     pub probes_total: u64,
+    pub lifecycle: crate::probes::lifecycle::LifecycleTotals,
     /// Whether this is the last report, at exit.
     pub last: bool,
 }
@@ -171,9 +196,12 @@ impl StatsReport {
             gap_bytes: conns.gap_bytes.load(Relaxed),
             http2_connections: conns.http2_connections.load(Relaxed),
             http2_broken: conns.http2_broken.load(Relaxed),
+            tls_connections: conns.tls_connections.load(Relaxed),
+            tls_plaintext: conns.tls_plaintext.load(Relaxed),
             export: ExportTotals::default(),
             probes_attached: 0,
             probes_total: 0,
+            lifecycle: Default::default(),
             last,
         }
     }

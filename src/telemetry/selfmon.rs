@@ -66,7 +66,7 @@ fn per_signal(values: [u64; 3]) -> Vec<(u64, Vec<KeyValue>)> {
 }
 
 /// Counters (monotonic, cumulative at the source).
-const COUNTERS: [(&str, &str, &str, Reading); 8] = [
+const COUNTERS: [(&str, &str, &str, Reading); 9] = [
     (
         "netsonde.agent.kernel.events",
         "{event}",
@@ -110,9 +110,28 @@ const COUNTERS: [(&str, &str, &str, Reading); 8] = [
                 ("malformed", s.malformed),
                 ("not_http", s.not_http),
                 ("http2_broken", s.http2_broken),
+                ("tls_no_socket", s.kernel.tls_no_socket),
             ]
             .into_iter()
             .map(|(k, v)| (v, vec![KeyValue::new("netsonde.issue", k)]))
+            .collect()
+        },
+    ),
+    (
+        "netsonde.agent.processes",
+        "{event}",
+        "Process lifecycle events acted on, by kind.",
+        |s| {
+            let l = &s.lifecycle;
+            [
+                ("inherited", l.children_confirmed),
+                ("removed", l.children_removed),
+                ("exec", l.execs),
+                ("exit", l.exits),
+                ("dropped", l.dropped),
+            ]
+            .into_iter()
+            .map(|(k, v)| (v, vec![KeyValue::new("netsonde.process.event", k)]))
             .collect()
         },
     ),
@@ -131,7 +150,24 @@ const COUNTERS: [(&str, &str, &str, Reading); 8] = [
 ];
 
 /// Gauges.
-const GAUGES: [(&str, &str, &str, Reading); 3] = [
+const GAUGES: [(&str, &str, &str, Reading); 4] = [
+    (
+        "netsonde.agent.tls.libraries",
+        "{library}",
+        "TLS library files tried, by whether they were hooked.",
+        |s| {
+            vec![
+                (
+                    s.lifecycle.tls_libraries_hooked,
+                    vec![KeyValue::new("netsonde.tls.library.state", "hooked")],
+                ),
+                (
+                    s.lifecycle.tls_libraries_failed,
+                    vec![KeyValue::new("netsonde.tls.library.state", "failed")],
+                ),
+            ]
+        },
+    ),
     (
         "netsonde.agent.connections.tracked",
         "{connection}",

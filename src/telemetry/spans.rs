@@ -9,7 +9,7 @@ use crate::{
     protocols::Role,
     telemetry::{
         ExchangeRecord,
-        http::{is_error, method},
+        http::method,
         trace_context::{new_span_id, new_trace_id, parse_traceparent},
         wire::{WireAttrs, put_bytes, put_fixed32, put_fixed64, put_str, put_uint},
     },
@@ -93,6 +93,8 @@ pub fn encode_span(
     let m = method(&r.method);
     let verb = if m == "_OTHER" { "HTTP" } else { m };
     match route {
+        // An RPC is named by its method: `package.Service/Method`.
+        _ if r.rpc.is_some() => put_str(out, 5, &r.rpc.as_ref().expect("checked").method),
         Some(route) => {
             let len = verb.len() + 1 + route.len();
             super::wire::put_varint(out, 5 << 3 | 2);
@@ -112,7 +114,7 @@ pub fn encode_span(
     put_fixed64(out, 8, unix_nanos(r.end));
     attributes.splice_into(out, 9);
     // Status: code 3 (message 2 stays empty); an unset status is an empty message.
-    if is_error(r.role, r.status) {
+    if r.failed() {
         put_bytes(out, 15, &[3 << 3, StatusCode::Error as u8]);
     } else {
         put_bytes(out, 15, &[]);
@@ -154,6 +156,8 @@ pub(crate) mod tests {
             request_body_bytes: 0,
             response_body_bytes: 10,
             completeness: Completeness::Complete,
+            tls: false,
+            rpc: None,
         }
     }
 

@@ -30,6 +30,7 @@ use crate::{
         otlp::{Attrs, Payload, scope},
         resource::Resources,
         route::Routes,
+        rpc,
         spans::{encode_span, identity, unix_nanos},
         wire::{WireAttrs, put_bytes, put_len_header, varint_len},
     },
@@ -138,6 +139,27 @@ impl Telemetry {
         } = self.settings.signals;
         for r in records {
             let workload = self.workload(r.pid, &r.comm, now);
+            if let Some(call) = &r.rpc {
+                // An RPC's method is its name: no template to guess.
+                if metrics {
+                    let duration = match r.role {
+                        Role::Server => Instrument::RpcServerDuration,
+                        Role::Client => Instrument::RpcClientDuration,
+                    };
+                    let attrs = rpc::metric_attributes(r, call);
+                    let seconds = r.duration().as_secs_f64();
+                    let end = unix_nanos(r.end);
+                    workload
+                        .metrics
+                        .record(duration, &attrs, seconds, end, max_series);
+                }
+                if traces || logs {
+                    self.scratch.attributes.clear();
+                    rpc::span_attributes(r, call, &mut self.scratch.attributes);
+                    self.encode_span_and_log(r, None, now);
+                }
+                continue;
+            }
             let route = workload.routes.route(&r.target, max_routes);
             if metrics {
                 let end = unix_nanos(r.end);
@@ -163,41 +185,41 @@ impl Telemetry {
                 m.record(resp_size, &attrs, resp, end, max_series);
             }
             if traces || logs {
-                // The access log carries the span's ids and attributes: both are encoded from
-                // the same identity and attribute bytes.
-                let id = identity(r);
-                let scratch = &mut self.scratch;
-                scratch.attributes.clear();
-                span_attributes(r, &route, &mut scratch.attributes);
-                let pending = self.pending.entry((r.pid, r.comm.clone())).or_default();
-                if traces {
-                    scratch.message.clear();
-                    encode_span(
-                        &mut scratch.message,
-                        r,
-                        &id,
-                        Some(&route),
-                        &scratch.attributes,
-                    );
-                    put_bytes(&mut pending.spans, 2, &scratch.message);
-                    pending.span_count += 1;
-                }
-                if logs {
-                    scratch.message.clear();
-                    encode_access_log(
-                        &mut scratch.message,
-                        r,
-                        &id,
-                        &scratch.attributes,
-                        now,
-                        &mut scratch.line,
-                    );
-                    put_bytes(&mut pending.logs, 2, &scratch.message);
-                    pending.log_count += 1;
-                }
-                self.pending_exchanges += 1;
+                self.scratch.attributes.clear();
+                span_attributes(r, &route, &mut self.scratch.attributes);
+                self.encode_span_and_log(r, Some(&route), now);
             }
         }
+    }
+
+    /// Encodes the span and the access log of `r` from the attributes in the scratch space.
+    /// The access log carries the span's ids and attributes: both are encoded from the same
+    /// identity and attribute bytes.
+    fn encode_span_and_log(&mut self, r: &ExchangeRecord, route: Option<&str>, now: SystemTime) {
+        let Signals { traces, logs, .. } = self.settings.signals;
+        let id = identity(r);
+        let scratch = &mut self.scratch;
+        let pending = self.pending.entry((r.pid, r.comm.clone())).or_default();
+        if traces {
+            scratch.message.clear();
+            encode_span(&mut scratch.message, r, &id, route, &scratch.attributes);
+            put_bytes(&mut pending.spans, 2, &scratch.message);
+            pending.span_count += 1;
+        }
+        if logs {
+            scratch.message.clear();
+            encode_access_log(
+                &mut scratch.message,
+                r,
+                &id,
+                &scratch.attributes,
+                now,
+                &mut scratch.line,
+            );
+            put_bytes(&mut pending.logs, 2, &scratch.message);
+            pending.log_count += 1;
+        }
+        self.pending_exchanges += 1;
     }
 
     /// Connection metrics.

@@ -98,6 +98,10 @@ pub struct Line {
     pub req_body: u64,
     pub resp_body: u64,
     pub incomplete: Option<String>,
+    /// gRPC status name and message counts (`?` when unknown), for gRPC calls.
+    pub grpc: Option<(String, String, String)>,
+    /// Seen as TLS plaintext.
+    pub tls: bool,
     pub comm: String,
 }
 
@@ -117,7 +121,7 @@ pub fn parse_line(text: &str) -> Option<Line> {
     static RE: OnceLock<regex::Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
         regex::Regex::new(
-            r"^\S+ (server|client) pid=(\d+) (\S+) (\S+) (\d{3}) ([0-9.]+)ms client=(\S+) server=(\S+) req_body=(\d+) resp_body=(\d+)(?: incomplete=(\S+))? comm=(.*)$",
+            r"^\S+ (server|client) pid=(\d+) (\S+) (\S+) (\d{3}) ([0-9.]+)ms client=(\S+) server=(\S+) req_body=(\d+) resp_body=(\d+)(?: incomplete=(\S+))?(?: grpc_status=(\S+) messages=(\S+)/(\S+))?( tls=true)? comm=(.*)$",
         )
         .unwrap()
     });
@@ -134,7 +138,11 @@ pub fn parse_line(text: &str) -> Option<Line> {
         req_body: c[9].parse().ok()?,
         resp_body: c[10].parse().ok()?,
         incomplete: c.get(11).map(|m| m.as_str().to_string()),
-        comm: c[12].to_string(),
+        grpc: c
+            .get(12)
+            .map(|s| (s.as_str().to_string(), c[13].to_string(), c[14].to_string())),
+        tls: c.get(15).is_some(),
+        comm: c[16].to_string(),
     })
 }
 
@@ -248,6 +256,12 @@ impl Agent {
         }
     }
 
+    /// What it logged so far.
+    #[allow(dead_code)]
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// Stops it with SIGINT, as Ctrl-C would, and returns what it printed.
     pub fn stop(mut self) -> Capture {
         // SAFETY: signalling our own child.
@@ -301,8 +315,14 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitS
 
 /// Runs a client to completion; returns its pid.
 pub fn run_client(program: &str, args: &[&str]) -> u32 {
+    run_client_env(program, args, &[])
+}
+
+/// [`run_client`] with extra environment variables.
+pub fn run_client_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> u32 {
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -354,6 +374,8 @@ pub struct Nginx {
     pub port: u16,
     /// Serves HTTP/2 without TLS (h2c, prior knowledge).
     pub h2_port: u16,
+    /// Serves HTTPS: HTTP/1.1 or HTTP/2 as ALPN decides (a self-signed certificate).
+    pub tls_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -367,7 +389,21 @@ impl Nginx {
         std::fs::write(www.join("big.bin"), vec![b'b'; 1 << 20]).unwrap();
         let port = free_port();
         let h2_port = free_port();
+        let tls_port = free_port();
         let d = dir.path().display();
+        let openssl = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(dir.path().join("key.pem"))
+            .arg("-out")
+            .arg(dir.path().join("cert.pem"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(openssl.success(), "openssl req failed");
         let conf = format!(
             "user root;
 worker_processes 1;
@@ -385,6 +421,9 @@ http {{
         listen 127.0.0.1:{port};
         listen [::1]:{port};
         listen 127.0.0.1:{h2_port} http2;
+        listen 127.0.0.1:{tls_port} ssl http2;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
         root {d}/www;
         location = /nocontent {{ return 204; }}
     }}
@@ -407,6 +446,7 @@ http {{
             .expect("start nginx (apt-get install nginx-light)");
         wait_for_port(&format!("127.0.0.1:{port}"));
         wait_for_port(&format!("127.0.0.1:{h2_port}"));
+        wait_for_port(&format!("127.0.0.1:{tls_port}"));
         let worker = children_of(master.id())
             .into_iter()
             .next()
@@ -416,6 +456,7 @@ http {{
             worker,
             port,
             h2_port,
+            tls_port,
             dir,
         }
     }
@@ -426,6 +467,10 @@ http {{
 
     pub fn h2_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.h2_port)
+    }
+
+    pub fn tls_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.tls_port)
     }
 
     /// Lines of nginx's access log.

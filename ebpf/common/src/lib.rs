@@ -17,8 +17,9 @@ pub const DEFAULT_CAPTURE: u32 = 4096;
 /// The per-CPU scratch buffer is twice [`MAX_CAPTURE`] so that `offset (< MAX) + len (<= MAX)`
 /// provably stays inside it while iovecs are copied one after another.
 pub const SCRATCH_DATA: usize = 2 * MAX_CAPTURE;
-/// How many iovecs of one readv/writev/sendmsg/recvmsg are walked for the payload prefix. Bytes in
-/// later iovecs are counted (the syscall's return value) but not copied.
+/// How many iovecs one program walks for the payload prefix of a readv/writev/sendmsg/recvmsg;
+/// a longer array continues in a tail-called program, `MAX_IOVECS` at a time, up to the
+/// kernel's tail-call limit. (More per program: the verifier's state count explodes.)
 pub const MAX_IOVECS: u32 = 16;
 /// How many messages of one sendmmsg/recvmmsg are counted and copied (each message's first
 /// iovec, within the payload prefix). Later messages are flagged `BYTES_UNCOUNTED`.
@@ -34,6 +35,12 @@ pub mod kind {
     pub const CONN_CLOSE: u32 = 3;
     /// [`super::ProcessExitEvent`].
     pub const PROCESS_EXIT: u32 = 4;
+    /// [`super::ProcessEvent`]: a child of a monitored process was added to the monitored
+    /// set, for user space to confirm or remove.
+    pub const PROCESS_FORK: u32 = 5;
+    /// [`super::ProcessEvent`]: a traced process started a new program (a moment to look
+    /// for the libraries it will map, such as libssl).
+    pub const PROCESS_EXEC: u32 = 6;
 }
 
 /// The syscall a [`DataEvent`] or connection event came from.
@@ -53,6 +60,11 @@ pub mod syscall {
     pub const ACCEPT: u16 = 12;
     pub const ACCEPT4: u16 = 13;
     pub const CLOSE: u16 = 14;
+    /// OpenSSL calls seen through uprobes: their [`super::DataEvent`]s carry plaintext.
+    pub const SSL_READ: u16 = 15;
+    pub const SSL_WRITE: u16 = 16;
+    pub const SSL_READ_EX: u16 = 17;
+    pub const SSL_WRITE_EX: u16 = 18;
 
     /// Lower-case syscall name, for logs and self-telemetry.
     pub const fn name(id: u16) -> &'static str {
@@ -72,6 +84,10 @@ pub mod syscall {
             ACCEPT => "accept",
             ACCEPT4 => "accept4",
             CLOSE => "close",
+            SSL_READ => "SSL_read",
+            SSL_WRITE => "SSL_write",
+            SSL_READ_EX => "SSL_read_ex",
+            SSL_WRITE_EX => "SSL_write_ex",
             _ => "unknown",
         }
     }
@@ -106,6 +122,11 @@ pub mod data_flags {
     /// More bytes moved than `bytes` says (a sendmmsg/recvmmsg of more than `MAX_MMSG`
     /// messages): the stream has a gap of unknown length after this record.
     pub const BYTES_UNCOUNTED: u8 = 4;
+    /// Plaintext of a TLS library call (uprobe): `stream_pos` counts plaintext bytes, and the
+    /// bytes are not wire bytes (the syscalls under it report those).
+    pub const TLS_PLAINTEXT: u8 = 8;
+    /// Ciphertext on a socket a TLS library was seen using: counted, never copied or parsed.
+    pub const TLS_CIPHERTEXT: u8 = 16;
 }
 
 /// Header of a data record: one successful read- or write-like syscall on a TCP socket.
@@ -185,11 +206,34 @@ pub struct ProcessExitEvent {
     pub ts_ns: u64,
 }
 
+/// A process-lifecycle record ([`kind::PROCESS_FORK`], [`kind::PROCESS_EXEC`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    /// The monitored parent for a fork; 0 for an exec.
+    pub parent_tgid: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+}
+
+/// Values of the `MONITORED` map: why a process is in the monitored set.
+pub mod monitored {
+    /// Selected by user space (`--pid`).
+    pub const SELECTED: u8 = 1;
+    /// A child of a monitored process, added by the kernel at fork; not yet confirmed.
+    pub const INHERITED: u8 = 2;
+    /// A child user space has confirmed.
+    pub const CONFIRMED: u8 = 3;
+}
+
 /// Which processes the programs trace ([`ProbeConfig::filter_mode`]).
 pub mod filter_mode {
     /// Every process except netsonde itself.
     pub const ALL: u32 = 0;
-    /// Only processes whose tgid is in `PID_FILTER` or whose name is in `COMM_FILTER`.
+    /// Only processes in `MONITORED` (selected pids and their descendants) or whose name is in
+    /// `COMM_FILTER`.
     pub const SELECTED: u32 = 1;
 }
 
@@ -211,6 +255,9 @@ pub struct ProbeConfig {
     /// Records are written without waking user space until the ring buffer holds this many
     /// bytes (user space also reads on a timer): one wake-up per batch, not per record.
     pub wakeup_bytes: u32,
+    /// Offsets of `pid` and `clone_flags` in the `task/task_newtask` record, from tracefs.
+    pub newtask_pid: u32,
+    pub newtask_clone_flags: u32,
 }
 
 /// Byte offsets of the kernel struct fields the programs read, taken from
@@ -272,7 +319,15 @@ pub mod counter {
     pub const IN_FLIGHT_FULL: u32 = 11;
     /// Syscalls with more iovecs or messages than the programs walk.
     pub const IOV_TRUNCATED: u32 = 12;
-    pub const COUNT: u32 = 13;
+    /// Process-lifecycle records written and lost.
+    pub const PROCESS_EVENTS: u32 = 13;
+    pub const PROCESS_LOST: u32 = 14;
+    /// Children of monitored processes that could not be added (the map is full).
+    pub const MONITORED_FULL: u32 = 15;
+    /// TLS plaintext records written, and TLS calls whose socket was never found.
+    pub const TLS_EVENTS: u32 = 16;
+    pub const TLS_NO_SOCKET: u32 = 17;
+    pub const COUNT: u32 = 18;
 }
 
 /// In-kernel only: arguments of a syscall in flight, saved at entry for its exit (keyed by
@@ -281,7 +336,8 @@ pub mod counter {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallArgs {
     pub syscall: u16,
-    pub _pad0: u16,
+    /// [`data_flags`] decided at entry ([`data_flags::TLS_CIPHERTEXT`]).
+    pub flags: u16,
     pub fd: i32,
     /// The user buffer, iovec array, msghdr or mmsghdr array, by syscall.
     pub buf: u64,
@@ -305,6 +361,38 @@ pub struct SocketEntry {
     /// Bytes sent and received on it so far (the next [`DataEvent::stream_pos`]).
     pub egress_bytes: u64,
     pub ingress_bytes: u64,
+    /// 1 once a TLS library call was seen reading or writing it.
+    pub tls: u32,
+    pub _pad: u32,
+    /// Plaintext bytes sent and received through the TLS library so far.
+    pub tls_egress_bytes: u64,
+    pub tls_ingress_bytes: u64,
+}
+
+/// In-kernel only: a TLS library call in flight (keyed by `pid_tgid`). The syscalls it makes
+/// on the way fill in `fd` and `sock`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsArgs {
+    /// One of the `syscall::SSL_*` ids.
+    pub call: u16,
+    pub _pad0: u16,
+    /// The socket's fd, once a nested syscall or the SSL-to-fd cache told; else -1.
+    pub fd: i32,
+    /// The `SSL *`, the buffer, and (for the `_ex` calls) where the byte count is written.
+    pub ssl: u64,
+    pub buf: u64,
+    pub len_ptr: u64,
+    pub enter_ns: u64,
+}
+
+/// In-kernel only: key of the SSL-to-fd cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SslKey {
+    pub ssl: u64,
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// [`SocketEntry::kind`].
@@ -326,6 +414,9 @@ mod pod {
     unsafe impl aya::Pod for super::ConnOpenEvent {}
     unsafe impl aya::Pod for super::ConnCloseEvent {}
     unsafe impl aya::Pod for super::ProcessExitEvent {}
+    unsafe impl aya::Pod for super::ProcessEvent {}
+    unsafe impl aya::Pod for super::TlsArgs {}
+    unsafe impl aya::Pod for super::SslKey {}
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::SyscallArgs {}
@@ -337,9 +428,12 @@ const _: () = assert!(core::mem::size_of::<DataEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<TlsArgs>() == 40);
+const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
-const _: () = assert!(core::mem::size_of::<SocketEntry>() == 40);
+const _: () = assert!(core::mem::size_of::<SocketEntry>() == 64);
 const _: () = assert!(MAX_CAPTURE.is_power_of_two());
 const _: () = assert!(DEFAULT_CAPTURE as usize <= MAX_CAPTURE);

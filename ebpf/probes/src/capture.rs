@@ -1,10 +1,11 @@
 //! Copies the payload prefix of a syscall into a data record and hands it to user space.
 
+use aya_ebpf::{EbpfContext, programs::TracePointContext};
 use netsonde_common::{
     DataEvent, MAX_CAPTURE, MAX_IOVECS, MAX_MMSG, SyscallArgs, counter, data_flags, kind, syscall,
 };
 
-use crate::maps::{EVENTS, Scratch, config, count, output_flags, scratch};
+use crate::maps::{EVENTS, IOV_CONTINUE, IovCursor, Scratch, config, count, output_flags, scratch};
 
 /// `struct iovec` (UAPI: stable across kernels).
 #[repr(C)]
@@ -81,19 +82,28 @@ fn copy_chunk(data: *mut u8, off: u64, src: u64, want: u64) -> Option<u64> {
     (rc == 0).then_some(n)
 }
 
-/// Copies the bytes spread over `iovcnt` iovecs at `iov` into `data[start..end]` (as far as
-/// they reach). Returns the offset reached, whether a copy failed, and whether iovecs were left
-/// unwalked.
+/// Copies the bytes spread over iovecs `first..` of the `iovcnt` at `iov` into
+/// `data[start..end]` (as far as they reach), walking at most `MAX_IOVECS` of them. Returns the
+/// offset reached, whether a copy failed, and the next iovec to walk if some are left with room
+/// to fill (the caller continues through a tail call).
 #[inline(always)]
-fn copy_iovecs(data: *mut u8, iov: u64, iovcnt: u64, start: u64, end: u64) -> (u64, bool, bool) {
+fn copy_iovecs(
+    data: *mut u8,
+    iov: u64,
+    iovcnt: u64,
+    first: u64,
+    start: u64,
+    end: u64,
+) -> (u64, bool, Option<u64>) {
     let mut copied = start;
     let mut i: u32 = 0;
     while i < MAX_IOVECS {
-        if (i as u64) >= iovcnt || copied >= end {
-            return (copied, false, false);
+        let index = first + i as u64;
+        if index >= iovcnt || copied >= end {
+            return (copied, false, None);
         }
-        let Some(v) = read_user::<Iovec>(iov + (i as u64) * 16) else {
-            return (copied, true, false);
+        let Some(v) = read_user::<Iovec>(iov + index * 16) else {
+            return (copied, true, None);
         };
         let want = if v.len < end - copied {
             v.len
@@ -103,12 +113,17 @@ fn copy_iovecs(data: *mut u8, iov: u64, iovcnt: u64, start: u64, end: u64) -> (u
         if want > 0 {
             match copy_chunk(data, copied, v.base, want) {
                 Some(n) => copied += n,
-                None => return (copied, true, false),
+                None => return (copied, true, None),
             }
         }
         i += 1;
     }
-    (copied, false, (MAX_IOVECS as u64) < iovcnt && copied < end)
+    let next = first + MAX_IOVECS as u64;
+    (
+        copied,
+        false,
+        (next < iovcnt && copied < end).then_some(next),
+    )
 }
 
 /// Copies the messages of a sendmmsg/recvmmsg (`mmsg`, `messages` of them) one after another:
@@ -168,9 +183,14 @@ pub fn mmsg_bytes(mmsg: u64, messages: u64) -> u64 {
     total
 }
 
-/// Emits the data record of a finished syscall that moved `bytes` bytes.
+/// Emits the data record of a finished syscall (or TLS call) that moved `bytes` bytes. Long
+/// iovec arrays (gRPC writes hundreds) are walked `MAX_IOVECS` at a time: the rest continues in
+/// `iov_continue` through a tail call, each piece verified on its own, so one record can cover
+/// up to `MAX_IOVECS` × 34 iovecs.
 #[inline(always)]
-pub fn emit_data(
+#[allow(clippy::too_many_arguments)]
+pub fn emit_data<C: EbpfContext>(
+    ctx: Option<&C>,
     pid_tgid: u64,
     args: &SyscallArgs,
     bytes: u64,
@@ -185,53 +205,16 @@ pub fn emit_data(
     let data = unsafe { (*scratch).data.as_mut_ptr() };
 
     let capture = config!(capture_bytes) as u64;
-    let mut flags: u8 = 0;
-    let (captured, failed, truncated) = match args.syscall {
-        syscall::SENDFILE => (0, false, false),
-        syscall::READV | syscall::WRITEV | syscall::RECVMSG | syscall::SENDMSG => {
-            let limit = if bytes < capture { bytes } else { capture };
-            copy_iovecs(data, args.buf, args.iovcnt, 0, limit)
-        }
-        syscall::RECVMMSG | syscall::SENDMMSG => {
-            let limit = if bytes < capture { bytes } else { capture };
-            copy_mmsg(data, args.buf, messages, limit)
-        }
-        _ => {
-            let limit = if bytes < capture { bytes } else { capture };
-            if limit == 0 {
-                (0, false, false)
-            } else {
-                match copy_chunk(data, 0, args.buf, limit) {
-                    Some(n) => (n, false, false),
-                    None => (0, true, false),
-                }
-            }
-        }
-    };
-    if failed {
-        flags |= data_flags::READ_FAILED;
-        count(counter::READ_FAILED, 1);
-    }
-    if truncated {
-        flags |= data_flags::IOV_TRUNCATED;
-        count(counter::IOV_TRUNCATED, 1);
-    }
+    let limit = if bytes < capture { bytes } else { capture };
+    let mut flags = args.flags as u8;
     if messages > MAX_MMSG as u64 {
         flags |= data_flags::BYTES_UNCOUNTED;
     }
-    let captured = if captured > MAX_CAPTURE as u64 {
-        MAX_CAPTURE as u64
-    } else {
-        captured
-    };
-    count(counter::BYTES_TOTAL, bytes);
-    count(counter::BYTES_NOT_CAPTURED, bytes.saturating_sub(captured));
-
     // SAFETY: as above; the header is plain integers.
     unsafe {
         (*scratch).header = DataEvent {
             kind: kind::DATA,
-            captured: captured as u32,
+            captured: 0,
             tgid: (pid_tgid >> 32) as u32,
             tid: pid_tgid as u32,
             fd: args.fd,
@@ -244,6 +227,107 @@ pub fn emit_data(
             enter_ns: args.enter_ns,
             exit_ns,
         };
+    }
+    let ciphertext = flags & data_flags::TLS_CIPHERTEXT != 0;
+    let (captured, failed, truncated) = match args.syscall {
+        _ if ciphertext => (0, false, false),
+        syscall::SENDFILE => (0, false, false),
+        syscall::READV | syscall::WRITEV | syscall::RECVMSG | syscall::SENDMSG => {
+            let (copied, failed, next) = copy_iovecs(data, args.buf, args.iovcnt, 0, 0, limit);
+            match (next, ctx) {
+                (Some(next), Some(ctx)) => {
+                    // SAFETY: as above.
+                    unsafe {
+                        (*scratch).cursor = IovCursor {
+                            iov: args.buf,
+                            iovcnt: args.iovcnt,
+                            next,
+                            copied,
+                            end: limit,
+                        };
+                    }
+                    // SAFETY: the continuation is a tracepoint program like the caller.
+                    let _ = unsafe { IOV_CONTINUE.tail_call(ctx, 0) };
+                    // Only reached when the tail call failed (not loaded, or too deep).
+                    (copied, failed, true)
+                }
+                (next, _) => (copied, failed, next.is_some()),
+            }
+        }
+        syscall::RECVMMSG | syscall::SENDMMSG => copy_mmsg(data, args.buf, messages, limit),
+        _ => {
+            if limit == 0 {
+                (0, false, false)
+            } else {
+                match copy_chunk(data, 0, args.buf, limit) {
+                    Some(n) => (n, false, false),
+                    None => (0, true, false),
+                }
+            }
+        }
+    };
+    finish_record(scratch, captured, failed, truncated);
+}
+
+/// The rest of a long iovec array: `MAX_IOVECS` more, then another tail call, until done or
+/// the kernel's tail-call limit (33) is reached.
+#[inline(always)]
+pub fn continue_iovecs(ctx: &TracePointContext) {
+    let Some(scratch) = scratch() else { return };
+    let scratch: *mut Scratch = scratch;
+    // SAFETY: the per-CPU scratch value, left by the program that tail-called this one on this
+    // CPU (tail calls do not migrate).
+    let (cursor, data) = unsafe { ((*scratch).cursor, (*scratch).data.as_mut_ptr()) };
+    let (copied, failed, next) = copy_iovecs(
+        data,
+        cursor.iov,
+        cursor.iovcnt,
+        cursor.next,
+        cursor.copied,
+        cursor.end,
+    );
+    let truncated = match next {
+        Some(next) => {
+            // SAFETY: as above.
+            unsafe {
+                (*scratch).cursor.next = next;
+                (*scratch).cursor.copied = copied;
+            }
+            // SAFETY: a tail call into this same program.
+            let _ = unsafe { IOV_CONTINUE.tail_call(ctx, 0) };
+            true
+        }
+        None => false,
+    };
+    finish_record(scratch, copied, failed, truncated);
+}
+
+/// Sets the record's captured length and flags, counts, and outputs it.
+#[inline(always)]
+fn finish_record(scratch: *mut Scratch, captured: u64, failed: bool, truncated: bool) {
+    // SAFETY: the per-CPU scratch value, header filled by `emit_data`.
+    let header = unsafe { &mut (*scratch).header };
+    if failed {
+        header.flags |= data_flags::READ_FAILED;
+        count(counter::READ_FAILED, 1);
+    }
+    if truncated {
+        header.flags |= data_flags::IOV_TRUNCATED;
+        count(counter::IOV_TRUNCATED, 1);
+    }
+    let captured = if captured > MAX_CAPTURE as u64 {
+        MAX_CAPTURE as u64
+    } else {
+        captured
+    };
+    header.captured = captured as u32;
+    let bytes = header.bytes;
+    // Plaintext was counted as ciphertext by the syscalls under it.
+    if header.flags & data_flags::TLS_PLAINTEXT == 0 {
+        count(counter::BYTES_TOTAL, bytes);
+        if header.flags & data_flags::TLS_CIPHERTEXT == 0 {
+            count(counter::BYTES_NOT_CAPTURED, bytes.saturating_sub(captured));
+        }
     }
     let size = core::mem::size_of::<DataEvent>() + captured as usize;
     // SAFETY: `size` is at most header + MAX_CAPTURE, inside the scratch value.

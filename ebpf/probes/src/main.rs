@@ -16,6 +16,7 @@ mod capture;
 mod filter;
 mod kernel;
 mod maps;
+mod tls;
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -24,13 +25,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use netsonde_common::{
-    ConnCloseEvent, ConnOpenEvent, ProcessExitEvent, SyscallArgs, counter, direction, kind, origin,
-    syscall,
+    ConnCloseEvent, ConnOpenEvent, ProcessEvent, ProcessExitEvent, SyscallArgs, counter,
+    data_flags, direction, kind, origin, syscall,
 };
 
 use crate::{
-    capture::{MSGHDR_IOV, MSGHDR_IOVLEN, emit_data, mmsg_bytes, read_user},
-    filter::{forget, traced},
+    capture::{MSGHDR_IOV, MSGHDR_IOVLEN, continue_iovecs, emit_data, mmsg_bytes, read_user},
+    filter::{forget, forget_process, inherit, traced},
     kernel::{
         advance_stream, announced_socket, fill_addresses, mark_announced, process_comm, socket_key,
         tcp_socket,
@@ -54,14 +55,27 @@ fn ret(ctx: &TracePointContext) -> i64 {
 }
 
 #[inline(always)]
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     // SAFETY: no preconditions.
     unsafe { bpf_ktime_get_ns() }
 }
 
 #[inline(always)]
-fn noop() -> bool {
+pub(crate) fn noop() -> bool {
     config!(noop) != 0
+}
+
+const MSG_PEEK: u64 = 2;
+
+/// Whether a receive only peeks: its bytes stay queued and will be read again (nginx peeks
+/// one byte of every new connection to tell TLS from plaintext).
+#[inline(always)]
+fn peeks(ctx: &TracePointContext, sc: u16) -> bool {
+    match sc {
+        syscall::RECVFROM => arg(ctx, 3) & MSG_PEEK != 0,
+        syscall::RECVMSG => arg(ctx, 2) & MSG_PEEK != 0,
+        _ => false,
+    }
 }
 
 /// Saves the arguments of a syscall on `fd` when `fd` is a TCP socket of a traced process.
@@ -75,9 +89,16 @@ fn enter_on_socket(fd: i32, sc: u16, buf: u64, iovcnt: u64) {
     let Some(sock) = tcp_socket(tgid, fd) else {
         return;
     };
+    // Inside a TLS library call, or on a socket one was seen using: the bytes are ciphertext.
+    let in_tls_call = tls::note_nested_syscall(pid_tgid, fd);
+    let flags = if in_tls_call || sock.tls != 0 {
+        data_flags::TLS_CIPHERTEXT as u16
+    } else {
+        0
+    };
     let args = SyscallArgs {
         syscall: sc,
-        _pad0: 0,
+        flags,
         fd,
         buf,
         iovcnt,
@@ -101,7 +122,14 @@ fn take_args(pid_tgid: u64, sc: u16) -> Option<SyscallArgs> {
 
 /// Announces a connection to user space.
 #[inline(always)]
-fn emit_open(pid_tgid: u64, args: &SyscallArgs, how: u32, fd: i32, rc: i64, exit_ns: u64) {
+pub(crate) fn emit_open(
+    pid_tgid: u64,
+    args: &SyscallArgs,
+    how: u32,
+    fd: i32,
+    rc: i64,
+    exit_ns: u64,
+) {
     let tgid = (pid_tgid >> 32) as u32;
     let mut ev = ConnOpenEvent {
         kind: kind::CONN_OPEN,
@@ -150,7 +178,23 @@ fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
     if !announced {
         emit_open(pid_tgid, &args, origin::EXISTING, args.fd, 0, exit_ns);
     }
-    emit_data(pid_tgid, &args, bytes, messages, pos, dir, exit_ns);
+    emit_data(
+        Some(ctx),
+        pid_tgid,
+        &args,
+        bytes,
+        messages,
+        pos,
+        dir,
+        exit_ns,
+    );
+}
+
+/// The rest of a long iovec array (see `capture::emit_data`): reached by tail call only.
+#[tracepoint]
+pub fn iov_continue(ctx: TracePointContext) -> u32 {
+    continue_iovecs(&ctx);
+    0
 }
 
 // ---- read/write-like syscalls: (fd, buf, len …) ------------------------------------------
@@ -159,7 +203,7 @@ macro_rules! buffer_syscall {
     ($enter:ident, $exit:ident, $tp_enter:literal, $tp_exit:literal, $sc:expr, $dir:expr) => {
         #[tracepoint(category = "syscalls", name = $tp_enter)]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            if !noop() {
+            if !noop() && !peeks(&ctx, $sc) {
                 enter_on_socket(arg(&ctx, 0) as i32, $sc, arg(&ctx, 1), 0);
             }
             0
@@ -261,7 +305,7 @@ macro_rules! msghdr_syscall {
     ($enter:ident, $exit:ident, $tp_enter:literal, $tp_exit:literal, $sc:expr, $dir:expr) => {
         #[tracepoint(category = "syscalls", name = $tp_enter)]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            if !noop() {
+            if !noop() && !peeks(&ctx, $sc) {
                 let msg = arg(&ctx, 1);
                 let iov: u64 = read_user(msg + MSGHDR_IOV).unwrap_or(0);
                 let iovcnt: u64 = read_user(msg + MSGHDR_IOVLEN).unwrap_or(0);
@@ -444,11 +488,69 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 
 // ---- process lifecycle ---------------------------------------------------------------------
 
-/// A new program image has a new name: decide again whether to trace it.
+/// Writes a process-lifecycle record.
+#[inline(always)]
+fn emit_process(kind: u32, tgid: u32, parent_tgid: u32) {
+    let ev = ProcessEvent {
+        kind,
+        tgid,
+        parent_tgid,
+        _pad: 0,
+        ts_ns: now(),
+    };
+    // Woken at once: a new program may load a TLS library user space must hook before the
+    // program's first request.
+    let wake = aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64;
+    if EVENTS.output::<ProcessEvent>(&ev, wake).is_ok() {
+        count(counter::PROCESS_EVENTS, 1);
+    } else {
+        count(counter::PROCESS_LOST, 1);
+    }
+}
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// A task is being created (in its parent's context, before it first runs). A new process
+/// whose parent is monitored joins the monitored set here, so nothing it does is missed; user
+/// space hears of it to confirm or remove it. Threads share their process's decision.
+#[tracepoint(category = "task", name = "task_newtask")]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let (flags_at, pid_at) = (
+        config!(newtask_clone_flags) as usize,
+        config!(newtask_pid) as usize,
+    );
+    // SAFETY: offsets from the tracepoint's format file; the helper bounds the read.
+    let Ok(flags) = (unsafe { ctx.read_at::<u64>(flags_at) }) else {
+        return 0;
+    };
+    if flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(pid_at) }) else {
+        return 0;
+    };
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if child > 0 && inherit(parent, child as u32) {
+        emit_process(kind::PROCESS_FORK, child as u32, parent);
+    }
+    0
+}
+
+/// A new program image has a new name: decide again whether to trace it, and tell user space
+/// about a traced one, which is when it looks for TLS libraries to hook.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn process_exec(_ctx: TracePointContext) -> u32 {
-    if !noop() {
-        forget((bpf_get_current_pid_tgid() >> 32) as u32);
+    if noop() {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    forget(tgid);
+    if traced(tgid) {
+        emit_process(kind::PROCESS_EXEC, tgid, 0);
     }
     0
 }
@@ -466,7 +568,7 @@ pub fn process_exit(_ctx: TracePointContext) -> u32 {
     }
     let was_traced = traced(tgid);
     // Always forget: a cached "not traced" must not outlive the pid, which will be reused.
-    forget(tgid);
+    forget_process(tgid);
     if !was_traced {
         return 0;
     }

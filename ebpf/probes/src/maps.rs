@@ -3,10 +3,11 @@
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use netsonde_common::{
-    Comm, DataEvent, KernelOffsets, ProbeConfig, SCRATCH_DATA, SocketEntry, SyscallArgs, counter,
+    Comm, DataEvent, KernelOffsets, ProbeConfig, SCRATCH_DATA, SocketEntry, SslKey, SyscallArgs,
+    TlsArgs, counter,
 };
 
 /// Settings, set by user space before load (read-only at run time, so the verifier sees the
@@ -19,6 +20,8 @@ pub static NETSONDE_CONFIG: ProbeConfig = ProbeConfig {
     comm_filter: 0,
     noop: 0,
     wakeup_bytes: 0,
+    newtask_pid: 0,
+    newtask_clone_flags: 0,
 };
 
 /// Kernel struct field offsets from BTF, set by user space before load.
@@ -59,7 +62,24 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 pub struct Scratch {
     pub header: DataEvent,
     pub data: [u8; SCRATCH_DATA],
+    /// Where a long iovec walk continues after a tail call.
+    pub cursor: IovCursor,
 }
+
+/// An iovec walk in progress: the array, how far it got, where the copy stops.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IovCursor {
+    pub iov: u64,
+    pub iovcnt: u64,
+    pub next: u64,
+    pub copied: u64,
+    pub end: u64,
+}
+
+/// Slot 0: `iov_continue`, set by user space before the exit programs attach.
+#[map]
+pub static IOV_CONTINUE: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// One [`Scratch`] per possible CPU, indexed by CPU id: a per-CPU array would be simpler but
 /// caps values at 32 KiB, and a record needs up to `DataEvent` + 2 × MAX_CAPTURE bytes. User
@@ -88,9 +108,20 @@ pub static SOCKETS: LruHashMap<u64, SocketEntry> = LruHashMap::with_max_entries(
 #[map]
 pub static DECISIONS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 
-/// tgids selected with `--pid`, written by user space.
+/// The monitored process set: tgids selected with `--pid` (written by user space) and their
+/// descendants (added by the kernel at fork, then confirmed or removed by user space). Values
+/// in [`netsonde_common::monitored`]. Removed at exit.
 #[map]
-pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+pub static MONITORED: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// TLS library calls in flight, keyed by pid_tgid (LRU for the same reason as `IN_FLIGHT`).
+#[map]
+pub static TLS_IN_FLIGHT: LruHashMap<u64, TlsArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// Which fd each `SSL *` of a process was last seen using: a read served from OpenSSL's own
+/// buffer makes no syscall to tell.
+#[map]
+pub static SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);
 
 /// Process names selected with `--comm`, written by user space.
 #[map]

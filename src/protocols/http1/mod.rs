@@ -362,6 +362,8 @@ impl Pairing {
             request_body_bytes,
             response_head_bytes: head_bytes,
             response_body_bytes: body_bytes,
+            request_messages: None,
+            response_messages: None,
             informational: pending.informational,
             completeness: match end {
                 End::Framed | End::Closed => Completeness::Complete,

@@ -12,7 +12,9 @@ use super::{
     frame::{self, FrameHeader, PREFACE, flags, kind},
     hpack::{HeaderDecoder, HpackLimits},
 };
-use crate::protocols::{Completeness, Direction, Exchange, Request, Response, Role, Segment};
+use crate::protocols::{
+    Completeness, Direction, Exchange, Request, Response, Role, Segment, grpc::MessageCounter,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -63,6 +65,8 @@ struct Half {
     start_ns: u64,
     end_ns: u64,
     body: u64,
+    /// gRPC messages in the DATA bytes.
+    messages: MessageCounter,
     ended: bool,
 }
 
@@ -140,6 +144,20 @@ impl Http2 {
         n > 0 && bytes[..n] == PREFACE[..n]
     }
 
+    /// Whether `bytes`, the first a direction sent, are a server's connection preface: a
+    /// SETTINGS frame (not an ACK) on stream 0 whose length is a whole number of settings. A
+    /// server may send it before it reads the client's preface (nginx does). No HTTP/1 message
+    /// can start this way: its first byte is a printable character, this one is 0.
+    pub fn starts_with_server_preface(bytes: &[u8]) -> bool {
+        const SETTINGS: u8 = 4;
+        let [l0, l1, l2, kind, flags, s0, s1, s2, s3, ..] = *bytes else {
+            return false;
+        };
+        let len = u32::from_be_bytes([0, l0, l1, l2]);
+        let stream = u32::from_be_bytes([s0, s1, s2, s3]) & 0x7fff_ffff;
+        kind == SETTINGS && flags == 0 && stream == 0 && len.is_multiple_of(6) && len <= 16384
+    }
+
     pub fn status(&self) -> &Status {
         &self.status
     }
@@ -167,9 +185,11 @@ impl Http2 {
 
     fn broken(&mut self, why: impl Into<String>) {
         if self.status == Status::Active {
+            let why = why.into();
             self.notes.broken += 1;
+            tracing::debug!("an HTTP/2 connection is skipped from here on: {why}");
             self.unanswered();
-            self.status = Status::Broken(why.into());
+            self.status = Status::Broken(why);
         }
     }
 
@@ -198,7 +218,7 @@ impl Http2 {
                 self.broken(format!("{lost} bytes lost outside a DATA payload"));
                 return;
             }
-            self.skip_bytes(dir, lost, seg.last_ns, out);
+            self.skip_bytes(dir, lost, None, seg.last_ns, out);
         }
     }
 
@@ -244,7 +264,7 @@ impl Http2 {
         }
         if side.skip > 0 {
             let n = side.skip.min(data.len() as u64);
-            self.skip_bytes(dir, n, seg.last_ns, out);
+            self.skip_bytes(dir, n, Some(&data[..n as usize]), seg.last_ns, out);
             return n as usize;
         }
         // A frame header, then a kept frame's payload, accumulate in `buf`.
@@ -268,8 +288,16 @@ impl Http2 {
         n
     }
 
-    /// Skips `n` payload bytes, counting those that are DATA body.
-    fn skip_bytes(&mut self, dir: Direction, n: u64, at_ns: u64, out: &mut Vec<Exchange>) {
+    /// Skips `n` payload bytes (`data`, when they were captured), counting those that are
+    /// DATA body, and the gRPC messages in them.
+    fn skip_bytes(
+        &mut self,
+        dir: Direction,
+        n: u64,
+        data: Option<&[u8]>,
+        at_ns: u64,
+        out: &mut Vec<Exchange>,
+    ) {
         let side = &mut self.sides[dir.index()];
         side.skip -= n;
         let body = n.min(side.body_left);
@@ -279,6 +307,11 @@ impl Http2 {
             && let Some(half) = self.half(dir, stream)
         {
             half.body += body;
+            // The body comes first in a DATA frame, any padding after it.
+            match data {
+                Some(bytes) => half.messages.feed(&bytes[..body as usize]),
+                None => half.messages.skip(body),
+            }
         }
         if self.sides[dir.index()].skip == 0 {
             self.end_data(dir, at_ns, out);
@@ -558,9 +591,10 @@ fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
             kept.push((n.clone(), v.clone()));
         }
     }
+    // A trailers-only response (a gRPC error) carries grpc-status in its head.
     let mut response_headers: Vec<(String, String)> = resp
         .iter()
-        .filter(|(n, _)| n == "content-type")
+        .filter(|(n, _)| n == "content-type" || n.starts_with("grpc-"))
         .cloned()
         .collect();
     // Trailers matter to gRPC (grpc-status, grpc-message): keep them with the response.
@@ -596,6 +630,8 @@ fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
         request_body_bytes: stream.request.body,
         response_head_bytes: 0,
         response_body_bytes: stream.response.body,
+        request_messages: stream.request.messages.count(),
+        response_messages: stream.response.messages.count(),
         informational: stream.informational,
         completeness,
     }

@@ -1,8 +1,8 @@
 //! HTTP/2 (RFC 9113): framing, HPACK header decoding, and each stream as an exchange.
 //!
-//! Not wired into the connection tracker yet (issue 5 continues): a connection seen from its
-//! first byte can be fed to [`Http2`] and yields exchanges; connections joined mid-stream,
-//! gRPC and TLS come next.
+//! The connection tracker switches a connection to [`Http2`] when it sees a connection preface
+//! (from its first byte, in plaintext or through TLS); each stream becomes an exchange, and DATA
+//! bytes are counted as gRPC messages (`super::grpc`).
 
 mod conn;
 pub mod frame;

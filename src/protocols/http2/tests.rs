@@ -304,3 +304,42 @@ fn open_streams_are_bounded() {
     h.close();
     assert_eq!(h.take_notes().unanswered_requests, 4);
 }
+
+#[test]
+fn a_server_that_speaks_first_is_recognised_by_its_settings() {
+    let (client, server) = conversation(2, 5);
+    assert!(Http2::starts_with_server_preface(&server));
+    assert!(!Http2::starts_with_server_preface(&client));
+    assert!(!Http2::starts_with_server_preface(
+        b"HTTP/1.1 200 OK\r\n\r\n"
+    ));
+    // An ACK, a stream other than 0, or a length that is not whole settings: not a preface.
+    assert!(!Http2::starts_with_server_preface(&frame(
+        kind::SETTINGS,
+        flags::ACK,
+        0,
+        &[]
+    )));
+    assert!(!Http2::starts_with_server_preface(&frame(
+        kind::SETTINGS,
+        0,
+        1,
+        &[0; 6]
+    )));
+    assert!(!Http2::starts_with_server_preface(&frame(
+        kind::SETTINGS,
+        0,
+        0,
+        &[0; 5]
+    )));
+    assert!(!Http2::starts_with_server_preface(&server[..8]));
+    // The traced process is the server, and its SETTINGS went out before the preface came in.
+    let mut h = Http2::new(Limits::default());
+    let (settings, rest) = server.split_at(15);
+    assert!(feed_all(&mut h, Direction::Egress, settings, 4096, 100).is_empty());
+    assert!(feed_all(&mut h, Direction::Ingress, &client, 4096, 200).is_empty());
+    let out = feed_all(&mut h, Direction::Egress, rest, 4096, 300);
+    assert_eq!(h.role(), Some(Role::Server));
+    assert_eq!(out.len(), 2);
+    assert_eq!(*h.status(), Status::Active);
+}

@@ -1,0 +1,233 @@
+//! TLS plaintext through uprobes on OpenSSL (1.1.x and 3.x): `SSL_read`, `SSL_write`,
+//! `SSL_read_ex`, `SSL_write_ex`.
+//!
+//! The entry program saves the call's arguments by thread. The syscalls OpenSSL makes inside
+//! the call name the socket (`note_nested_syscall`), and mark it as carrying TLS so its
+//! ciphertext is counted but never copied or parsed. The return program emits the plaintext as
+//! a data record on that socket, with its own (plaintext) stream position. A read served from
+//! OpenSSL's buffer makes no syscall: the socket then comes from the `SSL *` → fd cache.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use netsonde_common::{
+    SslKey, SyscallArgs, TlsArgs, counter, data_flags, direction, origin, syscall,
+};
+
+use crate::{
+    capture::{emit_data, read_user},
+    emit_open,
+    filter::traced,
+    kernel::socket_key,
+    maps::{SOCKETS, SSL_FDS, TLS_IN_FLIGHT, count},
+    noop, now,
+};
+
+/// Called by every syscall entry on a TCP socket of a traced process: when a TLS call is in
+/// flight on this thread, it is using `fd`. Returns whether one is.
+#[inline(always)]
+pub fn note_nested_syscall(pid_tgid: u64, fd: i32) -> bool {
+    let Some(call) = TLS_IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
+        return false;
+    };
+    // SAFETY: a pointer into this thread's own map value.
+    let ssl = unsafe {
+        (*call).fd = fd;
+        (*call).ssl
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = SslKey { ssl, tgid, _pad: 0 };
+    let _ = SSL_FDS.insert(&key, &fd, 0);
+    if let Some(entry) = SOCKETS.get_ptr_mut(&socket_key(tgid, fd)) {
+        // SAFETY: a pointer into the map value; setting a flag races harmlessly.
+        unsafe { (*entry).tls = 1 };
+    }
+    true
+}
+
+#[inline(always)]
+fn enter(call: u16, ssl: u64, buf: u64, len_ptr: u64) {
+    if noop() {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !traced((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let args = TlsArgs {
+        call,
+        _pad0: 0,
+        fd: -1,
+        ssl,
+        buf,
+        len_ptr,
+        enter_ns: now(),
+    };
+    if TLS_IN_FLIGHT.insert(&pid_tgid, &args, 0).is_err() {
+        count(counter::IN_FLIGHT_FULL, 1);
+    }
+}
+
+#[inline(always)]
+fn exit(call: u16, rc: i64) {
+    if noop() {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before the entry is removed.
+    let Some(args) = (unsafe { TLS_IN_FLIGHT.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = TLS_IN_FLIGHT.remove(&pid_tgid);
+    if args.call != call {
+        return;
+    }
+    // SSL_read/SSL_write return the byte count; the _ex calls return 1 and write the count.
+    let bytes = match call {
+        syscall::SSL_READ_EX | syscall::SSL_WRITE_EX => {
+            if rc != 1 {
+                return;
+            }
+            read_user::<u64>(args.len_ptr).unwrap_or(0)
+        }
+        _ => {
+            if rc <= 0 {
+                return;
+            }
+            rc as u64
+        }
+    };
+    if bytes == 0 {
+        return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = if args.fd >= 0 {
+        args.fd
+    } else {
+        let key = SslKey {
+            ssl: args.ssl,
+            tgid,
+            _pad: 0,
+        };
+        // SAFETY: copied out at once.
+        match unsafe { SSL_FDS.get(&key) }.copied() {
+            Some(fd) => fd,
+            None => {
+                count(counter::TLS_NO_SOCKET, 1);
+                return;
+            }
+        }
+    };
+    let Some(entry) = SOCKETS.get_ptr_mut(&socket_key(tgid, fd)) else {
+        count(counter::TLS_NO_SOCKET, 1);
+        return;
+    };
+    let egress = matches!(call, syscall::SSL_WRITE | syscall::SSL_WRITE_EX);
+    // SAFETY: a pointer into the map value; racing threads make positions approximate, which
+    // user space treats as a gap.
+    let (sock, pos, announced) = unsafe {
+        let pos = if egress {
+            let p = (*entry).tls_egress_bytes;
+            (*entry).tls_egress_bytes = p + bytes;
+            p
+        } else {
+            let p = (*entry).tls_ingress_bytes;
+            (*entry).tls_ingress_bytes = p + bytes;
+            p
+        };
+        ((*entry).sock, pos, (*entry).announced != 0)
+    };
+    if sock == 0 {
+        count(counter::TLS_NO_SOCKET, 1);
+        return;
+    }
+    let data = SyscallArgs {
+        syscall: call,
+        flags: data_flags::TLS_PLAINTEXT as u16,
+        fd,
+        buf: args.buf,
+        iovcnt: 0,
+        sock,
+        enter_ns: args.enter_ns,
+    };
+    let exit_ns = now();
+    if !announced {
+        emit_open(pid_tgid, &data, origin::EXISTING, fd, 0, exit_ns);
+    }
+    let dir = if egress {
+        direction::EGRESS
+    } else {
+        direction::INGRESS
+    };
+    count(counter::TLS_EVENTS, 1);
+    // A plain buffer: no iovecs, so no continuation (and no tail call from a uprobe).
+    emit_data::<ProbeContext>(None, pid_tgid, &data, bytes, 0, pos, dir, exit_ns);
+}
+
+/// `int SSL_read(SSL *ssl, void *buf, int num)`
+#[uprobe]
+pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
+    let (ssl, buf) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    enter(syscall::SSL_READ, ssl.unwrap_or(0), buf.unwrap_or(0), 0);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_read_exit(ctx: RetProbeContext) -> u32 {
+    exit(syscall::SSL_READ, ctx.ret::<i32>() as i64);
+    0
+}
+
+/// `int SSL_write(SSL *ssl, const void *buf, int num)`
+#[uprobe]
+pub fn ssl_write_enter(ctx: ProbeContext) -> u32 {
+    let (ssl, buf) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    enter(syscall::SSL_WRITE, ssl.unwrap_or(0), buf.unwrap_or(0), 0);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_write_exit(ctx: RetProbeContext) -> u32 {
+    exit(syscall::SSL_WRITE, ctx.ret::<i32>() as i64);
+    0
+}
+
+/// `int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes)`
+#[uprobe]
+pub fn ssl_read_ex_enter(ctx: ProbeContext) -> u32 {
+    let (ssl, buf, len) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(3));
+    enter(
+        syscall::SSL_READ_EX,
+        ssl.unwrap_or(0),
+        buf.unwrap_or(0),
+        len.unwrap_or(0),
+    );
+    0
+}
+
+#[uretprobe]
+pub fn ssl_read_ex_exit(ctx: RetProbeContext) -> u32 {
+    exit(syscall::SSL_READ_EX, ctx.ret::<i32>() as i64);
+    0
+}
+
+/// `int SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written)`
+#[uprobe]
+pub fn ssl_write_ex_enter(ctx: ProbeContext) -> u32 {
+    let (ssl, buf, len) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(3));
+    enter(
+        syscall::SSL_WRITE_EX,
+        ssl.unwrap_or(0),
+        buf.unwrap_or(0),
+        len.unwrap_or(0),
+    );
+    0
+}
+
+#[uretprobe]
+pub fn ssl_write_ex_exit(ctx: RetProbeContext) -> u32 {
+    exit(syscall::SSL_WRITE_EX, ctx.ret::<i32>() as i64);
+    0
+}

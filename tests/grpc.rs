@@ -1,0 +1,195 @@
+//! gRPC end to end: a grpcio server and client (Python, raw-bytes methods, no .proto), unary
+//! and streaming calls with OK and error statuses, captured by the real agent on both sides,
+//! checked call by call against what grpcio itself reports, and checked again in what a real
+//! collector receives (RPC spans and the `rpc.*.call.duration` metrics).
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::{Agent, collector::Collector, python, serial, support_file, wait_timeout};
+
+/// (method, status, request messages, response messages), sorted.
+type Calls = Vec<(String, String, String, String)>;
+
+fn from_json(text: &str) -> Calls {
+    let list: Value = serde_json::from_str(text.trim()).expect("grpc_peer.py's JSON");
+    let mut calls: Calls = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["method"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["requests"].to_string(),
+                c["responses"].to_string(),
+            )
+        })
+        .collect();
+    calls.sort();
+    calls
+}
+
+fn peer(args: &[&str]) -> Child {
+    Command::new(python())
+        .arg(support_file("grpc_peer.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run grpc_peer.py (pip install grpcio)")
+}
+
+#[test]
+fn grpc_calls_match_what_grpcio_reports_and_reach_otlp_as_rpcs() {
+    require_privileges!();
+    let _guard = serial();
+    let collector = Collector::start();
+    let mut server = peer(&["server"]);
+    let mut port = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port = port.trim().to_string();
+    // The client is exec'd by a shell that waits for a line: its pid is known before it
+    // connects, and its connection is seen from the first byte (HPACK needs that).
+    let script = format!(
+        "read go; exec {} {} client {port}",
+        python(),
+        support_file("grpc_peer.py").display()
+    );
+    let mut client = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Only these two are traced: the collector's sink is Python too.
+    let (server_pid, client_pid) = (server.id(), client.id());
+    let agent = Agent::start_with_env(
+        &[
+            "--pid",
+            &server_pid.to_string(),
+            "--pid",
+            &client_pid.to_string(),
+            "--exporter",
+            "console",
+            "--exporter",
+            "otlp",
+            "--otlp-endpoint",
+            &collector.grpc_url(),
+        ],
+        &[("OTEL_METRIC_EXPORT_INTERVAL", "500")],
+    );
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(wait_timeout(&mut client, Duration::from_secs(60)).success());
+    let mut client_json = String::new();
+    client
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut client_json)
+        .unwrap();
+    drop(server.stdin.take());
+    assert!(wait_timeout(&mut server, Duration::from_secs(30)).success());
+    let mut server_json = String::new();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut server_json)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let capture = agent.stop();
+
+    let seen = |pid: u32| -> Calls {
+        let mut calls: Calls = capture
+            .of(pid)
+            .iter()
+            .map(|l| {
+                let (status, req, resp) = l
+                    .grpc
+                    .clone()
+                    .unwrap_or_else(|| panic!("not seen as gRPC: {l:?}\n{}", capture.stdout));
+                let method = l.target.trim_start_matches('/').to_string();
+                (method, status, req, resp)
+            })
+            .collect();
+        calls.sort();
+        calls
+    };
+    let client_calls = from_json(&client_json);
+    assert_eq!(client_calls.len(), 8);
+    assert_eq!(seen(client_pid), client_calls, "{}", capture.stdout);
+    // The server's handlers never see the unknown method: grpcio answers UNIMPLEMENTED itself
+    // (a trailers-only response), and netsonde sees that call too.
+    let mut server_calls = from_json(&server_json);
+    server_calls.push((
+        "demo.Echo/Nope".into(),
+        "UNIMPLEMENTED".into(),
+        "1".into(),
+        "0".into(),
+    ));
+    server_calls.sort();
+    assert_eq!(seen(server_pid), server_calls, "{}", capture.stdout);
+    assert_eq!(capture.final_stat("h2_broken"), Some(0));
+
+    // In OTLP: RPC spans named by method, RPC attributes, the RPC duration histograms.
+    let received = collector.wait_until("the calls' spans and metrics", |r| {
+        r.spans_of(server_pid).len() >= 8
+            && r.spans_of(client_pid).len() >= 8
+            && r.histogram_count("rpc.server.call.duration", server_pid) >= 8
+            && r.histogram_count("rpc.client.call.duration", client_pid) >= 8
+    });
+    assert_eq!(received.spans_of(server_pid).len(), 8);
+    assert_eq!(
+        received.histogram_count("rpc.server.call.duration", server_pid),
+        8
+    );
+    assert_eq!(
+        received.histogram_count("rpc.client.call.duration", client_pid),
+        8
+    );
+    assert_eq!(
+        received.histogram_count("http.server.request.duration", server_pid),
+        0,
+        "a gRPC call is an RPC, not an HTTP request"
+    );
+    let span = |pid: u32, method: &str, status: &str| {
+        received
+            .spans_of(pid)
+            .into_iter()
+            .find(|s| {
+                s.name == method && s.attr("rpc.response.status_code").as_deref() == Some(status)
+            })
+            .unwrap_or_else(|| panic!("no span {method} {status} for {pid}"))
+    };
+    let ok = span(server_pid, "demo.Echo/Count", "OK");
+    assert_eq!(ok.body["kind"], "SPAN_KIND_SERVER");
+    assert_eq!(ok.attr("rpc.system.name").as_deref(), Some("grpc"));
+    assert_eq!(ok.attr("rpc.method").as_deref(), Some("demo.Echo/Count"));
+    assert_eq!(ok.attr("network.protocol.version").as_deref(), Some("2"));
+    assert_eq!(
+        ok.attr("netsonde.rpc.response.messages").as_deref(),
+        Some("3")
+    );
+    assert!(ok.body["status"].get("code").is_none());
+    // NOT_FOUND is the caller's failure: an error for the client span only.
+    let server_nf = span(server_pid, "demo.Echo/Say", "NOT_FOUND");
+    assert!(server_nf.attr("error.type").is_none());
+    let client_nf = span(client_pid, "demo.Echo/Say", "NOT_FOUND");
+    assert_eq!(client_nf.body["kind"], "SPAN_KIND_CLIENT");
+    assert_eq!(client_nf.attr("error.type").as_deref(), Some("NOT_FOUND"));
+    assert_eq!(client_nf.body["status"]["code"], "STATUS_CODE_ERROR");
+    assert_eq!(client_nf.attr("server.port"), Some(port.clone()));
+    let internal = span(server_pid, "demo.Echo/Fail", "INTERNAL");
+    assert_eq!(internal.attr("error.type").as_deref(), Some("INTERNAL"));
+    assert_eq!(internal.body["status"]["code"], "STATUS_CODE_ERROR");
+}

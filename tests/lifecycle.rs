@@ -1,0 +1,60 @@
+//! Process lifecycle: children of a `--pid` process are traced from their first syscall,
+//! because the kernel adds them to the monitored set at fork, before they run.
+
+mod support;
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use support::{Agent, Nginx, key, serial, wait_timeout};
+
+#[test]
+fn children_of_a_traced_process_are_traced_from_their_first_syscall() {
+    require_privileges!();
+    let _guard = serial();
+    let nginx = Nginx::start();
+    // A shell that waits for a line, then starts curl (a fork and an exec) and a second
+    // shell that starts another curl (a grandchild).
+    let script = format!(
+        "read go; curl -s -o /dev/null {url}; sh -c 'curl -s -o /dev/null {url2}'; echo done",
+        url = nginx.url("/index.html"),
+        url2 = nginx.url("/ka"),
+    );
+    let mut shell = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = Agent::start(&["--pid", &shell.id().to_string()]);
+    shell.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = wait_timeout(&mut shell, Duration::from_secs(30));
+    assert!(status.success());
+    let capture = agent.stop();
+    // Only the shell's descendants are traced: two client exchanges, nothing of nginx.
+    let mut got: Vec<_> = capture
+        .lines
+        .iter()
+        .map(|l| (l.key(), l.comm.as_str(), l.pid != shell.id()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (key("client", "GET", "/index.html", 200), "curl", true),
+            (key("client", "GET", "/ka", 200), "curl", true),
+        ],
+        "{}",
+        capture.stdout
+    );
+    assert!(capture.of(nginx.worker).is_empty());
+    // Each fork of a monitored process was confirmed: curl, sh, the inner curl (at least).
+    assert!(
+        capture.final_stat("inherited").unwrap() >= 3,
+        "{}",
+        capture.stats.last().unwrap()
+    );
+}

@@ -1,10 +1,16 @@
 //! HTTP/2 without TLS, end to end: curl with prior knowledge and h2load against nginx's h2c
-//! listener, captured by the real agent, checked against nginx's access log and h2load's
-//! counts. (Issue 5 in progress: TLS, gRPC and the h2c upgrade come next.)
+//! listener, and curl's `Upgrade: h2c` against hypercorn, captured by the real agent, checked
+//! against the servers' access logs and h2load's counts. (TLS: tests/tls.rs; gRPC:
+//! tests/grpc.rs.)
 
 mod support;
 
-use support::{Agent, Nginx, curl, key, serial};
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{Agent, Nginx, curl, free_port, key, python, serial, support_file, wait_for_port};
 
 #[test]
 fn curl_prior_knowledge_against_nginx() {
@@ -86,4 +92,101 @@ fn h2load_many_concurrent_streams_exact_counts() {
     let clients = capture.lines.iter().filter(|l| l.role == "client").count();
     assert_eq!(clients, 400);
     assert_eq!(nginx.access_log().len(), 400);
+}
+
+/// curl's `--http2` on an http:// URL sends HTTP/1.1 with `Upgrade: h2c`; hypercorn answers
+/// 101 and then HTTP/2, where the request is stream 1. One exchange per request, as HTTP/2.
+#[test]
+fn an_h2c_upgrade_is_followed_into_http2() {
+    require_privileges!();
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let port = free_port();
+    let mut server = Command::new(python())
+        .args(["-m", "hypercorn", "--access-logfile"])
+        .arg(&log)
+        .args(["--bind", &format!("127.0.0.1:{port}"), "asgi_app:app"])
+        .current_dir(support_file(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run hypercorn (pip install hypercorn)");
+    wait_for_port(&format!("127.0.0.1:{port}"));
+    // hypercorn serves from a worker process: --pid covers the tree.
+    let agent = Agent::start(&["--comm", "curl", "--pid", &server.id().to_string()]);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let expected = [("/up", 200, 15), ("/missing", 404, 9)];
+    let clients: Vec<u32> = expected
+        .iter()
+        .map(|(path, ..)| curl(&["--http2", &url(path)]))
+        .collect();
+    // hypercorn writes its access log after the response: wait for both lines.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let access = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let capture = agent.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    for (client, (path, status, body)) in clients.iter().zip(expected) {
+        assert_eq!(
+            capture.exchanges_with_bodies(*client),
+            vec![(key("client", "GET", path, status), body)],
+            "{}",
+            capture.stdout
+        );
+    }
+    // The server side, against hypercorn's own log ("GET /up 2" 200 15: HTTP/2 after the
+    // upgrade).
+    let mut logged: Vec<_> = access
+        .lines()
+        .filter_map(|l| {
+            let request = l.split('"').nth(1)?;
+            let status: u16 = l
+                .split('"')
+                .nth(2)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            let mut parts = request.split(' ');
+            Some((
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                status,
+            ))
+        })
+        .collect();
+    logged.sort();
+    assert_eq!(
+        logged,
+        [
+            ("GET".into(), "/missing".into(), "2".into(), 404),
+            ("GET".into(), "/up".into(), "2".into(), 200)
+        ]
+    );
+    let mut served: Vec<_> = capture
+        .lines
+        .iter()
+        .filter(|l| l.role == "server")
+        .map(|l| {
+            (
+                l.method.clone(),
+                l.target.clone(),
+                "2".to_string(),
+                l.status,
+            )
+        })
+        .collect();
+    served.sort();
+    assert_eq!(served, logged, "{}", capture.stdout);
+    // Two connections upgraded, seen from both ends.
+    assert_eq!(capture.final_stat("h2_connections"), Some(4));
+    assert_eq!(capture.final_stat("not_http"), Some(0));
 }

@@ -58,5 +58,5 @@ fuzz_target!(|input: &[u8]| {
         out.clear();
     }
     h1.close(&mut out);
-    h2.close();
+    h2.close(&mut out);
 });

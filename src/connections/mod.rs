@@ -418,14 +418,16 @@ impl Tracker {
             first_ns,
             last_ns,
         };
-        if let Parser::Http1(_) = conn.http {
+        let was_http1 = matches!(conn.http, Parser::Http1(_));
+        if was_http1 {
             conn.http
                 .detect(conn.from_start, header.stream_pos, &segment);
-            if let Parser::Http2(_) = conn.http {
-                self.stats.http2_connections.fetch_add(1, Relaxed);
-            }
         }
         conn.http.feed(dir, &segment, exchanges);
+        // By its preface, or by an `Upgrade: h2c` the feed just completed.
+        if was_http1 && matches!(conn.http, Parser::Http2(_)) {
+            self.stats.http2_connections.fetch_add(1, Relaxed);
+        }
         if header.flags & data_flags::BYTES_UNCOUNTED != 0 {
             // Bytes followed that no position accounts for: the parser must find its place
             // again.

@@ -41,7 +41,25 @@ impl Parser {
 
     pub fn feed(&mut self, dir: Direction, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         match self {
-            Parser::Http1(p) => p.feed(dir, seg, out),
+            Parser::Http1(p) => {
+                p.feed(dir, seg, out);
+                // `Upgrade: h2c` answered with 101: HTTP/2 from the byte after the 101's head,
+                // with the upgraded request as stream 1.
+                if let Some(upgrade) = p.take_h2c_upgrade() {
+                    let mut h2 = Http2::upgraded(http2::Limits::default(), &upgrade);
+                    let at = upgrade.resume_at.min(seg.data.len() as u64);
+                    let rest = Segment {
+                        data: &seg.data[at as usize..],
+                        len: seg.len.saturating_sub(at),
+                        first_ns: seg.first_ns,
+                        last_ns: seg.last_ns,
+                    };
+                    if rest.len > 0 {
+                        h2.feed(dir, &rest, out);
+                    }
+                    *self = Parser::Http2(Box::new(h2));
+                }
+            }
             Parser::Http2(p) => p.feed(dir, seg, out),
         }
     }
@@ -57,7 +75,7 @@ impl Parser {
     pub fn close(&mut self, out: &mut Vec<Exchange>) {
         match self {
             Parser::Http1(p) => p.close(out),
-            Parser::Http2(p) => p.close(),
+            Parser::Http2(p) => p.close(out),
         }
     }
 

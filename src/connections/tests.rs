@@ -475,3 +475,74 @@ fn tls_without_plaintext_is_counted_not_parsed() {
     assert_eq!(stats.tls_connections.load(Relaxed), 1);
     assert_eq!(stats.tls_plaintext.load(Relaxed), 0);
 }
+
+/// `Upgrade: h2c`: the HTTP/1.1 request is answered by HTTP/2 on stream 1, after a 101 whose
+/// head shares a read with the server's first HTTP/2 frames.
+#[test]
+fn an_h2c_upgrade_is_answered_over_http2() {
+    use crate::protocols::http2::frame::{PREFACE, encode_header, flags, kind};
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = encode_header(payload.len() as u32, kind, flags, stream).to_vec();
+        f.extend_from_slice(payload);
+        f
+    };
+    let request: &[u8] = b"GET /up HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+    let mut from_server =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    from_server.extend(frame(kind::SETTINGS, 0, 0, &[]));
+    let mut client_after = PREFACE.to_vec();
+    client_after.extend(frame(kind::SETTINGS, 0, 0, &[]));
+    client_after.extend(frame(kind::SETTINGS, flags::ACK, 0, &[]));
+    let mut encoder = loona_hpack::Encoder::new();
+    let block = encoder.encode([(&b":status"[..], &b"200"[..])]);
+    let mut response = frame(kind::HEADERS, flags::END_HEADERS, 1, &block);
+    response.extend(frame(kind::DATA, flags::END_STREAM, 1, b"hello"));
+    let len = |b: &[u8]| b.len() as u64;
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        data(C5, direction::EGRESS, 0, request, len(request), 1000),
+        data(
+            C5,
+            direction::INGRESS,
+            0,
+            &from_server,
+            len(&from_server),
+            1100,
+        ),
+        data(
+            C5,
+            direction::EGRESS,
+            len(request),
+            &client_after,
+            len(&client_after),
+            1200,
+        ),
+        data(
+            C5,
+            direction::INGRESS,
+            len(&from_server),
+            &response,
+            len(&response),
+            1300,
+        ),
+    ]);
+    let got: Vec<_> = out
+        .iter()
+        .map(|o| {
+            (
+                o.exchange.request.method.as_str(),
+                o.exchange.request.target.as_str(),
+                o.exchange.response.status,
+                o.exchange.response_body_bytes,
+                o.exchange.response.major,
+                o.role,
+            )
+        })
+        .collect();
+    assert_eq!(got, [("GET", "/up", 200, 5, 2, Role::Client)]);
+    assert_eq!(out[0].exchange.request.header("host"), Some("h"));
+    assert_eq!(out[0].exchange.request_start_ns, 1000);
+    assert_eq!(stats.http2_connections.load(Relaxed), 1);
+    assert_eq!(stats.not_http.load(Relaxed), 0);
+    assert_eq!(stats.malformed.load(Relaxed), 0);
+}

@@ -20,7 +20,7 @@ const KEPT_REQUEST_HEADERS: [&str; 6] = [
     "content-type",
     "x-forwarded-for",
 ];
-const KEPT_RESPONSE_HEADERS: [&str; 1] = ["content-type"];
+const KEPT_RESPONSE_HEADERS: [&str; 2] = ["content-type", "upgrade"];
 
 /// A parsed head.
 #[derive(Debug, Clone, PartialEq, Eq)]

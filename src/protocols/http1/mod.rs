@@ -109,7 +109,10 @@ impl Http1 {
         if self.status() != Status::Active {
             return;
         }
-        self.sides[dir.index()].feed(seg, &mut self.pairing);
+        let switched_at = self.sides[dir.index()].feed(seg, &mut self.pairing);
+        if let (Some(at), Some(upgrade)) = (switched_at, &mut self.pairing.upgrade) {
+            upgrade.resume_at = at;
+        }
         if let Some(n) = &mut self.midstream_segments {
             if self.pairing.found_message {
                 self.midstream_segments = None;
@@ -154,6 +157,12 @@ impl Http1 {
             Direction::Egress => Role::Client,
             Direction::Ingress => Role::Server,
         })
+    }
+
+    /// The request an `Upgrade: h2c` switched to HTTP/2, once (with where the HTTP/2 bytes
+    /// begin in the segment just fed).
+    pub fn take_h2c_upgrade(&mut self) -> Option<H2cUpgrade> {
+        self.pairing.upgrade.take()
     }
 
     /// Takes the notes gathered since the last call.
@@ -212,6 +221,8 @@ struct Pairing {
     status: Status,
     notes: Notes,
     out: Vec<Exchange>,
+    /// The request an h2c upgrade hands to HTTP/2 (its `resume_at` is set by the feed).
+    upgrade: Option<H2cUpgrade>,
 }
 
 impl Pairing {
@@ -227,6 +238,7 @@ impl Pairing {
             status: Status::Active,
             notes: Notes::default(),
             out: Vec::new(),
+            upgrade: None,
         }
     }
 
@@ -351,6 +363,24 @@ impl Pairing {
         );
         let (request_start_ns, request_end_ns, request_head_bytes, request_body_bytes) =
             request_meta;
+        let h2c = response.status == 101
+            && response
+                .headers
+                .iter()
+                .any(|(n, v)| n == "upgrade" && v.trim().eq_ignore_ascii_case("h2c"));
+        if h2c && let Some(request_dir) = self.request_dir {
+            // Not an exchange of its own: HTTP/2 answers this request on stream 1.
+            self.upgrade = Some(H2cUpgrade {
+                request,
+                request_dir,
+                start_ns: request_start_ns,
+                end_ns: request_end_ns,
+                body_bytes: request_body_bytes,
+                resume_at: 0,
+            });
+            self.status = Status::Switched;
+            return;
+        }
         self.out.push(Exchange {
             request,
             response,
@@ -447,6 +477,24 @@ impl Sink for Pairing {
     fn unframed(&mut self, _dir: Direction) {
         self.notes.unframed_bodies += 1;
     }
+
+    fn switched(&self) -> bool {
+        self.status == Status::Switched
+    }
+}
+
+/// An HTTP/1.1 request a `101 Switching Protocols` upgraded to HTTP/2 (`Upgrade: h2c`,
+/// RFC 7540 §3.2): it becomes stream 1 of the HTTP/2 connection, and is answered there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H2cUpgrade {
+    pub request: Request,
+    /// The direction requests travel in.
+    pub request_dir: Direction,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub body_bytes: u64,
+    /// Where, in the segment that carried the 101, the HTTP/2 bytes begin.
+    pub resume_at: u64,
 }
 
 #[cfg(test)]

@@ -67,6 +67,9 @@ pub trait Sink {
     fn hidden_message(&mut self, dir: Direction);
     /// A gap hid a body's framing; the body now runs to the next message start.
     fn unframed(&mut self, dir: Direction);
+    /// The connection switched protocols (101, CONNECT): the bytes after the message that did
+    /// it are not HTTP/1.
+    fn switched(&self) -> bool;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,18 +165,23 @@ impl Side {
         }
     }
 
-    /// Feeds one segment.
-    pub fn feed(&mut self, seg: &Segment<'_>, sink: &mut impl Sink) {
+    /// Feeds one segment. When the connection switched protocols in it, returns where in the
+    /// segment the other protocol's bytes begin.
+    pub fn feed(&mut self, seg: &Segment<'_>, sink: &mut impl Sink) -> Option<u64> {
         let captured = seg.data.len() as u64;
         let mut pos: u64 = 0;
         while pos < seg.len {
+            if sink.switched() {
+                self.state = State::Dead;
+                return Some(pos);
+            }
             match &mut self.state {
-                State::Dead => return,
+                State::Dead => return None,
                 State::Resync => {
                     if pos == 0 && starts_message(seg.data) {
                         self.state = State::Idle;
                     } else {
-                        return;
+                        return None;
                     }
                 }
                 State::Unframed => {
@@ -182,7 +190,7 @@ impl Side {
                     } else {
                         self.body_bytes += seg.len - pos;
                         self.last_ns = seg.last_ns;
-                        return;
+                        return None;
                     }
                 }
                 State::Idle => {
@@ -190,7 +198,7 @@ impl Side {
                         // A message started where we could not see it.
                         sink.hidden_message(self.dir);
                         self.state = State::Resync;
-                        return;
+                        return None;
                     }
                     // Stray CRLFs between messages are allowed (RFC 9112 §2.2).
                     let rest = &seg.data[pos as usize..];
@@ -210,7 +218,7 @@ impl Side {
                     if pos >= captured {
                         sink.hidden_message(self.dir);
                         self.state = State::Resync;
-                        return;
+                        return None;
                     }
                     let available = &seg.data[pos as usize..captured as usize];
                     let before = buf.len();
@@ -243,7 +251,7 @@ impl Side {
                             sink.malformed(self.dir, false);
                             sink.hidden_message(self.dir);
                             self.state = State::Resync;
-                            return;
+                            return None;
                         }
                         Parsed::Partial { .. } => {
                             if before == 0 {
@@ -260,7 +268,7 @@ impl Side {
                                 sink.hidden_message(self.dir);
                                 self.state = State::Resync;
                             }
-                            return;
+                            return None;
                         }
                     }
                 }
@@ -277,7 +285,7 @@ impl Side {
                 State::UntilClose => {
                     self.body_bytes += seg.len - pos;
                     self.last_ns = seg.last_ns;
-                    return;
+                    return None;
                 }
                 State::Chunked(chunk) => {
                     let step = step_chunked(chunk, seg, pos, captured);
@@ -298,6 +306,11 @@ impl Side {
                 }
             }
         }
+        if sink.switched() {
+            self.state = State::Dead;
+            return Some(pos.min(seg.len));
+        }
+        None
     }
 
     /// The connection closed.

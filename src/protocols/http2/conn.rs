@@ -14,6 +14,7 @@ use super::{
 };
 use crate::protocols::{
     Completeness, Direction, Exchange, Request, Response, Role, Segment, grpc::MessageCounter,
+    http1::H2cUpgrade,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +139,38 @@ impl Http2 {
         }
     }
 
+    /// For a connection an HTTP/1.1 `Upgrade: h2c` switched: the upgraded request is stream 1,
+    /// already sent; the client's preface and the server's frames come next.
+    pub fn upgraded(limits: Limits, upgrade: &H2cUpgrade) -> Self {
+        let mut h2 = Http2::new(limits);
+        h2.client_dir = Some(upgrade.request_dir);
+        let r = &upgrade.request;
+        let mut head = vec![
+            (":method".to_string(), r.method.clone()),
+            (":path".to_string(), r.target.clone()),
+        ];
+        for (name, value) in &r.headers {
+            let name = if name == "host" { ":authority" } else { name };
+            head.push((name.to_string(), value.clone()));
+        }
+        let request = Half {
+            head: Some(head),
+            start_ns: upgrade.start_ns,
+            end_ns: upgrade.end_ns,
+            body: upgrade.body_bytes,
+            ended: true,
+            ..Half::default()
+        };
+        h2.streams.insert(
+            1,
+            Stream {
+                request,
+                ..Stream::default()
+            },
+        );
+        h2
+    }
+
     /// Whether `bytes`, the first a direction sent, begin the HTTP/2 client preface.
     pub fn starts_with_preface(bytes: &[u8]) -> bool {
         let n = bytes.len().min(PREFACE.len());
@@ -200,7 +233,33 @@ impl Http2 {
     }
 
     /// The connection ended: streams still open are unanswered.
-    pub fn close(&mut self) {
+    /// The connection closed. A response whose head came is reported: complete when its body
+    /// reached its `content-length` (a client may close without reading the empty DATA frame
+    /// that ends the stream), else cut. A request with no response head went unanswered.
+    pub fn close(&mut self, out: &mut Vec<Exchange>) {
+        if self.status == Status::Active {
+            let mut ids: Vec<u32> = self
+                .streams
+                .iter()
+                .filter(|(_, s)| s.response.head.is_some())
+                .map(|(&id, _)| id)
+                .collect();
+            ids.sort_unstable();
+            for id in ids {
+                let stream = self.streams.remove(&id).expect("listed");
+                let length = stream
+                    .response
+                    .head
+                    .as_deref()
+                    .and_then(|h| header(h, "content-length"))
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let completeness = match length {
+                    Some(n) if stream.response.body >= n => Completeness::Complete,
+                    _ => Completeness::BodyCut,
+                };
+                out.push(exchange(stream, completeness));
+            }
+        }
         self.unanswered();
     }
 

@@ -301,8 +301,50 @@ fn open_streams_are_bounded() {
     feed_all(&mut h, Direction::Egress, &client, 4096, 0);
     let notes = h.take_notes();
     assert_eq!(notes.streams_refused, 6);
-    h.close();
+    let mut out = Vec::new();
+    h.close(&mut out);
+    assert!(out.is_empty());
     assert_eq!(h.take_notes().unanswered_requests, 4);
+}
+
+#[test]
+fn at_close_a_response_is_complete_by_its_length_or_cut() {
+    let mut enc_c = loona_hpack::Encoder::new();
+    let mut enc_s = loona_hpack::Encoder::new();
+    let mut client = PREFACE.to_vec();
+    for id in [1, 3, 5] {
+        let b = block(
+            &mut enc_c,
+            &[(":method", "GET"), (":path", "/f"), (":scheme", "http")],
+        );
+        client.extend(frame(
+            kind::HEADERS,
+            flags::END_HEADERS | flags::END_STREAM,
+            id,
+            &b,
+        ));
+    }
+    let mut server = Vec::new();
+    // Stream 1: 5 of 5 bytes, no END_STREAM yet; stream 3: 2 of 5; stream 5: no response.
+    for (id, sent) in [(1, 5), (3, 2)] {
+        let b = block(&mut enc_s, &[(":status", "200"), ("content-length", "5")]);
+        server.extend(frame(kind::HEADERS, flags::END_HEADERS, id, &b));
+        server.extend(frame(kind::DATA, 0, id, &vec![b'x'; sent]));
+    }
+    let mut h = Http2::new(Limits::default());
+    feed_all(&mut h, Direction::Egress, &client, 4096, 0);
+    assert!(feed_all(&mut h, Direction::Ingress, &server, 4096, 10).is_empty());
+    let mut out = Vec::new();
+    h.close(&mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|e| (e.response_body_bytes, e.completeness))
+        .collect();
+    assert_eq!(
+        got,
+        [(5, Completeness::Complete), (2, Completeness::BodyCut)]
+    );
+    assert_eq!(h.take_notes().unanswered_requests, 1);
 }
 
 #[test]

@@ -190,3 +190,86 @@ fn an_h2c_upgrade_is_followed_into_http2() {
     assert_eq!(capture.final_stat("h2_connections"), Some(4));
     assert_eq!(capture.final_stat("not_http"), Some(0));
 }
+
+/// A connection opened (and used) before the agent started, then used again: its frames are
+/// found mid-stream and its header blocks decode as far as they can. A path the client's
+/// encoder sends as a reference to a table entry from before the join is `{unknown}`, never
+/// another path; new paths are literals and exact. Both ends are joined, so both report.
+#[test]
+fn an_http2_connection_older_than_the_agent_is_joined() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    require_privileges!();
+    let _guard = serial();
+    let nginx = Nginx::start();
+    let mut client = Command::new(python())
+        .arg(support_file("h2_client.py"))
+        .args([
+            &nginx.h2_port.to_string(),
+            "/index.html,/ka",
+            "/ka,/missing,/index.html?v=2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("h2_client.py (pip install h2)");
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let before = nginx.access_log().len();
+    assert_eq!(before, 2);
+    let agent = Agent::start(&[
+        "--pid",
+        &client.id().to_string(),
+        "--pid",
+        &nginx.worker.to_string(),
+    ]);
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut results = String::new();
+    stdout.read_to_string(&mut results).unwrap();
+    assert!(support::wait_timeout(&mut client, Duration::from_secs(30)).success());
+    let capture = agent.stop();
+    let reported: Vec<(String, u16)> = serde_json::from_str(results.trim()).unwrap();
+    assert_eq!(
+        reported,
+        [
+            ("/ka".into(), 200),
+            ("/missing".into(), 404),
+            ("/index.html?v=2".into(), 200)
+        ]
+    );
+    // The repeated path was a table reference: unknown, not guessed.
+    let expected = vec![
+        ("GET".to_string(), "/index.html?v=2".to_string(), 200),
+        ("GET".to_string(), "/missing".to_string(), 404),
+        ("GET".to_string(), "{unknown}".to_string(), 200),
+    ];
+    for (pid, role) in [(client.id(), "client"), (nginx.worker, "server")] {
+        let mut got: Vec<_> = capture
+            .of(pid)
+            .iter()
+            .map(|l| {
+                assert_eq!(l.role, role);
+                (l.method.clone(), l.target.clone(), l.status)
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, expected, "{role}:\n{}", capture.stdout);
+    }
+    // nginx logged the same three after the join.
+    let logged: Vec<_> = nginx.access_log()[before..]
+        .iter()
+        .map(|l| l.split('"').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            "GET /ka HTTP/2.0",
+            "GET /missing HTTP/2.0",
+            "GET /index.html?v=2 HTTP/2.0"
+        ]
+    );
+    // :authority and user-agent of every request, and the repeated :path, on each side.
+    assert!(capture.final_stat("h2_unknown_fields").unwrap() >= 14);
+    assert_eq!(capture.final_stat("h2_broken"), Some(0));
+}

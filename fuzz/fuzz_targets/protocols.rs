@@ -1,5 +1,6 @@
 //! Arbitrary bytes, cut into segments of both directions (some with uncaptured tails), into
-//! the HTTP/1 and HTTP/2 parsers. They must never panic, and must stay within their bounds.
+//! the HTTP/1 and HTTP/2 parsers (HTTP/2 from the start and joined mid-stream, with its partial
+//! HPACK decoder). They must never panic, and must stay within their bounds.
 //!
 //! Input layout: a sequence of records `[control, len, bytes...]`. `control` bit 0 picks the
 //! direction, bit 1 makes the segment's tail a gap of `len` bytes, bit 2 starts the HTTP/2
@@ -22,6 +23,14 @@ fuzz_target!(|input: &[u8]| {
         max_streams: 8,
         ..Http2Limits::default()
     });
+    let mut h2_mid = Http2::midstream(
+        Http2Limits {
+            max_block: 4096,
+            max_streams: 8,
+            ..Http2Limits::default()
+        },
+        None,
+    );
     let mut out = Vec::new();
     let mut rest = input;
     let mut t = 0u64;
@@ -50,6 +59,7 @@ fuzz_target!(|input: &[u8]| {
         h1.feed(dir, &seg, &mut out);
         h1_mid.feed(dir, &seg, &mut out);
         h2.feed(dir, &seg, &mut out);
+        h2_mid.feed(dir, &seg, &mut out);
         assert!(out.len() <= input.len(), "more exchanges than input bytes");
         for exchange in &out {
             // gRPC reading of whatever came out must not panic either.
@@ -59,4 +69,5 @@ fuzz_target!(|input: &[u8]| {
     }
     h1.close(&mut out);
     h2.close(&mut out);
+    h2_mid.close(&mut out);
 });

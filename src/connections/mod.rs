@@ -124,6 +124,11 @@ pub struct ConnectionStats {
     pub http2_resets: AtomicU64,
     /// New HTTP/2 streams not followed (too many open).
     pub http2_streams_refused: AtomicU64,
+    /// Header fields of joined HTTP/2 connections behind table entries set before netsonde
+    /// joined (left out; a missing method or path is reported as `{unknown}`).
+    pub http2_unknown_fields: AtomicU64,
+    /// Segments of joined HTTP/2 connections skipped while finding a frame boundary.
+    pub http2_unaligned: AtomicU64,
     /// Connections whose bytes are TLS records, and those of them whose plaintext is seen.
     pub tls_connections: AtomicU64,
     pub tls_plaintext: AtomicU64,
@@ -141,6 +146,10 @@ impl ConnectionStats {
         let h2 = parser.http2;
         self.http2_broken.fetch_add(h2.broken, Relaxed);
         self.http2_resets.fetch_add(h2.resets, Relaxed);
+        self.http2_unknown_fields
+            .fetch_add(h2.unknown_fields, Relaxed);
+        self.http2_unaligned
+            .fetch_add(h2.unaligned_segments, Relaxed);
         self.http2_streams_refused
             .fetch_add(h2.streams_refused, Relaxed);
         self.unanswered_requests
@@ -421,7 +430,7 @@ impl Tracker {
         let was_http1 = matches!(conn.http, Parser::Http1(_));
         if was_http1 {
             conn.http
-                .detect(conn.from_start, header.stream_pos, &segment);
+                .detect(conn.from_start, header.stream_pos, &segment, conn.tcp_role);
         }
         conn.http.feed(dir, &segment, exchanges);
         // By its preface, or by an `Upgrade: h2c` the feed just completed.

@@ -27,15 +27,34 @@ pub struct ParserNotes {
 impl Parser {
     /// Switches to HTTP/2 when `seg` is the first of its direction (stream position 0) and
     /// opens with the client preface, or the server's SETTINGS (a server may speak first). A
-    /// connection joined mid-stream cannot switch: its HPACK tables are unknown.
-    pub fn detect(&mut self, from_start: bool, stream_pos: u64, seg: &Segment<'_>) {
-        if let Parser::Http1(_) = self
-            && from_start
-            && stream_pos == 0
-            && seg.data.len() >= 4
-            && (Http2::starts_with_preface(seg.data) || Http2::starts_with_server_preface(seg.data))
-        {
-            *self = Parser::Http2(Box::new(Http2::new(http2::Limits::default())));
+    /// connection joined mid-stream switches when, before any HTTP/1 message was found, a
+    /// segment is a chain of HTTP/2 frames; its header blocks then decode partially. `role` is
+    /// the traced process's TCP role, when known.
+    pub fn detect(
+        &mut self,
+        from_start: bool,
+        stream_pos: u64,
+        seg: &Segment<'_>,
+        role: Option<Role>,
+    ) {
+        let Parser::Http1(h1) = self else { return };
+        if from_start {
+            if stream_pos == 0
+                && seg.data.len() >= 4
+                && (Http2::starts_with_preface(seg.data)
+                    || Http2::starts_with_server_preface(seg.data))
+            {
+                *self = Parser::Http2(Box::new(Http2::new(http2::Limits::default())));
+            }
+        } else if !h1.found_message() && http2::frame::chains(seg.data, seg.len) {
+            let client_dir = role.map(|r| match r {
+                Role::Client => Direction::Egress,
+                Role::Server => Direction::Ingress,
+            });
+            *self = Parser::Http2(Box::new(Http2::midstream(
+                http2::Limits::default(),
+                client_dir,
+            )));
         }
     }
 

@@ -159,6 +159,8 @@ pub struct StatsReport {
     pub http2_connections: u64,
     /// HTTP/2 connections that turned undecodable (skipped from then on).
     pub http2_broken: u64,
+    /// Header fields of joined HTTP/2 connections that could not be decoded.
+    pub http2_unknown_fields: u64,
     /// Connections carrying TLS, and those of them whose plaintext was seen.
     pub tls_connections: u64,
     pub tls_plaintext: u64,
@@ -196,6 +198,7 @@ impl StatsReport {
             gap_bytes: conns.gap_bytes.load(Relaxed),
             http2_connections: conns.http2_connections.load(Relaxed),
             http2_broken: conns.http2_broken.load(Relaxed),
+            http2_unknown_fields: conns.http2_unknown_fields.load(Relaxed),
             tls_connections: conns.tls_connections.load(Relaxed),
             tls_plaintext: conns.tls_plaintext.load(Relaxed),
             export: ExportTotals::default(),

@@ -111,6 +111,7 @@ const COUNTERS: [(&str, &str, &str, Reading); 9] = [
                 ("not_http", s.not_http),
                 ("http2_broken", s.http2_broken),
                 ("tls_no_socket", s.kernel.tls_no_socket),
+                ("http2_unknown_field", s.http2_unknown_fields),
             ]
             .into_iter()
             .map(|(k, v)| (v, vec![KeyValue::new("netsonde.issue", k)]))

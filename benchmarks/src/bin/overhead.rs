@@ -15,9 +15,12 @@
 //! (b) a fixed rate with `h2load --h1 --rps`, reporting per-request latency percentiles from
 //! h2load's own log, and the agent's CPU and memory.
 //!
+//! With `--tls`, nginx serves HTTPS (a self-signed certificate) and both clients speak TLS:
+//! the agent arms then also run netsonde's OpenSSL uprobes, in nginx and in the client.
+//!
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
-//!       [--arms bare,floor,agent,otlp,outage]
+//!       [--arms bare,floor,agent,otlp,outage] [--tls]
 
 use std::{
     io::{BufRead, BufReader},
@@ -58,6 +61,7 @@ struct Options {
     secs: u64,
     rate: u32,
     netsonde: PathBuf,
+    tls: bool,
 }
 
 fn parse_args() -> Options {
@@ -67,6 +71,7 @@ fn parse_args() -> Options {
         secs: 10,
         rate: 20_000,
         netsonde: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/netsonde"),
+        tls: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -77,6 +82,11 @@ fn parse_args() -> Options {
             "--secs" => o.secs = value.parse().expect("--secs S"),
             "--rate" => o.rate = value.parse().expect("--rate R"),
             "--netsonde" => o.netsonde = PathBuf::from(value),
+            "--tls" => {
+                o.tls = true;
+                i += 1;
+                continue;
+            }
             "--arms" => {
                 o.arms = value
                     .split(',')
@@ -115,8 +125,9 @@ fn main() {
     );
 
     let collector = Rotel::start();
-    let nginx = Nginx::start();
-    let url = format!("http://127.0.0.1:{}/index.html", nginx.port);
+    let nginx = Nginx::start(o.tls);
+    let scheme = if o.tls { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{}/index.html", nginx.port);
     println!(
         "# netsonde overhead, {} rounds x {} s per arm",
         o.rounds, o.secs
@@ -533,9 +544,25 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start() -> Nginx {
+    fn start(tls: bool) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
+        let listen = if tls {
+            let ok = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(dir.path().join("key.pem"))
+                .arg("-out")
+                .arg(dir.path().join("cert.pem"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run openssl");
+            assert!(ok.success(), "openssl req failed");
+            format!(" ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem")
+        } else {
+            String::new()
+        };
         std::fs::create_dir(dir.path().join("www")).unwrap();
         std::fs::write(
             dir.path().join("www/index.html"),
@@ -551,7 +578,7 @@ impl Nginx {
             "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; sendfile on; keepalive_requests 1000000;\n\
-             server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n"
+             server {{ listen 127.0.0.1:{port}{listen}; root {d}/www; }} }}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let master = Command::new("nginx")

@@ -159,6 +159,12 @@ impl Http1 {
         })
     }
 
+    /// Whether any HTTP/1 message was found (a joined connection that finds none may be
+    /// something else, such as HTTP/2).
+    pub fn found_message(&self) -> bool {
+        self.pairing.found_message
+    }
+
     /// The request an `Upgrade: h2c` switched to HTTP/2, once (with where the HTTP/2 bytes
     /// begin in the segment just fed).
     pub fn take_h2c_upgrade(&mut self) -> Option<H2cUpgrade> {

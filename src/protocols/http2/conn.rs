@@ -11,6 +11,7 @@ use foldhash::HashMap;
 use super::{
     frame::{self, FrameHeader, PREFACE, flags, kind},
     hpack::{HeaderDecoder, HpackLimits},
+    partial::UNKNOWN,
 };
 use crate::protocols::{
     Completeness, Direction, Exchange, Request, Response, Role, Segment, grpc::MessageCounter,
@@ -47,6 +48,11 @@ pub struct Notes {
     pub streams_refused: u64,
     /// The connection turned undecodable (and why it is skipped).
     pub broken: u64,
+    /// Header fields a joined connection could not decode (behind HPACK table entries set
+    /// before netsonde joined).
+    pub unknown_fields: u64,
+    /// Segments of a joined connection skipped while looking for a frame boundary.
+    pub unaligned_segments: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +96,8 @@ struct Block {
 struct Side {
     /// Whether this direction's first byte was seen.
     started: bool,
+    /// At a frame boundary (false only while a joined connection looks for one).
+    aligned: bool,
     /// Bytes of the client preface still expected.
     preface_left: usize,
     /// The frame being assembled: its 9-byte header, then (for kept frames) its payload.
@@ -120,6 +128,7 @@ impl Http2 {
     pub fn new(limits: Limits) -> Self {
         let side = || Side {
             started: false,
+            aligned: true,
             preface_left: 0,
             buf: Vec::new(),
             skip: 0,
@@ -137,6 +146,21 @@ impl Http2 {
             notes: Notes::default(),
             status: Status::Active,
         }
+    }
+
+    /// For a connection joined mid-stream (older than netsonde): no preface, each direction
+    /// waits for a segment that starts at a frame boundary, and header blocks decode as far as
+    /// the static table, literals and entries inserted since joining allow (`partial`).
+    /// `client_dir` is the direction requests travel in, when the TCP role tells.
+    pub fn midstream(limits: Limits, client_dir: Option<Direction>) -> Self {
+        let mut h2 = Http2::new(limits);
+        for side in &mut h2.sides {
+            side.started = true;
+            side.aligned = false;
+            side.decoder = HeaderDecoder::joined(limits.hpack);
+        }
+        h2.client_dir = client_dir;
+        h2
     }
 
     /// For a connection an HTTP/1.1 `Upgrade: h2c` switched: the upgraded request is stream 1,
@@ -265,6 +289,14 @@ impl Http2 {
 
     /// Feeds one segment of one direction; finished exchanges go to `out`.
     pub fn feed(&mut self, dir: Direction, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        let side = &mut self.sides[dir.index()];
+        if !side.aligned {
+            if !frame::chains(seg.data, seg.len) {
+                self.notes.unaligned_segments += 1;
+                return;
+            }
+            side.aligned = true;
+        }
         let mut data = seg.data;
         while !data.is_empty() && self.status == Status::Active {
             let used = self.step(dir, data, seg, out);
@@ -568,9 +600,19 @@ impl Http2 {
         {
             return self.broken(e.to_string());
         }
+        self.notes.unknown_fields += self.sides[dir.index()].decoder.take_unknown();
         if kind_ == kind::PUSH_PROMISE {
             // Server push: the promised request is not one the client made; not followed.
             return;
+        }
+        if self.client_dir.is_none() {
+            // A joined connection whose TCP role was not known: the first request or response
+            // head says which way requests go.
+            if header(&headers, ":method").is_some() {
+                self.client_dir = Some(dir);
+            } else if header(&headers, ":status").is_some() {
+                self.client_dir = Some(dir.opposite());
+            }
         }
         let requests = Some(dir) == self.client_dir;
         if requests && !self.streams.contains_key(&block.stream) {
@@ -665,10 +707,12 @@ fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
             .filter(|(n, _)| n.starts_with("grpc-"))
             .cloned(),
     );
+    // On a joined connection a pseudo-header behind an unknown table entry is missing: it is
+    // reported as unknown rather than guessed.
     Exchange {
         request: Request {
-            method: header(&req, ":method").unwrap_or_default().to_string(),
-            target: header(&req, ":path").unwrap_or_default().to_string(),
+            method: header(&req, ":method").unwrap_or(UNKNOWN).to_string(),
+            target: header(&req, ":path").unwrap_or(UNKNOWN).to_string(),
             version_minor: 0,
             major: 2,
             headers: kept,

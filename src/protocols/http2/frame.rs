@@ -86,6 +86,27 @@ impl FrameHeader {
     }
 }
 
+/// Whether a segment (`data` captured of `len` bytes) starts at a frame boundary: its frame
+/// headers, as far as they were captured, are plausible and chain into each other, and either
+/// end exactly with the segment or number at least two. How a connection joined mid-stream is
+/// recognised as HTTP/2, and finds its place.
+pub fn chains(data: &[u8], len: u64) -> bool {
+    let mut pos: u64 = 0;
+    let mut frames = 0;
+    while let Some(header) = data
+        .get(pos as usize..)
+        .and_then(FrameHeader::parse)
+        .filter(|_| pos < len)
+    {
+        if !header.plausible() {
+            return false;
+        }
+        pos += HEADER_LEN as u64 + u64::from(header.len);
+        frames += 1;
+    }
+    frames > 0 && (pos == len || (frames >= 2 && pos >= data.len() as u64))
+}
+
 /// Why a frame's payload is not what its header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {

@@ -41,8 +41,12 @@ pub enum HpackError {
 
 pub struct HeaderDecoder {
     inner: loona_hpack::Decoder<'static>,
+    /// For a direction joined mid-stream: decodes what can be known (see `partial`).
+    partial: Option<Box<super::partial::PartialDecoder>>,
     limits: HpackLimits,
     broken: bool,
+    /// Fields the partial decoder could not decode, since the last `take_unknown`.
+    unknown: u64,
 }
 
 impl HeaderDecoder {
@@ -51,9 +55,26 @@ impl HeaderDecoder {
         inner.set_max_allowed_table_size(DEFAULT_TABLE_SIZE.min(limits.max_table_size));
         HeaderDecoder {
             inner,
+            partial: None,
             limits,
             broken: false,
+            unknown: 0,
         }
+    }
+
+    /// For a direction whose earlier header blocks were never seen.
+    pub fn joined(limits: HpackLimits) -> Self {
+        HeaderDecoder {
+            partial: Some(Box::new(super::partial::PartialDecoder::new(
+                limits.max_table_size,
+            ))),
+            ..HeaderDecoder::new(limits)
+        }
+    }
+
+    /// Fields decoded as unknown since the last call.
+    pub fn take_unknown(&mut self) -> u64 {
+        std::mem::take(&mut self.unknown)
     }
 
     /// The receiving side announced SETTINGS_HEADER_TABLE_SIZE = `size`: the encoder may now
@@ -75,6 +96,18 @@ impl HeaderDecoder {
     ) -> Result<(), HpackError> {
         if self.broken {
             return Err(HpackError::Broken);
+        }
+        if let Some(partial) = &mut self.partial {
+            return match partial.decode(block, out) {
+                Ok(unknown) => {
+                    self.unknown += unknown;
+                    Ok(())
+                }
+                Err(e) => {
+                    self.broken = true;
+                    Err(HpackError::Decode(e.to_string()))
+                }
+            };
         }
         let max = self.limits.max_list_size;
         let mut size = 0usize;

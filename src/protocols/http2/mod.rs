@@ -7,6 +7,9 @@
 mod conn;
 pub mod frame;
 pub mod hpack;
+mod partial;
+
+pub use partial::UNKNOWN;
 
 pub use conn::{Http2, Limits, Notes, Status};
 

@@ -2,7 +2,7 @@
 //! HPACK encoder), whole, byte by byte, and with bytes missing.
 
 use super::{
-    frame::{PREFACE, encode_header, flags, kind},
+    frame::{self, FrameHeader, PREFACE, encode_header, flags, kind},
     *,
 };
 use crate::protocols::{Completeness, Direction, Exchange, Role, Segment};
@@ -384,4 +384,122 @@ fn a_server_that_speaks_first_is_recognised_by_its_settings() {
     assert_eq!(h.role(), Some(Role::Server));
     assert_eq!(out.len(), 2);
     assert_eq!(*h.status(), Status::Active);
+}
+
+/// The frames of `bytes` (a direction's stream, after any preface), one segment per frame,
+/// as syscalls usually carry them.
+fn frames_of(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 9 {
+        let h = FrameHeader::parse(rest).unwrap();
+        let n = 9 + h.len as usize;
+        out.push(rest[..n].to_vec());
+        rest = &rest[n..];
+    }
+    out
+}
+
+#[test]
+fn frame_chains_tell_a_boundary_from_the_middle_of_a_frame() {
+    let (client, server) = conversation(2, 30);
+    let frames = frames_of(&client[PREFACE.len()..]);
+    let two = [frames[0].clone(), frames[1].clone()].concat();
+    assert!(frame::chains(&two, two.len() as u64));
+    assert!(frame::chains(&frames[1], frames[1].len() as u64));
+    // Captured only in part: one frame header is too little to tell, two that chain suffice.
+    assert!(!frame::chains(&two[..12], two.len() as u64 + 40));
+    assert!(frame::chains(&server[..40], server.len() as u64));
+    // The middle of a frame, HTTP/1, or nothing: not a boundary.
+    assert!(!frame::chains(&two[3..], two.len() as u64 - 3));
+    assert!(!frame::chains(b"GET / HTTP/1.1\r\n\r\n", 18));
+    assert!(!frame::chains(&[], 0));
+}
+
+/// Joined after the first of four requests: the later requests and responses become
+/// exchanges, decoded in full (this encoder writes literals, never table references).
+#[test]
+fn a_connection_joined_midstream_decodes_what_it_can() {
+    let (client, server) = conversation(4, 10);
+    let client_frames = frames_of(&client[PREFACE.len()..]);
+    let server_frames = frames_of(&server);
+    // The client's SETTINGS and first HEADERS, and the server's SETTINGS, ACK, and the answer
+    // to the last request (answered first) happened before netsonde.
+    let mut h = Http2::midstream(Limits::default(), Some(Direction::Egress));
+    let mut out = Vec::new();
+    // An unaligned start: skipped until a segment starts at a frame boundary.
+    h.feed(
+        Direction::Egress,
+        &Segment::full(&client_frames[2][4..], 1, 1),
+        &mut out,
+    );
+    for (i, f) in client_frames[2..].iter().enumerate() {
+        h.feed(
+            Direction::Egress,
+            &Segment::full(f, 10 + i as u64, 10 + i as u64),
+            &mut out,
+        );
+    }
+    for (i, f) in server_frames[2..].iter().enumerate() {
+        h.feed(
+            Direction::Ingress,
+            &Segment::full(f, 20 + i as u64, 20 + i as u64),
+            &mut out,
+        );
+    }
+    let got: Vec<_> = out
+        .iter()
+        .map(|e| {
+            (
+                e.request.method.as_str(),
+                e.request.target.as_str(),
+                e.request.header("host"),
+                e.response.status,
+                e.response_body_bytes,
+            )
+        })
+        .collect();
+    // Streams 3, 5, 7 (requests 1..3) were seen; stream 1's request was not.
+    assert_eq!(
+        got,
+        [
+            ("GET", "/items/3", Some("example.test"), 200, 10),
+            ("GET", "/items/2", Some("example.test"), 200, 10),
+            ("GET", "/items/1", Some("example.test"), 200, 10),
+        ]
+    );
+    let notes = h.take_notes();
+    assert_eq!(notes.unaligned_segments, 1);
+    assert_eq!(notes.unknown_fields, 0);
+    assert_eq!(*h.status(), Status::Active);
+}
+
+/// A path behind an unknown table entry is `{unknown}`, never another request's path.
+#[test]
+fn an_unknown_path_is_reported_unknown() {
+    // Before the join the client sent `:path /secret/42` with incremental indexing (0x44 …);
+    // after it, the same path is a reference to that entry (0xbe, index 62).
+    let after = [0x82, 0xbe];
+    let mut h = Http2::midstream(Limits::default(), Some(Direction::Egress));
+    let mut out = Vec::new();
+    let req = frame(
+        kind::HEADERS,
+        flags::END_HEADERS | flags::END_STREAM,
+        3,
+        &after,
+    );
+    h.feed(Direction::Egress, &Segment::full(&req, 1, 1), &mut out);
+    let mut senc = loona_hpack::Encoder::new();
+    let resp = frame(
+        kind::HEADERS,
+        flags::END_HEADERS | flags::END_STREAM,
+        3,
+        &block(&mut senc, &[(":status", "404")]),
+    );
+    h.feed(Direction::Ingress, &Segment::full(&resp, 2, 2), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].request.method, "GET");
+    assert_eq!(out[0].request.target, super::UNKNOWN);
+    assert_eq!(out[0].response.status, 404);
+    assert_eq!(h.take_notes().unknown_fields, 1);
 }

@@ -58,3 +58,32 @@ fn children_of_a_traced_process_are_traced_from_their_first_syscall() {
         capture.stats.last().unwrap()
     );
 }
+
+/// A process that exits without closing its socket leaves that fd's entry in the kernel's
+/// socket cache (keyed by process, so the kernel cannot drop it at exit): the lifecycle stage
+/// sweeps such entries, here once 100 processes have exited.
+#[test]
+fn the_socket_cache_entries_of_exited_processes_are_swept() {
+    require_privileges!();
+    let _guard = serial();
+    let nginx = Nginx::start();
+    let py = support::python();
+    let agent = Agent::start(&["--comm", &support::comm_of(py)]);
+    let client = format!(
+        "import os, socket\n\
+         s = socket.create_connection(('127.0.0.1', {}))\n\
+         s.sendall(b'GET /index.html HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
+         s.recv(4096)\n\
+         os._exit(0)\n",
+        nginx.port
+    );
+    for _ in 0..110 {
+        let status = Command::new(py).args(["-c", &client]).status().unwrap();
+        assert!(status.success());
+    }
+    // Exit events are acted on as they arrive.
+    std::thread::sleep(Duration::from_millis(1500));
+    let capture = agent.stop();
+    let swept = capture.final_stat("swept").unwrap();
+    assert!(swept >= 100, "{}", capture.stats.last().unwrap());
+}

@@ -27,8 +27,10 @@ use crate::{
     probes::{Probes, libs::DynamicCache},
 };
 
-/// How often the caches of exited processes are swept (when any exited).
+/// How often the caches of exited processes are swept (when any exited), or after how many
+/// exits, whichever comes first: a sweep walks the whole socket cache, so it is batched.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+const SWEEP_AFTER_EXITS: usize = 100;
 
 /// Counters of the lifecycle stage.
 #[derive(Debug, Default)]
@@ -188,7 +190,9 @@ impl Lifecycle {
 
     /// Sweeps the caches of exited processes when due.
     pub fn tick(&mut self) {
-        if self.exited.is_empty() || self.last_sweep.elapsed() < SWEEP_EVERY {
+        let due =
+            self.last_sweep.elapsed() >= SWEEP_EVERY || self.exited.len() >= SWEEP_AFTER_EXITS;
+        if self.exited.is_empty() || !due {
             return;
         }
         self.sweep();

@@ -549,7 +549,9 @@ impl Nginx {
         let d = dir.path().display().to_string();
         let listen = if tls {
             let ok = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
                 .args(["-subj", "/CN=localhost", "-keyout"])
                 .arg(dir.path().join("key.pem"))
                 .arg("-out")

@@ -555,13 +555,17 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The main thread of a traced process exits: its connections end without close().
+/// A thread exits: nothing it had in flight will finish. When it is the main thread of a
+/// traced process, the process's connections end without close().
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
     if noop() {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
+    // Per-thread state goes with the thread (the LRU would evict it eventually; this is now).
+    let _ = IN_FLIGHT.remove(&pid_tgid);
+    tls::forget_thread(pid_tgid);
     let tgid = (pid_tgid >> 32) as u32;
     if pid_tgid as u32 != tgid {
         return 0;

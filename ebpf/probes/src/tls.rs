@@ -47,6 +47,12 @@ pub fn note_nested_syscall(pid_tgid: u64, fd: i32) -> bool {
     true
 }
 
+/// The thread exits: a TLS call it had in flight will not return.
+#[inline(always)]
+pub fn forget_thread(pid_tgid: u64) {
+    let _ = TLS_IN_FLIGHT.remove(&pid_tgid);
+}
+
 #[inline(always)]
 fn enter(call: u16, ssl: u64, buf: u64, len_ptr: u64) {
     if noop() {

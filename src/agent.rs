@@ -270,6 +270,7 @@ pub async fn run(
             delta: export.metric_temporality.is_delta(),
             signals: export.signals,
             workload_ttl: (export.metric_interval() * 5).max(Duration::from_secs(300)),
+            rpc_legacy_attributes: export.rpc_legacy_attributes,
         };
         (
             Telemetry::new(settings, std::time::SystemTime::now()),

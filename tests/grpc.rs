@@ -86,7 +86,11 @@ fn grpc_calls_match_what_grpcio_reports_and_reach_otlp_as_rpcs() {
             "--otlp-endpoint",
             &collector.grpc_url(),
         ],
-        &[("OTEL_METRIC_EXPORT_INTERVAL", "500")],
+        &[
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+            // Both generations of RPC attributes.
+            ("OTEL_SEMCONV_STABILITY_OPT_IN", "rpc/dup"),
+        ],
     );
     client.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert!(wait_timeout(&mut client, Duration::from_secs(60)).success());
@@ -189,6 +193,10 @@ fn grpc_calls_match_what_grpcio_reports_and_reach_otlp_as_rpcs() {
     assert_eq!(client_nf.attr("error.type").as_deref(), Some("NOT_FOUND"));
     assert_eq!(client_nf.body["status"]["code"], "STATUS_CODE_ERROR");
     assert_eq!(client_nf.attr("server.port"), Some(port.clone()));
+    // rpc/dup: the experimental attributes too.
+    assert_eq!(client_nf.attr("rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(client_nf.attr("rpc.service").as_deref(), Some("demo.Echo"));
+    assert_eq!(client_nf.attr("rpc.grpc.status_code").as_deref(), Some("5"));
     let internal = span(server_pid, "demo.Echo/Fail", "INTERNAL");
     assert_eq!(internal.attr("error.type").as_deref(), Some("INTERNAL"));
     assert_eq!(internal.body["status"]["code"], "STATUS_CODE_ERROR");

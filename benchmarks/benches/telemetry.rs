@@ -66,6 +66,7 @@ fn settings() -> TelemetrySettings {
         delta: false,
         signals: Default::default(),
         workload_ttl: Duration::from_secs(300),
+        rpc_legacy_attributes: false,
     }
 }
 

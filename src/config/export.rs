@@ -245,6 +245,10 @@ pub struct ExportConfig {
     pub resource_attributes: BTreeMap<String, String>,
     /// `service.name` of the agent's own telemetry.
     pub agent_service_name: String,
+    /// Also put the older, experimental RPC attributes on gRPC spans and logs (`rpc.system`,
+    /// `rpc.service`, `rpc.grpc.status_code`) for dashboards built on them; set by
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN=rpc/dup` too.
+    pub rpc_legacy_attributes: bool,
 }
 
 impl Default for ExportConfig {
@@ -262,6 +266,7 @@ impl Default for ExportConfig {
             max_series_per_metric: 2000,
             resource_attributes: BTreeMap::new(),
             agent_service_name: "netsonde".into(),
+            rpc_legacy_attributes: false,
         }
     }
 }
@@ -623,6 +628,12 @@ pub fn apply_otel_env(
     if let Some(v) = get("OTEL_SERVICE_NAME") {
         export.agent_service_name = v.to_string();
     }
+    // The semconv migration switch: `rpc/dup` asks for both generations of RPC attributes.
+    if let Some(v) = get("OTEL_SEMCONV_STABILITY_OPT_IN")
+        && v.split(',').any(|c| c.trim() == "rpc/dup")
+    {
+        export.rpc_legacy_attributes = true;
+    }
     Ok(())
 }
 
@@ -691,6 +702,7 @@ mod tests {
                     "deployment.environment.name=prod",
                 ),
                 ("OTEL_SERVICE_NAME", "netsonde-node-a"),
+                ("OTEL_SEMCONV_STABILITY_OPT_IN", "http,rpc/dup"),
                 ("OTEL_LOGS_EXPORTER", "none"),
                 ("OTEL_TRACES_EXPORTER", "otlp"),
             ]),
@@ -722,6 +734,7 @@ mod tests {
         assert_eq!(c.metric_interval_ms, 5000);
         assert_eq!(c.resource_attributes["deployment.environment.name"], "prod");
         assert_eq!(c.agent_service_name, "netsonde-node-a");
+        assert!(c.rpc_legacy_attributes);
         assert_eq!(
             c.signals,
             Signals {

@@ -48,6 +48,20 @@ pub fn span_attributes(r: &ExchangeRecord, call: &Call, a: &mut impl AttrSink) {
     }
 }
 
+/// The experimental RPC attributes (semconv ≤ 1.37) beside the current ones, for
+/// `OTEL_SEMCONV_STABILITY_OPT_IN=rpc/dup`: `rpc.system`, `rpc.service`, and the numeric
+/// `rpc.grpc.status_code`. (Their `rpc.method`, the bare method name, would collide with the
+/// current fully qualified one, which is kept.)
+pub fn legacy_attributes(call: &Call, a: &mut impl AttrSink) {
+    a.str("rpc.system", "grpc");
+    if let Some((service, _)) = call.method.split_once('/') {
+        a.str("rpc.service", service);
+    }
+    if let Some(code) = call.status {
+        a.int("rpc.grpc.status_code", i64::from(code));
+    }
+}
+
 /// The attributes of the call duration metric.
 pub fn metric_attributes(r: &ExchangeRecord, call: &Call) -> Attrs {
     let mut a: Attrs = Vec::with_capacity(7);
@@ -103,6 +117,15 @@ mod tests {
         assert_eq!(get(&a, "network.protocol.version"), Some(&"2".into()));
         assert!(get(&a, "error.type").is_none());
         assert!(get(&a, "http.request.method").is_none(), "an RPC, not HTTP");
+    }
+
+    #[test]
+    fn the_older_attributes_come_on_request() {
+        let mut a: Attrs = Vec::new();
+        legacy_attributes(&call(Some(5)), &mut a);
+        assert_eq!(get(&a, "rpc.system"), Some(&"grpc".into()));
+        assert_eq!(get(&a, "rpc.service"), Some(&"helloworld.Greeter".into()));
+        assert_eq!(get(&a, "rpc.grpc.status_code"), Some(&5i64.into()));
     }
 
     #[test]

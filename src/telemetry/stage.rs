@@ -48,6 +48,8 @@ pub struct TelemetrySettings {
     pub signals: Signals,
     /// A workload with no activity for this long is forgotten (its series end).
     pub workload_ttl: Duration,
+    /// Also emit the experimental RPC attributes (`rpc/dup`).
+    pub rpc_legacy_attributes: bool,
 }
 
 /// A workload: a process, known by pid and name (a pid reused by another program is another
@@ -156,6 +158,9 @@ impl Telemetry {
                 if traces || logs {
                     self.scratch.attributes.clear();
                     rpc::span_attributes(r, call, &mut self.scratch.attributes);
+                    if self.settings.rpc_legacy_attributes {
+                        rpc::legacy_attributes(call, &mut self.scratch.attributes);
+                    }
                     self.encode_span_and_log(r, None, now);
                 }
                 continue;
@@ -441,6 +446,7 @@ mod tests {
             delta: false,
             signals: Signals::default(),
             workload_ttl: Duration::from_secs(300),
+            rpc_legacy_attributes: false,
         }
     }
 

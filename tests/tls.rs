@@ -1,6 +1,6 @@
 //! TLS through uprobes on OpenSSL, end to end: nginx serving HTTPS (HTTP/1.1 and HTTP/2 by
 //! ALPN) to fresh curl processes, captured by the real agent as plaintext on the syscall-level
-//! connection, and checked against nginx's access log.
+//! connection, checked against nginx's access log and in what a real collector receives.
 
 mod support;
 
@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Agent, Nginx, curl, key, run_client_env, serial};
+use support::{Agent, Nginx, collector::Collector, curl, key, run_client_env, serial};
 
 const LIBSSL: [&str; 2] = [
     "/usr/lib/x86_64-linux-gnu/libssl.so.3",
@@ -22,8 +22,24 @@ const LIBSSL: [&str; 2] = [
 fn https_is_seen_in_plaintext_from_the_first_request_of_fresh_processes() {
     require_privileges!();
     let _guard = serial();
+    let collector = Collector::start();
     let nginx = Nginx::start();
-    let agent = Agent::start(&["--comm", "curl", "--pid", &nginx.worker.to_string()]);
+    let worker = nginx.worker.to_string();
+    let agent = Agent::start_with_env(
+        &[
+            "--comm",
+            "curl",
+            "--pid",
+            &worker,
+            "--exporter",
+            "console",
+            "--exporter",
+            "otlp",
+            "--otlp-endpoint",
+            &collector.grpc_url(),
+        ],
+        &[("OTEL_METRIC_EXPORT_INTERVAL", "500")],
+    );
     let expected = [
         ("--http1.1", "/index.html", 200, 28),
         ("--http1.1", "/missing", 404, 153),
@@ -64,6 +80,33 @@ fn https_is_seen_in_plaintext_from_the_first_request_of_fresh_processes() {
     assert_eq!(capture.final_stat("tls_connections"), Some(8));
     assert_eq!(capture.final_stat("tls_plaintext"), Some(8));
     assert!(capture.final_stat("tls_events").unwrap() >= 8);
+
+    // In OTLP: HTTPS spans, HTTP/1.1 or 2 as negotiated.
+    let received = collector.wait_until("the server's four spans", |r| {
+        r.spans_of(nginx.worker).len() >= 4
+    });
+    let mut seen: Vec<_> = received
+        .spans_of(nginx.worker)
+        .iter()
+        .map(|s| {
+            (
+                s.attr("url.path").unwrap_or_default(),
+                s.attr("network.protocol.version").unwrap_or_default(),
+                s.attr("url.scheme").unwrap_or_default(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let row = |p: &str, v: &str| (p.to_string(), v.to_string(), "https".to_string());
+    assert_eq!(
+        seen,
+        [
+            row("/index.html", "1.1"),
+            row("/ka", "2"),
+            row("/missing", "1.1"),
+            row("/missing", "2"),
+        ]
+    );
 }
 
 /// A libssl the agent has never seen (a copy, found through LD_LIBRARY_PATH) is hooked when a

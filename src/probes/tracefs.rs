@@ -47,18 +47,7 @@ pub enum TracefsError {
 /// Where the `task/task_newtask` record keeps the new task's `pid` and `clone_flags`.
 pub fn newtask_layout(tracefs: &Path) -> Result<(u32, u32), TracefsError> {
     let (category, name) = ("task", "task_newtask");
-    let dir = tracefs.join("events").join(category).join(name);
-    if !dir.is_dir() {
-        return Err(TracefsError::Missing {
-            category: category.into(),
-            name: name.into(),
-        });
-    }
-    let text = fs::read_to_string(dir.join("format")).map_err(|source| TracefsError::Format {
-        category: category.into(),
-        name: name.into(),
-        source,
-    })?;
+    let text = read_format(tracefs, category, name)?;
     newtask_fields(&text).ok_or(TracefsError::Fields {
         category: category.into(),
         name: name.into(),
@@ -123,6 +112,22 @@ pub struct FormatField {
     pub size: usize,
 }
 
+/// The `format` file of tracepoint `category/name`.
+fn read_format(tracefs: &Path, category: &str, name: &str) -> Result<String, TracefsError> {
+    let dir = tracefs.join("events").join(category).join(name);
+    if !dir.is_dir() {
+        return Err(TracefsError::Missing {
+            category: category.into(),
+            name: name.into(),
+        });
+    }
+    fs::read_to_string(dir.join("format")).map_err(|source| TracefsError::Format {
+        category: category.into(),
+        name: name.into(),
+        source,
+    })
+}
+
 /// Parses the `field:` lines of a tracepoint `format` file.
 pub fn parse_format(text: &str) -> Vec<FormatField> {
     text.lines()
@@ -165,18 +170,7 @@ pub fn check_syscall_layout(
     name: &str,
     args: usize,
 ) -> Result<(), TracefsError> {
-    let dir = tracefs.join("events").join(category).join(name);
-    if !dir.is_dir() {
-        return Err(TracefsError::Missing {
-            category: category.into(),
-            name: name.into(),
-        });
-    }
-    let text = fs::read_to_string(dir.join("format")).map_err(|source| TracefsError::Format {
-        category: category.into(),
-        name: name.into(),
-        source,
-    })?;
+    let text = read_format(tracefs, category, name)?;
     let fields: Vec<FormatField> = parse_format(&text)
         .into_iter()
         .filter(|f| !f.name.starts_with("common_"))

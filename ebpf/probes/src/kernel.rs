@@ -131,25 +131,31 @@ pub fn announced_socket(tgid: u32, fd: i32) -> Option<SocketEntry> {
     (entry.kind == socket_kind::TCP && entry.announced != 0).then_some(entry)
 }
 
-/// Advances the stream position of `direction` on the socket at `fd` by `bytes`. Returns the
-/// position before, and whether the socket was already announced; `None` if the cache entry
-/// is gone (evicted), in which case the socket is announced afresh from position 0.
+/// Advances the stream position of `direction` on the socket at `fd` by `bytes`: the wire
+/// stream, or (`plaintext`) the TLS library's. Returns the position before, whether the socket
+/// was already announced, and its `struct sock`; `None` if the cache entry is gone (evicted),
+/// in which case the socket is announced afresh from position 0.
 #[inline(always)]
-pub fn advance_stream(tgid: u32, fd: i32, egress: bool, bytes: u64) -> Option<(u64, bool)> {
+pub fn advance_stream(
+    tgid: u32,
+    fd: i32,
+    egress: bool,
+    plaintext: bool,
+    bytes: u64,
+) -> Option<(u64, bool, u64)> {
     let entry = SOCKETS.get_ptr_mut(&socket_key(tgid, fd))?;
     // SAFETY: a pointer into the map value. Two threads on one socket may race here; the
     // positions are then approximate, which user space tolerates as a gap.
     unsafe {
-        let pos = if egress {
-            let p = (*entry).egress_bytes;
-            (*entry).egress_bytes = p + bytes;
-            p
-        } else {
-            let p = (*entry).ingress_bytes;
-            (*entry).ingress_bytes = p + bytes;
-            p
+        let counter = match (plaintext, egress) {
+            (false, true) => &mut (*entry).egress_bytes,
+            (false, false) => &mut (*entry).ingress_bytes,
+            (true, true) => &mut (*entry).tls_egress_bytes,
+            (true, false) => &mut (*entry).tls_ingress_bytes,
         };
-        Some((pos, (*entry).announced != 0))
+        let pos = *counter;
+        *counter = pos + bytes;
+        Some((pos, (*entry).announced != 0, (*entry).sock))
     }
 }
 

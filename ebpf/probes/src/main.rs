@@ -173,8 +173,8 @@ fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
         syscall::SENDMMSG | syscall::RECVMMSG => (mmsg_bytes(args.buf, rc as u64), rc as u64),
         _ => (rc as u64, 0),
     };
-    let (pos, announced) =
-        advance_stream(tgid, args.fd, dir == direction::EGRESS, bytes).unwrap_or((0, false));
+    let (pos, announced, _) = advance_stream(tgid, args.fd, dir == direction::EGRESS, false, bytes)
+        .unwrap_or((0, false, 0));
     if !announced {
         emit_open(pid_tgid, &args, origin::EXISTING, args.fd, 0, exit_ns);
     }

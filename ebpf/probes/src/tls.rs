@@ -20,7 +20,7 @@ use crate::{
     capture::{emit_data, read_user},
     emit_open,
     filter::traced,
-    kernel::socket_key,
+    kernel::{advance_stream, socket_key},
     maps::{SOCKETS, SSL_FDS, TLS_IN_FLIGHT, count},
     noop, now,
 };
@@ -126,24 +126,10 @@ fn exit(call: u16, rc: i64) {
             }
         }
     };
-    let Some(entry) = SOCKETS.get_ptr_mut(&socket_key(tgid, fd)) else {
+    let egress = matches!(call, syscall::SSL_WRITE | syscall::SSL_WRITE_EX);
+    let Some((pos, announced, sock)) = advance_stream(tgid, fd, egress, true, bytes) else {
         count(counter::TLS_NO_SOCKET, 1);
         return;
-    };
-    let egress = matches!(call, syscall::SSL_WRITE | syscall::SSL_WRITE_EX);
-    // SAFETY: a pointer into the map value; racing threads make positions approximate, which
-    // user space treats as a gap.
-    let (sock, pos, announced) = unsafe {
-        let pos = if egress {
-            let p = (*entry).tls_egress_bytes;
-            (*entry).tls_egress_bytes = p + bytes;
-            p
-        } else {
-            let p = (*entry).tls_ingress_bytes;
-            (*entry).tls_ingress_bytes = p + bytes;
-            p
-        };
-        ((*entry).sock, pos, (*entry).announced != 0)
     };
     if sock == 0 {
         count(counter::TLS_NO_SOCKET, 1);

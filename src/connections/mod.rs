@@ -557,10 +557,12 @@ impl Tracker {
 
 impl Connection {
     /// Plaintext starts to arrive through a TLS library: from now on it is what gets parsed,
-    /// from its own stream position (0 when the library was hooked before the first byte).
+    /// from its own stream position. It is seen from its start only on a connection seen from
+    /// its start whose first plaintext is at position 0 (the kernel numbers plaintext from
+    /// when it first saw the socket, so on an older connection 0 is mid-conversation).
     fn start_plaintext(&mut self, stream_pos: u64, limits: http1::Limits) {
         self.tls = Tls::Plaintext;
-        let from_start = stream_pos == 0;
+        let from_start = self.from_start && stream_pos == 0;
         self.from_start = from_start;
         self.http = Parser::Http1(if from_start {
             Http1::new(limits)

@@ -546,3 +546,48 @@ fn an_h2c_upgrade_is_answered_over_http2() {
     assert_eq!(stats.not_http.load(Relaxed), 0);
     assert_eq!(stats.malformed.load(Relaxed), 0);
 }
+
+/// A TLS connection older than netsonde: its first plaintext (position 0 in the kernel's
+/// numbering) is mid-conversation, so HTTP/1 waits for the next request line instead of
+/// calling the connection not HTTP.
+#[test]
+fn tls_plaintext_of_an_older_connection_is_joined_midstream() {
+    const BODY_TAIL: &[u8] = b"ody of an earlier response\r\n";
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::EXISTING, 40000, 8443),
+        flagged(
+            data(C5, direction::INGRESS, 0, &[23, 3, 3, 0, 40], 45, 900),
+            data_flags::TLS_CIPHERTEXT,
+        ),
+        flagged(
+            data(
+                C5,
+                direction::INGRESS,
+                0,
+                BODY_TAIL,
+                BODY_TAIL.len() as u64,
+                900,
+            ),
+            data_flags::TLS_PLAINTEXT,
+        ),
+        flagged(
+            data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1000),
+            data_flags::TLS_PLAINTEXT,
+        ),
+        flagged(
+            data(
+                C5,
+                direction::INGRESS,
+                BODY_TAIL.len() as u64,
+                RESP,
+                RESP.len() as u64,
+                1100,
+            ),
+            data_flags::TLS_PLAINTEXT,
+        ),
+    ]);
+    assert_eq!(stats.not_http.load(Relaxed), 0);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].tls);
+    assert_eq!(out[0].exchange.request.target, "/x");
+}

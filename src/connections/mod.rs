@@ -379,6 +379,15 @@ impl Tracker {
         };
         conn.last_seen_ns = header.exit_ns;
         let plaintext = header.flags & data_flags::TLS_PLAINTEXT != 0;
+        // An HTTP/2 stream the kernel follows frame by frame: a record covers only what it
+        // captured (the pieces after it, and the gaps between them, cover the rest), and a
+        // piece's bytes were counted with its record.
+        let piece = header.flags & data_flags::H2_PIECE != 0;
+        let covered = if piece || header.flags & data_flags::H2_WALKED != 0 {
+            payload.len() as u64
+        } else {
+            header.bytes
+        };
         if plaintext {
             if conn.tls != Tls::Plaintext {
                 self.stats.tls_plaintext.fetch_add(1, Relaxed);
@@ -387,7 +396,7 @@ impl Tracker {
                 }
                 conn.start_plaintext(header.stream_pos, self.config.http1);
             }
-        } else {
+        } else if !piece {
             // Wire bytes: counted once, here (plaintext is the same bytes decrypted).
             if conn.unreported == [0, 0] {
                 self.dirty.push(key);
@@ -410,10 +419,14 @@ impl Tracker {
         } else {
             &mut conn.streams
         };
-        match streams[dir.index()].advance(header.stream_pos, header.bytes) {
+        match streams[dir.index()].advance(header.stream_pos, covered) {
             Continuity::InOrder => {}
             Continuity::Gap(n) => {
-                self.stats.gap_bytes.fetch_add(n, Relaxed);
+                // Before a piece, the gap is DATA payload the kernel chose not to copy, not a
+                // loss.
+                if !piece {
+                    self.stats.gap_bytes.fetch_add(n, Relaxed);
+                }
                 conn.http.feed(dir, &Segment::gap(n, first_ns), exchanges);
             }
             Continuity::Restart => {
@@ -423,7 +436,7 @@ impl Tracker {
         }
         let segment = Segment {
             data: payload,
-            len: header.bytes,
+            len: covered,
             first_ns,
             last_ns,
         };

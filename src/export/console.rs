@@ -108,7 +108,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         "{} {} events={} lost={} bytes={} not_captured={} connections={} opened={} closed={} \
          evicted={} expired={} exchanges={} not_http={} orphan_responses={} unanswered_requests={} \
          hidden_messages={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
-         h2_connections={} h2_broken={} h2_unknown_fields={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} swept={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
+         h2_connections={} h2_broken={} h2_unknown_fields={} h2_pieces={} h2_walk_lost={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} swept={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
         humantime::format_rfc3339_millis(now),
         if s.last { "stats(final)" } else { "stats" },
         k.events(),
@@ -134,6 +134,8 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         s.http2_connections,
         s.http2_broken,
         s.http2_unknown_fields,
+        k.h2_pieces,
+        k.h2_lost,
         s.tls_connections,
         s.tls_plaintext,
         k.tls_events,

@@ -24,6 +24,8 @@ pub struct KernelTotals {
     pub monitored_full: u64,
     pub tls_events: u64,
     pub tls_no_socket: u64,
+    pub h2_pieces: u64,
+    pub h2_lost: u64,
 }
 
 impl KernelTotals {
@@ -82,6 +84,8 @@ impl KernelCounters {
             monitored_full: sum(counter::MONITORED_FULL),
             tls_events: sum(counter::TLS_EVENTS),
             tls_no_socket: sum(counter::TLS_NO_SOCKET),
+            h2_pieces: sum(counter::H2_PIECES),
+            h2_lost: sum(counter::H2_LOST),
         }
     }
 }

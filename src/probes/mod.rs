@@ -112,11 +112,34 @@ impl Probes {
         let newtask = tracefs::newtask_layout(&tracefs);
         let mut ebpf = load_object(settings, &offsets, newtask.as_ref().ok().copied())?;
         fill_filters(&mut ebpf, settings)?;
-        if let Err(why) = load_iov_continuation(&mut ebpf) {
+        if let Err(why) = load_continuation::<TracePoint>(&mut ebpf, "iov_continue", "IOV_CONTINUE")
+        {
             tracing::warn!(
                 "syscalls with more than {} iovecs are cut there ({why})",
                 netsonde_common::MAX_IOVECS
             );
+        }
+        for (program, slot, what) in [
+            (
+                "h2_walk_tp",
+                "H2_WALK_TP",
+                "HTTP/2 frames past the captured prefix",
+            ),
+            (
+                "h2_walk_up",
+                "H2_WALK_UP",
+                "HTTP/2 frames past the captured prefix, over TLS",
+            ),
+        ] {
+            let loaded = match program {
+                "h2_walk_up" => {
+                    load_continuation::<aya::programs::UProbe>(&mut ebpf, program, slot)
+                }
+                _ => load_continuation::<TracePoint>(&mut ebpf, program, slot),
+            };
+            if let Err(why) = loaded {
+                tracing::warn!("{what} are followed only a few frames deep ({why})");
+            }
         }
 
         let mut points = catalog::syscall_layer();
@@ -344,26 +367,53 @@ fn load_object(
         .map_err(|source| ProbeError::Load { source })
 }
 
-/// Loads `iov_continue` (never attached: reached by tail call) into slot 0 of
-/// `IOV_CONTINUE`, before any exit program attaches.
-fn load_iov_continuation(ebpf: &mut Ebpf) -> Result<(), String> {
-    let name = "iov_continue";
-    let program: &mut TracePoint = ebpf
+/// A program reached only by tail call (never attached), of type `P`.
+trait Continuation {
+    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError>;
+    fn fd_of(&self) -> Result<&aya::programs::ProgramFd, aya::programs::ProgramError>;
+}
+
+impl Continuation for TracePoint {
+    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+    fn fd_of(&self) -> Result<&aya::programs::ProgramFd, aya::programs::ProgramError> {
+        self.fd()
+    }
+}
+
+impl Continuation for aya::programs::UProbe {
+    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+    fn fd_of(&self) -> Result<&aya::programs::ProgramFd, aya::programs::ProgramError> {
+        self.fd()
+    }
+}
+
+/// Loads a continuation program (never attached: reached by tail call) into slot 0 of its
+/// program array, before any program that calls it attaches.
+fn load_continuation<P>(ebpf: &mut Ebpf, name: &str, slot: &str) -> Result<(), String>
+where
+    P: Continuation,
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program: &mut P = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
     program
-        .load()
+        .load_it()
         .map_err(|e| describe_program_error(name, &e))?;
     let fd = program
-        .fd()
+        .fd_of()
         .map_err(|e| describe_program_error(name, &e))?
         .try_clone()
         .map_err(|e| e.to_string())?;
     let map = ebpf
-        .map_mut("IOV_CONTINUE")
-        .ok_or("the eBPF object has no map IOV_CONTINUE")?;
+        .map_mut(slot)
+        .ok_or_else(|| format!("the eBPF object has no map {slot}"))?;
     let mut slots = aya::maps::ProgramArray::try_from(map).map_err(|e| e.to_string())?;
     slots.set(0, &fd, 0).map_err(|e| e.to_string())
 }

@@ -127,6 +127,22 @@ pub mod data_flags {
     pub const TLS_PLAINTEXT: u8 = 8;
     /// Ciphertext on a socket a TLS library was seen using: counted, never copied or parsed.
     pub const TLS_CIPHERTEXT: u8 = 16;
+    /// An HTTP/2 stream whose frames the kernel follows: the record's uncaptured tail comes as
+    /// [`H2_PIECE`] records (frame headers and non-DATA payloads) at their stream positions; the
+    /// bytes between them are DATA payloads.
+    pub const H2_WALKED: u8 = 32;
+    /// A piece of an [`H2_WALKED`] record beyond its captured prefix: `stream_pos` says where;
+    /// its bytes were already counted by that record.
+    pub const H2_PIECE: u8 = 64;
+}
+
+/// [`SocketEntry::h2`]: which stream of the socket carries HTTP/2 frames the kernel follows.
+pub mod h2_stream {
+    pub const NONE: u8 = 0;
+    pub const WIRE: u8 = 1;
+    pub const PLAINTEXT: u8 = 2;
+    /// [`super::SocketEntry::h2_next`] when the frame boundary is lost.
+    pub const LOST: u64 = u64::MAX;
 }
 
 /// Header of a data record: one successful read- or write-like syscall on a TCP socket.
@@ -327,7 +343,12 @@ pub mod counter {
     /// TLS plaintext records written, and TLS calls whose socket was never found.
     pub const TLS_EVENTS: u32 = 16;
     pub const TLS_NO_SOCKET: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// HTTP/2 pieces written (frame headers and payloads past the captured prefix), and streams
+    /// whose frames the kernel stopped following (too many frames in one syscall, or a header
+    /// cut in a way it cannot rejoin).
+    pub const H2_PIECES: u32 = 18;
+    pub const H2_LOST: u32 = 19;
+    pub const COUNT: u32 = 20;
 }
 
 /// In-kernel only: arguments of a syscall in flight, saved at entry for its exit (keyed by
@@ -367,6 +388,16 @@ pub struct SocketEntry {
     /// Plaintext bytes sent and received through the TLS library so far.
     pub tls_egress_bytes: u64,
     pub tls_ingress_bytes: u64,
+    /// HTTP/2 frame following (one of [`h2_stream`]), by direction (egress, ingress): the kind of
+    /// the frame whose payload ends at `h2_next`, and how many bytes of a frame header cut by
+    /// the end of the last syscall are in `h2_partial`.
+    pub h2: u8,
+    pub h2_kind: [u8; 2],
+    pub h2_partial_len: [u8; 2],
+    pub _pad2: [u8; 3],
+    /// Stream position of each direction's next frame header ([`h2_stream::LOST`]: unknown).
+    pub h2_next: [u64; 2],
+    pub h2_partial: [u64; 2],
 }
 
 /// In-kernel only: a TLS library call in flight (keyed by `pid_tgid`). The syscalls it makes
@@ -434,6 +465,6 @@ const _: () = assert!(core::mem::size_of::<TlsArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
-const _: () = assert!(core::mem::size_of::<SocketEntry>() == 64);
+const _: () = assert!(core::mem::size_of::<SocketEntry>() == 104);
 const _: () = assert!(MAX_CAPTURE.is_power_of_two());
 const _: () = assert!(DEFAULT_CAPTURE as usize <= MAX_CAPTURE);

@@ -64,7 +64,7 @@ fn read_user_or_zero<T: Copy>(addr: u64) -> T {
 /// (0 on a fault). The masks and clamps are what lets the verifier prove the write stays in the
 /// scratch buffer: `off < MAX_CAPTURE` and `n <= MAX_CAPTURE`, and the buffer is twice that.
 #[inline(always)]
-fn copy_chunk(data: *mut u8, off: u64, src: u64, want: u64) -> Option<u64> {
+pub fn copy_chunk(data: *mut u8, off: u64, src: u64, want: u64) -> Option<u64> {
     let off = off & (MAX_CAPTURE as u64 - 1);
     let n = if want > MAX_CAPTURE as u64 {
         MAX_CAPTURE as u64

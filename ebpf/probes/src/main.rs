@@ -14,6 +14,7 @@
 
 mod capture;
 mod filter;
+mod h2;
 mod kernel;
 mod maps;
 mod tls;
@@ -36,7 +37,7 @@ use crate::{
         advance_stream, announced_socket, fill_addresses, mark_announced, process_comm, socket_key,
         tcp_socket,
     },
-    maps::{EVENTS, IN_FLIGHT, SOCKETS, config, count, output_flags},
+    maps::{EVENTS, H2_WALK_TP, IN_FLIGHT, SOCKETS, config, count, output_flags},
 };
 
 const EINPROGRESS: i64 = 115;
@@ -173,10 +174,23 @@ fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
         syscall::SENDMMSG | syscall::RECVMMSG => (mmsg_bytes(args.buf, rc as u64), rc as u64),
         _ => (rc as u64, 0),
     };
-    let (pos, announced, _) = advance_stream(tgid, args.fd, dir == direction::EGRESS, false, bytes)
-        .unwrap_or((0, false, 0));
+    let egress = dir == direction::EGRESS;
+    let (pos, announced, _) =
+        advance_stream(tgid, args.fd, egress, false, bytes).unwrap_or((0, false, 0));
     if !announced {
         emit_open(pid_tgid, &args, origin::EXISTING, args.fd, 0, exit_ns);
+    }
+    // HTTP/2 frames past the prefix are followed on plain buffers (see `h2`).
+    let plain = matches!(
+        sc,
+        syscall::READ | syscall::WRITE | syscall::RECVFROM | syscall::SENDTO
+    );
+    let mut args = args;
+    let walked = plain
+        && args.flags & data_flags::TLS_CIPHERTEXT as u16 == 0
+        && h2::followed(tgid, args.fd, egress, false, pos, args.buf);
+    if walked {
+        args.flags |= data_flags::H2_WALKED as u16;
     }
     emit_data(
         Some(ctx),
@@ -188,6 +202,25 @@ fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
         dir,
         exit_ns,
     );
+    if walked {
+        h2::start(args.buf);
+        if h2::walk() {
+            // SAFETY: the continuation is a tracepoint program like this one.
+            let _ = unsafe { H2_WALK_TP.tail_call(ctx, 0) };
+            h2::lose();
+        }
+    }
+}
+
+/// The next frames of an HTTP/2 walk after a syscall exit: reached by tail call only.
+#[tracepoint]
+pub fn h2_walk_tp(ctx: TracePointContext) -> u32 {
+    if h2::walk() {
+        // SAFETY: a tail call into this same program.
+        let _ = unsafe { H2_WALK_TP.tail_call(&ctx, 0) };
+        h2::lose();
+    }
+    0
 }
 
 /// The rest of a long iovec array (see `capture::emit_data`): reached by tail call only.

@@ -64,6 +64,26 @@ pub struct Scratch {
     pub data: [u8; SCRATCH_DATA],
     /// Where a long iovec walk continues after a tail call.
     pub cursor: IovCursor,
+    /// The HTTP/2 frame walk of the record just emitted (see `h2`).
+    pub walk: H2Walk,
+}
+
+/// An HTTP/2 frame walk in progress over one syscall's buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct H2Walk {
+    /// The socket's `SOCKETS` key, the buffer, and the stream positions of its first byte, of
+    /// its end, and of the end of the captured prefix.
+    pub key: u64,
+    pub buf: u64,
+    pub pos: u64,
+    pub end: u64,
+    pub cap_end: u64,
+    /// The walked record's header: pieces copy its identity.
+    pub header: DataEvent,
+    /// 1 until the first program of the walk has looked at the frame in progress.
+    pub first: u8,
+    pub _pad: [u8; 7],
 }
 
 /// An iovec walk in progress: the array, how far it got, where the copy stops.
@@ -80,6 +100,13 @@ pub struct IovCursor {
 /// Slot 0: `iov_continue`, set by user space before the exit programs attach.
 #[map]
 pub static IOV_CONTINUE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Slot 0: `h2_walk_tp` (for syscall exits) and `h2_walk_up` (for TLS return probes): the next
+/// few frames of an HTTP/2 walk. Tail calls stay within one program type, hence two.
+#[map]
+pub static H2_WALK_TP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static H2_WALK_UP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// One [`Scratch`] per possible CPU, indexed by CPU id: a per-CPU array would be simpler but
 /// caps values at 32 KiB, and a record needs up to `DataEvent` + 2 × MAX_CAPTURE bytes. User

@@ -20,8 +20,9 @@ use crate::{
     capture::{emit_data, read_user},
     emit_open,
     filter::traced,
+    h2,
     kernel::{advance_stream, socket_key},
-    maps::{SOCKETS, SSL_FDS, TLS_IN_FLIGHT, count},
+    maps::{H2_WALK_UP, SOCKETS, SSL_FDS, TLS_IN_FLIGHT, count},
     noop, now,
 };
 
@@ -77,7 +78,7 @@ fn enter(call: u16, ssl: u64, buf: u64, len_ptr: u64) {
 }
 
 #[inline(always)]
-fn exit(call: u16, rc: i64) {
+fn exit(ctx: &RetProbeContext, call: u16, rc: i64) {
     if noop() {
         return;
     }
@@ -135,9 +136,14 @@ fn exit(call: u16, rc: i64) {
         count(counter::TLS_NO_SOCKET, 1);
         return;
     }
+    let walked = h2::followed(tgid, fd, egress, true, pos, args.buf);
+    let mut flags = data_flags::TLS_PLAINTEXT;
+    if walked {
+        flags |= data_flags::H2_WALKED;
+    }
     let data = SyscallArgs {
         syscall: call,
-        flags: data_flags::TLS_PLAINTEXT as u16,
+        flags: flags as u16,
         fd,
         buf: args.buf,
         iovcnt: 0,
@@ -156,6 +162,25 @@ fn exit(call: u16, rc: i64) {
     count(counter::TLS_EVENTS, 1);
     // A plain buffer: no iovecs, so no continuation (and no tail call from a uprobe).
     emit_data::<ProbeContext>(None, pid_tgid, &data, bytes, 0, pos, dir, exit_ns);
+    if walked {
+        h2::start(args.buf);
+        if h2::walk() {
+            // SAFETY: the continuation is a return probe like this one.
+            let _ = unsafe { H2_WALK_UP.tail_call(ctx, 0) };
+            h2::lose();
+        }
+    }
+}
+
+/// The next frames of an HTTP/2 walk over TLS plaintext: reached by tail call only.
+#[uretprobe]
+pub fn h2_walk_up(ctx: RetProbeContext) -> u32 {
+    if h2::walk() {
+        // SAFETY: a tail call into this same program.
+        let _ = unsafe { H2_WALK_UP.tail_call(&ctx, 0) };
+        h2::lose();
+    }
+    0
 }
 
 /// `int SSL_read(SSL *ssl, void *buf, int num)`
@@ -168,7 +193,7 @@ pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_read_exit(ctx: RetProbeContext) -> u32 {
-    exit(syscall::SSL_READ, ctx.ret::<i32>() as i64);
+    exit(&ctx, syscall::SSL_READ, ctx.ret::<i32>() as i64);
     0
 }
 
@@ -182,7 +207,7 @@ pub fn ssl_write_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_write_exit(ctx: RetProbeContext) -> u32 {
-    exit(syscall::SSL_WRITE, ctx.ret::<i32>() as i64);
+    exit(&ctx, syscall::SSL_WRITE, ctx.ret::<i32>() as i64);
     0
 }
 
@@ -201,7 +226,7 @@ pub fn ssl_read_ex_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_read_ex_exit(ctx: RetProbeContext) -> u32 {
-    exit(syscall::SSL_READ_EX, ctx.ret::<i32>() as i64);
+    exit(&ctx, syscall::SSL_READ_EX, ctx.ret::<i32>() as i64);
     0
 }
 
@@ -220,6 +245,6 @@ pub fn ssl_write_ex_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_write_ex_exit(ctx: RetProbeContext) -> u32 {
-    exit(syscall::SSL_WRITE_EX, ctx.ret::<i32>() as i64);
+    exit(&ctx, syscall::SSL_WRITE_EX, ctx.ret::<i32>() as i64);
     0
 }

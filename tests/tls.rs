@@ -162,3 +162,76 @@ fn a_new_libssl_is_hooked_when_a_program_needing_it_starts() {
     assert!(capture.of(first).len() <= 1);
     assert_eq!(capture.final_stat("not_http"), Some(0));
 }
+
+/// Where .ci/openssl-1.1.sh unpacks Debian 11's OpenSSL 1.1.1 (binary and libraries).
+const OPENSSL_1_1: &str = "/opt/netsonde-test/openssl-1.1";
+
+/// OpenSSL 1.1.1 (the `openssl` binary and its own libssl.so.1.1, found through
+/// LD_LIBRARY_PATH): the library is hooked when a program needing it starts, and the plaintext
+/// of `openssl s_client` is captured.
+#[test]
+fn openssl_1_1_is_hooked_too() {
+    require_privileges!();
+    let root = Path::new(OPENSSL_1_1);
+    let openssl = root.join("usr/bin/openssl");
+    if !openssl.is_file() {
+        eprintln!(
+            "skipped: OpenSSL 1.1 is not unpacked at {OPENSSL_1_1} (.ci/openssl-1.1.sh does it)"
+        );
+        return;
+    }
+    let libs = root.join("usr/lib/x86_64-linux-gnu");
+    let _guard = serial();
+    let nginx = Nginx::start();
+    let agent = Agent::start(&["--comm", "openssl"]);
+    let hooked = format!("TLS: hooked {}", libs.join("libssl.so.1.1").display());
+    let env = [("LD_LIBRARY_PATH", libs.to_str().unwrap())];
+    // A first run only to have the library hooked (a new file takes one RCU grace period).
+    run_client_env(openssl.to_str().unwrap(), &["version"], &env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.stderr().contains(&hooked) {
+        assert!(
+            Instant::now() < deadline,
+            "{hooked} never logged:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = std::process::Command::new(&openssl)
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{}", nginx.tls_port),
+        ])
+        .env("LD_LIBRARY_PATH", &libs)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::{Read as _, Write as _};
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /ka HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    client
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut response)
+        .unwrap();
+    let _ = client.wait();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let capture = agent.stop();
+    assert_eq!(
+        capture.exchanges_with_bodies(client.id()),
+        vec![(key("client", "GET", "/ka", 200), 11)],
+        "{}",
+        capture.stdout
+    );
+    assert!(capture.of(client.id())[0].tls);
+}

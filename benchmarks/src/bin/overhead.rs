@@ -18,9 +18,13 @@
 //! With `--tls`, nginx serves HTTPS (a self-signed certificate) and both clients speak TLS:
 //! the agent arms then also run netsonde's OpenSSL uprobes, in nginx and in the client.
 //!
+//! With `--h2-download`, both phases are replaced by downloads of a 1 MiB file over HTTP/2
+//! (h2c, `h2load -c4 -m1`), reporting MB/s: reads far past the captured prefix, whose frames
+//! the kernel follows piece by piece.
+//!
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
-//!       [--arms bare,floor,agent,otlp,outage] [--tls]
+//!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download]
 
 use std::{
     io::{BufRead, BufReader},
@@ -62,6 +66,7 @@ struct Options {
     rate: u32,
     netsonde: PathBuf,
     tls: bool,
+    h2_download: bool,
 }
 
 fn parse_args() -> Options {
@@ -72,6 +77,7 @@ fn parse_args() -> Options {
         rate: 20_000,
         netsonde: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/netsonde"),
         tls: false,
+        h2_download: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -84,6 +90,11 @@ fn parse_args() -> Options {
             "--netsonde" => o.netsonde = PathBuf::from(value),
             "--tls" => {
                 o.tls = true;
+                i += 1;
+                continue;
+            }
+            "--h2-download" => {
+                o.h2_download = true;
                 i += 1;
                 continue;
             }
@@ -134,6 +145,10 @@ fn main() {
     );
     println!("machine: {}", machine());
     println!("nginx worker pid {}; url {url}\n", nginx.worker);
+    if o.h2_download {
+        h2_downloads(&o, &nginx, &collector);
+        return;
+    }
 
     // (a) Saturation.
     let mut saturation: Vec<(Arm, f64)> = Vec::new();
@@ -536,10 +551,74 @@ fn h2load(url: &str, rate: u32, secs: u64) -> Latency {
     }
 }
 
+/// `--h2-download`: MB/s of 1 MiB downloads over h2c, per arm, in alternating rounds.
+fn h2_downloads(o: &Options, nginx: &Nginx, collector: &Rotel) {
+    let url = format!("http://127.0.0.1:{}/big.bin", nginx.h2_port);
+    let mut runs: Vec<(Arm, f64, Option<Usage>)> = Vec::new();
+    for round in 0..o.rounds {
+        for arm in rotation(&o.arms, round) {
+            let agent = AgentProcess::start(arm, &o.netsonde, collector);
+            let out = Command::new("h2load")
+                .args(["-n", "400", "-c", "4", "-m", "1", "-t", "1", &url])
+                .output()
+                .expect("run h2load");
+            let usage = agent.map(AgentProcess::stop);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("400 succeeded"), "h2load: {text}");
+            // "finished in 1.23s, 325.20 req/s, 325.27MB/s"
+            let mbps: f64 = text
+                .lines()
+                .find(|l| l.starts_with("finished in"))
+                .and_then(|l| l.rsplit(", ").next())
+                .and_then(|v| v.trim_end_matches("MB/s").parse().ok())
+                .unwrap_or_else(|| panic!("no MB/s in h2load output:\n{text}"));
+            println!(
+                "h2 download round {} {:<5} {:>8.1} MB/s{}",
+                round + 1,
+                arm.name(),
+                mbps,
+                usage_text(usage)
+            );
+            runs.push((arm, mbps, usage));
+        }
+    }
+    println!(
+        "\n## 1 MiB downloads over h2c (h2load -n400 -c4 -m1), mean of {} rounds",
+        o.rounds
+    );
+    println!("| arm | MB/s | vs bare | agent CPU |");
+    println!("|---|---:|---:|---:|");
+    let mean = |arm: Arm| {
+        let v: Vec<f64> = runs.iter().filter(|r| r.0 == arm).map(|r| r.1).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let bare = mean(Arm::Bare);
+    for &arm in &o.arms {
+        let cpu: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.0 == arm)
+            .filter_map(|r| r.2.map(|u| u.cpu_percent))
+            .collect();
+        let cpu = if cpu.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1} %", cpu.iter().sum::<f64>() / cpu.len() as f64)
+        };
+        println!(
+            "| {} | {:.1} | {:.3} | {cpu} |",
+            arm.name(),
+            mean(arm),
+            if bare > 0.0 { mean(arm) / bare } else { 0.0 }
+        );
+    }
+}
+
 struct Nginx {
     master: Child,
     worker: u32,
     port: u16,
+    /// HTTP/2 without TLS (prior knowledge), for `--h2-download`.
+    h2_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -571,16 +650,22 @@ impl Nginx {
             format!("<html><body>{}</body></html>\n", "x".repeat(580)),
         )
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        std::fs::write(dir.path().join("www/big.bin"), vec![b'b'; 1 << 20]).unwrap();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let port = free_port();
+        let h2_port = free_port();
         let conf = format!(
             "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; sendfile on; keepalive_requests 1000000;\n\
-             server {{ listen 127.0.0.1:{port}{listen}; root {d}/www; }} }}\n"
+             server {{ listen 127.0.0.1:{port}{listen}; root {d}/www; }}\n\
+             server {{ listen 127.0.0.1:{h2_port} http2; root {d}/www; }} }}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let master = Command::new("nginx")
@@ -612,6 +697,7 @@ impl Nginx {
             master,
             worker,
             port,
+            h2_port,
             _dir: dir,
         }
     }

@@ -23,8 +23,12 @@ echo "deb $mirror bullseye main" > "$state/sources.list"
 apt_state=(-o "Dir::Etc::SourceList=$state/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$state/lists" -o "Dir::Cache::Archives=$state/archives"
     -o APT::Sandbox::User=root)
-apt-get -q "${apt_state[@]}" update
-(cd "$state" && apt-get -q "${apt_state[@]}" download libssl1.1 openssl/bullseye)
+# Debian 11 will leave the main mirror one day: then say so, and the test says it skipped.
+if ! apt-get -q "${apt_state[@]}" update \
+    || ! (cd "$state" && apt-get -q "${apt_state[@]}" download libssl1.1 openssl/bullseye); then
+    echo "Debian 11's OpenSSL 1.1 could not be fetched; the OpenSSL 1.1 test will be skipped" >&2
+    exit 0
+fi
 mkdir -p "$dest"
 for deb in "$state"/*.deb; do
     dpkg -x "$deb" "$dest"

@@ -15,27 +15,48 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn every_story_from_every_encoder_decodes_exactly() {
+/// Every story of the corpus: its path in the archive, and its JSON.
+fn corpus() -> Vec<(String, Value)> {
     let archive = std::fs::File::open(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/hpack-test-case.tar.gz"
     ))
     .unwrap();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
-    let mut stories = 0;
-    let mut blocks = 0;
-    let mut encoders = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
     for entry in tar.entries().unwrap() {
         let mut entry = entry.unwrap();
         let path = entry.path().unwrap().display().to_string();
         if !path.ends_with(".json") {
             continue;
         }
-        encoders.insert(path.split('/').nth(1).unwrap().to_string());
         let mut text = String::new();
         entry.read_to_string(&mut text).unwrap();
-        let story: Value = serde_json::from_str(&text).unwrap();
+        out.push((path, serde_json::from_str(&text).unwrap()));
+    }
+    out
+}
+
+/// The header list a case says its block encodes.
+fn expected_headers(case: &Value) -> Vec<(String, String)> {
+    case["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let (name, value) = h.as_object().unwrap().iter().next().unwrap();
+            (name.clone(), value.as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_story_from_every_encoder_decodes_exactly() {
+    let mut stories = 0;
+    let mut blocks = 0;
+    let mut encoders = std::collections::BTreeSet::new();
+    for (path, story) in corpus() {
+        encoders.insert(path.split('/').nth(1).unwrap().to_string());
         let mut decoder = HeaderDecoder::new(HpackLimits::default());
         for case in story["cases"].as_array().unwrap() {
             if let Some(size) = case["header_table_size"].as_u64() {
@@ -45,16 +66,12 @@ fn every_story_from_every_encoder_decodes_exactly() {
             decoder
                 .decode(&unhex(case["wire"].as_str().unwrap()), &mut headers)
                 .unwrap_or_else(|e| panic!("{path} case {}: {e}", case["seqno"]));
-            let expected: Vec<(String, String)> = case["headers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| {
-                    let (name, value) = h.as_object().unwrap().iter().next().unwrap();
-                    (name.clone(), value.as_str().unwrap().to_string())
-                })
-                .collect();
-            assert_eq!(headers, expected, "{path} case {}", case["seqno"]);
+            assert_eq!(
+                headers,
+                expected_headers(case),
+                "{path} case {}",
+                case["seqno"]
+            );
             blocks += 1;
         }
         stories += 1;
@@ -78,35 +95,13 @@ fn every_story_from_every_encoder_decodes_exactly() {
 /// behind an unknown table entry is left out, and counted. Never a wrong value.
 #[test]
 fn joining_a_story_late_decodes_only_true_fields() {
-    let archive = std::fs::File::open(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/hpack-test-case.tar.gz"
-    ))
-    .unwrap();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     let (mut known, mut left_out) = (0u64, 0u64);
-    for entry in tar.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().display().to_string();
-        if !path.ends_with(".json") {
-            continue;
-        }
-        let mut text = String::new();
-        entry.read_to_string(&mut text).unwrap();
-        let story: Value = serde_json::from_str(&text).unwrap();
+    for (path, story) in corpus() {
         let cases = story["cases"].as_array().unwrap();
         for join in [cases.len() / 4, cases.len() / 2] {
             let mut decoder = HeaderDecoder::joined(HpackLimits::default());
             for case in &cases[join..] {
-                let truth: Vec<(String, String)> = case["headers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|h| {
-                        let (name, value) = h.as_object().unwrap().iter().next().unwrap();
-                        (name.clone(), value.as_str().unwrap().to_string())
-                    })
-                    .collect();
+                let truth = expected_headers(case);
                 let mut got = Vec::new();
                 decoder
                     .decode(&unhex(case["wire"].as_str().unwrap()), &mut got)

@@ -127,8 +127,6 @@ pub struct ConnectionStats {
     /// Header fields of joined HTTP/2 connections behind table entries set before netsonde
     /// joined (left out; a missing method or path is reported as `{unknown}`).
     pub http2_unknown_fields: AtomicU64,
-    /// Segments of joined HTTP/2 connections skipped while finding a frame boundary.
-    pub http2_unaligned: AtomicU64,
     /// Connections whose bytes are TLS records, and those of them whose plaintext is seen.
     pub tls_connections: AtomicU64,
     pub tls_plaintext: AtomicU64,
@@ -148,8 +146,6 @@ impl ConnectionStats {
         self.http2_resets.fetch_add(h2.resets, Relaxed);
         self.http2_unknown_fields
             .fetch_add(h2.unknown_fields, Relaxed);
-        self.http2_unaligned
-            .fetch_add(h2.unaligned_segments, Relaxed);
         self.http2_streams_refused
             .fetch_add(h2.streams_refused, Relaxed);
         self.unanswered_requests

@@ -61,6 +61,11 @@ pub struct LifecycleTotals {
 }
 
 impl LifecycleStats {
+    fn add_hooks(&self, hooked: u64, failed: u64) {
+        self.tls_libraries_hooked.fetch_add(hooked, Relaxed);
+        self.tls_libraries_failed.fetch_add(failed, Relaxed);
+    }
+
     pub fn totals(&self) -> LifecycleTotals {
         LifecycleTotals {
             children_confirmed: self.children_confirmed.load(Relaxed),
@@ -114,8 +119,7 @@ impl Lifecycle {
             }
         }
         let (hooked, failed) = probes.hook_system_tls();
-        self.stats.tls_libraries_hooked.fetch_add(hooked, Relaxed);
-        self.stats.tls_libraries_failed.fetch_add(failed, Relaxed);
+        self.stats.add_hooks(hooked, failed);
         let me = std::process::id();
         let traced: Vec<u32> = running_pids()
             .into_iter()
@@ -129,8 +133,7 @@ impl Lifecycle {
             .collect();
         for pid in traced {
             let (hooked, failed) = probes.hook_tls_of(pid, None);
-            self.stats.tls_libraries_hooked.fetch_add(hooked, Relaxed);
-            self.stats.tls_libraries_failed.fetch_add(failed, Relaxed);
+            self.stats.add_hooks(hooked, failed);
         }
     }
 
@@ -143,8 +146,7 @@ impl Lifecycle {
                 if let Some(probes) = &mut *lock(&self.probes) {
                     let started = Instant::now();
                     let (hooked, failed) = probes.hook_tls_of(exec.tgid, Some(&mut self.cache));
-                    self.stats.tls_libraries_hooked.fetch_add(hooked, Relaxed);
-                    self.stats.tls_libraries_failed.fetch_add(failed, Relaxed);
+                    self.stats.add_hooks(hooked, failed);
                     tracing::debug!(
                         "exec of pid {}: {hooked} TLS libraries hooked in {:?}, {:?} after the exec",
                         exec.tgid,

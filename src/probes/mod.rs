@@ -119,27 +119,15 @@ impl Probes {
                 netsonde_common::MAX_IOVECS
             );
         }
-        for (program, slot, what) in [
-            (
-                "h2_walk_tp",
-                "H2_WALK_TP",
-                "HTTP/2 frames past the captured prefix",
-            ),
-            (
-                "h2_walk_up",
-                "H2_WALK_UP",
-                "HTTP/2 frames past the captured prefix, over TLS",
-            ),
-        ] {
-            let loaded = match program {
-                "h2_walk_up" => {
-                    load_continuation::<aya::programs::UProbe>(&mut ebpf, program, slot)
-                }
-                _ => load_continuation::<TracePoint>(&mut ebpf, program, slot),
-            };
-            if let Err(why) = loaded {
-                tracing::warn!("{what} are followed only a few frames deep ({why})");
-            }
+        // Without them a walk stops after the first few frames of a syscall (counted).
+        let walks = [
+            load_continuation::<TracePoint>(&mut ebpf, "h2_walk_tp", "H2_WALK_TP"),
+            load_continuation::<aya::programs::UProbe>(&mut ebpf, "h2_walk_up", "H2_WALK_UP"),
+        ];
+        for why in walks.into_iter().filter_map(Result::err) {
+            tracing::warn!(
+                "HTTP/2 frames past the captured prefix are followed only a few frames deep ({why})"
+            );
         }
 
         let mut points = catalog::syscall_layer();
@@ -182,15 +170,7 @@ impl Probes {
     /// Hooks every OpenSSL library `pid` maps, or (`on_exec`) is about to load. Returns how
     /// many library files were hooked and failed anew.
     pub fn hook_tls_of(&mut self, pid: u32, cache: Option<&mut libs::DynamicCache>) -> (u64, u64) {
-        let (mut hooked, mut failed) = (0, 0);
-        for path in libs::openssl_libraries(pid, cache) {
-            match self.tls.hook(&mut self.ebpf, &path) {
-                Some(tls::LibraryOutcome::Hooked { .. }) => hooked += 1,
-                Some(tls::LibraryOutcome::Failed(_)) => failed += 1,
-                None => {}
-            }
-        }
-        (hooked, failed)
+        self.hook_tls_libraries(libs::openssl_libraries(pid, cache))
     }
 
     /// Hooks the OpenSSL libraries in the host's standard library directories, so a program
@@ -198,8 +178,13 @@ impl Probes {
     /// has not probed before costs about one RCU grace period (15 ms here), longer than a
     /// fresh `curl` takes to send its first request.
     pub fn hook_system_tls(&mut self) -> (u64, u64) {
+        self.hook_tls_libraries(libs::system_openssl_libraries())
+    }
+
+    /// Hooks each library not tried before; returns how many were hooked and failed.
+    fn hook_tls_libraries(&mut self, paths: Vec<PathBuf>) -> (u64, u64) {
         let (mut hooked, mut failed) = (0, 0);
-        for path in libs::system_openssl_libraries() {
+        for path in paths {
             match self.tls.hook(&mut self.ebpf, &path) {
                 Some(tls::LibraryOutcome::Hooked { .. }) => hooked += 1,
                 Some(tls::LibraryOutcome::Failed(_)) => failed += 1,

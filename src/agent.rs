@@ -107,6 +107,7 @@ pub fn probe_settings(config: &Config, options: &RunOptions) -> ProbeSettings {
         pids: config.filter.pids.clone(),
         comms: config.filter.comms.clone(),
         noop,
+        kernel_layer: config.capture.kernel_layer,
         btf_path: options
             .btf
             .clone()
@@ -178,6 +179,7 @@ pub async fn run(
     let mut probes = Probes::load(&probe_settings(config, &options))?;
     let ring = RingReader::new(probes.take_ring()?).map_err(AgentError::Ring)?;
     let counters = Arc::new(probes.take_counters()?);
+    let drop_reasons = Arc::new(probes.drop_reasons().clone());
     let probes_total = probes.report().len() as u64;
     let probes_attached = probes
         .report()
@@ -218,6 +220,7 @@ pub async fn run(
                 StatsReport::gather(counters.totals(), &reader_stats, &conn_stats, false);
             report.export = export_stats.totals();
             report.lifecycle = lifecycle_stats.totals();
+            report.drops_by_reason = counters.drops_by_reason();
             report.probes_attached = probes_attached;
             report.probes_total = probes_total;
             report
@@ -271,6 +274,7 @@ pub async fn run(
             signals: export.signals,
             workload_ttl: (export.metric_interval() * 5).max(Duration::from_secs(300)),
             rpc_legacy_attributes: export.rpc_legacy_attributes,
+            drop_reasons: drop_reasons.clone(),
         };
         (
             Telemetry::new(settings, std::time::SystemTime::now()),

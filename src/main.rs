@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Capture traffic and print one line per HTTP exchange until SIGINT/SIGTERM or --duration.
     Run(RunArgs),
-    /// List every probe point and whether it attaches on this kernel (exit status 1 if any fails).
+    /// List every probe point, how it attached on this kernel and why better ways failed (exit status 1 if a required one fails).
     Probes(ConfigArg),
 }
 
@@ -222,21 +222,27 @@ fn probes(args: ConfigArg) -> ExitCode {
     );
     let report = probes.report();
     for status in report {
-        match (&status.attached, status.failures.last()) {
-            (Some(c), _) => println!(
+        match &status.attached {
+            Some(c) => println!(
                 "{:<24} {:<9} {:<42} {}",
                 status.point.name,
                 "attached",
                 format!("{} {}", c.hook.method(), c.hook.target()),
                 status.point.purpose
             ),
-            (None, why) => println!(
-                "{:<24} {:<9} {:<42} {}",
-                status.point.name,
-                "failed",
-                "-",
-                why.map_or("no candidate", |(_, reason)| reason.as_str())
+            None => println!(
+                "{:<24} {:<9} {:<42} lost: {}",
+                status.point.name, "failed", "-", status.point.purpose
             ),
+        }
+        // Why each better way was not taken.
+        for (candidate, why) in &status.failures {
+            println!(
+                "{:<24} {:<9} {:<42} {why}",
+                "",
+                "tried",
+                format!("{} {}", candidate.hook.method(), candidate.hook.target()),
+            );
         }
     }
     // TLS hooks are per library file: those on disk here (programs' own copies are found as
@@ -270,10 +276,15 @@ fn probes(args: ConfigArg) -> ExitCode {
         }
     }
     let attached = report.iter().filter(|s| s.attached.is_some()).count();
-    println!("{attached} of {} probe points attached", report.len());
-    if attached == report.len() {
-        ExitCode::SUCCESS
+    let failed = report.len() - attached;
+    if failed == 0 {
+        println!("{attached} of {} probe points attached", report.len());
     } else {
-        ExitCode::FAILURE
+        // Required points that fail stop `Probes::load` before this.
+        println!(
+            "{attached} of {} probe points attached; {failed} optional ones are not available on this kernel (their `tried` lines say why)",
+            report.len()
+        );
     }
+    ExitCode::SUCCESS
 }

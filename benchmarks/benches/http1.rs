@@ -97,6 +97,7 @@ fn http1_path(c: &mut Criterion, group: &str) {
             stream_pos: 0,
             enter_ns: 0,
             exit_ns: 0,
+            kernel: Default::default(),
         };
         let mut request = encode::data_record(
             &header(direction::INGRESS, syscall::RECVFROM, REQUEST.len()),

@@ -27,6 +27,7 @@ use netsonde::{
 fn record(pid: u32, n: u64) -> ExchangeRecord {
     let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_micros(n);
     ExchangeRecord {
+        kernel: Default::default(),
         start,
         end: start + Duration::from_micros(480),
         role: Role::Server,
@@ -59,6 +60,7 @@ fn record(pid: u32, n: u64) -> ExchangeRecord {
 
 fn settings() -> TelemetrySettings {
     TelemetrySettings {
+        drop_reasons: Default::default(),
         host: "bench".into(),
         resource_attributes: Default::default(),
         max_routes_per_workload: 200,

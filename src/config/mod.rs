@@ -31,6 +31,9 @@ pub struct CaptureConfig {
     /// Longest a record waits in the ring buffer before user space collects it, in ms. The
     /// programs wake user space early only when an eighth of the ring buffer is in use.
     pub batch_delay_ms: u64,
+    /// Follow traced syscalls' packets through the kernel's network layer (packets, device and
+    /// receive-path times, retransmits, drops, handshakes). Off: syscalls only.
+    pub kernel_layer: bool,
 }
 
 /// Which processes are traced. Both empty: every process but netsonde itself.
@@ -77,6 +80,7 @@ impl Default for CaptureConfig {
             payload_bytes: netsonde_common::DEFAULT_CAPTURE,
             ring_buffer_bytes: 8 << 20,
             batch_delay_ms: 10,
+            kernel_layer: true,
         }
     }
 }
@@ -258,6 +262,7 @@ mod tests {
             "capture.payload_bytes",
             "capture.ring_buffer_bytes",
             "capture.batch_delay_ms",
+            "capture.kernel_layer",
             "filter.pids",
             "filter.comms",
             "connections.max_connections",
@@ -296,7 +301,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "config file <text>: line 2 column 3: unknown field `payload_byte`, expected one of \
-             payload_bytes, ring_buffer_bytes, batch_delay_ms"
+             payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer"
         );
         let err = Config::from_yaml("captur: {}\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `captur`"), "{err}");

@@ -4,6 +4,7 @@
 //! Owns the connection table (one task, one owner) and each connection's stream positions and
 //! parser state. Emits [`ObservedExchange`]s: an exchange plus who took part in it.
 
+pub mod kernel;
 mod parser;
 pub mod resolve;
 pub mod stream;
@@ -18,7 +19,8 @@ use std::{
 };
 
 use netsonde_common::{
-    ConnCloseEvent, ConnOpenEvent, DataEvent, ProcessExitEvent, data_flags, direction, origin,
+    ConnCloseEvent, ConnOpenEvent, DataEvent, KernelNoteEvent, KernelStats, ProcessExitEvent,
+    data_flags, direction, note, origin,
 };
 
 use crate::{
@@ -28,6 +30,7 @@ use crate::{
         http1::{self, Http1},
     },
 };
+use kernel::KernelSummary;
 use parser::{Parser, ParserNotes};
 use resolve::ProcResolver;
 use stream::{Continuity, Stream};
@@ -45,6 +48,9 @@ pub struct ObservedExchange {
     pub remote: Option<SocketAddr>,
     /// Seen as plaintext through a TLS library.
     pub tls: bool,
+    /// The kernel's part: the packets of the exchange's syscalls, and the retransmits and drops
+    /// on the connection since the previous exchange.
+    pub kernel: KernelSummary,
 }
 
 /// Something that happened to a connection, for connection metrics.
@@ -62,8 +68,25 @@ pub struct ConnectionActivity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActivityKind {
     /// netsonde started tracking the connection. `new` when it was just connected or
-    /// accepted (not older than netsonde); `connect_ns` is how long a blocking connect() took.
-    Tracked { new: bool, connect_ns: Option<u64> },
+    /// accepted (not older than netsonde); `connect_ns` is how long the connect took (the
+    /// TCP handshake when the kernel layer saw it, else a blocking connect() call);
+    /// `accept_ns` how long an accepted connection waited, established, for accept().
+    Tracked {
+        new: bool,
+        connect_ns: Option<u64>,
+        accept_ns: Option<u64>,
+    },
+    /// The handshake of a non-blocking connect finished after the call returned.
+    Connected { handshake_ns: u64 },
+    /// What the kernel did with one syscall's packets.
+    Packets {
+        direction: Direction,
+        stats: KernelStats,
+    },
+    /// TCP retransmitted one of its segments.
+    Retransmit,
+    /// The kernel dropped one of its packets, for this reason (`enum skb_drop_reason`).
+    Drop { reason: u32 },
     /// Payload bytes since the last report.
     Bytes { sent: u64, received: u64 },
     /// netsonde stopped tracking it: `closed` when the process closed it, else forgotten
@@ -130,6 +153,11 @@ pub struct ConnectionStats {
     /// Connections whose bytes are TLS records, and those of them whose plaintext is seen.
     pub tls_connections: AtomicU64,
     pub tls_plaintext: AtomicU64,
+    /// Kernel notes (retransmits, drops, handshakes) and the ones for no tracked connection.
+    pub kernel_notes: AtomicU64,
+    pub kernel_notes_unmatched: AtomicU64,
+    /// connect() handshakes that failed.
+    pub connect_failures: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -182,6 +210,8 @@ struct Connection {
     tls: Tls,
     /// Plaintext stream positions (TLS library calls), by direction.
     plaintext: [Stream; 2],
+    /// The kernel's part since the last exchange.
+    kernel: KernelSummary,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +234,13 @@ pub struct Tracker {
     activity: Vec<ConnectionActivity>,
     /// Connections with unreported bytes (may hold keys since removed).
     dirty: Vec<ConnKey>,
+    /// Handshakes that finished before their connect() returned (the kernel reports the
+    /// handshake first): nanoseconds, and when reported.
+    handshakes: foldhash::HashMap<ConnKey, (u64, u64)>,
 }
+
+/// Most handshakes kept for connect()s not yet returned; beyond, the oldest are dropped.
+const MAX_PENDING_HANDSHAKES: usize = 4096;
 
 impl Tracker {
     pub fn new(config: TrackerConfig, stats: Arc<ConnectionStats>) -> Self {
@@ -216,6 +252,7 @@ impl Tracker {
             scratch: Vec::new(),
             activity: Vec::new(),
             dirty: Vec::new(),
+            handshakes: Default::default(),
         }
     }
 
@@ -227,6 +264,7 @@ impl Tracker {
             Event::Data { header, payload } => self.on_data(header, payload, out),
             Event::Close(close) => self.on_close(close, out),
             Event::ProcessExit(exit) => self.on_process_exit(exit, out),
+            Event::KernelNote(n) => self.on_note(n),
             Event::ProcessFork(_) | Event::ProcessExec(_) => {}
         }
         self.stats.active.store(self.table.len() as u64, Relaxed);
@@ -235,6 +273,8 @@ impl Tracker {
     /// Forgets connections idle since before `now_ns - idle_timeout` (kernel clock).
     pub fn expire(&mut self, now_ns: u64) {
         let cutoff = now_ns.saturating_sub(self.config.idle_timeout_ns);
+        // A handshake whose connect() announcement never came.
+        self.handshakes.retain(|_, (_, at)| *at >= cutoff);
         for (key, mut conn) in self.table.pop_idle(|c| c.last_seen_ns < cutoff) {
             self.stats.expired.fetch_add(1, Relaxed);
             self.untracked(key, &mut conn, false);
@@ -325,8 +365,16 @@ impl Tracker {
             _ => &self.stats.opened_existing,
         };
         counter.fetch_add(1, Relaxed);
-        let connect_ns = (origin == Origin::Connect && open.ret == 0)
-            .then(|| open.exit_ns.saturating_sub(open.enter_ns));
+        let handshake = self.handshakes.remove(&key).map(|(ns, _)| ns);
+        let connect_ns = match origin {
+            Origin::Connect if handshake.is_some() => handshake,
+            Origin::Connect if open.ret == 0 => Some(open.exit_ns.saturating_sub(open.enter_ns)),
+            _ => None,
+        };
+        let accept_ns = (origin == Origin::Accept
+            && open.established_ns != 0
+            && open.established_ns <= open.exit_ns)
+            .then(|| open.exit_ns - open.established_ns);
         self.insert(
             key,
             Connection {
@@ -342,10 +390,12 @@ impl Tracker {
                 last_seen_ns: open.exit_ns,
                 tls: Tls::No,
                 plaintext: [Stream::from_start(), Stream::from_start()],
+                kernel: KernelSummary::default(),
             },
             ActivityKind::Tracked {
                 new: origin != Origin::Existing,
                 connect_ns,
+                accept_ns,
             },
         );
     }
@@ -374,6 +424,17 @@ impl Tracker {
             Direction::Ingress => (header.exit_ns, header.exit_ns),
         };
         conn.last_seen_ns = header.exit_ns;
+        if kernel::has_packets(&header.kernel) {
+            match dir {
+                Direction::Egress => conn.kernel.sent.add(&header.kernel),
+                Direction::Ingress => conn.kernel.received.add(&header.kernel),
+            }
+            let packets = ActivityKind::Packets {
+                direction: dir,
+                stats: header.kernel,
+            };
+            self.activity.push(conn.activity(key, packets));
+        }
         let plaintext = header.flags & data_flags::TLS_PLAINTEXT != 0;
         // An HTTP/2 stream the kernel follows frame by frame: a record covers only what it
         // captured (the pieces after it, and the gaps between them, cover the rest), and a
@@ -455,6 +516,60 @@ impl Tracker {
         Self::publish(&self.stats, key, conn, exchanges, out);
     }
 
+    /// Something the kernel did to a connection outside its syscalls.
+    fn on_note(&mut self, n: &KernelNoteEvent) {
+        self.stats.kernel_notes.fetch_add(1, Relaxed);
+        let key = ConnKey {
+            tgid: n.tgid,
+            fd: n.fd,
+            sock: n.sock,
+        };
+        if n.note == note::CONNECT_FAILED {
+            self.stats.connect_failures.fetch_add(1, Relaxed);
+            return;
+        }
+        let Some(conn) = self.table.get_mut(&key) else {
+            if n.note == note::CONNECTED {
+                // A blocking connect(): the handshake ends before the call returns.
+                if self.handshakes.len() >= MAX_PENDING_HANDSHAKES {
+                    self.handshakes.clear();
+                }
+                self.handshakes.insert(key, (n.value, n.ts_ns));
+            } else {
+                self.stats.kernel_notes_unmatched.fetch_add(1, Relaxed);
+            }
+            return;
+        };
+        let kind = match n.note {
+            note::RETRANSMIT => {
+                conn.kernel.retransmits += 1;
+                ActivityKind::Retransmit
+            }
+            note::DROP => {
+                conn.kernel.drops += 1;
+                ActivityKind::Drop {
+                    reason: n.value as u32,
+                }
+            }
+            note::CONNECTED => ActivityKind::Connected {
+                handshake_ns: n.value,
+            },
+            note::ARP => {
+                // A packet's wait for neighbour resolution, after its syscall returned.
+                let mut stats = KernelStats::default();
+                stats.ns[netsonde_common::layer::ARP] = n.value;
+                stats.timed[netsonde_common::layer::ARP] = 1;
+                conn.kernel.sent.add(&stats);
+                ActivityKind::Packets {
+                    direction: Direction::Egress,
+                    stats,
+                }
+            }
+            _ => return,
+        };
+        self.activity.push(conn.activity(key, kind));
+    }
+
     fn on_close(&mut self, close: &ConnCloseEvent, out: &mut Vec<ObservedExchange>) {
         self.close(
             ConnKey {
@@ -511,10 +626,12 @@ impl Tracker {
                 last_seen_ns: 0,
                 tls: Tls::No,
                 plaintext: [Stream::from_start(), Stream::from_start()],
+                kernel: KernelSummary::default(),
             },
             ActivityKind::Tracked {
                 new: false,
                 connect_ns: None,
+                accept_ns: None,
             },
         );
     }
@@ -552,6 +669,9 @@ impl Tracker {
         stats.exchanges.fetch_add(exchanges.len() as u64, Relaxed);
         // Every exchange proves which side requested; fall back on the TCP role regardless.
         let role = conn.http.role().or(conn.tcp_role).unwrap_or(Role::Client);
+        // The packets since the last exchange belong to the first of these; on a multiplexed
+        // connection that is an approximation.
+        let mut kernel = std::mem::take(&mut conn.kernel);
         out.extend(exchanges.drain(..).map(|exchange| ObservedExchange {
             exchange,
             role,
@@ -560,6 +680,7 @@ impl Tracker {
             local: conn.local,
             remote: conn.remote,
             tls: conn.tls == Tls::Plaintext,
+            kernel: std::mem::take(&mut kernel),
         }));
     }
 }

@@ -37,6 +37,7 @@ fn open(tgid: u32, fd: i32, sock: u64, how: u32, local_port: u16, remote_port: u
         enter_ns: 1,
         exit_ns: 2,
         comm,
+        established_ns: 0,
     })
 }
 
@@ -62,6 +63,7 @@ fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u
             stream_pos: pos,
             enter_ns: t,
             exit_ns: t + 10,
+            kernel: Default::default(),
         },
         payload: bytes.to_vec(),
     }
@@ -336,6 +338,7 @@ fn connection_activity_reports_tracking_bytes_and_close() {
         kinds,
         [
             ActivityKind::Tracked {
+                accept_ns: None,
                 new: true,
                 connect_ns: Some(1)
             },
@@ -387,6 +390,7 @@ fn a_connection_older_than_netsonde_is_tracked_but_not_new_and_forgotten_not_clo
         kinds,
         [
             ActivityKind::Tracked {
+                accept_ns: None,
                 new: false,
                 connect_ns: None
             },
@@ -674,4 +678,140 @@ fn an_http2_download_beyond_the_capture_is_followed_by_its_frame_pieces() {
     assert_eq!(stats.http2_broken.load(Relaxed), 0);
     // The skipped DATA payloads were never lost.
     assert_eq!(stats.gap_bytes.load(Relaxed), 0);
+}
+
+fn note(end: End, what: u32, value: u64, ts: u64) -> Event {
+    Event::KernelNote(KernelNoteEvent {
+        kind: kind::KERNEL_NOTE,
+        note: what,
+        tgid: end.0,
+        fd: end.1,
+        sock: end.2,
+        ts_ns: ts,
+        value,
+    })
+}
+
+fn with_packets(mut event: Event, packets: u32, layer_at: usize, ns: u64) -> Event {
+    if let Event::Data { header, .. } = &mut event {
+        header.kernel.packets = packets;
+        header.kernel.bytes = 100 * u64::from(packets);
+        header.kernel.ns[layer_at] = ns;
+        header.kernel.timed[layer_at] = packets as u16;
+    }
+    event
+}
+
+#[test]
+fn the_kernels_part_joins_the_next_exchange_and_the_connection_metrics() {
+    use netsonde_common::{layer, note};
+    let stats = Arc::new(ConnectionStats::default());
+    let mut tracker = Tracker::new(config(), stats.clone());
+    let mut out = Vec::new();
+    let events = [
+        // A blocking connect: the kernel reports the handshake before connect() returns.
+        note(C5, note::CONNECTED, 40_000, 900),
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        with_packets(
+            data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1000),
+            1,
+            layer::DEVICE_SEND,
+            700,
+        ),
+        note(C5, note::RETRANSMIT, 0, 1050),
+        note(C5, note::DROP, 77, 1060),
+        note(C5, note::ARP, 5_000, 1070),
+        with_packets(
+            data(C5, direction::INGRESS, 0, RESP, RESP.len() as u64, 1300),
+            2,
+            layer::RECEIVE,
+            9_000,
+        ),
+        // A note for a connection nobody knows is counted, not guessed at.
+        note((CLIENT, 9, 0xdead), note::RETRANSMIT, 0, 1400),
+    ];
+    for e in &events {
+        tracker.handle(e, &mut out);
+    }
+    assert_eq!(out.len(), 1);
+    let k = out[0].kernel;
+    assert_eq!((k.sent.packets, k.received.packets), (1, 2));
+    assert_eq!((k.retransmits, k.drops), (1, 1));
+    assert_eq!(k.layer(layer::DEVICE_SEND), (700, 1));
+    assert_eq!(k.layer(layer::RECEIVE), (9_000, 2));
+    assert_eq!(k.layer(layer::ARP), (5_000, 1));
+    assert_eq!(stats.kernel_notes.load(Relaxed), 5);
+    assert_eq!(stats.kernel_notes_unmatched.load(Relaxed), 1);
+    let mut activity = Vec::new();
+    tracker.take_activity(&mut activity);
+    let kinds: Vec<_> = activity
+        .iter()
+        .filter(|a| !matches!(a.kind, ActivityKind::Bytes { .. }))
+        .map(|a| match a.kind {
+            ActivityKind::Tracked { connect_ns, .. } => format!("tracked {connect_ns:?}"),
+            ActivityKind::Packets { direction, stats } => {
+                format!("{direction:?} {}", stats.packets)
+            }
+            ActivityKind::Retransmit => "retransmit".into(),
+            ActivityKind::Drop { reason } => format!("drop {reason}"),
+            ref other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "tracked Some(40000)",
+            "Egress 1",
+            "retransmit",
+            "drop 77",
+            "Egress 0",
+            "Ingress 2"
+        ]
+    );
+    // The next exchange starts from nothing.
+    let second = [
+        data(
+            C5,
+            direction::EGRESS,
+            REQ.len() as u64,
+            REQ,
+            REQ.len() as u64,
+            2000,
+        ),
+        data(
+            C5,
+            direction::INGRESS,
+            RESP.len() as u64,
+            RESP,
+            RESP.len() as u64,
+            2100,
+        ),
+    ];
+    out.clear();
+    for e in &second {
+        tracker.handle(e, &mut out);
+    }
+    assert!(out[0].kernel.is_empty());
+}
+
+#[test]
+fn an_accepted_connection_reports_its_wait_in_the_listen_queue() {
+    let mut event = open(SERVER, 7, SOCK_S, origin::ACCEPT, 8080, 40000);
+    if let Event::Open(o) = &mut event {
+        o.established_ns = 500;
+        o.exit_ns = 2_500;
+    }
+    let stats = Arc::new(ConnectionStats::default());
+    let mut tracker = Tracker::new(config(), stats);
+    tracker.handle(&event, &mut Vec::new());
+    let mut activity = Vec::new();
+    tracker.take_activity(&mut activity);
+    assert!(matches!(
+        activity[0].kind,
+        ActivityKind::Tracked {
+            accept_ns: Some(2_000),
+            connect_ns: None,
+            ..
+        }
+    ));
 }

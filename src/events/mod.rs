@@ -3,7 +3,7 @@
 pub mod clock;
 
 use netsonde_common::{
-    ConnCloseEvent, ConnOpenEvent, DataEvent, ProcessEvent, ProcessExitEvent, kind,
+    ConnCloseEvent, ConnOpenEvent, DataEvent, KernelNoteEvent, ProcessEvent, ProcessExitEvent, kind,
 };
 
 pub use clock::KernelClock;
@@ -23,6 +23,9 @@ pub enum Event {
     ProcessFork(ProcessEvent),
     /// A traced process started a new program.
     ProcessExec(ProcessEvent),
+    /// The kernel retransmitted or dropped a traced connection's packet, or finished or failed
+    /// its handshake.
+    KernelNote(KernelNoteEvent),
 }
 
 impl Event {
@@ -80,6 +83,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         kind::PROCESS_EXIT => Ok(Event::ProcessExit(read_struct(record, kind, true)?)),
         kind::PROCESS_FORK => Ok(Event::ProcessFork(read_struct(record, kind, true)?)),
         kind::PROCESS_EXEC => Ok(Event::ProcessExec(read_struct(record, kind, true)?)),
+        kind::KERNEL_NOTE => Ok(Event::KernelNote(read_struct(record, kind, true)?)),
         other => Err(DecodeError::UnknownKind { kind: other }),
     }
 }
@@ -147,6 +151,11 @@ mod tests {
             stream_pos: 100,
             enter_ns: 1,
             exit_ns: 2,
+            kernel: netsonde_common::KernelStats {
+                packets: 2,
+                bytes: 140,
+                ..Default::default()
+            },
         };
         let record = encode::data_record(&header, b"hello");
         assert_eq!(
@@ -175,8 +184,8 @@ mod tests {
             decode(&record),
             Err(DecodeError::Size {
                 kind: 1,
-                len: 74,
-                expected: 164
+                len: 162,
+                expected: 252
             })
         );
         let close = encode::bytes_of(&ConnCloseEvent {

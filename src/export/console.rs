@@ -11,6 +11,7 @@
 //! connection closed mid-body) or `incomplete=framing_lost` (bytes were missed where the body's
 //! framing was) before `comm=`.
 
+use crate::connections::kernel::{KernelSummary, LAYER_NAMES};
 use std::{
     fmt::Write as _,
     io::{self, Write},
@@ -98,7 +99,31 @@ pub fn format_exchange(line: &mut String, r: &ExchangeRecord) {
     if r.tls {
         line.push_str(" tls=true");
     }
+    kernel_part(line, &r.kernel);
     let _ = write!(line, " comm={}", printable(&r.comm));
+}
+
+/// ` packets=SENT/RECEIVED kernel_ns=layer:ns,… retransmits=N drops=N`, when the kernel layer
+/// saw the exchange's packets.
+fn kernel_part(line: &mut String, k: &KernelSummary) {
+    if k.is_empty() {
+        return;
+    }
+    let _ = write!(line, " packets={}/{}", k.sent.packets, k.received.packets);
+    let mut sep = " kernel_ns=";
+    for (i, name) in LAYER_NAMES.iter().enumerate() {
+        let (ns, timed) = k.layer(i);
+        if timed > 0 {
+            let _ = write!(line, "{sep}{name}:{ns}");
+            sep = ",";
+        }
+    }
+    if k.retransmits > 0 {
+        let _ = write!(line, " retransmits={}", k.retransmits);
+    }
+    if k.drops > 0 {
+        let _ = write!(line, " drops={}", k.drops);
+    }
 }
 
 pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTime) {
@@ -108,7 +133,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         "{} {} events={} lost={} bytes={} not_captured={} connections={} opened={} closed={} \
          evicted={} expired={} exchanges={} not_http={} orphan_responses={} unanswered_requests={} \
          hidden_messages={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
-         h2_connections={} h2_broken={} h2_unknown_fields={} h2_pieces={} h2_walk_lost={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} swept={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
+         h2_connections={} h2_broken={} h2_unknown_fields={} h2_pieces={} h2_walk_lost={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} swept={} kernel_notes={} node_retransmits={} node_drops={} device_late={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
         humantime::format_rfc3339_millis(now),
         if s.last { "stats(final)" } else { "stats" },
         k.events(),
@@ -143,6 +168,10 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         s.lifecycle.tls_libraries_hooked,
         s.lifecycle.children_confirmed,
         s.lifecycle.swept,
+        k.notes,
+        k.node_retransmits,
+        k.node_drops,
+        k.device_late,
         s.probes_attached,
         s.probes_total,
         s.export.sent.iter().sum::<u64>(),
@@ -150,6 +179,12 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         s.export.failures.iter().sum::<u64>(),
         s.export.queued.iter().sum::<u64>(),
     );
+    // The node's most frequent drop reasons.
+    let mut sep = " node_drop_reasons=";
+    for (reason, n) in s.drops_by_reason.iter().take(8) {
+        let _ = write!(line, "{sep}{reason}:{n}");
+        sep = ",";
+    }
 }
 
 fn addr(a: Option<SocketAddr>) -> String {
@@ -202,6 +237,7 @@ mod tests {
     fn record() -> ExchangeRecord {
         let start = UNIX_EPOCH + Duration::from_millis(1_764_129_600_123);
         ExchangeRecord {
+            kernel: Default::default(),
             start,
             end: start + Duration::from_micros(412),
             role: Role::Server,

@@ -16,6 +16,10 @@ pub enum Hook {
         name: &'static str,
         args: Option<usize>,
     },
+    /// fentry on a kernel function, with the candidate's `exit` program as its fexit.
+    FEntry { function: &'static str },
+    /// A kprobe on a kernel function, with the candidate's `exit` program as its kretprobe.
+    KProbe { function: &'static str },
 }
 
 impl Hook {
@@ -23,6 +27,8 @@ impl Hook {
     pub fn method(&self) -> &'static str {
         match self {
             Hook::Tracepoint { .. } => "tracepoint",
+            Hook::FEntry { .. } => "fentry",
+            Hook::KProbe { .. } => "kprobe",
         }
     }
 
@@ -30,6 +36,7 @@ impl Hook {
     pub fn target(&self) -> String {
         match self {
             Hook::Tracepoint { category, name, .. } => format!("{category}/{name}"),
+            Hook::FEntry { function } | Hook::KProbe { function } => (*function).to_string(),
         }
     }
 }
@@ -39,6 +46,8 @@ impl Hook {
 pub struct Candidate {
     pub program: &'static str,
     pub hook: Hook,
+    /// The program for the function's return (fexit or kretprobe), if the point times calls.
+    pub exit: Option<&'static str>,
 }
 
 /// Something netsonde observes.
@@ -52,6 +61,22 @@ pub struct ProbePoint {
     /// that was not yet hooked.
     pub phase: Phase,
     pub candidates: &'static [Candidate],
+}
+
+/// Points netsonde does not start without: the syscalls every exchange passes through.
+/// Everything else only adds detail, and a node that lacks it gets the rest.
+const REQUIRED: [&str; 5] = [
+    "syscall.read.enter",
+    "syscall.read.exit",
+    "syscall.write.enter",
+    "syscall.write.exit",
+    "syscall.close.enter",
+];
+
+impl ProbePoint {
+    pub fn required(&self) -> bool {
+        REQUIRED.contains(&self.name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,6 +93,7 @@ macro_rules! syscall_pair {
                 purpose: $purpose,
                 phase: Phase::Exit,
                 candidates: &[Candidate {
+                    exit: None,
                     program: $exit_prog,
                     hook: Hook::Tracepoint {
                         category: "syscalls",
@@ -81,6 +107,7 @@ macro_rules! syscall_pair {
                 purpose: $purpose,
                 phase: Phase::Entry,
                 candidates: &[Candidate {
+                    exit: None,
                     program: $enter_prog,
                     hook: Hook::Tracepoint {
                         category: "syscalls",
@@ -201,6 +228,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         purpose: "connection ends (close), and responses that end at close",
         phase: Phase::Entry,
         candidates: &[Candidate {
+            exit: None,
             program: "enter_close",
             hook: Hook::Tracepoint {
                 category: "syscalls",
@@ -214,6 +242,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         purpose: "following children of --pid processes from their first syscall",
         phase: Phase::Entry,
         candidates: &[Candidate {
+            exit: None,
             program: "task_newtask",
             hook: Hook::Tracepoint {
                 category: "task",
@@ -227,6 +256,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         purpose: "re-applying --comm filters, and hooking TLS libraries, when a process runs a new program",
         phase: Phase::Entry,
         candidates: &[Candidate {
+            exit: None,
             program: "process_exec",
             hook: Hook::Tracepoint {
                 category: "sched",
@@ -240,6 +270,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         purpose: "connections that end because their process exits",
         phase: Phase::Entry,
         candidates: &[Candidate {
+            exit: None,
             program: "process_exit",
             hook: Hook::Tracepoint {
                 category: "sched",
@@ -249,6 +280,159 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         }],
     });
     points
+}
+
+/// A tracepoint whose record fields come from tracefs (see `netlayer`).
+const fn traced_at(program: &'static str, category: &'static str, name: &'static str) -> Candidate {
+    Candidate {
+        program,
+        hook: Hook::Tracepoint {
+            category,
+            name,
+            args: None,
+        },
+        exit: None,
+    }
+}
+
+/// The network layer under the syscalls: what the kernel did with the packets.
+const KERNEL_LAYER: &[ProbePoint] = &[
+    ProbePoint {
+        name: "net.device.queue",
+        purpose: "packets and bytes sent per syscall; start of device-queue time",
+        phase: Phase::Entry,
+        candidates: &[traced_at("net_dev_queue", "net", "net_dev_queue")],
+    },
+    ProbePoint {
+        name: "net.device.start_xmit",
+        purpose: "device-queue (qdisc) time of sent packets",
+        phase: Phase::Entry,
+        candidates: &[traced_at("net_dev_start_xmit", "net", "net_dev_start_xmit")],
+    },
+    ProbePoint {
+        name: "net.device.xmit",
+        purpose: "driver send time of sent packets",
+        phase: Phase::Entry,
+        candidates: &[traced_at("net_dev_xmit", "net", "net_dev_xmit")],
+    },
+    ProbePoint {
+        name: "net.receive",
+        purpose: "arrival of received packets: start of receive-path time",
+        phase: Phase::Entry,
+        candidates: &[traced_at("netif_receive_skb", "net", "netif_receive_skb")],
+    },
+    ProbePoint {
+        name: "net.copy_to_user",
+        purpose: "packets and bytes received per syscall; receive-path time",
+        phase: Phase::Entry,
+        candidates: &[traced_at(
+            "skb_copy_datagram_iovec",
+            "skb",
+            "skb_copy_datagram_iovec",
+        )],
+    },
+    ProbePoint {
+        name: "tcp.retransmit",
+        purpose: "TCP retransmits per connection",
+        phase: Phase::Entry,
+        candidates: &[traced_at("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb")],
+    },
+    ProbePoint {
+        name: "net.drop",
+        purpose: "dropped packets by reason, per connection and on the node",
+        phase: Phase::Entry,
+        candidates: &[traced_at("kfree_skb", "skb", "kfree_skb")],
+    },
+    ProbePoint {
+        name: "tcp.state",
+        purpose: "TCP handshake time of connects; accept-queue time of accepts",
+        phase: Phase::Entry,
+        candidates: &[traced_at(
+            "inet_sock_set_state",
+            "sock",
+            "inet_sock_set_state",
+        )],
+    },
+];
+
+/// A kernel function, timed from entry to return: fentry/fexit first, then kprobe/kretprobe
+/// (`exit` None: entry only).
+macro_rules! function_ladder {
+    ($function:literal, $fentry:literal, $fexit:expr, $kprobe:literal, $kretprobe:expr) => {
+        &[
+            Candidate {
+                program: $fentry,
+                hook: Hook::FEntry {
+                    function: $function,
+                },
+                exit: $fexit,
+            },
+            Candidate {
+                program: $kprobe,
+                hook: Hook::KProbe {
+                    function: $function,
+                },
+                exit: $kretprobe,
+            },
+        ]
+    };
+}
+
+/// The layers only kernel functions show (fentry or kprobes).
+const FUNCTION_LAYER: &[ProbePoint] = &[
+    ProbePoint {
+        name: "net.l4.send",
+        purpose: "TCP send time (tcp_sendmsg) per syscall",
+        phase: Phase::Exit,
+        candidates: function_ladder!(
+            "tcp_sendmsg",
+            "tcp_sendmsg_fentry",
+            Some("tcp_sendmsg_fexit"),
+            "tcp_sendmsg_kprobe",
+            Some("tcp_sendmsg_kretprobe")
+        ),
+    },
+    ProbePoint {
+        name: "net.l3.send",
+        purpose: "IP send time (__ip_queue_xmit) per syscall",
+        phase: Phase::Exit,
+        candidates: function_ladder!(
+            "__ip_queue_xmit",
+            "ip_queue_xmit_fentry",
+            Some("ip_queue_xmit_fexit"),
+            "ip_queue_xmit_kprobe",
+            Some("ip_queue_xmit_kretprobe")
+        ),
+    },
+    ProbePoint {
+        name: "net.netfilter",
+        purpose: "netfilter time and hook runs (nf_hook_slow), sending and receiving",
+        phase: Phase::Exit,
+        candidates: function_ladder!(
+            "nf_hook_slow",
+            "nf_hook_slow_fentry",
+            Some("nf_hook_slow_fexit"),
+            "nf_hook_slow_kprobe",
+            Some("nf_hook_slow_kretprobe")
+        ),
+    },
+    ProbePoint {
+        name: "net.arp",
+        purpose: "neighbour (ARP/NDP) resolution count and wait (neigh_resolve_output)",
+        phase: Phase::Entry,
+        candidates: function_ladder!(
+            "neigh_resolve_output",
+            "neigh_resolve_output_fentry",
+            None,
+            "neigh_resolve_output_kprobe",
+            None
+        ),
+    },
+];
+
+/// The network layer's points.
+pub fn kernel_layer() -> Vec<ProbePoint> {
+    KERNEL_LAYER.iter().chain(FUNCTION_LAYER).copied().collect()
 }
 
 #[cfg(test)]
@@ -271,5 +455,15 @@ mod tests {
         assert_eq!(names.len(), n);
         assert_eq!(programs.len(), n);
         assert_eq!(n, 32, "14 syscall pairs, close, fork, exec, exit");
+    }
+
+    #[test]
+    fn kernel_layer_points_are_distinct_from_the_syscall_layer() {
+        let mut points = syscall_layer();
+        points.extend(kernel_layer());
+        let mut names: Vec<_> = points.iter().map(|p| p.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 32 + 12);
     }
 }

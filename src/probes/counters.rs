@@ -1,6 +1,8 @@
 //! The programs' per-CPU counters: what they delivered and what they could not.
 
-use aya::maps::{MapData, PerCpuArray};
+use std::collections::BTreeMap;
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use netsonde_common::counter;
 
 /// Totals over all CPUs, one per counter slot.
@@ -26,6 +28,12 @@ pub struct KernelTotals {
     pub tls_no_socket: u64,
     pub h2_pieces: u64,
     pub h2_lost: u64,
+    pub notes: u64,
+    pub notes_lost: u64,
+    pub device_late: u64,
+    pub node_retransmits: u64,
+    pub node_drops: u64,
+    pub drop_reasons_full: u64,
 }
 
 impl KernelTotals {
@@ -36,22 +44,56 @@ impl KernelTotals {
             + self.close_events
             + self.exit_events
             + self.process_events
+            + self.notes
     }
 
     /// Records lost because the ring buffer was full.
     pub fn lost(&self) -> u64 {
-        self.data_lost + self.conn_lost + self.close_lost + self.exit_lost + self.process_lost
+        self.data_lost
+            + self.conn_lost
+            + self.close_lost
+            + self.exit_lost
+            + self.process_lost
+            + self.notes_lost
     }
 }
 
-/// Handle on the `COUNTERS` map.
+/// Handle on the `COUNTERS` map, and on the node's drops by reason (`DROP_REASONS`).
 pub struct KernelCounters {
     array: PerCpuArray<MapData, u64>,
+    drops: Option<PerCpuHashMap<MapData, u32, u64>>,
+    drop_names: BTreeMap<u32, String>,
 }
 
 impl KernelCounters {
-    pub(super) fn new(array: PerCpuArray<MapData, u64>) -> Self {
-        KernelCounters { array }
+    pub(super) fn new(
+        array: PerCpuArray<MapData, u64>,
+        drops: Option<PerCpuHashMap<MapData, u32, u64>>,
+        drop_names: BTreeMap<u32, String>,
+    ) -> Self {
+        KernelCounters {
+            array,
+            drops,
+            drop_names,
+        }
+    }
+
+    /// Packets dropped on the node since start, by reason name (by number when the kernel
+    /// does not name it), largest first.
+    pub fn drops_by_reason(&self) -> Vec<(String, u64)> {
+        let Some(map) = &self.drops else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, u64)> = map
+            .iter()
+            .flatten()
+            .map(|(reason, per_cpu)| {
+                let name = super::netlayer::drop_reason(&self.drop_names, reason);
+                (name, per_cpu.iter().sum())
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
     }
 
     /// One slot's value on every CPU.
@@ -86,6 +128,12 @@ impl KernelCounters {
             tls_no_socket: sum(counter::TLS_NO_SOCKET),
             h2_pieces: sum(counter::H2_PIECES),
             h2_lost: sum(counter::H2_LOST),
+            notes: sum(counter::NOTES),
+            notes_lost: sum(counter::NOTES_LOST),
+            device_late: sum(counter::DEVICE_LATE),
+            node_retransmits: sum(counter::NODE_RETRANSMITS),
+            node_drops: sum(counter::NODE_DROPS),
+            drop_reasons_full: sum(counter::DROP_REASONS_FULL),
         }
     }
 }

@@ -4,26 +4,27 @@
 //! Owns: the `aya::Ebpf` object (dropping it detaches everything), the attach report, and the
 //! handles of the maps user space reads.
 
+mod attach;
 pub mod catalog;
 pub mod counters;
 pub mod libs;
 pub mod lifecycle;
+pub mod netlayer;
 pub mod offsets;
 pub mod ring;
 pub mod tls;
 pub mod tracefs;
 
-use std::{
-    collections::HashSet,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashSet, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePoint,
 };
-use netsonde_common::{Comm, KernelOffsets, ProbeConfig, SslKey, filter_mode, monitored};
+use netsonde_common::{
+    Comm, KernelOffsets, NetLayout, ProbeConfig, SslKey, filter_mode, monitored,
+};
 
 pub use catalog::{Candidate, Hook, ProbePoint};
 pub use counters::KernelCounters;
@@ -64,6 +65,13 @@ pub enum ProbeError {
     },
     #[error("no probe could be attached; netsonde has nothing to observe")]
     NothingAttached,
+    #[error("required probe {point} could not be attached ({method} {target}): {why}")]
+    Required {
+        point: &'static str,
+        method: &'static str,
+        target: String,
+        why: String,
+    },
 }
 
 /// What the programs should do: everything user space decides before load.
@@ -80,6 +88,9 @@ pub struct ProbeSettings {
     pub noop: bool,
     /// BTF to read kernel offsets from (normally [`offsets::VMLINUX_BTF`]).
     pub btf_path: PathBuf,
+    /// Attach the network layer under the syscalls (packets, device and receive times,
+    /// retransmits, drops, handshakes).
+    pub kernel_layer: bool,
 }
 
 /// The outcome for one probe point.
@@ -99,6 +110,8 @@ pub struct Probes {
     tls: tls::TlsHooks,
     /// Processes are filtered (`--pid`/`--comm`), so the monitored set matters.
     selective: bool,
+    /// The kernel's names of its packet drop reasons.
+    drop_reasons: std::collections::BTreeMap<u32, String>,
 }
 
 impl Probes {
@@ -110,7 +123,21 @@ impl Probes {
         let offsets = offsets::load_offsets(&settings.btf_path)?;
         let tracefs = tracefs::ensure_mounted()?;
         let newtask = tracefs::newtask_layout(&tracefs);
-        let mut ebpf = load_object(settings, &offsets, newtask.as_ref().ok().copied())?;
+        // Programs whose tracepoint record lacks what they read, and why.
+        let (net_layout, mut unusable) = if settings.kernel_layer {
+            netlayer::read_layout(&tracefs)
+        } else {
+            Default::default()
+        };
+        if let Err(e) = &newtask {
+            unusable.insert("task_newtask", e.to_string());
+        }
+        let mut ebpf = load_object(
+            settings,
+            &offsets,
+            newtask.as_ref().ok().copied(),
+            &net_layout,
+        )?;
         fill_filters(&mut ebpf, settings)?;
         if let Err(why) = load_continuation::<TracePoint>(&mut ebpf, "iov_continue", "IOV_CONTINUE")
         {
@@ -130,19 +157,15 @@ impl Probes {
             );
         }
 
+        let mut attach = attach::Attacher::new(&tracefs, &settings.btf_path);
         let mut points = catalog::syscall_layer();
+        if settings.kernel_layer {
+            points.extend(catalog::kernel_layer());
+        }
         points.sort_by_key(|p| p.phase);
         let mut report = Vec::with_capacity(points.len());
         for point in points {
-            let status = match (&newtask, point.name) {
-                // The program reads the record at offsets from tracefs: no layout, no program.
-                (Err(e), "process.fork") => ProbeStatus {
-                    point,
-                    attached: None,
-                    failures: vec![(point.candidates[0], e.to_string())],
-                },
-                _ => attach_point(&mut ebpf, &tracefs, point),
-            };
+            let status = attach::attach_point(&mut ebpf, &mut attach, point, &unusable);
             match (&status.attached, status.failures.last()) {
                 (Some(_), _) => {}
                 (None, Some((candidate, why))) => tracing::warn!(
@@ -158,12 +181,48 @@ impl Probes {
         if report.iter().all(|s| s.attached.is_none()) {
             return Err(ProbeError::NothingAttached);
         }
+        if let Some(status) = report
+            .iter()
+            .find(|s| s.point.required() && s.attached.is_none())
+        {
+            let (candidate, why) = status
+                .failures
+                .last()
+                .cloned()
+                .unwrap_or((status.point.candidates[0], "no way to attach it".into()));
+            return Err(ProbeError::Required {
+                point: status.point.name,
+                method: candidate.hook.method(),
+                target: candidate.hook.target(),
+                why,
+            });
+        }
+        if report
+            .iter()
+            .any(|s| s.point.name == "net.arp" && s.attached.is_some())
+        {
+            let mut features: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
+                ebpf.map_mut("FEATURES")
+                    .ok_or(ProbeError::MissingMap("FEATURES"))?,
+            )
+            .map_err(|source| ProbeError::Map {
+                name: "FEATURES",
+                source,
+            })?;
+            features
+                .set(0, netsonde_common::feature::ARP, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: "FEATURES",
+                    source,
+                })?;
+        }
         let tls = tls::TlsHooks::load(&mut ebpf);
         Ok(Probes {
             ebpf,
             report,
             tls,
             selective: !(settings.pids.is_empty() && settings.comms.is_empty()),
+            drop_reasons: netlayer::drop_reason_names(&tracefs),
         })
     }
 
@@ -192,6 +251,11 @@ impl Probes {
             }
         }
         (hooked, failed)
+    }
+
+    /// The kernel's names of its packet drop reasons (`skb/kfree_skb`).
+    pub fn drop_reasons(&self) -> &std::collections::BTreeMap<u32, String> {
+        &self.drop_reasons
     }
 
     /// The TLS hooks: what was tried, or why TLS capture is off.
@@ -315,7 +379,16 @@ impl Probes {
             name: "COUNTERS",
             source,
         })?;
-        Ok(KernelCounters::new(array))
+        let drops = match self.ebpf.take_map("DROP_REASONS") {
+            Some(map) => Some(
+                PerCpuHashMap::try_from(map).map_err(|source| ProbeError::Map {
+                    name: "DROP_REASONS",
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        Ok(KernelCounters::new(array, drops, self.drop_reasons.clone()))
     }
 }
 
@@ -323,6 +396,7 @@ fn load_object(
     settings: &ProbeSettings,
     offsets: &KernelOffsets,
     newtask: Option<(u32, u32)>,
+    net_layout: &NetLayout,
 ) -> Result<Ebpf, ProbeError> {
     let (newtask_pid, newtask_clone_flags) = newtask.unwrap_or_default();
     let config = ProbeConfig {
@@ -347,6 +421,7 @@ fn load_object(
         .override_global("NETSONDE_CONFIG", &config, true)
         .map_max_entries("SCRATCH", cpus)
         .override_global("NETSONDE_OFFSETS", offsets, true)
+        .override_global("NETSONDE_NET_LAYOUT", net_layout, true)
         .map_max_entries("EVENTS", settings.ring_buffer_bytes)
         .load(EBPF_OBJECT)
         .map_err(|source| ProbeError::Load { source })
@@ -436,44 +511,6 @@ pub fn comm_key(name: &str) -> Comm {
     key
 }
 
-fn attach_point(ebpf: &mut Ebpf, tracefs: &Path, point: ProbePoint) -> ProbeStatus {
-    let mut status = ProbeStatus {
-        point,
-        attached: None,
-        failures: Vec::new(),
-    };
-    for candidate in point.candidates {
-        match attach_candidate(ebpf, tracefs, candidate) {
-            Ok(()) => {
-                status.attached = Some(*candidate);
-                break;
-            }
-            Err(why) => status.failures.push((*candidate, why)),
-        }
-    }
-    status
-}
-
-fn attach_candidate(ebpf: &mut Ebpf, tracefs: &Path, candidate: &Candidate) -> Result<(), String> {
-    let Hook::Tracepoint {
-        category,
-        name,
-        args,
-    } = candidate.hook;
-    if let Some(args) = args {
-        tracefs::check_syscall_layout(tracefs, category, name, args).map_err(|e| e.to_string())?;
-    }
-    let program = ebpf
-        .program_mut(candidate.program)
-        .ok_or_else(|| format!("program {} is not in the eBPF object", candidate.program))?;
-    let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-    tp.load()
-        .map_err(|e| describe_program_error(candidate.program, &e))?;
-    tp.attach(category, name)
-        .map_err(|e| describe_program_error(candidate.program, &e))?;
-    Ok(())
-}
-
 /// One line for a failed load or attach: the verifier's last words rather than its whole log
 /// (which goes to the debug log).
 pub(crate) fn describe_program_error(program: &str, error: &aya::programs::ProgramError) -> String {
@@ -484,6 +521,13 @@ pub(crate) fn describe_program_error(program: &str, error: &aya::programs::Progr
         } => {
             let log = verifier_log.to_string();
             tracing::debug!("verifier log for {program}:\n{log}");
+            if log.trim().is_empty() {
+                // Refused before verification: the program type or its attach point.
+                return format!(
+                    "the kernel refused to load {program} ({io_error}) before verifying it: \
+                     this kernel does not allow this kind of program here"
+                );
+            }
             // The reason is the last line before the verifier's closing statistics.
             let last = log
                 .lines()
@@ -498,6 +542,12 @@ pub(crate) fn describe_program_error(program: &str, error: &aya::programs::Progr
         }
         other => {
             let mut msg = other.to_string();
+            // aya opens the kprobe event source to attach a kprobe.
+            if msg.contains("devices/kprobe/type") {
+                return "this kernel has no kprobe event source \
+                        (/sys/bus/event_source/devices/kprobe): it was built without kprobes"
+                    .into();
+            }
             let mut source = std::error::Error::source(other);
             while let Some(s) = source {
                 msg.push_str(": ");

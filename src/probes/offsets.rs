@@ -79,6 +79,7 @@ const FD_TABLE: &str = "finding the socket behind an fd";
 const SOCKET_KIND: &str = "recognising TCP sockets";
 const ADDRESSES: &str = "connection addresses";
 const COMM: &str = "process names";
+const PACKETS: &str = "joining packets to the syscalls that sent them";
 
 /// Looks up every offset the programs need.
 pub fn load_offsets(btf_path: &Path) -> Result<KernelOffsets, OffsetError> {
@@ -136,7 +137,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
             16,
             ADDRESSES,
         ))?,
-        _pad: 0,
+        skb_sk: get(field("sk_buff", &["sk"], 8, PACKETS))?,
     })
 }
 

@@ -113,7 +113,7 @@ pub struct FormatField {
 }
 
 /// The `format` file of tracepoint `category/name`.
-fn read_format(tracefs: &Path, category: &str, name: &str) -> Result<String, TracefsError> {
+pub fn read_format(tracefs: &Path, category: &str, name: &str) -> Result<String, TracefsError> {
     let dir = tracefs.join("events").join(category).join(name);
     if !dir.is_dir() {
         return Err(TracefsError::Missing {

@@ -23,6 +23,13 @@ pub const SIZE_BUCKETS: [f64; 11] = [
     0.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
 ];
 
+/// Kernel times (a packet in a layer, a handshake, a wait for accept()), in seconds: 1 µs to
+/// 1 s.
+pub const KERNEL_BUCKETS: [f64; 19] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+    5e-2, 0.1, 0.25, 0.5, 1.0,
+];
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
     Counter,
@@ -46,6 +53,12 @@ pub enum Instrument {
     ConnectionActive,
     ConnectionIo,
     ConnectDuration,
+    AcceptDuration,
+    KernelPackets,
+    KernelBytes,
+    KernelLayerDuration,
+    KernelRetransmits,
+    KernelDrops,
 }
 
 pub struct Spec {
@@ -56,7 +69,7 @@ pub struct Spec {
 }
 
 impl Instrument {
-    pub const ALL: [Instrument; 13] = [
+    pub const ALL: [Instrument; 19] = [
         Instrument::HttpServerDuration,
         Instrument::HttpServerRequestBodySize,
         Instrument::HttpServerResponseBodySize,
@@ -70,6 +83,12 @@ impl Instrument {
         Instrument::ConnectionActive,
         Instrument::ConnectionIo,
         Instrument::ConnectDuration,
+        Instrument::AcceptDuration,
+        Instrument::KernelPackets,
+        Instrument::KernelBytes,
+        Instrument::KernelLayerDuration,
+        Instrument::KernelRetransmits,
+        Instrument::KernelDrops,
     ];
 
     pub fn spec(self) -> Spec {
@@ -150,8 +169,44 @@ impl Instrument {
             ConnectDuration => (
                 "netsonde.connection.connect.duration",
                 "s",
-                "Duration of blocking connect() calls.",
-                Kind::Histogram(&DURATION_BUCKETS),
+                "Time to connect: the TCP handshake (SYN to ESTABLISHED) when the kernel layer saw it, else the blocking connect() call.",
+                Kind::Histogram(&KERNEL_BUCKETS),
+            ),
+            AcceptDuration => (
+                "netsonde.connection.accept.duration",
+                "s",
+                "Time an accepted connection waited, established, in the listen queue until accept() returned it.",
+                Kind::Histogram(&KERNEL_BUCKETS),
+            ),
+            KernelPackets => (
+                "netsonde.kernel.packets",
+                "{packet}",
+                "Packets of traced syscalls: sent through the device layer, or received and copied to the reader.",
+                Kind::Counter,
+            ),
+            KernelBytes => (
+                "netsonde.kernel.io",
+                "By",
+                "Bytes of those packets as the device layer saw them, headers included.",
+                Kind::Counter,
+            ),
+            KernelLayerDuration => (
+                "netsonde.kernel.layer.duration",
+                "s",
+                "Time a packet spent in a kernel layer (each syscall's packets count at their mean).",
+                Kind::Histogram(&KERNEL_BUCKETS),
+            ),
+            KernelRetransmits => (
+                "netsonde.kernel.retransmits",
+                "{segment}",
+                "TCP segments the kernel retransmitted.",
+                Kind::Counter,
+            ),
+            KernelDrops => (
+                "netsonde.kernel.drops",
+                "{packet}",
+                "Packets of the connection the kernel dropped, by drop reason.",
+                Kind::Counter,
             ),
         };
         Spec {
@@ -264,6 +319,19 @@ impl MetricSet {
         now: u64,
         max_series: usize,
     ) {
+        self.record_n(inst, attrs, value, 1, now, max_series);
+    }
+
+    /// Records the same histogram measurement `n` times.
+    pub fn record_n(
+        &mut self,
+        inst: Instrument,
+        attrs: &Attrs,
+        value: f64,
+        n: u64,
+        now: u64,
+        max_series: usize,
+    ) {
         let Kind::Histogram(bounds) = inst.spec().kind else {
             return;
         };
@@ -277,9 +345,9 @@ impl MetricSet {
         {
             // Bucket i holds (bounds[i-1], bounds[i]], as OTLP defines.
             let i = bounds.partition_point(|b| *b < value);
-            counts[i] += 1;
-            *count += 1;
-            *sum += value;
+            counts[i] += n;
+            *count += n;
+            *sum += value * n as f64;
             *min = min.min(value);
             *max = max.max(value);
         }

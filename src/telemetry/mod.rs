@@ -4,6 +4,7 @@
 //! stats reports and self-telemetry.
 
 pub mod http;
+pub mod kernel;
 pub mod logs;
 pub mod metrics;
 pub mod otlp;
@@ -60,6 +61,8 @@ pub struct ExchangeRecord {
     pub tls: bool,
     /// The gRPC call the exchange carried, if it is one: then it is reported as an RPC.
     pub rpc: Option<crate::protocols::grpc::Call>,
+    /// What the kernel did with the exchange's packets.
+    pub kernel: crate::connections::kernel::KernelSummary,
 }
 
 impl ExchangeRecord {
@@ -91,6 +94,7 @@ impl ExchangeRecord {
             completeness: ex.completeness,
             tls: observed.tls,
             rpc,
+            kernel: observed.kernel,
         }
     }
 
@@ -168,6 +172,8 @@ pub struct StatsReport {
     pub probes_attached: u64,
     pub probes_total: u64,
     pub lifecycle: crate::probes::lifecycle::LifecycleTotals,
+    /// Packets dropped on the node, by drop reason.
+    pub drops_by_reason: Vec<(String, u64)>,
     /// Whether this is the last report, at exit.
     pub last: bool,
 }
@@ -205,6 +211,7 @@ impl StatsReport {
             probes_attached: 0,
             probes_total: 0,
             lifecycle: Default::default(),
+            drops_by_reason: Vec::new(),
             last,
         }
     }

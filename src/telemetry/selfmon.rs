@@ -66,7 +66,7 @@ fn per_signal(values: [u64; 3]) -> Vec<(u64, Vec<KeyValue>)> {
 }
 
 /// Counters (monotonic, cumulative at the source).
-const COUNTERS: [(&str, &str, &str, Reading); 9] = [
+const COUNTERS: [(&str, &str, &str, Reading); 11] = [
     (
         "netsonde.agent.kernel.events",
         "{event}",
@@ -134,6 +134,28 @@ const COUNTERS: [(&str, &str, &str, Reading); 9] = [
             .into_iter()
             .map(|(k, v)| (v, vec![KeyValue::new("netsonde.process.event", k)]))
             .collect()
+        },
+    ),
+    (
+        "netsonde.node.retransmits",
+        "{segment}",
+        "TCP segments the node retransmitted, traced processes or not.",
+        |s| one(s.kernel.node_retransmits),
+    ),
+    (
+        "netsonde.node.drops",
+        "{packet}",
+        "Packets the node's kernel dropped, traced processes or not, by drop reason.",
+        |s| {
+            s.drops_by_reason
+                .iter()
+                .map(|(reason, n)| {
+                    (
+                        *n,
+                        vec![KeyValue::new("netsonde.kernel.drop.reason", reason.clone())],
+                    )
+                })
+                .collect()
         },
     ),
     (

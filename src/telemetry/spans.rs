@@ -135,6 +135,7 @@ pub(crate) mod tests {
     pub(crate) fn record(role: Role, headers: &[(&str, &str)], status: u16) -> ExchangeRecord {
         let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         ExchangeRecord {
+            kernel: Default::default(),
             start,
             end: start + Duration::from_millis(3),
             role,

@@ -25,6 +25,7 @@ use crate::{
     telemetry::{
         ExchangeRecord,
         http::{metric_attributes, span_attributes},
+        kernel,
         logs::encode_access_log,
         metrics::{Instrument, MetricSet},
         otlp::{Attrs, Payload, scope},
@@ -50,6 +51,8 @@ pub struct TelemetrySettings {
     pub workload_ttl: Duration,
     /// Also emit the experimental RPC attributes (`rpc/dup`).
     pub rpc_legacy_attributes: bool,
+    /// The kernel's names of its packet drop reasons (others are reported by number).
+    pub drop_reasons: Arc<BTreeMap<u32, String>>,
 }
 
 /// A workload: a process, known by pid and name (a pid reused by another program is another
@@ -204,6 +207,7 @@ impl Telemetry {
         let Signals { traces, logs, .. } = self.settings.signals;
         let id = identity(r);
         let scratch = &mut self.scratch;
+        kernel::span_attributes(&r.kernel, &mut scratch.attributes);
         let pending = self.pending.entry((r.pid, r.comm.clone())).or_default();
         if traces {
             scratch.message.clear();
@@ -234,11 +238,25 @@ impl Telemetry {
         }
         let max_series = self.settings.max_series_per_metric;
         let t = unix_nanos(now);
+        let reasons = self.settings.drop_reasons.clone();
         for a in activity {
             let attrs = connection_attributes(a);
             let m = &mut self.workload(a.pid, &a.comm, now).metrics;
             match a.kind {
-                ActivityKind::Tracked { new, connect_ns } => {
+                ActivityKind::Tracked {
+                    new,
+                    connect_ns,
+                    accept_ns,
+                } => {
+                    if let Some(ns) = accept_ns {
+                        m.record(
+                            Instrument::AcceptDuration,
+                            &attrs,
+                            ns as f64 / 1e9,
+                            t,
+                            max_series,
+                        );
+                    }
                     m.add(Instrument::ConnectionActive, &attrs, 1, t, max_series);
                     if new {
                         m.add(Instrument::ConnectionOpened, &attrs, 1, t, max_series);
@@ -274,6 +292,9 @@ impl Telemetry {
                     if closed {
                         m.add(Instrument::ConnectionClosed, &attrs, 1, t, max_series);
                     }
+                }
+                other => {
+                    kernel::add_activity(m, &attrs, &other, &reasons, t, max_series);
                 }
             }
         }
@@ -436,6 +457,7 @@ mod tests {
 
     fn settings(max_routes: usize) -> TelemetrySettings {
         TelemetrySettings {
+            drop_reasons: Default::default(),
             host: "node-a".into(),
             resource_attributes: BTreeMap::from([
                 ("deployment.environment.name".into(), "test".into()),

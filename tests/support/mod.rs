@@ -20,6 +20,7 @@ use std::{
 };
 
 pub mod collector;
+pub mod netns;
 
 pub const NETSONDE: &str = env!("CARGO_BIN_EXE_netsonde");
 
@@ -102,6 +103,12 @@ pub struct Line {
     pub grpc: Option<(String, String, String)>,
     /// Seen as TLS plaintext.
     pub tls: bool,
+    /// Packets the kernel layer saw sent and received for the exchange.
+    pub packets: Option<(u64, u64)>,
+    /// Kernel-layer nanoseconds by layer name.
+    pub kernel_ns: Vec<(String, u64)>,
+    pub retransmits: u64,
+    pub drops: u64,
     pub comm: String,
 }
 
@@ -121,7 +128,7 @@ pub fn parse_line(text: &str) -> Option<Line> {
     static RE: OnceLock<regex::Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
         regex::Regex::new(
-            r"^\S+ (server|client) pid=(\d+) (\S+) (\S+) (\d{3}) ([0-9.]+)ms client=(\S+) server=(\S+) req_body=(\d+) resp_body=(\d+)(?: incomplete=(\S+))?(?: grpc_status=(\S+) messages=(\S+)/(\S+))?( tls=true)? comm=(.*)$",
+            r"^\S+ (server|client) pid=(\d+) (\S+) (\S+) (\d{3}) ([0-9.]+)ms client=(\S+) server=(\S+) req_body=(\d+) resp_body=(\d+)(?: incomplete=(\S+))?(?: grpc_status=(\S+) messages=(\S+)/(\S+))?( tls=true)?(?: packets=(\d+)/(\d+))?(?: kernel_ns=(\S+))?(?: retransmits=(\d+))?(?: drops=(\d+))? comm=(.*)$",
         )
         .unwrap()
     });
@@ -142,7 +149,25 @@ pub fn parse_line(text: &str) -> Option<Line> {
             .get(12)
             .map(|s| (s.as_str().to_string(), c[13].to_string(), c[14].to_string())),
         tls: c.get(15).is_some(),
-        comm: c[16].to_string(),
+        packets: match (c.get(16), c.get(17)) {
+            (Some(s), Some(r)) => Some((s.as_str().parse().ok()?, r.as_str().parse().ok()?)),
+            _ => None,
+        },
+        kernel_ns: c
+            .get(18)
+            .map(|m| {
+                m.as_str()
+                    .split(',')
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once(':')?;
+                        Some((k.to_string(), v.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        retransmits: c.get(19).map_or(Some(0), |m| m.as_str().parse().ok())?,
+        drops: c.get(20).map_or(Some(0), |m| m.as_str().parse().ok())?,
+        comm: c[21].to_string(),
     })
 }
 

@@ -13,6 +13,12 @@
       Connects and completes GET PATH1, prints "connected", waits for a line on
       stdin, then sends GET PATH2 on the same connection, reads its response and
       closes. Lets a test start netsonde while the connection is open.
+
+  raw_client.py rounds HOST PORT N
+      Connects, prints "connected" and waits for a line on stdin; then sends N GETs
+      (/items/0, /items/1, ...) one after another on the same connection, reading each response;
+      prints "done", waits for another line, and closes. Lets a test change the network
+      (netem loss) around the requests without touching the handshake or the close.
 """
 import socket
 import sys
@@ -79,6 +85,15 @@ def main():
         sock.sendall(payload)
         while sock.recv(65536):
             pass
+    elif mode == "rounds":
+        print("connected", flush=True)
+        sys.stdin.readline()
+        leftover = b""
+        for i in range(int(paths[0])):
+            sock.sendall(request(f"/items/{i}", host))
+            leftover = read_response(sock, leftover)
+        print("done", flush=True)
+        sys.stdin.readline()
     elif mode == "preexisting":
         sock.sendall(request(paths[0], host))
         leftover = read_response(sock, b"")

@@ -41,6 +41,9 @@ pub mod kind {
     /// [`super::ProcessEvent`]: a traced process started a new program (a moment to look
     /// for the libraries it will map, such as libssl).
     pub const PROCESS_EXEC: u32 = 6;
+    /// [`KernelNoteEvent`]: something the kernel did to a traced connection outside its
+    /// syscalls (a retransmit, a drop, a handshake).
+    pub const KERNEL_NOTE: u32 = 7;
 }
 
 /// The syscall a [`DataEvent`] or connection event came from.
@@ -169,6 +172,169 @@ pub struct DataEvent {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at syscall entry and exit.
     pub enter_ns: u64,
     pub exit_ns: u64,
+    /// What the kernel did with this syscall's packets (all zero for TLS plaintext records,
+    /// whose packets belong to the syscalls under them).
+    pub kernel: KernelStats,
+}
+
+/// Kernel layers a syscall's packets are timed in: indexes of [`KernelStats::ns`].
+pub mod layer {
+    /// TCP: `tcp_sendmsg` on the way out, `tcp_v4_rcv`/`tcp_v6_rcv` on the way in.
+    pub const L4: usize = 0;
+    /// IP: `__ip_queue_xmit` out, `ip_rcv` in.
+    pub const L3: usize = 1;
+    /// Netfilter hooks (`nf_hook_slow`), both ways.
+    pub const NETFILTER: usize = 2;
+    /// Neighbour (ARP/NDP) resolution before a packet can leave (`neigh_resolve_output`).
+    pub const ARP: usize = 3;
+    /// From the device layer taking a packet to the driver starting to send it
+    /// (`net_dev_queue` to `net_dev_start_xmit`): the qdisc.
+    pub const DEVICE_QUEUE: usize = 4;
+    /// The driver sending it (`net_dev_start_xmit` to `net_dev_xmit`).
+    pub const DEVICE_SEND: usize = 5;
+    /// From the device layer receiving a packet to its copy into the reader's buffer
+    /// (`netif_receive_skb` to `skb_copy_datagram_iovec`): the whole receive path, including
+    /// the wait in the socket's queue for the application to read.
+    pub const RECEIVE: usize = 6;
+    pub const COUNT: usize = 7;
+}
+
+/// What the kernel did with the packets of one syscall, summed over them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Nanoseconds spent in each [`layer`].
+    pub ns: [u64; layer::COUNT],
+    /// Bytes of those packets as the device layer saw them (headers included).
+    pub bytes: u64,
+    /// Packets (`sk_buff`s) the device layer sent for it, or received and the syscall copied.
+    pub packets: u32,
+    /// How many packets each layer timed (for `NETFILTER` and `ARP`: how many hook runs).
+    pub timed: [u16; layer::COUNT],
+    pub _pad: [u8; 6],
+}
+
+/// [`KernelNoteEvent::note`].
+pub mod note {
+    /// TCP retransmitted a segment of the connection (`value` 0).
+    pub const RETRANSMIT: u32 = 1;
+    /// The kernel dropped one of its packets; `value` is the drop reason
+    /// (`enum skb_drop_reason`, or [`super::UNKNOWN_DROP_REASON`]).
+    pub const DROP: u32 = 2;
+    /// A connect()'s handshake finished; `value` is the nanoseconds from SYN to ESTABLISHED.
+    pub const CONNECTED: u32 = 3;
+    /// A connect()'s handshake failed; `value` is the nanoseconds from SYN to giving up.
+    pub const CONNECT_FAILED: u32 = 4;
+    /// One of its packets waited for neighbour (ARP/NDP) resolution; `value` is how long, from
+    /// `neigh_resolve_output` to the device.
+    pub const ARP: u32 = 5;
+}
+
+/// Bits of the `FEATURES` map: optional programs user space attached.
+pub mod feature {
+    /// The neighbour-resolution programs (`neigh_resolve_output`).
+    pub const ARP: u32 = 1;
+}
+
+/// In-kernel only: a kernel function call in progress on a thread (`CALLS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallKey {
+    pub pid_tgid: u64,
+    /// Which function (private numbering of the programs).
+    pub func: u64,
+}
+
+/// In-kernel only: when the call started, and what it is for (the send syscall's `enter_ns`,
+/// or the received packet's `sk_buff` address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallStart {
+    pub start_ns: u64,
+    pub tag: u64,
+}
+
+/// The drop reason of kernels whose `skb/kfree_skb` record has none (before 5.17).
+pub const UNKNOWN_DROP_REASON: u32 = u32::MAX;
+
+/// Something the kernel did to a traced connection outside the syscalls on it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelNoteEvent {
+    pub kind: u32,
+    /// One of [`note`].
+    pub note: u32,
+    pub tgid: u32,
+    pub fd: i32,
+    pub sock: u64,
+    pub ts_ns: u64,
+    pub value: u64,
+}
+
+/// Offsets of the fields the network-layer programs read in their tracepoint records, from
+/// tracefs at start (the records change between kernels). 0 means the field is absent: offset
+/// 0 is always `common_type`, never a field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetLayout {
+    /// `net/net_dev_queue`: skbaddr, len.
+    pub queue_skb: u32,
+    pub queue_len: u32,
+    /// `net/net_dev_start_xmit`: skbaddr.
+    pub start_xmit_skb: u32,
+    /// `net/net_dev_xmit`: skbaddr, rc.
+    pub xmit_skb: u32,
+    pub xmit_rc: u32,
+    /// `net/netif_receive_skb`: skbaddr, len.
+    pub receive_skb: u32,
+    pub receive_len: u32,
+    /// `skb/skb_copy_datagram_iovec`: skbaddr.
+    pub copy_skb: u32,
+    /// `skb/kfree_skb`: skbaddr, reason (optional), rx_sk (optional).
+    pub free_skb: u32,
+    pub free_reason: u32,
+    pub free_rx_sk: u32,
+    /// `tcp/tcp_retransmit_skb`: skaddr, err (optional).
+    pub retransmit_sk: u32,
+    pub retransmit_err: u32,
+    /// `sock/inet_sock_set_state`: skaddr, oldstate, newstate, protocol.
+    pub state_sk: u32,
+    pub state_old: u32,
+    pub state_new: u32,
+    pub state_protocol: u32,
+    pub _pad: u32,
+}
+
+/// In-kernel only: a packet on its way through the device layer (`TX_SKBS`, keyed by the
+/// `sk_buff` address), and the syscall that sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxSkb {
+    pub pid_tgid: u64,
+    /// The sending syscall's `enter_ns`: tells it from a later syscall of the same thread.
+    pub enter_ns: u64,
+    pub queued_ns: u64,
+    pub started_ns: u64,
+}
+
+/// In-kernel only: a received packet waiting to be copied to a reader (`RX_SKBS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxSkb {
+    pub received_ns: u64,
+    /// Time in netfilter hooks on the way in (kernels with kprobes or fentry).
+    pub nf_ns: u64,
+    pub len: u32,
+    pub nf_count: u32,
+}
+
+/// In-kernel only: a connect() whose SYN went out (`HANDSHAKES`, keyed by `struct sock`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
+    pub syn_ns: u64,
+    pub tgid: u32,
+    pub fd: i32,
 }
 
 /// A TCP connection of a traced process became known: connect(), accept(), or first sight.
@@ -199,6 +365,9 @@ pub struct ConnOpenEvent {
     pub exit_ns: u64,
     /// The process's name (its thread-group leader's comm), NUL-padded.
     pub comm: [u8; 16],
+    /// For an accept: when the kernel finished the handshake and queued the connection for
+    /// accept() (0 when it was not seen).
+    pub established_ns: u64,
 }
 
 /// A traced process closed a TCP socket it had used.
@@ -310,7 +479,8 @@ pub struct KernelOffsets {
     pub sock_daddr: u32,
     pub sock_v6_rcv_saddr: u32,
     pub sock_v6_daddr: u32,
-    pub _pad: u32,
+    /// `sk_buff.sk`.
+    pub skb_sk: u32,
 }
 
 /// Per-CPU counters (`COUNTERS` array slots). What the programs could not deliver is counted
@@ -348,7 +518,17 @@ pub mod counter {
     /// cut in a way it cannot rejoin).
     pub const H2_PIECES: u32 = 18;
     pub const H2_LOST: u32 = 19;
-    pub const COUNT: u32 = 20;
+    /// Kernel notes (retransmits, drops, handshakes of traced connections) written and lost.
+    pub const NOTES: u32 = 20;
+    pub const NOTES_LOST: u32 = 21;
+    /// Device-layer times of packets whose syscall had already returned (not added to it).
+    pub const DEVICE_LATE: u32 = 22;
+    /// TCP retransmits and dropped packets on the whole node, traced or not.
+    pub const NODE_RETRANSMITS: u32 = 23;
+    pub const NODE_DROPS: u32 = 24;
+    /// Drop reasons that did not fit the per-reason map (counted in `NODE_DROPS` only).
+    pub const DROP_REASONS_FULL: u32 = 25;
+    pub const COUNT: u32 = 26;
 }
 
 /// In-kernel only: arguments of a syscall in flight, saved at entry for its exit (keyed by
@@ -366,6 +546,17 @@ pub struct SyscallArgs {
     pub iovcnt: u64,
     pub sock: u64,
     pub enter_ns: u64,
+}
+
+/// In-kernel only: the network layer's findings for a syscall in flight (`IN_FLIGHT_KERNEL`,
+/// keyed by `pid_tgid`), apart from [`SyscallArgs`] so exit programs need not copy them through
+/// their small stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InFlightKernel {
+    /// The syscall's `enter_ns`: tells it from an earlier syscall of the same thread.
+    pub enter_ns: u64,
+    pub stats: KernelStats,
 }
 
 /// In-kernel only: what an fd of a traced process is (keyed by `tgid << 32 | fd`). `file`
@@ -452,11 +643,28 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::SyscallArgs {}
     unsafe impl aya::Pod for super::SocketEntry {}
+    unsafe impl aya::Pod for super::KernelStats {}
+    unsafe impl aya::Pod for super::KernelNoteEvent {}
+    unsafe impl aya::Pod for super::NetLayout {}
+    unsafe impl aya::Pod for super::TxSkb {}
+    unsafe impl aya::Pod for super::RxSkb {}
+    unsafe impl aya::Pod for super::Handshake {}
+    unsafe impl aya::Pod for super::InFlightKernel {}
+    unsafe impl aya::Pod for super::CallKey {}
+    unsafe impl aya::Pod for super::CallStart {}
 }
 
 // Sizes equal the sum of the fields: no hidden padding anywhere.
-const _: () = assert!(core::mem::size_of::<DataEvent>() == 64);
-const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 104);
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + 88);
+const _: () = assert!(core::mem::size_of::<KernelStats>() == 88);
+const _: () = assert!(core::mem::size_of::<KernelNoteEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<NetLayout>() == 72);
+const _: () = assert!(core::mem::size_of::<TxSkb>() == 32);
+const _: () = assert!(core::mem::size_of::<RxSkb>() == 24);
+const _: () = assert!(core::mem::size_of::<CallKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CallStart>() == 16);
+const _: () = assert!(core::mem::size_of::<Handshake>() == 16);
+const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
@@ -465,6 +673,7 @@ const _: () = assert!(core::mem::size_of::<TlsArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
+const _: () = assert!(core::mem::size_of::<InFlightKernel>() == 96);
 const _: () = assert!(core::mem::size_of::<SocketEntry>() == 104);
 const _: () = assert!(MAX_CAPTURE.is_power_of_two());
 const _: () = assert!(DEFAULT_CAPTURE as usize <= MAX_CAPTURE);

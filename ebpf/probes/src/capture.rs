@@ -2,7 +2,8 @@
 
 use aya_ebpf::{EbpfContext, programs::TracePointContext};
 use netsonde_common::{
-    DataEvent, MAX_CAPTURE, MAX_IOVECS, MAX_MMSG, SyscallArgs, counter, data_flags, kind, syscall,
+    DataEvent, KernelStats, MAX_CAPTURE, MAX_IOVECS, MAX_MMSG, SyscallArgs, counter, data_flags,
+    kind, layer, syscall,
 };
 
 use crate::maps::{EVENTS, IOV_CONTINUE, IovCursor, Scratch, config, count, output_flags, scratch};
@@ -226,7 +227,15 @@ pub fn emit_data<C: EbpfContext>(
             stream_pos,
             enter_ns: args.enter_ns,
             exit_ns,
+            kernel: KernelStats {
+                ns: [0; layer::COUNT],
+                bytes: 0,
+                packets: 0,
+                timed: [0; layer::COUNT],
+                _pad: [0; 6],
+            },
         };
+        crate::net::take_stats(pid_tgid, args.enter_ns, &mut (*scratch).header.kernel);
     }
     let ciphertext = flags & data_flags::TLS_CIPHERTEXT != 0;
     let (captured, failed, truncated) = match args.syscall {

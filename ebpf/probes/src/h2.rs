@@ -11,7 +11,9 @@
 //! program stays small for the verifier. Plain buffers only (read, write, recv, send and the
 //! TLS library calls); iovec syscalls are not walked.
 
-use netsonde_common::{DataEvent, MAX_CAPTURE, SocketEntry, counter, data_flags, h2_stream, kind};
+use netsonde_common::{
+    DataEvent, KernelStats, MAX_CAPTURE, SocketEntry, counter, data_flags, h2_stream, kind,
+};
 
 use crate::{
     capture::{copy_chunk, read_user},
@@ -108,8 +110,8 @@ pub fn start(buf: u64) {
 #[inline(always)]
 pub fn lose() {
     let Some(s) = scratch() else { return };
-    // SAFETY: as in `start`.
-    let w = unsafe { (*s).walk };
+    // SAFETY: as in `start`; a reference, not a copy (the stack is small).
+    let w = unsafe { &(*s).walk };
     if let Some(entry) = SOCKETS.get_ptr_mut(&w.key) {
         let d = if w.header.direction == 0 { 0 } else { 1 };
         // SAFETY: a pointer into the map value.
@@ -122,8 +124,15 @@ pub fn lose() {
 #[inline(always)]
 pub fn walk() -> bool {
     let Some(s) = scratch() else { return false };
-    // SAFETY: as in `start`.
-    let w = unsafe { (*s).walk };
+    // SAFETY: as in `start`. `first` is cleared before `w` borrows the walk; `w` is a
+    // reference, not a copy (the stack is small).
+    let first = unsafe {
+        let first = (*s).walk.first != 0;
+        (*s).walk.first = 0;
+        first
+    };
+    // SAFETY: as above.
+    let w = unsafe { &(*s).walk };
     let Some(entry) = SOCKETS.get_ptr_mut(&w.key) else {
         return false;
     };
@@ -134,8 +143,7 @@ pub fn walk() -> bool {
         if next == h2_stream::LOST {
             return false;
         }
-        if w.first != 0 {
-            (*s).walk.first = 0;
+        if first {
             let mut payload_from = w.pos;
             // A frame header cut by the end of the previous syscall.
             let plen = (*entry).h2_partial_len[d] as u64;
@@ -170,7 +178,7 @@ pub fn walk() -> bool {
                 w.cap_end
             };
             if (*entry).h2_kind[d] != DATA && from < upto {
-                piece(&w, from, upto);
+                piece(w, from, upto);
             }
         }
         let mut n = 0;
@@ -195,7 +203,7 @@ pub fn walk() -> bool {
             let to = if to < w.end { to } else { w.end };
             let from = if next > w.cap_end { next } else { w.cap_end };
             if from < to {
-                piece(&w, from, to);
+                piece(w, from, to);
             }
             (*entry).h2_kind[d] = h[3];
             next = frame_end;
@@ -218,7 +226,7 @@ pub fn walk() -> bool {
         if w.end > w.cap_end {
             // Say where the syscall ended, so a DATA payload that ends with it ends now, not
             // when the next record shows the gap.
-            end_marker(&w);
+            end_marker(w);
         }
         false
     }
@@ -227,15 +235,18 @@ pub fn walk() -> bool {
 /// An empty piece at the end of the walked syscall.
 #[inline(always)]
 fn end_marker(w: &H2Walk) {
-    let ev = DataEvent {
-        kind: kind::DATA,
-        captured: 0,
-        flags: data_flags::H2_PIECE | (w.header.flags & data_flags::TLS_PLAINTEXT),
-        bytes: 0,
-        stream_pos: w.end,
-        ..w.header
-    };
-    if EVENTS.output::<DataEvent>(&ev, output_flags()).is_ok() {
+    let Some(s) = scratch() else { return };
+    // SAFETY: the per-CPU scratch record (the walked record was already output); built in
+    // place, as the stack is too small for a header.
+    let header = unsafe { &mut (*s).header };
+    *header = w.header;
+    header.flags = data_flags::H2_PIECE | (w.header.flags & data_flags::TLS_PLAINTEXT);
+    header.captured = 0;
+    header.bytes = 0;
+    header.stream_pos = w.end;
+    // The walked record carries the packets' kernel times.
+    header.kernel = KernelStats::default();
+    if EVENTS.output::<DataEvent>(header, output_flags()).is_ok() {
         count(counter::H2_PIECES, 1);
     } else {
         count(counter::DATA_LOST, 1);
@@ -266,6 +277,8 @@ fn piece(w: &H2Walk, from: u64, to: u64) {
             flags: data_flags::H2_PIECE | (w.header.flags & data_flags::TLS_PLAINTEXT),
             bytes: copied,
             stream_pos: from,
+            // The walked record carries the packets' kernel times.
+            kernel: KernelStats::default(),
             ..w.header
         };
     }

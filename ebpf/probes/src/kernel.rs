@@ -16,7 +16,7 @@ const IPPROTO_TCP: u16 = 6;
 /// Reads a `T` at a kernel address; `None` when the read faults. Zero-initialised for the same
 /// reason as `capture::read_user`.
 #[inline(always)]
-fn read<T: Copy>(addr: u64) -> Option<T> {
+pub fn read<T: Copy>(addr: u64) -> Option<T> {
     // SAFETY: only used with integer and integer-array types, for which all-zero is valid.
     let mut value: T = unsafe { core::mem::zeroed() };
     // SAFETY: the helper writes at most size_of::<T>() bytes into `value` and tolerates any

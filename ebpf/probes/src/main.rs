@@ -16,7 +16,9 @@ mod capture;
 mod filter;
 mod h2;
 mod kernel;
+mod layers;
 mod maps;
+mod net;
 mod tls;
 
 use aya_ebpf::{
@@ -144,12 +146,18 @@ pub(crate) fn emit_open(
         enter_ns: args.enter_ns,
         exit_ns,
         comm: process_comm(),
+        established_ns: if how == origin::ACCEPT {
+            net::take_established(args.sock)
+        } else {
+            0
+        },
         ..ConnOpenEvent::default()
     };
     fill_addresses(&mut ev, args.sock);
     if EVENTS.output::<ConnOpenEvent>(&ev, output_flags()).is_ok() {
         count(counter::CONN_EVENTS, 1);
         mark_announced(tgid, fd);
+        net::know_socket(args.sock, tgid, fd);
     } else {
         // Not marked: the next data syscall on this socket announces it instead.
         count(counter::CONN_LOST, 1);
@@ -514,6 +522,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         } else {
             count(counter::CLOSE_LOST, 1);
         }
+        net::forget_socket(sock.sock);
     }
     let _ = SOCKETS.remove(&key);
     0

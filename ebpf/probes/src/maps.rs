@@ -3,11 +3,11 @@
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use netsonde_common::{
-    Comm, DataEvent, KernelOffsets, ProbeConfig, SCRATCH_DATA, SocketEntry, SslKey, SyscallArgs,
-    TlsArgs, counter,
+    CallKey, CallStart, Comm, DataEvent, Handshake, InFlightKernel, KernelOffsets, NetLayout,
+    ProbeConfig, RxSkb, SCRATCH_DATA, SocketEntry, SslKey, SyscallArgs, TlsArgs, TxSkb, counter,
 };
 
 /// Settings, set by user space before load (read-only at run time, so the verifier sees the
@@ -46,12 +46,81 @@ pub static NETSONDE_OFFSETS: KernelOffsets = KernelOffsets {
     sock_daddr: 0,
     sock_v6_rcv_saddr: 0,
     sock_v6_daddr: 0,
+    skb_sk: 0,
+};
+
+/// Tracepoint record layouts of the network-layer programs, from tracefs, set before load.
+#[unsafe(no_mangle)]
+pub static NETSONDE_NET_LAYOUT: NetLayout = NetLayout {
+    queue_skb: 0,
+    queue_len: 0,
+    start_xmit_skb: 0,
+    xmit_skb: 0,
+    xmit_rc: 0,
+    receive_skb: 0,
+    receive_len: 0,
+    copy_skb: 0,
+    free_skb: 0,
+    free_reason: 0,
+    free_rx_sk: 0,
+    retransmit_sk: 0,
+    retransmit_err: 0,
+    state_sk: 0,
+    state_old: 0,
+    state_new: 0,
+    state_protocol: 0,
     _pad: 0,
 };
 
 /// All records for user space. Its size is set by user space (`map_max_entries`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// The network layer's findings for syscalls in flight, by thread.
+#[map]
+pub static IN_FLIGHT_KERNEL: LruHashMap<u64, InFlightKernel> =
+    LruHashMap::with_max_entries(16384, 0);
+
+/// Packets on their way through the device layer, by `sk_buff` address (only those a traced
+/// syscall sent).
+#[map]
+pub static TX_SKBS: LruHashMap<u64, TxSkb> = LruHashMap::with_max_entries(16384, 0);
+
+/// Received packets not yet copied to a reader, by `sk_buff` address. Every packet the node
+/// receives passes here: whose it is is known only when a reader copies it.
+#[map]
+pub static RX_SKBS: LruHashMap<u64, RxSkb> = LruHashMap::with_max_entries(16384, 0);
+
+/// Announced sockets of traced processes, by `struct sock` address: `tgid << 32 | fd`. Lets
+/// softirq-time events (retransmits, drops) find their connection.
+#[map]
+pub static KNOWN_SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// connect()s of traced processes whose SYN is out, by `struct sock` address.
+#[map]
+pub static HANDSHAKES: LruHashMap<u64, Handshake> = LruHashMap::with_max_entries(16384, 0);
+
+/// Server-side connections the kernel established and queued for accept(), by `struct sock`
+/// address: when. Whose listener it is is known only at accept().
+#[map]
+pub static ESTABLISHED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Kernel function calls in progress (the `layers` programs), by thread and function.
+#[map]
+pub static CALLS: LruHashMap<CallKey, CallStart> = LruHashMap::with_max_entries(16384, 0);
+
+/// Packets of traced connections waiting for neighbour resolution, by `sk_buff` address: since
+/// when.
+#[map]
+pub static ARP_WAIT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// Optional programs user space attached ([`netsonde_common::feature`] bits, slot 0).
+#[map]
+pub static FEATURES: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Dropped packets on the node by drop reason (per CPU).
+#[map]
+pub static DROP_REASONS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1024, 0);
 
 /// Per-CPU counters, slots in [`netsonde_common::counter`].
 #[map]

@@ -1,0 +1,249 @@
+//! The layers tracepoints cannot see, through kernel functions: TCP (`tcp_sendmsg`), IP
+//! (`__ip_queue_xmit`), netfilter (`nf_hook_slow`) and neighbour resolution
+//! (`neigh_resolve_output`). Each has an fentry/fexit pair and a kprobe/kretprobe pair with the
+//! same logic; user space attaches the first pair the kernel accepts (fentry is cheaper,
+//! kprobes more common; locked-down kernels allow neither).
+//!
+//! Sending runs in the sending thread, so a call joins the traced send syscall in flight on
+//! its thread when its socket is that syscall's; the call's duration goes to its layer. The
+//! layers nest: `tcp_sendmsg` includes what runs under it synchronously. Netfilter on the way
+//! in runs in softirq: its time is kept with the packet's receive record and claimed by the
+//! reader with the rest. A packet waiting for ARP leaves later, from softirq: the wait is a
+//! note for its connection, sent when the packet reaches the device.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use netsonde_common::{CallKey, CallStart, feature, layer};
+
+use crate::{
+    kernel::read,
+    maps::{ARP_WAIT, CALLS, FEATURES, IN_FLIGHT, KNOWN_SOCKS, RX_SKBS, offset},
+    net::{add_time, sends},
+    noop, now,
+};
+
+/// Which call a [`CallKey`] is about.
+mod func {
+    pub const TCP_SENDMSG: u64 = 1;
+    pub const IP_QUEUE_XMIT: u64 = 2;
+    pub const NF_HOOK_SEND: u64 = 3;
+    pub const NF_HOOK_RECEIVE: u64 = 4;
+}
+
+/// The traced send syscall in flight on this thread, if `sk` is its socket: its `enter_ns`.
+#[inline(always)]
+fn sending_on(pid_tgid: u64, sk: u64) -> Option<u64> {
+    // SAFETY: copied out at once.
+    let args = unsafe { IN_FLIGHT.get(&pid_tgid) }.copied()?;
+    (sends(args.syscall) && args.sock == sk && sk != 0).then_some(args.enter_ns)
+}
+
+/// Entry of a sending-side call on socket `sk`.
+#[inline(always)]
+fn enter_send(func: u64, sk: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(enter_ns) = sending_on(pid_tgid, sk) {
+        let start = CallStart {
+            start_ns: now(),
+            tag: enter_ns,
+        };
+        let _ = CALLS.insert(&CallKey { pid_tgid, func }, &start, 0);
+    }
+}
+
+/// Exit of a sending-side call: its duration goes to `at` of the syscall.
+#[inline(always)]
+fn exit_send(func: u64, at: usize) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let key = CallKey { pid_tgid, func };
+    // SAFETY: copied out at once.
+    let Some(start) = (unsafe { CALLS.get(&key) }).copied() else {
+        return;
+    };
+    let _ = CALLS.remove(&key);
+    add_time(pid_tgid, start.tag, at, now() - start.start_ns);
+}
+
+/// Entry of `nf_hook_slow(skb, …)`: a traced send's packet, or a received packet on its way to
+/// a reader.
+#[inline(always)]
+fn enter_netfilter(skb: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let sk = read::<u64>(skb + offset!(skb_sk)).unwrap_or(0);
+    if let Some(enter_ns) = sending_on(pid_tgid, sk) {
+        let start = CallStart {
+            start_ns: now(),
+            tag: enter_ns,
+        };
+        let key = CallKey {
+            pid_tgid,
+            func: func::NF_HOOK_SEND,
+        };
+        let _ = CALLS.insert(&key, &start, 0);
+    } else if RX_SKBS.get_ptr(&skb).is_some() {
+        let start = CallStart {
+            start_ns: now(),
+            tag: skb,
+        };
+        let key = CallKey {
+            pid_tgid,
+            func: func::NF_HOOK_RECEIVE,
+        };
+        let _ = CALLS.insert(&key, &start, 0);
+    }
+}
+
+#[inline(always)]
+fn exit_netfilter() {
+    exit_send(func::NF_HOOK_SEND, layer::NETFILTER);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let key = CallKey {
+        pid_tgid,
+        func: func::NF_HOOK_RECEIVE,
+    };
+    // SAFETY: copied out at once.
+    let Some(start) = (unsafe { CALLS.get(&key) }).copied() else {
+        return;
+    };
+    let _ = CALLS.remove(&key);
+    if let Some(rx) = RX_SKBS.get_ptr_mut(&start.tag) {
+        // SAFETY: a pointer into the map value; one packet is in one place at a time.
+        unsafe {
+            (*rx).nf_ns += now() - start.start_ns;
+            (*rx).nf_count += 1;
+        }
+    }
+}
+
+/// Entry of `neigh_resolve_output(neigh, skb)`: the packet of a traced connection may wait for
+/// the neighbour; the wait ends when it reaches the device (`net::net_dev_queue`).
+#[inline(always)]
+fn enter_neigh(skb: u64) {
+    let Some(sk) = read::<u64>(skb + offset!(skb_sk)) else {
+        return;
+    };
+    if sk != 0 && KNOWN_SOCKS.get_ptr(&sk).is_some() {
+        let _ = ARP_WAIT.insert(&skb, &now(), 0);
+    }
+}
+
+/// Whether the neighbour programs are attached (else `net_dev_queue` skips their lookup).
+#[inline(always)]
+pub fn arp_attached() -> bool {
+    FEATURES.get(0).is_some_and(|bits| bits & feature::ARP != 0)
+}
+
+/// Pointer argument `n` of an fentry/fexit context.
+#[inline(always)]
+fn btf_arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
+    // SAFETY: BTF-typed programs get their arguments as an array of u64 at the context.
+    unsafe { *(ctx.as_ptr() as *const u64).add(n) }
+}
+
+macro_rules! send_layer {
+    ($function:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident, $func:expr, $layer:expr) => {
+        #[fentry(function = $function)]
+        pub fn $fentry(ctx: FEntryContext) -> i32 {
+            if !noop() {
+                enter_send($func, btf_arg(&ctx, 0));
+            }
+            0
+        }
+
+        #[fexit(function = $function)]
+        pub fn $fexit(_ctx: FExitContext) -> i32 {
+            if !noop() {
+                exit_send($func, $layer);
+            }
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            if !noop() {
+                enter_send($func, ctx.arg::<u64>(0).unwrap_or(0));
+            }
+            0
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(_ctx: RetProbeContext) -> u32 {
+            if !noop() {
+                exit_send($func, $layer);
+            }
+            0
+        }
+    };
+}
+
+send_layer!(
+    "tcp_sendmsg",
+    tcp_sendmsg_fentry,
+    tcp_sendmsg_fexit,
+    tcp_sendmsg_kprobe,
+    tcp_sendmsg_kretprobe,
+    func::TCP_SENDMSG,
+    layer::L4
+);
+
+send_layer!(
+    "__ip_queue_xmit",
+    ip_queue_xmit_fentry,
+    ip_queue_xmit_fexit,
+    ip_queue_xmit_kprobe,
+    ip_queue_xmit_kretprobe,
+    func::IP_QUEUE_XMIT,
+    layer::L3
+);
+
+#[fentry(function = "nf_hook_slow")]
+pub fn nf_hook_slow_fentry(ctx: FEntryContext) -> i32 {
+    if !noop() {
+        enter_netfilter(btf_arg(&ctx, 0));
+    }
+    0
+}
+
+#[fexit(function = "nf_hook_slow")]
+pub fn nf_hook_slow_fexit(_ctx: FExitContext) -> i32 {
+    if !noop() {
+        exit_netfilter();
+    }
+    0
+}
+
+#[kprobe]
+pub fn nf_hook_slow_kprobe(ctx: ProbeContext) -> u32 {
+    if !noop() {
+        enter_netfilter(ctx.arg::<u64>(0).unwrap_or(0));
+    }
+    0
+}
+
+#[kretprobe]
+pub fn nf_hook_slow_kretprobe(_ctx: RetProbeContext) -> u32 {
+    if !noop() {
+        exit_netfilter();
+    }
+    0
+}
+
+#[fentry(function = "neigh_resolve_output")]
+pub fn neigh_resolve_output_fentry(ctx: FEntryContext) -> i32 {
+    if !noop() {
+        enter_neigh(btf_arg(&ctx, 1));
+    }
+    0
+}
+
+#[kprobe]
+pub fn neigh_resolve_output_kprobe(ctx: ProbeContext) -> u32 {
+    if !noop() {
+        enter_neigh(ctx.arg::<u64>(1).unwrap_or(0));
+    }
+    0
+}

@@ -1,0 +1,495 @@
+//! The network layer, through tracepoints: what the kernel did with a traced syscall's packets.
+//!
+//! Sending runs in the sending thread from the syscall down to the device, so a packet joins
+//! the syscall in flight on its thread (`IN_FLIGHT`) when the device layer first sees it, and
+//! keeps a per-`sk_buff` record (`TX_SKBS`) for the parts that may happen later, from a qdisc
+//! or another CPU. Receiving runs in softirq, where the owner is unknown: every received packet
+//! gets a per-`sk_buff` record (`RX_SKBS`) that the reading syscall claims when it copies the
+//! packet. Retransmits, drops and handshakes happen outside any syscall: they become notes for
+//! the connection, found by `struct sock` (`KNOWN_SOCKS`, `HANDSHAKES`, `ESTABLISHED`).
+//!
+//! Record field offsets come from tracefs (`NETSONDE_NET_LAYOUT`); user space attaches a
+//! program only when every field it needs exists.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use netsonde_common::{
+    Handshake, InFlightKernel, KernelNoteEvent, KernelStats, RxSkb, TxSkb, UNKNOWN_DROP_REASON,
+    counter, kind, layer, note, syscall,
+};
+
+use crate::{
+    filter::traced,
+    kernel::read,
+    maps::{
+        ARP_WAIT, DROP_REASONS, ESTABLISHED, EVENTS, HANDSHAKES, IN_FLIGHT, IN_FLIGHT_KERNEL,
+        KNOWN_SOCKS, RX_SKBS, TX_SKBS, count, offset, output_flags,
+    },
+    noop, now,
+};
+
+/// Reads one field of the record layout global (see `maps::config` for why volatile).
+macro_rules! layout {
+    ($field:ident) => {
+        // SAFETY: a plain read of a static.
+        (unsafe { core::ptr::read_volatile(&$crate::maps::NETSONDE_NET_LAYOUT.$field) } as usize)
+    };
+}
+
+/// A field of the tracepoint record at `at` (from the layout global).
+#[inline(always)]
+fn field<T: Copy>(ctx: &TracePointContext, at: usize) -> Option<T> {
+    // SAFETY: the offset comes from the tracepoint's format file; the helper bounds the read.
+    unsafe { ctx.read_at::<T>(at) }.ok()
+}
+
+const IPPROTO_TCP: u16 = 6;
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
+
+#[inline(always)]
+pub(crate) fn sends(sc: u16) -> bool {
+    matches!(
+        sc,
+        syscall::WRITE
+            | syscall::WRITEV
+            | syscall::SENDTO
+            | syscall::SENDMSG
+            | syscall::SENDMMSG
+            | syscall::SENDFILE
+    )
+}
+
+#[inline(always)]
+fn receives(sc: u16) -> bool {
+    matches!(
+        sc,
+        syscall::READ | syscall::READV | syscall::RECVFROM | syscall::RECVMSG | syscall::RECVMMSG
+    )
+}
+
+/// The findings of the syscall that started at `enter_ns` on `pid_tgid`, created empty when
+/// `create` and there are none yet.
+#[inline(always)]
+fn stats_of(pid_tgid: u64, enter_ns: u64, create: bool) -> Option<*mut KernelStats> {
+    if let Some(found) = IN_FLIGHT_KERNEL.get_ptr_mut(&pid_tgid) {
+        // SAFETY: a pointer into the map value, only touched by programs of this thread's
+        // syscall and of its packets; a race costs one sample.
+        unsafe {
+            if (*found).enter_ns == enter_ns {
+                return Some(&mut (*found).stats);
+            }
+        }
+    }
+    if !create {
+        return None;
+    }
+    let fresh = InFlightKernel {
+        enter_ns,
+        stats: KernelStats::default(),
+    };
+    IN_FLIGHT_KERNEL.insert(&pid_tgid, &fresh, 0).ok()?;
+    let found = IN_FLIGHT_KERNEL.get_ptr_mut(&pid_tgid)?;
+    // SAFETY: as above.
+    Some(unsafe { &mut (*found).stats })
+}
+
+/// Whether the syscall that started at `enter_ns` on `pid_tgid` is still running.
+#[inline(always)]
+fn still_running(pid_tgid: u64, enter_ns: u64) -> bool {
+    // SAFETY: copied out at once.
+    matches!(unsafe { IN_FLIGHT.get(&pid_tgid) }, Some(args) if args.enter_ns == enter_ns)
+}
+
+/// Adds `ns` to `at` of the syscall that started at `enter_ns` on `pid_tgid`, if it is still
+/// running. Returns whether it was.
+#[inline(always)]
+pub(crate) fn add_time(pid_tgid: u64, enter_ns: u64, at: usize, ns: u64) -> bool {
+    if !still_running(pid_tgid, enter_ns) {
+        return false;
+    }
+    match stats_of(pid_tgid, enter_ns, false) {
+        // SAFETY: a pointer into the map value (see `stats_of`).
+        Some(stats) => unsafe { add_layer(&mut *stats, at, ns) },
+        None => return false,
+    }
+    true
+}
+
+#[inline(always)]
+fn add_layer(stats: &mut KernelStats, at: usize, ns: u64) {
+    if at < layer::COUNT {
+        stats.ns[at] += ns;
+        stats.timed[at] = stats.timed[at].saturating_add(1);
+    }
+}
+
+/// Moves the findings of the syscall that started at `enter_ns` on `pid_tgid` into its record.
+#[inline(always)]
+pub fn take_stats(pid_tgid: u64, enter_ns: u64, into: &mut KernelStats) {
+    if let Some(found) = IN_FLIGHT_KERNEL.get_ptr_mut(&pid_tgid) {
+        // SAFETY: a pointer into the map value; this thread's syscall is ending.
+        unsafe {
+            if (*found).enter_ns == enter_ns {
+                *into = (*found).stats;
+            }
+        }
+        let _ = IN_FLIGHT_KERNEL.remove(&pid_tgid);
+    }
+}
+
+// ---- sending -------------------------------------------------------------------------------
+
+/// The device layer takes a packet (`__dev_queue_xmit`). In the sending thread: a packet of
+/// the traced send syscall in flight on it, if its socket is that syscall's.
+#[tracepoint(category = "net", name = "net_dev_queue")]
+pub fn net_dev_queue(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let Some(skb) = field::<u64>(&ctx, layout!(queue_skb)) else {
+        return 0;
+    };
+    if crate::layers::arp_attached() {
+        arp_done(skb);
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
+        return 0;
+    };
+    // SAFETY: a pointer into the map value, copied from at once.
+    let (sc, sock, enter_ns) = unsafe { ((*args).syscall, (*args).sock, (*args).enter_ns) };
+    if !sends(sc) {
+        return 0;
+    }
+    // A softirq on this thread may send another socket's packets (a loopback peer's ACKs).
+    if read::<u64>(skb + offset!(skb_sk)) != Some(sock) {
+        return 0;
+    }
+    let Some(stats) = stats_of(pid_tgid, enter_ns, true) else {
+        return 0;
+    };
+    let len: u32 = field(&ctx, layout!(queue_len)).unwrap_or(0);
+    // SAFETY: a pointer into the map value (see `stats_of`).
+    unsafe {
+        (*stats).packets += 1;
+        (*stats).bytes += len as u64;
+    }
+    let tx = TxSkb {
+        pid_tgid,
+        enter_ns,
+        queued_ns: now(),
+        started_ns: 0,
+    };
+    let _ = TX_SKBS.insert(&skb, &tx, 0);
+    0
+}
+
+/// A packet that waited for neighbour resolution reaches the device: the wait is a note for
+/// its connection.
+#[inline(always)]
+fn arp_done(skb: u64) {
+    // SAFETY: copied out at once.
+    let Some(since) = (unsafe { ARP_WAIT.get(&skb) }).copied() else {
+        return;
+    };
+    let _ = ARP_WAIT.remove(&skb);
+    if let Some(sock) = read::<u64>(skb + offset!(skb_sk)) {
+        emit_note(note::ARP, sock, None, now() - since);
+    }
+}
+
+/// The driver starts sending a packet: the end of its time in the device queue.
+#[tracepoint(category = "net", name = "net_dev_start_xmit")]
+pub fn net_dev_start_xmit(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let Some(skb) = field::<u64>(&ctx, layout!(start_xmit_skb)) else {
+        return 0;
+    };
+    let Some(tx) = TX_SKBS.get_ptr_mut(&skb) else {
+        return 0;
+    };
+    let t = now();
+    // SAFETY: a pointer into the map value; one packet is in one place at a time.
+    let tx = unsafe { &mut *tx };
+    if tx.started_ns == 0
+        && !add_time(
+            tx.pid_tgid,
+            tx.enter_ns,
+            layer::DEVICE_QUEUE,
+            t - tx.queued_ns,
+        )
+    {
+        count(counter::DEVICE_LATE, 1);
+    }
+    tx.started_ns = t;
+    0
+}
+
+/// The driver is done with a packet: the end of its sending, and of its record.
+#[tracepoint(category = "net", name = "net_dev_xmit")]
+pub fn net_dev_xmit(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let Some(skb) = field::<u64>(&ctx, layout!(xmit_skb)) else {
+        return 0;
+    };
+    // SAFETY: copied out at once.
+    let Some(tx) = (unsafe { TX_SKBS.get(&skb) }).copied() else {
+        return 0;
+    };
+    let rc: i32 = field(&ctx, layout!(xmit_rc)).unwrap_or(0);
+    if rc != 0 {
+        // NETDEV_TX_BUSY: the packet goes back to the queue and is started again later.
+        return 0;
+    }
+    let _ = TX_SKBS.remove(&skb);
+    if tx.started_ns != 0
+        && !add_time(
+            tx.pid_tgid,
+            tx.enter_ns,
+            layer::DEVICE_SEND,
+            now() - tx.started_ns,
+        )
+    {
+        count(counter::DEVICE_LATE, 1);
+    }
+    0
+}
+
+// ---- receiving -----------------------------------------------------------------------------
+
+/// The device layer receives a packet. Whose it is shows only when a reader copies it.
+#[tracepoint(category = "net", name = "netif_receive_skb")]
+pub fn netif_receive_skb(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let Some(skb) = field::<u64>(&ctx, layout!(receive_skb)) else {
+        return 0;
+    };
+    let rx = RxSkb {
+        received_ns: now(),
+        nf_ns: 0,
+        len: field(&ctx, layout!(receive_len)).unwrap_or(0),
+        nf_count: 0,
+    };
+    let _ = RX_SKBS.insert(&skb, &rx, 0);
+    0
+}
+
+/// A reader copies a packet's payload: in the reading thread, the packet joins the traced
+/// receive syscall in flight.
+#[tracepoint(category = "skb", name = "skb_copy_datagram_iovec")]
+pub fn skb_copy_datagram_iovec(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
+        return 0;
+    };
+    // SAFETY: a pointer into the map value, copied from at once.
+    let (sc, enter_ns) = unsafe { ((*args).syscall, (*args).enter_ns) };
+    if !receives(sc) {
+        return 0;
+    }
+    let Some(skb) = field::<u64>(&ctx, layout!(copy_skb)) else {
+        return 0;
+    };
+    // SAFETY: copied out at once.
+    let Some(rx) = (unsafe { RX_SKBS.get(&skb) }).copied() else {
+        // Already claimed by an earlier read of the same packet, or never seen arriving.
+        return 0;
+    };
+    let _ = RX_SKBS.remove(&skb);
+    let Some(stats) = stats_of(pid_tgid, enter_ns, true) else {
+        return 0;
+    };
+    // SAFETY: a pointer into the map value (see `stats_of`).
+    unsafe {
+        (*stats).packets += 1;
+        (*stats).bytes += rx.len as u64;
+        add_layer(&mut *stats, layer::RECEIVE, now() - rx.received_ns);
+        if rx.nf_count > 0 {
+            (*stats).ns[layer::NETFILTER] += rx.nf_ns;
+            (*stats).timed[layer::NETFILTER] =
+                (*stats).timed[layer::NETFILTER].saturating_add(rx.nf_count as u16);
+        }
+    }
+    0
+}
+
+// ---- outside the syscalls ------------------------------------------------------------------
+
+/// Writes a note about the connection behind `sock`, if it is a traced one (or `owner` says
+/// whose it is).
+#[inline(always)]
+fn emit_note(what: u32, sock: u64, owner: Option<(u32, i32)>, value: u64) {
+    let (tgid, fd) = match owner {
+        Some(owner) => owner,
+        None => {
+            // SAFETY: copied out at once.
+            let Some(key) = (unsafe { KNOWN_SOCKS.get(&sock) }).copied() else {
+                return;
+            };
+            ((key >> 32) as u32, key as u32 as i32)
+        }
+    };
+    let ev = KernelNoteEvent {
+        kind: kind::KERNEL_NOTE,
+        note: what,
+        tgid,
+        fd,
+        sock,
+        ts_ns: now(),
+        value,
+    };
+    if EVENTS
+        .output::<KernelNoteEvent>(&ev, output_flags())
+        .is_ok()
+    {
+        count(counter::NOTES, 1);
+    } else {
+        count(counter::NOTES_LOST, 1);
+    }
+}
+
+/// TCP retransmits a segment (from a timer, an ACK, or a sender).
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    // Kernels that trace failed attempts too say so in `err`; TcpRetransSegs counts successes.
+    let err_at = layout!(retransmit_err);
+    if err_at != 0 && field::<i32>(&ctx, err_at).unwrap_or(0) != 0 {
+        return 0;
+    }
+    count(counter::NODE_RETRANSMITS, 1);
+    if let Some(sock) = field::<u64>(&ctx, layout!(retransmit_sk)) {
+        emit_note(note::RETRANSMIT, sock, None, 0);
+    }
+    0
+}
+
+/// The kernel drops a packet, with a reason (5.17 and later).
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    let reason_at = layout!(free_reason);
+    let reason = if reason_at == 0 {
+        UNKNOWN_DROP_REASON
+    } else {
+        field::<u32>(&ctx, reason_at).unwrap_or(UNKNOWN_DROP_REASON)
+    };
+    count(counter::NODE_DROPS, 1);
+    match DROP_REASONS.get_ptr_mut(&reason) {
+        // SAFETY: this CPU's slot.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            if DROP_REASONS.insert(&reason, &1, 0).is_err() {
+                count(counter::DROP_REASONS_FULL, 1);
+            }
+        }
+    }
+    let Some(skb) = field::<u64>(&ctx, layout!(free_skb)) else {
+        return 0;
+    };
+    // A packet being sent carries its socket; one being received may only name it in rx_sk.
+    let mut sock = read::<u64>(skb + offset!(skb_sk)).unwrap_or(0);
+    let rx_sk_at = layout!(free_rx_sk);
+    if sock == 0 && rx_sk_at != 0 {
+        sock = field::<u64>(&ctx, rx_sk_at).unwrap_or(0);
+    }
+    if sock != 0 {
+        emit_note(note::DROP, sock, None, reason as u64);
+    }
+    0
+}
+
+/// TCP state changes: the handshakes of connect() and of connections waiting for accept().
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    if field::<u16>(&ctx, layout!(state_protocol)) != Some(IPPROTO_TCP) {
+        return 0;
+    }
+    let (Some(sock), Some(old), Some(new)) = (
+        field::<u64>(&ctx, layout!(state_sk)),
+        field::<i32>(&ctx, layout!(state_old)),
+        field::<i32>(&ctx, layout!(state_new)),
+    ) else {
+        return 0;
+    };
+    if new == TCP_SYN_SENT {
+        // Inside connect(), in the connecting thread.
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let tgid = (pid_tgid >> 32) as u32;
+        if !traced(tgid) {
+            return 0;
+        }
+        // SAFETY: copied out at once.
+        let fd = match unsafe { IN_FLIGHT.get(&pid_tgid) } {
+            Some(args) if args.syscall == syscall::CONNECT => args.fd,
+            _ => -1,
+        };
+        let handshake = Handshake {
+            syn_ns: now(),
+            tgid,
+            fd,
+        };
+        let _ = HANDSHAKES.insert(&sock, &handshake, 0);
+    } else if old == TCP_SYN_SENT {
+        // SAFETY: copied out at once.
+        let Some(handshake) = (unsafe { HANDSHAKES.get(&sock) }).copied() else {
+            return 0;
+        };
+        let _ = HANDSHAKES.remove(&sock);
+        let what = if new == TCP_ESTABLISHED {
+            note::CONNECTED
+        } else {
+            note::CONNECT_FAILED
+        };
+        emit_note(
+            what,
+            sock,
+            Some((handshake.tgid, handshake.fd)),
+            now() - handshake.syn_ns,
+        );
+    } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
+        let _ = ESTABLISHED.insert(&sock, &now(), 0);
+    }
+    0
+}
+
+/// When the kernel queued the accepted connection `sock` (0 if not seen), forgetting it.
+#[inline(always)]
+pub fn take_established(sock: u64) -> u64 {
+    // SAFETY: copied out at once.
+    let at = unsafe { ESTABLISHED.get(&sock) }.copied().unwrap_or(0);
+    if at != 0 {
+        let _ = ESTABLISHED.remove(&sock);
+    }
+    at
+}
+
+/// Remembers an announced socket for the notes, or forgets a closed one.
+#[inline(always)]
+pub fn know_socket(sock: u64, tgid: u32, fd: i32) {
+    let _ = KNOWN_SOCKS.insert(&sock, &(((tgid as u64) << 32) | fd as u32 as u64), 0);
+}
+
+#[inline(always)]
+pub fn forget_socket(sock: u64) {
+    let _ = KNOWN_SOCKS.remove(&sock);
+}

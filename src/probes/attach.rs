@@ -1,0 +1,173 @@
+//! The attach ladder: each probe point's candidates tried in order (fentry, kprobe, tracepoint),
+//! the first that loads and attaches kept, and why each other one failed written down.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Btf, Ebpf,
+    programs::{FEntry, FExit, KProbe, TracePoint},
+};
+
+use super::{
+    ProbeStatus,
+    catalog::{Candidate, Hook, ProbePoint},
+    describe_program_error, tracefs,
+};
+
+/// What attaching needs besides the object: tracefs, and the kernel's BTF for fentry (parsed
+/// on first use: most points never need it).
+pub(super) struct Attacher {
+    tracefs: PathBuf,
+    btf_path: PathBuf,
+    btf: Option<Result<Btf, String>>,
+}
+
+impl Attacher {
+    pub(super) fn new(tracefs: &Path, btf_path: &Path) -> Self {
+        Attacher {
+            tracefs: tracefs.to_path_buf(),
+            btf_path: btf_path.to_path_buf(),
+            btf: None,
+        }
+    }
+
+    fn btf(&mut self) -> Result<&Btf, String> {
+        let path = self.btf_path.clone();
+        self.btf
+            .get_or_insert_with(|| {
+                Btf::parse_file(&path, aya::Endianness::default())
+                    .map_err(|e| format!("reading kernel BTF {}: {e}", path.display()))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// Tries a point's candidates in order; `unusable` names programs that cannot run here (their
+/// record lacks what they read) and why.
+pub(super) fn attach_point(
+    ebpf: &mut Ebpf,
+    attacher: &mut Attacher,
+    point: ProbePoint,
+    unusable: &HashMap<&'static str, String>,
+) -> ProbeStatus {
+    let mut status = ProbeStatus {
+        point,
+        attached: None,
+        failures: Vec::new(),
+    };
+    for candidate in point.candidates {
+        let outcome = match unusable.get(candidate.program) {
+            Some(why) => Err(why.clone()),
+            None => attach_candidate(ebpf, attacher, candidate),
+        };
+        match outcome {
+            Ok(()) => {
+                status.attached = Some(*candidate);
+                break;
+            }
+            Err(why) => status.failures.push((*candidate, why)),
+        }
+    }
+    status
+}
+
+fn attach_candidate(
+    ebpf: &mut Ebpf,
+    attacher: &mut Attacher,
+    candidate: &Candidate,
+) -> Result<(), String> {
+    match candidate.hook {
+        Hook::Tracepoint {
+            category,
+            name,
+            args,
+        } => {
+            if let Some(args) = args {
+                tracefs::check_syscall_layout(&attacher.tracefs, category, name, args)
+                    .map_err(|e| e.to_string())?;
+            }
+            let tp: &mut TracePoint = program(ebpf, candidate.program)?;
+            tp.load()
+                .map_err(|e| describe_program_error(candidate.program, &e))?;
+            tp.attach(category, name)
+                .map_err(|e| describe_program_error(candidate.program, &e))?;
+            Ok(())
+        }
+        Hook::FEntry { function } => {
+            let btf = attacher.btf()?;
+            // The exit first: no entry is then left waiting for an exit never hooked.
+            let exit_link = match candidate.exit {
+                Some(exit) => {
+                    let fexit: &mut FExit = program(ebpf, exit)?;
+                    fexit
+                        .load(function, btf)
+                        .map_err(|e| describe_program_error(exit, &e))?;
+                    Some(
+                        fexit
+                            .attach()
+                            .map_err(|e| describe_program_error(exit, &e))?,
+                    )
+                }
+                None => None,
+            };
+            let entry: Result<(), String> = (|| {
+                let fentry: &mut FEntry = program(ebpf, candidate.program)?;
+                fentry
+                    .load(function, btf)
+                    .map_err(|e| describe_program_error(candidate.program, &e))?;
+                fentry
+                    .attach()
+                    .map_err(|e| describe_program_error(candidate.program, &e))?;
+                Ok(())
+            })();
+            if let (Err(_), Some(link), Some(exit)) = (&entry, exit_link, candidate.exit) {
+                let fexit: &mut FExit = program(ebpf, exit)?;
+                let _ = fexit.detach(link);
+            }
+            entry
+        }
+        Hook::KProbe { function } => {
+            let exit_link = match candidate.exit {
+                Some(exit) => {
+                    let ret: &mut KProbe = program(ebpf, exit)?;
+                    ret.load().map_err(|e| describe_program_error(exit, &e))?;
+                    Some(
+                        ret.attach(function, 0)
+                            .map_err(|e| describe_program_error(exit, &e))?,
+                    )
+                }
+                None => None,
+            };
+            let entry: Result<(), String> = (|| {
+                let probe: &mut KProbe = program(ebpf, candidate.program)?;
+                probe
+                    .load()
+                    .map_err(|e| describe_program_error(candidate.program, &e))?;
+                probe
+                    .attach(function, 0)
+                    .map_err(|e| describe_program_error(candidate.program, &e))?;
+                Ok(())
+            })();
+            if let (Err(_), Some(link), Some(exit)) = (&entry, exit_link, candidate.exit) {
+                let ret: &mut KProbe = program(ebpf, exit)?;
+                let _ = ret.detach(link);
+            }
+            entry
+        }
+    }
+}
+
+/// Program `name` of the object, as a `P`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, String>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| format!("{e}"))
+}

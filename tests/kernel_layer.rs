@@ -1,0 +1,354 @@
+//! The kernel layer (tracepoints only, as on this host) against the kernel's own counters.
+//!
+//! A client and a server talk over a veth pair between two network namespaces; nftables rules
+//! lose some of their packets. Each side's reported retransmits must equal its namespace's
+//! TcpRetransSegs, its drops by reason the dropping rule's own counter; a lost SYN must show
+//! as the kernel's one-second SYN retransmit timeout in the connect time, and an accept()
+//! held back as the wait in the accept time. Every exchange carries its packets' device and
+//! receive-path times.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdout, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{
+    Agent, comm_of,
+    netns::{self, NetPair, SERVER_IP},
+    python, serial, skip_reason, support_file, wait_timeout,
+};
+
+const PORT: &str = "8080";
+
+macro_rules! require {
+    () => {
+        if let Some(why) = skip_reason().or_else(netns::missing_tools) {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// Reads lines from a child until one equals `want`.
+fn wait_for_line(out: &mut BufReader<ChildStdout>, want: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "ended before printing {want:?}"
+        );
+        if line.trim() == want {
+            return;
+        }
+    }
+}
+
+/// A process in a namespace, killed if the test fails before it ends.
+struct Peer {
+    child: Child,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(pair: &NetPair, ns: &str, program: &str, args: &[&str]) -> (Peer, BufReader<ChildStdout>) {
+    let mut child = pair
+        .command(ns, program, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn in namespace");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    (Peer { child }, out)
+}
+
+fn say(peer: &mut Peer) {
+    let stdin = peer.child.stdin.as_mut().unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+}
+
+/// The last (cumulative) data points of metric `name` for the workload with `pid`, from the
+/// file exporter's OTLP JSON lines.
+fn points(otlp: &str, pid: u32, name: &str) -> Vec<serde_json::Value> {
+    let mut last = Vec::new();
+    for line in otlp.lines() {
+        let json: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rm in json["resourceMetrics"].as_array().into_iter().flatten() {
+            let is_pid = rm["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| {
+                    let v = &a["value"]["intValue"];
+                    a["key"] == "process.pid"
+                        && (v.as_u64() == Some(u64::from(pid))
+                            || v.as_str() == Some(pid.to_string().as_str()))
+                });
+            if !is_pid {
+                continue;
+            }
+            for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+                for m in sm["metrics"].as_array().into_iter().flatten() {
+                    if m["name"] == name {
+                        let data = m.get("sum").or_else(|| m.get("histogram")).unwrap();
+                        last = data["dataPoints"].as_array().unwrap().clone();
+                    }
+                }
+            }
+        }
+    }
+    last
+}
+
+fn number(v: &serde_json::Value) -> f64 {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Sum of a counter's points whose attributes include `key=value` (all points for `None`).
+fn counted(points: &[serde_json::Value], filter: Option<(&str, &str)>) -> u64 {
+    points
+        .iter()
+        .filter(|p| {
+            filter.is_none_or(|(k, v)| {
+                p["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|a| a["key"] == k && a["value"]["stringValue"] == v)
+            })
+        })
+        .map(|p| number(&p["asInt"]) as u64)
+        .sum()
+}
+
+/// (count, sum) of a histogram's points.
+fn histogram(points: &[serde_json::Value]) -> (u64, f64) {
+    points.iter().fold((0, 0.0), |(c, s), p| {
+        (c + number(&p["count"]) as u64, s + number(&p["sum"]))
+    })
+}
+
+fn agent(otlp: &std::path::Path) -> Agent {
+    let comm = comm_of(python());
+    Agent::start(&[
+        "--comm",
+        &comm,
+        "--comm",
+        "curl",
+        "--exporter",
+        "console",
+        "--exporter",
+        "file",
+        "--file-path",
+        &otlp.display().to_string(),
+    ])
+}
+
+#[test]
+fn retransmits_and_drops_match_the_kernels_own_counters() {
+    require!();
+    let _guard = serial();
+    let pair = NetPair::create().expect("network namespaces");
+    let dir = tempfile::tempdir().unwrap();
+    let otlp = dir.path().join("otlp.jsonl");
+    let agent = agent(&otlp);
+    let server_py = support_file("http_server.py").display().to_string();
+    let client_py = support_file("raw_client.py").display().to_string();
+    let (server, mut server_out) = spawn(
+        &pair,
+        &pair.server,
+        python(),
+        &[&server_py, SERVER_IP, PORT],
+    );
+    wait_for_line(&mut server_out, &format!("ready {PORT}"));
+    const ROUNDS: usize = 16;
+    let rounds = ROUNDS.to_string();
+    let (mut client, mut client_out) = spawn(
+        &pair,
+        &pair.client,
+        python(),
+        &[&client_py, "rounds", SERVER_IP, PORT, &rounds],
+    );
+    wait_for_line(&mut client_out, "connected");
+
+    // Every fourth TCP packet arriving in either namespace is dropped: both sides lose
+    // packets and retransmit. The handshake is done and the close comes after the rules go.
+    let retrans = |ns: &str| pair.nstat(ns, "TcpRetransSegs");
+    let before = (retrans(&pair.client), retrans(&pair.server));
+    let rule = |port_match: &str| {
+        format!(
+            "table inet nsd {{\n chain input {{\n  type filter hook input priority 0;\n  \
+             {port_match} {PORT} numgen inc mod 4 == 0 counter drop\n }}\n}}\n"
+        )
+    };
+    pair.nft(&pair.client, &rule("tcp sport"));
+    pair.nft(&pair.server, &rule("tcp dport"));
+    say(&mut client);
+    wait_for_line(&mut client_out, "done");
+    let dropped = (
+        pair.nft_counted(&pair.client, "nsd"),
+        pair.nft_counted(&pair.server, "nsd"),
+    );
+    pair.nft(&pair.client, "delete table inet nsd");
+    pair.nft(&pair.server, "delete table inet nsd");
+    pair.wait_until_acked(Duration::from_secs(30));
+    let retransmitted = (
+        retrans(&pair.client) - before.0,
+        retrans(&pair.server) - before.1,
+    );
+    say(&mut client);
+    assert!(wait_timeout(&mut client.child, Duration::from_secs(30)).success());
+    // Let the server see the close before it goes.
+    std::thread::sleep(Duration::from_millis(300));
+    let (client_pid, server_pid) = (client.child.id(), server.child.id());
+    drop(server);
+    let capture = agent.stop();
+    let text = std::fs::read_to_string(&otlp).unwrap();
+
+    assert!(
+        dropped.0 > 0 && dropped.1 > 0,
+        "the rules dropped {dropped:?}"
+    );
+    assert!(
+        retransmitted.0 > 0 && retransmitted.1 > 0,
+        "retransmits {retransmitted:?}"
+    );
+    for (who, pid, dropped, retransmitted) in [
+        ("client", client_pid, dropped.0, retransmitted.0),
+        ("server", server_pid, dropped.1, retransmitted.1),
+    ] {
+        let lines = capture.of(pid);
+        assert_eq!(lines.len(), ROUNDS, "{who}:\n{}", capture.stdout);
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(l.target, format!("/items/{i}"), "{who}");
+            assert_eq!(l.status, 200, "{who}");
+            let (sent, received) = l.packets.expect("packets on every exchange");
+            assert!(sent >= 1 && received >= 1, "{who} {l:?}");
+            for layer in ["device_queue", "device_send", "receive"] {
+                assert!(
+                    l.kernel_ns.iter().any(|(k, ns)| k == layer && *ns > 0),
+                    "{who} exchange {i} has no {layer} time: {l:?}"
+                );
+            }
+        }
+        eprintln!(
+            "{who}: TcpRetransSegs +{retransmitted}, nftables dropped {dropped}, {} exchanges",
+            lines.len()
+        );
+        let reported = counted(&points(&text, pid, "netsonde.kernel.retransmits"), None);
+        assert_eq!(
+            reported, retransmitted,
+            "{who}: retransmits reported vs TcpRetransSegs of its namespace"
+        );
+        let drops = points(&text, pid, "netsonde.kernel.drops");
+        assert_eq!(
+            counted(
+                &drops,
+                Some(("netsonde.kernel.drop.reason", "NETFILTER_DROP"))
+            ),
+            dropped,
+            "{who}: NETFILTER_DROP drops reported vs the nftables rule's counter: {drops:?}"
+        );
+        assert_eq!(counted(&drops, None), dropped, "{who}: other drop reasons");
+        let exchanges_retransmits: u64 = lines.iter().map(|l| l.retransmits).sum();
+        assert!(exchanges_retransmits <= retransmitted, "{who}");
+    }
+}
+
+#[test]
+fn a_lost_syn_and_a_held_back_accept_show_in_connect_and_accept_times() {
+    require!();
+    let _guard = serial();
+    let pair = NetPair::create().expect("network namespaces");
+    let dir = tempfile::tempdir().unwrap();
+    let otlp = dir.path().join("otlp.jsonl");
+    let agent = agent(&otlp);
+    let server_py = support_file("accept_later.py").display().to_string();
+    let (mut server, mut server_out) = spawn(
+        &pair,
+        &pair.server,
+        python(),
+        &[&server_py, SERVER_IP, PORT],
+    );
+    wait_for_line(&mut server_out, "ready");
+    // The first SYN is lost: the client sends it again after the kernel's initial
+    // retransmission timeout, one second (RFC 6298).
+    pair.nft(
+        &pair.server,
+        &format!(
+            "table inet nsd {{\n chain input {{\n  type filter hook input priority 0;\n  \
+             tcp dport {PORT} tcp flags & (syn | ack) == syn numgen inc mod 2 == 0 counter drop\n \
+             }}\n}}\n"
+        ),
+    );
+    let url = format!("http://{SERVER_IP}:{PORT}/held");
+    let mut curl = Peer {
+        child: pair
+            .command(&pair.client, "curl", &["-s", "-o", "/dev/null", &url])
+            .spawn()
+            .expect("curl"),
+    };
+    // Wait for the handshake to finish (the connection waits in the listen queue), then
+    // hold the accept back a while longer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pair
+        .sockets(&pair.server)
+        .iter()
+        .any(|(state, _)| state == "ESTAB")
+    {
+        assert!(Instant::now() < deadline, "the handshake never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    const HELD: Duration = Duration::from_millis(300);
+    std::thread::sleep(HELD);
+    say(&mut server);
+    assert!(wait_timeout(&mut curl.child, Duration::from_secs(30)).success());
+    assert!(wait_timeout(&mut server.child, Duration::from_secs(30)).success());
+    let syns_dropped = pair.nft_counted(&pair.server, "nsd");
+    let capture = agent.stop();
+    let text = std::fs::read_to_string(&otlp).unwrap();
+
+    assert_eq!(syns_dropped, 1);
+    let client = capture.of(curl.child.id());
+    assert_eq!(client.len(), 1, "{}", capture.stdout);
+    assert_eq!(
+        (client[0].target.as_str(), client[0].status),
+        ("/held", 204)
+    );
+    let (count, seconds) = histogram(&points(
+        &text,
+        curl.child.id(),
+        "netsonde.connection.connect.duration",
+    ));
+    assert_eq!(count, 1);
+    eprintln!("connect with one lost SYN: {seconds} s");
+    // One second of SYN timeout, plus a round trip on a local link.
+    assert!(
+        (1.0..1.25).contains(&seconds),
+        "connect took {seconds} s with one lost SYN"
+    );
+    let (count, seconds) = histogram(&points(
+        &text,
+        server.child.id(),
+        "netsonde.connection.accept.duration",
+    ));
+    assert_eq!(count, 1);
+    eprintln!("accept held back {HELD:?}: waited {seconds} s");
+    // At least the hold; at most the hold plus the 10 ms polling and Python's reaction.
+    assert!(
+        (HELD.as_secs_f64()..HELD.as_secs_f64() + 0.5).contains(&seconds),
+        "the connection waited {seconds} s for accept(); it was held {HELD:?}"
+    );
+}

@@ -108,6 +108,7 @@ pub fn probe_settings(config: &Config, options: &RunOptions) -> ProbeSettings {
         comms: config.filter.comms.clone(),
         noop,
         kernel_layer: config.capture.kernel_layer,
+        fentry: config.capture.fentry,
         btf_path: options
             .btf
             .clone()
@@ -186,6 +187,12 @@ pub async fn run(
         .iter()
         .filter(|s| s.attached.is_some())
         .count() as u64;
+    // Which method each probe point got, for self-telemetry.
+    let probe_methods: Arc<[(&'static str, &'static str)]> = probes
+        .report()
+        .iter()
+        .map(|s| (s.point.name, s.attached.map_or("none", |c| c.hook.method())))
+        .collect();
 
     let probes = Arc::new(Mutex::new(Some(probes)));
     let lifecycle_stats = Arc::new(LifecycleStats::default());
@@ -221,6 +228,7 @@ pub async fn run(
             report.export = export_stats.totals();
             report.lifecycle = lifecycle_stats.totals();
             report.drops_by_reason = counters.drops_by_reason();
+            report.probe_methods = probe_methods.clone();
             report.probes_attached = probes_attached;
             report.probes_total = probes_total;
             report

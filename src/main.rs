@@ -32,7 +32,7 @@ enum Command {
     /// Capture traffic and print one line per HTTP exchange until SIGINT/SIGTERM or --duration.
     Run(RunArgs),
     /// List every probe point, how it attached on this kernel and why better ways failed (exit status 1 if a required one fails).
-    Probes(ConfigArg),
+    Probes(ProbesArgs),
 }
 
 #[derive(Args)]
@@ -43,6 +43,16 @@ struct ConfigArg {
     /// BTF describing the running kernel, for kernels without /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]
     btf: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProbesArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Instead of attaching: measure the programs of the netsonde running now for SECS seconds
+    /// with the kernel's BPF run-time statistics (runs, nanoseconds per run, CPU share).
+    #[arg(long, value_name = "SECS")]
+    stats: Option<u64>,
 }
 
 #[derive(Args)]
@@ -200,7 +210,11 @@ async fn shutdown_signal(duration: Option<Duration>) {
     }
 }
 
-fn probes(args: ConfigArg) -> ExitCode {
+fn probes(args: ProbesArgs) -> ExitCode {
+    if let Some(secs) = args.stats {
+        return program_stats(Duration::from_secs(secs.max(1)));
+    }
+    let args = args.config;
     let config = match load_config(&args) {
         Ok(config) => config,
         Err(e) => return fail(&e),
@@ -286,5 +300,45 @@ fn probes(args: ConfigArg) -> ExitCode {
             report.len()
         );
     }
+    ExitCode::SUCCESS
+}
+
+/// `probes --stats`: what each of netsonde's programs costs while the node's traffic runs.
+fn program_stats(window: Duration) -> ExitCode {
+    let runs = match netsonde::probes::stats::measure(window) {
+        Ok(runs) => runs,
+        Err(e) => return fail(&e),
+    };
+    if runs.is_empty() {
+        eprintln!("netsonde: no netsonde programs are loaded; start `netsonde run` first");
+        return ExitCode::FAILURE;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "netsonde's programs over {} s (BPF run-time statistics, {} CPUs)",
+        window.as_secs(),
+        cpus
+    );
+    println!(
+        "{:<16} {:>6} {:>12} {:>9} {:>10} {:>7}",
+        "PROGRAM", "COPIES", "RUNS", "NS/RUN", "TOTAL MS", "CPU %"
+    );
+    for p in &runs {
+        println!(
+            "{:<16} {:>6} {:>12} {:>9.0} {:>10.1} {:>7.3}",
+            p.name,
+            p.copies,
+            p.runs,
+            p.ns_per_run(),
+            p.run_ns as f64 / 1e6,
+            p.run_ns as f64 / window.as_nanos() as f64 / cpus * 100.0
+        );
+    }
+    let total: u64 = runs.iter().map(|p| p.run_ns).sum();
+    println!(
+        "all programs: {:.1} ms, {:.3} % of the machine's CPU",
+        total as f64 / 1e6,
+        total as f64 / window.as_nanos() as f64 / cpus * 100.0
+    );
     ExitCode::SUCCESS
 }

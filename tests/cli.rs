@@ -29,7 +29,7 @@ fn an_unknown_config_key_is_named_in_one_line() {
     assert_eq!(
         stderr(&out),
         format!(
-            "netsonde: config file {}: line 2 column 3: unknown field `payload_byte`, expected one of payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer\n",
+            "netsonde: config file {}: line 2 column 3: unknown field `payload_byte`, expected one of payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry\n",
             path.display()
         )
     );
@@ -131,6 +131,8 @@ fn probes_lists_every_point_and_how_it_attached() {
     for (point, function) in [
         ("net.l4.send", "tcp_sendmsg"),
         ("net.l3.send", "__ip_queue_xmit"),
+        ("net.l3.receive", "ip_rcv"),
+        ("net.l4.receive", "tcp_v4_rcv"),
         ("net.netfilter", "nf_hook_slow"),
         ("net.arp", "neigh_resolve_output"),
     ] {
@@ -169,7 +171,7 @@ fn probes_lists_every_point_and_how_it_attached() {
     let last = lines.last().unwrap();
     assert!(
         last.starts_with(&format!(
-            "{} of 44 probe points attached",
+            "{} of 46 probe points attached",
             40 + function_points_attached
         )),
         "{text}"
@@ -187,7 +189,7 @@ fn run_stops_by_itself_after_its_duration_with_final_stats() {
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.contains(" stats(final) events="), "{stdout}");
     assert!(
-        stderr(&out).contains("of 44 probes attached; tracing every process"),
+        stderr(&out).contains("of 46 probes attached; tracing every process"),
         "{}",
         stderr(&out)
     );
@@ -282,5 +284,47 @@ fn an_unwritable_output_file_stops_the_agent_with_its_path() {
     assert_eq!(
         stderr(&out),
         "netsonde: cannot open the output file /nonexistent/dir/out.jsonl: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn probes_stats_measures_the_running_agents_programs() {
+    require_privileges!();
+    let _serial = serial();
+    let out = netsonde(&["probes", "--stats", "1"]);
+    assert_eq!(out.status.code(), Some(1), "no agent runs yet");
+    assert_eq!(
+        stderr(&out),
+        "netsonde: no netsonde programs are loaded; start `netsonde run` first\n"
+    );
+    let server = support::PyServer::start();
+    let agent = support::Agent::start(&["--pid", &server.pid.to_string(), "--comm", "curl"]);
+    let stats = std::thread::spawn(|| netsonde(&["probes", "--stats", "3"]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for i in 0..20 {
+        support::curl(&[&server.url(&format!("/items/{i}"))]);
+    }
+    let out = stats.join().unwrap();
+    agent.stop();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Every request is a read and a write on each side; every packet passes the device.
+    for program in [
+        "exit_read",
+        "enter_write",
+        "net_dev_queue",
+        "skb_copy_datagr",
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(program))
+            .unwrap_or_else(|| panic!("{program} missing:\n{text}"));
+        let f: Vec<&str> = row.split_whitespace().collect();
+        let (runs, ns): (u64, f64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        assert!(runs >= 20 && ns > 0.0, "{row}");
+    }
+    assert!(
+        text.lines().last().unwrap().starts_with("all programs: "),
+        "{text}"
     );
 }

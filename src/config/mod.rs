@@ -34,6 +34,9 @@ pub struct CaptureConfig {
     /// Follow traced syscalls' packets through the kernel's network layer (packets, device and
     /// receive-path times, retransmits, drops, handshakes). Off: syscalls only.
     pub kernel_layer: bool,
+    /// Hook kernel functions with fentry when the kernel allows it (the cheapest way); false
+    /// goes straight to kprobes.
+    pub fentry: bool,
 }
 
 /// Which processes are traced. Both empty: every process but netsonde itself.
@@ -81,6 +84,7 @@ impl Default for CaptureConfig {
             ring_buffer_bytes: 8 << 20,
             batch_delay_ms: 10,
             kernel_layer: true,
+            fentry: true,
         }
     }
 }
@@ -263,6 +267,7 @@ mod tests {
             "capture.ring_buffer_bytes",
             "capture.batch_delay_ms",
             "capture.kernel_layer",
+            "capture.fentry",
             "filter.pids",
             "filter.comms",
             "connections.max_connections",
@@ -301,7 +306,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "config file <text>: line 2 column 3: unknown field `payload_byte`, expected one of \
-             payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer"
+             payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry"
         );
         let err = Config::from_yaml("captur: {}\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `captur`"), "{err}");

@@ -23,14 +23,17 @@ pub(super) struct Attacher {
     tracefs: PathBuf,
     btf_path: PathBuf,
     btf: Option<Result<Btf, String>>,
+    /// fentry allowed by configuration (`capture.fentry`).
+    fentry: bool,
 }
 
 impl Attacher {
-    pub(super) fn new(tracefs: &Path, btf_path: &Path) -> Self {
+    pub(super) fn new(tracefs: &Path, btf_path: &Path, fentry: bool) -> Self {
         Attacher {
             tracefs: tracefs.to_path_buf(),
             btf_path: btf_path.to_path_buf(),
             btf: None,
+            fentry,
         }
     }
 
@@ -98,6 +101,9 @@ fn attach_candidate(
             Ok(())
         }
         Hook::FEntry { function } => {
+            if !attacher.fentry {
+                return Err("fentry is switched off (capture.fentry: false)".into());
+            }
             let btf = attacher.btf()?;
             // The exit first: no entry is then left waiting for an exit never hooked.
             let exit_link = match candidate.exit {

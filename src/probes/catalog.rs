@@ -405,6 +405,30 @@ const FUNCTION_LAYER: &[ProbePoint] = &[
         ),
     },
     ProbePoint {
+        name: "net.l3.receive",
+        purpose: "IPv4 receive time (ip_rcv) of packets a traced syscall reads",
+        phase: Phase::Exit,
+        candidates: function_ladder!(
+            "ip_rcv",
+            "ip_rcv_fentry",
+            Some("ip_rcv_fexit"),
+            "ip_rcv_kprobe",
+            Some("ip_rcv_kretprobe")
+        ),
+    },
+    ProbePoint {
+        name: "net.l4.receive",
+        purpose: "TCP receive time (tcp_v4_rcv) of packets a traced syscall reads",
+        phase: Phase::Exit,
+        candidates: function_ladder!(
+            "tcp_v4_rcv",
+            "tcp_v4_rcv_fentry",
+            Some("tcp_v4_rcv_fexit"),
+            "tcp_v4_rcv_kprobe",
+            Some("tcp_v4_rcv_kretprobe")
+        ),
+    },
+    ProbePoint {
         name: "net.netfilter",
         purpose: "netfilter time and hook runs (nf_hook_slow), sending and receiving",
         phase: Phase::Exit,
@@ -464,6 +488,6 @@ mod tests {
         let mut names: Vec<_> = points.iter().map(|p| p.name).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 32 + 12);
+        assert_eq!(names.len(), 32 + 14);
     }
 }

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod netlayer;
 pub mod offsets;
 pub mod ring;
+pub mod stats;
 pub mod tls;
 pub mod tracefs;
 
@@ -91,6 +92,8 @@ pub struct ProbeSettings {
     /// Attach the network layer under the syscalls (packets, device and receive times,
     /// retransmits, drops, handshakes).
     pub kernel_layer: bool,
+    /// Try fentry before kprobes for kernel functions.
+    pub fentry: bool,
 }
 
 /// The outcome for one probe point.
@@ -157,17 +160,25 @@ impl Probes {
             );
         }
 
-        let mut attach = attach::Attacher::new(&tracefs, &settings.btf_path);
+        let mut attach = attach::Attacher::new(&tracefs, &settings.btf_path, settings.fentry);
         let mut points = catalog::syscall_layer();
         if settings.kernel_layer {
             points.extend(catalog::kernel_layer());
         }
         points.sort_by_key(|p| p.phase);
         let mut report = Vec::with_capacity(points.len());
+        // Kernel-function points are missing on many kernels (no kprobes, fentry refused):
+        // one line says so. Any other point that fails is worth a warning each.
+        let mut functions_missing = Vec::new();
         for point in points {
             let status = attach::attach_point(&mut ebpf, &mut attach, point, &unusable);
+            let function_only = point
+                .candidates
+                .iter()
+                .all(|c| matches!(c.hook, Hook::FEntry { .. } | Hook::KProbe { .. }));
             match (&status.attached, status.failures.last()) {
                 (Some(_), _) => {}
+                (None, Some(_)) if function_only => functions_missing.push(point.name),
                 (None, Some((candidate, why))) => tracing::warn!(
                     "probe {} not attached ({}: {why}); lost: {}",
                     point.name,
@@ -177,6 +188,12 @@ impl Probes {
                 (None, None) => {}
             }
             report.push(status);
+        }
+        if !functions_missing.is_empty() {
+            tracing::info!(
+                "this kernel allows neither fentry nor kprobes here: no {} (`netsonde probes` says why)",
+                functions_missing.join(", ")
+            );
         }
         if report.iter().all(|s| s.attached.is_none()) {
             return Err(ProbeError::NothingAttached);

@@ -84,13 +84,14 @@ const PACKETS: &str = "joining packets to the syscalls that sent them";
 /// Looks up every offset the programs need.
 pub fn load_offsets(btf_path: &Path) -> Result<KernelOffsets, OffsetError> {
     // Mapped, not parsed whole: about twenty lookups do not justify holding all of vmlinux's
-    // types in the heap.
-    let btf = Btf::from_file_with_backend(btf_path, btf_rs::Backend::Mmap).map_err(|source| {
-        OffsetError::NoBtf {
+    // types in the heap. Kernels before 6.16 cannot mmap /sys/kernel/btf/vmlinux (ENODEV):
+    // there it is read and parsed.
+    let btf = Btf::from_file_with_backend(btf_path, btf_rs::Backend::Mmap)
+        .or_else(|_| Btf::from_file_with_backend(btf_path, btf_rs::Backend::Cache))
+        .map_err(|source| OffsetError::NoBtf {
             path: btf_path.display().to_string(),
             source,
-        }
-    })?;
+        })?;
     resolve_offsets(&btf)
 }
 

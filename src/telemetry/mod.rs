@@ -174,6 +174,8 @@ pub struct StatsReport {
     pub lifecycle: crate::probes::lifecycle::LifecycleTotals,
     /// Packets dropped on the node, by drop reason.
     pub drops_by_reason: Vec<(String, u64)>,
+    /// Each probe point and the method it attached with (`none`).
+    pub probe_methods: Arc<[(&'static str, &'static str)]>,
     /// Whether this is the last report, at exit.
     pub last: bool,
 }
@@ -212,6 +214,7 @@ impl StatsReport {
             probes_total: 0,
             lifecycle: Default::default(),
             drops_by_reason: Vec::new(),
+            probe_methods: Arc::new([]),
             last,
         }
     }

@@ -173,7 +173,26 @@ const COUNTERS: [(&str, &str, &str, Reading); 11] = [
 ];
 
 /// Gauges.
-const GAUGES: [(&str, &str, &str, Reading); 4] = [
+const GAUGES: [(&str, &str, &str, Reading); 5] = [
+    (
+        "netsonde.agent.probe.method",
+        "{probe}",
+        "Each probe point, with the method it attached by (`none`: not attached); always 1.",
+        |s| {
+            s.probe_methods
+                .iter()
+                .map(|(point, method)| {
+                    (
+                        1,
+                        vec![
+                            KeyValue::new("netsonde.probe.point", *point),
+                            KeyValue::new("netsonde.probe.method", *method),
+                        ],
+                    )
+                })
+                .collect()
+        },
+    ),
     (
         "netsonde.agent.tls.libraries",
         "{library}",

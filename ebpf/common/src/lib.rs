@@ -179,7 +179,7 @@ pub struct DataEvent {
 
 /// Kernel layers a syscall's packets are timed in: indexes of [`KernelStats::ns`].
 pub mod layer {
-    /// TCP: `tcp_sendmsg` on the way out, `tcp_v4_rcv`/`tcp_v6_rcv` on the way in.
+    /// TCP: `tcp_sendmsg` on the way out, `tcp_v4_rcv` on the way in.
     pub const L4: usize = 0;
     /// IP: `__ip_queue_xmit` out, `ip_rcv` in.
     pub const L3: usize = 1;
@@ -322,8 +322,11 @@ pub struct TxSkb {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RxSkb {
     pub received_ns: u64,
-    /// Time in netfilter hooks on the way in (kernels with kprobes or fentry).
+    /// Time in netfilter hooks, in `ip_rcv` and in `tcp_v4_rcv` on the way in (kernels with
+    /// kprobes or fentry).
     pub nf_ns: u64,
+    pub l3_ns: u64,
+    pub l4_ns: u64,
     pub len: u32,
     pub nf_count: u32,
 }
@@ -660,7 +663,7 @@ const _: () = assert!(core::mem::size_of::<KernelStats>() == 88);
 const _: () = assert!(core::mem::size_of::<KernelNoteEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<NetLayout>() == 72);
 const _: () = assert!(core::mem::size_of::<TxSkb>() == 32);
-const _: () = assert!(core::mem::size_of::<RxSkb>() == 24);
+const _: () = assert!(core::mem::size_of::<RxSkb>() == 40);
 const _: () = assert!(core::mem::size_of::<CallKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CallStart>() == 16);
 const _: () = assert!(core::mem::size_of::<Handshake>() == 16);

@@ -32,7 +32,52 @@ mod func {
     pub const IP_QUEUE_XMIT: u64 = 2;
     pub const NF_HOOK_SEND: u64 = 3;
     pub const NF_HOOK_RECEIVE: u64 = 4;
+    pub const IP_RCV: u64 = 5;
+    pub const TCP_V4_RCV: u64 = 6;
 }
+
+/// Entry of a receiving-side call on packet `skb`, if it is on its way to a reader.
+#[inline(always)]
+fn enter_receive(func: u64, skb: u64) {
+    if RX_SKBS.get_ptr(&skb).is_some() {
+        let start = CallStart {
+            start_ns: now(),
+            tag: skb,
+        };
+        let key = CallKey {
+            pid_tgid: bpf_get_current_pid_tgid(),
+            func,
+        };
+        let _ = CALLS.insert(&key, &start, 0);
+    }
+}
+
+/// Exit of a receiving-side call: its duration is kept with the packet.
+#[inline(always)]
+fn exit_receive(func: u64) {
+    let key = CallKey {
+        pid_tgid: bpf_get_current_pid_tgid(),
+        func,
+    };
+    // SAFETY: copied out at once.
+    let Some(start) = (unsafe { CALLS.get(&key) }).copied() else {
+        return;
+    };
+    let _ = CALLS.remove(&key);
+    if let Some(rx) = RX_SKBS.get_ptr_mut(&start.tag) {
+        let d = now() - start.start_ns;
+        // SAFETY: a pointer into the map value; one packet is in one place at a time.
+        unsafe {
+            if func == IP_RCV_FUNC {
+                (*rx).l3_ns += d;
+            } else {
+                (*rx).l4_ns += d;
+            }
+        }
+    }
+}
+
+const IP_RCV_FUNC: u64 = func::IP_RCV;
 
 /// The traced send syscall in flight on this thread, if `sk` is its socket: its `enter_ns`.
 #[inline(always)]
@@ -127,7 +172,11 @@ fn enter_neigh(skb: u64) {
         return;
     };
     if sk != 0 && KNOWN_SOCKS.get_ptr(&sk).is_some() {
-        let _ = ARP_WAIT.insert(&skb, &now(), 0);
+        // Ethernet-like devices resolve through here again when the reply flushes the queue:
+        // the first call is when the wait began. (A packet dropped while waiting leaves
+        // through `kfree_skb`, which forgets it.)
+        const BPF_NOEXIST: u64 = 1;
+        let _ = ARP_WAIT.insert(&skb, &now(), BPF_NOEXIST);
     }
 }
 
@@ -247,3 +296,57 @@ pub fn neigh_resolve_output_kprobe(ctx: ProbeContext) -> u32 {
     }
     0
 }
+
+macro_rules! receive_layer {
+    ($function:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident, $func:expr) => {
+        #[fentry(function = $function)]
+        pub fn $fentry(ctx: FEntryContext) -> i32 {
+            if !noop() {
+                enter_receive($func, btf_arg(&ctx, 0));
+            }
+            0
+        }
+
+        #[fexit(function = $function)]
+        pub fn $fexit(_ctx: FExitContext) -> i32 {
+            if !noop() {
+                exit_receive($func);
+            }
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            if !noop() {
+                enter_receive($func, ctx.arg::<u64>(0).unwrap_or(0));
+            }
+            0
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(_ctx: RetProbeContext) -> u32 {
+            if !noop() {
+                exit_receive($func);
+            }
+            0
+        }
+    };
+}
+
+receive_layer!(
+    "ip_rcv",
+    ip_rcv_fentry,
+    ip_rcv_fexit,
+    ip_rcv_kprobe,
+    ip_rcv_kretprobe,
+    func::IP_RCV
+);
+
+receive_layer!(
+    "tcp_v4_rcv",
+    tcp_v4_rcv_fentry,
+    tcp_v4_rcv_fexit,
+    tcp_v4_rcv_kprobe,
+    tcp_v4_rcv_kretprobe,
+    func::TCP_V4_RCV
+);

@@ -110,7 +110,8 @@ pub(crate) fn add_time(pid_tgid: u64, enter_ns: u64, at: usize, ns: u64) -> bool
     if !still_running(pid_tgid, enter_ns) {
         return false;
     }
-    match stats_of(pid_tgid, enter_ns, false) {
+    // The first finding of a syscall may be a time (its packet waits for ARP, say).
+    match stats_of(pid_tgid, enter_ns, true) {
         // SAFETY: a pointer into the map value (see `stats_of`).
         Some(stats) => unsafe { add_layer(&mut *stats, at, ns) },
         None => return false,
@@ -276,6 +277,8 @@ pub fn netif_receive_skb(ctx: TracePointContext) -> u32 {
     let rx = RxSkb {
         received_ns: now(),
         nf_ns: 0,
+        l3_ns: 0,
+        l4_ns: 0,
         len: field(&ctx, layout!(receive_len)).unwrap_or(0),
         nf_count: 0,
     };
@@ -316,6 +319,12 @@ pub fn skb_copy_datagram_iovec(ctx: TracePointContext) -> u32 {
         (*stats).packets += 1;
         (*stats).bytes += rx.len as u64;
         add_layer(&mut *stats, layer::RECEIVE, now() - rx.received_ns);
+        if rx.l3_ns > 0 {
+            add_layer(&mut *stats, layer::L3, rx.l3_ns);
+        }
+        if rx.l4_ns > 0 {
+            add_layer(&mut *stats, layer::L4, rx.l4_ns);
+        }
         if rx.nf_count > 0 {
             (*stats).ns[layer::NETFILTER] += rx.nf_ns;
             (*stats).timed[layer::NETFILTER] =
@@ -403,6 +412,9 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     let Some(skb) = field::<u64>(&ctx, layout!(free_skb)) else {
         return 0;
     };
+    if crate::layers::arp_attached() {
+        let _ = ARP_WAIT.remove(&skb);
+    }
     // A packet being sent carries its socket; one being received may only name it in rx_sk.
     let mut sock = read::<u64>(skb + offset!(skb_sk)).unwrap_or(0);
     let rx_sk_at = layout!(free_rx_sk);

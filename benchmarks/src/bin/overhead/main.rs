@@ -22,9 +22,15 @@
 //! (h2c, `h2load -c4 -m1`), reporting MB/s: reads far past the captured prefix, whose frames
 //! the kernel follows piece by piece.
 //!
+//! With `--hook-costs`, the saturation phase runs under the floor and the agent while
+//! `netsonde probes --stats` reads the kernel's BPF run-time statistics: each program's cost
+//! per run with no-op bodies and with netsonde's, on the same hooks (see `hook_costs.rs`).
+//!
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
-//!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download]
+//!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download] [--hook-costs]
+
+mod hook_costs;
 
 use std::{
     io::{BufRead, BufReader},
@@ -67,6 +73,7 @@ struct Options {
     netsonde: PathBuf,
     tls: bool,
     h2_download: bool,
+    hook_costs: bool,
 }
 
 fn parse_args() -> Options {
@@ -78,6 +85,7 @@ fn parse_args() -> Options {
         netsonde: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/netsonde"),
         tls: false,
         h2_download: false,
+        hook_costs: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -95,6 +103,11 @@ fn parse_args() -> Options {
             }
             "--h2-download" => {
                 o.h2_download = true;
+                i += 1;
+                continue;
+            }
+            "--hook-costs" => {
+                o.hook_costs = true;
                 i += 1;
                 continue;
             }
@@ -147,6 +160,10 @@ fn main() {
     println!("nginx worker pid {}; url {url}\n", nginx.worker);
     if o.h2_download {
         h2_downloads(&o, &nginx, &collector);
+        return;
+    }
+    if o.hook_costs {
+        hook_costs::run(&o, &url, &collector);
         return;
     }
 

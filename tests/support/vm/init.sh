@@ -1,0 +1,99 @@
+#!/bin/busybox sh
+# /init of the kernel-matrix guest (tests/vm_matrix.rs). Runs netsonde on this kernel, drives
+# one HTTP exchange between two network namespaces over a veth pair, and prints what happened
+# on the serial console between VMTEST markers. Traffic never leaves the guest.
+/bin/busybox --install -s /bin
+export PATH=/usr/sbin:/usr/bin:/bin:/sbin
+# busybox's shell runs its own applets before PATH: the host's iproute2 and nftables by path.
+ip() { /usr/sbin/ip "$@"; }
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mkdir -p /run/netns /var/run
+ln -s /run/netns /var/run/netns
+echo "VMTEST kernel $(uname -r)"
+for m in $(cat /lib/modules/load-order); do
+    insmod "/lib/modules/$m" || echo "VMTEST insmod $m failed"
+done
+ip link set dev lo up
+ip netns add c
+ip netns add s
+ip link add name veth-c type veth peer name veth-s
+ip link set dev veth-c netns c
+ip link set dev veth-s netns s
+ip -n c addr add 10.231.0.1/24 dev veth-c
+ip -n s addr add 10.231.0.2/24 dev veth-s
+ip -n c link set dev veth-c up
+ip -n s link set dev veth-s up
+ip -n c link set dev lo up
+ip -n s link set dev lo up
+# The client's packets wait 50 ms on the way out: the handshake takes that long.
+ip netns exec c /usr/sbin/tc qdisc add dev veth-c root netem delay 50ms || echo "VMTEST netem failed"
+# A rule set on both sides: every packet passes netfilter hooks (counted, accepted).
+for ns in c s; do
+    printf 'table inet t {\n chain i {\n  type filter hook input priority 0;\n  counter\n }\n chain o {\n  type filter hook output priority 0;\n  counter\n }\n}\n' \
+        | ip netns exec $ns /usr/sbin/nft -f - || echo "VMTEST nft failed in $ns"
+done
+
+printf 'capture:\n  fentry: false\n' > /tmp/kprobes.yaml
+
+# One pass: the probe table, then the agent while one exchange crosses the veth pair.
+# $1 names the pass; the rest are extra arguments for netsonde.
+run_pass() {
+    name=$1
+    shift
+    echo "VMTEST probes-$name begin"
+    /netsonde probes "$@" 2>&1
+    echo "VMTEST probes-$name end"
+    /netsonde run "$@" --exporter console --exporter file --file-path /tmp/otlp-$name.jsonl \
+        > /tmp/run-$name.out 2> /tmp/run-$name.err &
+    agent=$!
+    i=0
+    while ! grep -q "probes attached" /tmp/run-$name.err; do
+        i=$((i + 1))
+        if [ $i -gt 600 ] || ! kill -0 $agent 2>/dev/null; then
+            echo "VMTEST agent failed to start ($name)"
+            cat /tmp/run-$name.err
+            poweroff -f
+        fi
+        sleep 0.5
+    done
+    echo "VMTEST agent attached ($name) after ${i} polls"
+    ip netns exec s /tiny_httpd 10.231.0.2 8080 &
+    server=$!
+    sleep 1
+    # No neighbour entry: the SYN waits for ARP, then for netem, like the ARP request did.
+    ip -n c neigh del 10.231.0.2 dev veth-c 2>/dev/null
+    # The client connects at once and sends its request two seconds later; in between its
+    # neighbour entry is deleted again, so the request waits for ARP too.
+    (sleep 2; printf 'GET /index.html HTTP/1.0\r\nHost: guest\r\n\r\n'; sleep 3) \
+        | ip netns exec c nc 10.231.0.2 8080 > /tmp/client-$name.out &
+    client=$!
+    sleep 1
+    ip -n c neigh del 10.231.0.2 dev veth-c || echo "VMTEST neighbour delete failed"
+    echo "VMTEST neighbours after delete ($name): $(ip -n c neigh show | tr '\n' ';')"
+    wait $client
+    echo "VMTEST neighbours after request ($name): $(ip -n c neigh show | tr '\n' ';')"
+    kill $server
+    sleep 1
+    kill -INT $agent
+    wait $agent
+    echo "VMTEST agent exited ($name) $?"
+    echo "VMTEST client said ($name): $(head -1 /tmp/client-$name.out)"
+    for what in console log otlp; do
+        echo "VMTEST $what-$name begin"
+        case $what in
+            console) cat /tmp/run-$name.out ;;
+            log) cat /tmp/run-$name.err ;;
+            otlp) cat /tmp/otlp-$name.jsonl ;;
+        esac
+        echo "VMTEST $what-$name end"
+    done
+}
+
+run_pass fentry
+run_pass kprobe --config /tmp/kprobes.yaml
+echo "VMTEST done"
+poweroff -f

@@ -323,7 +323,8 @@ fn program_stats(window: Duration) -> ExitCode {
         "{:<16} {:>6} {:>12} {:>9} {:>10} {:>7}",
         "PROGRAM", "COPIES", "RUNS", "NS/RUN", "TOTAL MS", "CPU %"
     );
-    for p in &runs {
+    let idle = runs.iter().filter(|p| p.runs == 0).count();
+    for p in runs.iter().filter(|p| p.runs > 0) {
         println!(
             "{:<16} {:>6} {:>12} {:>9.0} {:>10.1} {:>7.3}",
             p.name,
@@ -333,6 +334,9 @@ fn program_stats(window: Duration) -> ExitCode {
             p.run_ns as f64 / 1e6,
             p.run_ns as f64 / window.as_nanos() as f64 / cpus * 100.0
         );
+    }
+    if idle > 0 {
+        println!("{idle} more loaded programs did not run (no such traffic, or not attached here)");
     }
     let total: u64 = runs.iter().map(|p| p.run_ns).sum();
     println!(

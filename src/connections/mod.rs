@@ -78,10 +78,10 @@ pub enum ActivityKind {
     },
     /// The handshake of a non-blocking connect finished after the call returned.
     Connected { handshake_ns: u64 },
-    /// What the kernel did with one syscall's packets.
+    /// What the kernel did with the connection's packets one way since the last report.
     Packets {
         direction: Direction,
-        stats: KernelStats,
+        totals: kernel::PacketTotals,
     },
     /// TCP retransmitted one of its segments.
     Retransmit,
@@ -198,8 +198,11 @@ struct Connection {
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
     streams: [Stream; 2],
-    /// Payload bytes not yet reported, by direction.
+    /// Payload bytes, and the kernel's findings on packets, not yet reported, by direction.
     unreported: [u64; 2],
+    unreported_packets: [kernel::PacketTotals; 2],
+    /// In the tracker's list of connections with something to report.
+    dirty: bool,
     http: Parser,
     /// Seen from its first byte (so HTTP/2 can be recognised by its preface).
     from_start: bool,
@@ -297,25 +300,35 @@ impl Tracker {
     /// still unreported on open connections.
     pub fn take_activity(&mut self, out: &mut Vec<ConnectionActivity>) {
         for key in std::mem::take(&mut self.dirty) {
-            if let Some(conn) = self.table.get_mut(&key)
-                && let Some(bytes) = Self::bytes_activity(key, conn)
-            {
-                self.activity.push(bytes);
+            if let Some(conn) = self.table.get_mut(&key) {
+                Self::report_pending(key, conn, &mut self.activity);
             }
         }
         out.append(&mut self.activity);
     }
 
-    fn bytes_activity(key: ConnKey, conn: &mut Connection) -> Option<ConnectionActivity> {
+    /// Bytes and packets since the last report, summed per connection: one activity per
+    /// connection and direction each report, not one per syscall.
+    fn report_pending(key: ConnKey, conn: &mut Connection, out: &mut Vec<ConnectionActivity>) {
+        conn.dirty = false;
         let [sent, received] = std::mem::take(&mut conn.unreported);
-        (sent + received > 0).then(|| conn.activity(key, ActivityKind::Bytes { sent, received }))
+        if sent + received > 0 {
+            out.push(conn.activity(key, ActivityKind::Bytes { sent, received }));
+        }
+        let packets = std::mem::take(&mut conn.unreported_packets);
+        for (direction, totals) in [Direction::Egress, Direction::Ingress]
+            .into_iter()
+            .zip(packets)
+        {
+            if !totals.is_empty() {
+                out.push(conn.activity(key, ActivityKind::Packets { direction, totals }));
+            }
+        }
     }
 
     /// Reports a connection's last bytes and the end of its tracking.
     fn untracked(&mut self, key: ConnKey, conn: &mut Connection, closed: bool) {
-        if let Some(bytes) = Self::bytes_activity(key, conn) {
-            self.activity.push(bytes);
-        }
+        Self::report_pending(key, conn, &mut self.activity);
         self.activity
             .push(conn.activity(key, ActivityKind::Untracked { closed }));
     }
@@ -384,6 +397,8 @@ impl Tracker {
                 remote,
                 streams: [Stream::from_start(), Stream::from_start()],
                 unreported: [0; 2],
+                unreported_packets: Default::default(),
+                dirty: false,
                 http,
                 from_start: origin != Origin::Existing,
                 http_status: http1::Status::Active,
@@ -429,11 +444,11 @@ impl Tracker {
                 Direction::Egress => conn.kernel.sent.add(&header.kernel),
                 Direction::Ingress => conn.kernel.received.add(&header.kernel),
             }
-            let packets = ActivityKind::Packets {
-                direction: dir,
-                stats: header.kernel,
-            };
-            self.activity.push(conn.activity(key, packets));
+            conn.unreported_packets[dir.index()].add(&header.kernel);
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
         }
         let plaintext = header.flags & data_flags::TLS_PLAINTEXT != 0;
         // An HTTP/2 stream the kernel follows frame by frame: a record covers only what it
@@ -455,7 +470,8 @@ impl Tracker {
             }
         } else if !piece {
             // Wire bytes: counted once, here (plaintext is the same bytes decrypted).
-            if conn.unreported == [0, 0] {
+            if !conn.dirty {
+                conn.dirty = true;
                 self.dirty.push(key);
             }
             conn.unreported[dir.index()] += header.bytes;
@@ -560,10 +576,12 @@ impl Tracker {
                 stats.ns[netsonde_common::layer::ARP] = n.value;
                 stats.timed[netsonde_common::layer::ARP] = 1;
                 conn.kernel.sent.add(&stats);
-                ActivityKind::Packets {
-                    direction: Direction::Egress,
-                    stats,
+                conn.unreported_packets[Direction::Egress.index()].add(&stats);
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(key);
                 }
+                return;
             }
             _ => return,
         };
@@ -620,6 +638,8 @@ impl Tracker {
                 remote: addrs.map(|a| canonical(a.remote)),
                 streams: [Stream::joined(), Stream::joined()],
                 unreported: [0; 2],
+                unreported_packets: Default::default(),
+                dirty: false,
                 http: Parser::Http1(Http1::midstream(self.config.http1)),
                 from_start: false,
                 http_status: http1::Status::Active,

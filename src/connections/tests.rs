@@ -749,8 +749,12 @@ fn the_kernels_part_joins_the_next_exchange_and_the_connection_metrics() {
         .filter(|a| !matches!(a.kind, ActivityKind::Bytes { .. }))
         .map(|a| match a.kind {
             ActivityKind::Tracked { connect_ns, .. } => format!("tracked {connect_ns:?}"),
-            ActivityKind::Packets { direction, stats } => {
-                format!("{direction:?} {}", stats.packets)
+            ActivityKind::Packets { direction, totals } => {
+                format!(
+                    "{direction:?} {} arp {}",
+                    totals.packets,
+                    totals.ns[layer::ARP]
+                )
             }
             ActivityKind::Retransmit => "retransmit".into(),
             ActivityKind::Drop { reason } => format!("drop {reason}"),
@@ -761,11 +765,11 @@ fn the_kernels_part_joins_the_next_exchange_and_the_connection_metrics() {
         kinds,
         [
             "tracked Some(40000)",
-            "Egress 1",
             "retransmit",
             "drop 77",
-            "Egress 0",
-            "Ingress 2"
+            // Summed per connection and direction until the report.
+            "Egress 1 arp 5000",
+            "Ingress 2 arp 0"
         ]
     );
     // The next exchange starts from nothing.

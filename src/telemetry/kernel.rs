@@ -71,25 +71,25 @@ pub fn add_activity(
         out
     };
     match kind {
-        ActivityKind::Packets { direction, stats } => {
+        ActivityKind::Packets { direction, totals } => {
             let dir = match direction {
                 Direction::Egress => "transmit",
                 Direction::Ingress => "receive",
             };
             let by_dir = with(&[("network.io.direction", dir.into())]);
-            if stats.packets > 0 {
-                let packets = i64::from(stats.packets);
+            if totals.packets > 0 {
+                let packets = totals.packets as i64;
                 m.add(Instrument::KernelPackets, &by_dir, packets, t, max_series);
                 m.add(
                     Instrument::KernelBytes,
                     &by_dir,
-                    stats.bytes as i64,
+                    totals.bytes as i64,
                     t,
                     max_series,
                 );
             }
             for (i, name) in LAYER_NAMES.iter().enumerate() {
-                let timed = u64::from(stats.timed[i]);
+                let timed = totals.timed[i];
                 if timed == 0 {
                     continue;
                 }
@@ -97,8 +97,9 @@ pub fn add_activity(
                     ("network.io.direction", dir.into()),
                     ("netsonde.kernel.layer", (*name).into()),
                 ]);
-                // Each packet's time, as the mean over the syscall's packets.
-                let per_packet = stats.ns[i] as f64 / timed as f64 / 1e9;
+                // Each packet's time, as the mean over the connection's packets since the
+                // last report.
+                let per_packet = totals.ns[i] as f64 / timed as f64 / 1e9;
                 m.record_n(
                     Instrument::KernelLayerDuration,
                     &layer_attrs,

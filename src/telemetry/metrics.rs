@@ -193,7 +193,7 @@ impl Instrument {
             KernelLayerDuration => (
                 "netsonde.kernel.layer.duration",
                 "s",
-                "Time a packet spent in a kernel layer (each syscall's packets count at their mean).",
+                "Time a packet spent in a kernel layer (a connection's packets since the last report count at their mean).",
                 Kind::Histogram(&KERNEL_BUCKETS),
             ),
             KernelRetransmits => (

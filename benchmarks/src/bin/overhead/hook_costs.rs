@@ -75,6 +75,10 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
         else {
             continue;
         };
+        // Loaded but idle under this load (or not attached on this kernel).
+        if rate < 1.0 {
+            continue;
+        }
         rows.push((
             rate * agent,
             format!(

@@ -4,6 +4,8 @@
 //! * `bare`  — nginx alone;
 //! * `floor` — netsonde with no-op programs on the same hooks (`run --noop-probes`): the
 //!   unavoidable cost of hooking those syscalls at all;
+//! * `syscalls` — netsonde with the syscall layer only (`capture.kernel_layer: false`): the
+//!   kernel layer's cost is `agent` minus this;
 //! * `agent` — netsonde as shipped (`run`, every process traced, console output to /dev/null);
 //! * `otlp` — the same, exporting spans, logs and metrics over OTLP/gRPC to a real collector
 //!   (rotel, discarding what it receives) instead of printing lines;
@@ -45,18 +47,28 @@ use std::{
 enum Arm {
     Bare,
     Floor,
+    /// The agent with the syscall layer only (`capture.kernel_layer: false`).
+    Syscalls,
     Agent,
     Otlp,
     Outage,
 }
 
-const ARMS: [Arm; 5] = [Arm::Bare, Arm::Floor, Arm::Agent, Arm::Otlp, Arm::Outage];
+const ARMS: [Arm; 6] = [
+    Arm::Bare,
+    Arm::Floor,
+    Arm::Syscalls,
+    Arm::Agent,
+    Arm::Otlp,
+    Arm::Outage,
+];
 
 impl Arm {
     fn name(self) -> &'static str {
         match self {
             Arm::Bare => "bare",
             Arm::Floor => "floor",
+            Arm::Syscalls => "syscalls",
             Arm::Agent => "agent",
             Arm::Otlp => "otlp",
             Arm::Outage => "outage",
@@ -408,6 +420,11 @@ impl AgentProcess {
             Arm::Bare => return None,
             Arm::Floor => {
                 cmd.arg("--noop-probes");
+            }
+            Arm::Syscalls => {
+                let config = std::env::temp_dir().join("netsonde-bench-syscalls.yaml");
+                std::fs::write(&config, "capture:\n  kernel_layer: false\n").unwrap();
+                cmd.arg("--config").arg(config);
             }
             Arm::Agent => {}
             Arm::Otlp => {

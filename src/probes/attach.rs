@@ -105,66 +105,71 @@ fn attach_candidate(
                 return Err("fentry is switched off (capture.fentry: false)".into());
             }
             let btf = attacher.btf()?;
-            // The exit first: no entry is then left waiting for an exit never hooked.
-            let exit_link = match candidate.exit {
-                Some(exit) => {
+            timed_pair(
+                ebpf,
+                candidate,
+                |ebpf, exit| {
                     let fexit: &mut FExit = program(ebpf, exit)?;
-                    fexit
-                        .load(function, btf)
-                        .map_err(|e| describe_program_error(exit, &e))?;
-                    Some(
-                        fexit
-                            .attach()
-                            .map_err(|e| describe_program_error(exit, &e))?,
-                    )
-                }
-                None => None,
-            };
-            let entry: Result<(), String> = (|| {
-                let fentry: &mut FEntry = program(ebpf, candidate.program)?;
-                fentry
-                    .load(function, btf)
-                    .map_err(|e| describe_program_error(candidate.program, &e))?;
-                fentry
-                    .attach()
-                    .map_err(|e| describe_program_error(candidate.program, &e))?;
-                Ok(())
-            })();
-            if let (Err(_), Some(link), Some(exit)) = (&entry, exit_link, candidate.exit) {
-                let fexit: &mut FExit = program(ebpf, exit)?;
-                let _ = fexit.detach(link);
-            }
-            entry
+                    let why = |e| describe_program_error(exit, &e);
+                    fexit.load(function, btf).map_err(why)?;
+                    fexit.attach().map_err(why)
+                },
+                |ebpf, entry| {
+                    let fentry: &mut FEntry = program(ebpf, entry)?;
+                    let why = |e| describe_program_error(entry, &e);
+                    fentry.load(function, btf).map_err(why)?;
+                    fentry.attach().map(drop).map_err(why)
+                },
+                |ebpf, exit, link| {
+                    if let Ok(fexit) = program::<FExit>(ebpf, exit) {
+                        let _ = fexit.detach(link);
+                    }
+                },
+            )
         }
-        Hook::KProbe { function } => {
-            let exit_link = match candidate.exit {
-                Some(exit) => {
-                    let ret: &mut KProbe = program(ebpf, exit)?;
-                    ret.load().map_err(|e| describe_program_error(exit, &e))?;
-                    Some(
-                        ret.attach(function, 0)
-                            .map_err(|e| describe_program_error(exit, &e))?,
-                    )
-                }
-                None => None,
-            };
-            let entry: Result<(), String> = (|| {
-                let probe: &mut KProbe = program(ebpf, candidate.program)?;
-                probe
-                    .load()
-                    .map_err(|e| describe_program_error(candidate.program, &e))?;
-                probe
-                    .attach(function, 0)
-                    .map_err(|e| describe_program_error(candidate.program, &e))?;
-                Ok(())
-            })();
-            if let (Err(_), Some(link), Some(exit)) = (&entry, exit_link, candidate.exit) {
+        Hook::KProbe { function } => timed_pair(
+            ebpf,
+            candidate,
+            |ebpf, exit| {
                 let ret: &mut KProbe = program(ebpf, exit)?;
-                let _ = ret.detach(link);
-            }
-            entry
-        }
+                let why = |e| describe_program_error(exit, &e);
+                ret.load().map_err(why)?;
+                ret.attach(function, 0).map_err(why)
+            },
+            |ebpf, entry| {
+                let probe: &mut KProbe = program(ebpf, entry)?;
+                let why = |e| describe_program_error(entry, &e);
+                probe.load().map_err(why)?;
+                probe.attach(function, 0).map(drop).map_err(why)
+            },
+            |ebpf, exit, link| {
+                if let Ok(ret) = program::<KProbe>(ebpf, exit) {
+                    let _ = ret.detach(link);
+                }
+            },
+        ),
     }
+}
+
+/// Attaches a candidate's exit program (if it has one), then its entry program; if the entry
+/// fails, the exit is detached again. The exit comes first so that no entry is left waiting
+/// for an exit that was never hooked.
+fn timed_pair<L>(
+    ebpf: &mut Ebpf,
+    candidate: &Candidate,
+    attach_exit: impl FnOnce(&mut Ebpf, &'static str) -> Result<L, String>,
+    attach_entry: impl FnOnce(&mut Ebpf, &'static str) -> Result<(), String>,
+    detach_exit: impl FnOnce(&mut Ebpf, &'static str, L),
+) -> Result<(), String> {
+    let exit = match candidate.exit {
+        Some(name) => Some((name, attach_exit(ebpf, name)?)),
+        None => None,
+    };
+    let entry = attach_entry(ebpf, candidate.program);
+    if let (Err(_), Some((name, link))) = (&entry, exit) {
+        detach_exit(ebpf, name, link);
+    }
+    entry
 }
 
 /// Program `name` of the object, as a `P`.

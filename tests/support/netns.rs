@@ -66,24 +66,10 @@ impl NetPair {
         for ns in [&pair.client, &pair.server] {
             let _ = run(&["ip", "netns", "del", ns]);
             run(&["ip", "netns", "add", ns])?;
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ])?;
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ])?;
+            for key in ["all", "default"] {
+                let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
+                run(&["ip", "netns", "exec", ns, "sysctl", "-qw", &setting])?;
+            }
             run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }
         run(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])?;

@@ -1,7 +1,9 @@
-//! Who is behind a connection: the process (and, later, its container and pod).
+//! Who is behind a connection: the process, its container and pod (cgroup), and later the
+//! Kubernetes objects around it.
 //!
 //! Reads /proc and caches what it learns; imports no other stage.
 
+pub mod cgroup;
 pub mod process;
 pub mod scope;
 

@@ -1,0 +1,232 @@
+//! pid → container: the container runtime, container id and pod UID a process's cgroup path
+//! names. Covers cgroup v1 and v2; containerd, CRI-O, Docker and Podman; the systemd and the
+//! cgroupfs drivers of the kubelet. A path that names none of these leaves the process without
+//! a container: netsonde then reports it by its process identity, never a guess.
+//!
+//! The layouts are conventions of the runtimes and the kubelet, not a format any crate parses
+//! (procfs reads /proc/PID/cgroup into lines, not containers), hence this small parser.
+
+use std::path::Path;
+
+/// The runtime whose naming a cgroup path follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Containerd,
+    CriO,
+    Docker,
+    Podman,
+}
+
+impl Runtime {
+    /// The prefix Kubernetes puts before container ids (`containerd://…`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Docker => "docker",
+            Runtime::Podman => "podman",
+        }
+    }
+}
+
+/// The container a process runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub runtime: Runtime,
+    /// 64 lower-case hex digits (`container.id`).
+    pub id: String,
+    /// The pod's UID with dashes (`k8s.pod.uid`), when the path is the kubelet's.
+    pub pod_uid: Option<String>,
+}
+
+/// The container named by the contents of `/proc/PID/cgroup`, if any. The unified (v2) line
+/// is preferred; on v1 hosts any controller's path names the same container.
+pub fn container_from_proc_cgroup(text: &str) -> Option<Container> {
+    let mut paths: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .collect();
+    // `0::/…` (v2) first.
+    paths.sort_by_key(|p| !text.lines().any(|l| l == format!("0::{p}")));
+    paths.into_iter().find_map(container_from_path)
+}
+
+/// Reads `/proc/PID/cgroup` under `proc_root` (`/proc`, or a host's /proc mounted elsewhere).
+pub fn container_of(proc_root: &Path, pid: u32) -> Option<Container> {
+    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+    container_from_proc_cgroup(&text)
+}
+
+/// The container named by one cgroup path: the deepest directory that is a container's
+/// (Podman nests one more below it), and the pod among its parents.
+pub fn container_from_path(path: &str) -> Option<Container> {
+    let mut parts = path.split('/').filter(|p| !p.is_empty()).rev();
+    let (mut runtime, id) = parts.find_map(container_id)?;
+    let parents: Vec<&str> = parts.collect();
+    let pod_uid = parents.iter().find_map(|p| pod_uid(p));
+    // A bare id (cgroupfs driver) under a `docker` directory, outside Kubernetes.
+    if pod_uid.is_none() && parents.contains(&"docker") {
+        runtime = Runtime::Docker;
+    }
+    Some(Container {
+        runtime,
+        id: id.to_string(),
+        pod_uid,
+    })
+}
+
+/// A container's own cgroup directory: `cri-containerd-ID.scope`, `crio-ID.scope`,
+/// `docker-ID.scope`, `libpod-ID.scope` (systemd driver), or the bare ID (cgroupfs driver,
+/// where the runtime is told by the parents: containerd unless a `docker` directory says so).
+fn container_id(segment: &str) -> Option<(Runtime, &str)> {
+    let scoped = segment.strip_suffix(".scope");
+    let (runtime, id) = match scoped {
+        Some(s) => {
+            if let Some(id) = s.strip_prefix("cri-containerd-") {
+                (Runtime::Containerd, id)
+            } else if let Some(id) = s.strip_prefix("crio-") {
+                // `crio-conmon-ID.scope` is the runtime's monitor, not the container.
+                (Runtime::CriO, id)
+            } else if let Some(id) = s.strip_prefix("docker-") {
+                (Runtime::Docker, id)
+            } else if let Some(id) = s.strip_prefix("libpod-") {
+                (Runtime::Podman, id)
+            } else {
+                return None;
+            }
+        }
+        None => (Runtime::Containerd, segment),
+    };
+    is_container_id(id).then_some((runtime, id))
+}
+
+fn is_container_id(id: &str) -> bool {
+    id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A pod's directory: `pod<uid>` (cgroupfs driver, dashes) or `kubepods-<qos>-pod<uid>.slice`
+/// (systemd driver, underscores). Returns the UID with dashes.
+fn pod_uid(segment: &str) -> Option<String> {
+    let segment = segment.strip_suffix(".slice").unwrap_or(segment);
+    let at = segment.rfind("pod")?;
+    let uid = segment[at + 3..].replace('_', "-");
+    let valid = uid.len() == 36
+        && uid.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    valid.then_some(uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4c5b2f4e6d1a8b9c0d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c";
+    const UID: &str = "1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718";
+
+    /// Recorded `/proc/PID/cgroup` lines of real layouts, by runtime and kubelet driver.
+    fn samples() -> Vec<(&'static str, String, Option<Container>)> {
+        let uid_ = UID.replace('-', "_");
+        let k8s = |runtime| {
+            Some(Container {
+                runtime,
+                id: ID.into(),
+                pod_uid: Some(UID.into()),
+            })
+        };
+        vec![
+            (
+                "containerd, systemd driver, cgroup v2",
+                format!(
+                    "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope\n"
+                ),
+                k8s(Runtime::Containerd),
+            ),
+            (
+                "containerd, cgroupfs driver, cgroup v1",
+                format!(
+                    "12:memory:/kubepods/burstable/pod{UID}/{ID}\n11:cpu,cpuacct:/kubepods/burstable/pod{UID}/{ID}\n1:name=systemd:/kubepods/burstable/pod{UID}/{ID}\n"
+                ),
+                k8s(Runtime::Containerd),
+            ),
+            (
+                "CRI-O, systemd driver, cgroup v2",
+                format!(
+                    "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/crio-{ID}.scope\n"
+                ),
+                k8s(Runtime::CriO),
+            ),
+            (
+                "CRI-O's monitor (conmon) is no container",
+                format!(
+                    "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/crio-conmon-{ID}.scope\n"
+                ),
+                None,
+            ),
+            (
+                "guaranteed QoS pod, systemd driver",
+                format!("0::/kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{ID}.scope\n"),
+                k8s(Runtime::Containerd),
+            ),
+            (
+                "Docker, systemd driver",
+                format!("0::/system.slice/docker-{ID}.scope\n"),
+                Some(Container {
+                    runtime: Runtime::Docker,
+                    id: ID.into(),
+                    pod_uid: None,
+                }),
+            ),
+            (
+                "Podman (rootful, cgroup v2)",
+                format!("0::/machine.slice/libpod-{ID}.scope/container\n"),
+                Some(Container {
+                    runtime: Runtime::Podman,
+                    id: ID.into(),
+                    pod_uid: None,
+                }),
+            ),
+            (
+                "a host process",
+                "0::/user.slice/user-1000.slice/session-3.scope\n".to_string(),
+                None,
+            ),
+            (
+                "not a container id (too short)",
+                "4:memory:/process_api/186d94ce82450a2d7c5eb112df3e15fb\n0::/\n".to_string(),
+                None,
+            ),
+            ("garbage", "no colons here\n:::\n".to_string(), None),
+        ]
+    }
+
+    #[test]
+    fn recorded_layouts_name_their_container_and_pod() {
+        for (what, text, expected) in samples() {
+            assert_eq!(container_from_proc_cgroup(&text), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn docker_with_the_cgroupfs_driver_is_docker() {
+        let c = container_from_path(&format!("/docker/{ID}")).unwrap();
+        assert_eq!(
+            (c.runtime, c.id.as_str(), c.pod_uid),
+            (Runtime::Docker, ID, None)
+        );
+        assert_eq!(c.runtime.scheme(), "docker");
+    }
+
+    #[test]
+    fn this_machines_processes_have_no_container_layout_and_fall_back() {
+        // This machine's own cgroups (a sandbox, not a container runtime): readable, and
+        // naming no container, so the process identity is used.
+        let own = container_of(Path::new("/proc"), std::process::id());
+        assert_eq!(own, None);
+        assert_eq!(container_of(Path::new("/proc"), u32::MAX), None);
+    }
+}

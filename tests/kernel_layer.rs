@@ -18,6 +18,7 @@ use std::{
 use support::{
     Agent, comm_of,
     netns::{self, NetPair, SERVER_IP},
+    otlp_json::{counted, histogram, points},
     python, serial, skip_reason, support_file, wait_timeout,
 };
 
@@ -75,69 +76,6 @@ fn say(peer: &mut Peer) {
     let stdin = peer.child.stdin.as_mut().unwrap();
     stdin.write_all(b"\n").unwrap();
     stdin.flush().unwrap();
-}
-
-/// The last (cumulative) data points of metric `name` for the workload with `pid`, from the
-/// file exporter's OTLP JSON lines.
-fn points(otlp: &str, pid: u32, name: &str) -> Vec<serde_json::Value> {
-    let mut last = Vec::new();
-    for line in otlp.lines() {
-        let json: serde_json::Value = serde_json::from_str(line).unwrap();
-        for rm in json["resourceMetrics"].as_array().into_iter().flatten() {
-            let is_pid = rm["resource"]["attributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|a| {
-                    let v = &a["value"]["intValue"];
-                    a["key"] == "process.pid"
-                        && (v.as_u64() == Some(u64::from(pid))
-                            || v.as_str() == Some(pid.to_string().as_str()))
-                });
-            if !is_pid {
-                continue;
-            }
-            for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
-                for m in sm["metrics"].as_array().into_iter().flatten() {
-                    if m["name"] == name {
-                        let data = m.get("sum").or_else(|| m.get("histogram")).unwrap();
-                        last = data["dataPoints"].as_array().unwrap().clone();
-                    }
-                }
-            }
-        }
-    }
-    last
-}
-
-fn number(v: &serde_json::Value) -> f64 {
-    v.as_f64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or(0.0)
-}
-
-/// Sum of a counter's points whose attributes include `key=value` (all points for `None`).
-fn counted(points: &[serde_json::Value], filter: Option<(&str, &str)>) -> u64 {
-    points
-        .iter()
-        .filter(|p| {
-            filter.is_none_or(|(k, v)| {
-                p["attributes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|a| a["key"] == k && a["value"]["stringValue"] == v)
-            })
-        })
-        .map(|p| number(&p["asInt"]) as u64)
-        .sum()
-}
-
-/// (count, sum) of a histogram's points.
-fn histogram(points: &[serde_json::Value]) -> (u64, f64) {
-    points.iter().fold((0, 0.0), |(c, s), p| {
-        (c + number(&p["count"]) as u64, s + number(&p["sum"]))
-    })
 }
 
 fn agent(otlp: &std::path::Path) -> Agent {

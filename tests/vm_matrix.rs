@@ -21,7 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{parse_line, serial, skip_reason, support_file, wait_timeout};
+use support::{
+    otlp_json::{histogram, points},
+    parse_line, serial, skip_reason, support_file, wait_timeout,
+};
 
 /// The kernel series in the matrix and how their Debian packages are named.
 const KERNELS: [(&str, &str); 2] = [
@@ -300,49 +303,6 @@ fn section<'a>(serial: &'a str, what: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// (count, sum) of histogram `name` for the workload with `pid`, from OTLP JSON lines.
-fn histogram_of(otlp: &[&str], pid: u32, name: &str) -> (u64, f64) {
-    let num = |v: &serde_json::Value| {
-        v.as_f64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .unwrap_or(0.0)
-    };
-    let mut last = (0, 0.0);
-    for line in otlp {
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        for rm in json["resourceMetrics"].as_array().into_iter().flatten() {
-            let named = rm["resource"]["attributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|a| {
-                    a["key"] == "process.pid"
-                        && (a["value"]["intValue"].as_str() == Some(pid.to_string().as_str())
-                            || a["value"]["intValue"].as_u64() == Some(u64::from(pid)))
-                });
-            if !named {
-                continue;
-            }
-            for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
-                for m in sm["metrics"].as_array().into_iter().flatten() {
-                    if m["name"] == name {
-                        last = m["histogram"]["dataPoints"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .fold((0, 0.0), |(c, s), p| {
-                                (c + num(&p["count"]) as u64, s + num(&p["sum"]))
-                            });
-                    }
-                }
-            }
-        }
-    }
-    last
-}
-
 /// Runs one kernel: both passes (fentry allowed, then kprobes only). Returns the probe table
 /// rows of the function layers for the report.
 fn run_kernel(series: &str, pattern: &str, work: &Path) -> Result<Vec<String>, String> {
@@ -462,7 +422,11 @@ fn check_pass(series: &str, version: &str, serial: &str, method: &str) -> Vec<St
 
     // No neighbour entry at connect: the ARP request, then the SYN, each wait 50 ms in netem.
     let otlp = section(serial, &format!("otlp-{method}"));
-    let (count, seconds) = histogram_of(&otlp, client.pid, "netsonde.connection.connect.duration");
+    let (count, seconds) = histogram(&points(
+        &otlp.join("\n"),
+        client.pid,
+        "netsonde.connection.connect.duration",
+    ));
     assert_eq!(count, 1, "{series}: one connect: {}", context());
     assert!(
         (0.100..0.400).contains(&seconds),

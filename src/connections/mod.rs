@@ -445,10 +445,7 @@ impl Tracker {
                 Direction::Ingress => conn.kernel.received.add(&header.kernel),
             }
             conn.unreported_packets[dir.index()].add(&header.kernel);
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
+            conn.mark_dirty(key, &mut self.dirty);
         }
         let plaintext = header.flags & data_flags::TLS_PLAINTEXT != 0;
         // An HTTP/2 stream the kernel follows frame by frame: a record covers only what it
@@ -470,10 +467,7 @@ impl Tracker {
             }
         } else if !piece {
             // Wire bytes: counted once, here (plaintext is the same bytes decrypted).
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
+            conn.mark_dirty(key, &mut self.dirty);
             conn.unreported[dir.index()] += header.bytes;
             if conn.tls == Tls::No
                 && (header.flags & data_flags::TLS_CIPHERTEXT != 0
@@ -577,10 +571,7 @@ impl Tracker {
                 stats.timed[netsonde_common::layer::ARP] = 1;
                 conn.kernel.sent.add(&stats);
                 conn.unreported_packets[Direction::Egress.index()].add(&stats);
-                if !conn.dirty {
-                    conn.dirty = true;
-                    self.dirty.push(key);
-                }
+                conn.mark_dirty(key, &mut self.dirty);
                 return;
             }
             _ => return,
@@ -725,6 +716,14 @@ impl Connection {
         } else {
             [Stream::joined(), Stream::joined()]
         };
+    }
+
+    /// Puts the connection on the list of those with something to report, once.
+    fn mark_dirty(&mut self, key: ConnKey, dirty: &mut Vec<ConnKey>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(key);
+        }
     }
 
     fn activity(&self, key: ConnKey, kind: ActivityKind) -> ConnectionActivity {

@@ -54,8 +54,8 @@ pub fn span_attributes(k: &KernelSummary, a: &mut impl AttrSink) {
     }
 }
 
-/// Books one kernel activity of a connection whose metric attributes are `attrs`. Returns
-/// false for activities that are not the kernel's.
+/// Books one kernel activity of a connection whose metric attributes are `attrs` (others are
+/// not this module's: ignored).
 pub fn add_activity(
     m: &mut MetricSet,
     attrs: &Attrs,
@@ -63,7 +63,7 @@ pub fn add_activity(
     drop_reasons: &BTreeMap<u32, String>,
     t: u64,
     max_series: usize,
-) -> bool {
+) {
     let with = |extra: &[(&'static str, String)]| {
         let mut out = attrs.clone();
         out.extend(extra.iter().map(|(k, v)| (*k, v.as_str().into())));
@@ -122,9 +122,8 @@ pub fn add_activity(
             let seconds = *handshake_ns as f64 / 1e9;
             m.record(Instrument::ConnectDuration, attrs, seconds, t, max_series);
         }
-        _ => return false,
+        _ => {}
     }
-    true
 }
 
 #[cfg(test)]

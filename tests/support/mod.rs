@@ -21,6 +21,7 @@ use std::{
 
 pub mod collector;
 pub mod netns;
+pub mod otlp_json;
 
 pub const NETSONDE: &str = env!("CARGO_BIN_EXE_netsonde");
 

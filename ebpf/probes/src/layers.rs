@@ -36,48 +36,56 @@ mod func {
     pub const TCP_V4_RCV: u64 = 6;
 }
 
+/// Remembers that `func` started on this thread, for `tag` (the send syscall's `enter_ns`, or
+/// the received packet's `sk_buff` address).
+#[inline(always)]
+fn start_call(pid_tgid: u64, func: u64, tag: u64) {
+    let start = CallStart {
+        start_ns: now(),
+        tag,
+    };
+    let _ = CALLS.insert(&CallKey { pid_tgid, func }, &start, 0);
+}
+
+/// The call of `func` ending on this thread: its thread, its tag and how long it took.
+#[inline(always)]
+fn end_call(func: u64) -> Option<(u64, u64, u64)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let key = CallKey { pid_tgid, func };
+    // SAFETY: copied out at once.
+    let start = unsafe { CALLS.get(&key) }.copied()?;
+    let _ = CALLS.remove(&key);
+    Some((pid_tgid, start.tag, now() - start.start_ns))
+}
+
 /// Entry of a receiving-side call on packet `skb`, if it is on its way to a reader.
 #[inline(always)]
 fn enter_receive(func: u64, skb: u64) {
     if RX_SKBS.get_ptr(&skb).is_some() {
-        let start = CallStart {
-            start_ns: now(),
-            tag: skb,
-        };
-        let key = CallKey {
-            pid_tgid: bpf_get_current_pid_tgid(),
-            func,
-        };
-        let _ = CALLS.insert(&key, &start, 0);
+        start_call(bpf_get_current_pid_tgid(), func, skb);
     }
 }
 
 /// Exit of a receiving-side call: its duration is kept with the packet.
 #[inline(always)]
 fn exit_receive(func: u64) {
-    let key = CallKey {
-        pid_tgid: bpf_get_current_pid_tgid(),
-        func,
-    };
-    // SAFETY: copied out at once.
-    let Some(start) = (unsafe { CALLS.get(&key) }).copied() else {
+    let Some((_, skb, ns)) = end_call(func) else {
         return;
     };
-    let _ = CALLS.remove(&key);
-    if let Some(rx) = RX_SKBS.get_ptr_mut(&start.tag) {
-        let d = now() - start.start_ns;
+    if let Some(rx) = RX_SKBS.get_ptr_mut(&skb) {
         // SAFETY: a pointer into the map value; one packet is in one place at a time.
         unsafe {
-            if func == IP_RCV_FUNC {
-                (*rx).l3_ns += d;
-            } else {
-                (*rx).l4_ns += d;
+            match func {
+                func::IP_RCV => (*rx).l3_ns += ns,
+                func::TCP_V4_RCV => (*rx).l4_ns += ns,
+                _ => {
+                    (*rx).nf_ns += ns;
+                    (*rx).nf_count += 1;
+                }
             }
         }
     }
 }
-
-const IP_RCV_FUNC: u64 = func::IP_RCV;
 
 /// The traced send syscall in flight on this thread, if `sk` is its socket: its `enter_ns`.
 #[inline(always)]
@@ -92,76 +100,34 @@ fn sending_on(pid_tgid: u64, sk: u64) -> Option<u64> {
 fn enter_send(func: u64, sk: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if let Some(enter_ns) = sending_on(pid_tgid, sk) {
-        let start = CallStart {
-            start_ns: now(),
-            tag: enter_ns,
-        };
-        let _ = CALLS.insert(&CallKey { pid_tgid, func }, &start, 0);
+        start_call(pid_tgid, func, enter_ns);
     }
 }
 
 /// Exit of a sending-side call: its duration goes to `at` of the syscall.
 #[inline(always)]
 fn exit_send(func: u64, at: usize) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let key = CallKey { pid_tgid, func };
-    // SAFETY: copied out at once.
-    let Some(start) = (unsafe { CALLS.get(&key) }).copied() else {
-        return;
-    };
-    let _ = CALLS.remove(&key);
-    add_time(pid_tgid, start.tag, at, now() - start.start_ns);
+    if let Some((pid_tgid, enter_ns, ns)) = end_call(func) {
+        add_time(pid_tgid, enter_ns, at, ns);
+    }
 }
 
 /// Entry of `nf_hook_slow(skb, …)`: a traced send's packet, or a received packet on its way to
 /// a reader.
 #[inline(always)]
 fn enter_netfilter(skb: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
     let sk = read::<u64>(skb + offset!(skb_sk)).unwrap_or(0);
-    if let Some(enter_ns) = sending_on(pid_tgid, sk) {
-        let start = CallStart {
-            start_ns: now(),
-            tag: enter_ns,
-        };
-        let key = CallKey {
-            pid_tgid,
-            func: func::NF_HOOK_SEND,
-        };
-        let _ = CALLS.insert(&key, &start, 0);
-    } else if RX_SKBS.get_ptr(&skb).is_some() {
-        let start = CallStart {
-            start_ns: now(),
-            tag: skb,
-        };
-        let key = CallKey {
-            pid_tgid,
-            func: func::NF_HOOK_RECEIVE,
-        };
-        let _ = CALLS.insert(&key, &start, 0);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    match sending_on(pid_tgid, sk) {
+        Some(enter_ns) => start_call(pid_tgid, func::NF_HOOK_SEND, enter_ns),
+        None => enter_receive(func::NF_HOOK_RECEIVE, skb),
     }
 }
 
 #[inline(always)]
 fn exit_netfilter() {
     exit_send(func::NF_HOOK_SEND, layer::NETFILTER);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let key = CallKey {
-        pid_tgid,
-        func: func::NF_HOOK_RECEIVE,
-    };
-    // SAFETY: copied out at once.
-    let Some(start) = (unsafe { CALLS.get(&key) }).copied() else {
-        return;
-    };
-    let _ = CALLS.remove(&key);
-    if let Some(rx) = RX_SKBS.get_ptr_mut(&start.tag) {
-        // SAFETY: a pointer into the map value; one packet is in one place at a time.
-        unsafe {
-            (*rx).nf_ns += now() - start.start_ns;
-            (*rx).nf_count += 1;
-        }
-    }
+    exit_receive(func::NF_HOOK_RECEIVE);
 }
 
 /// Entry of `neigh_resolve_output(neigh, skb)`: the packet of a traced connection may wait for

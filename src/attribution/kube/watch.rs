@@ -1,0 +1,393 @@
+//! The watches that keep the [`ClusterIndex`] current: this node's pods (for attribution), and
+//! the cluster's pods, Services, EndpointSlices and nodes (for peers), plus the owner links
+//! of ReplicaSets and Jobs (metadata only). kube's watcher lists, watches, follows bookmarks,
+//! relists after `410 Gone` and backs off while the API server fails; each (re)list replaces
+//! its section, so objects deleted meanwhile expire.
+//!
+//! Objects are read as `DynamicObject`s and converted one by one: a malformed object is
+//! skipped and counted instead of failing its whole list.
+
+use std::{
+    fmt::Debug,
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use futures::TryStreamExt as _;
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    batch::v1::Job,
+    core::v1::{Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject},
+    core::PartialObjectMeta,
+    runtime::{
+        WatchStreamExt as _,
+        watcher::{self, Event},
+    },
+};
+use serde::de::DeserializeOwned;
+
+use super::{
+    KubeError,
+    index::ClusterIndex,
+    meta::{MetaError, NodeMeta, OwnerLink, PodDetail, PodMeta, ServiceMeta, SliceMeta},
+    section::{Change, Section},
+};
+
+/// Where the API server is and what to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// A kubeconfig file; none: the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (`spec.nodeName` of its pods).
+    pub node_name: String,
+    /// Watch the whole cluster's pods, Services, EndpointSlices and nodes to name peers.
+    pub peers: bool,
+}
+
+/// What the watches did, for self-telemetry and the stats line.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Objects stored (listed, added or changed).
+    pub applied: AtomicU64,
+    /// Objects deleted.
+    pub deleted: AtomicU64,
+    /// Objects skipped because they could not be read.
+    pub malformed: AtomicU64,
+    /// Failed list or watch requests (each retried with backoff).
+    pub errors: AtomicU64,
+    /// Completed lists (the first of each watch, then one per relist).
+    pub lists: AtomicU64,
+}
+
+/// The index the watches keep, shared with its readers.
+pub type SharedIndex = Arc<RwLock<ClusterIndex>>;
+
+/// Running watches. Dropping them stops them.
+pub struct Watches {
+    pub index: SharedIndex,
+    pub stats: Arc<WatchStats>,
+    /// Bumped whenever this node's pods change: readers holding "pod not known yet" answers
+    /// ask again when it moves.
+    pub generation: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A client for the API server the settings name.
+pub async fn client(settings: &WatchSettings) -> Result<Client, KubeError> {
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                KubeError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|source| KubeError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?
+        }
+        None => kube::Config::incluster().map_err(KubeError::InCluster)?,
+    };
+    Client::try_from(config).map_err(KubeError::Client)
+}
+
+impl Watches {
+    /// Starts every watch on the current tokio runtime.
+    pub fn start(client: Client, settings: &WatchSettings) -> Watches {
+        let shared = Shared {
+            index: SharedIndex::default(),
+            stats: Arc::new(WatchStats::default()),
+            generation: Arc::new(AtomicU64::new(0)),
+        };
+        let mut tasks = Vec::new();
+        let node_pods =
+            watcher::Config::default().fields(&format!("spec.nodeName={}", settings.node_name));
+        tasks.push(spawn_dynamic::<Pod, _>(
+            "this node's pods",
+            &client,
+            node_pods,
+            |p| PodMeta::from_pod(p, PodDetail::Full),
+            |i| &mut i.local_pods,
+            shared.clone(),
+            true,
+        ));
+        tasks.push(spawn_owner_links::<ReplicaSet>(
+            "replicasets",
+            &client,
+            |i| &mut i.replicasets,
+            shared.clone(),
+        ));
+        tasks.push(spawn_owner_links::<Job>(
+            "jobs",
+            &client,
+            |i| &mut i.jobs,
+            shared.clone(),
+        ));
+        if settings.peers {
+            tasks.push(spawn_dynamic::<Pod, _>(
+                "pods",
+                &client,
+                watcher::Config::default(),
+                |p| PodMeta::from_pod(p, PodDetail::Peer),
+                |i| &mut i.pods,
+                shared.clone(),
+                false,
+            ));
+            tasks.push(spawn_dynamic::<Service, _>(
+                "services",
+                &client,
+                watcher::Config::default(),
+                ServiceMeta::from_service,
+                |i| &mut i.services,
+                shared.clone(),
+                false,
+            ));
+            tasks.push(spawn_dynamic::<EndpointSlice, _>(
+                "endpointslices",
+                &client,
+                watcher::Config::default(),
+                SliceMeta::from_slice,
+                |i| &mut i.slices,
+                shared.clone(),
+                false,
+            ));
+            tasks.push(spawn_dynamic::<Node, _>(
+                "nodes",
+                &client,
+                watcher::Config::default(),
+                NodeMeta::from_node,
+                |i| &mut i.nodes,
+                shared.clone(),
+                false,
+            ));
+        }
+        Watches {
+            index: shared.index,
+            stats: shared.stats,
+            generation: shared.generation,
+            tasks,
+        }
+    }
+
+    /// Waits until this node's pods have been listed once, at most `timeout`.
+    pub async fn wait_for_node_pods(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.index.read().is_ok_and(|i| i.local_pods.synced()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    index: SharedIndex,
+    stats: Arc<WatchStats>,
+    generation: Arc<AtomicU64>,
+}
+
+type SectionOf<T> = fn(&mut ClusterIndex) -> &mut Section<T>;
+
+/// Watches `K` as dynamic objects, converting each into `T` (a malformed one is skipped).
+fn spawn_dynamic<K, T>(
+    what: &'static str,
+    client: &Client,
+    config: watcher::Config,
+    convert: fn(&K) -> Result<T, MetaError>,
+    section: SectionOf<T>,
+    shared: Shared,
+    bumps_generation: bool,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()> + DeserializeOwned + Send + 'static,
+    T: super::section::Entry + Send + Sync + 'static,
+{
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<K>(&()));
+    let stats = shared.stats.clone();
+    let read = move |object: DynamicObject| -> Option<T> {
+        let typed = object
+            .try_parse::<K>()
+            .map_err(|e| e.to_string())
+            .and_then(|k| convert(&k).map_err(|e| e.to_string()));
+        match typed {
+            Ok(t) => Some(t),
+            Err(reason) => {
+                stats.malformed.fetch_add(1, Relaxed);
+                tracing::debug!("skipped a malformed object from the {what} watch: {reason}");
+                None
+            }
+        }
+    };
+    tokio::spawn(drive(
+        what,
+        watcher::watcher(api, lean(config)),
+        read,
+        section,
+        shared,
+        bumps_generation,
+    ))
+}
+
+/// Watches the metadata of `K` for its controller (ReplicaSet → Deployment, Job → CronJob).
+fn spawn_owner_links<K>(
+    what: &'static str,
+    client: &Client,
+    section: SectionOf<OwnerLink>,
+    shared: Shared,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = Api::all(client.clone());
+    let stats = shared.stats.clone();
+    let read = move |object: PartialObjectMeta<K>| -> Option<OwnerLink> {
+        let kind = if what == "jobs" { "Job" } else { "ReplicaSet" };
+        match OwnerLink::from_meta(kind, &object.metadata) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                stats.malformed.fetch_add(1, Relaxed);
+                tracing::debug!("skipped a malformed object from the {what} watch: {e}");
+                None
+            }
+        }
+    };
+    tokio::spawn(drive(
+        what,
+        watcher::watcher(api, lean(watcher::Config::default())),
+        read,
+        section,
+        shared,
+        false,
+    ))
+}
+
+/// Lists served from the API server's cache (`resourceVersion=0`): a DaemonSet relisting on
+/// every node must not load etcd. kube drops `resourceVersion=0` when a page size is set.
+fn lean(config: watcher::Config) -> watcher::Config {
+    let mut config = config.any_semantic();
+    config.page_size = None;
+    config
+}
+
+/// Applies one watch's events to its section until the task is stopped.
+async fn drive<S, O, T>(
+    what: &'static str,
+    stream: S,
+    read: impl Fn(O) -> Option<T>,
+    section: SectionOf<T>,
+    shared: Shared,
+    bumps_generation: bool,
+) where
+    S: futures::Stream<Item = Result<Event<O>, watcher::Error>> + Send,
+    T: super::section::Entry,
+{
+    let failing = AtomicBool::new(false);
+    let mut stream = std::pin::pin!(stream.default_backoff());
+    loop {
+        let event = match stream.try_next().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(e) => {
+                shared.stats.errors.fetch_add(1, Relaxed);
+                // One line when a watch starts failing, one when it recovers: an API server
+                // that is down for an hour must not fill the log.
+                if !failing.swap(true, Relaxed) {
+                    tracing::warn!(
+                        "kubernetes: the {what} watch failed, retrying with backoff: {}",
+                        describe(&e)
+                    );
+                }
+                continue;
+            }
+        };
+        let change = match event {
+            Event::Init => Change::Restart,
+            Event::InitApply(o) => match read(o) {
+                Some(t) => Change::Put(t),
+                None => continue,
+            },
+            Event::InitDone => {
+                shared.stats.lists.fetch_add(1, Relaxed);
+                if failing.swap(false, Relaxed) {
+                    tracing::info!("kubernetes: the {what} watch recovered");
+                }
+                Change::Synced
+            }
+            Event::Apply(o) => match read(o) {
+                Some(t) => Change::Apply(t),
+                None => continue,
+            },
+            Event::Delete(o) => match read(o) {
+                Some(t) => Change::Delete(t),
+                None => continue,
+            },
+        };
+        match &change {
+            Change::Put(_) | Change::Apply(_) => shared.stats.applied.fetch_add(1, Relaxed),
+            Change::Delete(_) => shared.stats.deleted.fetch_add(1, Relaxed),
+            _ => 0,
+        };
+        let visible = !matches!(change, Change::Restart | Change::Put(_));
+        if let Ok(mut index) = shared.index.write() {
+            section(&mut index).apply(change);
+        }
+        if bumps_generation && visible {
+            shared.generation.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// A watch error in one line, with the hint a user needs for the common ones.
+fn describe(e: &watcher::Error) -> String {
+    let api_status = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s),
+        _ => None,
+    };
+    match api_status {
+        Some(s) if s.is_forbidden() => format!(
+            "forbidden ({}); the service account needs get, list and watch on it (see charts/netsonde)",
+            s.message
+        ),
+        Some(s) => format!(
+            "the API server answered {} {}: {}",
+            s.code, s.reason, s.message
+        ),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+    }
+}

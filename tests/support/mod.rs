@@ -20,6 +20,7 @@ use std::{
 };
 
 pub mod collector;
+pub mod kube_api;
 pub mod netns;
 pub mod otlp_json;
 

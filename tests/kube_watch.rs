@@ -1,0 +1,344 @@
+//! netsonde's Kubernetes watches against an API server stand-in on loopback (real HTTP, kube's
+//! real client and watcher; the objects are the API-shaped fixtures of tests/fixtures/kube,
+//! since no API server can run on the test machines): list, watch, bookmarks, 410 Gone
+//! relists, deletes, pod IP reuse, malformed objects, failing and forbidden requests.
+
+mod support;
+
+use std::{
+    net::IpAddr,
+    sync::atomic::Ordering::Relaxed,
+    time::{Duration, Instant},
+};
+
+use netsonde::attribution::kube::{NamingRules, Peer, WatchSettings, Watches, watch};
+use serde_json::{Value, json};
+use support::kube_api::{self, FakeApi, PODS, REPLICASETS, SERVICES};
+
+const RULES: NamingRules = NamingRules { use_labels: true };
+
+async fn start(api: &FakeApi, peers: bool) -> (Watches, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = WatchSettings {
+        kubeconfig: Some(api.write_kubeconfig(dir.path())),
+        node_name: "node-1".into(),
+        peers,
+    };
+    let client = watch::client(&settings).await.expect("client");
+    (Watches::start(client, &settings), dir)
+}
+
+/// Waits until `check` holds on the index (the watches run on their own tasks).
+async fn until(watches: &Watches, what: &str, check: impl Fn(&Watches) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check(watches) {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn local_pod_names(w: &Watches) -> Vec<String> {
+    let index = w.index.read().unwrap();
+    let mut names: Vec<String> = index
+        .local_pods
+        .iter()
+        .map(|p| p.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn peer_name(w: &Watches, ip: &str) -> Option<String> {
+    let ip: IpAddr = ip.parse().unwrap();
+    let index = w.index.read().unwrap();
+    index.peer(ip, RULES).map(|p| match p {
+        Peer::Pod { identity, .. } => format!("pod {}", identity.pod.name),
+        Peer::Service(s) => format!("service {}", s.name),
+        Peer::Node(n) => format!("node {}", n.name),
+        Peer::Outside => "outside".into(),
+    })
+}
+
+fn pod(name: &str) -> Value {
+    let list = kube_api::fixture("pods.json");
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["metadata"]["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_then_follows_changes() {
+    let api = FakeApi::start();
+    let (w, _dir) = start(&api, true).await;
+    assert!(
+        w.wait_for_node_pods(Duration::from_secs(20)).await,
+        "node pods listed"
+    );
+    assert_eq!(
+        local_pod_names(&w),
+        [
+            "checkout-5f6d8b7c9-k8s2d",
+            "kube-proxy-4xk2p",
+            "report-29400000-q7m2c",
+            "web-7d4b9c6f5d-x2x9k"
+        ],
+        "only node-1's pods"
+    );
+    until(&w, "peers listed", |w| peer_name(w, "192.0.2.1").is_some()).await;
+    assert_eq!(peer_name(&w, "10.96.12.34").as_deref(), Some("service web"));
+    assert_eq!(peer_name(&w, "10.244.2.7").as_deref(), Some("pod db-0"));
+    assert_eq!(peer_name(&w, "10.0.0.12").as_deref(), Some("node node-2"));
+    until(&w, "owner links", |w| {
+        w.index.read().unwrap().replicasets.len() == 2
+    })
+    .await;
+
+    // What was asked: node pods by field selector, lists from the API server's cache, owner
+    // links as metadata only.
+    let pod_lists: Vec<String> = api
+        .requests_for(PODS)
+        .into_iter()
+        .filter(|r| !r.contains("watch=true"))
+        .collect();
+    assert!(
+        pod_lists
+            .iter()
+            .any(|r| r.contains("fieldSelector=spec.nodeName%3Dnode-1")
+                && r.contains("resourceVersion=0")),
+        "{pod_lists:?}"
+    );
+
+    // A new pod on node-1, a change, and a delete.
+    let mut fresh = pod("checkout-5f6d8b7c9-k8s2d");
+    fresh["metadata"]["name"] = json!("checkout-5f6d8b7c9-zz9pt");
+    fresh["metadata"]["uid"] = json!("9b1d7e8e-63a2-4d0f-8a51-0c6f2f1f0a11");
+    fresh["status"]["podIP"] = json!("10.244.1.30");
+    fresh["status"]["podIPs"] = json!([{"ip": "10.244.1.30"}]);
+    api.event(PODS, "ADDED", fresh.clone());
+    until(&w, "added pod", |w| {
+        local_pod_names(w).contains(&"checkout-5f6d8b7c9-zz9pt".into())
+    })
+    .await;
+    until(&w, "added peer", |w| peer_name(w, "10.244.1.30").is_some()).await;
+    api.event(PODS, "DELETED", pod("report-29400000-q7m2c"));
+    until(&w, "deleted pod", |w| {
+        !local_pod_names(w).contains(&"report-29400000-q7m2c".into())
+    })
+    .await;
+    // A pod on another node never reaches the node section.
+    api.event(PODS, "ADDED", pod("debug"));
+    until(&w, "peer on node-2", |w| {
+        peer_name(w, "10.244.2.20").as_deref() == Some("pod debug")
+    })
+    .await;
+    assert!(!local_pod_names(&w).contains(&"debug".into()));
+    assert_eq!(w.stats.malformed.load(Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookmarks_resume_and_410_gone_relists_without_stale_objects() {
+    let api = FakeApi::start();
+    let (w, _dir) = start(&api, false).await;
+    assert!(w.wait_for_node_pods(Duration::from_secs(20)).await);
+    let first_lists = w.stats.lists.load(Relaxed);
+
+    // A bookmark moves the resume point; the API server then ends the stream (its timeout).
+    let watches_before = api
+        .requests_for(PODS)
+        .iter()
+        .filter(|r| r.contains("watch=true"))
+        .count();
+    api.event(PODS, "BOOKMARK", kube_api::bookmark("v1", "Pod", "2345"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.end_watches(PODS);
+    let resumed = |api: &FakeApi| {
+        api.requests_for(PODS)
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .skip(watches_before)
+            .any(|r| r.contains("resourceVersion=2345"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !resumed(&api) {
+        assert!(
+            Instant::now() < deadline,
+            "no watch resumed at the bookmark: {:?}",
+            api.requests_for(PODS)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        w.stats.lists.load(Relaxed),
+        first_lists,
+        "a resumed watch does not relist"
+    );
+
+    // While the watch was away the web pod was deleted; the server says 410 Gone.
+    let mut list = api.list(PODS);
+    list["items"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|p| p["metadata"]["name"] != "web-7d4b9c6f5d-x2x9k");
+    list["metadata"]["resourceVersion"] = json!("3000");
+    api.set_list(PODS, list);
+    api.event(PODS, "ERROR", kube_api::gone());
+    until(&w, "relisted", |w| {
+        w.stats.lists.load(Relaxed) > first_lists
+    })
+    .await;
+    until(&w, "stale pod expired", |w| {
+        !local_pod_names(w).contains(&"web-7d4b9c6f5d-x2x9k".into())
+    })
+    .await;
+    assert_eq!(local_pod_names(&w).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_pod_ip_names_the_new_pod() {
+    let api = FakeApi::start();
+    let (w, _dir) = start(&api, true).await;
+    until(&w, "peers listed", |w| peer_name(w, "192.0.2.1").is_some()).await;
+    // The checkout pod is being deleted (still Running, deletionTimestamp set) and its IP
+    // already went to a new pod; the old pod's last updates arrive after the new pod's.
+    let mut old = pod("checkout-5f6d8b7c9-k8s2d");
+    let mut new = old.clone();
+    new["metadata"]["name"] = json!("web-7d4b9c6f5d-n3w9p");
+    new["metadata"]["uid"] = json!("5f0e2b9c-1d3a-4c8e-9f7a-2b6d4e8c0a13");
+    new["metadata"]["ownerReferences"] =
+        pod("web-7d4b9c6f5d-x2x9k")["metadata"]["ownerReferences"].clone();
+    api.event(PODS, "ADDED", new);
+    old["metadata"]["deletionTimestamp"] = json!("2026-11-20T10:00:00Z");
+    api.event(PODS, "MODIFIED", old.clone());
+    until(&w, "new pod owns the IP", |w| {
+        peer_name(w, "10.244.1.6").as_deref() == Some("pod web-7d4b9c6f5d-n3w9p")
+    })
+    .await;
+    api.event(PODS, "DELETED", old);
+    until(&w, "old pod gone", |w| {
+        w.index
+            .read()
+            .unwrap()
+            .pods
+            .iter()
+            .all(|p| &*p.name != "checkout-5f6d8b7c9-k8s2d")
+    })
+    .await;
+    assert_eq!(
+        peer_name(&w, "10.244.1.6").as_deref(),
+        Some("pod web-7d4b9c6f5d-n3w9p")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_objects_are_skipped_and_counted() {
+    let api = FakeApi::start();
+    let mut list = api.list(PODS);
+    // A pod whose containers are not a list, and one without a UID.
+    let mut bad_type = pod("web-7d4b9c6f5d-x2x9k");
+    bad_type["metadata"]["name"] = json!("bad-type");
+    bad_type["spec"]["containers"] = json!("nginx");
+    let mut no_uid = pod("checkout-5f6d8b7c9-k8s2d");
+    no_uid["metadata"]["name"] = json!("no-uid");
+    no_uid["metadata"].as_object_mut().unwrap().remove("uid");
+    list["items"]
+        .as_array_mut()
+        .unwrap()
+        .extend([bad_type, no_uid]);
+    api.set_list(PODS, list);
+    let (w, _dir) = start(&api, false).await;
+    assert!(w.wait_for_node_pods(Duration::from_secs(20)).await);
+    assert_eq!(local_pod_names(&w).len(), 4, "the good ones are all there");
+    assert_eq!(w.stats.malformed.load(Relaxed), 2);
+    // A line that is not JSON at all fails that one event; the watch goes on.
+    api.raw_event(PODS, "{not json");
+    let mut fresh = pod("checkout-5f6d8b7c9-k8s2d");
+    fresh["metadata"]["name"] = json!("after-garbage");
+    fresh["metadata"]["uid"] = json!("1c9e3f0a-7b2d-4e6f-8a1c-3d5e7f9b2c14");
+    api.event(PODS, "ADDED", fresh);
+    until(&w, "pod after garbage", |w| {
+        local_pod_names(w).contains(&"after-garbage".into())
+    })
+    .await;
+    assert!(w.stats.errors.load(Relaxed) >= 1, "the bad line is counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_and_forbidden_requests_back_off_and_recover() {
+    let api = FakeApi::start();
+    // The API server fails the first two pod lists and the first ReplicaSet list (500; kube's
+    // client itself retries 503s, which never reach the watches); Services are forbidden.
+    api.fail_next(PODS, 500, 2);
+    api.fail_next(SERVICES, 403, 1000);
+    api.fail_next(REPLICASETS, 500, 1);
+    let (w, _dir) = start(&api, true).await;
+    assert!(
+        w.wait_for_node_pods(Duration::from_secs(30)).await,
+        "recovered after backoff"
+    );
+    until(&w, "owner links after a failure", |w| {
+        w.index.read().unwrap().replicasets.len() == 2
+    })
+    .await;
+    assert!(
+        w.stats.errors.load(Relaxed) >= 4,
+        "2 + 1 failed lists, 1 forbidden at least"
+    );
+    // Without Services nothing can be called outside the cluster, but pods still resolve.
+    until(&w, "pods listed", |w| peer_name(w, "10.244.2.7").is_some()).await;
+    assert_eq!(peer_name(&w, "192.0.2.1"), None);
+    assert!(w.index.read().unwrap().services.is_empty());
+    // Forbidden is retried, but backing off: not a tight loop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tries = api.requests_for(SERVICES).len();
+    assert!(
+        (2..=6).contains(&tries),
+        "{tries} Service requests in about 3 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_api_server_is_errors_not_a_crash() {
+    // A port nothing listens on.
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    drop(socket);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n\
+             users:\n- name: u\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let settings = WatchSettings {
+        kubeconfig: Some(kubeconfig),
+        node_name: "node-1".into(),
+        peers: true,
+    };
+    let client = watch::client(&settings).await.unwrap();
+    let w = Watches::start(client, &settings);
+    assert!(!w.wait_for_node_pods(Duration::from_secs(2)).await);
+    assert!(w.stats.errors.load(Relaxed) >= 1);
+    assert!(w.index.read().unwrap().local_pods.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_kubeconfig_is_one_clear_error() {
+    let settings = WatchSettings {
+        kubeconfig: Some("/nonexistent/kubeconfig".into()),
+        node_name: "node-1".into(),
+        peers: false,
+    };
+    let e = watch::client(&settings).await.err().expect("an error");
+    assert_eq!(
+        e.to_string(),
+        "cannot use the kubeconfig /nonexistent/kubeconfig"
+    );
+}

@@ -36,7 +36,10 @@ use std::{
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    attribution,
+    attribution::{
+        self,
+        kube::{self as k8s, NamingRules, WatchSettings, Watches},
+    },
     config::{
         Config,
         export::{ExporterKind, SignalKind},
@@ -53,6 +56,7 @@ use crate::{
     protocols::http1,
     telemetry::{
         ExchangeRecord, ReaderStats, Signal, StatsReport, Telemetry, TelemetrySettings,
+        peer::KubeView,
         resource::Resources,
         selfmon::{SelfTelemetry, StatsSource},
     },
@@ -177,6 +181,18 @@ pub async fn run(
     let export_stats = Arc::new(ExportStats::default());
     // Before the probes: a bad endpoint or file stops the agent before it touches the kernel.
     let exporters = start_exporters(config, &export_stats)?;
+    // Before the probes: this node's pods are listed (briefly waited for) before the first
+    // exchange needs one.
+    let kube = start_kubernetes(config).await;
+    let kube_view = kube.as_ref().map(|w| KubeView {
+        index: w.index.clone(),
+        generation: w.generation.clone(),
+        rules: NamingRules {
+            use_labels: config.kubernetes.service_name_from_labels,
+        },
+        cluster_domain: config.kubernetes.cluster_domain.clone(),
+        cluster_name: config.kubernetes.cluster_name.clone(),
+    });
     let mut probes = Probes::load(&probe_settings(config, &options))?;
     let ring = RingReader::new(probes.take_ring()?).map_err(AgentError::Ring)?;
     let counters = Arc::new(probes.take_counters()?);
@@ -283,6 +299,7 @@ pub async fn run(
             workload_ttl: (export.metric_interval() * 5).max(Duration::from_secs(300)),
             rpc_legacy_attributes: export.rpc_legacy_attributes,
             drop_reasons: drop_reasons.clone(),
+            kube: kube_view.clone(),
         };
         (
             Telemetry::new(settings, std::time::SystemTime::now()),
@@ -567,6 +584,50 @@ struct TelemetryTiming {
     metric_interval: Duration,
 }
 
+/// Starts the Kubernetes watches when configured (or running in a pod). Without API access
+/// netsonde carries on with process and container attributes, after one warning.
+async fn start_kubernetes(config: &Config) -> Option<Watches> {
+    let k = &config.kubernetes;
+    if !k.on() {
+        return None;
+    }
+    let node_name = k.node_name.clone().unwrap_or_else(|| {
+        let host = attribution::host_name();
+        tracing::info!(
+            "kubernetes: NODE_NAME is not set; using the host name {host} as the node name"
+        );
+        host
+    });
+    let settings = WatchSettings {
+        kubeconfig: k.kubeconfig.clone(),
+        node_name,
+        peers: k.peers,
+    };
+    let client = match k8s::watch::client(&settings).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(
+                "kubernetes: {}; reporting process and container attributes only",
+                k8s::one_line(&e)
+            );
+            return None;
+        }
+    };
+    let watches = Watches::start(client, &settings);
+    let wait = Duration::from_secs(k.startup_wait_secs);
+    if !watches.wait_for_node_pods(wait).await {
+        tracing::warn!(
+            "kubernetes: this node's pods ({}) are not listed after {wait:?}; carrying on, \
+             workloads get their pod attributes once they are",
+            settings.node_name
+        );
+    } else {
+        let pods = watches.index.read().map_or(0, |i| i.local_pods.len());
+        tracing::info!("kubernetes: {pods} pods on node {}", settings.node_name);
+    }
+    Some(watches)
+}
+
 /// The telemetry stage's task: forwards exchanges to the console, builds OTLP spans and logs
 /// (sent every `batch_delay` or `batch_exchanges`) and metrics (every `metric_interval`).
 async fn telemetry_stage(
@@ -597,10 +658,10 @@ async fn telemetry_stage(
     loop {
         tokio::select! {
             signal = rx.recv() => {
-                let Some(signal) = signal else { break };
+                let Some(mut signal) = signal else { break };
                 let now = std::time::SystemTime::now();
                 if let Some((telemetry, _)) = &mut otel {
-                    match &signal {
+                    match &mut signal {
                         Signal::Exchanges(records) => telemetry.add_exchanges(records, now),
                         Signal::Connections(activity) => telemetry.add_activity(activity, now),
                         Signal::Stats(_) => {}

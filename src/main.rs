@@ -98,9 +98,10 @@ fn main() -> ExitCode {
 fn init_logging(level: Option<tracing::Level>) {
     let filter = match level {
         // Other crates (aya among them) only from warn up: their debug output is not ours.
-        Some(level) => EnvFilter::new(format!("warn,netsonde={level}")),
+        // kube's watcher warns on every retry of a forbidden watch; netsonde says it once.
+        Some(level) => EnvFilter::new(format!("warn,kube_runtime=error,netsonde={level}")),
         None => EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("warn,netsonde=info")),
+            .unwrap_or_else(|_| EnvFilter::new("warn,kube_runtime=error,netsonde=info")),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -140,6 +141,7 @@ fn run(args: RunArgs) -> ExitCode {
     config.filter.pids.extend(&args.pid);
     config.filter.comms.extend(args.comm.iter().cloned());
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    config.kubernetes.apply_env(&env);
     if let Err(e) =
         apply_otel_env(&mut config.export, &env).and_then(|()| apply_flags(&mut config, &args))
     {

@@ -53,7 +53,7 @@ fn peer_name(w: &Watches, ip: &str) -> Option<String> {
     let index = w.index.read().unwrap();
     index.peer(ip, RULES).map(|p| match p {
         Peer::Pod { identity, .. } => format!("pod {}", identity.pod.name),
-        Peer::Service(s) => format!("service {}", s.name),
+        Peer::Service { service, .. } => format!("service {}", service.name),
         Peer::Node(n) => format!("node {}", n.name),
         Peer::Outside => "outside".into(),
     })

@@ -28,6 +28,7 @@ fn record(pid: u32, n: u64) -> ExchangeRecord {
     let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_micros(n);
     ExchangeRecord {
         kernel: Default::default(),
+        peer: None,
         start,
         end: start + Duration::from_micros(480),
         role: Role::Server,
@@ -61,6 +62,7 @@ fn record(pid: u32, n: u64) -> ExchangeRecord {
 fn settings() -> TelemetrySettings {
     TelemetrySettings {
         drop_reasons: Default::default(),
+        kube: None,
         host: "bench".into(),
         resource_attributes: Default::default(),
         max_routes_per_workload: 200,
@@ -87,20 +89,20 @@ fn telemetry(c: &mut Criterion) {
     g.bench_function("otlp_alone", |b| {
         let now = SystemTime::now();
         let mut t = Telemetry::new(settings(), now);
-        let batch = [one.clone()];
+        let mut batch = [one.clone()];
         b.iter(|| {
-            t.add_exchanges(black_box(&batch), now);
+            t.add_exchanges(black_box(&mut batch), now);
             let (spans, logs) = t.take_spans_and_logs().unwrap();
             black_box((spans.into_bytes(), logs.into_bytes()));
         })
     });
-    let batch: Vec<_> = (0..512).map(|n| record(std::process::id(), n)).collect();
+    let mut batch: Vec<_> = (0..512).map(|n| record(std::process::id(), n)).collect();
     g.throughput(Throughput::Elements(512));
     g.bench_function("otlp_batch_512", |b| {
         let now = SystemTime::now();
         let mut t = Telemetry::new(settings(), now);
         b.iter(|| {
-            t.add_exchanges(black_box(&batch), now);
+            t.add_exchanges(black_box(&mut batch), now);
             let (spans, logs) = t.take_spans_and_logs().unwrap();
             black_box((spans.into_bytes(), logs.into_bytes()));
         })
@@ -114,14 +116,14 @@ fn telemetry(c: &mut Criterion) {
         // 100 workloads (pids) with 20 routes each; their processes do not exist, so each
         // resource falls back to the name given.
         for pid in 0..100u32 {
-            let records: Vec<_> = (0..20u64)
+            let mut records: Vec<_> = (0..20u64)
                 .map(|n| {
                     let mut r = record(4_000_000 + pid, n);
                     r.target = format!("/route{n}");
                     r
                 })
                 .collect();
-            t.add_exchanges(&records, now);
+            t.add_exchanges(&mut records, now);
         }
         t.take_spans_and_logs();
         b.iter(|| black_box(t.collect_metrics(now).map(|p| p.encode().len())))

@@ -16,6 +16,9 @@ pub struct ProcessInfo {
     /// Start time in clock ticks after boot (/proc/PID/stat field 22): with the pid it names
     /// the process uniquely, even after the pid is reused.
     pub start_ticks: Option<u64>,
+    /// The container the process runs in, from its cgroup (none on the host, or when the
+    /// path names no container runtime netsonde knows).
+    pub container: Option<super::cgroup::Container>,
 }
 
 /// A bounded cache of [`ProcessInfo`] by pid.
@@ -65,6 +68,7 @@ impl ProcessCache {
             executable_name: Arc::from(executable_name),
             executable_path: path.map(Arc::from),
             start_ticks,
+            container: super::cgroup::container_of(std::path::Path::new("/proc"), pid),
         }
     }
 }

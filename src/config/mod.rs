@@ -3,6 +3,7 @@
 //! docs/configuration.md, whose example is checked against [`Config::default`] by a test.
 
 pub mod export;
+pub mod kubernetes;
 
 use std::{path::Path, time::Duration};
 
@@ -18,6 +19,7 @@ pub struct Config {
     pub http1: Http1Config,
     pub output: OutputConfig,
     pub export: export::ExportConfig,
+    pub kubernetes: kubernetes::KubernetesConfig,
 }
 
 /// What the kernel side copies and how it hands it over.
@@ -222,6 +224,7 @@ impl Config {
                 ),
             });
         }
+        self.kubernetes.validate()?;
         self.export.validate()
     }
 

@@ -238,6 +238,7 @@ mod tests {
         let start = UNIX_EPOCH + Duration::from_millis(1_764_129_600_123);
         ExchangeRecord {
             kernel: Default::default(),
+            peer: None,
             start,
             end: start + Duration::from_micros(412),
             role: Role::Server,

@@ -97,10 +97,30 @@ pub(super) enum ServerName<'a> {
     Ip(std::net::IpAddr),
 }
 
-/// Where the request was addressed: the Host header if any, else the server's socket.
+/// Where the request was addressed: the Host header if any, else the server's socket. A
+/// client that connected to a Kubernetes Service's ClusterIP addressed the Service: its DNS
+/// name replaces a missing Host header, an IP, or a shorter form of the same name (`web`,
+/// `web.shop`); a Host naming something else (a virtual host) is kept.
 pub(super) fn server_address(r: &ExchangeRecord) -> (Option<ServerName<'_>>, Option<u16>) {
     let socket_port = r.server.map(|s| s.port());
-    match r.request_header("host").map(split_host) {
+    let host = r.request_header("host").map(split_host);
+    if r.role == Role::Client
+        && let Some(dns) = r.peer.as_ref().and_then(|p| p.service_dns.as_deref())
+    {
+        let replaceable = match host {
+            None | Some(("", _)) => true,
+            Some((name, _)) => {
+                name.parse::<std::net::IpAddr>().is_ok()
+                    || (dns.starts_with(name)
+                        && dns.as_bytes().get(name.len()).is_none_or(|&b| b == b'.'))
+            }
+        };
+        if replaceable {
+            let port = host.and_then(|(_, p)| p).or(socket_port);
+            return (Some(ServerName::Host(dns)), port);
+        }
+    }
+    match host {
         Some((name, port)) if !name.is_empty() => {
             (Some(ServerName::Host(name)), port.or(socket_port))
         }
@@ -204,6 +224,9 @@ pub(super) fn endpoint_attributes(r: &ExchangeRecord, a: &mut impl AttrSink) {
     if let Some(ua) = r.request_header("user-agent") {
         a.str("user_agent.original", ua);
     }
+    if let Some(peer) = &r.peer {
+        peer.span_attributes(a);
+    }
 }
 
 /// The server address and port of a client's metric series.
@@ -256,6 +279,9 @@ pub fn metric_attributes(r: &ExchangeRecord, route: &str) -> Attrs {
     }
     if is_error(r.role, r.status) {
         a.push(("error.type", r.status.to_string().into()));
+    }
+    if let Some(peer) = &r.peer {
+        peer.metric_attributes(&mut a);
     }
     a.sort_by(|x, y| x.0.cmp(y.0));
     a

@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod logs;
 pub mod metrics;
 pub mod otlp;
+pub mod peer;
 pub mod resource;
 pub mod route;
 pub mod rpc;
@@ -63,6 +64,8 @@ pub struct ExchangeRecord {
     pub rpc: Option<crate::protocols::grpc::Call>,
     /// What the kernel did with the exchange's packets.
     pub kernel: crate::connections::kernel::KernelSummary,
+    /// Who the peer is in the cluster (filled by the telemetry stage when it watches one).
+    pub peer: Option<Arc<peer::PeerInfo>>,
 }
 
 impl ExchangeRecord {
@@ -95,6 +98,7 @@ impl ExchangeRecord {
             tls: observed.tls,
             rpc,
             kernel: observed.kernel,
+            peer: None,
         }
     }
 

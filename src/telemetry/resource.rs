@@ -1,10 +1,14 @@
-//! Resources: one per observed workload (a process, for now), and one for the agent itself.
+//! Resources: one per observed workload (a process, with its container and pod when it has
+//! them), and one for the agent itself.
 
 use std::collections::BTreeMap;
 
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::{attribution::ProcessInfo, telemetry::otlp::kv};
+use crate::{
+    attribution::{ProcessInfo, kube::PodIdentity},
+    telemetry::otlp::kv,
+};
 
 /// Builds resources; holds what every resource shares.
 #[derive(Debug, Clone)]
@@ -12,22 +16,80 @@ pub struct Resources {
     host: String,
     /// Configured attributes (`export.resource_attributes`, `OTEL_RESOURCE_ATTRIBUTES`).
     extra: BTreeMap<String, String>,
+    /// `k8s.cluster.name` (`kubernetes.cluster_name`).
+    cluster_name: Option<String>,
 }
 
 impl Resources {
     pub fn new(host: String, extra: BTreeMap<String, String>) -> Self {
-        Resources { host, extra }
+        Resources {
+            host,
+            extra,
+            cluster_name: None,
+        }
     }
 
-    /// A workload's resource. Configured `service.*` attributes describe the agent, not the
+    pub fn with_cluster_name(mut self, name: Option<String>) -> Self {
+        self.cluster_name = name;
+        self
+    }
+
+    /// A workload's resource. In a pod, `service.*` follows the OpenTelemetry Kubernetes
+    /// conventions and `k8s.*` names the pod and its controllers; otherwise `service.name`
+    /// is the executable. Configured `service.*` attributes describe the agent, not the
     /// workloads, so they are left out here; the rest (an environment, a cluster name) apply.
-    pub fn workload(&self, process: &ProcessInfo) -> Resource {
-        let mut attributes = vec![
-            kv("service.name", &*process.executable_name),
-            kv("service.instance.id", self.instance_id(process)),
-            kv("process.pid", i64::from(process.pid)),
-            kv("process.executable.name", &*process.executable_name),
-        ];
+    pub fn workload(&self, process: &ProcessInfo, pod: Option<&PodIdentity>) -> Resource {
+        let mut attributes = Vec::with_capacity(24);
+        match pod {
+            Some(id) => {
+                let p = &id.pod;
+                attributes.push(kv("service.name", &*id.service.name));
+                attributes.push(kv("service.namespace", &*id.service.namespace));
+                if let Some(v) = &id.service.version {
+                    attributes.push(kv("service.version", &**v));
+                }
+                let container = id.container.as_ref().map(|c| &*c.name);
+                let instance = match container {
+                    Some(c) => format!("{}.{}.{c}", p.namespace, p.name),
+                    None => format!("{}.{}", p.namespace, p.name),
+                };
+                attributes.push(kv("service.instance.id", instance));
+                attributes.push(kv("k8s.namespace.name", &*p.namespace));
+                attributes.push(kv("k8s.pod.name", &*p.name));
+                attributes.push(kv("k8s.pod.uid", &*p.uid));
+                if let Some(c) = container {
+                    attributes.push(kv("k8s.container.name", c));
+                }
+                if let Some(node) = &p.node {
+                    attributes.push(kv("k8s.node.name", &**node));
+                }
+                let w = &id.workload;
+                for (key, value) in [
+                    ("k8s.deployment.name", &w.deployment),
+                    ("k8s.replicaset.name", &w.replicaset),
+                    ("k8s.statefulset.name", &w.statefulset),
+                    ("k8s.daemonset.name", &w.daemonset),
+                    ("k8s.cronjob.name", &w.cronjob),
+                    ("k8s.job.name", &w.job),
+                ] {
+                    if let Some(v) = value {
+                        attributes.push(kv(key, &**v));
+                    }
+                }
+            }
+            None => {
+                attributes.push(kv("service.name", &*process.executable_name));
+                attributes.push(kv("service.instance.id", self.instance_id(process)));
+            }
+        }
+        if let Some(name) = &self.cluster_name {
+            attributes.push(kv("k8s.cluster.name", name.as_str()));
+        }
+        if let Some(c) = &process.container {
+            attributes.push(kv("container.id", c.id.as_str()));
+        }
+        attributes.push(kv("process.pid", i64::from(process.pid)));
+        attributes.push(kv("process.executable.name", &*process.executable_name));
         if let Some(path) = &process.executable_path {
             attributes.push(kv("process.executable.path", &**path));
         }
@@ -64,6 +126,9 @@ impl Resources {
             KeyValue::new("process.executable.name", "netsonde"),
             KeyValue::new("host.name", self.host.clone()),
         ];
+        if let Some(name) = &self.cluster_name {
+            attrs.push(KeyValue::new("k8s.cluster.name", name.clone()));
+        }
         for (k, v) in &self.extra {
             if k != "service.name" {
                 attrs.push(KeyValue::new(k.clone(), v.clone()));

@@ -76,6 +76,9 @@ pub fn metric_attributes(r: &ExchangeRecord, call: &Call) -> Attrs {
     if let Some(e) = error_type(r.role, call) {
         a.push(("error.type", e.into()));
     }
+    if let Some(peer) = &r.peer {
+        peer.metric_attributes(&mut a);
+    }
     a.sort_by(|x, y| x.0.cmp(y.0));
     a
 }

@@ -136,6 +136,7 @@ pub(crate) mod tests {
         let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         ExchangeRecord {
             kernel: Default::default(),
+            peer: None,
             start,
             end: start + Duration::from_millis(3),
             role,

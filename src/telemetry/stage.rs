@@ -6,7 +6,7 @@ use foldhash::HashMap;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, SystemTime},
 };
 
@@ -29,6 +29,7 @@ use crate::{
         logs::encode_access_log,
         metrics::{Instrument, MetricSet},
         otlp::{Attrs, Payload, scope},
+        peer::{KubeView, PeerCache, PeerInfo},
         resource::Resources,
         route::Routes,
         rpc,
@@ -53,6 +54,8 @@ pub struct TelemetrySettings {
     pub rpc_legacy_attributes: bool,
     /// The kernel's names of its packet drop reasons (others are reported by number).
     pub drop_reasons: Arc<BTreeMap<u32, String>>,
+    /// The Kubernetes watches, when netsonde runs in (or is pointed at) a cluster.
+    pub kube: Option<KubeView>,
 }
 
 /// A workload: a process, known by pid and name (a pid reused by another program is another
@@ -60,6 +63,9 @@ pub struct TelemetrySettings {
 type WorkloadKey = (u32, Arc<str>);
 
 struct Workload {
+    /// In a container the index did not know yet: the index generation it was asked at.
+    /// The resource is built again once the index has moved on.
+    awaiting_pod: Option<u64>,
     resource: Resource,
     /// The resource, protobuf-encoded once.
     resource_bytes: Vec<u8>,
@@ -90,6 +96,8 @@ pub struct Telemetry {
     settings: TelemetrySettings,
     resources: Resources,
     processes: ProcessCache,
+    /// Peers by address (in Kubernetes).
+    peers: Option<PeerCache>,
     workloads: HashMap<WorkloadKey, Workload>,
     pending: HashMap<WorkloadKey, Pending>,
     pending_exchanges: usize,
@@ -103,7 +111,9 @@ pub struct Telemetry {
 impl Telemetry {
     pub fn new(settings: TelemetrySettings, now: SystemTime) -> Self {
         Telemetry {
-            resources: Resources::new(settings.host.clone(), settings.resource_attributes.clone()),
+            resources: Resources::new(settings.host.clone(), settings.resource_attributes.clone())
+                .with_cluster_name(settings.kube.as_ref().and_then(|k| k.cluster_name.clone())),
+            peers: settings.kube.clone().map(PeerCache::new),
             settings,
             processes: ProcessCache::new(4096),
             workloads: HashMap::default(),
@@ -119,9 +129,12 @@ impl Telemetry {
         let key = (pid, comm.clone());
         let processes = &mut self.processes;
         let resources = &self.resources;
+        let kube = self.peers.as_ref().map(PeerCache::view);
+        let generation = kube.map(|k| k.generation.load(Relaxed));
         let workload = self.workloads.entry(key).or_insert_with(|| {
-            let resource = resources.workload(&processes.get(pid, comm));
+            let (resource, awaiting_pod) = workload_resource(resources, kube, pid, comm, processes);
             Workload {
+                awaiting_pod,
                 resource_bytes: resource.encode_to_vec(),
                 resource,
                 routes: Routes::default(),
@@ -129,12 +142,27 @@ impl Telemetry {
                 last_active: now,
             }
         });
+        if let Some(asked_at) = workload.awaiting_pod
+            && generation.is_some_and(|g| g != asked_at)
+        {
+            let (resource, awaiting_pod) = workload_resource(resources, kube, pid, comm, processes);
+            workload.awaiting_pod = awaiting_pod;
+            workload.resource_bytes = resource.encode_to_vec();
+            workload.resource = resource;
+        }
         workload.last_active = now;
         workload
     }
 
-    /// Spans, access logs and request metrics of finished exchanges.
-    pub fn add_exchanges(&mut self, records: &[ExchangeRecord], now: SystemTime) {
+    /// Spans, access logs and request metrics of finished exchanges. Each record gets its
+    /// peer's identity here (in Kubernetes), so the console shows what was exported.
+    pub fn add_exchanges(&mut self, records: &mut [ExchangeRecord], now: SystemTime) {
+        if let Some(peers) = &mut self.peers {
+            let at = std::time::Instant::now();
+            for r in records.iter_mut() {
+                r.peer = r.remote.and_then(|a| peers.lookup(a.ip(), at));
+            }
+        }
         let max_routes = self.settings.max_routes_per_workload;
         let max_series = self.settings.max_series_per_metric;
         let Signals {
@@ -239,8 +267,13 @@ impl Telemetry {
         let max_series = self.settings.max_series_per_metric;
         let t = unix_nanos(now);
         let reasons = self.settings.drop_reasons.clone();
+        let at = std::time::Instant::now();
         for a in activity {
-            let attrs = connection_attributes(a);
+            let peer = self
+                .peers
+                .as_mut()
+                .and_then(|p| a.remote.and_then(|r| p.lookup(r.ip(), at)));
+            let attrs = connection_attributes(a, peer.as_deref());
             let m = &mut self.workload(a.pid, &a.comm, now).metrics;
             match a.kind {
                 ActivityKind::Tracked {
@@ -421,7 +454,29 @@ impl Telemetry {
 
 /// Connection metric attributes: the peer (its address, and the server port of the
 /// connection) and the traced process's TCP role. The client's ephemeral port is left out.
-fn connection_attributes(a: &ConnectionActivity) -> Attrs {
+/// A workload's resource, and whether it waits for its pod: a process in a container the
+/// index does not know yet (just started, or the watches have not listed).
+fn workload_resource(
+    resources: &Resources,
+    kube: Option<&KubeView>,
+    pid: u32,
+    comm: &str,
+    processes: &mut ProcessCache,
+) -> (Resource, Option<u64>) {
+    let process = processes.get(pid, comm);
+    let Some((kube, container)) = kube.zip(process.container.as_ref()) else {
+        return (resources.workload(&process, None), None);
+    };
+    let generation = kube.generation.load(Relaxed);
+    let pod =
+        kube.index.read().ok().and_then(|index| {
+            index.local_pod(&container.id, container.pod_uid.as_deref(), kube.rules)
+        });
+    let awaiting = pod.is_none().then_some(generation);
+    (resources.workload(&process, pod.as_ref()), awaiting)
+}
+
+fn connection_attributes(a: &ConnectionActivity, peer: Option<&PeerInfo>) -> Attrs {
     let mut attrs: Attrs = vec![("network.transport", "tcp".into())];
     let role = match a.role {
         Some(Role::Client) => "client",
@@ -444,6 +499,9 @@ fn connection_attributes(a: &ConnectionActivity) -> Attrs {
     if let Some(p) = server_port {
         attrs.push(("server.port", p.into()));
     }
+    if let Some(peer) = peer {
+        peer.metric_attributes(&mut attrs);
+    }
     attrs.sort_by(|x, y| x.0.cmp(y.0));
     attrs
 }
@@ -458,6 +516,7 @@ mod tests {
     fn settings(max_routes: usize) -> TelemetrySettings {
         TelemetrySettings {
             drop_reasons: Default::default(),
+            kube: None,
             host: "node-a".into(),
             resource_attributes: BTreeMap::from([
                 ("deployment.environment.name".into(), "test".into()),
@@ -492,7 +551,7 @@ mod tests {
         let mut b = record(Role::Client, &[], 200);
         b.pid = 43;
         b.comm = Arc::from("other");
-        t.add_exchanges(&[a.clone(), b, a], now);
+        t.add_exchanges(&mut [a.clone(), b, a], now);
         assert_eq!(t.pending_exchanges(), 3);
         let (spans, logs) = t.take_spans_and_logs().unwrap();
         let (Payload::Traces(traces), Payload::Logs(logs)) =
@@ -542,7 +601,7 @@ mod tests {
         first.target = "/a".into();
         let mut second = record(Role::Server, &[], 200);
         second.target = "/b".into();
-        t.add_exchanges(&[first, second], now);
+        t.add_exchanges(&mut [first, second], now);
         let Some(Payload::Traces(traces)) =
             t.take_spans_and_logs().map(|(s, _)| s.decoded().unwrap())
         else {
@@ -566,7 +625,7 @@ mod tests {
             logs: true,
         };
         let mut t = Telemetry::new(only_logs, now);
-        t.add_exchanges(&[record(Role::Server, &[], 200)], now);
+        t.add_exchanges(&mut [record(Role::Server, &[], 200)], now);
         let (spans, logs) = t.take_spans_and_logs().unwrap();
         let (Payload::Traces(traces), Payload::Logs(logs)) =
             (spans.decoded().unwrap(), logs.decoded().unwrap())
@@ -582,7 +641,7 @@ mod tests {
     fn idle_workloads_are_forgotten() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_001);
         let mut t = Telemetry::new(settings(10), t0);
-        t.add_exchanges(&[record(Role::Server, &[], 200)], t0);
+        t.add_exchanges(&mut [record(Role::Server, &[], 200)], t0);
         t.take_spans_and_logs();
         assert!(t.collect_metrics(t0 + Duration::from_secs(10)).is_some());
         assert_eq!(t.workloads(), 1);

@@ -23,6 +23,7 @@ pub mod collector;
 pub mod kube_api;
 pub mod netns;
 pub mod otlp_json;
+pub mod registry;
 
 pub const NETSONDE: &str = env!("CARGO_BIN_EXE_netsonde");
 

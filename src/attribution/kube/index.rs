@@ -134,8 +134,12 @@ pub enum Peer {
         identity: Box<PodIdentity>,
         service: Option<Arc<str>>,
     },
-    /// A Service's ClusterIP.
-    Service(Arc<ServiceMeta>),
+    /// A Service's ClusterIP, and the workload behind it when all its endpoints are one
+    /// service (the usual case; kube-proxy picks the pod after the connect).
+    Service {
+        service: Arc<ServiceMeta>,
+        backend: Option<Box<PodIdentity>>,
+    },
     /// A node's address (the kubelet, host-network pods, NodePorts).
     Node(Arc<NodeMeta>),
     /// None of the cluster's addresses.
@@ -147,7 +151,7 @@ impl Peer {
     pub fn kind(&self) -> &'static str {
         match self {
             Peer::Pod { .. } => "pod",
-            Peer::Service(_) => "service",
+            Peer::Service { .. } => "service",
             Peer::Node(_) => "node",
             Peer::Outside => "outside",
         }
@@ -236,7 +240,10 @@ impl ClusterIndex {
     /// until the watches have listed (an address cannot be called outside before that).
     pub fn peer(&self, ip: IpAddr, rules: NamingRules) -> Option<Peer> {
         if let Some(service) = self.services.at(ip) {
-            return Some(Peer::Service(service.clone()));
+            return Some(Peer::Service {
+                service: service.clone(),
+                backend: self.backend(service, rules).map(Box::new),
+            });
         }
         if let Some(pod) = self.pods.at(ip).or_else(|| self.local_pods.at(ip)) {
             let service = self
@@ -254,6 +261,32 @@ impl ClusterIndex {
         }
         let listed = self.pods.synced() && self.services.synced();
         listed.then_some(Peer::Outside)
+    }
+}
+
+impl ClusterIndex {
+    /// The one service behind a Kubernetes Service: its endpoints' pods, when they all have
+    /// the same `service.name`, namespace and workload. None when they differ or are unknown.
+    pub fn backend(&self, service: &ServiceMeta, rules: NamingRules) -> Option<PodIdentity> {
+        let mut found: Option<PodIdentity> = None;
+        let slices = self.slices.iter().filter(|s| {
+            s.namespace == service.namespace && s.service.as_deref() == Some(&*service.name)
+        });
+        for ip in slices.flat_map(|s| s.addresses.iter()) {
+            let Some(pod) = self.pods.at(*ip).or_else(|| self.local_pods.at(*ip)) else {
+                continue;
+            };
+            let identity = self.identity(pod, None, rules);
+            match &found {
+                None => found = Some(identity),
+                Some(f)
+                    if f.service.name == identity.service.name
+                        && f.service.namespace == identity.service.namespace
+                        && f.workload.top() == identity.workload.top() => {}
+                Some(_) => return None,
+            }
+        }
+        found
     }
 }
 

@@ -239,12 +239,18 @@ fn ip(s: &str) -> IpAddr {
 fn peers_are_services_pods_nodes_or_outside() {
     let index = fixture_index();
     match index.peer(ip("10.96.12.34"), RULES) {
-        Some(Peer::Service(s)) => {
+        Some(Peer::Service {
+            service: s,
+            backend,
+        }) => {
             assert_eq!((&*s.namespace, &*s.name), ("shop", "web"));
             assert_eq!(
                 service_dns_name(&s, "cluster.local"),
                 "web.shop.svc.cluster.local"
             );
+            let backend = backend.expect("one workload behind it");
+            assert_eq!(backend.workload.deployment.as_deref(), Some("web"));
+            assert_eq!(&*backend.service.name, "web");
         }
         other => panic!("{other:?}"),
     }

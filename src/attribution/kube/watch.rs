@@ -379,15 +379,6 @@ fn describe(e: &watcher::Error) -> String {
             "the API server answered {} {}: {}",
             s.code, s.reason, s.message
         ),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
+        None => super::one_line(e),
     }
 }

@@ -1,0 +1,446 @@
+//! End to end in "Kubernetes": real processes in real cgroups named the way the kubelet and
+//! containerd name them, in two network namespaces with the pods' IPs, a Service ClusterIP
+//! translated by nftables the way kube-proxy does, and the agent watching an API server
+//! stand-in on loopback that serves the recorded objects of tests/fixtures/kube (no API
+//! server can run on the test machines). The exported spans, logs and metrics must carry the
+//! pod's resource attributes and the peer's identity on both sides.
+
+mod support;
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use support::{
+    Agent, comm_of,
+    kube_api::{FakeApi, PODS, SLICES},
+    netns::{self, CLIENT_IP, NetPair, SERVER_IP},
+    otlp_json::points,
+    python,
+    registry::{emitted, problems, registry},
+    serial, skip_reason, support_file,
+};
+
+const CLUSTER_IP: &str = "10.96.12.34";
+const PORT: &str = "8080";
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
+
+macro_rules! require {
+    () => {
+        if let Some(why) = skip_reason()
+            .or_else(netns::missing_tools)
+            .or_else(cgroup_v2)
+        {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// Where a cgroup v2 hierarchy is mounted, if one is.
+fn cgroup_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .map(|f| PathBuf::from(f[1]))
+        .or_else(|| Some(PathBuf::from(CGROUP_ROOT)).filter(|p| p.join("cgroup.procs").exists()))
+}
+
+fn cgroup_v2() -> Option<String> {
+    cgroup_root()
+        .is_none()
+        .then(|| "no cgroup v2 hierarchy is mounted to put the pods' processes in".into())
+}
+
+/// A container's cgroup as the kubelet's systemd driver and containerd name it. Removed on
+/// drop (once its processes are gone).
+struct ContainerCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl ContainerCgroup {
+    fn create(pod_uid: &str, container_id: &str) -> ContainerCgroup {
+        let root = cgroup_root().unwrap();
+        let pod = format!("kubepods-burstable-pod{}.slice", pod_uid.replace('-', "_"));
+        let mut dirs = vec![root.join(format!("netsonde-test-{}.slice", std::process::id()))];
+        for part in [
+            "kubepods.slice".to_string(),
+            "kubepods-burstable.slice".into(),
+            pod,
+            format!("cri-containerd-{container_id}.scope"),
+        ] {
+            let next = dirs.last().unwrap().join(part);
+            dirs.push(next);
+        }
+        std::fs::create_dir_all(dirs.last().unwrap()).expect("create the container's cgroup");
+        ContainerCgroup { dirs }
+    }
+
+    fn procs(&self) -> String {
+        self.dirs
+            .last()
+            .unwrap()
+            .join("cgroup.procs")
+            .display()
+            .to_string()
+    }
+}
+
+impl Drop for ContainerCgroup {
+    fn drop(&mut self) {
+        for dir in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `program args…` in namespace `ns`, inside `cgroup` from its first instruction. (The
+/// test moves it: `ip netns exec` mounts its own /sys, where the cgroup is not to be seen.)
+fn run_in_pod(
+    pair: &NetPair,
+    ns: &str,
+    cgroup: &ContainerCgroup,
+    program: &str,
+    args: &[&str],
+) -> Child {
+    let mut all = vec!["-c", "read go && exec \"$@\"", "sh", program];
+    all.extend_from_slice(args);
+    let mut child = pair
+        .command(ns, "sh", &all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn in pod");
+    std::fs::write(cgroup.procs(), child.id().to_string()).expect("move into the cgroup");
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    stdin.flush().unwrap();
+    child
+}
+
+fn item_mut<'a>(list: &'a mut Value, name: &str) -> &'a mut Value {
+    list["items"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap()
+}
+
+/// (pod uid, container id) of a fixture pod's first container.
+fn ids(list: &Value, name: &str) -> (String, String) {
+    let pod = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap();
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let cid = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .split_once("://")
+        .unwrap()
+        .1
+        .to_string();
+    (uid, cid)
+}
+
+/// Every (resource attributes, record) of `kind` ("resourceSpans"/"resourceLogs") whose
+/// resource has `process.pid` = `pid`.
+fn records(otlp: &str, kind: &str, pid: u32) -> Vec<(Value, Value)> {
+    let (scopes, items) = match kind {
+        "resourceSpans" => ("scopeSpans", "spans"),
+        _ => ("scopeLogs", "logRecords"),
+    };
+    let mut out = Vec::new();
+    for line in otlp.lines() {
+        let Ok(json) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        for r in json[kind].as_array().into_iter().flatten() {
+            if attr(&r["resource"]["attributes"], "process.pid") != Some(pid.to_string()) {
+                continue;
+            }
+            for s in r[scopes].as_array().into_iter().flatten() {
+                for item in s[items].as_array().into_iter().flatten() {
+                    out.push((
+                        r["resource"]["attributes"].clone(),
+                        item["attributes"].clone(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn attr(attributes: &Value, key: &str) -> Option<String> {
+    let a = attributes.as_array()?.iter().find(|a| a["key"] == key)?;
+    let v = &a["value"];
+    v["stringValue"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| v["intValue"].as_str().map(str::to_string))
+        .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
+}
+
+fn assert_attrs(what: &str, attributes: &Value, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(
+            attr(attributes, key).as_deref(),
+            Some(*value),
+            "{what}: {key} in {attributes}"
+        );
+    }
+}
+
+#[test]
+fn pods_and_peers_are_named_on_both_sides() {
+    require!();
+    let _guard = serial();
+    let api = FakeApi::start();
+    let pods = api.list(PODS);
+    let (web_uid, web_cid) = ids(&pods, "web-7d4b9c6f5d-x2x9k");
+    let (checkout_uid, checkout_cid) = ids(&pods, "checkout-5f6d8b7c9-k8s2d");
+    // The pods' IPs are the namespaces' (the recorded ones are the cluster's).
+    let mut pods = pods;
+    for (name, ip) in [
+        ("web-7d4b9c6f5d-x2x9k", SERVER_IP),
+        ("checkout-5f6d8b7c9-k8s2d", CLIENT_IP),
+    ] {
+        let pod = item_mut(&mut pods, name);
+        pod["status"]["podIP"] = json!(ip);
+        pod["status"]["podIPs"] = json!([{"ip": ip}]);
+    }
+    api.set_list(PODS, pods);
+    let mut slices = api.list(SLICES);
+    item_mut(&mut slices, "web-x9v2q")["endpoints"][0]["addresses"] = json!([SERVER_IP]);
+    api.set_list(SLICES, slices);
+
+    let pair = NetPair::create().expect("network namespaces");
+    // kube-proxy's job: the Service's ClusterIP, translated to the web pod in the client's
+    // namespace (a route makes the ClusterIP reachable, as the node's routes do).
+    let route = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &pair.client,
+            "route",
+            "add",
+            "10.96.0.0/12",
+            "dev",
+            "veth0",
+        ])
+        .status()
+        .unwrap();
+    assert!(route.success());
+    pair.nft(
+        &pair.client,
+        &format!(
+            "table ip kubeproxy {{\n chain output {{\n  type nat hook output priority -100;\n  \
+             ip daddr {CLUSTER_IP} tcp dport 80 dnat to {SERVER_IP}:{PORT}\n }}\n}}\n"
+        ),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let otlp = dir.path().join("otlp.jsonl");
+    let config = dir.path().join("netsonde.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kubernetes:\n  kubeconfig: {}\n  cluster_name: demo\nexport:\n  metric_interval_ms: 500\n",
+            api.write_kubeconfig(dir.path()).display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_with_env(
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--comm",
+            &comm_of(python()),
+            "--comm",
+            "curl",
+            "--exporter",
+            "console",
+            "--exporter",
+            "file",
+            "--file-path",
+            &otlp.display().to_string(),
+        ],
+        &[("NODE_NAME", "node-1")],
+    );
+
+    let web_cgroup = ContainerCgroup::create(&web_uid, &web_cid);
+    let checkout_cgroup = ContainerCgroup::create(&checkout_uid, &checkout_cid);
+    let server_py = support_file("http_server.py").display().to_string();
+    let mut server = Running(run_in_pod(
+        &pair,
+        &pair.server,
+        &web_cgroup,
+        python(),
+        &[&server_py, SERVER_IP, PORT],
+    ));
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), format!("ready {PORT}"));
+    let server_pid = server.0.id();
+
+    // Three requests on one connection to the Service, as a pod would make them.
+    let url = format!("http://{CLUSTER_IP}/items/1");
+    let client = run_in_pod(
+        &pair,
+        &pair.client,
+        &checkout_cgroup,
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            &url,
+            &url,
+            &url,
+        ],
+    );
+    let client_pid = client.id();
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "curl failed");
+    // One metric interval, so the connection and request metrics are exported.
+    std::thread::sleep(Duration::from_millis(1200));
+    let capture = agent.stop();
+    drop(server);
+    let otlp = std::fs::read_to_string(&otlp).unwrap();
+
+    assert!(
+        capture.stderr.contains("kubernetes: 4 pods on node node-1"),
+        "{}",
+        capture.stderr
+    );
+
+    // The server: the web pod's resource, its client the checkout pod.
+    let server_spans = records(&otlp, "resourceSpans", server_pid);
+    assert_eq!(server_spans.len(), 3, "{otlp}");
+    let web_resource = [
+        ("service.name", "web"),
+        ("service.namespace", "shop"),
+        ("service.version", "1.27.3"),
+        ("service.instance.id", "shop.web-7d4b9c6f5d-x2x9k.web"),
+        ("k8s.namespace.name", "shop"),
+        ("k8s.pod.name", "web-7d4b9c6f5d-x2x9k"),
+        ("k8s.pod.uid", web_uid.as_str()),
+        ("k8s.container.name", "web"),
+        ("k8s.node.name", "node-1"),
+        ("k8s.deployment.name", "web"),
+        ("k8s.replicaset.name", "web-7d4b9c6f5d"),
+        ("k8s.cluster.name", "demo"),
+        ("container.id", web_cid.as_str()),
+    ];
+    let from_checkout = [
+        ("netsonde.peer.kind", "pod"),
+        ("netsonde.peer.service.name", "checkout-eu"),
+        ("netsonde.peer.service.namespace", "shop"),
+        ("netsonde.peer.skywalking.service", "checkout-eu.shop"),
+        ("netsonde.peer.k8s.namespace.name", "shop"),
+        ("netsonde.peer.k8s.pod.name", "checkout-5f6d8b7c9-k8s2d"),
+        ("netsonde.peer.k8s.workload.kind", "deployment"),
+        ("netsonde.peer.k8s.workload.name", "checkout"),
+    ];
+    for (resource, span) in &server_spans {
+        assert_attrs("server resource", resource, &web_resource);
+        assert_attrs("server span", span, &from_checkout);
+    }
+
+    // The client: the checkout pod's resource; it talked to the Service web.
+    let client_spans = records(&otlp, "resourceSpans", client_pid);
+    assert_eq!(client_spans.len(), 3, "{otlp}");
+    let to_web = [
+        ("server.address", "web.shop.svc.cluster.local"),
+        ("network.peer.address", CLUSTER_IP),
+        ("netsonde.peer.kind", "service"),
+        ("netsonde.peer.service.name", "web"),
+        ("netsonde.peer.service.namespace", "shop"),
+        ("netsonde.peer.skywalking.service", "web.shop"),
+        ("netsonde.peer.k8s.service.name", "web"),
+        ("netsonde.peer.k8s.workload.kind", "deployment"),
+        ("netsonde.peer.k8s.workload.name", "web"),
+    ];
+    for (resource, span) in &client_spans {
+        assert_attrs(
+            "client resource",
+            resource,
+            &[
+                ("service.name", "checkout-eu"),
+                ("service.version", "2.3.0"),
+                ("k8s.pod.name", "checkout-5f6d8b7c9-k8s2d"),
+                ("k8s.deployment.name", "checkout"),
+                ("container.id", checkout_cid.as_str()),
+            ],
+        );
+        assert_attrs("client span", span, &to_web);
+    }
+
+    // Access logs carry the same.
+    let server_logs = records(&otlp, "resourceLogs", server_pid);
+    assert_eq!(server_logs.len(), 3);
+    for (resource, log) in &server_logs {
+        assert_attrs("server log resource", resource, &web_resource);
+        assert_attrs("server log", log, &from_checkout);
+    }
+
+    // Everything emitted is registered (semconv/registry.yaml, docs/telemetry.md).
+    let found = problems(&registry(), &emitted(&otlp));
+    assert!(
+        found.is_empty(),
+        "emitted but not registered:\n{}",
+        found.join("\n")
+    );
+
+    // Request and connection metrics name both ends: this end by the resource, the peer by
+    // its workload (never its pod, which would grow series without bound).
+    for (pid, metric, peer) in [
+        (server_pid, "http.server.request.duration", "checkout-eu"),
+        (client_pid, "http.client.request.duration", "web"),
+        (server_pid, "netsonde.connection.opened", "checkout-eu"),
+        (client_pid, "netsonde.connection.opened", "web"),
+    ] {
+        let found = points(&otlp, pid, metric);
+        assert!(!found.is_empty(), "{metric} of {pid}");
+        for p in &found {
+            assert_attrs(
+                metric,
+                &p["attributes"],
+                &[("netsonde.peer.service.name", peer)],
+            );
+            assert_eq!(attr(&p["attributes"], "netsonde.peer.k8s.pod.name"), None);
+        }
+    }
+}

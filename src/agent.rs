@@ -33,12 +33,15 @@ use std::{
     time::Duration,
 };
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
     attribution::{
         self,
+        filter::{FilterRules, ProcessFilter},
         kube::{self as k8s, NamingRules, WatchSettings, Watches},
+        scope::Scope,
     },
     config::{
         Config,
@@ -85,6 +88,8 @@ pub enum AgentError {
     Otlp(#[from] otlp::OtlpError),
     #[error("cannot start a thread")]
     Thread(#[source] io::Error),
+    #[error("cannot apply the process filter")]
+    Filter(#[source] attribution::filter::FilterError),
     #[error("cannot open the output file {path}")]
     File {
         path: String,
@@ -110,6 +115,8 @@ pub fn probe_settings(config: &Config, options: &RunOptions) -> ProbeSettings {
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
         pids: config.filter.pids.clone(),
         comms: config.filter.comms.clone(),
+        // Pod rules and exclusions: the kernel cannot apply them.
+        user_decides: config.filter.has_pod_rules() || !config.filter.exclude_comms.is_empty(),
         noop,
         kernel_layer: config.capture.kernel_layer,
         fentry: config.capture.fentry,
@@ -118,6 +125,39 @@ pub fn probe_settings(config: &Config, options: &RunOptions) -> ProbeSettings {
             .clone()
             .unwrap_or_else(|| crate::probes::offsets::VMLINUX_BTF.into()),
     }
+}
+
+/// The `filter.*` rules, compiled.
+fn process_filter(config: &Config) -> Result<ProcessFilter, AgentError> {
+    let f = &config.filter;
+    let selector = f.pod_selector.as_ref().map(|s| LabelSelector {
+        match_labels: Some(s.match_labels.clone()),
+        match_expressions: Some(
+            s.match_expressions
+                .iter()
+                .map(|r| LabelSelectorRequirement {
+                    key: r.key.clone(),
+                    operator: r.operator.clone(),
+                    values: (!r.values.is_empty()).then(|| r.values.clone()),
+                })
+                .collect(),
+        ),
+    });
+    let filter = ProcessFilter::new(&FilterRules {
+        pids: &f.pids,
+        comms: &f.comms,
+        exclude_comms: &f.exclude_comms,
+        namespaces: &f.namespaces,
+        exclude_namespaces: &f.exclude_namespaces,
+        pods: &f.pods,
+        pod_selector: selector.as_ref(),
+    })
+    .map_err(AgentError::Filter)?;
+    debug_assert_eq!(
+        filter.user_decides(),
+        probe_settings(config, &RunOptions::default()).user_decides
+    );
+    Ok(filter)
 }
 
 /// The exporters that take OTLP payloads, started.
@@ -193,6 +233,11 @@ pub async fn run(
         cluster_domain: config.kubernetes.cluster_domain.clone(),
         cluster_name: config.kubernetes.cluster_name.clone(),
     });
+    let scope = Arc::new(Scope::new(
+        process_filter(config)?,
+        kube.as_ref()
+            .map(|w| (w.index.clone(), w.generation.clone())),
+    ));
     let mut probes = Probes::load(&probe_settings(config, &options))?;
     let ring = RingReader::new(probes.take_ring()?).map_err(AgentError::Ring)?;
     let counters = Arc::new(probes.take_counters()?);
@@ -214,7 +259,7 @@ pub async fn run(
     let lifecycle_stats = Arc::new(LifecycleStats::default());
     let (lifecycle_tx, lifecycle_rx) = std::sync::mpsc::sync_channel(LIFECYCLE_QUEUE);
     let lifecycle = {
-        let mut lifecycle = Lifecycle::new(probes.clone(), lifecycle_stats.clone());
+        let mut lifecycle = Lifecycle::new(probes.clone(), lifecycle_stats.clone(), scope);
         // Before anything is announced: once netsonde says it is attached, the process tree
         // under --pid is followed and the TLS libraries on disk are hooked.
         let (pids, comms) = (&config.filter.pids, &config.filter.comms);
@@ -414,17 +459,33 @@ async fn finish_exporters(exporters: OtlpExporters, stats: &ExportStats) {
 fn announce(probes: &Probes, config: &Config) {
     let report = probes.report();
     let attached = report.iter().filter(|s| s.attached.is_some()).count();
-    let scope = if config.filter.pids.is_empty() && config.filter.comms.is_empty() {
+    let f = &config.filter;
+    let mut parts = Vec::new();
+    if !f.pids.is_empty() {
+        parts.push(format!("pids {:?}", f.pids));
+    }
+    if !f.comms.is_empty() {
+        parts.push(format!("processes named {:?}", f.comms));
+    }
+    if !f.namespaces.is_empty() {
+        parts.push(format!("pods in namespaces {:?}", f.namespaces));
+    }
+    if !f.pods.is_empty() {
+        parts.push(format!("pods named {:?}", f.pods));
+    }
+    if f.pod_selector.is_some() {
+        parts.push("pods matching filter.pod_selector".into());
+    }
+    if !f.exclude_namespaces.is_empty() {
+        parts.push(format!("not namespaces {:?}", f.exclude_namespaces));
+    }
+    if !f.exclude_comms.is_empty() {
+        parts.push(format!("not processes named {:?}", f.exclude_comms));
+    }
+    let scope = if parts.is_empty() {
         "every process".to_string()
     } else {
-        let mut parts = Vec::new();
-        if !config.filter.pids.is_empty() {
-            parts.push(format!("pids {:?}", config.filter.pids));
-        }
-        if !config.filter.comms.is_empty() {
-            parts.push(format!("processes named {:?}", config.filter.comms));
-        }
-        parts.join(" and ")
+        parts.join(", ")
     };
     let tls = match probes.tls().unavailable() {
         Some(why) => format!("TLS capture off ({why})"),

@@ -444,3 +444,176 @@ fn pods_and_peers_are_named_on_both_sides() {
         }
     }
 }
+
+/// Lines of a child's stdout, until one equals `want`.
+fn wait_for_line(out: &mut impl std::io::BufRead, want: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "ended before {want:?}"
+        );
+        if line.trim() == want {
+            return;
+        }
+    }
+}
+
+#[test]
+fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
+    require!();
+    let _guard = serial();
+    let api = FakeApi::start();
+    let mut pods = api.list(PODS);
+    let (web_uid, web_cid) = ids(&pods, "web-7d4b9c6f5d-x2x9k");
+    let web = item_mut(&mut pods, "web-7d4b9c6f5d-x2x9k");
+    web["status"]["podIP"] = json!(SERVER_IP);
+    web["status"]["podIPs"] = json!([{"ip": SERVER_IP}]);
+    // A checkout pod the API server does not list yet: its process starts first.
+    let mut late = item_mut(&mut pods, "checkout-5f6d8b7c9-k8s2d").clone();
+    let late_uid = "7c2e4f1a-9b3d-4e5f-8a6b-1c2d3e4f5a6b";
+    let late_cid = "4b1f".repeat(16);
+    late["metadata"]["name"] = json!("checkout-5f6d8b7c9-late1");
+    late["metadata"]["uid"] = json!(late_uid);
+    late["status"]["podIP"] = json!(CLIENT_IP);
+    late["status"]["podIPs"] = json!([{"ip": CLIENT_IP}]);
+    late["status"]["containerStatuses"][0]["containerID"] =
+        json!(format!("containerd://{late_cid}"));
+    api.set_list(PODS, pods);
+
+    let pair = NetPair::create().expect("network namespaces");
+    let web_cgroup = ContainerCgroup::create(&web_uid, &web_cid);
+    let late_cgroup = ContainerCgroup::create(late_uid, &late_cid);
+    // The server runs before the agent starts: selected from /proc at start.
+    let server_py = support_file("http_server.py").display().to_string();
+    let mut server = Running(run_in_pod(
+        &pair,
+        &pair.server,
+        &web_cgroup,
+        python(),
+        &[&server_py, SERVER_IP, PORT],
+    ));
+    wait_for_line(
+        &mut std::io::BufReader::new(server.0.stdout.as_mut().unwrap()),
+        &format!("ready {PORT}"),
+    );
+    let server_pid = server.0.id();
+
+    let dir = tempfile::tempdir().unwrap();
+    let otlp = dir.path().join("otlp.jsonl");
+    let config = dir.path().join("netsonde.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kubernetes:\n  kubeconfig: {}\nfilter:\n  pod_selector:\n    matchExpressions:\n    \
+             - key: app.kubernetes.io/name\n      operator: In\n      values: [web, checkout]\n",
+            api.write_kubeconfig(dir.path()).display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_with_env(
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--exporter",
+            "file",
+            "--file-path",
+            &otlp.display().to_string(),
+        ],
+        &[("NODE_NAME", "node-1")],
+    );
+
+    // A client outside any pod: not traced (the server still sees its request).
+    let host_url = format!("http://{SERVER_IP}:{PORT}/items/host");
+    let host_curl = pair
+        .command(&pair.client, "curl", &["-sS", "-o", "/dev/null", &host_url])
+        .status()
+        .unwrap();
+    assert!(host_curl.success());
+
+    // A client in the unlisted pod: it connects and waits…
+    let client_py = support_file("raw_client.py").display().to_string();
+    let mut client = run_in_pod(
+        &pair,
+        &pair.client,
+        &late_cgroup,
+        python(),
+        &[&client_py, "rounds", SERVER_IP, PORT, "1"],
+    );
+    let client_pid = client.id();
+    let mut client_out = std::io::BufReader::new(client.stdout.take().unwrap());
+    wait_for_line(&mut client_out, "connected");
+    // …until the API server lists its pod; then it is selected.
+    api.event(PODS, "ADDED", late);
+    let selected = format!("filter: pid {client_pid} is traced now that its pod is listed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !agent.stderr().contains(&selected) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never selected:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let say = |client: &mut Child| {
+        let stdin = client.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    };
+    say(&mut client);
+    wait_for_line(&mut client_out, "done");
+    // Stopped while the client lives: a process gone before its first exchange reaches the
+    // telemetry stage can no longer be read from /proc (see docs/kubernetes.md).
+    let capture = agent.stop();
+    say(&mut client);
+    assert!(client.wait().unwrap().success());
+    drop(server);
+    let otlp = std::fs::read_to_string(&otlp).unwrap();
+
+    assert!(
+        capture
+            .stderr
+            .contains("filter: tracing 1 running processes"),
+        "{}",
+        capture.stderr
+    );
+    let path = |records: &[(Value, Value)]| {
+        let mut paths: Vec<String> = records
+            .iter()
+            .filter_map(|(_, s)| attr(s, "url.path"))
+            .collect();
+        paths.sort();
+        paths
+    };
+    let server_spans = records(&otlp, "resourceSpans", server_pid);
+    assert_eq!(path(&server_spans), ["/items/0", "/items/host"]);
+    let client_spans = records(&otlp, "resourceSpans", client_pid);
+    assert_eq!(path(&client_spans), ["/items/0"]);
+    assert_attrs(
+        "late client resource",
+        &client_spans[0].0,
+        &[
+            ("k8s.pod.name", "checkout-5f6d8b7c9-late1"),
+            ("k8s.pod.uid", late_uid),
+            ("container.id", late_cid.as_str()),
+            ("service.name", "checkout-eu"),
+        ],
+    );
+    // Nothing else was traced: every resource is one of the two pods'.
+    for line in otlp.lines() {
+        let json: Value = serde_json::from_str(line).unwrap();
+        for kind in ["resourceSpans", "resourceLogs", "resourceMetrics"] {
+            for r in json[kind].as_array().into_iter().flatten() {
+                let pid = attr(&r["resource"]["attributes"], "process.pid");
+                let is_pod = [server_pid, client_pid].map(|p| p.to_string());
+                let agent_own = attr(&r["resource"]["attributes"], "service.name").as_deref()
+                    == Some("netsonde");
+                assert!(
+                    agent_own || is_pod.contains(&pid.clone().unwrap_or_default()),
+                    "{kind} of pid {pid:?}"
+                );
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! Reads /proc and caches what it learns; imports no other stage.
 
 pub mod cgroup;
+pub mod filter;
 pub mod kube;
 pub mod process;
 pub mod scope;

@@ -1,10 +1,82 @@
 //! Which processes are in scope: the process tree under `--pid`, found at start from /proc and
 //! kept up to date by the kernel at fork (user space confirms each child here).
 //!
-//! Today the only rule is the tree: a child of a monitored process is monitored while it
-//! lives. Kubernetes namespace and label filters will decide here too, once pods are known.
+//! The rules themselves are [`super::filter`]'s; [`Scope`] applies them to a pid, reading its
+//! name and cgroup from /proc and its pod from the Kubernetes index.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
+
+use super::{
+    cgroup,
+    filter::{PodFacts, ProcessFacts, ProcessFilter, Verdict},
+    kube::SharedIndex,
+};
+
+/// The filter, and what it needs to look at a process.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    filter: ProcessFilter,
+    /// The Kubernetes index and its generation, when the watches run.
+    kube: Option<(SharedIndex, Arc<AtomicU64>)>,
+    proc_root: PathBuf,
+}
+
+impl Scope {
+    pub fn new(filter: ProcessFilter, kube: Option<(SharedIndex, Arc<AtomicU64>)>) -> Self {
+        Scope {
+            filter,
+            kube,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+
+    pub fn filter(&self) -> &ProcessFilter {
+        &self.filter
+    }
+
+    /// Moves whenever the Kubernetes index changes (0 without one).
+    pub fn generation(&self) -> u64 {
+        self.kube.as_ref().map_or(0, |(_, g)| g.load(Relaxed))
+    }
+
+    /// Whether to trace the process `pid`; `in_tree` when it is in a `--pid` tree. A process
+    /// that is gone is skipped.
+    pub fn decide(&self, pid: u32, in_tree: bool) -> Verdict {
+        let dir = self.proc_root.join(pid.to_string());
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            return Verdict::Skip;
+        };
+        let process = ProcessFacts {
+            comm: comm.trim_end_matches('\n'),
+            in_tree,
+        };
+        if !self.filter.has_pod_rules() {
+            return self.filter.decide(process, PodFacts::None);
+        }
+        let container = cgroup::container_of(&self.proc_root, pid);
+        // A container the kubelet did not create (no pod UID in its path) is no pod's.
+        let Some(container) = container.filter(|c| c.pod_uid.is_some()) else {
+            return self.filter.decide(process, PodFacts::None);
+        };
+        let Some((index, _)) = &self.kube else {
+            return self.filter.decide(process, PodFacts::Unknown);
+        };
+        let Ok(index) = index.read() else {
+            return self.filter.decide(process, PodFacts::Unknown);
+        };
+        match index.local_pod_meta(&container.id, container.pod_uid.as_deref()) {
+            Some((pod, _)) => self.filter.decide(process, PodFacts::Pod(pod)),
+            None => self.filter.decide(process, PodFacts::Unknown),
+        }
+    }
+}
 
 /// What to do with a child the kernel added to the monitored set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

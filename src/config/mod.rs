@@ -41,7 +41,8 @@ pub struct CaptureConfig {
     pub fentry: bool,
 }
 
-/// Which processes are traced. Both empty: every process but netsonde itself.
+/// Which processes are traced. Nothing set: every process but netsonde itself. Each rule
+/// that is set must pass (`pids` and `comms` together are one rule: either).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
@@ -49,6 +50,45 @@ pub struct FilterConfig {
     pub pids: Vec<u32>,
     /// Process names as in /proc/PID/comm (the kernel keeps 15 characters).
     pub comms: Vec<String>,
+    /// Process names never traced.
+    pub exclude_comms: Vec<String>,
+    /// Only processes in pods of these namespaces.
+    pub namespaces: Vec<String>,
+    /// Never processes in pods of these namespaces (processes outside pods pass).
+    pub exclude_namespaces: Vec<String>,
+    /// Only processes in pods whose name matches one of these patterns (`*`, `?`, `[…]`).
+    pub pods: Vec<String>,
+    /// Only processes in pods whose labels this Kubernetes label selector matches.
+    pub pod_selector: Option<PodSelector>,
+}
+
+impl FilterConfig {
+    /// Rules on pods (they need the Kubernetes API).
+    pub fn has_pod_rules(&self) -> bool {
+        !self.namespaces.is_empty()
+            || !self.exclude_namespaces.is_empty()
+            || !self.pods.is_empty()
+            || self.pod_selector.is_some()
+    }
+}
+
+/// A Kubernetes label selector, written as in a NetworkPolicy or a Deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct PodSelector {
+    pub match_labels: std::collections::BTreeMap<String, String>,
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorRequirement {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
 }
 
 /// The connection table.
@@ -224,8 +264,71 @@ impl Config {
                 ),
             });
         }
+        self.validate_filter()?;
         self.kubernetes.validate()?;
         self.export.validate()
+    }
+
+    fn validate_filter(&self) -> Result<(), ConfigError> {
+        let f = &self.filter;
+        if let Some(long) = f
+            .exclude_comms
+            .iter()
+            .find(|c| c.is_empty() || c.len() > 15)
+        {
+            return Err(ConfigError::Invalid {
+                key: "filter.exclude_comms",
+                message: format!(
+                    "{long:?}: process names are 1 to 15 bytes (the kernel cuts them there)"
+                ),
+            });
+        }
+        if let Some(bad) = f.pods.iter().find(|p| glob::Pattern::new(p).is_err()) {
+            return Err(ConfigError::Invalid {
+                key: "filter.pods",
+                message: format!("{bad:?} is not a valid pattern"),
+            });
+        }
+        for r in f.pod_selector.iter().flat_map(|s| &s.match_expressions) {
+            let needs_values = match r.operator.as_str() {
+                "In" | "NotIn" => true,
+                "Exists" | "DoesNotExist" => false,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "filter.pod_selector",
+                        message: format!(
+                            "operator {other:?} of key {:?} is not In, NotIn, Exists or DoesNotExist",
+                            r.key
+                        ),
+                    });
+                }
+            };
+            if needs_values == r.values.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "filter.pod_selector",
+                    message: format!(
+                        "{} on key {:?} {}",
+                        r.operator,
+                        r.key,
+                        if needs_values {
+                            "needs values"
+                        } else {
+                            "takes no values"
+                        }
+                    ),
+                });
+            }
+        }
+        if f.has_pod_rules() && self.kubernetes.enabled == kubernetes::KubeMode::Off {
+            return Err(ConfigError::Invalid {
+                key: "filter",
+                message: "namespace, pod and label rules need the Kubernetes API, and \
+                          kubernetes.enabled is off (or netsonde is not in a pod and has no \
+                          kubernetes.kubeconfig)"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     pub fn idle_timeout(&self) -> Duration {

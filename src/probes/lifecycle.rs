@@ -4,7 +4,10 @@
 //! - **fork**: the kernel has already added a child of a monitored process to the monitored
 //!   set (so its first syscall is traced); here it is confirmed or removed by the scope rules.
 //! - **exec**: a traced process runs a new program; the OpenSSL libraries it will load are
-//!   found from its ELF dependencies and hooked before it can call them.
+//!   found from its ELF dependencies and hooked before it can call them. When user space
+//!   decides (pod rules, exclusions), every exec comes here: the filter selects new programs
+//!   into the monitored set and drops traced ones it excludes; a process whose pod is not
+//!   listed yet waits, and is decided again as the Kubernetes index moves.
 //! - **exit**: the kernel forgot the process's decision and membership; the per-fd and
 //!   per-`SSL *` caches, keyed by tgid, are swept here in batches.
 //!
@@ -22,7 +25,10 @@ use std::{
 };
 
 use crate::{
-    attribution::scope::{self, ChildDecision},
+    attribution::{
+        filter::Verdict,
+        scope::{self, ChildDecision, Scope},
+    },
     events::Event,
     probes::{Probes, libs::DynamicCache},
 };
@@ -31,6 +37,10 @@ use crate::{
 /// exits, whichever comes first: a sweep walks the whole socket cache, so it is batched.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 const SWEEP_AFTER_EXITS: usize = 100;
+/// How often processes waiting for their pod are decided again (also when the index moves),
+/// and how long they may wait: a pod the API never lists is not this node's to trace.
+const PENDING_EVERY: Duration = Duration::from_secs(2);
+const PENDING_FOR: Duration = Duration::from_secs(120);
 
 /// Counters of the lifecycle stage.
 #[derive(Debug, Default)]
@@ -45,6 +55,10 @@ pub struct LifecycleStats {
     pub swept: AtomicU64,
     /// Lifecycle events the stage could not take (its queue was full).
     pub dropped: AtomicU64,
+    /// Processes the filter selected into the monitored set (start, exec, a pod listed).
+    pub selected: AtomicU64,
+    /// Processes the filter excluded (or took out after an exec).
+    pub excluded: AtomicU64,
 }
 
 /// A snapshot of [`LifecycleStats`].
@@ -58,6 +72,8 @@ pub struct LifecycleTotals {
     pub tls_libraries_failed: u64,
     pub swept: u64,
     pub dropped: u64,
+    pub selected: u64,
+    pub excluded: u64,
 }
 
 impl LifecycleStats {
@@ -76,6 +92,8 @@ impl LifecycleStats {
             tls_libraries_failed: self.tls_libraries_failed.load(Relaxed),
             swept: self.swept.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
+            selected: self.selected.load(Relaxed),
+            excluded: self.excluded.load(Relaxed),
         }
     }
 }
@@ -89,23 +107,70 @@ pub struct Lifecycle {
     cache: DynamicCache,
     exited: HashSet<u32>,
     last_sweep: Instant,
+    scope: Arc<Scope>,
+    /// Processes waiting for their pod, since when.
+    pending: std::collections::HashMap<u32, Instant>,
+    /// When, and at which index generation, the waiting ones were last decided.
+    pending_checked: (Instant, u64),
 }
 
 impl Lifecycle {
-    pub fn new(probes: SharedProbes, stats: Arc<LifecycleStats>) -> Self {
+    pub fn new(probes: SharedProbes, stats: Arc<LifecycleStats>, scope: Arc<Scope>) -> Self {
         Lifecycle {
             probes,
             stats,
             cache: DynamicCache::default(),
             exited: HashSet::new(),
             last_sweep: Instant::now(),
+            pending_checked: (Instant::now(), scope.generation()),
+            scope,
+            pending: Default::default(),
         }
+    }
+
+    fn user_decides(&self) -> bool {
+        self.scope.filter().user_decides()
+    }
+
+    /// Applies the filter to `pid`; adds it to the monitored set (and hooks its TLS
+    /// libraries) when selected. Returns the verdict.
+    fn select(&mut self, pid: u32, in_tree: bool) -> Verdict {
+        let verdict = self.scope.decide(pid, in_tree);
+        match verdict {
+            Verdict::Trace => {
+                if self.pending.remove(&pid).is_some() {
+                    tracing::info!("filter: pid {pid} is traced now that its pod is listed");
+                }
+                if let Some(probes) = &mut *lock(&self.probes) {
+                    match probes.monitor(&[pid]) {
+                        Ok(()) => {
+                            self.stats.selected.fetch_add(1, Relaxed);
+                            let (hooked, failed) = probes.hook_tls_of(pid, Some(&mut self.cache));
+                            self.stats.add_hooks(hooked, failed);
+                        }
+                        Err(e) => tracing::warn!("cannot add pid {pid} to the monitored set: {e}"),
+                    }
+                }
+            }
+            Verdict::Wait => {
+                self.pending.entry(pid).or_insert_with(Instant::now);
+            }
+            Verdict::Skip => {
+                self.pending.remove(&pid);
+                self.stats.excluded.fetch_add(1, Relaxed);
+            }
+        }
+        verdict
     }
 
     /// At start: the processes already below `--pid` join the monitored set, and every
     /// traced process's mapped OpenSSL libraries are hooked.
     pub fn start(&mut self, pids: &[u32], comms: &[String]) {
         let descendants = scope::descendants(pids);
+        if self.user_decides() {
+            self.start_deciding(pids, &descendants);
+            return;
+        }
         let Some(probes) = &mut *lock(&self.probes) else {
             return;
         };
@@ -137,12 +202,57 @@ impl Lifecycle {
         }
     }
 
+    /// At start, when user space decides: every running process through the filter (the
+    /// `--pid` trees count as selected by pid).
+    fn start_deciding(&mut self, pids: &[u32], descendants: &[u32]) {
+        if let Some(probes) = &mut *lock(&self.probes) {
+            let (hooked, failed) = probes.hook_system_tls();
+            self.stats.add_hooks(hooked, failed);
+        }
+        let me = std::process::id();
+        let (mut traced, mut waiting) = (0, 0);
+        for pid in running_pids().into_iter().filter(|&p| p != me) {
+            let in_tree = pids.contains(&pid) || descendants.contains(&pid);
+            match self.select(pid, in_tree) {
+                Verdict::Trace => traced += 1,
+                Verdict::Wait => waiting += 1,
+                Verdict::Skip if pids.contains(&pid) => {
+                    // Selected by --pid, but the other rules say no.
+                    if let Some(probes) = &mut *lock(&self.probes) {
+                        let _ = probes.remove_process(pid);
+                    }
+                }
+                Verdict::Skip => {}
+            }
+        }
+        tracing::info!(
+            "filter: tracing {traced} running processes{}",
+            if waiting > 0 {
+                format!("; {waiting} wait for their pod to be listed")
+            } else {
+                String::new()
+            }
+        );
+    }
+
     /// Acts on one lifecycle event (others are ignored).
     pub fn handle(&mut self, event: &Event) {
         match event {
             Event::ProcessFork(fork) => self.on_fork(fork.tgid),
+            Event::ProcessExec(exec) if exec.traced == 0 => {
+                // Reported only when user space decides: a new program to select or not.
+                self.select(exec.tgid, false);
+            }
             Event::ProcessExec(exec) => {
                 self.stats.execs.fetch_add(1, Relaxed);
+                if self.user_decides() && self.scope.decide(exec.tgid, true) == Verdict::Skip {
+                    // The new program's name is excluded.
+                    if let Some(probes) = &mut *lock(&self.probes) {
+                        let _ = probes.remove_process(exec.tgid);
+                    }
+                    self.stats.excluded.fetch_add(1, Relaxed);
+                    return;
+                }
                 if let Some(probes) = &mut *lock(&self.probes) {
                     let started = Instant::now();
                     let (hooked, failed) = probes.hook_tls_of(exec.tgid, Some(&mut self.cache));
@@ -160,6 +270,7 @@ impl Lifecycle {
             Event::ProcessExit(exit) => {
                 self.stats.exits.fetch_add(1, Relaxed);
                 self.exited.insert(exit.tgid);
+                self.pending.remove(&exit.tgid);
             }
             _ => {}
         }
@@ -169,7 +280,11 @@ impl Lifecycle {
         let Some(probes) = &mut *lock(&self.probes) else {
             return;
         };
-        let outcome = match scope::decide_child(scope::alive(child)) {
+        // A child runs its parent's program in its parent's pod: the filter says no only
+        // when a rule it could not apply to the parent (a `--pid` tree) now applies.
+        let alive = scope::alive(child)
+            && (!self.user_decides() || self.scope.decide(child, true) != Verdict::Skip);
+        let outcome = match scope::decide_child(alive) {
             ChildDecision::Keep => probes.confirm_child(child).map(|present| {
                 if present {
                     &self.stats.children_confirmed
@@ -190,8 +305,31 @@ impl Lifecycle {
         }
     }
 
+    /// Decides again on processes waiting for their pod, when the index moved or every
+    /// [`PENDING_EVERY`]; gives up on those that waited [`PENDING_FOR`].
+    fn recheck_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let generation = self.scope.generation();
+        let (at, seen) = self.pending_checked;
+        if generation == seen && at.elapsed() < PENDING_EVERY {
+            return;
+        }
+        self.pending_checked = (Instant::now(), generation);
+        let waiting: Vec<(u32, Instant)> = self.pending.iter().map(|(p, t)| (*p, *t)).collect();
+        for (pid, since) in waiting {
+            if self.select(pid, false) == Verdict::Wait && since.elapsed() >= PENDING_FOR {
+                self.pending.remove(&pid);
+                self.stats.excluded.fetch_add(1, Relaxed);
+                tracing::debug!("pid {pid}: its pod was not listed in {PENDING_FOR:?}; not traced");
+            }
+        }
+    }
+
     /// Sweeps the caches of exited processes when due.
     pub fn tick(&mut self) {
+        self.recheck_pending();
         let due =
             self.last_sweep.elapsed() >= SWEEP_EVERY || self.exited.len() >= SWEEP_AFTER_EXITS;
         if self.exited.is_empty() || !due {

@@ -85,6 +85,9 @@ pub struct ProbeSettings {
     /// Trace only these processes (with `comms`); both empty means every process.
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
+    /// User space decides which processes to trace (pod rules, exclusions): every exec is
+    /// reported, `comms` are not matched in the kernel, and the monitored set is all there is.
+    pub user_decides: bool,
     /// Attach no-op programs to the same hooks (benchmark floor).
     pub noop: bool,
     /// BTF to read kernel offsets from (normally [`offsets::VMLINUX_BTF`]).
@@ -238,7 +241,9 @@ impl Probes {
             ebpf,
             report,
             tls,
-            selective: !(settings.pids.is_empty() && settings.comms.is_empty()),
+            selective: !(settings.pids.is_empty()
+                && settings.comms.is_empty()
+                && !settings.user_decides),
             drop_reasons: netlayer::drop_reason_names(&tracefs),
         })
     }
@@ -307,7 +312,8 @@ impl Probes {
         Ok(())
     }
 
-    /// Adds processes to the monitored set (the tree under `--pid` at start).
+    /// Adds processes to the monitored set (the tree under `--pid` at start, and what user
+    /// space selects), dropping the kernel's cached "not traced" for each.
     pub fn monitor(&mut self, tgids: &[u32]) -> Result<(), ProbeError> {
         let mut map = self.monitored()?;
         for tgid in tgids {
@@ -316,6 +322,10 @@ impl Probes {
                     name: "MONITORED",
                     source,
                 })?;
+        }
+        let mut decisions: BpfHashMap<_, u32, u8> = self.map("DECISIONS")?;
+        for tgid in tgids {
+            let _ = decisions.remove(tgid);
         }
         Ok(())
     }
@@ -419,12 +429,16 @@ fn load_object(
     let config = ProbeConfig {
         capture_bytes: settings.capture_bytes,
         agent_tgid: std::process::id(),
-        filter_mode: if settings.pids.is_empty() && settings.comms.is_empty() {
+        filter_mode: if settings.pids.is_empty()
+            && settings.comms.is_empty()
+            && !settings.user_decides
+        {
             filter_mode::ALL
         } else {
             filter_mode::SELECTED
         },
-        comm_filter: u32::from(!settings.comms.is_empty()),
+        comm_filter: u32::from(!settings.comms.is_empty() && !settings.user_decides),
+        exec_all: u32::from(settings.user_decides),
         noop: u32::from(settings.noop),
         // Wake user space early once an eighth of the ring is in use; its timer does the rest.
         wakeup_bytes: settings.ring_buffer_bytes / 8,

@@ -130,6 +130,8 @@ const COUNTERS: [(&str, &str, &str, Reading); 11] = [
                 ("exec", l.execs),
                 ("exit", l.exits),
                 ("dropped", l.dropped),
+                ("selected", l.selected),
+                ("excluded", l.excluded),
             ]
             .into_iter()
             .map(|(k, v)| (v, vec![KeyValue::new("netsonde.process.event", k)]))

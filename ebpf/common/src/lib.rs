@@ -402,7 +402,9 @@ pub struct ProcessEvent {
     pub tgid: u32,
     /// The monitored parent for a fork; 0 for an exec.
     pub parent_tgid: u32,
-    pub _pad: u32,
+    /// 1 when the process is traced; an exec of an untraced process is only reported when
+    /// [`ProbeConfig::exec_all`] is set (user space then decides whether to trace it).
+    pub traced: u32,
     pub ts_ns: u64,
 }
 
@@ -446,6 +448,9 @@ pub struct ProbeConfig {
     /// Offsets of `pid` and `clone_flags` in the `task/task_newtask` record, from tracefs.
     pub newtask_pid: u32,
     pub newtask_clone_flags: u32,
+    /// 1 reports every exec, traced or not: user space decides on rules the kernel cannot
+    /// apply (pods, exclusions) and adds what it selects to `MONITORED`.
+    pub exec_all: u32,
 }
 
 /// Byte offsets of the kernel struct fields the programs read, taken from
@@ -671,7 +676,7 @@ const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 36);
 const _: () = assert!(core::mem::size_of::<TlsArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);

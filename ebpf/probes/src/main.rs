@@ -532,12 +532,12 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 
 /// Writes a process-lifecycle record.
 #[inline(always)]
-fn emit_process(kind: u32, tgid: u32, parent_tgid: u32) {
+fn emit_process(kind: u32, tgid: u32, parent_tgid: u32, traced: bool) {
     let ev = ProcessEvent {
         kind,
         tgid,
         parent_tgid,
-        _pad: 0,
+        traced: u32::from(traced),
         ts_ns: now(),
     };
     // Woken at once: a new program may load a TLS library user space must hook before the
@@ -577,13 +577,14 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     };
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     if child > 0 && inherit(parent, child as u32) {
-        emit_process(kind::PROCESS_FORK, child as u32, parent);
+        emit_process(kind::PROCESS_FORK, child as u32, parent, true);
     }
     0
 }
 
 /// A new program image has a new name: decide again whether to trace it, and tell user space
-/// about a traced one, which is when it looks for TLS libraries to hook.
+/// about a traced one, which is when it looks for TLS libraries to hook (about every one when
+/// user space decides on pods and exclusions the kernel cannot see).
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn process_exec(_ctx: TracePointContext) -> u32 {
     if noop() {
@@ -591,8 +592,9 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     forget(tgid);
-    if traced(tgid) {
-        emit_process(kind::PROCESS_EXEC, tgid, 0);
+    let is_traced = traced(tgid);
+    if is_traced || config!(exec_all) != 0 {
+        emit_process(kind::PROCESS_EXEC, tgid, 0, is_traced);
     }
     0
 }

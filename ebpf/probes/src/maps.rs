@@ -22,6 +22,7 @@ pub static NETSONDE_CONFIG: ProbeConfig = ProbeConfig {
     wakeup_bytes: 0,
     newtask_pid: 0,
     newtask_clone_flags: 0,
+    exec_all: 0,
 };
 
 /// Kernel struct field offsets from BTF, set by user space before load.

@@ -180,12 +180,20 @@ impl ClusterIndex {
         pod_uid: Option<&str>,
         rules: NamingRules,
     ) -> Option<PodIdentity> {
-        let (pod, container) = self
-            .local_pods
+        let (pod, container) = self.local_pod_meta(container_id, pod_uid)?;
+        Some(self.identity(pod, container.cloned(), rules))
+    }
+
+    /// The pod (and container) of [`Self::local_pod`], without working out its identity.
+    pub fn local_pod_meta(
+        &self,
+        container_id: &str,
+        pod_uid: Option<&str>,
+    ) -> Option<(&Arc<PodMeta>, Option<&ContainerMeta>)> {
+        self.local_pods
             .iter()
             .find_map(|p| p.container(container_id).map(|c| (p, Some(c))))
-            .or_else(|| pod_uid.and_then(|uid| self.local_pods.get(uid).map(|p| (p, None))))?;
-        Some(self.identity(pod, container.cloned(), rules))
+            .or_else(|| pod_uid.and_then(|uid| self.local_pods.get(uid).map(|p| (p, None))))
     }
 
     /// A pod's workload and service.

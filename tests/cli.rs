@@ -77,8 +77,26 @@ fn without_privileges_it_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "netsonde: loading eBPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8); this process has neither\n"
+        "netsonde: loading eBPF programs needs the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8), which root holds unless its container dropped them; this process has neither\n"
     );
+    // Root whose container dropped CAP_BPF: root alone is not enough.
+    if unsafe { libc::geteuid() } == 0 {
+        let out = Command::new("setpriv")
+            .args([
+                "--bounding-set=-all,+perfmon",
+                "--inh-caps=-all",
+                NETSONDE,
+                "run",
+            ])
+            .output()
+            .expect("setpriv");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).ends_with("this process has only CAP_PERFMON\n"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

@@ -60,6 +60,12 @@ impl KubernetesConfig {
     /// `enabled: auto` → on or off.
     pub fn apply_env(&mut self, env: &HashMap<String, String>) {
         let get = |var: &str| env.get(var).map(String::as_str).filter(|v| !v.is_empty());
+        // An empty value (a chart's default) is no value.
+        for value in [&mut self.node_name, &mut self.cluster_name] {
+            if value.as_deref() == Some("") {
+                *value = None;
+            }
+        }
         if self.node_name.is_none() {
             self.node_name = get("NODE_NAME").map(str::to_string);
         }

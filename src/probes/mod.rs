@@ -39,7 +39,7 @@ pub const EBPF_SOURCE: &str = env!("NETSONDE_EBPF_SOURCE");
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "loading eBPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8); this process has {has}"
+        "loading eBPF programs needs the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8), which root holds unless its container dropped them; this process has {has}"
     )]
     Privileges { has: String },
     #[error(transparent)]
@@ -591,11 +591,8 @@ pub(crate) fn describe_program_error(program: &str, error: &aya::programs::Progr
 }
 
 /// Capabilities the kernel checks for loading and attaching tracing programs.
+/// The capabilities the programs need, held now: root in a container may hold few of them.
 fn check_privileges() -> Result<(), ProbeError> {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return Ok(());
-    }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let effective = status
         .lines()

@@ -20,6 +20,7 @@ use std::{
 };
 
 pub mod collector;
+pub mod helm;
 pub mod kube_api;
 pub mod netns;
 pub mod otlp_json;
@@ -241,11 +242,30 @@ impl Agent {
 
     /// Starts `netsonde run ARGS` with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let mut child = Command::new(NETSONDE)
+        let mut command = Command::new(NETSONDE);
+        command.arg("run").args(args).envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Starts `WRAPPER… netsonde run ARGS` (a wrapper that execs netsonde, such as setpriv).
+    pub fn start_with_wrapper(wrapper: &[&str], args: &[&str]) -> Agent {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(NETSONDE)
             .arg("run")
-            .args(args)
+            .args(args);
+        Self::spawn(command)
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(mut command: Command) -> Agent {
+        let mut child = command
             .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

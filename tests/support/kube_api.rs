@@ -70,14 +70,23 @@ pub fn fixture(file: &str) -> Value {
 impl FakeApi {
     /// Serves the recorded fixtures.
     pub fn start() -> FakeApi {
+        FakeApi::serve(
+            ALL.iter()
+                .map(|(path, file)| (path.to_string(), fixture(file)))
+                .collect(),
+        )
+    }
+
+    /// Serves these lists, by collection path.
+    pub fn serve(lists: Vec<(String, Value)>) -> FakeApi {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().unwrap();
         let mut state = State::default();
-        for (path, file) in ALL {
+        for (path, list) in lists {
             state.collections.insert(
-                path.to_string(),
+                path,
                 Collection {
-                    list: fixture(file),
+                    list,
                     ..Default::default()
                 },
             );

@@ -5,6 +5,7 @@
 pub mod index;
 pub mod meta;
 pub mod section;
+pub mod trimmed;
 pub mod watch;
 
 use std::path::PathBuf;

@@ -40,7 +40,7 @@ use crate::{
     attribution::{
         self,
         filter::{FilterRules, ProcessFilter},
-        kube::{self as k8s, NamingRules, WatchSettings, Watches},
+        kube::{self as k8s, NamingRules, WatchSettings, Watches, watch::NodePods},
         scope::Scope,
     },
     config::{
@@ -283,6 +283,7 @@ pub async fn run(
             export_stats.clone(),
             lifecycle_stats.clone(),
         );
+        let kube_stats = kube.as_ref().map(|w| w.stats.clone());
         Arc::new(move || {
             let mut report =
                 StatsReport::gather(counters.totals(), &reader_stats, &conn_stats, false);
@@ -290,6 +291,7 @@ pub async fn run(
             report.lifecycle = lifecycle_stats.totals();
             report.drops_by_reason = counters.drops_by_reason();
             report.probe_methods = probe_methods.clone();
+            report.kubernetes = kube_stats.as_ref().map(|k| k.totals());
             report.probes_attached = probes_attached;
             report.probes_total = probes_total;
             report
@@ -676,15 +678,18 @@ async fn start_kubernetes(config: &Config) -> Option<Watches> {
     };
     let watches = Watches::start(client, &settings);
     let wait = Duration::from_secs(k.startup_wait_secs);
-    if !watches.wait_for_node_pods(wait).await {
-        tracing::warn!(
+    match watches.wait_for_node_pods(wait).await {
+        NodePods::Listed => {
+            let pods = watches.index.read().map_or(0, |i| i.local_pods.len());
+            tracing::info!("kubernetes: {pods} pods on node {}", settings.node_name);
+        }
+        // The watch said why, once.
+        NodePods::ApiFails => {}
+        NodePods::NotYet => tracing::warn!(
             "kubernetes: this node's pods ({}) are not listed after {wait:?}; carrying on, \
              workloads get their pod attributes once they are",
             settings.node_name
-        );
-    } else {
-        let pods = watches.index.read().map_or(0, |i| i.local_pods.len());
-        tracing::info!("kubernetes: {pods} pods on node {}", settings.node_name);
+        ),
     }
     Some(watches)
 }

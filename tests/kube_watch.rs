@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netsonde::attribution::kube::{NamingRules, Peer, WatchSettings, Watches, watch};
+use netsonde::attribution::kube::{
+    NamingRules, Peer, WatchSettings, Watches,
+    watch::{self, NodePods},
+};
 use serde_json::{Value, json};
 use support::kube_api::{self, FakeApi, PODS, REPLICASETS, SERVICES};
 
@@ -74,9 +77,9 @@ fn pod(name: &str) -> Value {
 async fn lists_then_follows_changes() {
     let api = FakeApi::start();
     let (w, _dir) = start(&api, true).await;
-    assert!(
+    assert_eq!(
         w.wait_for_node_pods(Duration::from_secs(20)).await,
-        "node pods listed"
+        NodePods::Listed
     );
     assert_eq!(
         local_pod_names(&w),
@@ -143,7 +146,10 @@ async fn lists_then_follows_changes() {
 async fn bookmarks_resume_and_410_gone_relists_without_stale_objects() {
     let api = FakeApi::start();
     let (w, _dir) = start(&api, false).await;
-    assert!(w.wait_for_node_pods(Duration::from_secs(20)).await);
+    assert_eq!(
+        w.wait_for_node_pods(Duration::from_secs(20)).await,
+        NodePods::Listed
+    );
     let first_lists = w.stats.lists.load(Relaxed);
 
     // A bookmark moves the resume point; the API server then ends the stream (its timeout).
@@ -250,7 +256,10 @@ async fn malformed_objects_are_skipped_and_counted() {
         .extend([bad_type, no_uid]);
     api.set_list(PODS, list);
     let (w, _dir) = start(&api, false).await;
-    assert!(w.wait_for_node_pods(Duration::from_secs(20)).await);
+    assert_eq!(
+        w.wait_for_node_pods(Duration::from_secs(20)).await,
+        NodePods::Listed
+    );
     assert_eq!(local_pod_names(&w).len(), 4, "the good ones are all there");
     assert_eq!(w.stats.malformed.load(Relaxed), 2);
     // A line that is not JSON at all fails that one event; the watch goes on.
@@ -275,10 +284,15 @@ async fn failing_and_forbidden_requests_back_off_and_recover() {
     api.fail_next(SERVICES, 403, 1000);
     api.fail_next(REPLICASETS, 500, 1);
     let (w, _dir) = start(&api, true).await;
-    assert!(
+    // A failing list is retried by the watch; the wait returns at the first failure.
+    assert_eq!(
         w.wait_for_node_pods(Duration::from_secs(30)).await,
-        "recovered after backoff"
+        NodePods::ApiFails
     );
+    until(&w, "node pods after backoff", |w| {
+        w.index.read().unwrap().local_pods.synced()
+    })
+    .await;
     until(&w, "owner links after a failure", |w| {
         w.index.read().unwrap().replicasets.len() == 2
     })
@@ -324,7 +338,10 @@ async fn no_api_server_is_errors_not_a_crash() {
     };
     let client = watch::client(&settings).await.unwrap();
     let w = Watches::start(client, &settings);
-    assert!(!w.wait_for_node_pods(Duration::from_secs(2)).await);
+    assert_eq!(
+        w.wait_for_node_pods(Duration::from_secs(20)).await,
+        NodePods::ApiFails
+    );
     assert!(w.stats.errors.load(Relaxed) >= 1);
     assert!(w.index.read().unwrap().local_pods.is_empty());
 }

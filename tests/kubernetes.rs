@@ -345,6 +345,11 @@ fn pods_and_peers_are_named_on_both_sides() {
         "{}",
         capture.stderr
     );
+    // The watches' own counts: seven lists, nothing malformed, nothing failed.
+    let last = capture.stats.last().expect("a final stats line");
+    for field in ["k8s_lists=7", "k8s_malformed=0", "k8s_errors=0"] {
+        assert!(last.contains(field), "{field} in {last}");
+    }
 
     // The server: the web pod's resource, its client the checkout pod.
     let server_spans = records(&otlp, "resourceSpans", server_pid);
@@ -616,4 +621,76 @@ fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
             }
         }
     }
+}
+
+#[test]
+fn without_the_api_server_one_warning_and_process_attributes() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _guard = serial();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("netsonde.yaml");
+    std::fs::write(
+        dir.path().join("kubeconfig"),
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n\
+             users:\n- name: u\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "kubernetes:\n  kubeconfig: {}\n",
+            dir.path().join("kubeconfig").display()
+        ),
+    )
+    .unwrap();
+    let otlp = dir.path().join("otlp.jsonl");
+    let server = support::PyServer::start();
+    let agent = Agent::start_with_env(
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--pid",
+            &server.pid.to_string(),
+            "--exporter",
+            "console",
+            "--exporter",
+            "file",
+            "--file-path",
+            &otlp.display().to_string(),
+        ],
+        &[("NODE_NAME", "node-1")],
+    );
+    support::curl(&[&server.url("/items/1")]);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", server.pid)).unwrap();
+    let exe = exe.file_name().unwrap().to_string_lossy().to_string();
+    let capture = agent.stop();
+    let warnings: Vec<&str> = capture
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", capture.stderr);
+    assert!(
+        warnings[0].contains("kubernetes: the API server fails")
+            && warnings[0].contains("process and container attributes meanwhile"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(capture.keys_of(server.pid).len(), 1, "{}", capture.stdout);
+    let otlp = std::fs::read_to_string(&otlp).unwrap();
+    let spans = records(&otlp, "resourceSpans", server.pid);
+    assert_eq!(spans.len(), 1);
+    assert_attrs("resource", &spans[0].0, &[("service.name", exe.as_str())]);
+    assert_eq!(attr(&spans[0].0, "k8s.pod.name"), None);
+    assert_eq!(attr(&spans[0].1, "netsonde.peer.kind"), None);
 }

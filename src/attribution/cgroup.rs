@@ -222,6 +222,21 @@ mod tests {
     }
 
     #[test]
+    fn paths_seen_from_inside_a_cgroup_namespace_still_name_the_container() {
+        // netsonde in its own pod's cgroup namespace sees other pods' paths relative to its
+        // own cgroup, climbing out with `..`.
+        let c = container_from_proc_cgroup(&format!(
+            "0::/../../kubepods-besteffort-pod0d9a3c52_5b1e_4f0a_9c3d_8e7f6a5b4c3d.slice/cri-containerd-{ID}.scope\n"
+        ))
+        .unwrap();
+        assert_eq!(c.id, ID);
+        assert_eq!(
+            c.pod_uid.as_deref(),
+            Some("0d9a3c52-5b1e-4f0a-9c3d-8e7f6a5b4c3d")
+        );
+    }
+
+    #[test]
     fn this_machines_processes_have_no_container_layout_and_fall_back() {
         // This machine's own cgroups (a sandbox, not a container runtime): readable, and
         // naming no container, so the process identity is used.

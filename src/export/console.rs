@@ -179,6 +179,13 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         s.export.failures.iter().sum::<u64>(),
         s.export.queued.iter().sum::<u64>(),
     );
+    if let Some(w) = &s.kubernetes {
+        let _ = write!(
+            line,
+            " k8s_objects={} k8s_deleted={} k8s_malformed={} k8s_errors={} k8s_lists={}",
+            w.applied, w.deleted, w.malformed, w.errors, w.lists
+        );
+    }
     // The node's most frequent drop reasons.
     let mut sep = " node_drop_reasons=";
     for (reason, n) in s.drops_by_reason.iter().take(8) {

@@ -180,6 +180,8 @@ pub struct StatsReport {
     pub drops_by_reason: Vec<(String, u64)>,
     /// Each probe point and the method it attached with (`none`).
     pub probe_methods: Arc<[(&'static str, &'static str)]>,
+    /// The Kubernetes watches, when they run.
+    pub kubernetes: Option<crate::attribution::kube::watch::WatchTotals>,
     /// Whether this is the last report, at exit.
     pub last: bool,
 }
@@ -219,6 +221,7 @@ impl StatsReport {
             lifecycle: Default::default(),
             drops_by_reason: Vec::new(),
             probe_methods: Arc::new([]),
+            kubernetes: None,
             last,
         }
     }

@@ -66,7 +66,27 @@ fn per_signal(values: [u64; 3]) -> Vec<(u64, Vec<KeyValue>)> {
 }
 
 /// Counters (monotonic, cumulative at the source).
-const COUNTERS: [(&str, &str, &str, Reading); 11] = [
+const COUNTERS: [(&str, &str, &str, Reading); 12] = [
+    (
+        "netsonde.agent.kubernetes.objects",
+        "{object}",
+        "What the Kubernetes watches did with objects: `applied` (listed, added or changed), `deleted`, `malformed` (skipped), `failed` (list and watch requests that failed, retried), `listed` (completed lists).",
+        |s| {
+            let Some(w) = s.kubernetes else {
+                return Vec::new();
+            };
+            [
+                ("applied", w.applied),
+                ("deleted", w.deleted),
+                ("malformed", w.malformed),
+                ("failed", w.errors),
+                ("listed", w.lists),
+            ]
+            .into_iter()
+            .map(|(k, v)| (v, vec![KeyValue::new("netsonde.kubernetes.outcome", k)]))
+            .collect()
+        },
+    ),
     (
         "netsonde.agent.kernel.events",
         "{event}",

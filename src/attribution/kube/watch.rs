@@ -13,7 +13,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -44,7 +44,7 @@ use super::{
 
 /// This node's pods, trimmed with labels and containers.
 #[derive(Debug, Clone)]
-struct NodePods;
+struct ThisNodePods;
 /// The cluster's pods, trimmed to what names a peer.
 #[derive(Debug, Clone)]
 struct ClusterPods;
@@ -55,7 +55,7 @@ struct Slices;
 #[derive(Debug, Clone)]
 struct Nodes;
 
-impl Trim for NodePods {
+impl Trim for ThisNodePods {
     type Api = Pod;
     type Facts = PodMeta;
     fn trim(pod: &Pod) -> Result<PodMeta, MetaError> {
@@ -121,6 +121,28 @@ pub struct WatchStats {
     pub lists: AtomicU64,
 }
 
+/// A snapshot of [`WatchStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchTotals {
+    pub applied: u64,
+    pub deleted: u64,
+    pub malformed: u64,
+    pub errors: u64,
+    pub lists: u64,
+}
+
+impl WatchStats {
+    pub fn totals(&self) -> WatchTotals {
+        WatchTotals {
+            applied: self.applied.load(Relaxed),
+            deleted: self.deleted.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            lists: self.lists.load(Relaxed),
+        }
+    }
+}
+
 /// The index the watches keep, shared with its readers.
 pub type SharedIndex = Arc<RwLock<ClusterIndex>>;
 
@@ -131,6 +153,8 @@ pub struct Watches {
     /// Bumped whenever this node's pods change: readers holding "pod not known yet" answers
     /// ask again when it moves.
     pub generation: Arc<AtomicU64>,
+    /// Watches failing because the API server does (see [`Shared::unreachable`]).
+    unreachable: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -171,11 +195,12 @@ impl Watches {
             index: SharedIndex::default(),
             stats: Arc::new(WatchStats::default()),
             generation: Arc::new(AtomicU64::new(0)),
+            unreachable: Arc::new(AtomicU64::new(0)),
         };
         let mut tasks = Vec::new();
         let node_pods =
             watcher::Config::default().fields(&format!("spec.nodeName={}", settings.node_name));
-        tasks.push(spawn_trimmed::<NodePods>(
+        tasks.push(spawn_trimmed::<ThisNodePods>(
             "this node's pods",
             &client,
             node_pods,
@@ -233,23 +258,38 @@ impl Watches {
             index: shared.index,
             stats: shared.stats,
             generation: shared.generation,
+            unreachable: shared.unreachable,
             tasks,
         }
     }
 
-    /// Waits until this node's pods have been listed once, at most `timeout`.
-    pub async fn wait_for_node_pods(&self, timeout: Duration) -> bool {
+    /// Waits until this node's pods have been listed once, at most `timeout`, and not at all
+    /// once the API server is known to fail (it was said; start-up need not wait for it).
+    pub async fn wait_for_node_pods(&self, timeout: Duration) -> NodePods {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.index.read().is_ok_and(|i| i.local_pods.synced()) {
-                return true;
+                return NodePods::Listed;
+            }
+            if self.unreachable.load(Relaxed) > 0 {
+                return NodePods::ApiFails;
             }
             if tokio::time::Instant::now() >= deadline {
-                return false;
+                return NodePods::NotYet;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// How the wait for this node's pods ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodePods {
+    Listed,
+    /// The API server fails (already warned about).
+    ApiFails,
+    /// Still listing when the wait ran out.
+    NotYet,
 }
 
 #[derive(Clone)]
@@ -257,6 +297,9 @@ struct Shared {
     index: SharedIndex,
     stats: Arc<WatchStats>,
     generation: Arc<AtomicU64>,
+    /// Watches failing for another reason than a refusal: an unreachable or failing API
+    /// server is said once for all of them, not once per watch.
+    unreachable: Arc<AtomicU64>,
 }
 
 type SectionOf<T> = fn(&mut ClusterIndex) -> &mut Section<T>;
@@ -356,7 +399,8 @@ async fn drive<S, O, T>(
     S: futures::Stream<Item = Result<Event<O>, watcher::Error>> + Send,
     T: super::section::Entry,
 {
-    let failing = AtomicBool::new(false);
+    // Why this watch is failing, if it is: refused (RBAC) or the API server unreachable.
+    let mut failing: Option<bool> = None;
     let mut stream = std::pin::pin!(stream.default_backoff());
     loop {
         let event = match stream.try_next().await {
@@ -364,13 +408,24 @@ async fn drive<S, O, T>(
             Ok(None) => return,
             Err(e) => {
                 shared.stats.errors.fetch_add(1, Relaxed);
-                // One line when a watch starts failing, one when it recovers: an API server
-                // that is down for an hour must not fill the log.
-                if !failing.swap(true, Relaxed) {
-                    tracing::warn!(
-                        "kubernetes: the {what} watch failed, retrying with backoff: {}",
-                        describe(&e)
-                    );
+                // One line when the API server becomes unreachable (whichever watch finds out
+                // first), one when it is back; a refused watch (RBAC) is named on its own. An
+                // API server that is down for an hour must not fill the log.
+                if failing.is_none() {
+                    let refused = is_forbidden(&e);
+                    failing = Some(refused);
+                    if refused {
+                        tracing::warn!(
+                            "kubernetes: the {what} watch is refused, retrying with backoff: {}",
+                            describe(&e)
+                        );
+                    } else if shared.unreachable.fetch_add(1, Relaxed) == 0 {
+                        tracing::warn!(
+                            "kubernetes: the API server fails ({}), retrying with backoff; \
+                             process and container attributes meanwhile",
+                            describe(&e)
+                        );
+                    }
                 }
                 continue;
             }
@@ -383,8 +438,15 @@ async fn drive<S, O, T>(
             },
             Event::InitDone => {
                 shared.stats.lists.fetch_add(1, Relaxed);
-                if failing.swap(false, Relaxed) {
-                    tracing::info!("kubernetes: the {what} watch recovered");
+                match failing.take() {
+                    Some(true) => tracing::info!("kubernetes: the {what} watch is allowed now"),
+                    Some(false) => {
+                        let was = shared.unreachable.fetch_sub(1, Relaxed);
+                        if was == 1 {
+                            tracing::info!("kubernetes: the API server answers again");
+                        }
+                    }
+                    None => {}
                 }
                 Change::Synced
             }
@@ -424,6 +486,15 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+fn is_forbidden(e: &watcher::Error) -> bool {
+    matches!(
+        e,
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+            | watcher::Error::WatchFailed(kube::Error::Api(s)) if s.is_forbidden()
+    )
 }
 
 /// A watch error in one line, with the hint a user needs for the common ones.

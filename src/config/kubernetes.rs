@@ -8,9 +8,10 @@ use serde::Deserialize;
 
 use super::ConfigError;
 
-/// Whether to use the Kubernetes API.
+/// Whether to use the Kubernetes API: `auto`, `on` or `off` (`true` and `false` too: YAML 1.1
+/// tools such as Helm turn an unquoted `on` into `true`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "ModeText")]
 pub enum KubeMode {
     /// On when running in a pod (`KUBERNETES_SERVICE_HOST` set) or given a kubeconfig.
     #[default]
@@ -38,6 +39,29 @@ pub struct KubernetesConfig {
     pub service_name_from_labels: bool,
     /// Seconds to wait at start for this node's pods to be listed before tracing.
     pub startup_wait_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ModeText {
+    Bool(bool),
+    Text(String),
+}
+
+impl TryFrom<ModeText> for KubeMode {
+    type Error = String;
+    fn try_from(v: ModeText) -> Result<Self, String> {
+        match v {
+            ModeText::Bool(true) => Ok(KubeMode::On),
+            ModeText::Bool(false) => Ok(KubeMode::Off),
+            ModeText::Text(t) => match t.as_str() {
+                "auto" => Ok(KubeMode::Auto),
+                "on" | "true" => Ok(KubeMode::On),
+                "off" | "false" => Ok(KubeMode::Off),
+                other => Err(format!("{other:?} is not auto, on or off")),
+            },
+        }
+    }
 }
 
 impl Default for KubernetesConfig {
@@ -152,6 +176,28 @@ mod tests {
         };
         off.apply_env(&env(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")]));
         assert!(!off.on());
+    }
+
+    #[test]
+    fn enabled_reads_words_and_booleans() {
+        let read =
+            |text: &str| crate::config::Config::from_yaml(text).map(|c| c.kubernetes.enabled);
+        assert_eq!(read("kubernetes:\n  enabled: on\n").unwrap(), KubeMode::On);
+        assert_eq!(
+            read("kubernetes:\n  enabled: true\n").unwrap(),
+            KubeMode::On
+        );
+        assert_eq!(
+            read("kubernetes:\n  enabled: \"off\"\n").unwrap(),
+            KubeMode::Off
+        );
+        assert_eq!(read("kubernetes: {}\n").unwrap(), KubeMode::Auto);
+        let e = read("kubernetes:\n  enabled: sometimes\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"sometimes\" is not auto, on or off"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -376,6 +376,19 @@ mod tests {
             "capture.fentry",
             "filter.pids",
             "filter.comms",
+            "filter.exclude_comms",
+            "filter.namespaces",
+            "filter.exclude_namespaces",
+            "filter.pods",
+            "filter.pod_selector",
+            "kubernetes.enabled",
+            "kubernetes.kubeconfig",
+            "kubernetes.node_name",
+            "kubernetes.cluster_name",
+            "kubernetes.cluster_domain",
+            "kubernetes.peers",
+            "kubernetes.service_name_from_labels",
+            "kubernetes.startup_wait_secs",
             "connections.max_connections",
             "connections.idle_timeout_secs",
             "http1.max_head_bytes",
@@ -441,6 +454,43 @@ mod tests {
             err.to_string(),
             "config file <text>: line 2 column 18: invalid u32"
         );
+    }
+
+    #[test]
+    fn filter_rules_are_checked() {
+        let err = |text: &str| Config::from_yaml(text).unwrap_err().to_string();
+        assert_eq!(
+            err("filter:\n  pods: ['web-[x']\n"),
+            "config key filter.pods: \"web-[x\" is not a valid pattern"
+        );
+        assert_eq!(
+            err(
+                "filter:\n  pod_selector:\n    matchExpressions:\n    - {key: tier, operator: Sometimes}\n"
+            ),
+            "config key filter.pod_selector: operator \"Sometimes\" of key \"tier\" is not In, NotIn, Exists or DoesNotExist"
+        );
+        assert_eq!(
+            err(
+                "filter:\n  pod_selector:\n    matchExpressions:\n    - {key: tier, operator: In}\n"
+            ),
+            "config key filter.pod_selector: In on key \"tier\" needs values"
+        );
+        assert!(
+            err("filter:\n  pod_selector:\n    matchLabel: {a: b}\n")
+                .contains("unknown field `matchLabel`")
+        );
+        // Pod rules without the Kubernetes API.
+        assert!(
+            err("kubernetes:\n  enabled: off\nfilter:\n  namespaces: [shop]\n").starts_with(
+                "config key filter: namespace, pod and label rules need the Kubernetes API"
+            )
+        );
+        let ok = Config::from_yaml(
+            "filter:\n  namespaces: [shop]\n  pod_selector:\n    matchLabels: {app: web}\n    \
+             matchExpressions:\n    - {key: tier, operator: NotIn, values: [cache]}\n",
+        )
+        .unwrap();
+        assert!(ok.filter.has_pod_rules());
     }
 
     #[test]

@@ -334,6 +334,18 @@ fn pods_and_peers_are_named_on_both_sides() {
     let client_pid = client.id();
     let out = client.wait_with_output().unwrap();
     assert!(out.status.success(), "curl failed");
+    // A client that is gone before its exchange reaches the telemetry stage: its pod comes
+    // from the cgroup id the kernel put in its connection's open event, not from /proc.
+    let client_py = support_file("raw_client.py").display().to_string();
+    let quick = run_in_pod(
+        &pair,
+        &pair.client,
+        &checkout_cgroup,
+        python(),
+        &[&client_py, "pipeline", CLUSTER_IP, "80", "/items/quick"],
+    );
+    let quick_pid = quick.id();
+    assert!(quick.wait_with_output().unwrap().status.success());
     // One metric interval, so the connection and request metrics are exported.
     std::thread::sleep(Duration::from_millis(1200));
     let capture = agent.stop();
@@ -353,7 +365,7 @@ fn pods_and_peers_are_named_on_both_sides() {
 
     // The server: the web pod's resource, its client the checkout pod.
     let server_spans = records(&otlp, "resourceSpans", server_pid);
-    assert_eq!(server_spans.len(), 3, "{otlp}");
+    assert_eq!(server_spans.len(), 4, "{otlp}");
     let web_resource = [
         ("service.name", "web"),
         ("service.namespace", "shop"),
@@ -413,9 +425,22 @@ fn pods_and_peers_are_named_on_both_sides() {
         assert_attrs("client span", span, &to_web);
     }
 
+    let quick_spans = records(&otlp, "resourceSpans", quick_pid);
+    assert_eq!(quick_spans.len(), 1, "{otlp}");
+    assert_attrs(
+        "short-lived client resource",
+        &quick_spans[0].0,
+        &[
+            ("k8s.pod.name", "checkout-5f6d8b7c9-k8s2d"),
+            ("container.id", checkout_cid.as_str()),
+            ("service.name", "checkout-eu"),
+        ],
+    );
+    assert_attrs("short-lived client span", &quick_spans[0].1, &to_web);
+
     // Access logs carry the same.
     let server_logs = records(&otlp, "resourceLogs", server_pid);
-    assert_eq!(server_logs.len(), 3);
+    assert_eq!(server_logs.len(), 4);
     for (resource, log) in &server_logs {
         assert_attrs("server log resource", resource, &web_resource);
         assert_attrs("server log", log, &from_checkout);

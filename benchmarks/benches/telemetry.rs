@@ -29,6 +29,7 @@ fn record(pid: u32, n: u64) -> ExchangeRecord {
     ExchangeRecord {
         kernel: Default::default(),
         peer: None,
+        cgroup_id: 0,
         start,
         end: start + Duration::from_micros(480),
         role: Role::Server,

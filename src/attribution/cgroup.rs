@@ -6,7 +6,12 @@
 //! The layouts are conventions of the runtimes and the kubelet, not a format any crate parses
 //! (procfs reads /proc/PID/cgroup into lines, not containers), hence this small parser.
 
-use std::path::Path;
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 /// The runtime whose naming a cgroup path follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,97 @@ pub fn container_from_proc_cgroup(text: &str) -> Option<Container> {
     // `0::/…` (v2) first.
     paths.sort_by_key(|p| !text.lines().any(|l| l == format!("0::{p}")));
     paths.into_iter().find_map(container_from_path)
+}
+
+/// Containers by cgroup id, for processes /proc no longer has: the kernel's events carry the
+/// cgroup (v2) id of the process, and a cgroup's id is its directory's inode number in the
+/// cgroup2 filesystem. The directories that name a container are found by walking the
+/// hierarchy, again when an id is not known (at most once per [`CgroupIds::REWALK_EVERY`]).
+#[derive(Debug)]
+pub struct CgroupIds {
+    root: Option<PathBuf>,
+    containers: HashMap<u64, Container>,
+    last_walk: Option<Instant>,
+}
+
+impl CgroupIds {
+    const REWALK_EVERY: Duration = Duration::from_secs(2);
+    /// Most containers remembered; beyond that the map starts over.
+    const MAX: usize = 65_536;
+
+    /// Walks the cgroup2 hierarchy at `root` (none: ids are never resolved).
+    pub fn new(root: Option<PathBuf>) -> Self {
+        CgroupIds {
+            root,
+            containers: HashMap::new(),
+            last_walk: None,
+        }
+    }
+
+    /// The host's cgroup2 hierarchy: mounted at `/host/sys/fs/cgroup` (a DaemonSet, whose own
+    /// `/sys/fs/cgroup` shows only its container), else the first cgroup2 mount.
+    pub fn find_root() -> Option<PathBuf> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        let cgroup2: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| f[1])
+            })
+            .collect();
+        cgroup2
+            .iter()
+            .find(|m| **m == "/host/sys/fs/cgroup")
+            .or(cgroup2.first())
+            .map(PathBuf::from)
+    }
+
+    /// The container of the cgroup `id` (0: unknown).
+    pub fn container(&mut self, id: u64) -> Option<Container> {
+        if id == 0 || self.root.is_none() {
+            return None;
+        }
+        if let Some(c) = self.containers.get(&id) {
+            return Some(c.clone());
+        }
+        if self
+            .last_walk
+            .is_none_or(|at| at.elapsed() >= Self::REWALK_EVERY)
+        {
+            self.walk();
+        }
+        self.containers.get(&id).cloned()
+    }
+
+    fn walk(&mut self) {
+        self.last_walk = Some(Instant::now());
+        if self.containers.len() >= Self::MAX {
+            self.containers.clear();
+        }
+        let Some(root) = self.root.clone() else {
+            return;
+        };
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                if !meta.is_dir() {
+                    continue;
+                }
+                let path = entry.path();
+                let relative = path.strip_prefix(&root).unwrap_or(&path);
+                if let Some(c) = relative.to_str().and_then(container_from_path) {
+                    self.containers.insert(meta.ino(), c);
+                }
+                stack.push(path);
+            }
+        }
+    }
 }
 
 /// Reads `/proc/PID/cgroup` under `proc_root` (`/proc`, or a host's /proc mounted elsewhere).
@@ -234,6 +330,37 @@ mod tests {
             c.pod_uid.as_deref(),
             Some("0d9a3c52-5b1e-4f0a-9c3d-8e7f6a5b4c3d")
         );
+    }
+
+    #[test]
+    fn a_cgroup_id_names_its_container_without_proc() {
+        let Some(root) = CgroupIds::find_root() else {
+            eprintln!("skipped: no cgroup2 hierarchy is mounted");
+            return;
+        };
+        let base = root.join(format!("netsonde-unit-{}.slice", std::process::id()));
+        let dir = base.join(format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0d9a3c52_5b1e_4f0a_9c3d_8e7f6a5b4c3d.slice/cri-containerd-{ID}.scope"
+        ));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("skipped: cannot create a cgroup ({e}; needs root)");
+            return;
+        }
+        let id = std::fs::metadata(&dir).unwrap().ino();
+        let mut ids = CgroupIds::new(Some(root));
+        let found = ids.container(id);
+        // Not there: unknown, and not walked again at once.
+        assert_eq!(ids.container(id ^ 0x5555), None);
+        for d in dir.ancestors().take_while(|d| d.starts_with(&base)) {
+            let _ = std::fs::remove_dir(d);
+        }
+        let found = found.expect("found by its inode");
+        assert_eq!(found.id, ID);
+        assert_eq!(
+            found.pod_uid.as_deref(),
+            Some("0d9a3c52-5b1e-4f0a-9c3d-8e7f6a5b4c3d")
+        );
+        assert_eq!(CgroupIds::new(None).container(id), None);
     }
 
     #[test]

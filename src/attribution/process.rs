@@ -24,21 +24,25 @@ pub struct ProcessInfo {
 /// A bounded cache of [`ProcessInfo`] by pid.
 pub struct ProcessCache {
     cache: LruCache<u32, Arc<ProcessInfo>>,
+    /// Containers by cgroup id, for processes already gone from /proc.
+    cgroups: super::cgroup::CgroupIds,
 }
 
 impl ProcessCache {
     pub fn new(capacity: usize) -> Self {
         ProcessCache {
             cache: LruCache::new(NonZeroUsize::new(capacity.max(1)).expect("at least 1")),
+            cgroups: super::cgroup::CgroupIds::new(super::cgroup::CgroupIds::find_root()),
         }
     }
 
-    /// The process `pid`, read on first use; `comm` stands in for what /proc no longer has.
-    pub fn get(&mut self, pid: u32, comm: &str) -> Arc<ProcessInfo> {
+    /// The process `pid`, read on first use; `comm` and `cgroup_id` (the kernel's, 0 when
+    /// unknown) stand in for what /proc no longer has.
+    pub fn get(&mut self, pid: u32, comm: &str, cgroup_id: u64) -> Arc<ProcessInfo> {
         if let Some(info) = self.cache.get(&pid) {
             return info.clone();
         }
-        let info = Arc::new(self.read(pid, comm));
+        let info = Arc::new(self.read(pid, comm, cgroup_id));
         self.cache.put(pid, info.clone());
         info
     }
@@ -48,7 +52,7 @@ impl ProcessCache {
         self.cache.pop(&pid);
     }
 
-    fn read(&self, pid: u32, comm: &str) -> ProcessInfo {
+    fn read(&mut self, pid: u32, comm: &str, cgroup_id: u64) -> ProcessInfo {
         let dir = PathBuf::from(format!("/proc/{pid}"));
         let path = std::fs::read_link(dir.join("exe")).ok().map(|p| {
             p.to_string_lossy()
@@ -68,7 +72,8 @@ impl ProcessCache {
             executable_name: Arc::from(executable_name),
             executable_path: path.map(Arc::from),
             start_ticks,
-            container: super::cgroup::container_of(std::path::Path::new("/proc"), pid),
+            container: super::cgroup::container_of(std::path::Path::new("/proc"), pid)
+                .or_else(|| self.cgroups.container(cgroup_id)),
         }
     }
 }
@@ -96,7 +101,7 @@ mod tests {
     #[test]
     fn this_process_is_read_from_proc() {
         let mut cache = ProcessCache::new(4);
-        let me = cache.get(std::process::id(), "fallback");
+        let me = cache.get(std::process::id(), "fallback", 0);
         let exe = std::env::current_exe().unwrap();
         assert_eq!(
             &*me.executable_name,
@@ -104,7 +109,7 @@ mod tests {
         );
         assert!(me.start_ticks.is_some());
         // A pid that does not exist keeps the kernel's comm.
-        let gone = cache.get(u32::MAX - 1, "gone");
+        let gone = cache.get(u32::MAX - 1, "gone", 0);
         assert_eq!((&*gone.executable_name, gone.start_ticks), ("gone", None));
     }
 }

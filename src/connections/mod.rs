@@ -44,6 +44,8 @@ pub struct ObservedExchange {
     pub role: Role,
     pub pid: u32,
     pub comm: Arc<str>,
+    /// The process's cgroup id (0 when the kernel did not say).
+    pub cgroup_id: u64,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
     /// Seen as plaintext through a TLS library.
@@ -58,6 +60,8 @@ pub struct ObservedExchange {
 pub struct ConnectionActivity {
     pub pid: u32,
     pub comm: Arc<str>,
+    /// The process's cgroup id (0 when the kernel did not say).
+    pub cgroup_id: u64,
     /// The traced process's TCP role, when known.
     pub role: Option<Role>,
     pub local: Option<SocketAddr>,
@@ -195,6 +199,8 @@ struct Connection {
     /// The TCP role, when known (from connect/accept, or a listening-port check).
     tcp_role: Option<Role>,
     comm: Arc<str>,
+    /// From the open event (0 for a connection first seen by its data).
+    cgroup_id: u64,
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
     streams: [Stream; 2],
@@ -393,6 +399,7 @@ impl Tracker {
             Connection {
                 tcp_role,
                 comm: comm_str(&open.comm),
+                cgroup_id: open.cgroup_id,
                 local,
                 remote,
                 streams: [Stream::from_start(), Stream::from_start()],
@@ -625,6 +632,7 @@ impl Tracker {
             Connection {
                 tcp_role,
                 comm: Arc::from(comm.trim_end()),
+                cgroup_id: 0,
                 local,
                 remote: addrs.map(|a| canonical(a.remote)),
                 streams: [Stream::joined(), Stream::joined()],
@@ -688,6 +696,7 @@ impl Tracker {
             role,
             pid: key.tgid,
             comm: conn.comm.clone(),
+            cgroup_id: conn.cgroup_id,
             local: conn.local,
             remote: conn.remote,
             tls: conn.tls == Tls::Plaintext,
@@ -730,6 +739,7 @@ impl Connection {
         ConnectionActivity {
             pid: key.tgid,
             comm: self.comm.clone(),
+            cgroup_id: self.cgroup_id,
             role: self.tcp_role,
             local: self.local,
             remote: self.remote,

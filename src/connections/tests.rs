@@ -38,6 +38,7 @@ fn open(tgid: u32, fd: i32, sock: u64, how: u32, local_port: u16, remote_port: u
         exit_ns: 2,
         comm,
         established_ns: 0,
+        cgroup_id: 0x5eed,
     })
 }
 
@@ -115,6 +116,10 @@ fn both_ends_of_a_loopback_exchange() {
     assert_eq!(client.local, Some("127.0.0.1:40000".parse().unwrap()));
     assert_eq!(client.remote, Some("127.0.0.1:8080".parse().unwrap()));
     assert_eq!(&*client.comm, "test");
+    assert_eq!(
+        client.cgroup_id, 0x5eed,
+        "the open event's cgroup id travels with it"
+    );
     // Client: first request byte at write entry, last response byte at read exit.
     assert_eq!(
         (

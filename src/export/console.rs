@@ -246,6 +246,7 @@ mod tests {
         ExchangeRecord {
             kernel: Default::default(),
             peer: None,
+            cgroup_id: 0,
             start,
             end: start + Duration::from_micros(412),
             role: Role::Server,

@@ -41,6 +41,8 @@ pub struct ExchangeRecord {
     pub role: Role,
     pub pid: u32,
     pub comm: Arc<str>,
+    /// The process's cgroup id (0 when unknown): its container when /proc no longer has it.
+    pub cgroup_id: u64,
     pub method: String,
     pub target: String,
     pub version_minor: u8,
@@ -82,6 +84,7 @@ impl ExchangeRecord {
             role: observed.role,
             pid: observed.pid,
             comm: observed.comm,
+            cgroup_id: observed.cgroup_id,
             method: ex.request.method,
             target: ex.request.target,
             version_minor: ex.request.version_minor,

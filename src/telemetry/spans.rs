@@ -137,6 +137,7 @@ pub(crate) mod tests {
         ExchangeRecord {
             kernel: Default::default(),
             peer: None,
+            cgroup_id: 0,
             start,
             end: start + Duration::from_millis(3),
             role,

@@ -125,14 +125,21 @@ impl Telemetry {
         }
     }
 
-    fn workload(&mut self, pid: u32, comm: &Arc<str>, now: SystemTime) -> &mut Workload {
+    fn workload(
+        &mut self,
+        pid: u32,
+        comm: &Arc<str>,
+        cgroup_id: u64,
+        now: SystemTime,
+    ) -> &mut Workload {
         let key = (pid, comm.clone());
         let processes = &mut self.processes;
         let resources = &self.resources;
         let kube = self.peers.as_ref().map(PeerCache::view);
         let generation = kube.map(|k| k.generation.load(Relaxed));
         let workload = self.workloads.entry(key).or_insert_with(|| {
-            let (resource, awaiting_pod) = workload_resource(resources, kube, pid, comm, processes);
+            let (resource, awaiting_pod) =
+                workload_resource(resources, kube, (pid, comm, cgroup_id), processes);
             Workload {
                 awaiting_pod,
                 resource_bytes: resource.encode_to_vec(),
@@ -145,7 +152,8 @@ impl Telemetry {
         if let Some(asked_at) = workload.awaiting_pod
             && generation.is_some_and(|g| g != asked_at)
         {
-            let (resource, awaiting_pod) = workload_resource(resources, kube, pid, comm, processes);
+            let (resource, awaiting_pod) =
+                workload_resource(resources, kube, (pid, comm, cgroup_id), processes);
             workload.awaiting_pod = awaiting_pod;
             workload.resource_bytes = resource.encode_to_vec();
             workload.resource = resource;
@@ -171,7 +179,7 @@ impl Telemetry {
             logs,
         } = self.settings.signals;
         for r in records {
-            let workload = self.workload(r.pid, &r.comm, now);
+            let workload = self.workload(r.pid, &r.comm, r.cgroup_id, now);
             if let Some(call) = &r.rpc {
                 // An RPC's method is its name: no template to guess.
                 if metrics {
@@ -274,7 +282,7 @@ impl Telemetry {
                 .as_mut()
                 .and_then(|p| a.remote.and_then(|r| p.lookup(r.ip(), at)));
             let attrs = connection_attributes(a, peer.as_deref());
-            let m = &mut self.workload(a.pid, &a.comm, now).metrics;
+            let m = &mut self.workload(a.pid, &a.comm, a.cgroup_id, now).metrics;
             match a.kind {
                 ActivityKind::Tracked {
                     new,
@@ -459,11 +467,10 @@ impl Telemetry {
 fn workload_resource(
     resources: &Resources,
     kube: Option<&KubeView>,
-    pid: u32,
-    comm: &str,
+    (pid, comm, cgroup_id): (u32, &str, u64),
     processes: &mut ProcessCache,
 ) -> (Resource, Option<u64>) {
-    let process = processes.get(pid, comm);
+    let process = processes.get(pid, comm, cgroup_id);
     let Some((kube, container)) = kube.zip(process.container.as_ref()) else {
         return (resources.workload(&process, None), None);
     };

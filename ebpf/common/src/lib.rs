@@ -371,6 +371,9 @@ pub struct ConnOpenEvent {
     /// For an accept: when the kernel finished the handshake and queued the connection for
     /// accept() (0 when it was not seen).
     pub established_ns: u64,
+    /// The process's cgroup (v2) id: its container, even after the process is gone from
+    /// /proc.
+    pub cgroup_id: u64,
 }
 
 /// A traced process closed a TCP socket it had used.
@@ -672,7 +675,7 @@ const _: () = assert!(core::mem::size_of::<RxSkb>() == 40);
 const _: () = assert!(core::mem::size_of::<CallKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CallStart>() == 16);
 const _: () = assert!(core::mem::size_of::<Handshake>() == 16);
-const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 120);
 const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);

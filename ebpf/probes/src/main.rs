@@ -146,6 +146,8 @@ pub(crate) fn emit_open(
         enter_ns: args.enter_ns,
         exit_ns,
         comm: process_comm(),
+        // SAFETY: a plain helper call, valid in every program type netsonde uses.
+        cgroup_id: unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() },
         established_ns: if how == origin::ACCEPT {
             net::take_established(args.sock)
         } else {

@@ -671,7 +671,7 @@ async fn start_kubernetes(config: &Config) -> Option<Watches> {
         Err(e) => {
             tracing::warn!(
                 "kubernetes: {}; reporting process and container attributes only",
-                k8s::one_line(&e)
+                crate::one_line(&e)
             );
             return None;
         }

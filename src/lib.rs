@@ -14,3 +14,19 @@ pub mod export;
 pub mod probes;
 pub mod protocols;
 pub mod telemetry;
+
+/// An error and its causes on one line, each said once (some errors repeat their source in
+/// their own message): what a user reads.
+pub fn one_line(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}

@@ -111,18 +111,7 @@ fn init_logging(level: Option<tracing::Level>) {
 
 /// Prints an error and its causes on one line.
 fn fail(error: &dyn std::error::Error) -> ExitCode {
-    let mut line = format!("netsonde: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        // Some errors repeat their source in their own message: say it once.
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    eprintln!("{line}");
+    eprintln!("netsonde: {}", netsonde::one_line(error));
     ExitCode::FAILURE
 }
 

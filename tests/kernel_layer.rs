@@ -10,7 +10,7 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufReader, Write},
     process::{Child, ChildStdout, Stdio},
     time::{Duration, Instant},
 };
@@ -19,7 +19,7 @@ use support::{
     Agent, comm_of,
     netns::{self, NetPair, SERVER_IP},
     otlp_json::{counted, histogram, points},
-    python, serial, skip_reason, support_file, wait_timeout,
+    python, serial, skip_reason, support_file, wait_for_line, wait_timeout,
 };
 
 const PORT: &str = "8080";
@@ -31,21 +31,6 @@ macro_rules! require {
             return;
         }
     };
-}
-
-/// Reads lines from a child until one equals `want`.
-fn wait_for_line(out: &mut BufReader<ChildStdout>, want: &str) {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "ended before printing {want:?}"
-        );
-        if line.trim() == want {
-            return;
-        }
-    }
 }
 
 /// A process in a namespace, killed if the test fails before it ends.

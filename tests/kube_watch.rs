@@ -316,21 +316,8 @@ async fn failing_and_forbidden_requests_back_off_and_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_api_server_is_errors_not_a_crash() {
-    // A port nothing listens on.
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    drop(socket);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\n\
-             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n\
-             users:\n- name: u\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = kube_api::write_kubeconfig(&kube_api::dead_url(), dir.path());
     let settings = WatchSettings {
         kubeconfig: Some(kubeconfig),
         node_name: "node-1".into(),

@@ -17,12 +17,12 @@ use std::{
 use serde_json::{Value, json};
 use support::{
     Agent, comm_of,
-    kube_api::{FakeApi, PODS, SLICES},
+    kube_api::{self, FakeApi, PODS, SLICES},
     netns::{self, CLIENT_IP, NetPair, SERVER_IP},
     otlp_json::points,
     python,
     registry::{emitted, problems, registry},
-    serial, skip_reason, support_file,
+    serial, skip_reason, support_file, wait_for_line,
 };
 
 const CLUSTER_IP: &str = "10.96.12.34";
@@ -475,21 +475,6 @@ fn pods_and_peers_are_named_on_both_sides() {
     }
 }
 
-/// Lines of a child's stdout, until one equals `want`.
-fn wait_for_line(out: &mut impl std::io::BufRead, want: &str) {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "ended before {want:?}"
-        );
-        if line.trim() == want {
-            return;
-        }
-    }
-}
-
 #[test]
 fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
     require!();
@@ -655,27 +640,12 @@ fn without_the_api_server_one_warning_and_process_attributes() {
         return;
     }
     let _guard = serial();
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
     let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kube_api::write_kubeconfig(&kube_api::dead_url(), dir.path());
     let config = dir.path().join("netsonde.yaml");
     std::fs::write(
-        dir.path().join("kubeconfig"),
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\n\
-             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n\
-             users:\n- name: u\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
         &config,
-        format!(
-            "kubernetes:\n  kubeconfig: {}\n",
-            dir.path().join("kubeconfig").display()
-        ),
+        format!("kubernetes:\n  kubeconfig: {}\n", kubeconfig.display()),
     )
     .unwrap();
     let otlp = dir.path().join("otlp.jsonl");

@@ -108,15 +108,7 @@ impl FakeApi {
 
     /// A kubeconfig naming this server (no credentials: it checks none).
     pub fn write_kubeconfig(&self, dir: &std::path::Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n\
-             contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
-             current-context: test\nusers:\n- name: test\n  user: {{}}\n",
-            self.url()
-        );
-        std::fs::write(&path, text).unwrap();
-        path
+        write_kubeconfig(&self.url(), dir)
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -178,6 +170,26 @@ impl FakeApi {
             .filter(|r| r.split(['?', ' ']).nth(1) == Some(path))
             .collect()
     }
+}
+
+/// A kubeconfig in `dir` naming the API server at `url`, without credentials.
+pub fn write_kubeconfig(url: &str, dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
+         current-context: test\nusers:\n- name: test\n  user: {{}}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A URL nothing answers at (a port just bound and released).
+pub fn dead_url() -> String {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    drop(socket);
+    format!("http://{addr}")
 }
 
 /// A 410 Gone watch event, as the API server sends it when a resource version is too old.

@@ -347,6 +347,21 @@ impl Drop for Agent {
     }
 }
 
+/// Reads lines (a child's output) until one equals `want`.
+pub fn wait_for_line(out: &mut impl BufRead, want: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "ended before printing {want:?}"
+        );
+        if line.trim() == want {
+            return;
+        }
+    }
+}
+
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {

@@ -28,20 +28,5 @@ pub enum KubeError {
     Client(#[source] kube::Error),
 }
 
-/// An error and its causes on one line (for the one warning a user reads).
-pub fn one_line(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
-}
-
 #[cfg(test)]
 pub(crate) mod tests;

@@ -99,19 +99,7 @@ impl<T: Trim> kube::Resource for Trimmed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::kube::meta::ServiceMeta;
-    use k8s_openapi::api::core::v1::Service;
-
-    #[derive(Debug, Clone)]
-    struct Svc;
-
-    impl Trim for Svc {
-        type Api = Service;
-        type Facts = ServiceMeta;
-        fn trim(object: &Service) -> Result<ServiceMeta, MetaError> {
-            ServiceMeta::from_service(object)
-        }
-    }
+    use crate::attribution::kube::watch::Services;
 
     #[test]
     fn each_object_is_read_on_its_own() {
@@ -123,7 +111,7 @@ mod tests {
              "spec": {"clusterIP": 12}},
             {"metadata": {"namespace": "shop", "resourceVersion": "9"}}
         ]"#;
-        let items: Vec<Trimmed<Svc>> = serde_json::from_str(list).unwrap();
+        let items: Vec<Trimmed<Services>> = serde_json::from_str(list).unwrap();
         let web = items[0].facts.as_ref().unwrap();
         assert_eq!(&*web.name, "web");
         assert_eq!(

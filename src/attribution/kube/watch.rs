@@ -49,7 +49,7 @@ struct ThisNodePods;
 #[derive(Debug, Clone)]
 struct ClusterPods;
 #[derive(Debug, Clone)]
-struct Services;
+pub(crate) struct Services;
 #[derive(Debug, Clone)]
 struct Slices;
 #[derive(Debug, Clone)]
@@ -514,6 +514,6 @@ fn describe(e: &watcher::Error) -> String {
             "the API server answered {} {}: {}",
             s.code, s.reason, s.message
         ),
-        None => super::one_line(e),
+        None => crate::one_line(e),
     }
 }

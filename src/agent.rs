@@ -255,6 +255,7 @@ pub async fn run(
         .map(|s| (s.point.name, s.attached.map_or("none", |c| c.hook.method())))
         .collect();
 
+    let watched_programs = Arc::new(probes.watch_skipped_runs());
     let probes = Arc::new(Mutex::new(Some(probes)));
     let lifecycle_stats = Arc::new(LifecycleStats::default());
     let (lifecycle_tx, lifecycle_rx) = std::sync::mpsc::sync_channel(LIFECYCLE_QUEUE);
@@ -284,6 +285,7 @@ pub async fn run(
             lifecycle_stats.clone(),
         );
         let kube_stats = kube.as_ref().map(|w| w.stats.clone());
+        let watched_programs = watched_programs.clone();
         Arc::new(move || {
             let mut report =
                 StatsReport::gather(counters.totals(), &reader_stats, &conn_stats, false);
@@ -292,6 +294,10 @@ pub async fn run(
             report.drops_by_reason = counters.drops_by_reason();
             report.probe_methods = probe_methods.clone();
             report.kubernetes = kube_stats.as_ref().map(|k| k.totals());
+            report.skipped_runs = watched_programs
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), p.misses().ok().filter(|n| *n > 0)?)))
+                .collect();
             report.probes_attached = probes_attached;
             report.probes_total = probes_total;
             report

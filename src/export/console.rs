@@ -186,6 +186,11 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
             w.applied, w.deleted, w.malformed, w.errors, w.lists
         );
     }
+    let mut sep = " kernel_skipped=";
+    for (program, n) in &s.skipped_runs {
+        let _ = write!(line, "{sep}{program}:{n}");
+        sep = ",";
+    }
     // The node's most frequent drop reasons.
     let mut sep = " node_drop_reasons=";
     for (reason, n) in s.drops_by_reason.iter().take(8) {

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod netlayer;
 pub mod offsets;
 pub mod ring;
+pub mod skipped;
 pub mod stats;
 pub mod tls;
 pub mod tracefs;
@@ -382,6 +383,19 @@ impl Probes {
     /// Every probe point and what happened to it.
     pub fn report(&self) -> &[ProbeStatus] {
         &self.report
+    }
+
+    /// The loaded programs, to read how many runs the kernel skipped.
+    pub fn watch_skipped_runs(&self) -> Vec<skipped::WatchedProgram> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let fd = std::os::fd::AsFd::as_fd(program.fd().ok()?)
+                    .try_clone_to_owned()
+                    .ok()?;
+                Some(skipped::WatchedProgram::new(name.to_string(), fd))
+            })
+            .collect()
     }
 
     /// Takes the ring buffer for the reader task (once).

@@ -185,6 +185,9 @@ pub struct StatsReport {
     pub probe_methods: Arc<[(&'static str, &'static str)]>,
     /// The Kubernetes watches, when they run.
     pub kubernetes: Option<crate::attribution::kube::watch::WatchTotals>,
+    /// Runs of netsonde's programs the kernel skipped (they would have nested in another BPF
+    /// program on the same CPU), by program; only those with any.
+    pub skipped_runs: Vec<(String, u64)>,
     /// Whether this is the last report, at exit.
     pub last: bool,
 }
@@ -225,6 +228,7 @@ impl StatsReport {
             drops_by_reason: Vec::new(),
             probe_methods: Arc::new([]),
             kubernetes: None,
+            skipped_runs: Vec::new(),
             last,
         }
     }

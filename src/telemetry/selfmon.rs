@@ -66,7 +66,23 @@ fn per_signal(values: [u64; 3]) -> Vec<(u64, Vec<KeyValue>)> {
 }
 
 /// Counters (monotonic, cumulative at the source).
-const COUNTERS: [(&str, &str, &str, Reading); 12] = [
+const COUNTERS: [(&str, &str, &str, Reading); 13] = [
+    (
+        "netsonde.agent.kernel.skipped",
+        "{run}",
+        "Runs of netsonde's programs the kernel skipped because they would have nested in another BPF program on the same CPU (a retransmit or drop then is not counted), by program.",
+        |s| {
+            s.skipped_runs
+                .iter()
+                .map(|(program, n)| {
+                    (
+                        *n,
+                        vec![KeyValue::new("netsonde.probe.program", program.clone())],
+                    )
+                })
+                .collect()
+        },
+    ),
     (
         "netsonde.agent.kubernetes.objects",
         "{object}",

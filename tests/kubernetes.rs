@@ -27,7 +27,6 @@ use support::{
 
 const CLUSTER_IP: &str = "10.96.12.34";
 const PORT: &str = "8080";
-const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
 
 macro_rules! require {
     () => {
@@ -41,15 +40,9 @@ macro_rules! require {
     };
 }
 
-/// Where a cgroup v2 hierarchy is mounted, if one is.
+/// Where the cgroup v2 hierarchy is mounted, if it is (found as netsonde finds it).
 fn cgroup_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&"cgroup2"))
-        .map(|f| PathBuf::from(f[1]))
-        .or_else(|| Some(PathBuf::from(CGROUP_ROOT)).filter(|p| p.join("cgroup.procs").exists()))
+    netsonde::attribution::cgroup::CgroupIds::find_root()
 }
 
 fn cgroup_v2() -> Option<String> {

@@ -72,8 +72,12 @@ impl ProcessCache {
             executable_name: Arc::from(executable_name),
             executable_path: path.map(Arc::from),
             start_ticks,
-            container: super::cgroup::container_of(std::path::Path::new("/proc"), pid)
-                .or_else(|| self.cgroups.container(cgroup_id)),
+            // The kernel's cgroup id only when /proc no longer has the process: a live host
+            // process in no container must not send every lookup through the hierarchy.
+            container: match std::fs::read_to_string(dir.join("cgroup")) {
+                Ok(text) => super::cgroup::container_from_proc_cgroup(&text),
+                Err(_) => self.cgroups.container(cgroup_id),
+            },
         }
     }
 }

@@ -349,6 +349,7 @@ fn spawn_owner_links<K>(
 ) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource<DynamicType = ()>
+        + k8s_openapi::Resource
         + Clone
         + serde::de::DeserializeOwned
         + Debug
@@ -359,8 +360,7 @@ where
     let api: Api<PartialObjectMeta<K>> = Api::all(client.clone());
     let stats = shared.stats.clone();
     let read = move |object: PartialObjectMeta<K>| -> Option<OwnerLink> {
-        let kind = if what == "jobs" { "Job" } else { "ReplicaSet" };
-        match OwnerLink::from_meta(kind, &object.metadata) {
+        match OwnerLink::from_meta(<K as k8s_openapi::Resource>::KIND, &object.metadata) {
             Ok(link) => Some(link),
             Err(e) => {
                 stats.malformed.fetch_add(1, Relaxed);

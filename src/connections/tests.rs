@@ -65,6 +65,7 @@ fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u
             enter_ns: t,
             exit_ns: t + 10,
             kernel: Default::default(),
+            h2_frame: netsonde_common::h2_stream::LOST,
         },
         payload: bytes.to_vec(),
     }

@@ -156,6 +156,7 @@ mod tests {
                 bytes: 140,
                 ..Default::default()
             },
+            h2_frame: 104,
         };
         let record = encode::data_record(&header, b"hello");
         assert_eq!(
@@ -184,8 +185,8 @@ mod tests {
             decode(&record),
             Err(DecodeError::Size {
                 kind: 1,
-                len: 162,
-                expected: 252
+                len: 170,
+                expected: 260
             })
         );
         let close = encode::bytes_of(&ConnCloseEvent {

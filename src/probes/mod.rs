@@ -146,21 +146,10 @@ impl Probes {
             &net_layout,
         )?;
         fill_filters(&mut ebpf, settings)?;
-        if let Err(why) = load_continuation::<TracePoint>(&mut ebpf, "iov_continue", "IOV_CONTINUE")
-        {
+        if let Err(why) = load_continuation(&mut ebpf, "iov_continue", "IOV_CONTINUE") {
             tracing::warn!(
                 "syscalls with more than {} iovecs are cut there ({why})",
                 netsonde_common::MAX_IOVECS
-            );
-        }
-        // Without them a walk stops after the first few frames of a syscall (counted).
-        let walks = [
-            load_continuation::<TracePoint>(&mut ebpf, "h2_walk_tp", "H2_WALK_TP"),
-            load_continuation::<aya::programs::UProbe>(&mut ebpf, "h2_walk_up", "H2_WALK_UP"),
-        ];
-        for why in walks.into_iter().filter_map(Result::err) {
-            tracing::warn!(
-                "HTTP/2 frames past the captured prefix are followed only a few frames deep ({why})"
             );
         }
 
@@ -472,47 +461,19 @@ fn load_object(
         .map_err(|source| ProbeError::Load { source })
 }
 
-/// A program reached only by tail call (never attached), of type `P`.
-trait Continuation {
-    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError>;
-    fn fd_of(&self) -> Result<&aya::programs::ProgramFd, aya::programs::ProgramError>;
-}
-
-impl Continuation for TracePoint {
-    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError> {
-        self.load()
-    }
-    fn fd_of(&self) -> Result<&aya::programs::ProgramFd, aya::programs::ProgramError> {
-        self.fd()
-    }
-}
-
-impl Continuation for aya::programs::UProbe {
-    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError> {
-        self.load()
-    }
-    fn fd_of(&self) -> Result<&aya::programs::ProgramFd, aya::programs::ProgramError> {
-        self.fd()
-    }
-}
-
 /// Loads a continuation program (never attached: reached by tail call) into slot 0 of its
 /// program array, before any program that calls it attaches.
-fn load_continuation<P>(ebpf: &mut Ebpf, name: &str, slot: &str) -> Result<(), String>
-where
-    P: Continuation,
-    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let program: &mut P = ebpf
+fn load_continuation(ebpf: &mut Ebpf, name: &str, slot: &str) -> Result<(), String> {
+    let program: &mut TracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
     program
-        .load_it()
+        .load()
         .map_err(|e| describe_program_error(name, &e))?;
     let fd = program
-        .fd_of()
+        .fd()
         .map_err(|e| describe_program_error(name, &e))?
         .try_clone()
         .map_err(|e| e.to_string())?;

@@ -144,8 +144,49 @@ pub mod h2_stream {
     pub const NONE: u8 = 0;
     pub const WIRE: u8 = 1;
     pub const PLAINTEXT: u8 = 2;
-    /// [`super::SocketEntry::h2_next`] when the frame boundary is lost.
+    /// [`super::SocketEntry::h2_next`] when the frame boundary is lost, and
+    /// [`super::DataEvent::h2_frame`] when a record holds no frame start the kernel knows.
     pub const LOST: u64 = u64::MAX;
+}
+
+/// HTTP/2 frame types the kernel and user space act on (RFC 9113 §6).
+pub mod h2_frame {
+    pub const DATA: u8 = 0x0;
+    pub const HEADERS: u8 = 0x1;
+    pub const PRIORITY: u8 = 0x2;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const PUSH_PROMISE: u8 = 0x5;
+    pub const PING: u8 = 0x6;
+    pub const GOAWAY: u8 = 0x7;
+    pub const WINDOW_UPDATE: u8 = 0x8;
+    pub const CONTINUATION: u8 = 0x9;
+    pub const HEADER_LEN: u64 = 9;
+    pub const END_STREAM: u8 = 0x1;
+    pub const PADDED: u8 = 0x8;
+
+    /// Whether a frame header could have been sent by a conforming peer: a known type, its
+    /// stream rules and fixed lengths hold, and the reserved bit of the stream word (`stream`,
+    /// as on the wire) is clear, as RFC 9113 §4.1 requires of senders. How the kernel and user
+    /// space find a frame boundary again after lost bytes: one rule for both.
+    pub const fn plausible(len: u32, kind: u8, stream: u32) -> bool {
+        let id = stream & 0x7fff_ffff;
+        let stream_ok = match kind {
+            SETTINGS | PING | GOAWAY => id == 0,
+            DATA | HEADERS | PRIORITY | RST_STREAM | PUSH_PROMISE | CONTINUATION => id != 0,
+            WINDOW_UPDATE => true,
+            _ => false,
+        };
+        let len_ok = match kind {
+            PRIORITY => len == 5,
+            RST_STREAM | WINDOW_UPDATE => len == 4,
+            PING => len == 8,
+            SETTINGS => len.is_multiple_of(6),
+            GOAWAY => len >= 8,
+            _ => true,
+        };
+        stream & 0x8000_0000 == 0 && len < 1 << 24 && stream_ok && len_ok
+    }
 }
 
 /// Header of a data record: one successful read- or write-like syscall on a TCP socket.
@@ -175,6 +216,11 @@ pub struct DataEvent {
     /// What the kernel did with this syscall's packets (all zero for TLS plaintext records,
     /// whose packets belong to the syscalls under them).
     pub kernel: KernelStats,
+    /// For an HTTP/2 stream the kernel follows: the stream position of a frame header that
+    /// starts within the bytes this record carries (or right after them), as the kernel's own
+    /// walk of the frames proves it; [`h2_stream::LOST`] when there is none it knows. How user
+    /// space finds its place again after a gap.
+    pub h2_frame: u64,
 }
 
 /// Kernel layers a syscall's packets are timed in: indexes of [`KernelStats::ns`].
@@ -539,7 +585,9 @@ pub mod counter {
     pub const NODE_DROPS: u32 = 24;
     /// Drop reasons that did not fit the per-reason map (counted in `NODE_DROPS` only).
     pub const DROP_REASONS_FULL: u32 = 25;
-    pub const COUNT: u32 = 26;
+    /// HTTP/2 walks that found a frame boundary again after losing it.
+    pub const H2_RESYNCS: u32 = 26;
+    pub const COUNT: u32 = 27;
 }
 
 /// In-kernel only: arguments of a syscall in flight, saved at entry for its exit (keyed by
@@ -596,10 +644,47 @@ pub struct SocketEntry {
     pub h2: u8,
     pub h2_kind: [u8; 2],
     pub h2_partial_len: [u8; 2],
-    pub _pad2: [u8; 3],
+    /// The flags of the frame whose payload ends at `h2_next` (a DATA frame's END_STREAM).
+    pub h2_flags: [u8; 2],
+    pub _pad2: u8,
     /// Stream position of each direction's next frame header ([`h2_stream::LOST`]: unknown).
     pub h2_next: [u64; 2],
     pub h2_partial: [u64; 2],
+    /// The stream of the DATA frame whose payload ends at `h2_next`, by direction (its gRPC
+    /// message framing is in `H2_MESSAGES`).
+    pub h2_data_stream: [u32; 2],
+    /// Bumped each time a direction's walk loses its place: message framing learnt in an
+    /// earlier epoch may have missed bytes, and is not trusted.
+    pub h2_epoch: [u32; 2],
+}
+
+/// In-kernel only: key of the gRPC message framing of one HTTP/2 stream, one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct H2MessageKey {
+    /// The socket's `SOCKETS` key.
+    pub socket: u64,
+    pub stream: u32,
+    pub direction: u32,
+}
+
+/// In-kernel only: where a stream's next length-prefixed message (gRPC) starts in its DATA
+/// bytes, so the 5-byte prefix can be sent to user space even far past the captured prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct H2MessageState {
+    /// Body bytes of the current message still to come.
+    pub left: u64,
+    /// [`SocketEntry::h2_epoch`] when learnt.
+    pub epoch: u32,
+    /// Bytes of the next message's prefix seen so far (0 to 4), and those bytes.
+    pub have: u8,
+    /// 1 once this stream's DATA stopped looking like length-prefixed messages (more than a
+    /// frame's worth of tiny ones, or padding): no longer followed.
+    pub off: u8,
+    pub _pad: [u8; 2],
+    /// Room for the 5-byte prefix read piecemeal (the verifier needs the slack).
+    pub prefix: [u8; 16],
 }
 
 /// In-kernel only: a TLS library call in flight (keyed by `pid_tgid`). The syscalls it makes
@@ -663,10 +748,12 @@ mod pod {
     unsafe impl aya::Pod for super::InFlightKernel {}
     unsafe impl aya::Pod for super::CallKey {}
     unsafe impl aya::Pod for super::CallStart {}
+    unsafe impl aya::Pod for super::H2MessageKey {}
+    unsafe impl aya::Pod for super::H2MessageState {}
 }
 
 // Sizes equal the sum of the fields: no hidden padding anywhere.
-const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + 88);
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + 88 + 8);
 const _: () = assert!(core::mem::size_of::<KernelStats>() == 88);
 const _: () = assert!(core::mem::size_of::<KernelNoteEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<NetLayout>() == 72);
@@ -685,6 +772,8 @@ const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<InFlightKernel>() == 96);
-const _: () = assert!(core::mem::size_of::<SocketEntry>() == 104);
+const _: () = assert!(core::mem::size_of::<SocketEntry>() == 120);
+const _: () = assert!(core::mem::size_of::<H2MessageKey>() == 16);
+const _: () = assert!(core::mem::size_of::<H2MessageState>() == 32);
 const _: () = assert!(MAX_CAPTURE.is_power_of_two());
 const _: () = assert!(DEFAULT_CAPTURE as usize <= MAX_CAPTURE);

@@ -3,7 +3,7 @@
 use aya_ebpf::{EbpfContext, programs::TracePointContext};
 use netsonde_common::{
     DataEvent, KernelStats, MAX_CAPTURE, MAX_IOVECS, MAX_MMSG, SyscallArgs, counter, data_flags,
-    kind, layer, syscall,
+    h2_stream, kind, layer, syscall,
 };
 
 use crate::maps::{EVENTS, IOV_CONTINUE, IovCursor, Scratch, config, count, output_flags, scratch};
@@ -234,6 +234,7 @@ pub fn emit_data<C: EbpfContext>(
                 timed: [0; layer::COUNT],
                 _pad: [0; 6],
             },
+            h2_frame: h2_stream::LOST,
         };
         crate::net::take_stats(pid_tgid, args.enter_ns, &mut (*scratch).header.kernel);
     }
@@ -330,6 +331,10 @@ fn finish_record(scratch: *mut Scratch, captured: u64, failed: bool, truncated: 
         captured
     };
     header.captured = captured as u32;
+    let walked = header.flags & data_flags::H2_WALKED != 0;
+    if walked {
+        header.h2_frame = crate::h2::first_frame(captured);
+    }
     let bytes = header.bytes;
     // Plaintext was counted as ciphertext by the syscalls under it.
     if header.flags & data_flags::TLS_PLAINTEXT == 0 {
@@ -346,5 +351,9 @@ fn finish_record(scratch: *mut Scratch, captured: u64, failed: bool, truncated: 
         count(counter::DATA_EVENTS, 1);
     } else {
         count(counter::DATA_LOST, 1);
+    }
+    if walked {
+        // Even when the record was lost: the walk keeps the frame positions for the next one.
+        crate::h2::walk(captured);
     }
 }

@@ -131,10 +131,23 @@ pub fn announced_socket(tgid: u32, fd: i32) -> Option<SocketEntry> {
     (entry.kind == socket_kind::TCP && entry.announced != 0).then_some(entry)
 }
 
+/// Where a syscall's bytes sit in a socket's stream, as [`advance_stream`] found it.
+pub struct Advanced {
+    /// The stream position of its first byte.
+    pub pos: u64,
+    /// Whether the socket was already announced to user space.
+    pub announced: bool,
+    /// Its `struct sock`.
+    pub sock: u64,
+    /// The socket's cache entry (its HTTP/2 walk state lives there).
+    pub entry: *mut SocketEntry,
+    /// Its `SOCKETS` key.
+    pub key: u64,
+}
+
 /// Advances the stream position of `direction` on the socket at `fd` by `bytes`: the wire
-/// stream, or (`plaintext`) the TLS library's. Returns the position before, whether the socket
-/// was already announced, and its `struct sock`; `None` if the cache entry is gone (evicted),
-/// in which case the socket is announced afresh from position 0.
+/// stream, or (`plaintext`) the TLS library's. `None` if the cache entry is gone (evicted), in
+/// which case the socket is announced afresh from position 0.
 #[inline(always)]
 pub fn advance_stream(
     tgid: u32,
@@ -142,8 +155,9 @@ pub fn advance_stream(
     egress: bool,
     plaintext: bool,
     bytes: u64,
-) -> Option<(u64, bool, u64)> {
-    let entry = SOCKETS.get_ptr_mut(&socket_key(tgid, fd))?;
+) -> Option<Advanced> {
+    let key = socket_key(tgid, fd);
+    let entry = SOCKETS.get_ptr_mut(&key)?;
     // SAFETY: a pointer into the map value. Two threads on one socket may race here; the
     // positions are then approximate, which user space tolerates as a gap.
     unsafe {
@@ -155,7 +169,13 @@ pub fn advance_stream(
         };
         let pos = *counter;
         *counter = pos + bytes;
-        Some((pos, (*entry).announced != 0, (*entry).sock))
+        Some(Advanced {
+            pos,
+            announced: (*entry).announced != 0,
+            sock: (*entry).sock,
+            entry,
+            key,
+        })
     }
 }
 

@@ -39,7 +39,7 @@ use crate::{
         advance_stream, announced_socket, fill_addresses, mark_announced, process_comm, socket_key,
         tcp_socket,
     },
-    maps::{EVENTS, H2_WALK_TP, IN_FLIGHT, SOCKETS, config, count, output_flags},
+    maps::{EVENTS, IN_FLIGHT, SOCKETS, config, count, output_flags},
 };
 
 const EINPROGRESS: i64 = 115;
@@ -185,22 +185,32 @@ fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
         _ => (rc as u64, 0),
     };
     let egress = dir == direction::EGRESS;
-    let (pos, announced, _) =
-        advance_stream(tgid, args.fd, egress, false, bytes).unwrap_or((0, false, 0));
-    if !announced {
+    let advanced = advance_stream(tgid, args.fd, egress, false, bytes);
+    let pos = advanced.as_ref().map_or(0, |a| a.pos);
+    if !advanced.as_ref().is_some_and(|a| a.announced) {
         emit_open(pid_tgid, &args, origin::EXISTING, args.fd, 0, exit_ns);
     }
-    // HTTP/2 frames past the prefix are followed on plain buffers (see `h2`).
-    let plain = matches!(
-        sc,
-        syscall::READ | syscall::WRITE | syscall::RECVFROM | syscall::SENDTO
-    );
+    // HTTP/2 frames past the prefix are followed on every path (see `h2`); TLS ciphertext is
+    // followed as plaintext, through the library calls.
     let mut args = args;
-    let walked = plain
+    if let Some(a) = advanced
         && args.flags & data_flags::TLS_CIPHERTEXT as u16 == 0
-        && h2::followed(tgid, args.fd, egress, false, pos, args.buf);
-    if walked {
-        args.flags |= data_flags::H2_WALKED as u16;
+    {
+        let (source, iovcnt) = match sc {
+            syscall::READ | syscall::WRITE | syscall::RECVFROM | syscall::SENDTO => {
+                (h2::source::PLAIN, 0)
+            }
+            syscall::READV | syscall::WRITEV | syscall::RECVMSG | syscall::SENDMSG => {
+                (h2::source::IOV, args.iovcnt)
+            }
+            syscall::SENDFILE => (h2::source::FILE, 0),
+            _ => (h2::source::NONE, 0),
+        };
+        if h2::followed(
+            a.entry, a.key, egress, false, pos, bytes, source, args.buf, iovcnt,
+        ) {
+            args.flags |= data_flags::H2_WALKED as u16;
+        }
     }
     emit_data(
         Some(ctx),
@@ -212,25 +222,6 @@ fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
         dir,
         exit_ns,
     );
-    if walked {
-        h2::start(args.buf);
-        if h2::walk() {
-            // SAFETY: the continuation is a tracepoint program like this one.
-            let _ = unsafe { H2_WALK_TP.tail_call(ctx, 0) };
-            h2::lose();
-        }
-    }
-}
-
-/// The next frames of an HTTP/2 walk after a syscall exit: reached by tail call only.
-#[tracepoint]
-pub fn h2_walk_tp(ctx: TracePointContext) -> u32 {
-    if h2::walk() {
-        // SAFETY: a tail call into this same program.
-        let _ = unsafe { H2_WALK_TP.tail_call(&ctx, 0) };
-        h2::lose();
-    }
-    0
 }
 
 /// The rest of a long iovec array (see `capture::emit_data`): reached by tail call only.

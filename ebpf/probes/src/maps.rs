@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use netsonde_common::{
-    CallKey, CallStart, Comm, DataEvent, Handshake, InFlightKernel, KernelOffsets, NetLayout,
-    ProbeConfig, RxSkb, SCRATCH_DATA, SocketEntry, SslKey, SyscallArgs, TlsArgs, TxSkb, counter,
+    CallKey, CallStart, Comm, DataEvent, H2MessageKey, H2MessageState, Handshake, InFlightKernel,
+    KernelOffsets, NetLayout, ProbeConfig, RxSkb, SCRATCH_DATA, SocketEntry, SslKey, SyscallArgs,
+    TlsArgs, TxSkb, counter,
 };
 
 /// Settings, set by user space before load (read-only at run time, so the verifier sees the
@@ -134,26 +135,67 @@ pub struct Scratch {
     pub data: [u8; SCRATCH_DATA],
     /// Where a long iovec walk continues after a tail call.
     pub cursor: IovCursor,
-    /// The HTTP/2 frame walk of the record just emitted (see `h2`).
+    /// The HTTP/2 frame walk of the record being emitted (see `h2`).
     pub walk: H2Walk,
 }
 
-/// An HTTP/2 frame walk in progress over one syscall's buffer.
+/// An HTTP/2 frame walk over one syscall's bytes, set up before its record is emitted and run
+/// after. The bytes are read in chunks: the whole buffer, one iovec at a time, or none (a
+/// file's bytes under sendfile).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct H2Walk {
-    /// The socket's `SOCKETS` key, the buffer, and the stream positions of its first byte, of
-    /// its end, and of the end of the captured prefix.
+    /// The walked record's header: pieces copy its identity.
+    pub header: DataEvent,
+    /// The socket's `SOCKETS` key.
     pub key: u64,
+    /// One of `h2::source`, and the buffer, or iovec array and its length.
+    pub source: u64,
     pub buf: u64,
+    pub iovcnt: u64,
+    /// The next iovec to read.
+    pub iov_index: u64,
+    /// The current chunk: its user address, and the stream positions of its first byte and of
+    /// its end.
+    pub chunk_base: u64,
+    pub chunk_pos: u64,
+    pub chunk_end: u64,
+    /// Stream positions: walked so far, the record's start and end, and the end of its
+    /// captured prefix.
+    pub at: u64,
     pub pos: u64,
     pub end: u64,
     pub cap_end: u64,
-    /// The walked record's header: pieces copy its identity.
-    pub header: DataEvent,
-    /// 1 until the first program of the walk has looked at the frame in progress.
-    pub first: u8,
-    pub _pad: [u8; 7],
+    /// The direction's frame state from `SOCKETS` (worked on here, written back at the end):
+    /// the next frame header's position, and the first bytes of a header in progress.
+    pub next: u64,
+    pub hdr: [u8; 32],
+    pub data_stream: u32,
+    pub epoch: u32,
+    pub kind: u8,
+    pub plen: u8,
+    pub direction: u8,
+    /// 1 while only checking that the record starts a chain of frames (finding the place
+    /// again), without emitting anything.
+    pub verify: u8,
+    /// One of `h2::outcome`.
+    pub outcome: u8,
+    /// The DATA frame in progress: its flags, whether its messages are followed, and how many
+    /// started in it.
+    pub frame_flags: u8,
+    pub tracked: u8,
+    pub _pad: u8,
+    pub messages: u32,
+    /// Frame headers read (how a verification decides).
+    pub frames: u32,
+    pub message: H2MessageState,
+    /// The piece being gathered at the start of the scratch data: its stream position and
+    /// length, and the first frame header in it.
+    pub piece_from: u64,
+    pub piece_len: u64,
+    pub piece_frame: u64,
+    /// Where the last piece ended (the end marker is needed only if before `end`).
+    pub emitted_to: u64,
 }
 
 /// An iovec walk in progress: the array, how far it got, where the copy stops.
@@ -171,12 +213,11 @@ pub struct IovCursor {
 #[map]
 pub static IOV_CONTINUE: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// Slot 0: `h2_walk_tp` (for syscall exits) and `h2_walk_up` (for TLS return probes): the next
-/// few frames of an HTTP/2 walk. Tail calls stay within one program type, hence two.
+/// gRPC message framing of the HTTP/2 streams whose DATA the kernel walks (see `h2`). LRU: a
+/// stream that ends without the kernel seeing its end is forgotten in time.
 #[map]
-pub static H2_WALK_TP: ProgramArray = ProgramArray::with_max_entries(1, 0);
-#[map]
-pub static H2_WALK_UP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static H2_MESSAGES: LruHashMap<H2MessageKey, H2MessageState> =
+    LruHashMap::with_max_entries(16384, 0);
 
 /// One [`Scratch`] per possible CPU, indexed by CPU id: a per-CPU array would be simpler but
 /// caps values at 32 KiB, and a record needs up to `DataEvent` + 2 × MAX_CAPTURE bytes. User

@@ -22,7 +22,7 @@ use crate::{
     filter::traced,
     h2,
     kernel::{advance_stream, socket_key},
-    maps::{H2_WALK_UP, SOCKETS, SSL_FDS, TLS_IN_FLIGHT, count},
+    maps::{SOCKETS, SSL_FDS, TLS_IN_FLIGHT, count},
     noop, now,
 };
 
@@ -78,7 +78,7 @@ fn enter(call: u16, ssl: u64, buf: u64, len_ptr: u64) {
 }
 
 #[inline(always)]
-fn exit(ctx: &RetProbeContext, call: u16, rc: i64) {
+fn exit(call: u16, rc: i64) {
     if noop() {
         return;
     }
@@ -128,15 +128,26 @@ fn exit(ctx: &RetProbeContext, call: u16, rc: i64) {
         }
     };
     let egress = matches!(call, syscall::SSL_WRITE | syscall::SSL_WRITE_EX);
-    let Some((pos, announced, sock)) = advance_stream(tgid, fd, egress, true, bytes) else {
+    let Some(advanced) = advance_stream(tgid, fd, egress, true, bytes) else {
         count(counter::TLS_NO_SOCKET, 1);
         return;
     };
+    let (pos, sock) = (advanced.pos, advanced.sock);
     if sock == 0 {
         count(counter::TLS_NO_SOCKET, 1);
         return;
     }
-    let walked = h2::followed(tgid, fd, egress, true, pos, args.buf);
+    let walked = h2::followed(
+        advanced.entry,
+        advanced.key,
+        egress,
+        true,
+        pos,
+        bytes,
+        h2::source::PLAIN,
+        args.buf,
+        0,
+    );
     let mut flags = data_flags::TLS_PLAINTEXT;
     if walked {
         flags |= data_flags::H2_WALKED;
@@ -151,7 +162,7 @@ fn exit(ctx: &RetProbeContext, call: u16, rc: i64) {
         enter_ns: args.enter_ns,
     };
     let exit_ns = now();
-    if !announced {
+    if !advanced.announced {
         emit_open(pid_tgid, &data, origin::EXISTING, fd, 0, exit_ns);
     }
     let dir = if egress {
@@ -162,25 +173,6 @@ fn exit(ctx: &RetProbeContext, call: u16, rc: i64) {
     count(counter::TLS_EVENTS, 1);
     // A plain buffer: no iovecs, so no continuation (and no tail call from a uprobe).
     emit_data::<ProbeContext>(None, pid_tgid, &data, bytes, 0, pos, dir, exit_ns);
-    if walked {
-        h2::start(args.buf);
-        if h2::walk() {
-            // SAFETY: the continuation is a return probe like this one.
-            let _ = unsafe { H2_WALK_UP.tail_call(ctx, 0) };
-            h2::lose();
-        }
-    }
-}
-
-/// The next frames of an HTTP/2 walk over TLS plaintext: reached by tail call only.
-#[uretprobe]
-pub fn h2_walk_up(ctx: RetProbeContext) -> u32 {
-    if h2::walk() {
-        // SAFETY: a tail call into this same program.
-        let _ = unsafe { H2_WALK_UP.tail_call(&ctx, 0) };
-        h2::lose();
-    }
-    0
 }
 
 /// `int SSL_read(SSL *ssl, void *buf, int num)`
@@ -193,7 +185,7 @@ pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_read_exit(ctx: RetProbeContext) -> u32 {
-    exit(&ctx, syscall::SSL_READ, ctx.ret::<i32>() as i64);
+    exit(syscall::SSL_READ, ctx.ret::<i32>() as i64);
     0
 }
 
@@ -207,7 +199,7 @@ pub fn ssl_write_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_write_exit(ctx: RetProbeContext) -> u32 {
-    exit(&ctx, syscall::SSL_WRITE, ctx.ret::<i32>() as i64);
+    exit(syscall::SSL_WRITE, ctx.ret::<i32>() as i64);
     0
 }
 
@@ -226,7 +218,7 @@ pub fn ssl_read_ex_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_read_ex_exit(ctx: RetProbeContext) -> u32 {
-    exit(&ctx, syscall::SSL_READ_EX, ctx.ret::<i32>() as i64);
+    exit(syscall::SSL_READ_EX, ctx.ret::<i32>() as i64);
     0
 }
 
@@ -245,6 +237,6 @@ pub fn ssl_write_ex_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_write_ex_exit(ctx: RetProbeContext) -> u32 {
-    exit(&ctx, syscall::SSL_WRITE_EX, ctx.ret::<i32>() as i64);
+    exit(syscall::SSL_WRITE_EX, ctx.ret::<i32>() as i64);
     0
 }

@@ -28,7 +28,8 @@ const PREBUILT_TOOLCHAIN: &str = "ebpf/prebuilt/toolchain.txt";
 const EBPF_PACKAGE: &str = "netsonde-ebpf";
 /// The bin target of the eBPF crate; aya-build copies it to `$OUT_DIR/<name>`.
 const EBPF_BIN: &str = "netsonde";
-const TOOLCHAIN: &str = "nightly";
+/// The pinned nightly that built the committed object (ebpf/install-toolchain.sh installs it).
+const TOOLCHAIN: &str = "nightly-2026-05-20";
 
 fn main() {
     if let Err(e) = run() {

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building netsonde's eBPF programs from source needs, on Debian 12 (as root, or
-# with sudo for apt): the rust-src component for the nightly toolchain, LLVM 22, and bpf-linker
-# built against it. Without these, `cargo build` uses the committed ebpf/prebuilt object.
+# with sudo for apt): the pinned nightly toolchain with rust-src, LLVM 22, and bpf-linker built
+# against it. Without these, `cargo build` uses the committed ebpf/prebuilt object.
+#
+# The nightly is pinned: it built ebpf/prebuilt/ (see toolchain.txt), and another one cannot be
+# expected to produce the same bytes, which CI checks. build.rs names the same toolchain.
 #
 # Safe to run again: what is already there is kept.
 set -euo pipefail
 
 BPF_LINKER_VERSION=0.13.0
 LLVM_MAJOR=22
+NIGHTLY=nightly-2026-05-20
 
 say() { printf 'install-toolchain: %s\n' "$*"; }
 
@@ -26,13 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if ! rustup run nightly rustc -V >/dev/null 2>&1; then
-    say "installing the nightly toolchain"
-    rustup toolchain install nightly --profile minimal
+if ! rustup run "$NIGHTLY" rustc -V >/dev/null 2>&1; then
+    say "installing the $NIGHTLY toolchain"
+    rustup toolchain install "$NIGHTLY" --profile minimal
 fi
-if ! rustup component list --installed --toolchain nightly | grep -q '^rust-src'; then
-    say "adding rust-src to nightly"
-    rustup component add rust-src --toolchain nightly
+if ! rustup component list --installed --toolchain "$NIGHTLY" | grep -q '^rust-src'; then
+    say "adding rust-src to $NIGHTLY"
+    rustup component add rust-src --toolchain "$NIGHTLY"
 fi
 
 if ! bpf-linker --version 2>/dev/null | grep -q "bpf-linker ${BPF_LINKER_VERSION}"; then
@@ -42,4 +46,4 @@ if ! bpf-linker --version 2>/dev/null | grep -q "bpf-linker ${BPF_LINKER_VERSION
         --no-default-features --features "llvm-${LLVM_MAJOR}"
 fi
 
-say "ready: $(rustup run nightly rustc -V), $(bpf-linker --version)"
+say "ready: $(rustup run "$NIGHTLY" rustc -V), $(bpf-linker --version)"

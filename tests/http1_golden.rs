@@ -22,6 +22,7 @@ fn describe(e: &Exchange) -> String {
         Completeness::Complete => "",
         Completeness::BodyCut => " body_cut",
         Completeness::FramingLost => " framing_lost",
+        Completeness::BytesLost => " bytes_lost",
     };
     format!(
         "{} {} {} req_body={} resp_body={}{complete}",

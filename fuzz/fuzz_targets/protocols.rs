@@ -4,7 +4,8 @@
 //!
 //! Input layout: a sequence of records `[control, len, bytes...]`. `control` bit 0 picks the
 //! direction, bit 1 makes the segment's tail a gap of `len` bytes, bit 2 starts the HTTP/2
-//! connection with the client preface.
+//! connection with the client preface, bit 3 says (as the kernel's frame walk does) that a frame
+//! starts at offset `control >> 4` of the segment.
 
 #![no_main]
 
@@ -55,6 +56,7 @@ fuzz_target!(|input: &[u8]| {
             len: bytes.len() as u64 + gap,
             first_ns: t,
             last_ns: t,
+            boundary: (control & 8 != 0).then(|| u64::from(control >> 4).min(bytes.len() as u64)),
         };
         h1.feed(dir, &seg, &mut out);
         h1_mid.feed(dir, &seg, &mut out);

@@ -20,7 +20,7 @@ use std::{
 
 use netsonde_common::{
     ConnCloseEvent, ConnOpenEvent, DataEvent, KernelNoteEvent, KernelStats, ProcessExitEvent,
-    data_flags, direction, note, origin,
+    data_flags, direction, h2_stream, note, origin,
 };
 
 use crate::{
@@ -145,8 +145,13 @@ pub struct ConnectionStats {
     pub restarts: AtomicU64,
     /// HTTP/2 connections found (by their preface).
     pub http2_connections: AtomicU64,
-    /// HTTP/2 connections that turned undecodable and are skipped.
+    /// Times an HTTP/2 connection's direction lost its place in the frames or its header
+    /// compression table (for a moment: it finds them again).
     pub http2_broken: AtomicU64,
+    /// Times one found its place again.
+    pub http2_resyncs: AtomicU64,
+    /// HTTP/2 streams left out because their start went missing.
+    pub http2_lost_streams: AtomicU64,
     /// HTTP/2 streams reset before their response ended.
     pub http2_resets: AtomicU64,
     /// New HTTP/2 streams not followed (too many open).
@@ -175,6 +180,8 @@ impl ConnectionStats {
     fn add_notes(&self, parser: ParserNotes) {
         let h2 = parser.http2;
         self.http2_broken.fetch_add(h2.broken, Relaxed);
+        self.http2_resyncs.fetch_add(h2.resyncs, Relaxed);
+        self.http2_lost_streams.fetch_add(h2.lost_streams, Relaxed);
         self.http2_resets.fetch_add(h2.resets, Relaxed);
         self.http2_unknown_fields
             .fetch_add(h2.unknown_fields, Relaxed);
@@ -508,11 +515,17 @@ impl Tracker {
                 conn.http.desync(dir, exchanges);
             }
         }
+        // Where the kernel's walk of HTTP/2 frames says a frame starts in these bytes.
+        let boundary = header
+            .h2_frame
+            .checked_sub(header.stream_pos)
+            .filter(|&at| header.h2_frame != h2_stream::LOST && at <= covered);
         let segment = Segment {
             data: payload,
             len: covered,
             first_ns,
             last_ns,
+            boundary,
         };
         let was_http1 = matches!(conn.http, Parser::Http1(_));
         if was_http1 {

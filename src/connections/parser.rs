@@ -72,6 +72,7 @@ impl Parser {
                         len: seg.len.saturating_sub(at),
                         first_ns: seg.first_ns,
                         last_ns: seg.last_ns,
+                        boundary: seg.boundary.and_then(|b| b.checked_sub(at)),
                     };
                     if rest.len > 0 {
                         h2.feed(dir, &rest, out);
@@ -87,7 +88,7 @@ impl Parser {
     pub fn desync(&mut self, dir: Direction, out: &mut Vec<Exchange>) {
         match self {
             Parser::Http1(p) => p.desync(dir, out),
-            Parser::Http2(p) => p.desync(),
+            Parser::Http2(p) => p.desync(dir),
         }
     }
 

@@ -84,6 +84,7 @@ pub fn format_exchange(line: &mut String, r: &ExchangeRecord) {
         Completeness::Complete => {}
         Completeness::BodyCut => line.push_str(" incomplete=body_cut"),
         Completeness::FramingLost => line.push_str(" incomplete=framing_lost"),
+        Completeness::BytesLost => line.push_str(" incomplete=bytes_lost"),
     }
     if let Some(call) = &r.rpc {
         let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
@@ -133,7 +134,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         "{} {} events={} lost={} bytes={} not_captured={} connections={} opened={} closed={} \
          evicted={} expired={} exchanges={} not_http={} orphan_responses={} unanswered_requests={} \
          hidden_messages={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
-         h2_connections={} h2_broken={} h2_unknown_fields={} h2_pieces={} h2_walk_lost={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} swept={} kernel_notes={} node_retransmits={} node_drops={} device_late={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
+         h2_connections={} h2_broken={} h2_resyncs={} h2_lost_streams={} h2_unknown_fields={} h2_pieces={} h2_walk_lost={} h2_walk_resyncs={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} swept={} kernel_notes={} node_retransmits={} node_drops={} device_late={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
         humantime::format_rfc3339_millis(now),
         if s.last { "stats(final)" } else { "stats" },
         k.events(),
@@ -158,9 +159,12 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         k.in_flight_full,
         s.http2_connections,
         s.http2_broken,
+        s.http2_resyncs,
+        s.http2_lost_streams,
         s.http2_unknown_fields,
         k.h2_pieces,
         k.h2_lost,
+        k.h2_resyncs,
         s.tls_connections,
         s.tls_plaintext,
         k.tls_events,

@@ -43,6 +43,9 @@ pub enum Completeness {
     /// Bytes went missing where a body's framing (a chunk size) was: the response's end is the
     /// last byte seen before that.
     FramingLost,
+    /// Bytes of the exchange went missing (HTTP/2: its connection lost its place while it was
+    /// in flight): its body sizes are what was seen, its message counts unknown.
+    BytesLost,
 }
 
 /// One request and its response, with when and how much.

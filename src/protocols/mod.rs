@@ -65,6 +65,9 @@ pub struct Segment<'a> {
     /// When the first and the last byte of the segment were seen (kernel monotonic ns).
     pub first_ns: u64,
     pub last_ns: u64,
+    /// Where in `data` (0 to `data.len()`) an HTTP/2 frame header is known to start: the
+    /// kernel's walk of the frames says so. How a parser that lost its place finds it again.
+    pub boundary: Option<u64>,
 }
 
 impl<'a> Segment<'a> {
@@ -75,6 +78,7 @@ impl<'a> Segment<'a> {
             len: data.len() as u64,
             first_ns,
             last_ns,
+            boundary: None,
         }
     }
 
@@ -85,6 +89,7 @@ impl<'a> Segment<'a> {
             len,
             first_ns: at_ns,
             last_ns: at_ns,
+            boundary: None,
         }
     }
 }

@@ -257,6 +257,7 @@ fn incompleteness(r: &ExchangeRecord) -> Option<&'static str> {
         Completeness::Complete => None,
         Completeness::BodyCut => Some("body_cut"),
         Completeness::FramingLost => Some("framing_lost"),
+        Completeness::BytesLost => Some("bytes_lost"),
     }
 }
 

@@ -168,8 +168,11 @@ pub struct StatsReport {
     pub malformed: u64,
     pub gap_bytes: u64,
     pub http2_connections: u64,
-    /// HTTP/2 connections that turned undecodable (skipped from then on).
+    /// Times an HTTP/2 connection's direction lost its place or its compression table, times
+    /// one found its place again, and streams left out because their start went missing.
     pub http2_broken: u64,
+    pub http2_resyncs: u64,
+    pub http2_lost_streams: u64,
     /// Header fields of joined HTTP/2 connections that could not be decoded.
     pub http2_unknown_fields: u64,
     /// Connections carrying TLS, and those of them whose plaintext was seen.
@@ -218,6 +221,8 @@ impl StatsReport {
             gap_bytes: conns.gap_bytes.load(Relaxed),
             http2_connections: conns.http2_connections.load(Relaxed),
             http2_broken: conns.http2_broken.load(Relaxed),
+            http2_resyncs: conns.http2_resyncs.load(Relaxed),
+            http2_lost_streams: conns.http2_lost_streams.load(Relaxed),
             http2_unknown_fields: conns.http2_unknown_fields.load(Relaxed),
             tls_connections: conns.tls_connections.load(Relaxed),
             tls_plaintext: conns.tls_plaintext.load(Relaxed),

@@ -146,6 +146,10 @@ const COUNTERS: [(&str, &str, &str, Reading); 13] = [
                 ("malformed", s.malformed),
                 ("not_http", s.not_http),
                 ("http2_broken", s.http2_broken),
+                ("http2_resync", s.http2_resyncs),
+                ("http2_lost_stream", s.http2_lost_streams),
+                ("http2_walk_lost", s.kernel.h2_lost),
+                ("http2_walk_resync", s.kernel.h2_resyncs),
                 ("tls_no_socket", s.kernel.tls_no_socket),
                 ("http2_unknown_field", s.http2_unknown_fields),
             ]

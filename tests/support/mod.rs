@@ -232,6 +232,9 @@ pub fn key(role: &str, method: &str, target: &str, status: u16) -> (String, Stri
 pub struct Agent {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    /// Its standard output, read as it comes: a pipe nobody drains would fill and stall the
+    /// agent's console, and with it the whole pipeline back to the kernel's ring buffer.
+    stdout: Option<thread::JoinHandle<String>>,
 }
 
 impl Agent {
@@ -271,6 +274,12 @@ impl Agent {
             .spawn()
             .expect("start netsonde");
         let stderr = Arc::new(Mutex::new(String::new()));
+        let mut out = child.stdout.take().unwrap();
+        let stdout = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
         let (ready_tx, ready_rx) = mpsc::channel();
         let pipe = child.stderr.take().unwrap();
         let log = stderr.clone();
@@ -287,7 +296,11 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                return Agent { child, stderr };
+                return Agent {
+                    child,
+                    stderr,
+                    stdout: Some(stdout),
+                };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 thread::sleep(Duration::from_millis(100));
@@ -314,13 +327,7 @@ impl Agent {
     pub fn stop(mut self) -> Capture {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let mut stdout = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
+        let stdout = self.stdout.take().unwrap().join().unwrap();
         let status = wait_timeout(&mut self.child, Duration::from_secs(60));
         thread::sleep(Duration::from_millis(50));
         let stderr = self.stderr.lock().unwrap().clone();
@@ -450,6 +457,14 @@ impl Nginx {
         std::fs::write(www.join("index.html"), "<h1>netsonde test page</h1>\n").unwrap();
         std::fs::write(www.join("ka"), "keep-alive\n").unwrap();
         std::fs::write(www.join("big.bin"), vec![b'b'; 1 << 20]).unwrap();
+        // Mixed sizes, served with sendfile (`/`) and from memory with writev (`/nosf/`).
+        let nosf = www.join("nosf");
+        std::fs::create_dir(&nosf).unwrap();
+        for size in MIXED_SIZES {
+            let body = pseudo_random(size);
+            std::fs::write(www.join(format!("s{size}.bin")), &body).unwrap();
+            std::fs::write(nosf.join(format!("s{size}.bin")), &body).unwrap();
+        }
         let port = free_port();
         let h2_port = free_port();
         let tls_port = free_port();
@@ -477,7 +492,7 @@ events {{ worker_connections 256; }}
 http {{
     access_log {d}/access.log;
     sendfile on;
-    keepalive_requests 10000;
+    keepalive_requests 1000000;
     if_modified_since before;
     types {{ text/html html; application/octet-stream bin; }}
     server {{
@@ -489,6 +504,7 @@ http {{
         ssl_certificate_key {d}/key.pem;
         root {d}/www;
         location = /nocontent {{ return 204; }}
+        location /nosf/ {{ sendfile off; }}
     }}
 }}
 "
@@ -545,6 +561,26 @@ http {{
             .collect()
     }
 
+    /// (method, target, status, body bytes sent) of each access-log line, sorted.
+    pub fn access_with_bodies(&self) -> Vec<(String, String, u16, u64)> {
+        let mut lines: Vec<_> = self
+            .access_log()
+            .iter()
+            .filter_map(|l| {
+                // 127.0.0.1 - - [date] "GET /x HTTP/2.0" 200 612 "-" "h2load nghttp2/1.52.0"
+                let request = l.split('"').nth(1)?;
+                let mut after = l.split('"').nth(2)?.split_whitespace();
+                let status = after.next()?.parse().ok()?;
+                let body = after.next()?.parse().ok()?;
+                let mut parts = request.split(' ');
+                let method = parts.next()?.to_string();
+                Some((method, parts.next()?.to_string(), status, body))
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
     /// (method, target, status) of each access-log line, sorted.
     pub fn access_keys(&self) -> Vec<(String, String, u16)> {
         let mut keys: Vec<_> = self
@@ -576,6 +612,49 @@ impl Drop for Nginx {
         // SAFETY: signalling a process we started.
         unsafe { libc::kill(self.worker as i32, libc::SIGKILL) };
     }
+}
+
+/// The gRPC-Go test peer (tests/support/grpc_go), built once per test binary with the machine's
+/// Go (modules from the Go module proxy, as go.sum pins them); the reason when it cannot be.
+pub fn go_grpc_peer() -> Result<PathBuf, String> {
+    static PEER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PEER.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpc_go_peer");
+        let build = Command::new("go")
+            .args(["build", "-buildvcs=false", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(support_file("grpc_go"))
+            .output()
+            .map_err(|e| format!("Go is needed to build the gRPC-Go peer: {e}"))?;
+        if !build.status.success() {
+            return Err(format!(
+                "building tests/support/grpc_go failed: {}",
+                String::from_utf8_lossy(&build.stderr)
+            ));
+        }
+        Ok(out)
+    })
+    .clone()
+}
+
+/// Sizes of the `s{size}.bin` files nginx serves: tiny to 1 MiB, across the captured prefix
+/// and HTTP/2's 16 KiB frames.
+pub const MIXED_SIZES: [usize; 7] = [100, 3_000, 12_000, 30_000, 60_000, 200_000, 1 << 20];
+
+/// `n` bytes that look like a compressed file (no runs a parser could mistake for framing),
+/// the same on every run.
+pub fn pseudo_random(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            // xorshift64: any fixed, well-mixed sequence will do.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 /// Direct children of a process.

@@ -32,6 +32,7 @@ fn run_with(mut http: Http1, steps: &[Step], close: bool) -> (Vec<Exchange>, Not
                     len: *len,
                     first_ns: t,
                     last_ns: t + 500_000,
+                    boundary: None,
                 },
                 &mut out,
             ),

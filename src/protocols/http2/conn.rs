@@ -2,21 +2,26 @@
 //! into exchanges (a request's HEADERS, DATA and END_STREAM, then the response's).
 //!
 //! Memory is bounded: only header-carrying frames are buffered (up to a limit), DATA is counted
-//! and skipped, and at most `max_streams` streams are open. A malformed frame, an undecodable
-//! header block or lost bytes outside a DATA payload mark the connection broken: it is skipped
-//! from then on, and counted.
+//! and skipped, and at most `max_streams` streams are open.
+//!
+//! Nothing makes a connection undecodable for good. Lost bytes outside a DATA payload, a
+//! malformed frame or a restarted stream make that direction *lose its place*: it waits for a
+//! frame boundary it can prove (the kernel's walk of the frames, or a chain of plausible frames)
+//! and decodes on from there with a partial HPACK decoder, since header blocks may have gone by
+//! unseen. An undecodable header block only costs the compression table. Streams in flight when
+//! bytes went missing are reported as [`Completeness::BytesLost`]; a stream whose head went
+//! missing is left out. All of it is counted.
+
+use std::collections::VecDeque;
 
 use foldhash::HashMap;
 
 use super::{
     frame::{self, FrameHeader, PREFACE, flags, kind},
-    hpack::{HeaderDecoder, HpackLimits},
-    partial::UNKNOWN,
+    hpack::{HeaderDecoder, HpackError, HpackLimits},
+    stream::{Half, Stream, exchange, header},
 };
-use crate::protocols::{
-    Completeness, Direction, Exchange, Request, Response, Role, Segment, grpc::MessageCounter,
-    http1::H2cUpgrade,
-};
+use crate::protocols::{Completeness, Direction, Exchange, Role, Segment, http1::H2cUpgrade};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -46,8 +51,15 @@ pub struct Notes {
     pub unanswered_requests: u64,
     /// New streams not followed because `max_streams` were open.
     pub streams_refused: u64,
-    /// The connection turned undecodable (and why it is skipped).
+    /// Times a direction stopped decoding exactly: it lost its place in the frames, or its
+    /// header compression table.
     pub broken: u64,
+    /// Times a direction that lost its place found a frame boundary again (a lost table is
+    /// taken up again at once, with a partial decoder).
+    pub resyncs: u64,
+    /// Streams left out because their start (a request or response head) went missing: lost
+    /// with bytes, undecodable, or from before netsonde joined the connection.
+    pub lost_streams: u64,
     /// Header fields a joined connection could not decode (behind HPACK table entries set
     /// before netsonde joined).
     pub unknown_fields: u64,
@@ -60,28 +72,6 @@ pub enum Status {
     Active,
     /// The first bytes were not HTTP/2.
     NotHttp2,
-    /// Skipped from here on: the reason.
-    Broken(String),
-}
-
-#[derive(Debug, Default)]
-struct Half {
-    /// The head (request or response), once decoded.
-    head: Option<Vec<(String, String)>>,
-    trailers: Vec<(String, String)>,
-    start_ns: u64,
-    end_ns: u64,
-    body: u64,
-    /// gRPC messages in the DATA bytes.
-    messages: MessageCounter,
-    ended: bool,
-}
-
-#[derive(Debug, Default)]
-struct Stream {
-    request: Half,
-    response: Half,
-    informational: u8,
 }
 
 /// A header block being assembled from HEADERS and CONTINUATION.
@@ -91,13 +81,18 @@ struct Block {
     bytes: Vec<u8>,
     end_stream: bool,
     at_ns: u64,
+    /// Over the size limit: its fragments are skipped, and the table is lost with it.
+    discard: bool,
 }
 
 struct Side {
     /// Whether this direction's first byte was seen.
     started: bool,
-    /// At a frame boundary (false only while a joined connection looks for one).
+    /// At a frame boundary (false while a joined connection, or one that lost its place,
+    /// looks for one).
     aligned: bool,
+    /// Lost its place and not yet found it again.
+    lost: bool,
     /// Bytes of the client preface still expected.
     preface_left: usize,
     /// The frame being assembled: its 9-byte header, then (for kept frames) its payload.
@@ -113,9 +108,14 @@ struct Side {
     decoder: HeaderDecoder,
 }
 
+/// Stream ids not followed because too many were open, remembered (boundedly) so their
+/// responses are not taken for streams whose start was lost.
+const REFUSED_REMEMBERED: usize = 1024;
+
 pub struct Http2 {
     sides: [Side; 2],
     streams: HashMap<u32, Stream>,
+    refused: VecDeque<u32>,
     /// The direction requests travel in: the one that sent the preface.
     client_dir: Option<Direction>,
     limits: Limits,
@@ -129,6 +129,7 @@ impl Http2 {
         let side = || Side {
             started: false,
             aligned: true,
+            lost: false,
             preface_left: 0,
             buf: Vec::new(),
             skip: 0,
@@ -141,6 +142,7 @@ impl Http2 {
         Http2 {
             sides: [side(), side()],
             streams: HashMap::default(),
+            refused: VecDeque::new(),
             client_dir: None,
             limits,
             notes: Notes::default(),
@@ -157,7 +159,7 @@ impl Http2 {
         for side in &mut h2.sides {
             side.started = true;
             side.aligned = false;
-            side.decoder = HeaderDecoder::joined(limits.hpack);
+            side.decoder = HeaderDecoder::new(limits.hpack);
         }
         h2.client_dir = client_dir;
         h2
@@ -215,6 +217,14 @@ impl Http2 {
         kind == SETTINGS && flags == 0 && stream == 0 && len.is_multiple_of(6) && len <= 16384
     }
 
+    /// The ids of the streams being followed, in order (for tests).
+    #[cfg(test)]
+    pub(super) fn open_streams(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn status(&self) -> &Status {
         &self.status
     }
@@ -240,37 +250,108 @@ impl Http2 {
         self.streams.clear();
     }
 
-    fn broken(&mut self, why: impl Into<String>) {
-        if self.status == Status::Active {
-            let why = why.into();
-            self.notes.broken += 1;
-            tracing::debug!("an HTTP/2 connection is skipped from here on: {why}");
-            self.unanswered();
-            self.status = Status::Broken(why);
+    /// Bytes of `dir` went missing where frame boundaries were, or the frames stopped making
+    /// sense: the direction waits for a boundary it can prove, and its compression table is
+    /// lost with whatever header blocks went by. Streams open in that direction may have lost
+    /// bytes; a header block in progress is lost.
+    fn lose_place(&mut self, dir: Direction, why: impl std::fmt::Display) {
+        let side = &mut self.sides[dir.index()];
+        if !side.aligned {
+            return;
+        }
+        tracing::debug!("an HTTP/2 connection lost its place in its {dir:?} frames: {why}");
+        side.aligned = false;
+        side.lost = true;
+        side.buf.clear();
+        side.skip = 0;
+        side.body_left = 0;
+        side.data_stream = None;
+        side.await_pad = false;
+        side.preface_left = 0;
+        let block = side.block.take();
+        self.lose_table(dir);
+        if let Some(block) = block {
+            self.head_lost(dir, block.stream);
+        }
+        let requests = Some(dir) == self.client_dir;
+        for stream in self.streams.values_mut() {
+            let half = if requests {
+                &mut stream.request
+            } else {
+                &mut stream.response
+            };
+            if half.open() {
+                half.gap = true;
+            }
         }
     }
 
-    /// Bytes went missing where their position is not known: frame boundaries and the HPACK
-    /// state are lost with them, for the whole connection.
-    pub fn desync(&mut self) {
-        self.broken("the byte stream lost its place");
+    /// The compression table of `dir` is no longer known: header blocks from now on decode as
+    /// far as the entries they insert allow (`partial`).
+    fn lose_table(&mut self, dir: Direction) {
+        self.notes.broken += 1;
+        self.sides[dir.index()].decoder = HeaderDecoder::new(self.limits.hpack);
+        if self.sides[dir.index()].aligned {
+            // Nothing to look for: decoding goes on at once.
+            self.notes.resyncs += 1;
+        }
     }
 
-    /// The connection ended: streams still open are unanswered.
+    /// The head `dir` was sending on `stream` went missing: the stream cannot be reported.
+    fn head_lost(&mut self, dir: Direction, stream: u32) {
+        if let Some(half) = self.half(dir, stream)
+            && half.head.is_none()
+        {
+            half.head_lost = true;
+        }
+    }
+
+    /// `dir` is at a frame boundary again.
+    fn found_place(&mut self, dir: Direction) {
+        let side = &mut self.sides[dir.index()];
+        side.aligned = true;
+        side.started = true;
+        if side.lost {
+            side.lost = false;
+            self.notes.resyncs += 1;
+        }
+    }
+
+    /// Whether `dir` is between two frames (not inside a header, a payload or the preface).
+    fn between_frames(&self, dir: Direction) -> bool {
+        let side = &self.sides[dir.index()];
+        side.aligned
+            && side.buf.is_empty()
+            && side.skip == 0
+            && !side.await_pad
+            && side.preface_left == 0
+    }
+
+    /// Bytes went missing where their position is not known (the stream's numbering
+    /// restarted): `dir` loses its place.
+    pub fn desync(&mut self, dir: Direction) {
+        self.lose_place(dir, "the byte stream lost its place");
+    }
+
     /// The connection closed. A response whose head came is reported: complete when its body
     /// reached its `content-length` (a client may close without reading the empty DATA frame
-    /// that ends the stream), else cut. A request with no response head went unanswered.
+    /// that ends the stream), else cut. A request with no response head went unanswered; a
+    /// stream whose head went missing is counted as lost.
     pub fn close(&mut self, out: &mut Vec<Exchange>) {
         if self.status == Status::Active {
             let mut ids: Vec<u32> = self
                 .streams
                 .iter()
-                .filter(|(_, s)| s.response.head.is_some())
+                .filter(|(_, s)| s.response.head.is_some() || s.response.head_lost)
                 .map(|(&id, _)| id)
                 .collect();
             ids.sort_unstable();
             for id in ids {
                 let stream = self.streams.remove(&id).expect("listed");
+                if !stream.reportable() {
+                    self.notes.lost_streams += 1;
+                    continue;
+                }
                 let length = stream
                     .response
                     .head
@@ -289,24 +370,58 @@ impl Http2 {
 
     /// Feeds one segment of one direction; finished exchanges go to `out`.
     pub fn feed(&mut self, dir: Direction, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
-        let side = &mut self.sides[dir.index()];
-        if !side.aligned {
-            if !frame::chains(seg.data, seg.len) {
-                self.notes.unaligned_segments += 1;
+        if self.status != Status::Active {
+            return;
+        }
+        let data = seg.data;
+        // Where the kernel's walk says a frame starts, if it does within the captured bytes.
+        let mut boundary = seg
+            .boundary
+            .filter(|&b| b <= data.len() as u64)
+            .map(|b| b as usize);
+        let mut at = 0;
+        loop {
+            if !self.sides[dir.index()].aligned {
+                match boundary.take() {
+                    Some(b) if b >= at => at = b,
+                    _ if at == 0 && frame::chains(data, seg.len) => {}
+                    _ => {
+                        if at == 0 {
+                            self.notes.unaligned_segments += 1;
+                        }
+                        return;
+                    }
+                }
+                self.found_place(dir);
+            }
+            // Up to the kernel's boundary, where this parser must be between two frames too.
+            let until = match boundary {
+                Some(b) if b >= at => b,
+                _ => data.len(),
+            };
+            while at < until && self.status == Status::Active && self.sides[dir.index()].aligned {
+                at += self.step(dir, &data[at..until], seg, out);
+            }
+            if self.status != Status::Active {
                 return;
             }
-            side.aligned = true;
+            if !self.sides[dir.index()].aligned {
+                // Lost on the way: the kernel's boundary, if ahead, is where to pick up.
+                continue;
+            }
+            if boundary.take().is_some() {
+                if !self.between_frames(dir) {
+                    self.lose_place(dir, "its frames and the kernel's walk of them disagree");
+                }
+                continue;
+            }
+            break;
         }
-        let mut data = seg.data;
-        while !data.is_empty() && self.status == Status::Active {
-            let used = self.step(dir, data, seg, out);
-            data = &data[used..];
-        }
-        let lost = seg.len.saturating_sub(seg.data.len() as u64);
-        if lost > 0 && self.status == Status::Active {
+        let lost = seg.len.saturating_sub(data.len() as u64);
+        if lost > 0 {
             let side = &mut self.sides[dir.index()];
             if side.await_pad || side.skip < lost {
-                self.broken(format!("{lost} bytes lost outside a DATA payload"));
+                self.lose_place(dir, format!("{lost} bytes lost outside a DATA payload"));
                 return;
             }
             self.skip_bytes(dir, lost, None, seg.last_ns, out);
@@ -344,8 +459,8 @@ impl Http2 {
             let pad = u64::from(data[0]);
             side.skip -= 1;
             if pad > side.skip {
-                self.broken("DATA padding longer than its frame");
-                return data.len();
+                self.lose_place(dir, "DATA padding longer than its frame");
+                return 1;
             }
             side.body_left = side.skip - pad;
             if side.skip == 0 {
@@ -416,8 +531,9 @@ impl Http2 {
         seg: &Segment<'_>,
         out: &mut Vec<Exchange>,
     ) {
+        // Unknown (extension) frame types are skipped by length, as receivers must.
         if header.kind <= kind::CONTINUATION && !header.plausible() {
-            self.broken(format!("malformed frame header {header:?}"));
+            self.lose_place(dir, format!("malformed frame header {header:?}"));
             return;
         }
         let side = &mut self.sides[dir.index()];
@@ -426,7 +542,7 @@ impl Http2 {
         if (header.kind == kind::CONTINUATION) != continuing.is_some()
             || continuing.is_some_and(|s| s != header.stream)
         {
-            self.broken("header block interrupted or CONTINUATION out of place");
+            self.lose_place(dir, "header block interrupted or CONTINUATION out of place");
             return;
         }
         match header.kind {
@@ -437,7 +553,7 @@ impl Http2 {
             | kind::GOAWAY
             | kind::PUSH_PROMISE => {
                 if header.len as usize > self.limits.max_block {
-                    self.broken(format!("a {}-byte frame, over the limit", header.len));
+                    self.skip_oversized(dir, header);
                 } else if header.len == 0 {
                     self.finish_kept(dir, header, seg, out);
                 }
@@ -451,7 +567,7 @@ impl Http2 {
                     side.await_pad = header.has(flags::PADDED);
                     side.body_left = if side.await_pad { 0 } else { side.skip };
                     if header.has(flags::PADDED) && header.len == 0 {
-                        self.broken("padded DATA frame without a pad length");
+                        self.lose_place(dir, "padded DATA frame without a pad length");
                         return;
                     }
                 } else {
@@ -460,6 +576,39 @@ impl Http2 {
                 }
                 if self.sides[dir.index()].skip == 0 {
                     self.end_data(dir, seg.last_ns, out);
+                }
+            }
+        }
+    }
+
+    /// A frame too large to keep is skipped by length: the frame boundaries stay known, but a
+    /// header block in it (and the table entries it inserts) is lost.
+    fn skip_oversized(&mut self, dir: Direction, header: FrameHeader) {
+        tracing::debug!(
+            "an HTTP/2 {}-byte frame over the limit is skipped",
+            header.len
+        );
+        let side = &mut self.sides[dir.index()];
+        side.buf.clear();
+        side.skip = u64::from(header.len);
+        side.data_stream = None;
+        side.body_left = 0;
+        if matches!(
+            header.kind,
+            kind::HEADERS | kind::CONTINUATION | kind::PUSH_PROMISE
+        ) {
+            let discarding = side.block.as_ref().is_some_and(|b| b.discard);
+            side.block = (!header.has(flags::END_HEADERS)).then(|| Block {
+                stream: header.stream,
+                bytes: Vec::new(),
+                end_stream: false,
+                at_ns: 0,
+                discard: true,
+            });
+            if !discarding {
+                self.lose_table(dir);
+                if header.kind != kind::PUSH_PROMISE {
+                    self.head_lost(dir, header.stream);
                 }
             }
         }
@@ -522,13 +671,31 @@ impl Http2 {
             kind::HEADERS | kind::PUSH_PROMISE => {
                 let fragment = match frame::header_block(&header, payload) {
                     Ok(f) => f,
-                    Err(e) => return self.broken(format!("HEADERS: {e}")),
+                    Err(e) => {
+                        // Framed, so still aligned; but its header block is lost.
+                        tracing::debug!("an HTTP/2 HEADERS frame is malformed: {e}");
+                        self.lose_table(dir);
+                        if header.kind == kind::HEADERS {
+                            self.head_lost(dir, header.stream);
+                        }
+                        if !header.has(flags::END_HEADERS) {
+                            self.sides[dir.index()].block = Some(Block {
+                                stream: header.stream,
+                                bytes: Vec::new(),
+                                end_stream: false,
+                                at_ns: 0,
+                                discard: true,
+                            });
+                        }
+                        return;
+                    }
                 };
                 let block = Block {
                     stream: header.stream,
                     bytes: fragment.to_vec(),
                     end_stream: header.kind == kind::HEADERS && header.has(flags::END_STREAM),
                     at_ns: seg.first_ns,
+                    discard: false,
                 };
                 if header.has(flags::END_HEADERS) {
                     self.on_block(dir, header.kind, block, seg, out);
@@ -539,25 +706,25 @@ impl Http2 {
             kind::CONTINUATION => {
                 let side = &mut self.sides[dir.index()];
                 let Some(block) = side.block.as_mut() else {
-                    return self.broken("CONTINUATION without HEADERS");
+                    return self.lose_place(dir, "CONTINUATION without HEADERS");
                 };
-                if block.bytes.len() + payload.len() > self.limits.max_block {
-                    return self.broken("header block over the limit (CONTINUATION flood)");
+                if !block.discard && block.bytes.len() + payload.len() > self.limits.max_block {
+                    // A CONTINUATION flood: the block is skipped, its stream and table lost.
+                    block.discard = true;
+                    block.bytes = Vec::new();
+                    let stream = block.stream;
+                    self.lose_table(dir);
+                    self.head_lost(dir, stream);
                 }
-                block.bytes.extend_from_slice(payload);
+                let side = &mut self.sides[dir.index()];
+                let block = side.block.as_mut().expect("checked");
+                if !block.discard {
+                    block.bytes.extend_from_slice(payload);
+                }
                 if header.has(flags::END_HEADERS) {
                     let block = side.block.take().expect("checked");
-                    self.on_block(dir, kind::HEADERS, block, seg, out);
-                }
-            }
-            kind::SETTINGS if !header.has(flags::ACK) => {
-                for (id, value) in frame::settings(payload) {
-                    if id == frame::SETTINGS_HEADER_TABLE_SIZE {
-                        // It bounds what the *other* side's encoder may use.
-                        let other = &mut self.sides[dir.opposite().index()];
-                        if let Err(e) = other.decoder.allow_table_size(value as usize) {
-                            return self.broken(e.to_string());
-                        }
+                    if !block.discard {
+                        self.on_block(dir, kind::HEADERS, block, seg, out);
                     }
                 }
             }
@@ -598,7 +765,15 @@ impl Http2 {
             .decoder
             .decode(&block.bytes, &mut headers)
         {
-            return self.broken(e.to_string());
+            tracing::debug!("an HTTP/2 header block did not decode: {e}");
+            // Only this block is lost when it was merely too large; else the table too.
+            if !matches!(e, HpackError::TooLarge(_)) {
+                self.lose_table(dir);
+            }
+            if kind_ != kind::PUSH_PROMISE {
+                self.head_lost(dir, block.stream);
+            }
+            return;
         }
         self.notes.unknown_fields += self.sides[dir.index()].decoder.take_unknown();
         if kind_ == kind::PUSH_PROMISE {
@@ -616,21 +791,36 @@ impl Http2 {
         }
         let requests = Some(dir) == self.client_dir;
         if requests && !self.streams.contains_key(&block.stream) {
-            if self.streams.len() >= self.limits.max_streams {
+            if self.streams.len() >= self.limits.max_streams && !self.evict_lost_stream() {
                 self.notes.streams_refused += 1;
+                if self.refused.len() >= REFUSED_REMEMBERED {
+                    self.refused.pop_front();
+                }
+                self.refused.push_back(block.stream);
                 return;
             }
             self.streams.insert(block.stream, Stream::default());
         }
         let Some(stream) = self.streams.get_mut(&block.stream) else {
-            // A response for a stream whose request was not followed.
+            // A response for a stream whose request was not followed: refused, or its start
+            // went missing (or came before netsonde joined).
+            if let Some(i) = self.refused.iter().position(|&id| id == block.stream) {
+                self.refused.remove(i);
+            } else {
+                self.notes.lost_streams += 1;
+            }
             return;
         };
+        let gap = stream.gap();
         let half = if requests {
             &mut stream.request
         } else {
             &mut stream.response
         };
+        if half.head.is_none() && gap && !headers.iter().any(|(n, _)| n.starts_with(':')) {
+            // No pseudo-header after bytes went missing: trailers, whose head was lost.
+            half.head_lost = true;
+        }
         let interim = !requests
             && headers
                 .iter()
@@ -639,7 +829,7 @@ impl Http2 {
             stream.informational = stream.informational.saturating_add(1);
             return;
         }
-        if half.head.is_none() {
+        if half.head.is_none() && !half.head_lost {
             half.head = Some(headers);
             half.start_ns = block.at_ns;
         } else {
@@ -652,90 +842,36 @@ impl Http2 {
         }
     }
 
-    /// A stream whose response ended becomes an exchange.
+    /// A stream whose response ended becomes an exchange, unless its start went missing.
     fn settle(&mut self, id: u32, out: &mut Vec<Exchange>) {
-        let done = self
-            .streams
-            .get(&id)
-            .is_some_and(|s| s.response.ended && s.response.head.is_some());
-        if done && let Some(stream) = self.streams.remove(&id) {
+        let ended = self.streams.get(&id).is_some_and(|s| s.response.ended);
+        if !ended {
+            return;
+        }
+        let stream = self.streams.remove(&id).expect("checked");
+        if stream.reportable() {
             out.push(exchange(stream, Completeness::Complete));
+        } else {
+            self.notes.lost_streams += 1;
         }
     }
-}
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// Request headers later stages use, as HTTP/1 keeps them (`:authority` as `host`).
-const KEPT: [&str; 5] = [
-    "user-agent",
-    "traceparent",
-    "tracestate",
-    "content-type",
-    "x-forwarded-for",
-];
-
-fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
-    let req = stream.request.head.unwrap_or_default();
-    let resp = stream.response.head.unwrap_or_default();
-    let mut kept: Vec<(String, String)> = Vec::new();
-    if let Some(authority) = header(&req, ":authority") {
-        kept.push(("host".into(), authority.into()));
-    }
-    for (n, v) in &req {
-        if KEPT.contains(&n.as_str()) {
-            kept.push((n.clone(), v.clone()));
-        }
-    }
-    // A trailers-only response (a gRPC error) carries grpc-status in its head.
-    let mut response_headers: Vec<(String, String)> = resp
-        .iter()
-        .filter(|(n, _)| n == "content-type" || n.starts_with("grpc-"))
-        .cloned()
-        .collect();
-    // Trailers matter to gRPC (grpc-status, grpc-message): keep them with the response.
-    response_headers.extend(
-        stream
-            .response
-            .trailers
+    /// Makes room for a new stream by dropping the oldest one that lost bytes (its end may
+    /// have gone by unseen), counted as lost. Returns whether there was one.
+    fn evict_lost_stream(&mut self) -> bool {
+        let oldest = self
+            .streams
             .iter()
-            .filter(|(n, _)| n.starts_with("grpc-"))
-            .cloned(),
-    );
-    // On a joined connection a pseudo-header behind an unknown table entry is missing: it is
-    // reported as unknown rather than guessed.
-    Exchange {
-        request: Request {
-            method: header(&req, ":method").unwrap_or(UNKNOWN).to_string(),
-            target: header(&req, ":path").unwrap_or(UNKNOWN).to_string(),
-            version_minor: 0,
-            major: 2,
-            headers: kept,
-        },
-        response: Response {
-            status: header(&resp, ":status")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            version_minor: 0,
-            major: 2,
-            headers: response_headers,
-        },
-        request_start_ns: stream.request.start_ns,
-        request_end_ns: stream.request.end_ns.max(stream.request.start_ns),
-        response_start_ns: stream.response.start_ns,
-        response_end_ns: stream.response.end_ns.max(stream.response.start_ns),
-        request_head_bytes: 0,
-        request_body_bytes: stream.request.body,
-        response_head_bytes: 0,
-        response_body_bytes: stream.response.body,
-        request_messages: stream.request.messages.count(),
-        response_messages: stream.response.messages.count(),
-        informational: stream.informational,
-        completeness,
+            .filter(|(_, s)| s.gap() || s.request.head_lost || s.response.head_lost)
+            .map(|(&id, _)| id)
+            .min();
+        match oldest {
+            Some(id) => {
+                self.streams.remove(&id);
+                self.notes.lost_streams += 1;
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! HTTP/2 framing (RFC 9113 §4, §6): the connection preface, the 9-byte frame header, and the
-//! payload layouts netsonde reads (padding and priority around header blocks, SETTINGS,
-//! RST_STREAM, GOAWAY).
+//! payload layouts netsonde reads (padding and priority around header blocks, GOAWAY).
 //!
 //! Owned, not borrowed from a crate: no maintained crate parses frames without also owning the
 //! connection (h2 keeps its framing private, loona-h2 is tied to its io_uring buffers), and the
@@ -10,18 +9,13 @@
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const HEADER_LEN: usize = 9;
 
-/// Frame types netsonde acts on (others are skipped by length).
+/// Frame types netsonde acts on (others are skipped by length): the kernel's walk knows them
+/// by the same names.
 pub mod kind {
-    pub const DATA: u8 = 0x0;
-    pub const HEADERS: u8 = 0x1;
-    pub const PRIORITY: u8 = 0x2;
-    pub const RST_STREAM: u8 = 0x3;
-    pub const SETTINGS: u8 = 0x4;
-    pub const PUSH_PROMISE: u8 = 0x5;
-    pub const PING: u8 = 0x6;
-    pub const GOAWAY: u8 = 0x7;
-    pub const WINDOW_UPDATE: u8 = 0x8;
-    pub const CONTINUATION: u8 = 0x9;
+    pub use netsonde_common::h2_frame::{
+        CONTINUATION, DATA, GOAWAY, HEADERS, PING, PRIORITY, PUSH_PROMISE, RST_STREAM, SETTINGS,
+        WINDOW_UPDATE,
+    };
 }
 
 pub mod flags {
@@ -33,9 +27,6 @@ pub mod flags {
     pub const PRIORITY: u8 = 0x20;
 }
 
-/// SETTINGS identifiers.
-pub const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
-
 /// A frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
@@ -43,6 +34,8 @@ pub struct FrameHeader {
     pub kind: u8,
     pub flags: u8,
     pub stream: u32,
+    /// The reserved bit of the stream word (senders must clear it; receivers ignore it).
+    pub reserved: bool,
 }
 
 impl FrameHeader {
@@ -55,6 +48,7 @@ impl FrameHeader {
             flags: h[4],
             // The top bit is reserved and ignored on receipt.
             stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
+            reserved: h[5] & 0x80 != 0,
         })
     }
 
@@ -63,26 +57,12 @@ impl FrameHeader {
     }
 
     /// Whether this header could start a frame of a conforming peer: a known type's stream
-    /// rules hold and the length is within the largest frame size HTTP/2 allows. Used to find
-    /// frame boundaries again after lost bytes.
+    /// rules and fixed lengths hold, within the largest frame size HTTP/2 allows, and the
+    /// reserved bit is clear. Used to find frame boundaries again after lost bytes: the kernel's
+    /// walk applies the same rule (`netsonde_common::h2_frame::plausible`).
     pub fn plausible(&self) -> bool {
-        use kind::*;
-        let stream_ok = match self.kind {
-            SETTINGS | PING | GOAWAY => self.stream == 0,
-            DATA | HEADERS | PRIORITY | RST_STREAM | PUSH_PROMISE | CONTINUATION => {
-                self.stream != 0
-            }
-            WINDOW_UPDATE => true,
-            _ => false,
-        };
-        let len_ok = match self.kind {
-            PRIORITY => self.len == 5,
-            RST_STREAM | WINDOW_UPDATE => self.len == 4,
-            PING => self.len == 8,
-            SETTINGS => self.len.is_multiple_of(6),
-            _ => true,
-        };
-        self.len < 1 << 24 && stream_ok && len_ok
+        let word = self.stream | if self.reserved { 0x8000_0000 } else { 0 };
+        netsonde_common::h2_frame::plausible(self.len, self.kind, word)
     }
 }
 
@@ -144,16 +124,6 @@ fn unpad<'a>(header: &FrameHeader, payload: &'a [u8]) -> Result<&'a [u8], FrameE
     Ok(&rest[..keep])
 }
 
-/// The (identifier, value) pairs of a SETTINGS payload.
-pub fn settings(payload: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
-    payload.chunks_exact(6).map(|s| {
-        (
-            u16::from_be_bytes([s[0], s[1]]),
-            u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
-        )
-    })
-}
-
 /// The last stream id a GOAWAY says the sender processed.
 pub fn goaway_last_stream(payload: &[u8]) -> Option<u32> {
     let b = payload.get(..4)?;
@@ -181,9 +151,12 @@ mod tests {
                 len: 0x01_0203,
                 kind: kind::HEADERS,
                 flags: flags::END_HEADERS,
-                stream: 5
+                stream: 5,
+                reserved: true,
             }
         );
+        // Ignored on receipt, but no conforming sender sets it: not where a frame starts.
+        assert!(!h.plausible());
         assert_eq!(FrameHeader::parse(&bytes[..8]), None);
     }
 
@@ -194,6 +167,7 @@ mod tests {
             kind: kind::HEADERS,
             flags: flags::PADDED | flags::PRIORITY | flags::END_HEADERS,
             stream: 1,
+            reserved: false,
         };
         // pad length 2, 5 bytes of priority, block "abc", 2 bytes of padding.
         let payload = [2, 0, 0, 0, 3, 16, b'a', b'b', b'c', 0, 0];
@@ -209,6 +183,7 @@ mod tests {
             kind,
             flags: 0,
             stream,
+            reserved: false,
         };
         assert!(h(12, kind::SETTINGS, 0).plausible());
         assert!(!h(12, kind::SETTINGS, 1).plausible());
@@ -221,12 +196,8 @@ mod tests {
     }
 
     #[test]
-    fn settings_and_goaway_read() {
-        let payload = [0, 1, 0, 0, 0x10, 0, 0, 3, 0, 0, 0, 100];
-        assert_eq!(
-            settings(&payload).collect::<Vec<_>>(),
-            [(SETTINGS_HEADER_TABLE_SIZE, 4096), (3, 100)]
-        );
+    fn goaway_reads_its_last_stream() {
         assert_eq!(goaway_last_stream(&[0x80, 0, 0, 7]), Some(7));
+        assert_eq!(goaway_last_stream(&[0, 0, 7]), None);
     }
 }

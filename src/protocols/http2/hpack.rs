@@ -1,11 +1,10 @@
-//! HPACK header decoding (RFC 7541) with bounded memory, on the loona-hpack decoder.
+//! HPACK header decoding (RFC 7541) with bounded memory.
 //!
 //! One decoder per connection direction: the dynamic table is built by what one side sends.
-//! Its size limit is what the *other* side allowed in SETTINGS_HEADER_TABLE_SIZE, capped by
-//! netsonde, so a peer cannot make netsonde keep an unbounded table.
+//! netsonde keeps at most `max_table_size` bytes of it, whatever the peers agree on: a peer
+//! cannot make netsonde keep an unbounded table, and an entry evicted early is only unknown.
 
-/// The table size every HTTP/2 endpoint starts with.
-pub const DEFAULT_TABLE_SIZE: usize = 4096;
+use super::partial::{PartialDecoder, PartialError};
 
 /// Limits for one decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,50 +24,36 @@ impl Default for HpackLimits {
     }
 }
 
-/// Why a header block could not be decoded. After any of these the decoder's table is no longer
-/// known, so the direction stays undecodable.
+/// Why a header block could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HpackError {
-    #[error("hpack: {0}")]
-    Decode(String),
+    /// The block is malformed: the table may have been changed in ways not known, so the
+    /// direction's table is no longer trusted.
+    #[error(transparent)]
+    Decode(#[from] PartialError),
+    /// The header list is over the limit: only this block is lost (the table was updated).
     #[error("header list larger than {0} bytes")]
     TooLarge(usize),
-    #[error("a peer asked for a {0}-byte header table, over netsonde's limit")]
-    TableTooLarge(usize),
-    #[error("an earlier header block failed to decode")]
-    Broken,
 }
 
+/// One direction's header blocks, decoded against the dynamic table its encoder built. A
+/// field behind an entry this decoder never saw inserted (a direction joined late, or whose
+/// table was lost with bytes) is left out and counted, never guessed (see `partial`).
 pub struct HeaderDecoder {
-    inner: loona_hpack::Decoder<'static>,
-    /// For a direction joined mid-stream: decodes what can be known (see `partial`).
-    partial: Option<Box<super::partial::PartialDecoder>>,
+    table: PartialDecoder,
     limits: HpackLimits,
-    broken: bool,
-    /// Fields the partial decoder could not decode, since the last `take_unknown`.
+    /// Fields left out, since the last `take_unknown`.
     unknown: u64,
 }
 
 impl HeaderDecoder {
+    /// For a direction whose table starts now: empty, as at a connection's start (or after
+    /// bytes were lost, when the entries inserted before are unknown).
     pub fn new(limits: HpackLimits) -> Self {
-        let mut inner = loona_hpack::Decoder::new();
-        inner.set_max_allowed_table_size(DEFAULT_TABLE_SIZE.min(limits.max_table_size));
         HeaderDecoder {
-            inner,
-            partial: None,
+            table: PartialDecoder::new(limits.max_table_size),
             limits,
-            broken: false,
             unknown: 0,
-        }
-    }
-
-    /// For a direction whose earlier header blocks were never seen.
-    pub fn joined(limits: HpackLimits) -> Self {
-        HeaderDecoder {
-            partial: Some(Box::new(super::partial::PartialDecoder::new(
-                limits.max_table_size,
-            ))),
-            ..HeaderDecoder::new(limits)
         }
     }
 
@@ -77,60 +62,21 @@ impl HeaderDecoder {
         std::mem::take(&mut self.unknown)
     }
 
-    /// The receiving side announced SETTINGS_HEADER_TABLE_SIZE = `size`: the encoder may now
-    /// grow its table up to it (with a size update in a header block).
-    pub fn allow_table_size(&mut self, size: usize) -> Result<(), HpackError> {
-        if size > self.limits.max_table_size {
-            self.broken = true;
-            return Err(HpackError::TableTooLarge(size));
-        }
-        self.inner.set_max_allowed_table_size(size);
-        Ok(())
-    }
-
     /// Decodes one complete header block (HEADERS + CONTINUATION fragments joined) into `out`.
     pub fn decode(
         &mut self,
         block: &[u8],
         out: &mut Vec<(String, String)>,
     ) -> Result<(), HpackError> {
-        if self.broken {
-            return Err(HpackError::Broken);
-        }
-        if let Some(partial) = &mut self.partial {
-            return match partial.decode(block, out) {
-                Ok(unknown) => {
-                    self.unknown += unknown;
-                    Ok(())
-                }
-                Err(e) => {
-                    self.broken = true;
-                    Err(HpackError::Decode(e.to_string()))
-                }
-            };
-        }
-        let max = self.limits.max_list_size;
-        let mut size = 0usize;
-        let mut too_large = false;
-        let result = self.inner.decode_with_cb(block, |name, value| {
-            size += name.len() + value.len() + 32;
-            if size > max {
-                too_large = true;
-                return;
-            }
-            out.push((
-                String::from_utf8_lossy(&name).into_owned(),
-                String::from_utf8_lossy(&value).into_owned(),
-            ));
-        });
-        if let Err(e) = result {
-            self.broken = true;
-            return Err(HpackError::Decode(e.to_string()));
-        }
-        if too_large {
-            // The table was still updated (decoding went on): only this block is lost.
-            out.clear();
-            return Err(HpackError::TooLarge(max));
+        let from = out.len();
+        self.unknown += self.table.decode(block, out)?;
+        let size: usize = out[from..]
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 32)
+            .sum();
+        if size > self.limits.max_list_size {
+            out.truncate(from);
+            return Err(HpackError::TooLarge(self.limits.max_list_size));
         }
         Ok(())
     }
@@ -163,34 +109,43 @@ mod tests {
     }
 
     #[test]
-    fn a_reference_to_an_unknown_entry_breaks_the_direction() {
+    fn a_reference_to_an_entry_never_seen_is_left_out() {
         let mut d = HeaderDecoder::new(HpackLimits::default());
         let mut out = Vec::new();
         // Index 62: the first dynamic entry, which a decoder that joined late never saw.
+        d.decode(&[0x82, 0xbe], &mut out).unwrap();
+        assert_eq!(out, [(":method".into(), "GET".into())]);
+        assert_eq!(d.take_unknown(), 1);
+        // A malformed block is an error (the table may have changed unseen).
         assert!(matches!(
-            d.decode(&[0xbe], &mut out),
+            d.decode(&[0x40], &mut out),
             Err(HpackError::Decode(_))
         ));
-        assert_eq!(d.decode(&[0x82], &mut out), Err(HpackError::Broken));
     }
 
     #[test]
     fn sizes_are_bounded() {
+        // A size update to 1 MiB: netsonde keeps its own limit, whatever the peer says.
         let mut d = HeaderDecoder::new(HpackLimits {
-            max_table_size: 8192,
-            max_list_size: 100,
+            max_table_size: 100,
+            max_list_size: 1000,
         });
-        assert_eq!(
-            d.allow_table_size(1 << 30),
-            Err(HpackError::TableTooLarge(1 << 30))
-        );
-        let mut d = HeaderDecoder::new(HpackLimits {
-            max_table_size: 8192,
-            max_list_size: 100,
-        });
-        // A size update to 1 MiB at the start of a block: over what the peer allowed.
         let mut out = Vec::new();
-        assert!(d.decode(&[0x3f, 0xe1, 0xff, 0x3f], &mut out).is_err());
+        let mut block = vec![0x3f, 0xe1, 0xff, 0x3f];
+        // Two literals with incremental indexing, 70 bytes each with overhead: the first is
+        // evicted by the second, so referring to it (index 63) is unknown, not wrong.
+        for value in [
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        ] {
+            block.extend([0x40, 0x01, b'x', value.len() as u8]);
+            block.extend(value.as_bytes());
+        }
+        block.extend([0xbe, 0xbf]);
+        d.decode(&block, &mut out).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].1, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+        assert_eq!(d.take_unknown(), 1);
         // A literal header of 200 bytes: over the list size.
         let mut d = HeaderDecoder::new(HpackLimits {
             max_table_size: 8192,
@@ -198,6 +153,7 @@ mod tests {
         });
         let mut block = vec![0x00, 0x01, b'x', 0x7f, 200 - 127];
         block.extend(std::iter::repeat_n(b'v', 200));
+        out.clear();
         assert_eq!(d.decode(&block, &mut out), Err(HpackError::TooLarge(100)));
         assert!(out.is_empty());
     }

@@ -7,7 +7,9 @@
 mod conn;
 pub mod frame;
 pub mod hpack;
+mod huffman;
 mod partial;
+mod stream;
 
 pub use partial::UNKNOWN;
 

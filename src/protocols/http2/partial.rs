@@ -10,12 +10,15 @@
 //! only ever remove the oldest entries, which the encoder then no longer refers to, so keeping
 //! more than the real table holds can never map an index to the wrong entry.
 //!
-//! Written here because the HPACK crate in use (loona-hpack) decodes with a complete table only;
-//! its Huffman decoder is reused.
+//! The same decoder serves a direction seen from its first block: then every entry it is asked
+//! for was seen inserted (one evicted past netsonde's table limit is unknown, never wrong).
+//!
+//! Written here because the HPACK crate netsonde used (loona-hpack) decodes with a complete
+//! table only, and spent most of netsonde's CPU rebuilding its Huffman table for every string.
 
 use std::collections::VecDeque;
 
-use loona_hpack::huffman::HuffmanDecoder;
+use super::huffman;
 
 /// What stands for a request's method or path, or a response's status, that a joined
 /// connection's header block did not let netsonde know (the route becomes `{unknown}`).
@@ -91,8 +94,8 @@ const STATIC_TABLE: [(&str, &str); 61] = [
 pub enum PartialError {
     #[error("hpack: truncated or malformed block")]
     Malformed,
-    #[error("hpack: bad Huffman string")]
-    Huffman,
+    #[error("hpack: bad Huffman string ({0})")]
+    Huffman(#[source] huffman::HuffmanError),
 }
 
 /// A dynamic-table entry seen inserted; `None` parts were themselves unknown.
@@ -107,8 +110,9 @@ pub struct PartialDecoder {
     seen: VecDeque<Entry>,
     /// Bytes of the entries kept (RFC 7541 §4.1 sizes), bounded by `max_table_size`.
     seen_size: usize,
+    /// The table size the encoder last set (at most `limit`), and netsonde's own limit.
     max_table_size: usize,
-    huffman: HuffmanDecoder,
+    limit: usize,
 }
 
 impl PartialDecoder {
@@ -117,7 +121,7 @@ impl PartialDecoder {
             seen: VecDeque::new(),
             seen_size: 0,
             max_table_size,
-            huffman: HuffmanDecoder::new(),
+            limit: max_table_size,
         }
     }
 
@@ -199,7 +203,7 @@ impl PartialDecoder {
 
     fn resize(&mut self, size: usize) {
         // Never more than the limit it was built with: a peer cannot grow netsonde's memory.
-        self.max_table_size = size.min(self.max_table_size.max(super::hpack::DEFAULT_TABLE_SIZE));
+        self.max_table_size = size.min(self.limit);
         self.evict();
     }
 
@@ -213,7 +217,7 @@ impl PartialDecoder {
     }
 
     /// A string literal (RFC 7541 §5.2).
-    fn string<'a>(&mut self, block: &'a [u8]) -> Result<(String, &'a [u8]), PartialError> {
+    fn string<'a>(&self, block: &'a [u8]) -> Result<(String, &'a [u8]), PartialError> {
         let huffman = block.first().ok_or(PartialError::Malformed)? & 0x80 != 0;
         let (len, rest) = integer(block, 7)?;
         let len = usize::try_from(len).map_err(|_| PartialError::Malformed)?;
@@ -221,14 +225,14 @@ impl PartialDecoder {
             return Err(PartialError::Malformed);
         }
         let (raw, rest) = rest.split_at(len);
-        let bytes = if huffman {
-            self.huffman
-                .decode(raw)
-                .map_err(|_| PartialError::Huffman)?
-        } else {
-            raw.to_vec()
-        };
-        Ok((String::from_utf8_lossy(&bytes).into_owned(), rest))
+        if !huffman {
+            return Ok((String::from_utf8_lossy(raw).into_owned(), rest));
+        }
+        let mut bytes = Vec::with_capacity(raw.len() * 8 / 5);
+        huffman::decode(raw, &mut bytes).map_err(PartialError::Huffman)?;
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Ok((text, rest))
     }
 }
 
@@ -316,9 +320,9 @@ mod tests {
             d.decode(&[0x00, 0x05, b'a'], &mut out),
             Err(PartialError::Malformed)
         );
-        assert_eq!(
+        assert!(matches!(
             d.decode(&[0x00, 0x81, 0xff, 0x00], &mut out),
-            Err(PartialError::Huffman)
-        );
+            Err(PartialError::Huffman(_))
+        ));
     }
 }

@@ -505,6 +505,91 @@ fn an_h2c_upgrade_is_followed_into_http2() {
     assert_eq!(capture.final_stat("not_http"), Some(0));
 }
 
+/// hypercorn (a Python server, h2 under asyncio) serving tiny to 1 MiB responses in pieces over
+/// h2c, to h2load one stream at a time and eight at once: every request in hypercorn's access
+/// log is one server exchange with the bytes it logged, every request h2load made one client
+/// exchange with the size it asked for.
+#[test]
+fn hypercorn_mixed_sizes_are_exact() {
+    require_privileges!();
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let port = free_port();
+    let mut server = Command::new(python())
+        .args(["-m", "hypercorn", "--access-logfile"])
+        .arg(&log)
+        .args(["--bind", &format!("127.0.0.1:{port}"), "asgi_app:app"])
+        .current_dir(support_file(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run hypercorn (pip install hypercorn)");
+    wait_for_port(&format!("127.0.0.1:{port}"));
+    let agent = Agent::start(&["--comm", "h2load", "--pid", &server.id().to_string()]);
+    let sizes = [100, 3_000, 12_000, 60_000, 200_000, 1 << 20];
+    let urls: Vec<String> = sizes
+        .iter()
+        .map(|n| format!("http://127.0.0.1:{port}/bytes/{n}"))
+        .collect();
+    let n = urls.len() * 8;
+    let mut clients = Vec::new();
+    for streams in ["1", "8"] {
+        let count = n.to_string();
+        let mut args = vec!["-n", &count, "-c", "2", "-m", streams];
+        args.extend(urls.iter().map(String::as_str));
+        clients.push(h2load(&args).0);
+    }
+    // hypercorn writes its access log after each response: wait for every line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let access = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 * n || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let capture = agent.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    // "GET /bytes/100 2" 200 100
+    let mut logged: Vec<(String, String, u16, u64)> = access
+        .lines()
+        .filter_map(|l| {
+            let request = l.split('"').nth(1)?;
+            let mut after = l.split('"').nth(2)?.split_whitespace();
+            let status = after.next()?.parse().ok()?;
+            let body = after.next()?.parse().ok()?;
+            let mut parts = request.split(' ');
+            Some((parts.next()?.into(), parts.next()?.into(), status, body))
+        })
+        .collect();
+    logged.sort();
+    assert_eq!(logged.len(), 2 * n);
+    let mut served: Vec<_> = capture
+        .lines
+        .iter()
+        .filter(|l| l.role == "server")
+        .map(|l| (l.method.clone(), l.target.clone(), l.status, l.resp_body))
+        .collect();
+    served.sort();
+    assert_eq!(served, logged, "{}", capture.stats.last().unwrap());
+    for pid in clients {
+        let lines = capture.of(pid);
+        assert_eq!(lines.len(), n);
+        for l in lines {
+            let size: u64 = l.target.rsplit('/').next().unwrap().parse().unwrap();
+            assert_eq!(
+                (l.status, l.resp_body, l.incomplete.as_deref()),
+                (200, size, None)
+            );
+        }
+    }
+    for stat in ["lost", "h2_broken", "h2_walk_lost", "h2_lost_streams"] {
+        assert_eq!(capture.final_stat(stat), Some(0), "{stat}");
+    }
+}
+
 /// A connection opened (and used) before the agent started, then used again: its frames are
 /// found mid-stream and its header blocks decode as far as they can. A path the client's
 /// encoder sends as a reference to a table entry from before the join is `{unknown}`, never

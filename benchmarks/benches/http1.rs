@@ -98,6 +98,7 @@ fn http1_path(c: &mut Criterion, group: &str) {
             enter_ns: 0,
             exit_ns: 0,
             kernel: Default::default(),
+            h2_frame: netsonde_common::h2_stream::LOST,
         };
         let mut request = encode::data_record(
             &header(direction::INGRESS, syscall::RECVFROM, REQUEST.len()),

@@ -686,6 +686,85 @@ fn an_http2_download_beyond_the_capture_is_followed_by_its_frame_pieces() {
     assert_eq!(stats.gap_bytes.load(Relaxed), 0);
 }
 
+/// A record of a walked HTTP/2 stream is lost (the ring buffer was full): the next one starts in
+/// the middle of a DATA payload, where no chain of frames can be seen, but it says where the
+/// kernel's walk found the next frame. The parser picks up there.
+#[test]
+fn a_lost_http2_record_is_found_again_at_the_kernels_frame_boundary() {
+    use crate::protocols::http2::frame::{PREFACE, encode_header, flags, kind};
+    let header = |len: usize, kind: u8, flags: u8, stream: u32| {
+        encode_header(len as u32, kind, flags, stream).to_vec()
+    };
+    let mut encoder = loona_hpack::Encoder::new();
+    let mut request = PREFACE.to_vec();
+    request.extend(header(0, kind::SETTINGS, 0, 0));
+    for (stream, path) in [(1, &b"/one"[..]), (3, b"/three")] {
+        let block = encoder.encode([(&b":method"[..], &b"GET"[..]), (b":path", path)]);
+        let f = flags::END_HEADERS | flags::END_STREAM;
+        request.extend(header(block.len(), kind::HEADERS, f, stream));
+        request.extend(&block);
+    }
+    let mut encoder = loona_hpack::Encoder::new();
+    let mut response = header(0, kind::SETTINGS, 0, 0);
+    let mut frame_at = Vec::new();
+    for stream in [1, 3] {
+        let block = encoder.encode([(&b":status"[..], &b"200"[..])]);
+        frame_at.push(response.len());
+        response.extend(header(
+            block.len(),
+            kind::HEADERS,
+            flags::END_HEADERS,
+            stream,
+        ));
+        response.extend(&block);
+        response.extend(header(300, kind::DATA, flags::END_STREAM, stream));
+        response.extend(std::iter::repeat_n(b'd', 300));
+    }
+    // The first read is lost; the second starts 100 bytes before stream 3's HEADERS.
+    let cut = frame_at[1] - 100;
+    let mut second = data(
+        C5,
+        direction::INGRESS,
+        cut as u64,
+        &response[cut..],
+        (response.len() - cut) as u64,
+        1100,
+    );
+    if let Event::Data { header, .. } = &mut second {
+        header.flags = data_flags::H2_WALKED;
+        header.h2_frame = frame_at[1] as u64;
+    }
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        data(
+            C5,
+            direction::EGRESS,
+            0,
+            &request,
+            request.len() as u64,
+            1000,
+        ),
+        second,
+        close(CLIENT, 5, SOCK_C),
+    ]);
+    let got: Vec<_> = out
+        .iter()
+        .map(|o| {
+            (
+                o.exchange.request.target.as_str(),
+                o.exchange.response.status,
+                o.exchange.response_body_bytes,
+            )
+        })
+        .collect();
+    assert_eq!(got, [("/three", 200, 300)]);
+    assert_eq!(stats.http2_broken.load(Relaxed), 1);
+    assert_eq!(stats.http2_resyncs.load(Relaxed), 1);
+    // Stream 1's answer went by unseen.
+    assert_eq!(stats.unanswered_requests.load(Relaxed), 1);
+    assert_eq!(stats.gap_bytes.load(Relaxed), cut as u64);
+}
+
 fn note(end: End, what: u32, value: u64, ts: u64) -> Event {
     Event::KernelNote(KernelNoteEvent {
         kind: kind::KERNEL_NOTE,

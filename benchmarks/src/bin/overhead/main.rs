@@ -24,14 +24,20 @@
 //! (h2c, `h2load -c4 -m1`), reporting MB/s: reads far past the captured prefix, whose frames
 //! the kernel follows piece by piece.
 //!
+//! With `--h2-mixed`, both phases run over HTTP/2 (h2c, `h2load -c8 -m8`) with responses of
+//! mixed sizes (100 B to 60 kB), half sent by nginx with `sendfile` (frame headers by `writev`)
+//! and half from memory (`writev` of whole frames): saturation in requests/s, then a fixed rate
+//! with the agent's CPU and memory.
+//!
 //! With `--hook-costs`, the saturation phase runs under the floor and the agent while
 //! `netsonde probes --stats` reads the kernel's BPF run-time statistics: each program's cost
 //! per run with no-op bodies and with netsonde's, on the same hooks (see `hook_costs.rs`).
 //!
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
-//!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download] [--hook-costs]
+//!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download] [--h2-mixed] [--hook-costs]
 
+mod h2;
 mod hook_costs;
 
 use std::{
@@ -43,7 +49,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Arm {
     Bare,
     Floor,
@@ -53,15 +59,6 @@ enum Arm {
     Otlp,
     Outage,
 }
-
-const ARMS: [Arm; 6] = [
-    Arm::Bare,
-    Arm::Floor,
-    Arm::Syscalls,
-    Arm::Agent,
-    Arm::Otlp,
-    Arm::Outage,
-];
 
 impl Arm {
     fn name(self) -> &'static str {
@@ -76,73 +73,45 @@ impl Arm {
     }
 }
 
+/// netsonde's overhead on a loopback nginx, arms measured in alternating rounds.
+#[derive(clap::Parser)]
 struct Options {
-    /// Arms to run (all by default).
+    /// Arms to run, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "bare,floor,syscalls,agent,otlp,outage"
+    )]
     arms: Vec<Arm>,
+    /// Rounds per arm.
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
     secs: u64,
+    /// Requests per second in the fixed-rate phase.
+    #[arg(long, default_value_t = 20_000)]
     rate: u32,
+    /// The netsonde binary.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/netsonde"))]
     netsonde: PathBuf,
+    /// HTTPS instead of HTTP.
+    #[arg(long)]
     tls: bool,
+    /// 1 MiB downloads over h2c instead of both phases.
+    #[arg(long, conflicts_with_all = ["h2_mixed", "hook_costs"])]
     h2_download: bool,
+    /// Both phases over h2c with responses of mixed sizes.
+    #[arg(long, conflicts_with = "hook_costs")]
+    h2_mixed: bool,
+    /// The programs' own cost per run, from BPF run-time statistics.
+    #[arg(long)]
     hook_costs: bool,
 }
 
-fn parse_args() -> Options {
-    let mut o = Options {
-        arms: ARMS.to_vec(),
-        rounds: 3,
-        secs: 10,
-        rate: 20_000,
-        netsonde: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/netsonde"),
-        tls: false,
-        h2_download: false,
-        hook_costs: false,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--rounds" => o.rounds = value.parse().expect("--rounds N"),
-            "--secs" => o.secs = value.parse().expect("--secs S"),
-            "--rate" => o.rate = value.parse().expect("--rate R"),
-            "--netsonde" => o.netsonde = PathBuf::from(value),
-            "--tls" => {
-                o.tls = true;
-                i += 1;
-                continue;
-            }
-            "--h2-download" => {
-                o.h2_download = true;
-                i += 1;
-                continue;
-            }
-            "--hook-costs" => {
-                o.hook_costs = true;
-                i += 1;
-                continue;
-            }
-            "--arms" => {
-                o.arms = value
-                    .split(',')
-                    .map(|name| {
-                        *ARMS
-                            .iter()
-                            .find(|a| a.name() == name)
-                            .unwrap_or_else(|| panic!("unknown arm {name}"))
-                    })
-                    .collect()
-            }
-            other => panic!("unknown argument {other}"),
-        }
-        i += 2;
-    }
-    o
-}
-
 fn main() {
-    let o = parse_args();
+    let o = <Options as clap::Parser>::parse();
     // SAFETY: no preconditions.
     assert!(
         unsafe { libc::geteuid() } == 0,
@@ -171,7 +140,11 @@ fn main() {
     println!("machine: {}", machine());
     println!("nginx worker pid {}; url {url}\n", nginx.worker);
     if o.h2_download {
-        h2_downloads(&o, &nginx, &collector);
+        h2::downloads(&o, &nginx, &collector);
+        return;
+    }
+    if o.h2_mixed {
+        h2::mixed(&o, &nginx, &collector);
         return;
     }
     if o.hook_costs {
@@ -585,68 +558,6 @@ fn h2load(url: &str, rate: u32, secs: u64) -> Latency {
     }
 }
 
-/// `--h2-download`: MB/s of 1 MiB downloads over h2c, per arm, in alternating rounds.
-fn h2_downloads(o: &Options, nginx: &Nginx, collector: &Rotel) {
-    let url = format!("http://127.0.0.1:{}/big.bin", nginx.h2_port);
-    let mut runs: Vec<(Arm, f64, Option<Usage>)> = Vec::new();
-    for round in 0..o.rounds {
-        for arm in rotation(&o.arms, round) {
-            let agent = AgentProcess::start(arm, &o.netsonde, collector);
-            let out = Command::new("h2load")
-                .args(["-n", "400", "-c", "4", "-m", "1", "-t", "1", &url])
-                .output()
-                .expect("run h2load");
-            let usage = agent.map(AgentProcess::stop);
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains("400 succeeded"), "h2load: {text}");
-            // "finished in 1.23s, 325.20 req/s, 325.27MB/s"
-            let mbps: f64 = text
-                .lines()
-                .find(|l| l.starts_with("finished in"))
-                .and_then(|l| l.rsplit(", ").next())
-                .and_then(|v| v.trim_end_matches("MB/s").parse().ok())
-                .unwrap_or_else(|| panic!("no MB/s in h2load output:\n{text}"));
-            println!(
-                "h2 download round {} {:<5} {:>8.1} MB/s{}",
-                round + 1,
-                arm.name(),
-                mbps,
-                usage_text(usage)
-            );
-            runs.push((arm, mbps, usage));
-        }
-    }
-    println!(
-        "\n## 1 MiB downloads over h2c (h2load -n400 -c4 -m1), mean of {} rounds",
-        o.rounds
-    );
-    println!("| arm | MB/s | vs bare | agent CPU |");
-    println!("|---|---:|---:|---:|");
-    let mean = |arm: Arm| {
-        let v: Vec<f64> = runs.iter().filter(|r| r.0 == arm).map(|r| r.1).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
-    let bare = mean(Arm::Bare);
-    for &arm in &o.arms {
-        let cpu: Vec<f64> = runs
-            .iter()
-            .filter(|r| r.0 == arm)
-            .filter_map(|r| r.2.map(|u| u.cpu_percent))
-            .collect();
-        let cpu = if cpu.is_empty() {
-            "-".to_string()
-        } else {
-            format!("{:.1} %", cpu.iter().sum::<f64>() / cpu.len() as f64)
-        };
-        println!(
-            "| {} | {:.1} | {:.3} | {cpu} |",
-            arm.name(),
-            mean(arm),
-            if bare > 0.0 { mean(arm) / bare } else { 0.0 }
-        );
-    }
-}
-
 struct Nginx {
     master: Child,
     worker: u32,
@@ -685,6 +596,14 @@ impl Nginx {
         )
         .unwrap();
         std::fs::write(dir.path().join("www/big.bin"), vec![b'b'; 1 << 20]).unwrap();
+        std::fs::create_dir(dir.path().join("www/nosf")).unwrap();
+        for size in h2::MIXED_SIZES {
+            // Any bytes will do; these are not all alike.
+            let body: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
+            for sub in ["www", "www/nosf"] {
+                std::fs::write(dir.path().join(format!("{sub}/s{size}.bin")), &body).unwrap();
+            }
+        }
         let free_port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -699,7 +618,8 @@ impl Nginx {
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; sendfile on; keepalive_requests 1000000;\n\
              server {{ listen 127.0.0.1:{port}{listen}; root {d}/www; }}\n\
-             server {{ listen 127.0.0.1:{h2_port} http2; root {d}/www; }} }}\n"
+             server {{ listen 127.0.0.1:{h2_port} http2; root {d}/www;\n\
+             location /nosf/ {{ sendfile off; }} }} }}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let master = Command::new("nginx")

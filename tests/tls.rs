@@ -186,8 +186,17 @@ fn openssl_1_1_is_hooked_too() {
     let agent = Agent::start(&["--comm", "openssl"]);
     let hooked = format!("TLS: hooked {}", libs.join("libssl.so.1.1").display());
     let env = [("LD_LIBRARY_PATH", libs.to_str().unwrap())];
-    // A first run only to have the library hooked (a new file takes one RCU grace period).
-    run_client_env(openssl.to_str().unwrap(), &["version"], &env);
+    // A first run only to have the library hooked (a new file takes one RCU grace period). It
+    // waits on its input until the hook is in: netsonde finds the library through the
+    // process's /proc entries, and a process that has already exited (`openssl version` takes a
+    // millisecond) has none, so on a busy machine it was sometimes missed.
+    let mut first = std::process::Command::new(&openssl)
+        .args(["dgst", "-sha256"])
+        .envs(env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !agent.stderr().contains(&hooked) {
         assert!(
@@ -197,6 +206,8 @@ fn openssl_1_1_is_hooked_too() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    drop(first.stdin.take());
+    assert!(support::wait_timeout(&mut first, Duration::from_secs(10)).success());
     let mut client = std::process::Command::new(&openssl)
         .args([
             "s_client",

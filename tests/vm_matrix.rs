@@ -107,6 +107,8 @@ fn fetch_kernel(package: &str) -> Result<(String, PathBuf), String> {
     if !vmlinuz.exists() {
         let debs = cache_dir().join("debs");
         fs::create_dir_all(&debs).map_err(|e| e.to_string())?;
+        // dpkg-deb creates the directory it unpacks into, but not its parents.
+        fs::create_dir_all(&root).map_err(|e| e.to_string())?;
         sh(&format!(
             "cd '{}' && apt-get download -q {package} 2>&1",
             debs.display()

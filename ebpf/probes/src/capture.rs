@@ -61,17 +61,24 @@ fn read_user_or_zero<T: Copy>(addr: u64) -> T {
     value
 }
 
+/// The smaller of `x` and `max`, as the verifier sees it. Through a volatile read: where LLVM
+/// can prove `x` is small already (it was the smaller of two values) it drops the clamp, and
+/// verifiers before about 6.8, which do not carry one register's bound over to another, then
+/// refuse the value as a size.
+#[inline(always)]
+pub fn at_most(x: u64, max: u64) -> u64 {
+    // SAFETY: a read of a local.
+    let x = unsafe { core::ptr::read_volatile(&x) };
+    if x > max { max } else { x }
+}
+
 /// Copies up to `want` bytes from user address `src` to `data[off..]`. Returns the bytes copied
 /// (0 on a fault). The masks and clamps are what lets the verifier prove the write stays in the
 /// scratch buffer: `off < MAX_CAPTURE` and `n <= MAX_CAPTURE`, and the buffer is twice that.
 #[inline(always)]
 pub fn copy_chunk(data: *mut u8, off: u64, src: u64, want: u64) -> Option<u64> {
     let off = off & (MAX_CAPTURE as u64 - 1);
-    let n = if want > MAX_CAPTURE as u64 {
-        MAX_CAPTURE as u64
-    } else {
-        want
-    };
+    let n = at_most(want, MAX_CAPTURE as u64);
     // SAFETY: `data` is the per-CPU scratch buffer of 2 * MAX_CAPTURE bytes; see above.
     let rc = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_user(

@@ -546,10 +546,14 @@ fn a_disagreement_with_the_kernels_walk_is_a_lost_place() {
     first.extend(&frames[0]);
     first.extend(&frames[1][..5]);
     h.feed(Direction::Egress, &Segment::full(&first, 0, 0), &mut out);
-    // The rest of frames[1] never arrived; frames[2] starts here, as the kernel knows.
+    // The rest of frames[1] never arrived; three bytes of something else did, then frames[2],
+    // which starts where the kernel says. (No chain of frames starts the segment: only the
+    // kernel's word shows where frames are.)
+    let mut bytes = b"xyz".to_vec();
+    bytes.extend(&frames[2]);
     let seg = Segment {
-        boundary: Some(0),
-        ..Segment::full(&frames[2], 1, 1)
+        boundary: Some(3),
+        ..Segment::full(&bytes, 1, 1)
     };
     h.feed(Direction::Egress, &seg, &mut out);
     let notes = h.take_notes();

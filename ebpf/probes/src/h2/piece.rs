@@ -5,7 +5,7 @@ use netsonde_common::{DataEvent, KernelStats, MAX_CAPTURE, counter, data_flags, 
 
 use super::{min, outcome};
 use crate::{
-    capture::copy_chunk,
+    capture::{at_most, copy_chunk},
     maps::{EVENTS, Scratch, count, output_flags},
 };
 
@@ -77,7 +77,7 @@ fn copy(s: *mut Scratch, from: u64, n: u64) -> bool {
 pub(super) fn flush(s: *mut Scratch) {
     // SAFETY: the scratch record (see `step`).
     let w = unsafe { &mut (*s).walk };
-    let len = min(w.piece_len, MAX_CAPTURE as u64);
+    let len = at_most(w.piece_len, MAX_CAPTURE as u64);
     if len == 0 {
         return;
     }

@@ -256,6 +256,11 @@ fn integer(block: &[u8], n: u32) -> Result<(u64, &[u8]), PartialError> {
             return Ok((value, rest));
         }
         shift += 7;
+        // Past 2^32 whatever comes next (zero continuation bytes would otherwise go on
+        // shifting until the shift itself overflows).
+        if shift > 28 {
+            return Err(PartialError::Malformed);
+        }
     }
 }
 
@@ -316,6 +321,12 @@ mod tests {
             d.decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], &mut out),
             Err(PartialError::Malformed)
         );
+        // Continuation bytes that add nothing, more than any 32-bit value needs (found by the
+        // fuzzer: the shift itself overflowed).
+        let mut zeros = vec![0xff];
+        zeros.extend([0x80; 12]);
+        zeros.push(0);
+        assert_eq!(d.decode(&zeros, &mut out), Err(PartialError::Malformed));
         assert_eq!(
             d.decode(&[0x00, 0x05, b'a'], &mut out),
             Err(PartialError::Malformed)

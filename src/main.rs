@@ -51,7 +51,7 @@ struct ProbesArgs {
     config: ConfigArg,
     /// Instead of attaching: measure the programs of the netsonde running now for SECS seconds
     /// with the kernel's BPF run-time statistics (runs, nanoseconds per run, CPU share).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = whole_seconds, allow_hyphen_values = true)]
     stats: Option<u64>,
 }
 
@@ -60,7 +60,7 @@ struct RunArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = whole_seconds, allow_hyphen_values = true)]
     duration: Option<u64>,
     /// Trace this process and its descendants (repeatable; adds to filter.pids).
     #[arg(long, value_name = "PID")]
@@ -84,6 +84,34 @@ struct RunArgs {
     /// Attach no-op programs to the same hooks and report nothing (overhead benchmarks).
     #[arg(long, hide = true)]
     noop_probes: bool,
+}
+
+/// A count of seconds, with a message that says what is wanted (clap's own for `-1` would be
+/// "unexpected argument").
+fn whole_seconds(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a whole number of seconds (0 or more)"))
+}
+
+/// A `--pid` must name a process that exists now: a mistyped pid would otherwise trace
+/// nothing, silently.
+fn check_pids(pids: &[u32]) -> Result<(), ConfigError> {
+    for &pid in pids {
+        let message = if pid == 0 {
+            "0 is not a process id (they start at 1)".to_string()
+        } else if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            format!(
+                "no process {pid} is running (see `ps`; a process that starts later can be traced by name with --comm)"
+            )
+        } else {
+            continue;
+        };
+        return Err(ConfigError::Flag {
+            flag: "--pid",
+            message,
+        });
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -127,6 +155,9 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
+    if let Err(e) = check_pids(&args.pid) {
+        return fail(&e);
+    }
     config.filter.pids.extend(&args.pid);
     config.filter.comms.extend(args.comm.iter().cloned());
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();

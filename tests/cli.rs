@@ -46,6 +46,51 @@ fn a_bad_value_names_its_key() {
 }
 
 #[test]
+fn a_bad_value_in_the_file_names_its_key_value_and_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("netsonde.yaml");
+    std::fs::write(&path, "capture:\n  payload_bytes: \"lots\"\n").unwrap();
+    let out = netsonde(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "netsonde: config file {}: key capture.payload_bytes (line 2 column 18): invalid type: string \"lots\", expected u32\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_pid_that_names_no_process_is_refused() {
+    let out = netsonde(&["run", "--pid", "999999999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "netsonde: --pid: no process 999999999 is running (see `ps`; a process that starts later can be traced by name with --comm)\n"
+    );
+    let out = netsonde(&["run", "--pid", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "netsonde: --pid: 0 is not a process id (they start at 1)\n"
+    );
+}
+
+#[test]
+fn a_negative_duration_says_what_is_wanted() {
+    let out = netsonde(&["run", "--duration", "-1"]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    assert!(
+        stderr(&out).contains(
+            "invalid value '-1' for '--duration <SECS>': \"-1\" is not a whole number of seconds (0 or more)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn a_missing_config_file_says_so() {
     let out = netsonde(&["run", "--config", "/nonexistent/netsonde.yaml"]);
     assert_eq!(out.status.code(), Some(1));
@@ -106,7 +151,21 @@ fn without_btf_it_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "netsonde: kernel BTF is not available at /nonexistent/vmlinux (the kernel needs CONFIG_DEBUG_INFO_BTF=y, or pass a BTF file for this kernel with --btf): i/o error: No such file or directory (os error 2)\n"
+        "netsonde: cannot read /nonexistent/vmlinux (given with --btf) as BTF: it must be the BTF of the running kernel, a raw .btf file such as `pahole --btf_encode_detached` writes: i/o error: No such file or directory (os error 2)\n"
+    );
+    // A file that is there but is not BTF: the same, with what was wrong with it.
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.btf");
+    std::fs::write(&garbage, b"not BTF at all, only some bytes").unwrap();
+    let out = netsonde(&["run", "--btf", garbage.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "netsonde: cannot read {} (given with --btf) as BTF: it must be the BTF of the running kernel",
+            garbage.display()
+        )) && !err.contains("pass a BTF file"),
+        "{err}"
     );
 }
 

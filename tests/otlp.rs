@@ -705,3 +705,108 @@ fn a_collector_that_never_answers_times_out() {
     );
     drop(held);
 }
+
+/// The secrets a client puts in a query and in a redacted header, and what must show instead.
+const SECRETS: [&str; 5] = [
+    "tok-3f9a1c",
+    "pw-77e2b0",
+    "ak-5d1e88",
+    "sig-0c4b29",
+    "198.51.100.77",
+];
+
+/// One request carrying every secret, then the agent stopped; what each output holds.
+fn secrets_run(show_everything: bool) -> (String, String, String) {
+    let collector = Collector::start();
+    let server = PyServer::start();
+    let py = server.pid.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &format!(
+            "redaction:\n  headers: [X-Forwarded-For]\n  show_everything: {show_everything}\n\
+             export:\n  batch_delay_ms: 100\n  metric_interval_ms: 500\n"
+        ),
+    );
+    let out = dir.path().join("out.jsonl").display().to_string();
+    let endpoint = collector.grpc_url();
+    let args = agent_args(
+        &[
+            "--config",
+            &config,
+            "--exporter",
+            "console",
+            "--exporter",
+            "file",
+            "--file-path",
+            &out,
+            "--exporter",
+            "otlp",
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+        &py,
+    );
+    let agent = Agent::start(&args);
+    let url = server.url(&format!(
+        "/items/7?token={}&Password={}&api%5Fkey={}&sig={}&page=2",
+        SECRETS[0], SECRETS[1], SECRETS[2], SECRETS[3]
+    ));
+    let forwarded = format!("X-Forwarded-For: {}", SECRETS[4]);
+    curl(&["-H", &forwarded, &url]);
+    collector.wait_until("both spans and both access logs", |r| {
+        r.spans_of(server.pid).len() == 1 && r.spans.len() >= 2 && r.logs.len() >= 2
+    });
+    let capture = agent.stop();
+    let otlp = serde_json::to_string(&collector.received()).unwrap();
+    let file = std::fs::read_to_string(&out).unwrap();
+    let console = format!("{}\n{}", capture.stdout, capture.stderr);
+    (console, file, otlp)
+}
+
+#[test]
+fn secrets_in_queries_and_redacted_headers_reach_no_output() {
+    require_privileges!();
+    let _guard = serial();
+    let (console, file, otlp) = secrets_run(false);
+    for (output, text) in [("console", &console), ("file", &file), ("OTLP", &otlp)] {
+        for secret in SECRETS {
+            assert!(
+                !text.contains(secret),
+                "{secret} on the {output} output:\n{text}"
+            );
+        }
+        // The request is there, its secrets replaced, what is not secret kept.
+        assert!(
+            text.contains(
+                "token=REDACTED&Password=REDACTED&api%5Fkey=REDACTED&sig=REDACTED&page=2"
+            ),
+            "{output}:\n{text}"
+        );
+    }
+    // The console names both sides' exchanges.
+    assert_eq!(
+        console.matches("/items/7?token=REDACTED").count(),
+        2,
+        "{console}"
+    );
+
+    // Shown on purpose (local debugging), every output has them: the check above can fail.
+    let (console, file, otlp) = secrets_run(true);
+    for (output, text) in [("console", &console), ("file", &file), ("OTLP", &otlp)] {
+        for secret in &SECRETS[..4] {
+            assert!(
+                text.contains(secret),
+                "{secret} missing on the {output} output"
+            );
+        }
+    }
+    assert!(
+        otlp.contains(SECRETS[4]),
+        "x-forwarded-for is client.address"
+    );
+    assert!(
+        console.contains("redaction.show_everything is on"),
+        "the agent warns: {console}"
+    );
+}

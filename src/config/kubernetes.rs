@@ -10,8 +10,7 @@ use super::ConfigError;
 
 /// Whether to use the Kubernetes API: `auto`, `on` or `off` (`true` and `false` too: YAML 1.1
 /// tools such as Helm turn an unquoted `on` into `true`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase", try_from = "ModeText")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KubeMode {
     /// On when running in a pod (`KUBERNETES_SERVICE_HOST` set) or given a kubeconfig.
     #[default]
@@ -41,26 +40,29 @@ pub struct KubernetesConfig {
     pub startup_wait_secs: u64,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ModeText {
-    Bool(bool),
-    Text(String),
-}
-
-impl TryFrom<ModeText> for KubeMode {
-    type Error = String;
-    fn try_from(v: ModeText) -> Result<Self, String> {
-        match v {
-            ModeText::Bool(true) => Ok(KubeMode::On),
-            ModeText::Bool(false) => Ok(KubeMode::Off),
-            ModeText::Text(t) => match t.as_str() {
-                "auto" => Ok(KubeMode::Auto),
-                "on" | "true" => Ok(KubeMode::On),
-                "off" | "false" => Ok(KubeMode::Off),
-                other => Err(format!("{other:?} is not auto, on or off")),
-            },
+/// By hand rather than derived: a value of another type is then named with what the key takes
+/// ("expected auto, on or off"), not as an untagged enum no variant matched.
+impl<'de> Deserialize<'de> for KubeMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ModeVisitor;
+        impl serde::de::Visitor<'_> for ModeVisitor {
+            type Value = KubeMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("auto, on or off")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<KubeMode, E> {
+                Ok(if v { KubeMode::On } else { KubeMode::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KubeMode, E> {
+                match v {
+                    "auto" => Ok(KubeMode::Auto),
+                    "on" | "true" => Ok(KubeMode::On),
+                    "off" | "false" => Ok(KubeMode::Off),
+                    other => Err(E::custom(format!("{other:?} is not auto, on or off"))),
+                }
+            }
         }
+        deserializer.deserialize_any(ModeVisitor)
     }
 }
 

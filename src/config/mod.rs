@@ -18,6 +18,7 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     pub http1: Http1Config,
     pub output: OutputConfig,
+    pub redaction: RedactionConfig,
     pub export: export::ExportConfig,
     pub kubernetes: kubernetes::KubernetesConfig,
 }
@@ -119,6 +120,59 @@ pub struct OutputConfig {
     pub stats_interval_secs: u64,
 }
 
+/// What is hidden on every output (console, file, OTLP). Only a few request headers are
+/// ever kept (host, user-agent, traceparent, tracestate, content-type, x-forwarded-for):
+/// Authorization, Cookie and bodies are never captured into records at all.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Query parameters whose values become `REDACTED` (case-insensitive, after
+    /// percent-decoding). Setting the list replaces the defaults.
+    pub query_keys: Vec<String>,
+    /// Kept request headers whose values become `REDACTED`.
+    pub headers: Vec<String>,
+    /// Show every value in clear: for local debugging only.
+    pub show_everything: bool,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            // Semantic conventions' list for `url.query`, and common credential names.
+            query_keys: [
+                "AWSAccessKeyId",
+                "Signature",
+                "sig",
+                "X-Goog-Signature",
+                "X-Amz-Signature",
+                "X-Amz-Credential",
+                "X-Amz-Security-Token",
+                "access_token",
+                "refresh_token",
+                "id_token",
+                "token",
+                "api_key",
+                "apikey",
+                "key",
+                "password",
+                "passwd",
+                "pwd",
+                "secret",
+                "client_secret",
+                "code",
+                "auth",
+                "session",
+                "sessionid",
+                "jwt",
+            ]
+            .map(String::from)
+            .to_vec(),
+            headers: Vec::new(),
+            show_everything: false,
+        }
+    }
+}
+
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
@@ -198,7 +252,7 @@ impl Config {
         } else {
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
                 path: "<text>".into(),
-                message: one_line(&e.to_string()),
+                message: keyed_message(text, &one_line(&e.to_string())),
             })?
         };
         config.validate()?;
@@ -251,6 +305,12 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if self.filter.pids.contains(&0) {
+            return Err(ConfigError::Invalid {
+                key: "filter.pids",
+                message: "0 is not a process id (they start at 1)".into(),
+            });
+        }
         if let Some(long) = self
             .filter
             .comms
@@ -265,6 +325,7 @@ impl Config {
             });
         }
         self.validate_filter()?;
+        self.validate_redaction()?;
         self.kubernetes.validate()?;
         self.export.validate()
     }
@@ -331,9 +392,61 @@ impl Config {
         Ok(())
     }
 
+    fn validate_redaction(&self) -> Result<(), ConfigError> {
+        let r = &self.redaction;
+        if let Some(bad) = r
+            .query_keys
+            .iter()
+            .find(|k| k.trim().is_empty() || k.contains(['&', '=']))
+        {
+            return Err(ConfigError::Invalid {
+                key: "redaction.query_keys",
+                message: format!("{bad:?} is not a query key (empty, or holds `&` or `=`)"),
+            });
+        }
+        if let Some(bad) = r.headers.iter().find(|h| {
+            h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        }) {
+            return Err(ConfigError::Invalid {
+                key: "redaction.headers",
+                message: format!("{bad:?} is not an HTTP header name"),
+            });
+        }
+        Ok(())
+    }
+
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.connections.idle_timeout_secs)
     }
+}
+
+/// The YAML parser names a bad value's line and column and its type, not its key. The text is
+/// read again as a plain YAML tree and given to the same `Config` through
+/// serde_path_to_error, which knows the path of the key that failed: the message then names
+/// the key, the value and what the key takes. (Only on this error path: the tree and the
+/// direct parse could differ in corner cases, and the direct parse is what is kept.)
+fn keyed_message(text: &str, message: &str) -> String {
+    let Ok(tree) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return message.to_string();
+    };
+    let Err(e) = serde_path_to_error::deserialize::<_, Config>(&tree) else {
+        return message.to_string();
+    };
+    let path = e.path().to_string();
+    // A wrong key is named by the YAML parser already (with the keys it expected).
+    if path == "." || message.contains("unknown field") {
+        return message.to_string();
+    }
+    let position = message
+        .split(": ")
+        .next()
+        .filter(|p| p.starts_with("line "))
+        .map(|p| format!(" ({p})"))
+        .unwrap_or_default();
+    format!("key {path}{position}: {}", e.inner())
 }
 
 /// The YAML parser's message is a line with the position and the problem, then a source
@@ -373,56 +486,62 @@ pub(crate) mod tests {
         );
     }
 
+    /// Every key of the file.
+    const DOCUMENTED_KEYS: [&str; 48] = [
+        "capture.payload_bytes",
+        "capture.ring_buffer_bytes",
+        "capture.batch_delay_ms",
+        "capture.kernel_layer",
+        "capture.fentry",
+        "filter.pids",
+        "filter.comms",
+        "filter.exclude_comms",
+        "filter.namespaces",
+        "filter.exclude_namespaces",
+        "filter.pods",
+        "filter.pod_selector",
+        "kubernetes.enabled",
+        "kubernetes.kubeconfig",
+        "kubernetes.node_name",
+        "kubernetes.cluster_name",
+        "kubernetes.cluster_domain",
+        "kubernetes.peers",
+        "kubernetes.service_name_from_labels",
+        "kubernetes.startup_wait_secs",
+        "connections.max_connections",
+        "connections.idle_timeout_secs",
+        "http1.max_head_bytes",
+        "http1.max_pending_requests",
+        "output.stats_interval_secs",
+        "redaction.query_keys",
+        "redaction.headers",
+        "redaction.show_everything",
+        "export.exporters",
+        "export.signals",
+        "export.file_path",
+        "export.otlp.endpoint",
+        "export.otlp.protocol",
+        "export.otlp.headers",
+        "export.otlp.timeout_ms",
+        "export.otlp.compression",
+        "export.otlp.certificate",
+        "export.otlp.retry",
+        "export.otlp.queue_batches",
+        "export.otlp.traces",
+        "export.metric_interval_ms",
+        "export.metric_temporality",
+        "export.batch_delay_ms",
+        "export.batch_exchanges",
+        "export.max_routes_per_workload",
+        "export.max_series_per_metric",
+        "export.resource_attributes",
+        "export.agent_service_name",
+    ];
+
     #[test]
     fn every_key_is_documented() {
         let doc = include_str!("../../docs/configuration.md");
-        for key in [
-            "capture.payload_bytes",
-            "capture.ring_buffer_bytes",
-            "capture.batch_delay_ms",
-            "capture.kernel_layer",
-            "capture.fentry",
-            "filter.pids",
-            "filter.comms",
-            "filter.exclude_comms",
-            "filter.namespaces",
-            "filter.exclude_namespaces",
-            "filter.pods",
-            "filter.pod_selector",
-            "kubernetes.enabled",
-            "kubernetes.kubeconfig",
-            "kubernetes.node_name",
-            "kubernetes.cluster_name",
-            "kubernetes.cluster_domain",
-            "kubernetes.peers",
-            "kubernetes.service_name_from_labels",
-            "kubernetes.startup_wait_secs",
-            "connections.max_connections",
-            "connections.idle_timeout_secs",
-            "http1.max_head_bytes",
-            "http1.max_pending_requests",
-            "output.stats_interval_secs",
-            "export.exporters",
-            "export.signals",
-            "export.file_path",
-            "export.otlp.endpoint",
-            "export.otlp.protocol",
-            "export.otlp.headers",
-            "export.otlp.timeout_ms",
-            "export.otlp.compression",
-            "export.otlp.certificate",
-            "export.otlp.retry",
-            "export.otlp.queue_batches",
-            "export.otlp.traces",
-            "export.metric_interval_ms",
-            "export.metric_temporality",
-            "export.batch_delay_ms",
-            "export.batch_exchanges",
-            "export.max_routes_per_workload",
-            "export.max_series_per_metric",
-            "export.resource_attributes",
-            "export.agent_service_name",
-        ] {
+        for key in DOCUMENTED_KEYS {
             assert!(doc.contains(&format!("`{key}`")), "{key} is not documented");
         }
     }
@@ -460,8 +579,41 @@ pub(crate) mod tests {
         let err = Config::from_yaml("capture:\n  payload_bytes: lots\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "config file <text>: line 2 column 18: invalid u32"
+            "config file <text>: key capture.payload_bytes (line 2 column 18): invalid type: \
+             string \"lots\", expected u32"
         );
+        let err = Config::from_yaml("connections:\n  max_connections: [1, 2]\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config file <text>: key connections.max_connections (line 2 column 20): invalid \
+             type: sequence, expected usize"
+        );
+        let err = Config::from_yaml("filter:\n  pids: [0]\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key filter.pids: 0 is not a process id (they start at 1)"
+        );
+    }
+
+    /// Every key, given a value no key takes (a list of lists), is named in the error.
+    #[test]
+    fn every_key_with_a_bad_value_is_named() {
+        for key in DOCUMENTED_KEYS {
+            let mut yaml = String::new();
+            let parts: Vec<_> = key.split('.').collect();
+            for (depth, part) in parts.iter().enumerate() {
+                yaml.push_str(&"  ".repeat(depth));
+                yaml.push_str(part);
+                yaml.push(':');
+                yaml.push(if depth + 1 == parts.len() { ' ' } else { '\n' });
+            }
+            yaml.push_str("[[1]]\n");
+            let err = Config::from_yaml(&yaml)
+                .expect_err(&format!("{key} took a list of lists"))
+                .to_string();
+            assert!(err.contains(&format!("key {key}")), "{key}: {err}");
+            assert!(err.contains("invalid type: sequence"), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -23,6 +23,14 @@ pub enum OffsetError {
         #[source]
         source: btf_rs::Error,
     },
+    #[error(
+        "cannot read {path} (given with --btf) as BTF: it must be the BTF of the running kernel, a raw .btf file such as `pahole --btf_encode_detached` writes"
+    )]
+    BadBtfFile {
+        path: String,
+        #[source]
+        source: btf_rs::Error,
+    },
     #[error("kernel BTF has no `struct {name}`")]
     MissingStruct { name: String },
     #[error("kernel BTF has no field `{field}` in `struct {container}` (needed for {purpose})")]
@@ -88,9 +96,14 @@ pub fn load_offsets(btf_path: &Path) -> Result<KernelOffsets, OffsetError> {
     // there it is read and parsed.
     let btf = Btf::from_file_with_backend(btf_path, btf_rs::Backend::Mmap)
         .or_else(|_| Btf::from_file_with_backend(btf_path, btf_rs::Backend::Cache))
-        .map_err(|source| OffsetError::NoBtf {
-            path: btf_path.display().to_string(),
-            source,
+        .map_err(|source| {
+            let path = btf_path.display().to_string();
+            // The hint to pass --btf only fits when the kernel's own BTF was what failed.
+            if btf_path == Path::new(VMLINUX_BTF) {
+                OffsetError::NoBtf { path, source }
+            } else {
+                OffsetError::BadBtfFile { path, source }
+            }
         })?;
     resolve_offsets(&btf)
 }

@@ -9,6 +9,7 @@ pub mod logs;
 pub mod metrics;
 pub mod otlp;
 pub mod peer;
+pub mod redact;
 pub mod resource;
 pub mod route;
 pub mod rpc;
@@ -71,9 +72,17 @@ pub struct ExchangeRecord {
 }
 
 impl ExchangeRecord {
-    pub fn from_observed(observed: ObservedExchange, clock: &KernelClock) -> Self {
+    /// The record of an observed exchange, redacted by `redaction` (the one place where that
+    /// happens: every output gets the same, redacted, record).
+    pub fn from_observed(
+        observed: ObservedExchange,
+        clock: &KernelClock,
+        redaction: &redact::Redaction,
+    ) -> Self {
         let rpc = crate::protocols::grpc::call(&observed.exchange);
-        let ex = observed.exchange;
+        let mut ex = observed.exchange;
+        redaction.target(&mut ex.request.target);
+        redaction.headers(&mut ex.request.headers);
         let (client, server) = match observed.role {
             Role::Client => (observed.local, observed.remote),
             Role::Server => (observed.remote, observed.local),
@@ -122,12 +131,15 @@ impl ExchangeRecord {
         self.end.duration_since(self.start).unwrap_or_default()
     }
 
-    /// First value of a kept request header (lower-case name).
+    /// First value of a kept request header (lower-case name). A redacted one is absent for
+    /// whatever is derived from it (a redacted Host names no server, a redacted traceparent
+    /// joins no trace).
     pub fn request_header(&self, name: &str) -> Option<&str> {
         self.request_headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+            .filter(|v| *v != redact::REDACTED)
     }
 }
 

@@ -60,12 +60,19 @@ use crate::{
     telemetry::{
         ExchangeRecord, ReaderStats, Signal, StatsReport, Telemetry, TelemetrySettings,
         peer::KubeView,
+        redact::Redaction,
         resource::Resources,
         selfmon::{SelfTelemetry, StatsSource},
     },
 };
 
 /// Most records handed on in one batch.
+mod outputs;
+use outputs::{
+    TelemetryTiming, export_console, finish_exporters, start_exporters, stats_to_stderr,
+    telemetry_stage,
+};
+
 const BATCH: usize = 4096;
 /// Event batches in flight between reader and tracker.
 const EVENT_QUEUE: usize = 64;
@@ -73,8 +80,6 @@ const EVENT_QUEUE: usize = 64;
 const SIGNAL_QUEUE: usize = 256;
 /// Lifecycle event batches in flight between reader and lifecycle thread.
 const LIFECYCLE_QUEUE: usize = 1024;
-/// How long exporters get at exit to deliver what they hold.
-const EXPORT_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -158,57 +163,6 @@ fn process_filter(config: &Config) -> Result<ProcessFilter, AgentError> {
         probe_settings(config, &RunOptions::default()).user_decides
     );
     Ok(filter)
-}
-
-/// The exporters that take OTLP payloads, started.
-struct OtlpExporters {
-    fanout: Fanout,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-fn start_exporters(config: &Config, stats: &Arc<ExportStats>) -> Result<OtlpExporters, AgentError> {
-    let export = &config.export;
-    let mut exporters = OtlpExporters {
-        fanout: Fanout::new(stats.clone()),
-        tasks: Vec::new(),
-        threads: Vec::new(),
-    };
-    if export.enabled(ExporterKind::Otlp) {
-        for signal in SignalKind::ALL
-            .into_iter()
-            .filter(|&s| export.signals.get(s))
-        {
-            let target = export.otlp.target(signal);
-            tracing::info!(
-                "exporting {} over OTLP/{} to {}",
-                signal.as_str(),
-                target.protocol.as_str(),
-                target.endpoint
-            );
-            let (queue, task) = otlp::spawn(
-                target,
-                export.otlp.retry,
-                export.otlp.queue_batches,
-                stats.clone(),
-            )?;
-            exporters.fanout.add_otlp(signal, queue);
-            exporters.tasks.push(task);
-        }
-    }
-    if export.enabled(ExporterKind::File) {
-        let (queue, thread) =
-            file::spawn(&export.file_path, export.otlp.queue_batches, stats.clone()).map_err(
-                |source| AgentError::File {
-                    path: export.file_path.display().to_string(),
-                    source,
-                },
-            )?;
-        tracing::info!("writing OTLP JSON lines to {}", export.file_path.display());
-        exporters.fanout.add_file(queue);
-        exporters.threads.push(thread);
-    }
-    Ok(exporters)
 }
 
 /// Runs until `shutdown` completes; returns the final stats.
@@ -328,12 +282,19 @@ pub async fn run(
             ..http1::Limits::default()
         },
     };
+    if config.redaction.show_everything {
+        tracing::warn!(
+            "redaction.show_everything is on: query secrets and redacted headers go to every \
+             output in clear (for local debugging only)"
+        );
+    }
     let tracker = tokio::spawn(track(
         event_rx,
         signal_tx,
         tracker_config,
         conn_stats.clone(),
         clock,
+        Redaction::new(&config.redaction),
     ));
 
     let console_on = config.export.enabled(ExporterKind::Console);
@@ -383,14 +344,19 @@ pub async fn run(
     ));
 
     let interval = Duration::from_secs(config.output.stats_interval_secs);
-    let mut ticker = (console_on && !interval.is_zero())
+    let mut ticker = (!interval.is_zero())
         .then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = async { ticker.as_mut().expect("guarded").tick().await }, if ticker.is_some() => {
-                let _ = console_tx.send(Signal::Stats(Box::new(snapshot()))).await;
+                let report = snapshot();
+                if console_on {
+                    let _ = console_tx.send(Signal::Stats(Box::new(report))).await;
+                } else {
+                    stats_to_stderr(&report);
+                }
             }
         }
     }
@@ -426,41 +392,11 @@ pub async fn run(
             .send(Signal::Stats(Box::new(report.clone())))
             .await;
     } else {
-        let mut line = String::new();
-        crate::export::console::format_stats(&mut line, &report, std::time::SystemTime::now());
-        tracing::info!("{line}");
+        stats_to_stderr(&report);
     }
     drop(console_tx);
     console.await.map_err(AgentError::Task)?;
     Ok(report)
-}
-
-/// Closes the exporters' queues and gives them [`EXPORT_GRACE`] to deliver; what is left after
-/// that is counted as dropped.
-async fn finish_exporters(exporters: OtlpExporters, stats: &ExportStats) {
-    let OtlpExporters {
-        fanout,
-        tasks,
-        threads,
-    } = exporters;
-    drop(fanout);
-    let deadline = tokio::time::Instant::now() + EXPORT_GRACE;
-    for mut task in tasks {
-        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            task.abort();
-        }
-    }
-    for thread in threads {
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    }
-    let left = stats.totals().queued;
-    if left.iter().any(|&n| n > 0) {
-        tracing::warn!(
-            "exiting with {} export batches undelivered (counted as dropped)",
-            left.iter().sum::<u64>()
-        );
-    }
-    stats.abandon_pending();
 }
 
 /// One line saying what is being watched, and how much of it could be hooked.
@@ -607,6 +543,7 @@ async fn track(
     config: TrackerConfig,
     stats: Arc<ConnectionStats>,
     clock: KernelClock,
+    redaction: Redaction,
 ) {
     let mut tracker = Tracker::new(config, stats);
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
@@ -619,7 +556,7 @@ async fn track(
                     tracker.handle(event, &mut observed);
                 }
                 if !observed.is_empty() {
-                    let records = observed.drain(..).map(|o| ExchangeRecord::from_observed(o, &clock)).collect();
+                    let records = observed.drain(..).map(|o| ExchangeRecord::from_observed(o, &clock, &redaction)).collect();
                     if tx.send(Signal::Exchanges(records)).await.is_err() {
                         break;
                     }
@@ -645,12 +582,6 @@ async fn send_activity(tracker: &mut Tracker, tx: &mpsc::Sender<Signal>) -> Resu
         return Ok(());
     }
     tx.send(Signal::Connections(activity)).await.map_err(|_| ())
-}
-
-struct TelemetryTiming {
-    batch_delay: Duration,
-    batch_exchanges: usize,
-    metric_interval: Duration,
 }
 
 /// Starts the Kubernetes watches when configured (or running in a pod). Without API access
@@ -698,75 +629,4 @@ async fn start_kubernetes(config: &Config) -> Option<Watches> {
         ),
     }
     Some(watches)
-}
-
-/// The telemetry stage's task: forwards exchanges to the console, builds OTLP spans and logs
-/// (sent every `batch_delay` or `batch_exchanges`) and metrics (every `metric_interval`).
-async fn telemetry_stage(
-    mut rx: mpsc::Receiver<Signal>,
-    console: Option<mpsc::Sender<Signal>>,
-    mut otel: Option<(Telemetry, Fanout)>,
-    timing: TelemetryTiming,
-) {
-    let start = tokio::time::Instant::now();
-    let mut batch_timer = tokio::time::interval_at(start + timing.batch_delay, timing.batch_delay);
-    let mut metric_timer =
-        tokio::time::interval_at(start + timing.metric_interval, timing.metric_interval);
-    let flush = |otel: &mut Option<(Telemetry, Fanout)>| {
-        if let Some((telemetry, fanout)) = otel
-            && let Some((spans, logs)) = telemetry.take_spans_and_logs()
-        {
-            fanout.send(spans);
-            fanout.send(logs);
-        }
-    };
-    let send_metrics = |otel: &mut Option<(Telemetry, Fanout)>| {
-        if let Some((telemetry, fanout)) = otel
-            && let Some(metrics) = telemetry.collect_metrics(std::time::SystemTime::now())
-        {
-            fanout.send(metrics);
-        }
-    };
-    loop {
-        tokio::select! {
-            signal = rx.recv() => {
-                let Some(mut signal) = signal else { break };
-                let now = std::time::SystemTime::now();
-                if let Some((telemetry, _)) = &mut otel {
-                    match &mut signal {
-                        Signal::Exchanges(records) => telemetry.add_exchanges(records, now),
-                        Signal::Connections(activity) => telemetry.add_activity(activity, now),
-                        Signal::Stats(_) => {}
-                    }
-                    if telemetry.pending_exchanges() >= timing.batch_exchanges {
-                        flush(&mut otel);
-                    }
-                }
-                if let (Some(console), Signal::Exchanges(_)) = (&console, &signal) {
-                    let _ = console.send(signal).await;
-                }
-            }
-            _ = batch_timer.tick() => flush(&mut otel),
-            _ = metric_timer.tick() => send_metrics(&mut otel),
-        }
-    }
-    flush(&mut otel);
-    send_metrics(&mut otel);
-}
-
-/// The console exporter: a plain thread, because writing to stdout blocks. Buffered: one write
-/// per batch of lines, not one per line.
-fn export_console(mut rx: mpsc::Receiver<Signal>) {
-    let mut console =
-        ConsoleExporter::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()));
-    while let Some(signal) = rx.blocking_recv() {
-        if let Err(e) = console.export(&signal) {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                tracing::error!("writing to standard output failed, output stops: {e}");
-            }
-            break;
-        }
-    }
-    // Keep receiving (and dropping) so upstream stages never block on a dead output.
-    while rx.blocking_recv().is_some() {}
 }

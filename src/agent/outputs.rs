@@ -1,0 +1,176 @@
+//! The agent's outputs: the OTLP and file exporters started and finished, the telemetry
+//! stage's task, the console thread, and the stats lines when the console is off.
+
+use super::*;
+
+/// How long exporters get at exit to deliver what they hold.
+const EXPORT_GRACE: Duration = Duration::from_secs(5);
+
+/// The exporters that take OTLP payloads, started.
+pub(super) struct OtlpExporters {
+    pub(super) fanout: Fanout,
+    pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(super) threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+pub(super) fn start_exporters(
+    config: &Config,
+    stats: &Arc<ExportStats>,
+) -> Result<OtlpExporters, AgentError> {
+    let export = &config.export;
+    let mut exporters = OtlpExporters {
+        fanout: Fanout::new(stats.clone()),
+        tasks: Vec::new(),
+        threads: Vec::new(),
+    };
+    if export.enabled(ExporterKind::Otlp) {
+        for signal in SignalKind::ALL
+            .into_iter()
+            .filter(|&s| export.signals.get(s))
+        {
+            let target = export.otlp.target(signal);
+            tracing::info!(
+                "exporting {} over OTLP/{} to {}",
+                signal.as_str(),
+                target.protocol.as_str(),
+                target.endpoint
+            );
+            let (queue, task) = otlp::spawn(
+                target,
+                export.otlp.retry,
+                export.otlp.queue_batches,
+                stats.clone(),
+            )?;
+            exporters.fanout.add_otlp(signal, queue);
+            exporters.tasks.push(task);
+        }
+    }
+    if export.enabled(ExporterKind::File) {
+        let (queue, thread) =
+            file::spawn(&export.file_path, export.otlp.queue_batches, stats.clone()).map_err(
+                |source| AgentError::File {
+                    path: export.file_path.display().to_string(),
+                    source,
+                },
+            )?;
+        tracing::info!("writing OTLP JSON lines to {}", export.file_path.display());
+        exporters.fanout.add_file(queue);
+        exporters.threads.push(thread);
+    }
+    Ok(exporters)
+}
+
+/// Without the console exporter the stats lines go to standard error, so whatever the
+/// exporters an operator sees what was captured, lost and dropped.
+pub(super) fn stats_to_stderr(report: &StatsReport) {
+    use std::io::Write as _;
+    let mut line = String::new();
+    crate::export::console::format_stats(&mut line, report, std::time::SystemTime::now());
+    line.push('\n');
+    let _ = io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Closes the exporters' queues and gives them [`EXPORT_GRACE`] to deliver; what is left after
+/// that is counted as dropped.
+pub(super) async fn finish_exporters(exporters: OtlpExporters, stats: &ExportStats) {
+    let OtlpExporters {
+        fanout,
+        tasks,
+        threads,
+    } = exporters;
+    drop(fanout);
+    let deadline = tokio::time::Instant::now() + EXPORT_GRACE;
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+    for thread in threads {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    let left = stats.totals().queued;
+    if left.iter().any(|&n| n > 0) {
+        tracing::warn!(
+            "exiting with {} export batches undelivered (counted as dropped)",
+            left.iter().sum::<u64>()
+        );
+    }
+    stats.abandon_pending();
+}
+
+pub(super) struct TelemetryTiming {
+    pub(super) batch_delay: Duration,
+    pub(super) batch_exchanges: usize,
+    pub(super) metric_interval: Duration,
+}
+
+/// The telemetry stage's task: forwards exchanges to the console, builds OTLP spans and logs
+/// (sent every `batch_delay` or `batch_exchanges`) and metrics (every `metric_interval`).
+pub(super) async fn telemetry_stage(
+    mut rx: mpsc::Receiver<Signal>,
+    console: Option<mpsc::Sender<Signal>>,
+    mut otel: Option<(Telemetry, Fanout)>,
+    timing: TelemetryTiming,
+) {
+    let start = tokio::time::Instant::now();
+    let mut batch_timer = tokio::time::interval_at(start + timing.batch_delay, timing.batch_delay);
+    let mut metric_timer =
+        tokio::time::interval_at(start + timing.metric_interval, timing.metric_interval);
+    let flush = |otel: &mut Option<(Telemetry, Fanout)>| {
+        if let Some((telemetry, fanout)) = otel
+            && let Some((spans, logs)) = telemetry.take_spans_and_logs()
+        {
+            fanout.send(spans);
+            fanout.send(logs);
+        }
+    };
+    let send_metrics = |otel: &mut Option<(Telemetry, Fanout)>| {
+        if let Some((telemetry, fanout)) = otel
+            && let Some(metrics) = telemetry.collect_metrics(std::time::SystemTime::now())
+        {
+            fanout.send(metrics);
+        }
+    };
+    loop {
+        tokio::select! {
+            signal = rx.recv() => {
+                let Some(mut signal) = signal else { break };
+                let now = std::time::SystemTime::now();
+                if let Some((telemetry, _)) = &mut otel {
+                    match &mut signal {
+                        Signal::Exchanges(records) => telemetry.add_exchanges(records, now),
+                        Signal::Connections(activity) => telemetry.add_activity(activity, now),
+                        Signal::Stats(_) => {}
+                    }
+                    if telemetry.pending_exchanges() >= timing.batch_exchanges {
+                        flush(&mut otel);
+                    }
+                }
+                if let (Some(console), Signal::Exchanges(_)) = (&console, &signal) {
+                    let _ = console.send(signal).await;
+                }
+            }
+            _ = batch_timer.tick() => flush(&mut otel),
+            _ = metric_timer.tick() => send_metrics(&mut otel),
+        }
+    }
+    flush(&mut otel);
+    send_metrics(&mut otel);
+}
+
+/// The console exporter: a plain thread, because writing to stdout blocks. Buffered: one write
+/// per batch of lines, not one per line.
+pub(super) fn export_console(mut rx: mpsc::Receiver<Signal>) {
+    let mut console =
+        ConsoleExporter::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock()));
+    while let Some(signal) = rx.blocking_recv() {
+        if let Err(e) = console.export(&signal) {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                tracing::error!("writing to standard output failed, output stops: {e}");
+            }
+            break;
+        }
+    }
+    // Keep receiving (and dropping) so upstream stages never block on a dead output.
+    while rx.blocking_recv().is_some() {}
+}

@@ -39,6 +39,7 @@
 
 mod h2;
 mod hook_costs;
+mod memory;
 
 use std::{
     io::{BufRead, BufReader},
@@ -108,6 +109,12 @@ struct Options {
     /// The programs' own cost per run, from BPF run-time statistics.
     #[arg(long)]
     hook_costs: bool,
+    /// RSS idle, after connection churn and a minute later (see memory.rs).
+    #[arg(long, conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs"])]
+    memory: bool,
+    /// Another netsonde binary measured beside --netsonde (`--memory`).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 fn main() {
@@ -149,6 +156,10 @@ fn main() {
     }
     if o.hook_costs {
         hook_costs::run(&o, &url, &collector);
+        return;
+    }
+    if o.memory {
+        memory::run(&o, &url, &collector);
         return;
     }
 

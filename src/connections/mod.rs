@@ -139,6 +139,8 @@ pub struct ConnectionStats {
     pub hidden_messages: AtomicU64,
     pub unframed_bodies: AtomicU64,
     pub malformed: AtomicU64,
+    /// HTTP/1 heads longer than the captured prefix of their syscall (lost).
+    pub heads_cut: AtomicU64,
     /// Bytes the stream positions show were never delivered.
     pub gap_bytes: AtomicU64,
     /// Times a stream's numbering restarted.
@@ -199,6 +201,7 @@ impl ConnectionStats {
         self.unframed_bodies
             .fetch_add(notes.unframed_bodies, Relaxed);
         self.malformed.fetch_add(notes.malformed, Relaxed);
+        self.heads_cut.fetch_add(notes.heads_cut, Relaxed);
     }
 }
 

@@ -133,7 +133,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         line,
         "{} {} events={} lost={} bytes={} not_captured={} connections={} opened={} closed={} \
          evicted={} expired={} exchanges={} not_http={} orphan_responses={} unanswered_requests={} \
-         hidden_messages={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
+         hidden_messages={} heads_cut={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
          h2_connections={} h2_broken={} h2_resyncs={} h2_lost_streams={} h2_unknown_fields={} h2_pieces={} h2_walk_lost={} h2_walk_resyncs={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} swept={} kernel_notes={} node_retransmits={} node_drops={} device_late={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
         humantime::format_rfc3339_millis(now),
         if s.last { "stats(final)" } else { "stats" },
@@ -151,6 +151,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         s.orphan_responses,
         s.unanswered_requests,
         s.hidden_messages,
+        s.heads_cut,
         s.unframed_bodies,
         s.malformed,
         s.gap_bytes,

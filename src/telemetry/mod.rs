@@ -178,6 +178,7 @@ pub struct StatsReport {
     pub hidden_messages: u64,
     pub unframed_bodies: u64,
     pub malformed: u64,
+    pub heads_cut: u64,
     pub gap_bytes: u64,
     pub http2_connections: u64,
     /// Times an HTTP/2 connection's direction lost its place or its compression table, times
@@ -230,6 +231,7 @@ impl StatsReport {
             hidden_messages: conns.hidden_messages.load(Relaxed),
             unframed_bodies: conns.unframed_bodies.load(Relaxed),
             malformed: conns.malformed.load(Relaxed),
+            heads_cut: conns.heads_cut.load(Relaxed),
             gap_bytes: conns.gap_bytes.load(Relaxed),
             http2_connections: conns.http2_connections.load(Relaxed),
             http2_broken: conns.http2_broken.load(Relaxed),

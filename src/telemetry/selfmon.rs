@@ -142,6 +142,7 @@ const COUNTERS: [(&str, &str, &str, Reading); 13] = [
                 ("orphan_response", s.orphan_responses),
                 ("unanswered_request", s.unanswered_requests),
                 ("hidden_message", s.hidden_messages),
+                ("http1_head_cut", s.heads_cut),
                 ("unframed_body", s.unframed_bodies),
                 ("malformed", s.malformed),
                 ("not_http", s.not_http),

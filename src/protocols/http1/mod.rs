@@ -56,6 +56,8 @@ pub struct Notes {
     pub unframed_bodies: u64,
     /// Heads or chunk lines that were not valid HTTP/1.
     pub malformed: u64,
+    /// Heads longer than the captured prefix of their syscall (also in `hidden_messages`).
+    pub heads_cut: u64,
 }
 
 /// Where the connection stands.
@@ -448,6 +450,10 @@ impl Sink for Pairing {
         } else {
             self.notes.malformed += 1;
         }
+    }
+
+    fn head_cut(&mut self, _dir: Direction) {
+        self.notes.heads_cut += 1;
     }
 
     fn hidden_message(&mut self, dir: Direction) {

@@ -65,6 +65,9 @@ pub trait Sink {
     fn malformed(&mut self, dir: Direction, fatal: bool);
     /// A gap hid the start of one message (or cut its head); the side is resynchronising.
     fn hidden_message(&mut self, dir: Direction);
+    /// A head went on past the bytes the kernel copied of its syscall (it is longer than the
+    /// captured prefix): it is lost, and said so apart from other hidden messages.
+    fn head_cut(&mut self, dir: Direction);
     /// A gap hid a body's framing; the body now runs to the next message start.
     fn unframed(&mut self, dir: Direction);
     /// The connection switched protocols (101, CONNECT): the bytes after the message that did
@@ -216,6 +219,8 @@ impl Side {
                 }
                 State::Head { buf, first_ns } => {
                     if pos >= captured {
+                        // The rest of this syscall was not copied, and the head goes on in it.
+                        sink.head_cut(self.dir);
                         sink.hidden_message(self.dir);
                         self.state = State::Resync;
                         return None;

@@ -343,6 +343,36 @@ fn a_hidden_request_does_not_shift_the_pairing() {
 }
 
 #[test]
+fn a_head_longer_than_its_captured_prefix_is_cut_and_counted() {
+    // The second request's head goes on past the 30 bytes copied of its 9 000-byte write: it
+    // is lost (its response is not paired with anything) and counted as cut.
+    let steps = [
+        data(Out, b"GET /one HTTP/1.1\r\n\r\n"),
+        data(In, OK_5),
+        Step::Partial(Out, b"GET /two HTTP/1.1\r\nX-Big: bbbb".to_vec(), 9_000),
+        data(In, OK_5),
+        data(Out, b"GET /three HTTP/1.1\r\n\r\n"),
+        data(In, OK_5),
+    ];
+    let (ex, notes, _) = run(&steps, false);
+    assert_eq!(
+        summary(&ex),
+        [s("GET", "/one", 200), s("GET", "/three", 200)]
+    );
+    assert_eq!((notes.heads_cut, notes.hidden_messages), (1, 1));
+    // A head hidden whole (nothing copied) is not a cut one.
+    let (_, notes, _) = run(
+        &[
+            data(Out, b"GET /one HTTP/1.1\r\n\r\n"),
+            data(In, OK_5),
+            Step::Partial(Out, Vec::new(), 9_000),
+        ],
+        false,
+    );
+    assert_eq!((notes.heads_cut, notes.hidden_messages), (0, 1));
+}
+
+#[test]
 fn a_hidden_response_consumes_its_request() {
     let steps = [
         data(Out, b"GET /one HTTP/1.1\r\n\r\n"),

@@ -66,13 +66,13 @@ use crate::{
     },
 };
 
-/// Most records handed on in one batch.
 mod outputs;
 use outputs::{
     TelemetryTiming, export_console, finish_exporters, start_exporters, stats_to_stderr,
     telemetry_stage,
 };
 
+/// Most records handed on in one batch.
 const BATCH: usize = 4096;
 /// Event batches in flight between reader and tracker.
 const EVENT_QUEUE: usize = 64;

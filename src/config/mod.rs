@@ -404,12 +404,11 @@ impl Config {
                 message: format!("{bad:?} is not a query key (empty, or holds `&` or `=`)"),
             });
         }
-        if let Some(bad) = r.headers.iter().find(|h| {
-            h.is_empty()
-                || !h
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        }) {
+        if let Some(bad) = r
+            .headers
+            .iter()
+            .find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+        {
             return Err(ConfigError::Invalid {
                 key: "redaction.headers",
                 message: format!("{bad:?} is not an HTTP header name"),

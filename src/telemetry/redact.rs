@@ -58,7 +58,7 @@ impl Redaction {
     }
 
     /// A query (without `?`) with sensitive values replaced.
-    pub fn query(&self, query: &str) -> String {
+    fn query(&self, query: &str) -> String {
         if self.show_everything {
             return query.to_string();
         }

@@ -13,6 +13,18 @@ use netsonde::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc's malloc: after a burst (connection churn, thousands of idle
+/// connections closing) glibc kept the agent's peak resident for good, its free memory pinned
+/// by long-lived allocations in the same pages and arenas; jemalloc hands unused pages back
+/// within seconds (its background thread purges them). Measured in benchmarks/RESULTS.md.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings: a background thread purges dirty pages after 5 s unused, so an idle
+/// agent gives memory back without waiting for its next allocations.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:5000\0";
+
 #[derive(Parser)]
 #[command(
     name = "netsonde",
@@ -81,6 +93,10 @@ struct RunArgs {
     /// File the `file` exporter writes OTLP JSON lines to (overrides export.file_path).
     #[arg(long, value_name = "PATH")]
     file_path: Option<PathBuf>,
+    /// Directory where OTLP batches wait on disk through a collector outage (overrides
+    /// export.otlp.disk_queue.path).
+    #[arg(long, value_name = "DIR")]
+    disk_queue: Option<PathBuf>,
     /// Attach no-op programs to the same hooks and report nothing (overhead benchmarks).
     #[arg(long, hide = true)]
     noop_probes: bool,
@@ -211,6 +227,9 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), ConfigError> {
     }
     if let Some(path) = &args.file_path {
         export.file_path = path.clone();
+    }
+    if let Some(dir) = &args.disk_queue {
+        export.otlp.disk_queue.path = Some(dir.clone());
     }
     Ok(())
 }

@@ -523,3 +523,160 @@ fn a_full_ring_buffer_loses_events_counts_them_and_invents_nothing() {
         "with {lost} events lost, some exchanges must be missing"
     );
 }
+
+/// nginx answers a POST to a static file (405) as soon as it has the head, then reads and
+/// discards the 10 MiB body before it takes the next request on the same connection: the
+/// exchange gets the whole body, and the next one none of it (nor its packets).
+#[test]
+fn a_response_before_the_request_body_ends_gets_the_whole_body() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let py = python();
+    let worker = nginx.worker.to_string();
+    let agent = Agent::start(&["--pid", &worker, "--comm", &comm_of(py)]);
+    let size = 10 << 20;
+    let out = Command::new(py)
+        .arg(support_file("raw_client.py"))
+        .args([
+            "upload",
+            "127.0.0.1",
+            &nginx.port.to_string(),
+            "/index.html",
+        ])
+        .arg(size.to_string())
+        .arg("/ka")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let statuses = String::from_utf8_lossy(&out.stdout).to_string();
+    let capture = agent.stop();
+    // The oracle: nginx answered both on the one connection, so it consumed the whole body.
+    assert_eq!(
+        nginx.access_keys(),
+        [
+            ("GET".to_string(), "/ka".to_string(), 200),
+            ("POST".to_string(), "/index.html".to_string(), 405)
+        ]
+    );
+    assert!(
+        statuses.starts_with("HTTP/1.1 405") && statuses.contains("HTTP/1.1 200"),
+        "{statuses}"
+    );
+    for role in ["server", "client"] {
+        let lines: Vec<_> = capture.lines.iter().filter(|l| l.role == role).collect();
+        let seen: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.method.as_str(),
+                    l.status,
+                    l.req_body,
+                    l.incomplete.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [("POST", 405, size, None), ("GET", 200, 0, None)],
+            "{role}: {}",
+            capture.stdout
+        );
+        // The body's packets went with the POST.
+        if let (Some((_, post_in)), Some((_, get_in))) = (lines[0].packets, lines[1].packets)
+            && role == "server"
+        {
+            assert!(
+                post_in > 20 && get_in < 5,
+                "{post_in} / {get_in}: {}",
+                capture.stdout
+            );
+        }
+    }
+}
+
+/// A request nginx closes the connection on without answering (`return 444`): reported as a
+/// failed exchange on both sides, no status invented; nginx logs it as 444.
+#[test]
+fn a_request_closed_without_a_response_is_a_failed_exchange() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let worker = nginx.worker.to_string();
+    let agent = Agent::start(&["--pid", &worker, "--comm", "curl"]);
+    let mut curl = Command::new("curl")
+        .args(["-s", "-o", "/dev/null"])
+        .arg(nginx.url("/drop"))
+        .spawn()
+        .unwrap();
+    let status = curl.wait().unwrap();
+    assert_eq!(status.code(), Some(52), "curl: empty reply from server");
+    let client = curl.id();
+    let capture = agent.stop();
+    assert_eq!(
+        nginx.access_keys(),
+        [("GET".to_string(), "/drop".to_string(), 444)]
+    );
+    for pid in [nginx.worker, client] {
+        let seen: Vec<_> = capture
+            .of(pid)
+            .iter()
+            .map(|l| (l.target.as_str(), l.status, l.incomplete.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("/drop", 0, Some("no_response"))],
+            "{}",
+            capture.stdout
+        );
+    }
+    assert_eq!(capture.final_stat("unanswered_requests"), Some(2));
+}
+
+/// Slowloris: heads that never end, on connections the client closes and on connections left
+/// open past the idle timeout, are counted as incomplete requests, and reported as nothing.
+#[test]
+fn requests_never_finished_are_counted_at_close_and_at_timeout() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let worker = nginx.worker.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("netsonde.yaml");
+    std::fs::write(&config, "connections:\n  idle_timeout_secs: 2\n").unwrap();
+    let agent = Agent::start(&["--pid", &worker, "--config", config.to_str().unwrap()]);
+    let port = nginx.port.to_string();
+    let script = support_file("raw_client.py");
+    let script = script.to_str().unwrap();
+    // Ten closed after a moment; ten held past the idle timeout (then closed, unseen).
+    run_client(python(), &[script, "slow", "127.0.0.1", &port, "10", "0.5"]);
+    run_client(python(), &[script, "slow", "127.0.0.1", &port, "10", "5"]);
+    let capture = agent.stop();
+    // The oracle: nginx logs each as a 400 to which it sent nothing (the client left first).
+    let logged = nginx.access_with_bodies();
+    assert_eq!(logged.len(), 20, "{logged:?}");
+    assert!(
+        logged.iter().all(
+            |(m, t, status, sent)| (m.as_str(), t.as_str(), *status, *sent)
+                == ("GET", "/slow", 400, 0)
+        ),
+        "{logged:?}"
+    );
+    assert!(capture.of(nginx.worker).is_empty(), "{}", capture.stdout);
+    assert_eq!(
+        capture.final_stat("incomplete_requests"),
+        Some(20),
+        "{:?}",
+        capture.stats
+    );
+    assert_eq!(
+        capture.final_stat("expired"),
+        Some(10),
+        "{:?}",
+        capture.stats
+    );
+}

@@ -233,6 +233,57 @@ fn values_switch_privileges_and_reach_the_config() {
 }
 
 #[test]
+fn the_disk_queue_gets_a_volume_and_the_flag() {
+    let queue_mount = |ds: &DaemonSet| {
+        container(ds)
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "disk-queue")
+            .map(|m| m.mount_path.clone())
+    };
+    let volume = |ds: &DaemonSet| {
+        ds.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "disk-queue")
+            .cloned()
+    };
+    let o = objects(&render(&json!({})));
+    assert_eq!(queue_mount(&o.daemonset), None);
+    assert!(volume(&o.daemonset).is_none());
+    assert!(
+        !container(&o.daemonset)
+            .args
+            .as_ref()
+            .unwrap()
+            .contains(&"--disk-queue".to_string())
+    );
+
+    let o = objects(&render(&json!({"diskQueue": {"volume": "hostPath"}})));
+    let args = container(&o.daemonset).args.clone().unwrap();
+    let dir = &args[args.iter().position(|a| a == "--disk-queue").unwrap() + 1];
+    assert_eq!(queue_mount(&o.daemonset).as_ref(), Some(dir));
+    let host = volume(&o.daemonset).unwrap().host_path.unwrap();
+    assert_eq!(host.path, "/var/lib/netsonde/queue");
+    assert_eq!(host.type_.as_deref(), Some("DirectoryOrCreate"));
+
+    let o = objects(&render(&json!({"diskQueue": {"volume": "emptyDir"}})));
+    let empty = volume(&o.daemonset).unwrap().empty_dir.unwrap();
+    assert_eq!(empty.size_limit.unwrap().0, "2Gi");
+    assert!(queue_mount(&o.daemonset).is_some());
+}
+
+#[test]
 fn a_misspelt_field_fails() {
     let good = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n";
     assert!(typed::<ServiceAccount>(good).is_ok());

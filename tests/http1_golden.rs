@@ -23,6 +23,8 @@ fn describe(e: &Exchange) -> String {
         Completeness::BodyCut => " body_cut",
         Completeness::FramingLost => " framing_lost",
         Completeness::BytesLost => " bytes_lost",
+        Completeness::NoResponse => " no_response",
+        Completeness::RequestCut => " request_cut",
     };
     format!(
         "{} {} {} req_body={} resp_body={}{complete}",
@@ -55,7 +57,7 @@ fn parse(
             http.feed(dir, &Segment::full(piece, t, t + 100), &mut out);
         }
     }
-    http.close(&mut out);
+    http.close(t + 1000, true, &mut out);
     (
         out.iter().map(describe).collect(),
         http.role(),

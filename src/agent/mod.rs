@@ -91,6 +91,8 @@ pub enum AgentError {
     Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Otlp(#[from] otlp::OtlpError),
+    #[error(transparent)]
+    DiskQueue(#[from] otlp::disk_queue::DiskQueueError),
     #[error("cannot start a thread")]
     Thread(#[source] io::Error),
     #[error("cannot apply the process filter")]
@@ -555,23 +557,40 @@ async fn track(
                 for event in &events {
                     tracker.handle(event, &mut observed);
                 }
-                if !observed.is_empty() {
-                    let records = observed.drain(..).map(|o| ExchangeRecord::from_observed(o, &clock, &redaction)).collect();
-                    if tx.send(Signal::Exchanges(records)).await.is_err() {
-                        break;
-                    }
+                if send_exchanges(&mut observed, &tx, &clock, &redaction).await.is_err() {
+                    break;
                 }
             }
             _ = expiry.tick() => {
-                tracker.expire(KernelClock::now_ktime());
-                if send_activity(&mut tracker, &tx).await.is_err() {
+                tracker.expire(KernelClock::now_ktime(), &mut observed);
+                if send_exchanges(&mut observed, &tx, &clock, &redaction).await.is_err()
+                    || send_activity(&mut tracker, &tx).await.is_err()
+                {
                     break;
                 }
             }
         }
     }
-    tracker.finish();
+    tracker.finish(&mut observed);
+    let _ = send_exchanges(&mut observed, &tx, &clock, &redaction).await;
     let _ = send_activity(&mut tracker, &tx).await;
+}
+
+/// Exchanges go on as records (redacted), a batch at a time.
+async fn send_exchanges(
+    observed: &mut Vec<crate::connections::ObservedExchange>,
+    tx: &mpsc::Sender<Signal>,
+    clock: &KernelClock,
+    redaction: &Redaction,
+) -> Result<(), ()> {
+    if observed.is_empty() {
+        return Ok(());
+    }
+    let records = observed
+        .drain(..)
+        .map(|o| ExchangeRecord::from_observed(o, clock, redaction))
+        .collect();
+    tx.send(Signal::Exchanges(records)).await.map_err(|_| ())
 }
 
 /// Connection activity goes on once a second (bytes add up in between), and at the end.

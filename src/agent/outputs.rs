@@ -2,6 +2,7 @@
 //! stage's task, the console thread, and the stats lines when the console is off.
 
 use super::*;
+use crate::export::otlp::disk_queue::{DiskBudget, DiskQueue};
 
 /// How long exporters get at exit to deliver what they hold.
 const EXPORT_GRACE: Duration = Duration::from_secs(5);
@@ -24,6 +25,15 @@ pub(super) fn start_exporters(
         threads: Vec::new(),
     };
     if export.enabled(ExporterKind::Otlp) {
+        let disk = &export.otlp.disk_queue;
+        let budget = DiskBudget::new(disk.max_bytes);
+        if let Some(dir) = &disk.path {
+            tracing::info!(
+                "export batches wait on disk in {} (at most {} MiB)",
+                dir.display(),
+                disk.max_bytes >> 20
+            );
+        }
         for signal in SignalKind::ALL
             .into_iter()
             .filter(|&s| export.signals.get(s))
@@ -35,10 +45,16 @@ pub(super) fn start_exporters(
                 target.protocol.as_str(),
                 target.endpoint
             );
+            let disk_queue = disk
+                .path
+                .as_deref()
+                .map(|dir| DiskQueue::open(dir, signal, budget.clone()))
+                .transpose()?;
             let (queue, task) = otlp::spawn(
                 target,
                 export.otlp.retry,
                 export.otlp.queue_batches,
+                disk_queue,
                 stats.clone(),
             )?;
             exporters.fanout.add_otlp(signal, queue);
@@ -71,7 +87,7 @@ pub(super) fn stats_to_stderr(report: &StatsReport) {
 }
 
 /// Closes the exporters' queues and gives them [`EXPORT_GRACE`] to deliver; what is left after
-/// that is counted as dropped.
+/// that is counted as dropped, except what the disk queue keeps for the next run.
 pub(super) async fn finish_exporters(exporters: OtlpExporters, stats: &ExportStats) {
     let OtlpExporters {
         fanout,
@@ -88,14 +104,19 @@ pub(super) async fn finish_exporters(exporters: OtlpExporters, stats: &ExportSta
     for thread in threads {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
-    let left = stats.totals().queued;
-    if left.iter().any(|&n| n > 0) {
-        tracing::warn!(
-            "exiting with {} export batches undelivered (counted as dropped)",
-            left.iter().sum::<u64>()
+    let totals = stats.totals();
+    let in_memory = totals.queued.iter().sum::<u64>();
+    let kept = stats.abandon_pending();
+    if kept.iter().any(|&n| n > 0) {
+        tracing::info!(
+            "exiting with {} spans, {} data points and {} log records in the disk queue: the next run sends them",
+            kept[0],
+            kept[1],
+            kept[2]
         );
+    } else if in_memory > 0 {
+        tracing::warn!("exiting with {in_memory} export batches undelivered (counted as dropped)");
     }
-    stats.abandon_pending();
 }
 
 pub(super) struct TelemetryTiming {

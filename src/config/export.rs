@@ -159,6 +159,8 @@ pub struct OtlpConfig {
     pub retry: RetryConfig,
     /// Export batches waiting per signal; beyond that new batches are dropped and counted.
     pub queue_batches: usize,
+    /// Keep waiting batches on disk, so a collector outage loses nothing (off when unset).
+    pub disk_queue: DiskQueueConfig,
     pub traces: SignalOverride,
     pub metrics: SignalOverride,
     pub logs: SignalOverride,
@@ -175,9 +177,32 @@ impl Default for OtlpConfig {
             certificate: None,
             retry: RetryConfig::default(),
             queue_batches: 32,
+            disk_queue: DiskQueueConfig::default(),
             traces: SignalOverride::default(),
             metrics: SignalOverride::default(),
             logs: SignalOverride::default(),
+        }
+    }
+}
+
+/// The OTLP exporter's queue on disk: batches are written there as they are made and removed
+/// once the collector took them (or refused them for good), so they wait out an outage of any
+/// length the bound allows, and an agent restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskQueueConfig {
+    /// Directory of the queue files (one per signal); unset keeps the queue in memory only.
+    pub path: Option<PathBuf>,
+    /// Most bytes of batches held on disk, all signals together; beyond that new batches are
+    /// dropped and counted.
+    pub max_bytes: u64,
+}
+
+impl Default for DiskQueueConfig {
+    fn default() -> Self {
+        DiskQueueConfig {
+            path: None,
+            max_bytes: 1 << 30,
         }
     }
 }
@@ -361,6 +386,9 @@ impl OtlpConfig {
     }
 }
 
+/// The smallest disk queue accepted: a batch of spans can take a few hundred KiB.
+const MIN_DISK_QUEUE_BYTES: u64 = 1 << 20;
+
 impl ExportConfig {
     pub fn metric_interval(&self) -> Duration {
         Duration::from_millis(self.metric_interval_ms)
@@ -413,6 +441,15 @@ impl ExportConfig {
             return Err(invalid(
                 "export.otlp.queue_batches",
                 "must be at least 1".into(),
+            ));
+        }
+        if self.otlp.disk_queue.max_bytes < MIN_DISK_QUEUE_BYTES {
+            return Err(invalid(
+                "export.otlp.disk_queue.max_bytes",
+                format!(
+                    "{} is less than {MIN_DISK_QUEUE_BYTES} (1 MiB)",
+                    self.otlp.disk_queue.max_bytes
+                ),
             ));
         }
         let r = self.otlp.retry;

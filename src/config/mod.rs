@@ -486,7 +486,7 @@ pub(crate) mod tests {
     }
 
     /// Every key of the file.
-    const DOCUMENTED_KEYS: [&str; 48] = [
+    const DOCUMENTED_KEYS: [&str; 50] = [
         "capture.payload_bytes",
         "capture.ring_buffer_bytes",
         "capture.batch_delay_ms",
@@ -526,6 +526,8 @@ pub(crate) mod tests {
         "export.otlp.certificate",
         "export.otlp.retry",
         "export.otlp.queue_batches",
+        "export.otlp.disk_queue.path",
+        "export.otlp.disk_queue.max_bytes",
         "export.otlp.traces",
         "export.metric_interval_ms",
         "export.metric_temporality",

@@ -4,6 +4,7 @@
 //! Owns the connection table (one task, one owner) and each connection's stream positions and
 //! parser state. Emits [`ObservedExchange`]s: an exchange plus who took part in it.
 
+mod ending;
 pub mod kernel;
 mod parser;
 pub mod resolve;
@@ -141,6 +142,8 @@ pub struct ConnectionStats {
     pub malformed: AtomicU64,
     /// HTTP/1 heads longer than the captured prefix of their syscall (lost).
     pub heads_cut: AtomicU64,
+    /// HTTP/1 requests not whole when their connection ended or was forgotten.
+    pub incomplete_requests: AtomicU64,
     /// Bytes the stream positions show were never delivered.
     pub gap_bytes: AtomicU64,
     /// Times a stream's numbering restarted.
@@ -202,6 +205,8 @@ impl ConnectionStats {
             .fetch_add(notes.unframed_bodies, Relaxed);
         self.malformed.fetch_add(notes.malformed, Relaxed);
         self.heads_cut.fetch_add(notes.heads_cut, Relaxed);
+        self.incomplete_requests
+            .fetch_add(notes.incomplete_requests, Relaxed);
     }
 }
 
@@ -250,6 +255,9 @@ pub struct Tracker {
     resolver: ProcResolver,
     stats: Arc<ConnectionStats>,
     scratch: Vec<Exchange>,
+    /// Exchanges of connections forgotten outside a call that hands exchanges on (evicted by
+    /// an insert): handed on by the next one.
+    forgotten: Vec<ObservedExchange>,
     activity: Vec<ConnectionActivity>,
     /// Connections with unreported bytes (may hold keys since removed).
     dirty: Vec<ConnKey>,
@@ -269,6 +277,7 @@ impl Tracker {
             resolver: ProcResolver::default(),
             stats,
             scratch: Vec::new(),
+            forgotten: Vec::new(),
             activity: Vec::new(),
             dirty: Vec::new(),
             handshakes: Default::default(),
@@ -286,30 +295,8 @@ impl Tracker {
             Event::KernelNote(n) => self.on_note(n),
             Event::ProcessFork(_) | Event::ProcessExec(_) => {}
         }
+        out.append(&mut self.forgotten);
         self.stats.active.store(self.table.len() as u64, Relaxed);
-    }
-
-    /// Forgets connections idle since before `now_ns - idle_timeout` (kernel clock).
-    pub fn expire(&mut self, now_ns: u64) {
-        let cutoff = now_ns.saturating_sub(self.config.idle_timeout_ns);
-        // A handshake whose connect() announcement never came.
-        self.handshakes.retain(|_, (_, at)| *at >= cutoff);
-        for (key, mut conn) in self.table.pop_idle(|c| c.last_seen_ns < cutoff) {
-            self.stats.expired.fetch_add(1, Relaxed);
-            self.untracked(key, &mut conn, false);
-            // Not closed, only quiet: nothing it was waiting for can be finished.
-            self.stats.add_notes(conn.http.take_notes());
-        }
-        self.stats.active.store(self.table.len() as u64, Relaxed);
-    }
-
-    /// At shutdown: what is still open is dropped (counted, not reported).
-    pub fn finish(&mut self) {
-        for (key, mut conn) in self.table.drain() {
-            self.untracked(key, &mut conn, false);
-            self.stats.add_notes(conn.http.take_notes());
-        }
-        self.stats.active.store(0, Relaxed);
     }
 
     /// Moves what happened to connections since the last call into `out`, including bytes
@@ -367,7 +354,7 @@ impl Tracker {
                 return;
             }
             // The same fd and socket connected again without a close we saw: end the old one.
-            self.close(key, out);
+            self.close(key, 0, None, out);
         }
         let (local, remote) = addresses(open);
         let tcp_role = match origin {
@@ -602,34 +589,6 @@ impl Tracker {
         self.activity.push(conn.activity(key, kind));
     }
 
-    fn on_close(&mut self, close: &ConnCloseEvent, out: &mut Vec<ObservedExchange>) {
-        self.close(
-            ConnKey {
-                tgid: close.tgid,
-                fd: close.fd,
-                sock: close.sock,
-            },
-            out,
-        );
-    }
-
-    fn on_process_exit(&mut self, exit: &ProcessExitEvent, out: &mut Vec<ObservedExchange>) {
-        for key in self.table.keys_of(exit.tgid) {
-            self.close(key, out);
-        }
-        self.resolver.forget(exit.tgid);
-    }
-
-    fn close(&mut self, key: ConnKey, out: &mut Vec<ObservedExchange>) {
-        let Some(mut conn) = self.table.remove(&key) else {
-            return;
-        };
-        self.stats.closed.fetch_add(1, Relaxed);
-        self.untracked(key, &mut conn, true);
-        conn.http.close(&mut self.scratch);
-        Self::publish(&self.stats, key, &mut conn, &mut self.scratch, out);
-    }
-
     /// Data for a connection nothing announced: ask /proc who it is, join it mid-stream.
     fn adopt(&mut self, key: ConnKey) {
         self.stats.opened_unannounced.fetch_add(1, Relaxed);
@@ -675,8 +634,9 @@ impl Tracker {
         self.activity.push(conn.activity(key, tracked));
         if let Some((old_key, mut evicted)) = self.table.insert(key, conn) {
             self.stats.evicted.fetch_add(1, Relaxed);
-            self.untracked(old_key, &mut evicted, false);
-            self.stats.add_notes(evicted.http.take_notes());
+            let mut forgotten = std::mem::take(&mut self.forgotten);
+            self.forget(old_key, &mut evicted, &mut forgotten);
+            self.forgotten = forgotten;
         }
     }
 

@@ -92,10 +92,21 @@ impl Parser {
         }
     }
 
-    pub fn close(&mut self, out: &mut Vec<Exchange>) {
+    /// The connection closed at `at_ns`; `seen_to_the_end` when no byte of it went unseen at
+    /// its end (then a request left unanswered is reported as such).
+    pub fn close(&mut self, at_ns: u64, seen_to_the_end: bool, out: &mut Vec<Exchange>) {
         match self {
-            Parser::Http1(p) => p.close(out),
+            Parser::Http1(p) => p.close(at_ns, seen_to_the_end, out),
             Parser::Http2(p) => p.close(out),
+        }
+    }
+
+    /// The connection is forgotten while open (idle, evicted, agent exit): what waited is
+    /// counted.
+    pub fn abandon(&mut self, out: &mut Vec<Exchange>) {
+        match self {
+            Parser::Http1(p) => p.abandon(out),
+            Parser::Http2(p) => p.abandon(),
         }
     }
 

@@ -38,6 +38,13 @@ impl Stream {
         }
     }
 
+    /// Bytes between what was seen and `final_pos`, the position the kernel says the stream
+    /// ended at: records lost at the very end. `None` when this direction's position was never
+    /// learnt (a joined connection that saw nothing of it).
+    pub fn missing_before(&self, final_pos: u64) -> Option<u64> {
+        self.next.map(|next| final_pos.saturating_sub(next))
+    }
+
     /// Accounts for a segment of `len` bytes at `pos`.
     pub fn advance(&mut self, pos: u64, len: u64) -> Continuity {
         let continuity = match self.next {
@@ -65,7 +72,10 @@ mod tests {
         assert_eq!(s.advance(0, 5), Continuity::Restart);
         assert_eq!(s.advance(5, 1), Continuity::InOrder);
         assert_eq!(s.bytes, 26);
+        assert_eq!(s.missing_before(6), Some(0));
+        assert_eq!(s.missing_before(9), Some(3));
         let mut j = Stream::joined();
+        assert_eq!(j.missing_before(10), None);
         assert_eq!(j.advance(1000, 1), Continuity::InOrder);
         assert_eq!(j.advance(1001, 1), Continuity::InOrder);
     }

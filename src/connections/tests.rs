@@ -2,6 +2,8 @@
 
 use netsonde_common::{kind, syscall};
 
+use crate::protocols::Completeness;
+
 use super::*;
 
 const CLIENT: u32 = 100;
@@ -72,13 +74,21 @@ fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u
 }
 
 fn close(tgid: u32, fd: i32, sock: u64) -> Event {
+    close_at(tgid, fd, sock, [0, 0])
+}
+
+/// A close whose socket's streams ended at `ends` (egress, ingress bytes).
+fn close_at(tgid: u32, fd: i32, sock: u64, ends: [u64; 2]) -> Event {
     Event::Close(ConnCloseEvent {
         kind: kind::CONN_CLOSE,
         tgid,
         tid: tgid,
         fd,
         sock,
-        ts_ns: 99,
+        ts_ns: 99_000,
+        egress_bytes: ends[0],
+        ingress_bytes: ends[1],
+        ..ConnCloseEvent::default()
     })
 }
 
@@ -194,6 +204,34 @@ fn a_response_until_close_is_reported_at_close_and_the_connection_forgotten() {
     );
 }
 
+/// A request with no answer before the close is a failed exchange only when the kernel's
+/// final positions show nothing went unseen: a response whose records were lost is a gap,
+/// counted, and never passes for no response.
+#[test]
+fn no_response_is_reported_only_when_the_close_shows_nothing_was_missed() {
+    let req = REQ.len() as u64;
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        data(C5, direction::EGRESS, 0, REQ, req, 1000),
+        close_at(CLIENT, 5, SOCK_C, [req, 0]),
+    ]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].exchange.completeness, Completeness::NoResponse);
+    assert_eq!(out[0].exchange.response_end_ns, 99_000);
+    assert_eq!(stats.unanswered_requests.load(Relaxed), 1);
+
+    let (out, stats) = run(&[
+        open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
+        data(C5, direction::EGRESS, 0, REQ, req, 1000),
+        // The response's 40 bytes were read, but their record was lost.
+        close_at(CLIENT, 5, SOCK_C, [req, 40]),
+    ]);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(stats.gap_bytes.load(Relaxed), 40);
+    assert_eq!(stats.hidden_messages.load(Relaxed), 1);
+    assert_eq!(stats.unanswered_requests.load(Relaxed), 1);
+}
+
 #[test]
 fn a_process_exit_ends_its_connections() {
     let until_close = b"HTTP/1.0 200 OK\r\n\r\nbody";
@@ -255,7 +293,7 @@ fn the_table_is_bounded_and_idle_connections_expire() {
     }
     assert_eq!(stats.active.load(Relaxed), 16);
     assert_eq!(stats.evicted.load(Relaxed), 4);
-    tracker.expire(2_000_000_000);
+    tracker.expire(2_000_000_000, &mut out);
     assert_eq!(stats.active.load(Relaxed), 0);
     assert_eq!(stats.expired.load(Relaxed), 16);
 }
@@ -388,7 +426,7 @@ fn a_connection_older_than_netsonde_is_tracked_but_not_new_and_forgotten_not_clo
         &open(SERVER, 7, SOCK_S, origin::EXISTING, 8080, 40000),
         &mut out,
     );
-    t.expire(10_000_000_000);
+    t.expire(10_000_000_000, &mut out);
     let mut activity = Vec::new();
     t.take_activity(&mut activity);
     let kinds: Vec<_> = activity.iter().map(|a| a.kind).collect();

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! An exchange whose response was not seen to its end gets `incomplete=body_cut` (the
-//! connection closed mid-body) or `incomplete=framing_lost` (bytes were missed where the body's
-//! framing was) before `comm=`.
+//! connection closed mid-body), `incomplete=framing_lost` (bytes were missed where the body's
+//! framing was) or `incomplete=no_response` (the connection closed before any response) before
+//! `comm=`, and `incomplete=request_cut` when its request's body was cut. A status not seen
+//! prints as `000`, as curl's `%{http_code}` does.
 
 use crate::connections::kernel::{KernelSummary, LAYER_NAMES};
 use std::{
@@ -66,7 +68,7 @@ pub fn format_exchange(line: &mut String, r: &ExchangeRecord) {
     let micros = r.duration().as_micros();
     let _ = write!(
         line,
-        "{} {} pid={} {} {} {} {}.{:03}ms client={} server={} req_body={} resp_body={}",
+        "{} {} pid={} {} {} {:03} {}.{:03}ms client={} server={} req_body={} resp_body={}",
         humantime::format_rfc3339_millis(r.start),
         r.role.as_str(),
         r.pid,
@@ -85,6 +87,8 @@ pub fn format_exchange(line: &mut String, r: &ExchangeRecord) {
         Completeness::BodyCut => line.push_str(" incomplete=body_cut"),
         Completeness::FramingLost => line.push_str(" incomplete=framing_lost"),
         Completeness::BytesLost => line.push_str(" incomplete=bytes_lost"),
+        Completeness::NoResponse => line.push_str(" incomplete=no_response"),
+        Completeness::RequestCut => line.push_str(" incomplete=request_cut"),
     }
     if let Some(call) = &r.rpc {
         let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
@@ -133,8 +137,8 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         line,
         "{} {} events={} lost={} bytes={} not_captured={} connections={} opened={} closed={} \
          evicted={} expired={} exchanges={} not_http={} orphan_responses={} unanswered_requests={} \
-         hidden_messages={} heads_cut={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
-         h2_connections={} h2_broken={} h2_resyncs={} h2_lost_streams={} h2_unknown_fields={} h2_pieces={} h2_walk_lost={} h2_walk_resyncs={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} swept={} kernel_notes={} node_retransmits={} node_drops={} device_late={} probes={}/{} export_sent={} export_dropped={} export_failures={} export_queued={}",
+         hidden_messages={} heads_cut={} incomplete_requests={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
+         h2_connections={} h2_broken={} h2_resyncs={} h2_lost_streams={} h2_unknown_fields={} h2_pieces={} h2_walk_lost={} h2_walk_resyncs={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_libraries={} inherited={} swept={} kernel_notes={} node_retransmits={} node_drops={} device_late={} probes={}/{} export_sent={} export_dropped={} export_dropped_spans={} export_dropped_points={} export_dropped_log_records={} export_failures={} export_queued={} export_on_disk={}",
         humantime::format_rfc3339_millis(now),
         if s.last { "stats(final)" } else { "stats" },
         k.events(),
@@ -152,6 +156,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         s.unanswered_requests,
         s.hidden_messages,
         s.heads_cut,
+        s.incomplete_requests,
         s.unframed_bodies,
         s.malformed,
         s.gap_bytes,
@@ -181,8 +186,12 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         s.probes_total,
         s.export.sent.iter().sum::<u64>(),
         s.export.dropped.iter().sum::<u64>(),
+        s.export.dropped[0],
+        s.export.dropped[1],
+        s.export.dropped[2],
         s.export.failures.iter().sum::<u64>(),
         s.export.queued.iter().sum::<u64>(),
+        s.export.on_disk.iter().sum::<u64>(),
     );
     if let Some(w) = &s.kubernetes {
         let _ = write!(

@@ -35,6 +35,8 @@ pub struct ExportStats {
     queued: [AtomicU64; 3],
     /// Items queued or being sent.
     pending: [AtomicU64; 3],
+    /// Of those, items held in the disk queue (kept, not lost, at exit).
+    on_disk: [AtomicU64; 3],
 }
 
 fn index(signal: SignalKind) -> usize {
@@ -58,7 +60,7 @@ impl ExportStats {
         self.failures[index(signal)].fetch_add(1, Relaxed);
     }
 
-    fn enqueued(&self, signal: SignalKind, items: u64) {
+    pub(crate) fn enqueued(&self, signal: SignalKind, items: u64) {
         self.queued[index(signal)].fetch_add(1, Relaxed);
         self.pending[index(signal)].fetch_add(items, Relaxed);
     }
@@ -68,13 +70,31 @@ impl ExportStats {
         self.pending[index(signal)].fetch_sub(items, Relaxed);
     }
 
-    /// At exit, what never left is dropped.
-    pub fn abandon_pending(&self) {
-        for i in 0..3 {
-            let n = self.pending[i].swap(0, Relaxed);
-            self.dropped[i].fetch_add(n, Relaxed);
+    /// Batches an earlier run left in the disk queue, waiting again.
+    pub fn resumed(&self, signal: SignalKind, batches: u64, items: u64) {
+        self.queued[index(signal)].fetch_add(batches, Relaxed);
+        self.pending[index(signal)].fetch_add(items, Relaxed);
+        self.on_disk[index(signal)].fetch_add(items, Relaxed);
+    }
+
+    pub fn stored_on_disk(&self, signal: SignalKind, items: u64) {
+        self.on_disk[index(signal)].fetch_add(items, Relaxed);
+    }
+
+    pub fn removed_from_disk(&self, signal: SignalKind, items: u64) {
+        self.on_disk[index(signal)].fetch_sub(items, Relaxed);
+    }
+
+    /// At exit, what never left is dropped, except what the disk queue keeps for the next
+    /// run. Returns the items kept on disk per signal.
+    pub fn abandon_pending(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| {
+            let pending = self.pending[i].swap(0, Relaxed);
+            let kept = self.on_disk[i].load(Relaxed);
+            self.dropped[i].fetch_add(pending.saturating_sub(kept), Relaxed);
             self.queued[i].store(0, Relaxed);
-        }
+            kept
+        })
     }
 
     pub fn totals(&self) -> ExportTotals {
@@ -84,6 +104,7 @@ impl ExportStats {
             dropped: read(&self.dropped),
             failures: read(&self.failures),
             queued: read(&self.queued),
+            on_disk: read(&self.on_disk),
         }
     }
 }

@@ -15,7 +15,7 @@ pub struct Request {
 }
 
 /// A response head.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub version_minor: u8,
@@ -46,6 +46,12 @@ pub enum Completeness {
     /// Bytes of the exchange went missing (HTTP/2: its connection lost its place while it was
     /// in flight): its body sizes are what was seen, its message counts unknown.
     BytesLost,
+    /// The connection closed before any response came: the response is empty (status 0) and
+    /// the exchange ends at the close. A failed exchange.
+    NoResponse,
+    /// The response came before the request's body ended, and the connection ended (or was
+    /// forgotten) before the body did: the request body size is what was seen.
+    RequestCut,
 }
 
 /// One request and its response, with when and how much.

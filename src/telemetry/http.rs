@@ -22,6 +22,10 @@ pub fn method(raw: &str) -> &str {
 
 /// Whether the exchange failed by semconv's rules: a 5xx for servers, any 4xx/5xx for
 /// clients. The status code is then `error.type`.
+/// `error.type` of an exchange whose connection closed before any response (semconv: "a
+/// component-specific low cardinality error identifier" when no status code was received).
+pub const NO_RESPONSE: &str = "no_response";
+
 pub fn is_error(role: Role, status: u16) -> bool {
     match role {
         Role::Server => status >= 500,
@@ -143,6 +147,8 @@ pub fn span_attributes(r: &ExchangeRecord, route: &str, a: &mut impl AttrSink) {
     a.int("http.response.body.size", r.response_body_bytes as i64);
     if is_error(r.role, r.status) {
         a.display("error.type", &r.status);
+    } else if r.completeness == crate::protocols::Completeness::NoResponse {
+        a.str("error.type", NO_RESPONSE);
     }
     if let Some(why) = incompleteness(r) {
         a.str("netsonde.http.incomplete", why);
@@ -224,6 +230,8 @@ fn incompleteness(r: &ExchangeRecord) -> Option<&'static str> {
         Completeness::BodyCut => Some("body_cut"),
         Completeness::FramingLost => Some("framing_lost"),
         Completeness::BytesLost => Some("bytes_lost"),
+        Completeness::NoResponse => Some("no_response"),
+        Completeness::RequestCut => Some("request_cut"),
     }
 }
 
@@ -246,6 +254,8 @@ pub fn metric_attributes(r: &ExchangeRecord, route: &str) -> Attrs {
     }
     if is_error(r.role, r.status) {
         a.push(("error.type", r.status.to_string().into()));
+    } else if r.completeness == crate::protocols::Completeness::NoResponse {
+        a.push(("error.type", NO_RESPONSE.into()));
     }
     if let Some(peer) = &r.peer {
         peer.metric_attributes(&mut a);
@@ -336,6 +346,30 @@ mod tests {
             }
             assert_eq!(get("server.address"), Some("example.test".into()));
             assert_eq!(get("server.port"), Some(AttrValue::Int(8080)));
+        }
+    }
+
+    /// No response before the close: no status code, a failure on both sides, and the metric
+    /// series says why.
+    #[test]
+    fn an_exchange_without_a_response_fails_with_no_response() {
+        use crate::{protocols::Completeness, telemetry::spans::tests::record};
+        for role in [Role::Client, Role::Server] {
+            let mut r = record(role, &[], 0);
+            r.completeness = Completeness::NoResponse;
+            let mut a: Attrs = Vec::new();
+            span_attributes(&r, "/users/{id}", &mut a);
+            let get = |a: &Attrs, k: &str| a.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+            assert_eq!(get(&a, "error.type"), Some(NO_RESPONSE.into()));
+            assert_eq!(
+                get(&a, "netsonde.http.incomplete"),
+                Some("no_response".into())
+            );
+            assert_eq!(get(&a, "http.response.status_code"), None);
+            let m = metric_attributes(&r, "/users/{id}");
+            assert_eq!(get(&m, "error.type"), Some(NO_RESPONSE.into()));
+            assert_eq!(get(&m, "http.response.status_code"), None);
+            assert!(r.failed());
         }
     }
 

@@ -118,7 +118,10 @@ impl ExchangeRecord {
     pub fn failed(&self) -> bool {
         match &self.rpc {
             Some(call) => rpc::error_type(self.role, call).is_some(),
-            None => http::is_error(self.role, self.status),
+            None => {
+                http::is_error(self.role, self.status)
+                    || self.completeness == Completeness::NoResponse
+            }
         }
     }
 
@@ -158,6 +161,8 @@ pub struct ExportTotals {
     pub failures: [u64; 3],
     /// Batches waiting in queues now.
     pub queued: [u64; 3],
+    /// Items held in the disk queue now.
+    pub on_disk: [u64; 3],
 }
 
 /// A snapshot of the agent's own counters.
@@ -179,6 +184,7 @@ pub struct StatsReport {
     pub unframed_bodies: u64,
     pub malformed: u64,
     pub heads_cut: u64,
+    pub incomplete_requests: u64,
     pub gap_bytes: u64,
     pub http2_connections: u64,
     /// Times an HTTP/2 connection's direction lost its place or its compression table, times
@@ -232,6 +238,7 @@ impl StatsReport {
             unframed_bodies: conns.unframed_bodies.load(Relaxed),
             malformed: conns.malformed.load(Relaxed),
             heads_cut: conns.heads_cut.load(Relaxed),
+            incomplete_requests: conns.incomplete_requests.load(Relaxed),
             gap_bytes: conns.gap_bytes.load(Relaxed),
             http2_connections: conns.http2_connections.load(Relaxed),
             http2_broken: conns.http2_broken.load(Relaxed),

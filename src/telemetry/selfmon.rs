@@ -143,6 +143,7 @@ const COUNTERS: [(&str, &str, &str, Reading); 13] = [
                 ("unanswered_request", s.unanswered_requests),
                 ("hidden_message", s.hidden_messages),
                 ("http1_head_cut", s.heads_cut),
+                ("http1_incomplete_request", s.incomplete_requests),
                 ("unframed_body", s.unframed_bodies),
                 ("malformed", s.malformed),
                 ("not_http", s.not_http),
@@ -216,7 +217,7 @@ const COUNTERS: [(&str, &str, &str, Reading); 13] = [
 ];
 
 /// Gauges.
-const GAUGES: [(&str, &str, &str, Reading); 5] = [
+const GAUGES: [(&str, &str, &str, Reading); 6] = [
     (
         "netsonde.agent.probe.method",
         "{probe}",
@@ -264,6 +265,12 @@ const GAUGES: [(&str, &str, &str, Reading); 5] = [
         "{batch}",
         "Batches waiting in the export queues.",
         |s| per_signal(s.export.queued),
+    ),
+    (
+        "netsonde.agent.export.disk_queue.items",
+        "{item}",
+        "Spans, data points or log records held in the disk queue (export.otlp.disk_queue).",
+        |s| per_signal(s.export.on_disk),
     ),
     (
         "netsonde.agent.probes",

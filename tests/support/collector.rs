@@ -85,7 +85,17 @@ impl Sink {
 
     /// Waits until `done` holds for what was received (or panics after 30 s).
     pub fn wait_until(&self, what: &str, done: impl Fn(&Received) -> bool) -> Received {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_until_for(what, Duration::from_secs(30), done)
+    }
+
+    /// Waits until `done` holds for what was received (or panics after `limit`).
+    pub fn wait_until_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Received) -> bool,
+    ) -> Received {
+        let deadline = Instant::now() + limit;
         loop {
             let received = Received::from(self.received());
             if done(&received) {
@@ -93,7 +103,7 @@ impl Sink {
             }
             assert!(
                 Instant::now() < deadline,
-                "the collector did not receive {what} in 30 s; it has {} spans, {} logs, {} metric points",
+                "the collector did not receive {what} in {limit:?}; it has {} spans, {} logs, {} metric points",
                 received.spans.len(),
                 received.logs.len(),
                 received.metrics.len()
@@ -159,6 +169,9 @@ impl Collector {
                 &format!("http://127.0.0.1:{}", self.sink.port),
             ])
             .args(["--otlp-exporter-protocol", "http"])
+            // The sink decodes in Python: a burst (a backlog drained after an outage) can keep
+            // it busy for seconds, and a request rotel times out it sends again, twice received.
+            .args(["--otlp-exporter-request-timeout", "120s"])
             .args(["--batch-timeout", "100ms"])
             .arg("--pid-file")
             .arg(self.sink.dir.path().join("rotel.pid"))
@@ -181,6 +194,15 @@ impl Collector {
         }
     }
 
+    /// Stops rotel as a rollout would (SIGTERM: it flushes what it accepted, then exits).
+    pub fn stop_rotel(&mut self) {
+        if let Some(mut rotel) = self.rotel.take() {
+            // SAFETY: signalling a process we started.
+            unsafe { libc::kill(rotel.id() as i32, libc::SIGTERM) };
+            let _ = rotel.wait();
+        }
+    }
+
     pub fn grpc_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)
     }
@@ -197,6 +219,16 @@ impl Collector {
     /// Waits until `done` holds for what the collector passed on (or panics after 30 s).
     pub fn wait_until(&self, what: &str, done: impl Fn(&Received) -> bool) -> Received {
         self.sink.wait_until(what, done)
+    }
+
+    /// Waits until `done` holds for what the collector passed on (or panics after `limit`).
+    pub fn wait_until_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Received) -> bool,
+    ) -> Received {
+        self.sink.wait_until_for(what, limit, done)
     }
 }
 

@@ -333,9 +333,15 @@ impl Agent {
         let stderr = self.stderr.lock().unwrap().clone();
         assert!(status.success(), "netsonde exited with {status}:\n{stderr}");
         let lines = stdout.lines().filter_map(parse_line).collect();
+        // Stats lines go to stderr when the console exporter is off.
         let stats = stdout
             .lines()
             .filter(|l| l.contains(" stats"))
+            .chain(
+                stderr
+                    .lines()
+                    .filter(|l| l.split(' ').nth(1).is_some_and(|w| w.starts_with("stats"))),
+            )
             .map(str::to_string)
             .collect();
         Capture {
@@ -493,6 +499,7 @@ http {{
     access_log {d}/access.log;
     sendfile on;
     keepalive_requests 1000000;
+    client_max_body_size 64m;
     if_modified_since before;
     types {{ text/html html; application/octet-stream bin; }}
     server {{
@@ -504,6 +511,7 @@ http {{
         ssl_certificate_key {d}/key.pem;
         root {d}/www;
         location = /nocontent {{ return 204; }}
+        location = /drop {{ return 444; }}
         location /nosf/ {{ sendfile off; }}
     }}
 }}

@@ -19,6 +19,15 @@
       (/items/0, /items/1, ...) one after another on the same connection, reading each response;
       prints "done", waits for another line, and closes. Lets a test change the network
       (netem loss) around the requests without touching the handshake or the close.
+
+  raw_client.py upload HOST PORT PATH BYTES NEXT_PATH
+      On one connection: POST PATH with a body of BYTES bytes (no Expect: the body follows
+      the head at once, whatever the server answers meanwhile), then GET NEXT_PATH with
+      Connection: close; reads until the server closes and prints the status lines it got.
+
+  raw_client.py slow HOST PORT N SECONDS
+      Opens N connections, sends each a request head that never ends (slowloris), holds them
+      SECONDS, then closes them.
 """
 import socket
 import sys
@@ -74,9 +83,48 @@ def syscalls(mode, host, port, path):
     sock.close()
 
 
+def upload(host, port, path, size, next_path):
+    sock = socket.create_connection((host, port))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {size}\r\n\r\n".encode())
+    chunk = b"u" * 65536
+    sent = 0
+    while sent < size:
+        n = min(len(chunk), size - sent)
+        sock.sendall(chunk[:n])
+        sent += n
+    sock.sendall(request(next_path, host, close=True))
+    received = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        received += data
+    for line in received.split(b"\r\n"):
+        if line.startswith(b"HTTP/1."):
+            print(line.decode(), flush=True)
+    sock.close()
+
+
+def slow(host, port, n, seconds):
+    import time
+
+    socks = [socket.create_connection((host, port)) for _ in range(n)]
+    for s in socks:
+        s.sendall(f"GET /slow HTTP/1.1\r\nHost: {host}\r\nX-a: ".encode())
+    time.sleep(seconds)
+    for s in socks:
+        s.close()
+
+
 def main():
     if sys.argv[1] == "syscalls":
         syscalls(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        return
+    if sys.argv[1] == "upload":
+        upload(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6])
+        return
+    if sys.argv[1] == "slow":
+        slow(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
         return
     mode, host, port, paths = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
     sock = socket.create_connection((host, port))

@@ -432,6 +432,14 @@ pub struct ConnCloseEvent {
     pub fd: i32,
     pub sock: u64,
     pub ts_ns: u64,
+    /// The socket's final stream positions: bytes sent and received through the syscalls, and
+    /// plaintext through a TLS library (see [`SocketEntry`]). User space compares them with
+    /// what it was given, so bytes whose records were lost at the very end are a gap it knows
+    /// of, not a silence it would take for an unanswered request.
+    pub egress_bytes: u64,
+    pub ingress_bytes: u64,
+    pub tls_egress_bytes: u64,
+    pub tls_ingress_bytes: u64,
 }
 
 /// A traced process's main thread exited; its remaining connections are gone with it.
@@ -763,7 +771,7 @@ const _: () = assert!(core::mem::size_of::<CallKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CallStart>() == 16);
 const _: () = assert!(core::mem::size_of::<Handshake>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 120);
-const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 36);

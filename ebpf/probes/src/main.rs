@@ -509,6 +509,10 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
             fd,
             sock: sock.sock,
             ts_ns: now(),
+            egress_bytes: sock.egress_bytes,
+            ingress_bytes: sock.ingress_bytes,
+            tls_egress_bytes: sock.tls_egress_bytes,
+            tls_ingress_bytes: sock.tls_ingress_bytes,
         };
         if EVENTS.output::<ConnCloseEvent>(&ev, output_flags()).is_ok() {
             count(counter::CLOSE_EVENTS, 1);

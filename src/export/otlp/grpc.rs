@@ -123,8 +123,11 @@ impl GrpcTransport {
         };
         result.map_err(|status| {
             let retry_info = status.get_details_retry_info().map(|info| info.retry_delay);
+            // A status the server sent has no source error; one tonic made from a transport
+            // failure (hyper, h2, io) carries it.
+            let transport = std::error::Error::source(&status).is_some();
             Failure {
-                verdict: grpc_verdict(status.code(), retry_info),
+                verdict: grpc_verdict(status.code(), retry_info, transport),
                 reason: grpc_reason(&status),
             }
         })

@@ -3,6 +3,7 @@
 //! is retried; when the queue is full new batches are dropped and counted, so a dead
 //! collector costs bounded memory and never blocks the pipeline.
 
+pub mod disk_queue;
 pub mod grpc;
 pub mod http;
 pub mod retry;
@@ -17,6 +18,8 @@ use crate::{
     config::export::{OtlpTarget, Protocol, RetryConfig, SignalKind},
     export::{Encoded, ExportStats, OnceLog},
 };
+use disk_queue::{DiskQueue, Pushed};
+use http::error_chain;
 use retry::{Verdict, next_delay};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +71,15 @@ impl Transport {
     }
 }
 
-/// Starts the exporter of one signal; batches go into the returned queue. Must run inside a
-/// Tokio runtime.
+/// Starts the exporter of one signal; batches go into the returned queue. With `disk`, every
+/// batch is written to that queue as it arrives and removed once delivered, and a retryable
+/// failure is retried until the collector is back (the disk queue's size is the bound, not
+/// the retry budget). Must run inside a Tokio runtime.
 pub fn spawn(
     target: OtlpTarget,
     retry: RetryConfig,
     queue: usize,
+    disk: Option<DiskQueue>,
     stats: Arc<ExportStats>,
 ) -> Result<(mpsc::Sender<Encoded>, JoinHandle<()>), OtlpError> {
     let transport = match target.protocol {
@@ -81,43 +87,164 @@ pub fn spawn(
         Protocol::HttpProtobuf => Transport::Http(http::HttpTransport::new(&target)?),
     };
     let (tx, rx) = mpsc::channel(queue);
-    let task = tokio::spawn(deliver_all(rx, transport, target, retry, stats));
+    let retry = match disk {
+        Some(_) => RetryConfig {
+            max_elapsed_ms: u64::MAX,
+            ..retry
+        },
+        None => retry,
+    };
+    let delivery = Delivery {
+        transport,
+        target,
+        retry,
+        stats,
+        log: OnceLog::default(),
+        failing: false,
+    };
+    let task = match disk {
+        Some(disk) => tokio::spawn(delivery.run_with_disk(rx, disk)),
+        None => tokio::spawn(delivery.run_in_memory(rx)),
+    };
     Ok((tx, task))
 }
 
-async fn deliver_all(
-    mut rx: mpsc::Receiver<Encoded>,
-    mut transport: Transport,
+/// One signal's sending side: the transport, its retry rules, and what was already logged.
+struct Delivery {
+    transport: Transport,
     target: OtlpTarget,
     retry: RetryConfig,
     stats: Arc<ExportStats>,
-) {
-    let signal = target.signal;
-    let mut log = OnceLog::default();
-    let mut failing = false;
-    while let Some(payload) = rx.recv().await {
+    log: OnceLog,
+    /// The last request failed (recovery is logged once).
+    failing: bool,
+}
+
+impl Delivery {
+    async fn run_in_memory(mut self, mut rx: mpsc::Receiver<Encoded>) {
+        while let Some(payload) = rx.recv().await {
+            self.deliver(&payload).await;
+            self.stats.dequeued(self.target.signal, payload.items);
+        }
+    }
+
+    /// Spools every arriving batch to `disk` while the head of the disk queue is sent; a
+    /// batch leaves the disk once the collector took it or refused it for good.
+    async fn run_with_disk(mut self, mut rx: mpsc::Receiver<Encoded>, mut disk: DiskQueue) {
+        let signal = self.target.signal;
+        let stats = self.stats.clone();
+        stats.resumed(signal, disk.batches() as u64, disk.items());
+        if disk.batches() > 0 {
+            tracing::info!(
+                "{} batches of {} left by an earlier run in {}: sending them first",
+                disk.batches(),
+                signal.as_str(),
+                disk.path().display()
+            );
+        }
+        let mut spool_log = OnceLog::default();
+        let mut spool = |disk: &mut DiskQueue, batch: Encoded| {
+            let refused = match disk.push(&batch) {
+                Ok(Pushed::Stored) => {
+                    stats.stored_on_disk(signal, batch.items);
+                    return;
+                }
+                Ok(Pushed::Full) => format!(
+                    "the disk queue is full ({} bytes, export.otlp.disk_queue.max_bytes)",
+                    disk.max_bytes()
+                ),
+                Err(error) => error_chain(&error),
+            };
+            stats.dequeued(signal, batch.items);
+            stats.dropped(signal, batch.items);
+            if spool_log.first(&refused) {
+                tracing::warn!(
+                    "{refused}: dropping new {} batches until it has room (counted)",
+                    signal.as_str()
+                );
+            }
+        };
+        let mut open = true;
+        loop {
+            let head = match disk.head() {
+                Ok(head) => head,
+                Err(error) => {
+                    tracing::error!(
+                        "{}: the {} disk queue stops here; new batches are dropped (counted)",
+                        error_chain(&error),
+                        signal.as_str()
+                    );
+                    break;
+                }
+            };
+            let Some(head) = head else {
+                if !open {
+                    return;
+                }
+                match rx.recv().await {
+                    Some(batch) => spool(&mut disk, batch),
+                    None => open = false,
+                }
+                continue;
+            };
+            {
+                let sending = self.deliver(&head);
+                tokio::pin!(sending);
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = &mut sending => break,
+                        batch = rx.recv(), if open => match batch {
+                            Some(batch) => spool(&mut disk, batch),
+                            None => open = false,
+                        },
+                    }
+                }
+            }
+            if let Err(error) = disk.pop() {
+                tracing::error!(
+                    "{}: the {} disk queue stops here; new batches are dropped (counted)",
+                    error_chain(&error),
+                    signal.as_str()
+                );
+                break;
+            }
+            stats.removed_from_disk(signal, head.items);
+            stats.dequeued(signal, head.items);
+        }
+        // The disk failed: what arrives from now on is dropped and counted.
+        while let Some(batch) = rx.recv().await {
+            stats.dequeued(signal, batch.items);
+            stats.dropped(signal, batch.items);
+        }
+    }
+
+    /// Sends one batch, retrying as the rules say; counts it sent, rejected or dropped.
+    async fn deliver(&mut self, payload: &Encoded) {
+        let signal = self.target.signal;
+        let stats = &self.stats;
         let items = payload.items;
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match transport.send(signal, &payload.body).await {
+            match self.transport.send(signal, &payload.body).await {
                 Ok(accepted) => {
-                    if failing {
-                        failing = false;
+                    if self.failing {
+                        self.failing = false;
                         tracing::info!(
                             "exporting {} to {} works again",
                             signal.as_str(),
-                            target.endpoint
+                            self.target.endpoint
                         );
                     }
                     stats.sent(signal, items - accepted.rejected.min(items));
                     if accepted.rejected > 0 {
                         stats.dropped(signal, accepted.rejected);
-                        if log.first(&accepted.message) {
+                        if self.log.first(&accepted.message) {
                             tracing::warn!(
                                 "the collector at {} rejected {} of {items} {}: {} (counted as dropped)",
-                                target.endpoint,
+                                self.target.endpoint,
                                 accepted.rejected,
                                 signal.as_str(),
                                 if accepted.message.is_empty() {
@@ -128,14 +255,14 @@ async fn deliver_all(
                             );
                         }
                     }
-                    break;
+                    return;
                 }
                 Err(failure) => {
                     stats.failure(signal);
-                    failing = true;
+                    self.failing = true;
                     let delay = match failure.verdict {
                         Verdict::Retry(server_delay) => next_delay(
-                            &retry,
+                            &self.retry,
                             attempt,
                             server_delay,
                             rand::random::<f64>(),
@@ -143,7 +270,7 @@ async fn deliver_all(
                         ),
                         Verdict::Drop => None,
                     };
-                    if log.first(&failure.reason) {
+                    if self.log.first(&failure.reason) {
                         let next = match (failure.verdict, delay) {
                             (Verdict::Drop, _) => "not retryable, batch dropped (counted)",
                             (_, Some(_)) => "retrying with backoff",
@@ -152,7 +279,7 @@ async fn deliver_all(
                         tracing::warn!(
                             "exporting {} to {} failed: {}; {next}",
                             signal.as_str(),
-                            target.endpoint,
+                            self.target.endpoint,
                             failure.reason
                         );
                     }
@@ -160,12 +287,11 @@ async fn deliver_all(
                         Some(d) => tokio::time::sleep(d).await,
                         None => {
                             stats.dropped(signal, items);
-                            break;
+                            return;
                         }
                     }
                 }
             }
         }
-        stats.dequeued(signal, items);
     }
 }

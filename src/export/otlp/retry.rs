@@ -17,8 +17,18 @@ pub enum Verdict {
 }
 
 /// gRPC: these codes mean "try later"; RESOURCE_EXHAUSTED only when the server sent RetryInfo
-/// (the server says when it can take more). Every other code is permanent.
-pub fn grpc_verdict(code: Code, retry_info_delay: Option<Option<Duration>>) -> Verdict {
+/// (the server says when it can take more). Every other code is permanent when the server sent
+/// it; `transport` marks a status the client library made up for a broken connection (a
+/// collector that died mid-request: `Unknown` or `Internal` over a reset stream), which never
+/// reached the server's judgement and is retried like a refused connection.
+pub fn grpc_verdict(
+    code: Code,
+    retry_info_delay: Option<Option<Duration>>,
+    transport: bool,
+) -> Verdict {
+    if transport {
+        return Verdict::Retry(None);
+    }
     match code {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -95,7 +105,15 @@ mod tests {
             (Code::Unimplemented, None, Verdict::Drop),
             (Code::Internal, None, Verdict::Drop),
         ] {
-            assert_eq!(grpc_verdict(code, info), expected, "{code:?} {info:?}");
+            assert_eq!(
+                grpc_verdict(code, info, false),
+                expected,
+                "{code:?} {info:?}"
+            );
+        }
+        // The same codes made up by the client for a broken connection are retried.
+        for code in [Code::Unknown, Code::Internal, Code::Unavailable] {
+            assert_eq!(grpc_verdict(code, None, true), Verdict::Retry(None));
         }
     }
 

@@ -58,6 +58,9 @@ pub struct Notes {
     pub malformed: u64,
     /// Heads longer than the captured prefix of their syscall (also in `hidden_messages`).
     pub heads_cut: u64,
+    /// Requests the connection ended (closed, or forgotten: idle, evicted, agent exit) before
+    /// they were whole: a head begun and never finished (slowloris), or a body still owed.
+    pub incomplete_requests: u64,
 }
 
 /// Where the connection stands.
@@ -130,23 +133,105 @@ impl Http1 {
 
     /// Bytes of `dir` went missing in a way that breaks the position (the stream restarted).
     pub fn desync(&mut self, dir: Direction, out: &mut Vec<Exchange>) {
+        if self.pairing.request_dir != Some(dir) {
+            self.pairing.answer_gaps += 1;
+        }
         self.sides[dir.index()].resync(&mut self.pairing);
         self.settle(out);
     }
 
-    /// The connection closed: finish what close finishes, drop what was left waiting.
-    pub fn close(&mut self, out: &mut Vec<Exchange>) {
+    /// The connection closed at `at_ns`: finish what close finishes; a request still waiting
+    /// for its response is counted as unanswered and, when the caller knows no byte went
+    /// unseen at the end (`seen_to_the_end`: a response lost with its records must not pass
+    /// for none), reported as a failed exchange ([`Completeness::NoResponse`]) ending at the
+    /// close. A request not yet whole is counted incomplete.
+    pub fn close(&mut self, at_ns: u64, seen_to_the_end: bool, out: &mut Vec<Exchange>) {
+        if self.status() == Status::Active {
+            self.count_incomplete();
+        }
+        // Responses skipped while the answering side looked for its place may have answered
+        // what waits: then nothing is known about them.
+        let answers_in_place = self
+            .pairing
+            .request_dir
+            .is_some_and(|d| self.sides[d.opposite().index()].in_place());
+        // A gap in the answers while requests waited may have hidden several responses and
+        // consumed one request only; responses then pair with older requests, and the ones
+        // left at the end are not the unanswered ones. Only a queue that saw no such gap since
+        // its oldest request says which got no answer.
+        let no_gap_while_waiting = self
+            .pairing
+            .pending
+            .front()
+            .is_none_or(|oldest| oldest.answer_gaps == self.pairing.answer_gaps);
+        let seen_to_the_end = seen_to_the_end && answers_in_place && no_gap_while_waiting;
         for side in &mut self.sides {
             side.close(&mut self.pairing);
         }
-        let waiting = self
+        for pending in std::mem::take(&mut self.pairing.pending) {
+            let Some(request) = pending.request else {
+                continue;
+            };
+            self.pairing.notes.unanswered_requests += 1;
+            if !seen_to_the_end {
+                continue;
+            }
+            let end_ns = at_ns.max(pending.end_ns);
+            self.pairing.out.push(Exchange {
+                request,
+                response: Response::default(),
+                request_start_ns: pending.start_ns,
+                request_end_ns: pending.end_ns,
+                response_start_ns: end_ns,
+                response_end_ns: end_ns,
+                request_head_bytes: pending.head_bytes,
+                request_body_bytes: pending.body_bytes,
+                response_head_bytes: 0,
+                response_body_bytes: 0,
+                request_messages: None,
+                response_messages: None,
+                informational: pending.informational,
+                completeness: Completeness::NoResponse,
+            });
+        }
+        self.settle(out);
+    }
+
+    /// The connection is forgotten while open (idle too long, evicted, or the agent stops):
+    /// what waited is counted, not reported (it may still be answered, unseen). An exchange
+    /// whose request body was still arriving is reported with the body seen so far.
+    pub fn abandon(&mut self, out: &mut Vec<Exchange>) {
+        if self.status() == Status::Active {
+            self.count_incomplete();
+        }
+        if let Some(dir) = self.pairing.request_dir {
+            let seen = self.sides[dir.index()].body_so_far();
+            self.pairing
+                .release_held(Some(seen), Completeness::RequestCut);
+        }
+        self.pairing.notes.unanswered_requests += self
             .pairing
             .pending
             .drain(..)
             .filter(|p| p.request.is_some())
-            .count();
-        self.pairing.notes.unanswered_requests += waiting as u64;
+            .count() as u64;
+        for side in &mut self.sides {
+            side.kill();
+        }
         self.settle(out);
+    }
+
+    /// A request side stopped inside a request: one incomplete request.
+    fn count_incomplete(&mut self) {
+        if let Some(dir) = self.pairing.request_dir
+            && self.sides[dir.index()].mid_message()
+        {
+            self.pairing.notes.incomplete_requests += 1;
+        } else if self.pairing.request_dir.is_none() && self.sides.iter().any(Side::mid_message) {
+            // A first head never finished: which side requests is not known yet, but only a
+            // client opens a conversation.
+            self.pairing.notes.incomplete_requests += 1;
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -199,6 +284,9 @@ struct Pending {
     head_bytes: u64,
     body_bytes: u64,
     informational: u8,
+    /// [`Pairing::answer_gaps`] when it was sent: a gap in the answers since then may have hidden
+    /// its response (one gap can hide several), so it cannot be said to have had none.
+    answer_gaps: u64,
 }
 
 /// The response being received.
@@ -222,6 +310,10 @@ struct Pairing {
     pending: VecDeque<Pending>,
     /// Id of the request whose body is still arriving.
     receiving: Option<u64>,
+    /// An exchange whose response ended before its request's body did (a server answering
+    /// early, such as 413 to a large upload): reported when the body ends, so the body's size
+    /// and packets are charged to it and not to the next request.
+    held: Option<Exchange>,
     responding: Option<Responding>,
     next_id: u64,
     max_pending: usize,
@@ -231,6 +323,8 @@ struct Pairing {
     out: Vec<Exchange>,
     /// The request an h2c upgrade hands to HTTP/2 (its `resume_at` is set by the feed).
     upgrade: Option<H2cUpgrade>,
+    /// Gaps in the responses' direction so far (hidden messages, lost framing, restarts).
+    answer_gaps: u64,
 }
 
 impl Pairing {
@@ -239,6 +333,7 @@ impl Pairing {
             request_dir: None,
             pending: VecDeque::new(),
             receiving: None,
+            held: None,
             responding: None,
             next_id: 0,
             max_pending,
@@ -247,6 +342,7 @@ impl Pairing {
             notes: Notes::default(),
             out: Vec::new(),
             upgrade: None,
+            answer_gaps: 0,
         }
     }
 
@@ -282,6 +378,7 @@ impl Pairing {
             head_bytes,
             body_bytes: 0,
             informational: 0,
+            answer_gaps: self.answer_gaps,
         });
         Framing::announced(body, false)
     }
@@ -355,10 +452,11 @@ impl Pairing {
         let Some(pending) = self.pending.pop_front() else {
             return;
         };
-        if self.receiving == Some(pending.id) {
-            self.receiving = None;
-        }
+        let body_owed = self.receiving == Some(pending.id);
         let Some(request) = pending.request else {
+            if body_owed {
+                self.receiving = None;
+            }
             return;
         };
         let switched = response.status == 101
@@ -389,7 +487,7 @@ impl Pairing {
             self.status = Status::Switched;
             return;
         }
-        self.out.push(Exchange {
+        let exchange = Exchange {
             request,
             response,
             request_start_ns,
@@ -408,9 +506,33 @@ impl Pairing {
                 End::Cut => Completeness::BodyCut,
                 End::Lost => Completeness::FramingLost,
             },
-        });
+        };
         if switched {
             self.status = Status::Switched;
+        }
+        if body_owed && !switched {
+            self.held = Some(exchange);
+        } else {
+            if body_owed {
+                self.receiving = None;
+            }
+            self.out.push(exchange);
+        }
+    }
+
+    /// Reports the held exchange with the request body it got, `seen` (bytes, last byte's
+    /// time) when known, and `completeness` if the body did not end by its framing.
+    fn release_held(&mut self, seen: Option<(u64, u64)>, completeness: Completeness) {
+        if let Some(mut exchange) = self.held.take() {
+            if let Some((body_bytes, last_ns)) = seen {
+                exchange.request_body_bytes = body_bytes;
+                exchange.request_end_ns = last_ns.max(exchange.request_start_ns);
+            }
+            if exchange.completeness == Completeness::Complete {
+                exchange.completeness = completeness;
+            }
+            self.receiving = None;
+            self.out.push(exchange);
         }
     }
 }
@@ -433,7 +555,14 @@ impl Sink for Pairing {
 
     fn done(&mut self, dir: Direction, body_bytes: u64, last_ns: u64, end: End) {
         if Some(dir) == self.request_dir {
-            if let Some(id) = self.receiving.take()
+            if self.held.is_some() {
+                let completeness = match end {
+                    End::Framed | End::Closed => Completeness::Complete,
+                    End::Cut => Completeness::RequestCut,
+                    End::Lost => Completeness::BytesLost,
+                };
+                self.release_held(Some((body_bytes, last_ns)), completeness);
+            } else if let Some(id) = self.receiving.take()
                 && let Some(p) = self.pending.iter_mut().find(|p| p.id == id)
             {
                 p.body_bytes = body_bytes;
@@ -458,9 +587,14 @@ impl Sink for Pairing {
 
     fn hidden_message(&mut self, dir: Direction) {
         self.notes.hidden_messages += 1;
+        if Some(dir) != self.request_dir {
+            self.answer_gaps += 1;
+        }
         if Some(dir) == self.request_dir {
             // One request went unseen: hold its place so its response is not paired with the
-            // next visible request.
+            // next visible request. An exchange waiting for its request body's end will not
+            // see it: reported with what was seen.
+            self.release_held(None, Completeness::BytesLost);
             self.receiving = None;
             let id = self.next_id;
             self.next_id += 1;
@@ -472,6 +606,7 @@ impl Sink for Pairing {
                 head_bytes: 0,
                 body_bytes: 0,
                 informational: 0,
+                answer_gaps: self.answer_gaps,
             });
         } else if self.request_dir.is_some() {
             // One response went unseen: it answered the oldest waiting request.
@@ -486,8 +621,11 @@ impl Sink for Pairing {
         }
     }
 
-    fn unframed(&mut self, _dir: Direction) {
+    fn unframed(&mut self, dir: Direction) {
         self.notes.unframed_bodies += 1;
+        if Some(dir) != self.request_dir {
+            self.answer_gaps += 1;
+        }
     }
 
     fn switched(&self) -> bool {

@@ -146,6 +146,27 @@ impl Side {
         }
     }
 
+    /// Whether the side stopped inside a message: a head begun and not finished, or a body
+    /// still owed by its framing.
+    pub fn mid_message(&self) -> bool {
+        match &self.state {
+            State::Head { buf, .. } => !buf.is_empty(),
+            State::Body { .. } | State::Chunked(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the side knows where it is in its stream: every byte it got was parsed into
+    /// messages (not skipped while it looked for a message start after a gap).
+    pub fn in_place(&self) -> bool {
+        !matches!(self.state, State::Resync | State::Unframed | State::Dead)
+    }
+
+    /// Body bytes of the message in progress so far.
+    pub fn body_so_far(&self) -> (u64, u64) {
+        (self.body_bytes, self.last_ns)
+    }
+
     /// Stops parsing this side for good.
     pub fn kill(&mut self) {
         self.state = State::Dead;

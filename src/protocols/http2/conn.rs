@@ -241,6 +241,12 @@ impl Http2 {
         std::mem::take(&mut self.notes)
     }
 
+    /// The connection is forgotten while open (idle, evicted, agent exit): requests still
+    /// waiting are counted as unanswered.
+    pub fn abandon(&mut self) {
+        self.unanswered();
+    }
+
     fn unanswered(&mut self) {
         self.notes.unanswered_requests += self
             .streams

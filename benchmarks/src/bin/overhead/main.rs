@@ -33,6 +33,10 @@
 //! `netsonde probes --stats` reads the kernel's BPF run-time statistics: each program's cost
 //! per run with no-op bodies and with netsonde's, on the same hooks (see `hook_costs.rs`).
 //!
+//! With `--outage-minutes M`, the agent exports over OTLP with the disk queue while h2load
+//! sends `--rate` requests/s; the collector is stopped for M minutes, then started again: how
+//! much the queue held, and whether every exchange was delivered once it drained.
+//!
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
 //!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download] [--h2-mixed] [--hook-costs]
@@ -40,6 +44,7 @@
 mod h2;
 mod hook_costs;
 mod memory;
+mod outage;
 
 use std::{
     io::{BufRead, BufReader},
@@ -112,6 +117,10 @@ struct Options {
     /// RSS idle, after connection churn and a minute later (see memory.rs).
     #[arg(long, conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs"])]
     memory: bool,
+    /// A collector outage of this many minutes under `--rate` requests/s, with the disk
+    /// queue (see outage.rs).
+    #[arg(long, value_name = "MINUTES", conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs", "memory"])]
+    outage_minutes: Option<u64>,
     /// Another netsonde binary measured beside --netsonde (`--memory`).
     #[arg(long)]
     baseline: Option<PathBuf>,
@@ -160,6 +169,12 @@ fn main() {
     }
     if o.memory {
         memory::run(&o, &url, &collector);
+        memory::run_idle(&o, &url, &collector);
+        return;
+    }
+    if let Some(minutes) = o.outage_minutes {
+        drop(collector);
+        outage::run(&o, nginx.worker, &url, minutes);
         return;
     }
 
@@ -289,6 +304,11 @@ struct Rotel {
 
 impl Rotel {
     fn start() -> Rotel {
+        Self::start_on(None)
+    }
+
+    /// rotel on `port` (a free one if `None`).
+    fn start_on(port: Option<u16>) -> Rotel {
         let out = Command::new("python3")
             .args([
                 "-c",
@@ -308,7 +328,7 @@ impl Rotel {
                 .unwrap()
                 .port()
         };
-        let (port, http_port, closed_port) = (free(), free(), free());
+        let (port, http_port, closed_port) = (port.unwrap_or_else(free), free(), free());
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(binary)
             .arg("start")
@@ -625,8 +645,8 @@ impl Nginx {
         let port = free_port();
         let h2_port = free_port();
         let conf = format!(
-            "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
+            "user root;\nworker_processes 1;\nworker_rlimit_nofile 40000;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 20000; }}\n\
              http {{ access_log off; sendfile on; keepalive_requests 1000000;\n\
              server {{ listen 127.0.0.1:{port}{listen}; root {d}/www; }}\n\
              server {{ listen 127.0.0.1:{h2_port} http2; root {d}/www;\n\

@@ -1,8 +1,16 @@
 //! `--memory`: does the agent give memory back after a burst? For each binary (this build and
 //! `--baseline`), the `agent` arm's RSS idle, right after `--secs` of connection churn (wrk,
-//! a new connection per request), and 30 and 60 s after the churn stopped.
+//! a new connection per request), and 30 and 60 s after the churn stopped; then the same with
+//! [`IDLE_CONNECTIONS`] keep-alive connections opened (one request each), held, and closed.
 
-use std::{path::Path, process::Command, thread, time::Duration};
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::Command,
+    thread,
+    time::Duration,
+};
 
 use super::{AgentProcess, Arm, Options, Rotel, status_kib};
 
@@ -21,7 +29,7 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
     );
     for round in 0..o.rounds {
         for (name, binary) in &binaries {
-            let row = measure(binary, url, o.secs, collector);
+            let row = measure(binary, url, o.secs, collector, Load::Churn);
             println!(
                 "{:<11} {:>11.1} {:>13.1} {:>11.1} {:>11.1} {:>12}   (round {})",
                 name,
@@ -36,6 +44,84 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
     }
 }
 
+/// Connections held open in the idle-connections load.
+const IDLE_CONNECTIONS: usize = 10_000;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// wrk, a new connection per request.
+    Churn,
+    /// [`IDLE_CONNECTIONS`] keep-alive connections, one request each, held 10 s, closed.
+    Idle,
+}
+
+/// The idle-connections rows, after the churn ones.
+pub fn run_idle(o: &Options, url: &str, collector: &Rotel) {
+    raise_fd_limit();
+    let mut binaries = vec![("this build", o.netsonde.clone())];
+    if let Some(baseline) = &o.baseline {
+        binaries.insert(0, ("baseline", baseline.clone()));
+    }
+    println!(
+        "\nidle: {IDLE_CONNECTIONS} keep-alive connections to {url}, one GET each, held 10 s, closed"
+    );
+    println!(
+        "{:<11} {:>11} {:>13} {:>11} {:>11} {:>12}",
+        "binary", "idle MiB", "while held", "+30 s", "+60 s", "connections"
+    );
+    for round in 0..o.rounds {
+        for (name, binary) in &binaries {
+            let row = measure(binary, url, o.secs, collector, Load::Idle);
+            println!(
+                "{:<11} {:>11.1} {:>13.1} {:>11.1} {:>11.1} {:>12}   (round {})",
+                name,
+                row.idle,
+                row.after,
+                row.plus30,
+                row.plus60,
+                row.connections,
+                round + 1
+            );
+        }
+    }
+}
+
+/// Opens the idle connections, each answered once; returns them (closed when dropped).
+fn open_idle(url: &str) -> Vec<TcpStream> {
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("a host:port");
+    let path = format!(
+        "/{}",
+        url.trim_start_matches("http://")
+            .split_once('/')
+            .map_or("", |(_, p)| p)
+    );
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    let mut held = Vec::with_capacity(IDLE_CONNECTIONS);
+    let mut buf = [0u8; 4096];
+    for _ in 0..IDLE_CONNECTIONS {
+        let mut s = TcpStream::connect(authority).expect("connect to nginx");
+        s.write_all(request.as_bytes()).expect("send");
+        // One read gets nginx's small answer whole on loopback.
+        let _ = s.read(&mut buf).expect("read the answer");
+        held.push(s);
+    }
+    held
+}
+
+fn raise_fd_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: 40_000,
+        rlim_max: 40_000,
+    };
+    // SAFETY: a plain syscall on a local struct.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(rc, 0, "raise RLIMIT_NOFILE to 40 000 (run as root)");
+}
+
 struct Row {
     idle: f64,
     after: f64,
@@ -44,13 +130,32 @@ struct Row {
     connections: u64,
 }
 
-fn measure(binary: &Path, url: &str, secs: u64, collector: &Rotel) -> Row {
+fn measure(binary: &Path, url: &str, secs: u64, collector: &Rotel, load: Load) -> Row {
     let agent = AgentProcess::start(Arm::Agent, binary, collector).expect("an agent arm");
     let pid = agent.child.id();
     let mib = |pid| status_kib(pid, "VmRSS:") as f64 / 1024.0;
     // Settled after start.
     thread::sleep(Duration::from_secs(12));
     let idle = mib(pid);
+    if load == Load::Idle {
+        let held = open_idle(url);
+        thread::sleep(Duration::from_secs(10));
+        let after = mib(pid);
+        let connections = held.len() as u64;
+        drop(held);
+        thread::sleep(Duration::from_secs(30));
+        let plus30 = mib(pid);
+        thread::sleep(Duration::from_secs(30));
+        let plus60 = mib(pid);
+        agent.stop();
+        return Row {
+            idle,
+            after,
+            plus30,
+            plus60,
+            connections,
+        };
+    }
     let out = Command::new("wrk")
         .args([
             "-t1",

@@ -645,8 +645,8 @@ impl Nginx {
         let port = free_port();
         let h2_port = free_port();
         let conf = format!(
-            "user root;\nworker_processes 1;\nworker_rlimit_nofile 40000;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 20000; }}\n\
+            "user root;\nworker_processes 1;\nworker_rlimit_nofile 19000;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 15000; }}\n\
              http {{ access_log off; sendfile on; keepalive_requests 1000000;\n\
              server {{ listen 127.0.0.1:{port}{listen}; root {d}/www; }}\n\
              server {{ listen 127.0.0.1:{h2_port} http2; root {d}/www;\n\

@@ -150,13 +150,6 @@ pub fn run(o: &Options, nginx_worker: u32, url: &str, minutes: u64) {
         peak_rss_kib as f64 / 1024.0,
         rss_after_kib as f64 / 1024.0
     );
-    println!("\nthe agent's warnings:");
-    for line in lines
-        .iter()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-    {
-        println!("    {line}");
-    }
     for name in [
         "export_dropped_spans",
         "export_dropped_points",
@@ -166,6 +159,13 @@ pub fn run(o: &Options, nginx_worker: u32, url: &str, minutes: u64) {
         "lost",
     ] {
         println!("| {name} at exit | {} |", get(name));
+    }
+    println!("\nthe agent's warnings:");
+    for line in lines
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+    {
+        println!("    {line}");
     }
 }
 

@@ -19,8 +19,9 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# gcc, g++, libc6-dev: bpf-linker's build compiles a C wrapper around LLVM.
-packages=(llvm-${LLVM_MAJOR}-dev libpolly-${LLVM_MAJOR}-dev libzstd-dev zlib1g-dev gcc g++ libc6-dev)
+# gcc, g++, libc6-dev: bpf-linker's build compiles a C wrapper around LLVM; make: the agent's
+# allocator (jemalloc) is built from its C sources.
+packages=(llvm-${LLVM_MAJOR}-dev libpolly-${LLVM_MAJOR}-dev libzstd-dev zlib1g-dev gcc g++ libc6-dev make)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -23,8 +23,8 @@ say "system packages"
 # iproute2, nftables: the kernel-layer tests' network namespaces and packet drops; qemu,
 # busybox-static, cpio, xz-utils, binutils: the kernel matrix (Debian kernels booted in qemu,
 # their packages fetched with apt into /var/cache/netsonde/vm-kernels); python3-pip: the
-# Python packages below.
-packages=(nginx-light curl nghttp2-client openssl gcc g++ libc6-dev util-linux ca-certificates
+# Python packages below; make: the agent's allocator (jemalloc) builds from C sources.
+packages=(nginx-light curl nghttp2-client openssl gcc g++ libc6-dev make util-linux ca-certificates
     iproute2 nftables qemu-system-x86 busybox-static cpio xz-utils binutils python3-pip)
 missing=()
 for p in "${packages[@]}"; do

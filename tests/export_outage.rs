@@ -34,6 +34,33 @@ fn disk_queue_config(dir: &tempfile::TempDir) -> String {
     )
 }
 
+/// netsonde tracing nginx's worker only, exporting over OTLP/gRPC to `collector`.
+fn start_agent(nginx: &Nginx, config: &str, collector: &Collector) -> Agent {
+    let worker = nginx.worker.to_string();
+    let endpoint = collector.grpc_url();
+    Agent::start(&[
+        "--pid",
+        &worker,
+        "--config",
+        config,
+        "--exporter",
+        "otlp",
+        "--otlp-endpoint",
+        &endpoint,
+    ])
+}
+
+/// `GET /ka?n=1` … `/ka?n=N` from curl, one connection.
+fn get_ka(nginx: &Nginx, n: u32) {
+    let status = Command::new("curl")
+        .args(["-s"])
+        .arg(nginx.url(&format!("/ka?n=[1-{n}]")))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run curl");
+    assert!(status.success());
+}
+
 /// The targets nginx logged, sorted.
 fn logged_targets(nginx: &Nginx) -> Vec<String> {
     let mut targets: Vec<_> = nginx.access_keys().into_iter().map(|k| k.1).collect();
@@ -49,20 +76,9 @@ fn a_minute_without_the_collector_loses_no_span_with_the_disk_queue() {
     let mut collector = Collector::start();
     let dir = tempfile::tempdir().unwrap();
     let config = disk_queue_config(&dir);
-    let worker = nginx.worker.to_string();
-    let endpoint = collector.grpc_url();
     // The retry budget (5 s) is far shorter than the outage: with the disk queue it does not
     // apply, batches wait on disk until the collector is back.
-    let agent = Agent::start(&[
-        "--pid",
-        &worker,
-        "--config",
-        &config,
-        "--exporter",
-        "otlp",
-        "--otlp-endpoint",
-        &endpoint,
-    ]);
+    let agent = start_agent(&nginx, &config, &collector);
     let total = RATE * SECONDS;
     let mut load = Command::new("curl")
         .args(["-s", "--rate", &format!("{RATE}/s")])
@@ -145,26 +161,8 @@ fn what_waits_on_disk_at_exit_is_sent_by_the_next_run() {
     let mut collector = Collector::start_later();
     let dir = tempfile::tempdir().unwrap();
     let config = disk_queue_config(&dir);
-    let worker = nginx.worker.to_string();
-    let endpoint = collector.grpc_url();
-    let args = [
-        "--pid",
-        &worker,
-        "--config",
-        &config,
-        "--exporter",
-        "otlp",
-        "--otlp-endpoint",
-        &endpoint,
-    ];
-    let agent = Agent::start(&args);
-    let status = Command::new("curl")
-        .args(["-s"])
-        .arg(nginx.url("/ka?n=[1-50]"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let agent = start_agent(&nginx, &config, &collector);
+    get_ka(&nginx, 50);
     std::thread::sleep(Duration::from_secs(1));
     let first = agent.stop();
     assert!(
@@ -186,7 +184,7 @@ fn what_waits_on_disk_at_exit_is_sent_by_the_next_run() {
         first.stats
     );
     collector.start_rotel();
-    let second = Agent::start(&args);
+    let second = start_agent(&nginx, &config, &collector);
     let received = collector.wait_until("the first run's 50 spans", |r| {
         r.spans_of(nginx.worker).len() >= 50
     });
@@ -217,25 +215,8 @@ fn without_the_disk_queue_drops_are_counted_per_signal() {
         "export:\n  batch_delay_ms: 100\n  otlp:\n    retry:\n      initial_backoff_ms: 100\n      \
          max_backoff_ms: 200\n      max_elapsed_ms: 300\n",
     );
-    let worker = nginx.worker.to_string();
-    let endpoint = collector.grpc_url();
-    let agent = Agent::start(&[
-        "--pid",
-        &worker,
-        "--config",
-        &config,
-        "--exporter",
-        "otlp",
-        "--otlp-endpoint",
-        &endpoint,
-    ]);
-    let status = Command::new("curl")
-        .args(["-s"])
-        .arg(nginx.url("/ka?n=[1-40]"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let agent = start_agent(&nginx, &config, &collector);
+    get_ka(&nginx, 40);
     std::thread::sleep(Duration::from_secs(2));
     let capture = agent.stop();
     // Nothing listens: every span and log record is dropped, and counted in items.

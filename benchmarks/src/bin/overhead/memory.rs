@@ -15,28 +15,26 @@ use std::{
 use super::{AgentProcess, Arm, Options, Rotel, status_kib};
 
 pub fn run(o: &Options, url: &str, collector: &Rotel) {
+    println!(
+        "churn: wrk -t1 -c32 -d{}s -H 'Connection: close' {url}",
+        o.secs
+    );
+    rows(o, url, collector, Load::Churn, "after churn");
+}
+
+/// One row per round and binary (the baseline first) for `load`.
+fn rows(o: &Options, url: &str, collector: &Rotel, load: Load, after: &str) {
     let mut binaries = vec![("this build", o.netsonde.clone())];
     if let Some(baseline) = &o.baseline {
         binaries.insert(0, ("baseline", baseline.clone()));
     }
     println!(
-        "churn: wrk -t1 -c32 -d{}s -H 'Connection: close' {url}",
-        o.secs
-    );
-    println!(
         "{:<11} {:>9} {:>12} {:>8} {:>8} {:>10} {:>10} {:>12}",
-        "binary",
-        "idle MiB",
-        "after churn",
-        "+30 s",
-        "+60 s",
-        "idle anon",
-        "+60 anon",
-        "connections"
+        "binary", "idle MiB", after, "+30 s", "+60 s", "idle anon", "+60 anon", "connections"
     );
     for round in 0..o.rounds {
         for (name, binary) in &binaries {
-            let row = measure(binary, url, o.secs, collector, Load::Churn);
+            let row = measure(binary, url, o.secs, collector, load);
             println!(
                 "{:<11} {:>9.1} {:>12.1} {:>8.1} {:>8.1} {:>10.1} {:>10.1} {:>12}   (round {})",
                 name,
@@ -67,41 +65,10 @@ enum Load {
 /// The idle-connections rows, after the churn ones.
 pub fn run_idle(o: &Options, url: &str, collector: &Rotel) {
     raise_fd_limit();
-    let mut binaries = vec![("this build", o.netsonde.clone())];
-    if let Some(baseline) = &o.baseline {
-        binaries.insert(0, ("baseline", baseline.clone()));
-    }
     println!(
         "\nidle: {IDLE_CONNECTIONS} keep-alive connections to {url}, one GET each, held 10 s, closed"
     );
-    println!(
-        "{:<11} {:>9} {:>12} {:>8} {:>8} {:>10} {:>10} {:>12}",
-        "binary",
-        "idle MiB",
-        "while held",
-        "+30 s",
-        "+60 s",
-        "idle anon",
-        "+60 anon",
-        "connections"
-    );
-    for round in 0..o.rounds {
-        for (name, binary) in &binaries {
-            let row = measure(binary, url, o.secs, collector, Load::Idle);
-            println!(
-                "{:<11} {:>9.1} {:>12.1} {:>8.1} {:>8.1} {:>10.1} {:>10.1} {:>12}   (round {})",
-                name,
-                row.idle,
-                row.after,
-                row.plus30,
-                row.plus60,
-                row.idle_anon,
-                row.plus60_anon,
-                row.connections,
-                round + 1
-            );
-        }
-    }
+    rows(o, url, collector, Load::Idle, "while held");
 }
 
 /// Opens the idle connections, each answered once; returns them (closed when dropped).

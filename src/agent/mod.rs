@@ -576,6 +576,9 @@ async fn track(
     let _ = send_activity(&mut tracker, &tx).await;
 }
 
+/// Room kept in the list of finished exchanges between batches: a ring-buffer batch's worth.
+const KEPT_EXCHANGE_CAPACITY: usize = 1024;
+
 /// Exchanges go on as records (redacted), a batch at a time.
 async fn send_exchanges(
     observed: &mut Vec<crate::connections::ObservedExchange>,
@@ -590,6 +593,8 @@ async fn send_exchanges(
         .drain(..)
         .map(|o| ExchangeRecord::from_observed(o, clock, redaction))
         .collect();
+    // A burst leaves no lasting high-water mark behind (the list lives as long as the agent).
+    observed.shrink_to(KEPT_EXCHANGE_CAPACITY);
     tx.send(Signal::Exchanges(records)).await.map_err(|_| ())
 }
 

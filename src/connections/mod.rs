@@ -307,7 +307,15 @@ impl Tracker {
                 Self::report_pending(key, conn, &mut self.activity);
             }
         }
-        out.append(&mut self.activity);
+        // Handed over whole, not appended: a burst of connections (tens of thousands closed
+        // in a second) grows this list to tens of MiB, and an appended-from list keeps its
+        // capacity for good (measured with heaptrack: 30 MiB held after connection churn).
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.activity);
+        } else {
+            out.append(&mut self.activity);
+            self.activity = Vec::new();
+        }
     }
 
     /// Bytes and packets since the last report, summed per connection: one activity per

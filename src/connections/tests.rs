@@ -419,6 +419,40 @@ fn connection_activity_reports_tracking_bytes_and_close() {
 }
 
 #[test]
+fn a_burst_of_closed_connections_leaves_no_activity_capacity_behind() {
+    let mut t = Tracker::new(config(), Arc::new(ConnectionStats::default()));
+    let mut out = Vec::new();
+    for fd in 0..2_000 {
+        t.handle(
+            &open(
+                CLIENT,
+                fd,
+                SOCK_C + fd as u64,
+                origin::CONNECT,
+                40_000,
+                8080,
+            ),
+            &mut out,
+        );
+        t.handle(&close(CLIENT, fd, SOCK_C + fd as u64), &mut out);
+    }
+    let mut activity = Vec::new();
+    t.take_activity(&mut activity);
+    // Each connection: tracked, then untracked at its close.
+    assert_eq!(activity.len(), 4_000);
+    // The tracker's list went with them: a burst's high-water mark is not kept for good.
+    assert_eq!(t.activity.capacity(), 0);
+    // Into a list that is not empty, appended, and still nothing kept.
+    t.handle(
+        &open(CLIENT, 9, SOCK_C, origin::CONNECT, 40_000, 8080),
+        &mut out,
+    );
+    t.take_activity(&mut activity);
+    assert_eq!(activity.len(), 4_001);
+    assert_eq!(t.activity.capacity(), 0);
+}
+
+#[test]
 fn a_connection_older_than_netsonde_is_tracked_but_not_new_and_forgotten_not_closed() {
     let mut t = Tracker::new(config(), Arc::new(ConnectionStats::default()));
     let mut out = Vec::new();

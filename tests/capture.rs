@@ -360,6 +360,68 @@ fn sendmmsg_and_recvmmsg_are_captured() {
     );
 }
 
+/// 32-bit syscalls are numbered differently: ia32 read (3) and getpid (20) on a traced socket
+/// must not be taken for close (3) and writev (20) of x86-64.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn compat_syscalls_on_a_socket_are_left_alone() {
+    require_privileges!();
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let client_bin = dir.path().join("compat_client");
+    let built = Command::new("cc")
+        .args([
+            "-O2",
+            "-o",
+            client_bin.to_str().unwrap(),
+            support_file("compat_client.c").to_str().unwrap(),
+        ])
+        .status()
+        .expect("a C compiler (cc) builds the compat-syscall client");
+    assert!(built.success());
+    let nginx = Nginx::start();
+    let agent = Agent::start(&["--comm", "compat_client", "--comm", "nginx"]);
+    let port = nginx.port.to_string();
+    let client = run_client(client_bin.to_str().unwrap(), &[&port, "/ka"]);
+    let capture = agent.stop();
+
+    assert_eq!(
+        capture.exchanges_with_bodies(client),
+        [(key("client", "GET", "/ka", 200), 11)],
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(
+        capture.keys_of(nginx.worker),
+        [key("server", "GET", "/ka", 200)]
+    );
+    // Nothing invented on the socket: no bytes it did not carry, no close it did not have.
+    assert_eq!(
+        capture.final_stat("hidden_messages"),
+        Some(0),
+        "{:?}",
+        capture.stats
+    );
+    assert_eq!(
+        capture.final_stat("orphan_responses"),
+        Some(0),
+        "{:?}",
+        capture.stats
+    );
+    assert_eq!(
+        capture.final_stat("unanswered_requests"),
+        Some(0),
+        "{:?}",
+        capture.stats
+    );
+    assert_eq!(
+        capture.final_stat("gap_bytes"),
+        Some(0),
+        "{:?}",
+        capture.stats
+    );
+}
+
 #[test]
 fn ipv6_loopback() {
     require_privileges!();

@@ -195,11 +195,22 @@ fn probes_lists_every_point_and_how_it_attached() {
             .lines()
             .find(|l| l.starts_with(point))
             .unwrap_or_else(|| panic!("{point} missing:\n{text}"));
-        assert!(
-            row.contains(" attached ") && row.contains("tracepoint "),
-            "{row}"
-        );
+        // The syscalls through the raw syscall tracepoints' dispatch tables, by number.
+        let via = if point.starts_with("syscall.") {
+            "raw_tracepoint sys_e"
+        } else {
+            " tracepoint "
+        };
+        assert!(row.contains(" attached ") && row.contains(via), "{row}");
     }
+    let read = text
+        .lines()
+        .find(|l| l.starts_with("syscall.read.enter"))
+        .unwrap_or_default();
+    assert!(
+        read.contains(&format!("sys_enter[read={}]", libc::SYS_read)),
+        "{read}"
+    );
     // The layers only kernel functions show: fentry, else kprobes; where neither attaches
     // (this host refuses fentry and has no kprobes) both tries are listed with the kernel's
     // reason.
@@ -385,13 +396,9 @@ fn probes_stats_measures_the_running_agents_programs() {
     agent.stop();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", stderr(&out));
-    // Every request is a read and a write on each side; every packet passes the device.
-    for program in [
-        "exit_read",
-        "enter_write",
-        "net_dev_queue",
-        "skb_copy_datagr",
-    ] {
+    // Every request is a read and a write on each side (the syscall programs run, and are
+    // counted, inside the raw syscall tracepoints' programs); every packet passes the device.
+    for program in ["sys_exit", "sys_enter", "net_dev_queue", "skb_copy_datagr"] {
         let row = text
             .lines()
             .find(|l| l.split_whitespace().next() == Some(program))

@@ -8,33 +8,56 @@ use std::{
 
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, FExit, KProbe, TracePoint},
+    maps::ProgramArray,
+    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 
 use super::{
     ProbeStatus,
     catalog::{Candidate, Hook, ProbePoint},
-    describe_program_error, tracefs,
+    describe_program_error,
 };
 
-/// What attaching needs besides the object: tracefs, and the kernel's BTF for fentry (parsed
-/// on first use: most points never need it).
+/// What attaching needs besides the object: the kernel's BTF for fentry (parsed on first use:
+/// most points never need it), and whether the syscall dispatchers are attached yet.
 pub(super) struct Attacher {
-    tracefs: PathBuf,
     btf_path: PathBuf,
     btf: Option<Result<Btf, String>>,
     /// fentry allowed by configuration (`capture.fentry`).
     fentry: bool,
+    /// The raw `sys_exit` and `sys_enter` programs, attached with the first syscall point.
+    dispatch: Option<Result<(), String>>,
 }
 
+/// The programs every syscall passes, and the tracepoints they attach to. Their run-time
+/// statistics include the syscall programs they tail-call (which have none of their own).
+pub(super) const DISPATCHERS: [(&str, &str); 2] =
+    [("sys_exit", "sys_exit"), ("sys_enter", "sys_enter")];
+
 impl Attacher {
-    pub(super) fn new(tracefs: &Path, btf_path: &Path, fentry: bool) -> Self {
+    pub(super) fn new(btf_path: &Path, fentry: bool) -> Self {
         Attacher {
-            tracefs: tracefs.to_path_buf(),
             btf_path: btf_path.to_path_buf(),
             btf: None,
             fentry,
+            dispatch: None,
         }
+    }
+
+    /// Attaches the raw syscall tracepoints' programs once (exit first, so that no entry is
+    /// left waiting for an exit that is not hooked); their tables start empty.
+    fn dispatch(&mut self, ebpf: &mut Ebpf) -> Result<(), String> {
+        self.dispatch
+            .get_or_insert_with(|| {
+                for (name, tracepoint) in DISPATCHERS {
+                    let why = |e| describe_program_error(name, &e);
+                    let tp: &mut RawTracePoint = program(ebpf, name)?;
+                    tp.load().map_err(why)?;
+                    tp.attach(tracepoint).map_err(why)?;
+                }
+                Ok(())
+            })
+            .clone()
     }
 
     fn btf(&mut self) -> Result<&Btf, String> {
@@ -84,15 +107,31 @@ fn attach_candidate(
     candidate: &Candidate,
 ) -> Result<(), String> {
     match candidate.hook {
-        Hook::Tracepoint {
-            category,
-            name,
-            args,
-        } => {
-            if let Some(args) = args {
-                tracefs::check_syscall_layout(&attacher.tracefs, category, name, args)
-                    .map_err(|e| e.to_string())?;
-            }
+        Hook::Syscall { nr, exit, .. } => {
+            attacher.dispatch(ebpf)?;
+            let name = candidate.program;
+            let why = |e| describe_program_error(name, &e);
+            let handler: &mut RawTracePoint = program(ebpf, name)?;
+            handler.load().map_err(why)?;
+            let fd = handler
+                .fd()
+                .map_err(why)?
+                .try_clone()
+                .map_err(|e| e.to_string())?;
+            let table = if exit {
+                "SYSCALL_EXITS"
+            } else {
+                "SYSCALL_ENTRIES"
+            };
+            let map = ebpf
+                .map_mut(table)
+                .ok_or_else(|| format!("the eBPF object has no map {table}"))?;
+            let mut slots = ProgramArray::try_from(map).map_err(|e| e.to_string())?;
+            slots
+                .set(nr, &fd, 0)
+                .map_err(|e| format!("{table}[{nr}]: {e}"))
+        }
+        Hook::Tracepoint { category, name } => {
             let tp: &mut TracePoint = program(ebpf, candidate.program)?;
             tp.load()
                 .map_err(|e| describe_program_error(candidate.program, &e))?;

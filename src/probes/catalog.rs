@@ -2,19 +2,26 @@
 //!
 //! A probe point is something netsonde wants to observe; a candidate is one way of hooking it.
 //! At start the candidates are tried in order and the first that attaches wins; why the others
-//! failed is kept for `netsonde probes`. The syscall layer exists as tracepoints on every kernel
-//! netsonde targets, so each of its points has one candidate.
+//! failed is kept for `netsonde probes`. The syscall layer is read at the raw `sys_enter` and
+//! `sys_exit` tracepoints on every kernel netsonde targets, so each of its points has one
+//! candidate: a slot in the dispatch table for its syscall number.
 
 /// How a candidate hooks the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
-    /// A classic tracepoint: `category/name` in tracefs. `args` is how many syscall arguments
-    /// the program reads (their layout is checked against tracefs first); `None` when the
-    /// program reads no record field.
+    /// A classic tracepoint: `category/name` in tracefs (record layouts the programs read are
+    /// checked against tracefs first: see `netlayer` and `tracefs::newtask_layout`).
     Tracepoint {
         category: &'static str,
         name: &'static str,
-        args: Option<usize>,
+    },
+    /// One syscall's entry or exit, read at the raw `sys_enter`/`sys_exit` tracepoint: the
+    /// program goes in the dispatch table's slot for the syscall's number on this
+    /// architecture.
+    Syscall {
+        name: &'static str,
+        nr: u32,
+        exit: bool,
     },
     /// fentry on a kernel function, with the candidate's `exit` program as its fexit.
     FEntry { function: &'static str },
@@ -27,15 +34,20 @@ impl Hook {
     pub fn method(&self) -> &'static str {
         match self {
             Hook::Tracepoint { .. } => "tracepoint",
+            Hook::Syscall { .. } => "raw_tracepoint",
             Hook::FEntry { .. } => "fentry",
             Hook::KProbe { .. } => "kprobe",
         }
     }
 
-    /// Where it attaches, e.g. `syscalls/sys_enter_read`.
+    /// Where it attaches, e.g. `sys_enter[read=0]`, `sched/sched_process_exit`.
     pub fn target(&self) -> String {
         match self {
             Hook::Tracepoint { category, name, .. } => format!("{category}/{name}"),
+            Hook::Syscall { name, nr, exit } => {
+                let at = if *exit { "sys_exit" } else { "sys_enter" };
+                format!("{at}[{name}={nr}]")
+            }
             Hook::FEntry { function } | Hook::KProbe { function } => (*function).to_string(),
         }
     }
@@ -86,7 +98,7 @@ pub enum Phase {
 }
 
 macro_rules! syscall_pair {
-    ($sc:literal, $enter_prog:literal, $exit_prog:literal, $args:literal, $purpose:literal) => {
+    ($sc:literal, $nr:expr, $enter_prog:literal, $exit_prog:literal, $purpose:literal) => {
         [
             ProbePoint {
                 name: concat!("syscall.", $sc, ".exit"),
@@ -95,10 +107,10 @@ macro_rules! syscall_pair {
                 candidates: &[Candidate {
                     exit: None,
                     program: $exit_prog,
-                    hook: Hook::Tracepoint {
-                        category: "syscalls",
-                        name: concat!("sys_exit_", $sc),
-                        args: Some(0),
+                    hook: Hook::Syscall {
+                        name: $sc,
+                        nr: $nr as u32,
+                        exit: true,
                     },
                 }],
             },
@@ -109,10 +121,10 @@ macro_rules! syscall_pair {
                 candidates: &[Candidate {
                     exit: None,
                     program: $enter_prog,
-                    hook: Hook::Tracepoint {
-                        category: "syscalls",
-                        name: concat!("sys_enter_", $sc),
-                        args: Some($args),
+                    hook: Hook::Syscall {
+                        name: $sc,
+                        nr: $nr as u32,
+                        exit: false,
                     },
                 }],
             },
@@ -125,100 +137,100 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
     let pairs = [
         syscall_pair!(
             "read",
+            libc::SYS_read,
             "enter_read",
             "exit_read",
-            2,
             "payload received on sockets (read)"
         ),
         syscall_pair!(
             "write",
+            libc::SYS_write,
             "enter_write",
             "exit_write",
-            2,
             "payload sent on sockets (write)"
         ),
         syscall_pair!(
             "readv",
+            libc::SYS_readv,
             "enter_readv",
             "exit_readv",
-            3,
             "payload received on sockets (readv)"
         ),
         syscall_pair!(
             "writev",
+            libc::SYS_writev,
             "enter_writev",
             "exit_writev",
-            3,
             "payload sent on sockets (writev)"
         ),
         syscall_pair!(
             "recvfrom",
+            libc::SYS_recvfrom,
             "enter_recvfrom",
             "exit_recvfrom",
-            4,
             "payload received on sockets (recv, recvfrom)"
         ),
         syscall_pair!(
             "sendto",
+            libc::SYS_sendto,
             "enter_sendto",
             "exit_sendto",
-            2,
             "payload sent on sockets (send, sendto)"
         ),
         syscall_pair!(
             "recvmsg",
+            libc::SYS_recvmsg,
             "enter_recvmsg",
             "exit_recvmsg",
-            3,
             "payload received on sockets (recvmsg)"
         ),
         syscall_pair!(
             "sendmsg",
+            libc::SYS_sendmsg,
             "enter_sendmsg",
             "exit_sendmsg",
-            2,
             "payload sent on sockets (sendmsg)"
         ),
         syscall_pair!(
             "recvmmsg",
+            libc::SYS_recvmmsg,
             "enter_recvmmsg",
             "exit_recvmmsg",
-            3,
             "payload received on sockets (recvmmsg)"
         ),
         syscall_pair!(
             "sendmmsg",
+            libc::SYS_sendmmsg,
             "enter_sendmmsg",
             "exit_sendmmsg",
-            3,
             "payload sent on sockets (sendmmsg)"
         ),
         syscall_pair!(
             "sendfile64",
+            libc::SYS_sendfile,
             "enter_sendfile",
             "exit_sendfile",
-            1,
             "bytes sent from files (sendfile): body sizes of static files"
         ),
         syscall_pair!(
             "connect",
+            libc::SYS_connect,
             "enter_connect",
             "exit_connect",
-            1,
             "client connections and their addresses"
         ),
         syscall_pair!(
             "accept",
+            libc::SYS_accept,
             "enter_accept_",
             "exit_accept_",
-            1,
             "server connections and their addresses (accept)"
         ),
         syscall_pair!(
             "accept4",
+            libc::SYS_accept4,
             "enter_accept4",
             "exit_accept4",
-            1,
             "server connections and their addresses (accept4)"
         ),
     ];
@@ -230,10 +242,10 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         candidates: &[Candidate {
             exit: None,
             program: "enter_close",
-            hook: Hook::Tracepoint {
-                category: "syscalls",
-                name: "sys_enter_close",
-                args: Some(1),
+            hook: Hook::Syscall {
+                name: "close",
+                nr: libc::SYS_close as u32,
+                exit: false,
             },
         }],
     });
@@ -247,7 +259,6 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
             hook: Hook::Tracepoint {
                 category: "task",
                 name: "task_newtask",
-                args: None,
             },
         }],
     });
@@ -261,7 +272,6 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
             hook: Hook::Tracepoint {
                 category: "sched",
                 name: "sched_process_exec",
-                args: None,
             },
         }],
     });
@@ -275,7 +285,6 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
             hook: Hook::Tracepoint {
                 category: "sched",
                 name: "sched_process_exit",
-                args: None,
             },
         }],
     });
@@ -286,11 +295,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
 const fn traced_at(program: &'static str, category: &'static str, name: &'static str) -> Candidate {
     Candidate {
         program,
-        hook: Hook::Tracepoint {
-            category,
-            name,
-            args: None,
-        },
+        hook: Hook::Tracepoint { category, name },
         exit: None,
     }
 }

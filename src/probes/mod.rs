@@ -22,7 +22,7 @@ use std::{collections::HashSet, path::PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePoint,
+    programs::RawTracePoint,
 };
 use netsonde_common::{
     Comm, KernelOffsets, NetLayout, ProbeConfig, SslKey, filter_mode, monitored,
@@ -153,7 +153,7 @@ impl Probes {
             );
         }
 
-        let mut attach = attach::Attacher::new(&tracefs, &settings.btf_path, settings.fentry);
+        let mut attach = attach::Attacher::new(&settings.btf_path, settings.fentry);
         let mut points = catalog::syscall_layer();
         if settings.kernel_layer {
             points.extend(catalog::kernel_layer());
@@ -464,7 +464,7 @@ fn load_object(
 /// Loads a continuation program (never attached: reached by tail call) into slot 0 of its
 /// program array, before any program that calls it attaches.
 fn load_continuation(ebpf: &mut Ebpf, name: &str, slot: &str) -> Result<(), String> {
-    let program: &mut TracePoint = ebpf
+    let program: &mut RawTracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
         .try_into()

@@ -88,6 +88,8 @@ const SOCKET_KIND: &str = "recognising TCP sockets";
 const ADDRESSES: &str = "connection addresses";
 const COMM: &str = "process names";
 const PACKETS: &str = "joining packets to the syscalls that sent them";
+const SYSCALL_ARGS: &str = "reading syscall arguments from the raw syscall tracepoints";
+const COMPAT: &str = "leaving out 32-bit syscalls, which are numbered differently";
 
 /// Looks up every offset the programs need.
 pub fn load_offsets(btf_path: &Path) -> Result<KernelOffsets, OffsetError> {
@@ -152,8 +154,36 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
             ADDRESSES,
         ))?,
         skb_sk: get(field("sk_buff", &["sk"], 8, PACKETS))?,
+        regs_args: [
+            get(field("pt_regs", &[arch::REGS_ARGS[0]], 8, SYSCALL_ARGS))?,
+            get(field("pt_regs", &[arch::REGS_ARGS[1]], 8, SYSCALL_ARGS))?,
+            get(field("pt_regs", &[arch::REGS_ARGS[2]], 8, SYSCALL_ARGS))?,
+            get(field("pt_regs", &[arch::REGS_ARGS[3]], 8, SYSCALL_ARGS))?,
+        ],
+        regs_syscall_nr: get(field("pt_regs", &[arch::REGS_SYSCALL_NR], 8, SYSCALL_ARGS))?,
+        task_compat: get(field("task_struct", arch::TASK_COMPAT, 4, COMPAT))?,
+        task_compat_mask: arch::TASK_COMPAT_MASK,
     })
 }
+
+/// Where this architecture keeps a syscall's arguments and number in `struct pt_regs`, and how
+/// a task says it is in a 32-bit syscall.
+#[cfg(target_arch = "x86_64")]
+mod arch {
+    /// The syscall ABI's first four argument registers.
+    pub const REGS_ARGS: [&str; 4] = ["di", "si", "dx", "r10"];
+    /// `ax` holds the return value at exit; the number stays in `orig_ax`.
+    pub const REGS_SYSCALL_NR: &str = "orig_ax";
+    /// `thread_info.status`, bit `TS_COMPAT`: set for ia32 syscalls (also `int $0x80` from
+    /// a 64-bit program).
+    pub const TASK_COMPAT: &[&str] = &["thread_info", "status"];
+    pub const TASK_COMPAT_MASK: u32 = 0x0002;
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "netsonde reads syscall registers on x86-64 only so far (see src/probes/offsets.rs, mod arch)"
+);
 
 fn field_offset(btf: &Btf, spec: &FieldSpec) -> Result<u32, OffsetError> {
     let full_path = format!("{}.{}", spec.container, spec.path.join("."));
@@ -300,6 +330,18 @@ mod tests {
         assert!(
             o.sock_protocol > o.sock_v6_rcv_saddr,
             "sk_protocol lives past sock_common"
+        );
+        // x86-64's struct pt_regs is the syscall entry frame, fixed since the architecture's
+        // start (and what ptrace's user_regs_struct mirrors): r10 56, dx 96, si 104, di 112,
+        // orig_ax 120.
+        assert_eq!(o.regs_args, [112, 104, 96, 56]);
+        assert_eq!(o.regs_syscall_nr, 120);
+        // thread_info opens task_struct; its status follows the flags (and, since 5.11, the
+        // syscall work flags).
+        assert!(
+            o.task_compat == 8 || o.task_compat == 16,
+            "{}",
+            o.task_compat
         );
     }
 

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use aya::programs::loaded_programs;
 
-use super::{catalog, tls};
+use super::{attach, catalog, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -57,6 +57,7 @@ pub fn program_names() -> Vec<String> {
         .chain(catalog::kernel_layer())
         .flat_map(|p| p.candidates.iter())
         .flat_map(|c| std::iter::once(c.program).chain(c.exit))
+        .chain(attach::DISPATCHERS.iter().map(|(program, _)| *program))
         .chain(
             tls::FUNCTIONS
                 .iter()

@@ -31,17 +31,6 @@ pub enum TracefsError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "tracepoint {category}/{name} has field `{field}` at offset {offset} size {size}; the program reads offset {expected} size 8"
-    )]
-    Layout {
-        category: String,
-        name: String,
-        field: String,
-        offset: usize,
-        size: usize,
-        expected: usize,
-    },
 }
 
 /// Where the `task/task_newtask` record keeps the new task's `pid` and `clone_flags`.
@@ -162,46 +151,6 @@ pub fn parse_format(text: &str) -> Vec<FormatField> {
         .collect()
 }
 
-/// Checks a syscall tracepoint against what the programs read: for `sys_enter_*`, the first
-/// `args` arguments at 16 + 8·i; for `sys_exit_*`, `ret` at 16.
-pub fn check_syscall_layout(
-    tracefs: &Path,
-    category: &str,
-    name: &str,
-    args: usize,
-) -> Result<(), TracefsError> {
-    let text = read_format(tracefs, category, name)?;
-    let fields: Vec<FormatField> = parse_format(&text)
-        .into_iter()
-        .filter(|f| !f.name.starts_with("common_"))
-        .collect();
-    // Skip `__syscall_nr`; the rest are the arguments (or `ret`) in order.
-    let wanted = if name.starts_with("sys_exit_") {
-        1
-    } else {
-        args
-    };
-    for (i, f) in fields
-        .iter()
-        .filter(|f| f.name != "__syscall_nr")
-        .take(wanted)
-        .enumerate()
-    {
-        let expected = 16 + 8 * i;
-        if f.offset != expected || f.size != 8 {
-            return Err(TracefsError::Layout {
-                category: category.into(),
-                name: name.into(),
-                field: f.name.clone(),
-                offset: f.offset,
-                size: f.size,
-                expected,
-            });
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,28 +227,6 @@ print fmt: \"fd: 0x%08lx, buff: 0x%08lx\", ((unsigned long)(REC->fd)), ((unsigne
                 offset: 24,
                 size: 8
             }
-        );
-    }
-
-    #[test]
-    fn checks_the_live_syscall_formats() {
-        let Some(tracefs) = CANDIDATES
-            .iter()
-            .map(Path::new)
-            .find(|p| p.join("events/syscalls").is_dir())
-        else {
-            eprintln!(
-                "skipped: tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)"
-            );
-            return;
-        };
-        check_syscall_layout(tracefs, "syscalls", "sys_enter_sendto", 3).expect("sendto");
-        check_syscall_layout(tracefs, "syscalls", "sys_exit_read", 0).expect("exit read");
-        let err = check_syscall_layout(tracefs, "syscalls", "sys_enter_nonexistent", 1)
-            .expect_err("must fail");
-        assert_eq!(
-            err.to_string(),
-            "tracepoint syscalls/sys_enter_nonexistent does not exist on this kernel"
         );
     }
 }

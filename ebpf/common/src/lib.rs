@@ -21,6 +21,9 @@ pub const SCRATCH_DATA: usize = 2 * MAX_CAPTURE;
 /// a longer array continues in a tail-called program, `MAX_IOVECS` at a time, up to the
 /// kernel's tail-call limit. (More per program: the verifier's state count explodes.)
 pub const MAX_IOVECS: u32 = 16;
+
+/// Syscall numbers the dispatch tables hold (x86-64 and arm64 number theirs below 512).
+pub const SYSCALL_SLOTS: u32 = 512;
 /// How many messages of one sendmmsg/recvmmsg are counted and copied (each message's first
 /// iovec, within the payload prefix). Later messages are flagged `BYTES_UNCOUNTED`.
 pub const MAX_MMSG: u32 = 8;
@@ -546,6 +549,14 @@ pub struct KernelOffsets {
     pub sock_v6_daddr: u32,
     /// `sk_buff.sk`.
     pub skb_sk: u32,
+    /// Where the syscall's first four arguments and its number are in `struct pt_regs` (the
+    /// raw `sys_enter`/`sys_exit` tracepoints pass the registers, not a record).
+    pub regs_args: [u32; 4],
+    pub regs_syscall_nr: u32,
+    /// The word of `task_struct` that says a task is in a 32-bit (compat) syscall, and the
+    /// bit: compat syscalls are numbered differently and are not read.
+    pub task_compat: u32,
+    pub task_compat_mask: u32,
 }
 
 /// Per-CPU counters (`COUNTERS` array slots). What the programs could not deliver is counted
@@ -777,7 +788,7 @@ const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 36);
 const _: () = assert!(core::mem::size_of::<TlsArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 108);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<InFlightKernel>() == 96);
 const _: () = assert!(core::mem::size_of::<SocketEntry>() == 120);

@@ -1,6 +1,6 @@
 //! Copies the payload prefix of a syscall into a data record and hands it to user space.
 
-use aya_ebpf::{EbpfContext, programs::TracePointContext};
+use aya_ebpf::EbpfContext;
 use netsonde_common::{
     DataEvent, KernelStats, MAX_CAPTURE, MAX_IOVECS, MAX_MMSG, SyscallArgs, counter, data_flags,
     h2_stream, kind, layer, syscall,
@@ -194,7 +194,8 @@ pub fn mmsg_bytes(mmsg: u64, messages: u64) -> u64 {
 /// Emits the data record of a finished syscall (or TLS call) that moved `bytes` bytes. Long
 /// iovec arrays (gRPC writes hundreds) are walked `MAX_IOVECS` at a time: the rest continues in
 /// `iov_continue` through a tail call, each piece verified on its own, so one record can cover
-/// up to `MAX_IOVECS` × 34 iovecs.
+/// up to `MAX_IOVECS` × 33 iovecs (the kernel allows 33 tail calls in a row, and the syscall's
+/// own program was reached by one).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn emit_data<C: EbpfContext>(
@@ -289,7 +290,7 @@ pub fn emit_data<C: EbpfContext>(
 /// The rest of a long iovec array: `MAX_IOVECS` more, then another tail call, until done or
 /// the kernel's tail-call limit (33) is reached.
 #[inline(always)]
-pub fn continue_iovecs(ctx: &TracePointContext) {
+pub fn continue_iovecs<C: EbpfContext>(ctx: &C) {
     let Some(scratch) = scratch() else { return };
     let scratch: *mut Scratch = scratch;
     // SAFETY: the per-CPU scratch value, left by the program that tail-called this one on this

@@ -5,9 +5,12 @@
 //! one record per syscall. Connection records come from connect/accept exits, from the first
 //! data syscall on a socket that predates netsonde, and from close.
 //!
-//! Syscall tracepoint records put `__syscall_nr` at offset 8 and the arguments, 8 bytes each,
-//! from offset 16 (exit records: the return value at 16). User space checks that against
-//! tracefs before load.
+//! Every syscall passes the raw `sys_enter` and `sys_exit` tracepoints; their programs hand the
+//! syscalls netsonde reads, by tail call on the syscall number, to one program each (the slots
+//! of `SYSCALL_ENTRIES` and `SYSCALL_EXITS`), and let every other syscall go at once. Two links
+//! instead of one per syscall and direction: detaching a classic tracepoint costs an RCU grace
+//! period each, under one kernel mutex, which made stopping take seconds. The arguments are read
+//! from the registers the tracepoints pass (`struct pt_regs`, offsets from BTF).
 
 #![no_std]
 #![no_main]
@@ -22,10 +25,9 @@ mod net;
 mod tls;
 
 use aya_ebpf::{
-    EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use netsonde_common::{
     ConnCloseEvent, ConnOpenEvent, ProcessEvent, ProcessExitEvent, SyscallArgs, counter,
@@ -39,22 +41,61 @@ use crate::{
         advance_stream, announced_socket, fill_addresses, mark_announced, process_comm, socket_key,
         tcp_socket,
     },
-    maps::{EVENTS, IN_FLIGHT, SOCKETS, config, count, output_flags},
+    maps::{
+        EVENTS, IN_FLIGHT, NETSONDE_OFFSETS, SOCKETS, SYSCALL_ENTRIES, SYSCALL_EXITS, config,
+        count, offset, output_flags,
+    },
 };
 
 const EINPROGRESS: i64 = 115;
 
-/// Argument `n` of a syscall entry record.
+/// What a syscall program gets: the raw tracepoint's arguments, the task's saved registers
+/// (`struct pt_regs *`) and, at entry, the syscall number or, at exit, its return value.
+type SyscallContext = RawTracePointContext;
+
+/// Argument `n` (below 4) of the syscall, from its saved registers.
 #[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // SAFETY: tracepoint programs may load their context directly; the verifier bounds it.
-    unsafe { *(ctx.as_ptr().cast::<u8>().add(16 + 8 * n).cast::<u64>()) }
+fn arg(ctx: &SyscallContext, n: usize) -> u64 {
+    let regs: u64 = ctx.arg(0);
+    // SAFETY: a plain read of a static (volatile: see `maps::config`).
+    let at = unsafe { core::ptr::read_volatile(&NETSONDE_OFFSETS.regs_args[n & 3]) };
+    kernel::read::<u64>(regs + at as u64).unwrap_or(0)
 }
 
-/// Return value of a syscall exit record.
+/// Return value of the syscall, at exit.
 #[inline(always)]
-fn ret(ctx: &TracePointContext) -> i64 {
-    arg(ctx, 0) as i64
+fn ret(ctx: &SyscallContext) -> i64 {
+    ctx.arg::<u64>(1) as i64
+}
+
+/// Whether the current task is in a 32-bit (compat) syscall: those have numbers of their own,
+/// which the dispatch tables would take for other syscalls.
+#[inline(always)]
+fn compat_syscall() -> bool {
+    // SAFETY: the helper only returns the current task's address.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let word: u32 = kernel::read(task + offset!(task_compat)).unwrap_or(0);
+    word & offset!(task_compat_mask) as u32 != 0
+}
+
+/// Every syscall's entry: on to the program for its number, if there is one.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> u32 {
+    let nr: u64 = ctx.arg(1);
+    // SAFETY: a tail call; an empty slot or a number past the table comes back here.
+    unsafe { SYSCALL_ENTRIES.tail_call(&ctx, nr as u32) };
+    0
+}
+
+/// Every syscall's exit: on to the program for its number (from the saved registers).
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
+    let regs: u64 = ctx.arg(0);
+    // The number is an int to the kernel (arm64 keeps 32 bits): its low half is what counts.
+    let nr = kernel::read::<u64>(regs + offset!(regs_syscall_nr)).unwrap_or(u64::MAX) as u32;
+    // SAFETY: as in `sys_enter`.
+    unsafe { SYSCALL_EXITS.tail_call(&ctx, nr) };
+    0
 }
 
 #[inline(always)]
@@ -73,7 +114,7 @@ const MSG_PEEK: u64 = 2;
 /// Whether a receive only peeks: its bytes stay queued and will be read again (nginx peeks
 /// one byte of every new connection to tell TLS from plaintext).
 #[inline(always)]
-fn peeks(ctx: &TracePointContext, sc: u16) -> bool {
+fn peeks(ctx: &SyscallContext, sc: u16) -> bool {
     match sc {
         syscall::RECVFROM => arg(ctx, 3) & MSG_PEEK != 0,
         syscall::RECVMSG => arg(ctx, 2) & MSG_PEEK != 0,
@@ -81,16 +122,42 @@ fn peeks(ctx: &TracePointContext, sc: u16) -> bool {
     }
 }
 
-/// Saves the arguments of a syscall on `fd` when `fd` is a TCP socket of a traced process.
+/// How a syscall passes its bytes, which says which arguments to read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `(fd, buf, len …)`
+    Buffer,
+    /// `(fd, iov, iovcnt)`, also `(fd, mmsg, vlen …)`
+    Iovec,
+    /// `(fd, msg, flags)`: the iovecs are read from the msghdr.
+    Msghdr,
+    /// `(fd, …)`, no payload
+    FdOnly,
+}
+
+/// Saves the arguments of a syscall when its fd is a TCP socket of a traced process. Whether
+/// the process is traced is asked first: the registers are only read for processes that are.
 #[inline(always)]
-fn enter_on_socket(fd: i32, sc: u16, buf: u64, iovcnt: u64) {
+fn enter_on_socket(ctx: &SyscallContext, sc: u16, shape: Shape) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !traced(tgid) {
+    if !traced(tgid) || compat_syscall() || peeks(ctx, sc) {
         return;
     }
+    let fd = arg(ctx, 0) as i32;
     let Some(sock) = tcp_socket(tgid, fd) else {
         return;
+    };
+    let (buf, iovcnt) = match shape {
+        Shape::Buffer => (arg(ctx, 1), 0),
+        Shape::Iovec => (arg(ctx, 1), arg(ctx, 2)),
+        Shape::Msghdr => {
+            let msg = arg(ctx, 1);
+            let iov: u64 = read_user(msg + MSGHDR_IOV).unwrap_or(0);
+            let iovcnt: u64 = read_user(msg + MSGHDR_IOVLEN).unwrap_or(0);
+            (iov, iovcnt)
+        }
+        Shape::FdOnly => (0, 0),
     };
     // Inside a TLS library call, or on a socket one was seen using: the bytes are ciphertext.
     let in_tls_call = tls::note_nested_syscall(pid_tgid, fd);
@@ -168,7 +235,7 @@ pub(crate) fn emit_open(
 
 /// Exit of a read- or write-like syscall.
 #[inline(always)]
-fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
+fn exit_data(ctx: &SyscallContext, sc: u16, dir: u8) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(args) = take_args(pid_tgid, sc) else {
         return;
@@ -225,8 +292,8 @@ fn exit_data(ctx: &TracePointContext, sc: u16, dir: u8) {
 }
 
 /// The rest of a long iovec array (see `capture::emit_data`): reached by tail call only.
-#[tracepoint]
-pub fn iov_continue(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn iov_continue(ctx: SyscallContext) -> u32 {
     continue_iovecs(&ctx);
     0
 }
@@ -234,17 +301,17 @@ pub fn iov_continue(ctx: TracePointContext) -> u32 {
 // ---- read/write-like syscalls: (fd, buf, len …) ------------------------------------------
 
 macro_rules! buffer_syscall {
-    ($enter:ident, $exit:ident, $tp_enter:literal, $tp_exit:literal, $sc:expr, $dir:expr) => {
-        #[tracepoint(category = "syscalls", name = $tp_enter)]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            if !noop() && !peeks(&ctx, $sc) {
-                enter_on_socket(arg(&ctx, 0) as i32, $sc, arg(&ctx, 1), 0);
+    ($enter:ident, $exit:ident, $sc:expr, $dir:expr) => {
+        #[raw_tracepoint]
+        pub fn $enter(ctx: SyscallContext) -> u32 {
+            if !noop() {
+                enter_on_socket(&ctx, $sc, Shape::Buffer);
             }
             0
         }
 
-        #[tracepoint(category = "syscalls", name = $tp_exit)]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
+        #[raw_tracepoint]
+        pub fn $exit(ctx: SyscallContext) -> u32 {
             if !noop() {
                 exit_data(&ctx, $sc, $dir);
             }
@@ -253,43 +320,23 @@ macro_rules! buffer_syscall {
     };
 }
 
-buffer_syscall!(
-    enter_read,
-    exit_read,
-    "sys_enter_read",
-    "sys_exit_read",
-    syscall::READ,
-    direction::INGRESS
-);
-buffer_syscall!(
-    enter_write,
-    exit_write,
-    "sys_enter_write",
-    "sys_exit_write",
-    syscall::WRITE,
-    direction::EGRESS
-);
+buffer_syscall!(enter_read, exit_read, syscall::READ, direction::INGRESS);
+buffer_syscall!(enter_write, exit_write, syscall::WRITE, direction::EGRESS);
 buffer_syscall!(
     enter_recvfrom,
     exit_recvfrom,
-    "sys_enter_recvfrom",
-    "sys_exit_recvfrom",
     syscall::RECVFROM,
     direction::INGRESS
 );
 buffer_syscall!(
     enter_sendto,
     exit_sendto,
-    "sys_enter_sendto",
-    "sys_exit_sendto",
     syscall::SENDTO,
     direction::EGRESS
 );
 buffer_syscall!(
     enter_sendfile,
     exit_sendfile,
-    "sys_enter_sendfile64",
-    "sys_exit_sendfile64",
     syscall::SENDFILE,
     direction::EGRESS
 );
@@ -297,17 +344,17 @@ buffer_syscall!(
 // ---- iovec syscalls: (fd, iov, iovcnt) --------------------------------------------------
 
 macro_rules! iovec_syscall {
-    ($enter:ident, $exit:ident, $tp_enter:literal, $tp_exit:literal, $sc:expr, $dir:expr) => {
-        #[tracepoint(category = "syscalls", name = $tp_enter)]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
+    ($enter:ident, $exit:ident, $sc:expr, $dir:expr) => {
+        #[raw_tracepoint]
+        pub fn $enter(ctx: SyscallContext) -> u32 {
             if !noop() {
-                enter_on_socket(arg(&ctx, 0) as i32, $sc, arg(&ctx, 1), arg(&ctx, 2));
+                enter_on_socket(&ctx, $sc, Shape::Iovec);
             }
             0
         }
 
-        #[tracepoint(category = "syscalls", name = $tp_exit)]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
+        #[raw_tracepoint]
+        pub fn $exit(ctx: SyscallContext) -> u32 {
             if !noop() {
                 exit_data(&ctx, $sc, $dir);
             }
@@ -316,19 +363,10 @@ macro_rules! iovec_syscall {
     };
 }
 
-iovec_syscall!(
-    enter_readv,
-    exit_readv,
-    "sys_enter_readv",
-    "sys_exit_readv",
-    syscall::READV,
-    direction::INGRESS
-);
+iovec_syscall!(enter_readv, exit_readv, syscall::READV, direction::INGRESS);
 iovec_syscall!(
     enter_writev,
     exit_writev,
-    "sys_enter_writev",
-    "sys_exit_writev",
     syscall::WRITEV,
     direction::EGRESS
 );
@@ -336,20 +374,17 @@ iovec_syscall!(
 // ---- msghdr syscalls: (fd, msg, flags); the iovecs are read from the msghdr at entry ------
 
 macro_rules! msghdr_syscall {
-    ($enter:ident, $exit:ident, $tp_enter:literal, $tp_exit:literal, $sc:expr, $dir:expr) => {
-        #[tracepoint(category = "syscalls", name = $tp_enter)]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            if !noop() && !peeks(&ctx, $sc) {
-                let msg = arg(&ctx, 1);
-                let iov: u64 = read_user(msg + MSGHDR_IOV).unwrap_or(0);
-                let iovcnt: u64 = read_user(msg + MSGHDR_IOVLEN).unwrap_or(0);
-                enter_on_socket(arg(&ctx, 0) as i32, $sc, iov, iovcnt);
+    ($enter:ident, $exit:ident, $sc:expr, $dir:expr) => {
+        #[raw_tracepoint]
+        pub fn $enter(ctx: SyscallContext) -> u32 {
+            if !noop() {
+                enter_on_socket(&ctx, $sc, Shape::Msghdr);
             }
             0
         }
 
-        #[tracepoint(category = "syscalls", name = $tp_exit)]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
+        #[raw_tracepoint]
+        pub fn $exit(ctx: SyscallContext) -> u32 {
             if !noop() {
                 exit_data(&ctx, $sc, $dir);
             }
@@ -361,16 +396,12 @@ macro_rules! msghdr_syscall {
 msghdr_syscall!(
     enter_recvmsg,
     exit_recvmsg,
-    "sys_enter_recvmsg",
-    "sys_exit_recvmsg",
     syscall::RECVMSG,
     direction::INGRESS
 );
 msghdr_syscall!(
     enter_sendmsg,
     exit_sendmsg,
-    "sys_enter_sendmsg",
-    "sys_exit_sendmsg",
     syscall::SENDMSG,
     direction::EGRESS
 );
@@ -380,32 +411,28 @@ msghdr_syscall!(
 iovec_syscall!(
     enter_recvmmsg,
     exit_recvmmsg,
-    "sys_enter_recvmmsg",
-    "sys_exit_recvmmsg",
     syscall::RECVMMSG,
     direction::INGRESS
 );
 iovec_syscall!(
     enter_sendmmsg,
     exit_sendmmsg,
-    "sys_enter_sendmmsg",
-    "sys_exit_sendmmsg",
     syscall::SENDMMSG,
     direction::EGRESS
 );
 
 // ---- connection lifecycle ------------------------------------------------------------------
 
-#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
-pub fn enter_connect(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn enter_connect(ctx: SyscallContext) -> u32 {
     if !noop() {
-        enter_on_socket(arg(&ctx, 0) as i32, syscall::CONNECT, 0, 0);
+        enter_on_socket(&ctx, syscall::CONNECT, Shape::FdOnly);
     }
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
-pub fn exit_connect(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn exit_connect(ctx: SyscallContext) -> u32 {
     if noop() {
         return 0;
     }
@@ -423,14 +450,14 @@ pub fn exit_connect(ctx: TracePointContext) -> u32 {
 
 /// Entry of accept/accept4: remembers the time; the socket only exists at exit.
 #[inline(always)]
-fn enter_accept(sc: u16, listen_fd: i32) {
+fn enter_accept(ctx: &SyscallContext, sc: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !traced((pid_tgid >> 32) as u32) {
+    if !traced((pid_tgid >> 32) as u32) || compat_syscall() {
         return;
     }
     let args = SyscallArgs {
         syscall: sc,
-        fd: listen_fd,
+        fd: arg(ctx, 0) as i32,
         enter_ns: now(),
         ..SyscallArgs::default()
     };
@@ -440,7 +467,7 @@ fn enter_accept(sc: u16, listen_fd: i32) {
 }
 
 #[inline(always)]
-fn exit_accept(ctx: &TracePointContext, sc: u16) {
+fn exit_accept(ctx: &SyscallContext, sc: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(mut args) = take_args(pid_tgid, sc) else {
         return;
@@ -458,32 +485,32 @@ fn exit_accept(ctx: &TracePointContext, sc: u16) {
     emit_open(pid_tgid, &args, origin::ACCEPT, fd, 0, now());
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_accept")]
-pub fn enter_accept_(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn enter_accept_(ctx: SyscallContext) -> u32 {
     if !noop() {
-        enter_accept(syscall::ACCEPT, arg(&ctx, 0) as i32);
+        enter_accept(&ctx, syscall::ACCEPT);
     }
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
-pub fn exit_accept_(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn exit_accept_(ctx: SyscallContext) -> u32 {
     if !noop() {
         exit_accept(&ctx, syscall::ACCEPT);
     }
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_accept4")]
-pub fn enter_accept4(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn enter_accept4(ctx: SyscallContext) -> u32 {
     if !noop() {
-        enter_accept(syscall::ACCEPT4, arg(&ctx, 0) as i32);
+        enter_accept(&ctx, syscall::ACCEPT4);
     }
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
-pub fn exit_accept4(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn exit_accept4(ctx: SyscallContext) -> u32 {
     if !noop() {
         exit_accept(&ctx, syscall::ACCEPT4);
     }
@@ -492,8 +519,8 @@ pub fn exit_accept4(ctx: TracePointContext) -> u32 {
 
 /// close() releases the fd even when it fails with EINTR, so the entry is where the socket
 /// ends; it only looks at the fd cache, never walks the fd table.
-#[tracepoint(category = "syscalls", name = "sys_enter_close")]
-pub fn enter_close(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn enter_close(ctx: SyscallContext) -> u32 {
     if noop() {
         return 0;
     }
@@ -501,7 +528,12 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     let fd = arg(&ctx, 0) as i32;
     let key = socket_key(tgid, fd);
-    if let Some(sock) = announced_socket(tgid, fd) {
+    let announced = announced_socket(tgid, fd);
+    // A compat syscall with this number is another syscall (at worst a cached fd forgotten).
+    if announced.is_some() && compat_syscall() {
+        return 0;
+    }
+    if let Some(sock) = announced {
         let ev = ConnCloseEvent {
             kind: kind::CONN_CLOSE,
             tgid,

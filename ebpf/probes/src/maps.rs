@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use netsonde_common::{
     CallKey, CallStart, Comm, DataEvent, H2MessageKey, H2MessageState, Handshake, InFlightKernel,
-    KernelOffsets, NetLayout, ProbeConfig, RxSkb, SCRATCH_DATA, SocketEntry, SslKey, SyscallArgs,
-    TlsArgs, TxSkb, counter,
+    KernelOffsets, NetLayout, ProbeConfig, RxSkb, SCRATCH_DATA, SYSCALL_SLOTS, SocketEntry, SslKey,
+    SyscallArgs, TlsArgs, TxSkb, counter,
 };
 
 /// Settings, set by user space before load (read-only at run time, so the verifier sees the
@@ -49,6 +49,10 @@ pub static NETSONDE_OFFSETS: KernelOffsets = KernelOffsets {
     sock_v6_rcv_saddr: 0,
     sock_v6_daddr: 0,
     skb_sk: 0,
+    regs_args: [0; 4],
+    regs_syscall_nr: 0,
+    task_compat: 0,
+    task_compat_mask: 0,
 };
 
 /// Tracepoint record layouts of the network-layer programs, from tracefs, set before load.
@@ -212,6 +216,14 @@ pub struct IovCursor {
 /// Slot 0: `iov_continue`, set by user space before the exit programs attach.
 #[map]
 pub static IOV_CONTINUE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Slots for syscall numbers: the program that reads that syscall's entry (`SYSCALL_ENTRIES`)
+/// or exit (`SYSCALL_EXITS`), set by user space. Every syscall passes the raw `sys_enter` and
+/// `sys_exit` tracepoints; an empty slot ends it there.
+#[map]
+pub static SYSCALL_ENTRIES: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
+#[map]
+pub static SYSCALL_EXITS: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
 
 /// gRPC message framing of the HTTP/2 streams whose DATA the kernel walks (see `h2`). LRU: a
 /// stream that ends without the kernel seeing its end is forgotten in time.

@@ -40,6 +40,20 @@ async fn until(watches: &Watches, what: &str, check: impl Fn(&Watches) -> bool) 
     }
 }
 
+/// Waits until `path` has had `n` watch requests (see `FakeApi::watches`): the list can be in
+/// the index before the watch that follows it reaches the stand-in.
+async fn until_watching(api: &FakeApi, path: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.watches(path) < n {
+        assert!(
+            Instant::now() < deadline,
+            "no {n} watches of {path}: {:?}",
+            api.requests_for(path)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn local_pod_names(w: &Watches) -> Vec<String> {
     let index = w.index.read().unwrap();
     let mut names: Vec<String> = index
@@ -121,6 +135,8 @@ async fn lists_then_follows_changes() {
     fresh["metadata"]["uid"] = json!("9b1d7e8e-63a2-4d0f-8a51-0c6f2f1f0a11");
     fresh["status"]["podIP"] = json!("10.244.1.30");
     fresh["status"]["podIPs"] = json!([{"ip": "10.244.1.30"}]);
+    // The node's pods and the cluster's.
+    until_watching(&api, PODS, 2).await;
     api.event(PODS, "ADDED", fresh.clone());
     until(&w, "added pod", |w| {
         local_pod_names(w).contains(&"checkout-5f6d8b7c9-zz9pt".into())
@@ -153,11 +169,8 @@ async fn bookmarks_resume_and_410_gone_relists_without_stale_objects() {
     let first_lists = w.stats.lists.load(Relaxed);
 
     // A bookmark moves the resume point; the API server then ends the stream (its timeout).
-    let watches_before = api
-        .requests_for(PODS)
-        .iter()
-        .filter(|r| r.contains("watch=true"))
-        .count();
+    until_watching(&api, PODS, 1).await;
+    let watches_before = api.watches(PODS);
     api.event(PODS, "BOOKMARK", kube_api::bookmark("v1", "Pod", "2345"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     api.end_watches(PODS);
@@ -216,6 +229,7 @@ async fn a_reused_pod_ip_names_the_new_pod() {
     new["metadata"]["uid"] = json!("5f0e2b9c-1d3a-4c8e-9f7a-2b6d4e8c0a13");
     new["metadata"]["ownerReferences"] =
         pod("web-7d4b9c6f5d-x2x9k")["metadata"]["ownerReferences"].clone();
+    until_watching(&api, PODS, 2).await;
     api.event(PODS, "ADDED", new);
     old["metadata"]["deletionTimestamp"] = json!("2026-11-20T10:00:00Z");
     api.event(PODS, "MODIFIED", old.clone());
@@ -263,6 +277,7 @@ async fn malformed_objects_are_skipped_and_counted() {
     assert_eq!(local_pod_names(&w).len(), 4, "the good ones are all there");
     assert_eq!(w.stats.malformed.load(Relaxed), 2);
     // A line that is not JSON at all fails that one event; the watch goes on.
+    until_watching(&api, PODS, 1).await;
     api.raw_event(PODS, "{not json");
     let mut fresh = pod("checkout-5f6d8b7c9-k8s2d");
     fresh["metadata"]["name"] = json!("after-garbage");

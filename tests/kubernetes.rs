@@ -552,7 +552,17 @@ fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
     let client_pid = client.id();
     let mut client_out = std::io::BufReader::new(client.stdout.take().unwrap());
     wait_for_line(&mut client_out, "connected");
-    // …until the API server lists its pod; then it is selected.
+    // …until the API server lists its pod; then it is selected. (The event reaches only
+    // watches open when it is sent: the node's pod watch first.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !api
+        .requests_for(PODS)
+        .iter()
+        .any(|r| r.contains("watch=true") && r.contains("fieldSelector"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no pod watch");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     api.event(PODS, "ADDED", late);
     let selected = format!("filter: pid {client_pid} is traced now that its pod is listed");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

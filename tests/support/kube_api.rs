@@ -163,6 +163,16 @@ impl FakeApi {
         self.with(|s| s.requests.clone())
     }
 
+    /// Watch requests for `path` so far. An event reaches only the watches open when it is
+    /// sent (as a real API server's events reach a watch started "from now"): a test waits for
+    /// the watches it expects before it sends one.
+    pub fn watches(&self, path: &str) -> usize {
+        self.requests_for(path)
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+    }
+
     /// Requests for `path` so far.
     pub fn requests_for(&self, path: &str) -> Vec<String> {
         self.requests()

@@ -131,6 +131,13 @@ fn attach_candidate(
                 .set(nr, &fd, 0)
                 .map_err(|e| format!("{table}[{nr}]: {e}"))
         }
+        Hook::RawTracepoint { name } => {
+            let why = |e| describe_program_error(candidate.program, &e);
+            let tp: &mut RawTracePoint = program(ebpf, candidate.program)?;
+            tp.load().map_err(why)?;
+            tp.attach(name).map_err(why)?;
+            Ok(())
+        }
         Hook::Tracepoint { category, name } => {
             let tp: &mut TracePoint = program(ebpf, candidate.program)?;
             tp.load()

@@ -10,11 +10,14 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     /// A classic tracepoint: `category/name` in tracefs (record layouts the programs read are
-    /// checked against tracefs first: see `netlayer` and `tracefs::newtask_layout`).
+    /// checked against tracefs first: see `netlayer`).
     Tracepoint {
         category: &'static str,
         name: &'static str,
     },
+    /// A raw tracepoint: the program gets the tracepoint's own arguments, not a record, and
+    /// detaches without waiting for an RCU grace period.
+    RawTracepoint { name: &'static str },
     /// One syscall's entry or exit, read at the raw `sys_enter`/`sys_exit` tracepoint: the
     /// program goes in the dispatch table's slot for the syscall's number on this
     /// architecture.
@@ -34,7 +37,7 @@ impl Hook {
     pub fn method(&self) -> &'static str {
         match self {
             Hook::Tracepoint { .. } => "tracepoint",
-            Hook::Syscall { .. } => "raw_tracepoint",
+            Hook::Syscall { .. } | Hook::RawTracepoint { .. } => "raw_tracepoint",
             Hook::FEntry { .. } => "fentry",
             Hook::KProbe { .. } => "kprobe",
         }
@@ -44,6 +47,7 @@ impl Hook {
     pub fn target(&self) -> String {
         match self {
             Hook::Tracepoint { category, name, .. } => format!("{category}/{name}"),
+            Hook::RawTracepoint { name } => (*name).to_string(),
             Hook::Syscall { name, nr, exit } => {
                 let at = if *exit { "sys_exit" } else { "sys_enter" };
                 format!("{at}[{name}={nr}]")
@@ -256,8 +260,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         candidates: &[Candidate {
             exit: None,
             program: "task_newtask",
-            hook: Hook::Tracepoint {
-                category: "task",
+            hook: Hook::RawTracepoint {
                 name: "task_newtask",
             },
         }],
@@ -269,8 +272,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         candidates: &[Candidate {
             exit: None,
             program: "process_exec",
-            hook: Hook::Tracepoint {
-                category: "sched",
+            hook: Hook::RawTracepoint {
                 name: "sched_process_exec",
             },
         }],
@@ -282,8 +284,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         candidates: &[Candidate {
             exit: None,
             program: "process_exit",
-            hook: Hook::Tracepoint {
-                category: "sched",
+            hook: Hook::RawTracepoint {
                 name: "sched_process_exit",
             },
         }],

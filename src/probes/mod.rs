@@ -129,22 +129,13 @@ impl Probes {
         raise_memlock_limit();
         let offsets = offsets::load_offsets(&settings.btf_path)?;
         let tracefs = tracefs::ensure_mounted()?;
-        let newtask = tracefs::newtask_layout(&tracefs);
         // Programs whose tracepoint record lacks what they read, and why.
-        let (net_layout, mut unusable) = if settings.kernel_layer {
+        let (net_layout, unusable) = if settings.kernel_layer {
             netlayer::read_layout(&tracefs)
         } else {
             Default::default()
         };
-        if let Err(e) = &newtask {
-            unusable.insert("task_newtask", e.to_string());
-        }
-        let mut ebpf = load_object(
-            settings,
-            &offsets,
-            newtask.as_ref().ok().copied(),
-            &net_layout,
-        )?;
+        let mut ebpf = load_object(settings, &offsets, &net_layout)?;
         fill_filters(&mut ebpf, settings)?;
         if let Err(why) = load_continuation(&mut ebpf, "iov_continue", "IOV_CONTINUE") {
             tracing::warn!(
@@ -425,10 +416,8 @@ impl Probes {
 fn load_object(
     settings: &ProbeSettings,
     offsets: &KernelOffsets,
-    newtask: Option<(u32, u32)>,
     net_layout: &NetLayout,
 ) -> Result<Ebpf, ProbeError> {
-    let (newtask_pid, newtask_clone_flags) = newtask.unwrap_or_default();
     let config = ProbeConfig {
         capture_bytes: settings.capture_bytes,
         agent_tgid: std::process::id(),
@@ -445,8 +434,6 @@ fn load_object(
         noop: u32::from(settings.noop),
         // Wake user space early once an eighth of the ring is in use; its timer does the rest.
         wakeup_bytes: settings.ring_buffer_bytes / 8,
-        newtask_pid,
-        newtask_clone_flags,
     };
     let cpus = aya::util::nr_cpus().map_err(|(_, source)| ProbeError::Cpus { source })? as u32;
     EbpfLoader::new()

@@ -87,6 +87,7 @@ const FD_TABLE: &str = "finding the socket behind an fd";
 const SOCKET_KIND: &str = "recognising TCP sockets";
 const ADDRESSES: &str = "connection addresses";
 const COMM: &str = "process names";
+const CHILDREN: &str = "following the children of traced processes";
 const PACKETS: &str = "joining packets to the syscalls that sent them";
 const SYSCALL_ARGS: &str = "reading syscall arguments from the raw syscall tracepoints";
 const COMPAT: &str = "leaving out 32-bit syscalls, which are numbered differently";
@@ -117,6 +118,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
         task_files: get(field("task_struct", &["files"], 8, FD_TABLE))?,
         task_group_leader: get(field("task_struct", &["group_leader"], 8, COMM))?,
         task_comm: get(field("task_struct", &["comm"], 16, COMM))?,
+        task_pid: get(field("task_struct", &["pid"], 4, CHILDREN))?,
         files_fdt: get(field("files_struct", &["fdt"], 8, FD_TABLE))?,
         fdtable_max_fds: get(field("fdtable", &["max_fds"], 4, FD_TABLE))?,
         fdtable_fd: get(field("fdtable", &["fd"], 8, FD_TABLE))?,

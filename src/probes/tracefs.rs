@@ -18,12 +18,6 @@ pub enum TracefsError {
     },
     #[error("tracepoint {category}/{name} does not exist on this kernel")]
     Missing { category: String, name: String },
-    #[error("tracepoint {category}/{name} lacks the fields the program reads: {fields}")]
-    Fields {
-        category: String,
-        name: String,
-        fields: &'static str,
-    },
     #[error("cannot read the format of tracepoint {category}/{name}")]
     Format {
         category: String,
@@ -31,29 +25,6 @@ pub enum TracefsError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Where the `task/task_newtask` record keeps the new task's `pid` and `clone_flags`.
-pub fn newtask_layout(tracefs: &Path) -> Result<(u32, u32), TracefsError> {
-    let (category, name) = ("task", "task_newtask");
-    let text = read_format(tracefs, category, name)?;
-    newtask_fields(&text).ok_or(TracefsError::Fields {
-        category: category.into(),
-        name: name.into(),
-        fields: "pid (4 bytes) and clone_flags (8 bytes)",
-    })
-}
-
-/// `pid` and `clone_flags` offsets from a task_newtask format file.
-fn newtask_fields(format: &str) -> Option<(u32, u32)> {
-    let fields = parse_format(format);
-    let find = |name: &str, size: usize| {
-        fields
-            .iter()
-            .find(|f| f.name == name && f.size == size)
-            .map(|f| f.offset as u32)
-    };
-    Some((find("pid", 4)?, find("clone_flags", 8)?))
 }
 
 /// Mount points tried, in order.
@@ -154,32 +125,6 @@ pub fn parse_format(text: &str) -> Vec<FormatField> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The record as Linux 6.18 lays it out (6.1 and 6.12 agree).
-    const TASK_NEWTASK: &str = "name: task_newtask
-ID: 205
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:pid_t pid;\toffset:8;\tsize:4;\tsigned:1;
-\tfield:char comm[16];\toffset:12;\tsize:16;\tsigned:0;
-\tfield:u64 clone_flags;\toffset:32;\tsize:8;\tsigned:0;
-\tfield:short oom_score_adj;\toffset:40;\tsize:2;\tsigned:1;
-";
-
-    #[test]
-    fn newtask_offsets_come_from_the_format_file() {
-        assert_eq!(newtask_fields(TASK_NEWTASK), Some((8, 32)));
-        // A kernel with a 4-byte clone_flags would be misread: refuse it.
-        let narrow = TASK_NEWTASK.replace(
-            "u64 clone_flags;\toffset:32;\tsize:8",
-            "u32 clone_flags;\toffset:32;\tsize:4",
-        );
-        assert_eq!(newtask_fields(&narrow), None);
-    }
 
     const SYS_ENTER_SENDTO: &str = "name: sys_enter_sendto
 ID: 1530

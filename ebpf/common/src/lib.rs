@@ -505,9 +505,6 @@ pub struct ProbeConfig {
     /// Records are written without waking user space until the ring buffer holds this many
     /// bytes (user space also reads on a timer): one wake-up per batch, not per record.
     pub wakeup_bytes: u32,
-    /// Offsets of `pid` and `clone_flags` in the `task/task_newtask` record, from tracefs.
-    pub newtask_pid: u32,
-    pub newtask_clone_flags: u32,
     /// 1 reports every exec, traced or not: user space decides on rules the kernel cannot
     /// apply (pods, exclusions) and adds what it selects to `MONITORED`.
     pub exec_all: u32,
@@ -519,10 +516,11 @@ pub struct ProbeConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
-    /// `task_struct.files`, `.group_leader`, `.comm`.
+    /// `task_struct.files`, `.group_leader`, `.comm`, `.pid`.
     pub task_files: u32,
     pub task_group_leader: u32,
     pub task_comm: u32,
+    pub task_pid: u32,
     /// `files_struct.fdt`.
     pub files_fdt: u32,
     /// `fdtable.max_fds`, `.fd`.
@@ -785,10 +783,10 @@ const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 120);
 const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 36);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 28);
 const _: () = assert!(core::mem::size_of::<TlsArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 108);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<InFlightKernel>() == 96);
 const _: () = assert!(core::mem::size_of::<SocketEntry>() == 120);

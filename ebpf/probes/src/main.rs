@@ -26,8 +26,8 @@ mod tls;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use netsonde_common::{
     ConnCloseEvent, ConnOpenEvent, ProcessEvent, ProcessExitEvent, SyscallArgs, counter,
@@ -584,24 +584,17 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 /// A task is being created (in its parent's context, before it first runs). A new process
 /// whose parent is monitored joins the monitored set here, so nothing it does is missed; user
 /// space hears of it to confirm or remove it. Threads share their process's decision.
-#[tracepoint(category = "task", name = "task_newtask")]
-pub fn task_newtask(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "task_newtask")]
+pub fn task_newtask(ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
-    let (flags_at, pid_at) = (
-        config!(newtask_clone_flags) as usize,
-        config!(newtask_pid) as usize,
-    );
-    // SAFETY: offsets from the tracepoint's format file; the helper bounds the read.
-    let Ok(flags) = (unsafe { ctx.read_at::<u64>(flags_at) }) else {
-        return 0;
-    };
+    // TP_PROTO(struct task_struct *task, u64 clone_flags)
+    let (task, flags): (u64, u64) = (ctx.arg(0), ctx.arg(1));
     if flags & CLONE_THREAD != 0 {
         return 0;
     }
-    // SAFETY: as above.
-    let Ok(child) = (unsafe { ctx.read_at::<i32>(pid_at) }) else {
+    let Some(child) = kernel::read::<i32>(task + offset!(task_pid)) else {
         return 0;
     };
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -614,8 +607,8 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 /// A new program image has a new name: decide again whether to trace it, and tell user space
 /// about a traced one, which is when it looks for TLS libraries to hook (about every one when
 /// user space decides on pods and exclusions the kernel cannot see).
-#[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn process_exec(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn process_exec(_ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
@@ -630,8 +623,8 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
 
 /// A thread exits: nothing it had in flight will finish. When it is the main thread of a
 /// traced process, the process's connections end without close().
-#[tracepoint(category = "sched", name = "sched_process_exit")]
-pub fn process_exit(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn process_exit(_ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }

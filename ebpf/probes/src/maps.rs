@@ -21,8 +21,6 @@ pub static NETSONDE_CONFIG: ProbeConfig = ProbeConfig {
     comm_filter: 0,
     noop: 0,
     wakeup_bytes: 0,
-    newtask_pid: 0,
-    newtask_clone_flags: 0,
     exec_all: 0,
 };
 
@@ -32,6 +30,7 @@ pub static NETSONDE_OFFSETS: KernelOffsets = KernelOffsets {
     task_files: 0,
     task_group_leader: 0,
     task_comm: 0,
+    task_pid: 0,
     files_fdt: 0,
     fdtable_max_fds: 0,
     fdtable_fd: 0,

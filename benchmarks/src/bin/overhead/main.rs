@@ -33,6 +33,8 @@
 //! `netsonde probes --stats` reads the kernel's BPF run-time statistics: each program's cost
 //! per run with no-op bodies and with netsonde's, on the same hooks (see `hook_costs.rs`).
 //!
+//! With `--stopping`, the time from SIGTERM to exit (see `stopping.rs`).
+//!
 //! With `--outage-minutes M`, the agent exports over OTLP with the disk queue while h2load
 //! sends `--rate` requests/s; the collector is stopped for M minutes, then started again: how
 //! much the queue held, and whether every exchange was delivered once it drained.
@@ -40,11 +42,13 @@
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
 //!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download] [--h2-mixed] [--hook-costs]
+//!       [--memory] [--stopping] [--outage-minutes M] [--baseline OTHER/netsonde]
 
 mod h2;
 mod hook_costs;
 mod memory;
 mod outage;
+mod stopping;
 
 use std::{
     io::{BufRead, BufReader},
@@ -121,9 +125,21 @@ struct Options {
     /// queue (see outage.rs).
     #[arg(long, value_name = "MINUTES", conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs", "memory"])]
     outage_minutes: Option<u64>,
-    /// Another netsonde binary measured beside --netsonde (`--memory`).
+    /// Time from SIGTERM to exit, and the perf events held (see stopping.rs).
+    #[arg(long, conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs", "memory", "outage_minutes"])]
+    stopping: bool,
+    /// Another netsonde binary measured beside --netsonde (`--memory`, `--stopping`).
     #[arg(long)]
     baseline: Option<PathBuf>,
+}
+
+/// The binaries to measure: `--baseline` first when given, then this build.
+fn binaries(o: &Options) -> Vec<(&'static str, PathBuf)> {
+    let mut binaries = vec![("this build", o.netsonde.clone())];
+    if let Some(baseline) = &o.baseline {
+        binaries.insert(0, ("baseline", baseline.clone()));
+    }
+    binaries
 }
 
 fn main() {
@@ -165,6 +181,10 @@ fn main() {
     }
     if o.hook_costs {
         hook_costs::run(&o, &url, &collector);
+        return;
+    }
+    if o.stopping {
+        stopping::run(&o, &url, &collector);
         return;
     }
     if o.memory {
@@ -464,6 +484,15 @@ impl AgentProcess {
             started: Instant::now(),
             ticks_at_start,
         })
+    }
+
+    /// Stops the agent as Kubernetes does (SIGTERM) and returns how long it took to exit.
+    fn stop_on_sigterm(mut self) -> Duration {
+        let sent = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        sent.elapsed()
     }
 
     fn stop(mut self) -> Usage {

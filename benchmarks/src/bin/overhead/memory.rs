@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use super::{AgentProcess, Arm, Options, Rotel, status_kib};
+use super::{AgentProcess, Arm, Options, Rotel, binaries, status_kib};
 
 pub fn run(o: &Options, url: &str, collector: &Rotel) {
     println!(
@@ -24,17 +24,13 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
 
 /// One row per round and binary (the baseline first) for `load`.
 fn rows(o: &Options, url: &str, collector: &Rotel, load: Load, after: &str) {
-    let mut binaries = vec![("this build", o.netsonde.clone())];
-    if let Some(baseline) = &o.baseline {
-        binaries.insert(0, ("baseline", baseline.clone()));
-    }
     println!(
         "{:<11} {:>9} {:>12} {:>8} {:>8} {:>10} {:>10} {:>12}",
         "binary", "idle MiB", after, "+30 s", "+60 s", "idle anon", "+60 anon", "connections"
     );
     for round in 0..o.rounds {
-        for (name, binary) in &binaries {
-            let row = measure(binary, url, o.secs, collector, load);
+        for (name, binary) in binaries(o) {
+            let row = measure(&binary, url, o.secs, collector, load);
             println!(
                 "{:<11} {:>9.1} {:>12.1} {:>8.1} {:>8.1} {:>10.1} {:>10.1} {:>12}   (round {})",
                 name,

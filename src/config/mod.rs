@@ -445,7 +445,18 @@ fn keyed_message(text: &str, message: &str) -> String {
         .filter(|p| p.starts_with("line "))
         .map(|p| format!(" ({p})"))
         .unwrap_or_default();
+    // Keys and values are the user's text: a control character in one (a quoted key with a
+    // newline) is shown escaped, so the message stays on one line.
     format!("key {path}{position}: {}", e.inner())
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The YAML parser's message is a line with the position and the problem, then a source
@@ -594,6 +605,16 @@ pub(crate) mod tests {
             err.to_string(),
             "config key filter.pids: 0 is not a process id (they start at 1)"
         );
+    }
+
+    /// A key with a newline in it (found by the config fuzzer) is named on one line.
+    #[test]
+    fn a_key_with_control_characters_is_named_on_one_line() {
+        let err = Config::from_yaml("[?\n)B'=%B\t-\t\r0>\n\nU]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n') && !err.contains('\r'), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     /// Every key, given a value no key takes (a list of lists), is named in the error.

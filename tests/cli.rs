@@ -196,13 +196,11 @@ fn probes_lists_every_point_and_how_it_attached() {
             .find(|l| l.starts_with(point))
             .unwrap_or_else(|| panic!("{point} missing:\n{text}"));
         // The syscalls through the raw syscall tracepoints' dispatch tables, by number; the
-        // process lifecycle at raw tracepoints; the network layer at classic ones.
+        // process lifecycle and the network layer at raw tracepoints of their own.
         let via = if point.starts_with("syscall.") {
             "raw_tracepoint sys_e"
-        } else if point.starts_with("process.") {
-            "raw_tracepoint sched_process_exit"
         } else {
-            " tracepoint "
+            "raw_tracepoint "
         };
         assert!(row.contains(" attached ") && row.contains(via), "{row}");
     }

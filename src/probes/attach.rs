@@ -1,4 +1,4 @@
-//! The attach ladder: each probe point's candidates tried in order (fentry, kprobe, tracepoint),
+//! The attach ladder: each probe point's candidates tried in order (fentry, then kprobe),
 //! the first that loads and attaches kept, and why each other one failed written down.
 
 use std::{
@@ -9,7 +9,7 @@ use std::{
 use aya::{
     Btf, Ebpf,
     maps::ProgramArray,
-    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
+    programs::{FEntry, FExit, KProbe, RawTracePoint},
 };
 
 use super::{
@@ -136,14 +136,6 @@ fn attach_candidate(
             let tp: &mut RawTracePoint = program(ebpf, candidate.program)?;
             tp.load().map_err(why)?;
             tp.attach(name).map_err(why)?;
-            Ok(())
-        }
-        Hook::Tracepoint { category, name } => {
-            let tp: &mut TracePoint = program(ebpf, candidate.program)?;
-            tp.load()
-                .map_err(|e| describe_program_error(candidate.program, &e))?;
-            tp.attach(category, name)
-                .map_err(|e| describe_program_error(candidate.program, &e))?;
             Ok(())
         }
         Hook::FEntry { function } => {

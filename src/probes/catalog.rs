@@ -9,14 +9,9 @@
 /// How a candidate hooks the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
-    /// A classic tracepoint: `category/name` in tracefs (record layouts the programs read are
-    /// checked against tracefs first: see `netlayer`).
-    Tracepoint {
-        category: &'static str,
-        name: &'static str,
-    },
-    /// A raw tracepoint: the program gets the tracepoint's own arguments, not a record, and
-    /// detaches without waiting for an RCU grace period.
+    /// A raw tracepoint: the program gets the tracepoint's own arguments, not a record (none
+    /// is built for it), and detaches without waiting for an RCU grace period, as a classic
+    /// tracepoint's perf event does.
     RawTracepoint { name: &'static str },
     /// One syscall's entry or exit, read at the raw `sys_enter`/`sys_exit` tracepoint: the
     /// program goes in the dispatch table's slot for the syscall's number on this
@@ -33,20 +28,18 @@ pub enum Hook {
 }
 
 impl Hook {
-    /// Short method name for reports: "tracepoint".
+    /// Short method name for reports: "raw_tracepoint".
     pub fn method(&self) -> &'static str {
         match self {
-            Hook::Tracepoint { .. } => "tracepoint",
             Hook::Syscall { .. } | Hook::RawTracepoint { .. } => "raw_tracepoint",
             Hook::FEntry { .. } => "fentry",
             Hook::KProbe { .. } => "kprobe",
         }
     }
 
-    /// Where it attaches, e.g. `sys_enter[read=0]`, `sched/sched_process_exit`.
+    /// Where it attaches, e.g. `sys_enter[read=0]`, `sched_process_exit`.
     pub fn target(&self) -> String {
         match self {
-            Hook::Tracepoint { category, name, .. } => format!("{category}/{name}"),
             Hook::RawTracepoint { name } => (*name).to_string(),
             Hook::Syscall { name, nr, exit } => {
                 let at = if *exit { "sys_exit" } else { "sys_enter" };
@@ -292,11 +285,11 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
     points
 }
 
-/// A tracepoint whose record fields come from tracefs (see `netlayer`).
-const fn traced_at(program: &'static str, category: &'static str, name: &'static str) -> Candidate {
+/// A raw tracepoint of the network layer (which later arguments it passes: see `netlayer`).
+const fn traced_at(program: &'static str, name: &'static str) -> Candidate {
     Candidate {
         program,
-        hook: Hook::Tracepoint { category, name },
+        hook: Hook::RawTracepoint { name },
         exit: None,
     }
 }
@@ -307,25 +300,25 @@ const KERNEL_LAYER: &[ProbePoint] = &[
         name: "net.device.queue",
         purpose: "packets and bytes sent per syscall; start of device-queue time",
         phase: Phase::Entry,
-        candidates: &[traced_at("net_dev_queue", "net", "net_dev_queue")],
+        candidates: &[traced_at("net_dev_queue", "net_dev_queue")],
     },
     ProbePoint {
         name: "net.device.start_xmit",
         purpose: "device-queue (qdisc) time of sent packets",
         phase: Phase::Entry,
-        candidates: &[traced_at("net_dev_start_xmit", "net", "net_dev_start_xmit")],
+        candidates: &[traced_at("net_dev_start_xmit", "net_dev_start_xmit")],
     },
     ProbePoint {
         name: "net.device.xmit",
         purpose: "driver send time of sent packets",
         phase: Phase::Entry,
-        candidates: &[traced_at("net_dev_xmit", "net", "net_dev_xmit")],
+        candidates: &[traced_at("net_dev_xmit", "net_dev_xmit")],
     },
     ProbePoint {
         name: "net.receive",
         purpose: "arrival of received packets: start of receive-path time",
         phase: Phase::Entry,
-        candidates: &[traced_at("netif_receive_skb", "net", "netif_receive_skb")],
+        candidates: &[traced_at("netif_receive_skb", "netif_receive_skb")],
     },
     ProbePoint {
         name: "net.copy_to_user",
@@ -333,7 +326,6 @@ const KERNEL_LAYER: &[ProbePoint] = &[
         phase: Phase::Entry,
         candidates: &[traced_at(
             "skb_copy_datagram_iovec",
-            "skb",
             "skb_copy_datagram_iovec",
         )],
     },
@@ -341,23 +333,19 @@ const KERNEL_LAYER: &[ProbePoint] = &[
         name: "tcp.retransmit",
         purpose: "TCP retransmits per connection",
         phase: Phase::Entry,
-        candidates: &[traced_at("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb")],
+        candidates: &[traced_at("tcp_retransmit_skb", "tcp_retransmit_skb")],
     },
     ProbePoint {
         name: "net.drop",
         purpose: "dropped packets by reason, per connection and on the node",
         phase: Phase::Entry,
-        candidates: &[traced_at("kfree_skb", "skb", "kfree_skb")],
+        candidates: &[traced_at("kfree_skb", "kfree_skb")],
     },
     ProbePoint {
         name: "tcp.state",
         purpose: "TCP handshake time of connects; accept-queue time of accepts",
         phase: Phase::Entry,
-        candidates: &[traced_at(
-            "inet_sock_set_state",
-            "sock",
-            "inet_sock_set_state",
-        )],
+        candidates: &[traced_at("inet_sock_set_state", "inet_sock_set_state")],
     },
 ];
 

@@ -1,6 +1,7 @@
-//! The network layer's tracepoints as this kernel publishes them: where each record keeps the
-//! fields the programs read (records change between kernel versions, so the offsets come from
-//! tracefs at start), and the names of the kernel's packet drop reasons.
+//! The network layer's tracepoints as this kernel publishes them: which of their later
+//! arguments it passes (a tracepoint's arguments grew over the releases; its tracefs record
+//! has a field of the same name where the argument exists), and the names of the kernel's
+//! packet drop reasons.
 
 use std::{collections::BTreeMap, collections::HashMap, path::Path};
 
@@ -8,141 +9,46 @@ use netsonde_common::{NetLayout, UNKNOWN_DROP_REASON};
 
 use super::tracefs::{self, FormatField};
 
-/// A field a program reads: name, size in bytes, and whether the program works without it.
-struct Wanted {
-    name: &'static str,
-    size: usize,
-    optional: bool,
-}
+/// The network layer's tracepoints, by program, with their category and name.
+const TRACEPOINTS: [(&str, &str, &str); 8] = [
+    ("net_dev_queue", "net", "net_dev_queue"),
+    ("net_dev_start_xmit", "net", "net_dev_start_xmit"),
+    ("net_dev_xmit", "net", "net_dev_xmit"),
+    ("netif_receive_skb", "net", "netif_receive_skb"),
+    ("skb_copy_datagram_iovec", "skb", "skb_copy_datagram_iovec"),
+    ("kfree_skb", "skb", "kfree_skb"),
+    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+];
 
-const fn need(name: &'static str, size: usize) -> Wanted {
-    Wanted {
-        name,
-        size,
-        optional: false,
-    }
-}
-
-const fn maybe(name: &'static str, size: usize) -> Wanted {
-    Wanted {
-        name,
-        size,
-        optional: true,
-    }
-}
-
-/// The record layouts, and for each program whose record lacks a field it needs, why it
-/// cannot run (keyed by program name).
+/// Which later arguments this kernel passes, and for each program whose tracepoint this kernel
+/// lacks, why it cannot run (keyed by program name).
 pub fn read_layout(tracefs: &Path) -> (NetLayout, HashMap<&'static str, String>) {
     let mut layout = NetLayout::default();
     let mut unusable = HashMap::new();
-    let mut find = |program: &'static str,
-                    category: &str,
-                    name: &str,
-                    wanted: &[Wanted]|
-     -> Option<Vec<u32>> {
-        match tracefs::read_format(tracefs, category, name)
-            .map_err(|e| e.to_string())
-            .and_then(|text| offsets(&tracefs::parse_format(&text), wanted))
-        {
-            Ok(found) => Some(found),
-            Err(why) => {
-                unusable.insert(program, format!("{category}/{name}: {why}"));
-                None
+    for (program, category, name) in TRACEPOINTS {
+        let fields = match tracefs::read_format(tracefs, category, name) {
+            Ok(text) => tracefs::parse_format(&text),
+            Err(e) => {
+                unusable.insert(program, e.to_string());
+                continue;
             }
+        };
+        match program {
+            "kfree_skb" => {
+                layout.free_reason = passes(&fields, "reason");
+                layout.free_rx_sk = passes(&fields, "rx_sk");
+            }
+            "tcp_retransmit_skb" => layout.retransmit_err = passes(&fields, "err"),
+            _ => {}
         }
-    };
-    if let Some(o) = find(
-        "net_dev_queue",
-        "net",
-        "net_dev_queue",
-        &[need("skbaddr", 8), need("len", 4)],
-    ) {
-        (layout.queue_skb, layout.queue_len) = (o[0], o[1]);
-    }
-    if let Some(o) = find(
-        "net_dev_start_xmit",
-        "net",
-        "net_dev_start_xmit",
-        &[need("skbaddr", 8)],
-    ) {
-        layout.start_xmit_skb = o[0];
-    }
-    if let Some(o) = find(
-        "net_dev_xmit",
-        "net",
-        "net_dev_xmit",
-        &[need("skbaddr", 8), need("rc", 4)],
-    ) {
-        (layout.xmit_skb, layout.xmit_rc) = (o[0], o[1]);
-    }
-    if let Some(o) = find(
-        "netif_receive_skb",
-        "net",
-        "netif_receive_skb",
-        &[need("skbaddr", 8), need("len", 4)],
-    ) {
-        (layout.receive_skb, layout.receive_len) = (o[0], o[1]);
-    }
-    if let Some(o) = find(
-        "skb_copy_datagram_iovec",
-        "skb",
-        "skb_copy_datagram_iovec",
-        &[need("skbaddr", 8)],
-    ) {
-        layout.copy_skb = o[0];
-    }
-    if let Some(o) = find(
-        "kfree_skb",
-        "skb",
-        "kfree_skb",
-        &[need("skbaddr", 8), maybe("reason", 4), maybe("rx_sk", 8)],
-    ) {
-        (layout.free_skb, layout.free_reason, layout.free_rx_sk) = (o[0], o[1], o[2]);
-    }
-    if let Some(o) = find(
-        "tcp_retransmit_skb",
-        "tcp",
-        "tcp_retransmit_skb",
-        &[need("skaddr", 8), maybe("err", 4)],
-    ) {
-        (layout.retransmit_sk, layout.retransmit_err) = (o[0], o[1]);
-    }
-    if let Some(o) = find(
-        "inet_sock_set_state",
-        "sock",
-        "inet_sock_set_state",
-        &[
-            need("skaddr", 8),
-            need("oldstate", 4),
-            need("newstate", 4),
-            need("protocol", 2),
-        ],
-    ) {
-        (
-            layout.state_sk,
-            layout.state_old,
-            layout.state_new,
-            layout.state_protocol,
-        ) = (o[0], o[1], o[2], o[3]);
     }
     (layout, unusable)
 }
 
-/// Offsets of `wanted` in a parsed format (0 for an optional field that is absent).
-fn offsets(fields: &[FormatField], wanted: &[Wanted]) -> Result<Vec<u32>, String> {
-    wanted
-        .iter()
-        .map(|w| match fields.iter().find(|f| f.name == w.name) {
-            Some(f) if f.size == w.size && f.offset > 0 => Ok(f.offset as u32),
-            Some(f) => Err(format!(
-                "field `{}` is {} bytes at offset {}; the program reads {} bytes",
-                w.name, f.size, f.offset, w.size
-            )),
-            None if w.optional => Ok(0),
-            None => Err(format!("no field `{}` in the record", w.name)),
-        })
-        .collect()
+/// 1 when the record has `field`: the tracepoint passes the argument it is taken from.
+fn passes(fields: &[FormatField], field: &str) -> u32 {
+    u32::from(fields.iter().any(|f| f.name == field))
 }
 
 /// The kernel's names for its drop reasons, from the `skb/kfree_skb` format (empty on kernels
@@ -219,32 +125,15 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_resized_fields_make_a_program_unusable() {
-        let fields = vec![
-            FormatField {
-                name: "skbaddr".into(),
-                offset: 8,
-                size: 8,
-            },
-            FormatField {
-                name: "len".into(),
-                offset: 16,
-                size: 2,
-            },
-        ];
-        assert_eq!(offsets(&fields, &[need("skbaddr", 8)]), Ok(vec![8]));
-        assert_eq!(
-            offsets(&fields, &[need("skbaddr", 8), maybe("reason", 4)]),
-            Ok(vec![8, 0])
-        );
-        assert_eq!(
-            offsets(&fields, &[need("len", 4)]),
-            Err("field `len` is 2 bytes at offset 16; the program reads 4 bytes".into())
-        );
-        assert_eq!(
-            offsets(&fields, &[need("rc", 4)]),
-            Err("no field `rc` in the record".into())
-        );
+    fn later_arguments_are_read_from_the_record_fields() {
+        let field = |name: &str| FormatField {
+            name: name.into(),
+            offset: 8,
+            size: 8,
+        };
+        let fields = vec![field("skbaddr"), field("location"), field("reason")];
+        assert_eq!(passes(&fields, "reason"), 1);
+        assert_eq!(passes(&fields, "rx_sk"), 0);
     }
 
     #[test]
@@ -259,8 +148,8 @@ mod tests {
         }
         let (layout, unusable) = read_layout(&tracefs);
         assert!(unusable.is_empty(), "{unusable:?}");
-        assert_ne!(layout.queue_skb, 0);
-        assert_ne!(layout.state_protocol, 0);
+        // Linux 6.18 passes kfree_skb's reason and rx_sk.
+        assert_eq!((layout.free_reason, layout.free_rx_sk), (1, 1));
         let names = drop_reason_names(&tracefs);
         assert_eq!(names.get(&2).map(String::as_str), Some("NOT_SPECIFIED"));
     }

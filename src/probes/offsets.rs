@@ -156,6 +156,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
             ADDRESSES,
         ))?,
         skb_sk: get(field("sk_buff", &["sk"], 8, PACKETS))?,
+        skb_len: get(field("sk_buff", &["len"], 4, PACKETS))?,
         regs_args: [
             get(field("pt_regs", &[arch::REGS_ARGS[0]], 8, SYSCALL_ARGS))?,
             get(field("pt_regs", &[arch::REGS_ARGS[1]], 8, SYSCALL_ARGS))?,

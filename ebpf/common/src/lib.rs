@@ -320,37 +320,18 @@ pub struct KernelNoteEvent {
     pub value: u64,
 }
 
-/// Offsets of the fields the network-layer programs read in their tracepoint records, from
-/// tracefs at start (the records change between kernels). 0 means the field is absent: offset
-/// 0 is always `common_type`, never a field.
+/// Which of the network layer's raw tracepoints pass their later arguments on this kernel
+/// (the arguments grew over the releases; tracefs says which are there: a record field of the
+/// same name). 1 when present. An absent argument is never read: it is not there to read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetLayout {
-    /// `net/net_dev_queue`: skbaddr, len.
-    pub queue_skb: u32,
-    pub queue_len: u32,
-    /// `net/net_dev_start_xmit`: skbaddr.
-    pub start_xmit_skb: u32,
-    /// `net/net_dev_xmit`: skbaddr, rc.
-    pub xmit_skb: u32,
-    pub xmit_rc: u32,
-    /// `net/netif_receive_skb`: skbaddr, len.
-    pub receive_skb: u32,
-    pub receive_len: u32,
-    /// `skb/skb_copy_datagram_iovec`: skbaddr.
-    pub copy_skb: u32,
-    /// `skb/kfree_skb`: skbaddr, reason (optional), rx_sk (optional).
-    pub free_skb: u32,
+    /// `skb/kfree_skb(skb, location, reason, rx_sk)`: the drop reason (argument 2, Linux
+    /// 5.17 and later) and the receiving socket (argument 3, 6.11 and later).
     pub free_reason: u32,
     pub free_rx_sk: u32,
-    /// `tcp/tcp_retransmit_skb`: skaddr, err (optional).
-    pub retransmit_sk: u32,
+    /// `tcp/tcp_retransmit_skb(sk, skb, err)`: the send's error (argument 2).
     pub retransmit_err: u32,
-    /// `sock/inet_sock_set_state`: skaddr, oldstate, newstate, protocol.
-    pub state_sk: u32,
-    pub state_old: u32,
-    pub state_new: u32,
-    pub state_protocol: u32,
     pub _pad: u32,
 }
 
@@ -545,8 +526,9 @@ pub struct KernelOffsets {
     pub sock_daddr: u32,
     pub sock_v6_rcv_saddr: u32,
     pub sock_v6_daddr: u32,
-    /// `sk_buff.sk`.
+    /// `sk_buff.sk`, `.len`.
     pub skb_sk: u32,
+    pub skb_len: u32,
     /// Where the syscall's first four arguments and its number are in `struct pt_regs` (the
     /// raw `sys_enter`/`sys_exit` tracepoints pass the registers, not a record).
     pub regs_args: [u32; 4],
@@ -773,7 +755,7 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + 88 + 8);
 const _: () = assert!(core::mem::size_of::<KernelStats>() == 88);
 const _: () = assert!(core::mem::size_of::<KernelNoteEvent>() == 40);
-const _: () = assert!(core::mem::size_of::<NetLayout>() == 72);
+const _: () = assert!(core::mem::size_of::<NetLayout>() == 16);
 const _: () = assert!(core::mem::size_of::<TxSkb>() == 32);
 const _: () = assert!(core::mem::size_of::<RxSkb>() == 40);
 const _: () = assert!(core::mem::size_of::<CallKey>() == 16);
@@ -786,7 +768,7 @@ const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 28);
 const _: () = assert!(core::mem::size_of::<TlsArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 116);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<InFlightKernel>() == 96);
 const _: () = assert!(core::mem::size_of::<SocketEntry>() == 120);

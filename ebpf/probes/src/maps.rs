@@ -48,6 +48,7 @@ pub static NETSONDE_OFFSETS: KernelOffsets = KernelOffsets {
     sock_v6_rcv_saddr: 0,
     sock_v6_daddr: 0,
     skb_sk: 0,
+    skb_len: 0,
     regs_args: [0; 4],
     regs_syscall_nr: 0,
     task_compat: 0,
@@ -57,23 +58,9 @@ pub static NETSONDE_OFFSETS: KernelOffsets = KernelOffsets {
 /// Tracepoint record layouts of the network-layer programs, from tracefs, set before load.
 #[unsafe(no_mangle)]
 pub static NETSONDE_NET_LAYOUT: NetLayout = NetLayout {
-    queue_skb: 0,
-    queue_len: 0,
-    start_xmit_skb: 0,
-    xmit_skb: 0,
-    xmit_rc: 0,
-    receive_skb: 0,
-    receive_len: 0,
-    copy_skb: 0,
-    free_skb: 0,
     free_reason: 0,
     free_rx_sk: 0,
-    retransmit_sk: 0,
     retransmit_err: 0,
-    state_sk: 0,
-    state_old: 0,
-    state_new: 0,
-    state_protocol: 0,
     _pad: 0,
 };
 

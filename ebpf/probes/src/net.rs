@@ -1,4 +1,5 @@
-//! The network layer, through tracepoints: what the kernel did with a traced syscall's packets.
+//! The network layer, through raw tracepoints: what the kernel did with a traced syscall's
+//! packets.
 //!
 //! Sending runs in the sending thread from the syscall down to the device, so a packet joins
 //! the syscall in flight on its thread (`IN_FLIGHT`) when the device layer first sees it, and
@@ -8,11 +9,13 @@
 //! packet. Retransmits, drops and handshakes happen outside any syscall: they become notes for
 //! the connection, found by `struct sock` (`KNOWN_SOCKS`, `HANDSHAKES`, `ESTABLISHED`).
 //!
-//! Record field offsets come from tracefs (`NETSONDE_NET_LAYOUT`); user space attaches a
-//! program only when every field it needs exists.
+//! The programs read the tracepoints' own arguments (`TP_PROTO`), not their records: no record
+//! is built for them, and their links detach without an RCU grace period. Arguments that came
+//! in later releases are read only where tracefs shows them (`NETSONDE_NET_LAYOUT`).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    EbpfContext, helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use netsonde_common::{
     Handshake, InFlightKernel, KernelNoteEvent, KernelStats, RxSkb, TxSkb, UNKNOWN_DROP_REASON,
@@ -29,19 +32,35 @@ use crate::{
     noop, now,
 };
 
-/// Reads one field of the record layout global (see `maps::config` for why volatile).
+/// Reads one flag of the layout global (see `maps::config` for why volatile).
 macro_rules! layout {
     ($field:ident) => {
         // SAFETY: a plain read of a static.
-        (unsafe { core::ptr::read_volatile(&$crate::maps::NETSONDE_NET_LAYOUT.$field) } as usize)
+        (unsafe { core::ptr::read_volatile(&$crate::maps::NETSONDE_NET_LAYOUT.$field) } != 0)
     };
 }
 
-/// A field of the tracepoint record at `at` (from the layout global).
+/// Argument `n` of the tracepoint, every release has it.
 #[inline(always)]
-fn field<T: Copy>(ctx: &TracePointContext, at: usize) -> Option<T> {
-    // SAFETY: the offset comes from the tracepoint's format file; the helper bounds the read.
-    unsafe { ctx.read_at::<T>(at) }.ok()
+fn arg(ctx: &RawTracePointContext, n: usize) -> u64 {
+    ctx.arg(n)
+}
+
+/// Argument `n`, which only some releases pass (`present`, from tracefs). Read through a helper
+/// rather than from the context: the verifier refuses to attach a program whose context reads
+/// go past the tracepoint's arguments on this kernel, even reads never made.
+#[inline(always)]
+fn later_arg(ctx: &RawTracePointContext, n: u64, present: bool) -> Option<u64> {
+    if !present {
+        return None;
+    }
+    read::<u64>(ctx.as_ptr() as u64 + 8 * n)
+}
+
+/// `skb->len`.
+#[inline(always)]
+fn skb_len(skb: u64) -> u32 {
+    read::<u32>(skb + offset!(skb_len)).unwrap_or(0)
 }
 
 const IPPROTO_TCP: u16 = 6;
@@ -145,14 +164,13 @@ pub fn take_stats(pid_tgid: u64, enter_ns: u64, into: &mut KernelStats) {
 
 /// The device layer takes a packet (`__dev_queue_xmit`). In the sending thread: a packet of
 /// the traced send syscall in flight on it, if its socket is that syscall's.
-#[tracepoint(category = "net", name = "net_dev_queue")]
-pub fn net_dev_queue(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "net_dev_queue")]
+pub fn net_dev_queue(ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
-    let Some(skb) = field::<u64>(&ctx, layout!(queue_skb)) else {
-        return 0;
-    };
+    // TP_PROTO(struct sk_buff *skb)
+    let skb = arg(&ctx, 0);
     if crate::layers::arp_attached() {
         arp_done(skb);
     }
@@ -172,7 +190,7 @@ pub fn net_dev_queue(ctx: TracePointContext) -> u32 {
     let Some(stats) = stats_of(pid_tgid, enter_ns, true) else {
         return 0;
     };
-    let len: u32 = field(&ctx, layout!(queue_len)).unwrap_or(0);
+    let len = skb_len(skb);
     // SAFETY: a pointer into the map value (see `stats_of`).
     unsafe {
         (*stats).packets += 1;
@@ -203,14 +221,13 @@ fn arp_done(skb: u64) {
 }
 
 /// The driver starts sending a packet: the end of its time in the device queue.
-#[tracepoint(category = "net", name = "net_dev_start_xmit")]
-pub fn net_dev_start_xmit(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "net_dev_start_xmit")]
+pub fn net_dev_start_xmit(ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
-    let Some(skb) = field::<u64>(&ctx, layout!(start_xmit_skb)) else {
-        return 0;
-    };
+    // TP_PROTO(const struct sk_buff *skb, const struct net_device *dev)
+    let skb = arg(&ctx, 0);
     let Some(tx) = TX_SKBS.get_ptr_mut(&skb) else {
         return 0;
     };
@@ -232,19 +249,18 @@ pub fn net_dev_start_xmit(ctx: TracePointContext) -> u32 {
 }
 
 /// The driver is done with a packet: the end of its sending, and of its record.
-#[tracepoint(category = "net", name = "net_dev_xmit")]
-pub fn net_dev_xmit(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "net_dev_xmit")]
+pub fn net_dev_xmit(ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
-    let Some(skb) = field::<u64>(&ctx, layout!(xmit_skb)) else {
-        return 0;
-    };
+    // TP_PROTO(struct sk_buff *skb, int rc, struct net_device *dev, unsigned int skb_len)
+    let skb = arg(&ctx, 0);
     // SAFETY: copied out at once.
     let Some(tx) = (unsafe { TX_SKBS.get(&skb) }).copied() else {
         return 0;
     };
-    let rc: i32 = field(&ctx, layout!(xmit_rc)).unwrap_or(0);
+    let rc = arg(&ctx, 1) as i32;
     if rc != 0 {
         // NETDEV_TX_BUSY: the packet goes back to the queue and is started again later.
         return 0;
@@ -266,20 +282,19 @@ pub fn net_dev_xmit(ctx: TracePointContext) -> u32 {
 // ---- receiving -----------------------------------------------------------------------------
 
 /// The device layer receives a packet. Whose it is shows only when a reader copies it.
-#[tracepoint(category = "net", name = "netif_receive_skb")]
-pub fn netif_receive_skb(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "netif_receive_skb")]
+pub fn netif_receive_skb(ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
-    let Some(skb) = field::<u64>(&ctx, layout!(receive_skb)) else {
-        return 0;
-    };
+    // TP_PROTO(struct sk_buff *skb)
+    let skb = arg(&ctx, 0);
     let rx = RxSkb {
         received_ns: now(),
         nf_ns: 0,
         l3_ns: 0,
         l4_ns: 0,
-        len: field(&ctx, layout!(receive_len)).unwrap_or(0),
+        len: skb_len(skb),
         nf_count: 0,
     };
     let _ = RX_SKBS.insert(&skb, &rx, 0);
@@ -288,8 +303,8 @@ pub fn netif_receive_skb(ctx: TracePointContext) -> u32 {
 
 /// A reader copies a packet's payload: in the reading thread, the packet joins the traced
 /// receive syscall in flight.
-#[tracepoint(category = "skb", name = "skb_copy_datagram_iovec")]
-pub fn skb_copy_datagram_iovec(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "skb_copy_datagram_iovec")]
+pub fn skb_copy_datagram_iovec(ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
@@ -302,9 +317,8 @@ pub fn skb_copy_datagram_iovec(ctx: TracePointContext) -> u32 {
     if !receives(sc) {
         return 0;
     }
-    let Some(skb) = field::<u64>(&ctx, layout!(copy_skb)) else {
-        return 0;
-    };
+    // TP_PROTO(const struct sk_buff *skb, int len)
+    let skb = arg(&ctx, 0);
     // SAFETY: copied out at once.
     let Some(rx) = (unsafe { RX_SKBS.get(&skb) }).copied() else {
         // Already claimed by an earlier read of the same packet, or never seen arriving.
@@ -370,35 +384,33 @@ fn emit_note(what: u32, sock: u64, owner: Option<(u32, i32)>, value: u64) {
 }
 
 /// TCP retransmits a segment (from a timer, an ACK, or a sender).
-#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
-pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
     // Kernels that trace failed attempts too say so in `err`; TcpRetransSegs counts successes.
-    let err_at = layout!(retransmit_err);
-    if err_at != 0 && field::<i32>(&ctx, err_at).unwrap_or(0) != 0 {
+    // TP_PROTO(const struct sock *sk, const struct sk_buff *skb, int err): err in later releases.
+    if later_arg(&ctx, 2, layout!(retransmit_err)).is_some_and(|err| err as i32 != 0) {
         return 0;
     }
     count(counter::NODE_RETRANSMITS, 1);
-    if let Some(sock) = field::<u64>(&ctx, layout!(retransmit_sk)) {
+    let sock = arg(&ctx, 0);
+    if sock != 0 {
         emit_note(note::RETRANSMIT, sock, None, 0);
     }
     0
 }
 
 /// The kernel drops a packet, with a reason (5.17 and later).
-#[tracepoint(category = "skb", name = "kfree_skb")]
-pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn kfree_skb(ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
-    let reason_at = layout!(free_reason);
-    let reason = if reason_at == 0 {
-        UNKNOWN_DROP_REASON
-    } else {
-        field::<u32>(&ctx, reason_at).unwrap_or(UNKNOWN_DROP_REASON)
-    };
+    // TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+    //          struct sock *rx_sk): reason since 5.17, rx_sk since 6.11.
+    let reason = later_arg(&ctx, 2, layout!(free_reason)).map_or(UNKNOWN_DROP_REASON, |r| r as u32);
     count(counter::NODE_DROPS, 1);
     match DROP_REASONS.get_ptr_mut(&reason) {
         // SAFETY: this CPU's slot.
@@ -409,17 +421,14 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
             }
         }
     }
-    let Some(skb) = field::<u64>(&ctx, layout!(free_skb)) else {
-        return 0;
-    };
+    let skb = arg(&ctx, 0);
     if crate::layers::arp_attached() {
         let _ = ARP_WAIT.remove(&skb);
     }
     // A packet being sent carries its socket; one being received may only name it in rx_sk.
     let mut sock = read::<u64>(skb + offset!(skb_sk)).unwrap_or(0);
-    let rx_sk_at = layout!(free_rx_sk);
-    if sock == 0 && rx_sk_at != 0 {
-        sock = field::<u64>(&ctx, rx_sk_at).unwrap_or(0);
+    if sock == 0 {
+        sock = later_arg(&ctx, 3, layout!(free_rx_sk)).unwrap_or(0);
     }
     if sock != 0 {
         emit_note(note::DROP, sock, None, reason as u64);
@@ -428,21 +437,17 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
 }
 
 /// TCP state changes: the handshakes of connect() and of connections waiting for accept().
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> u32 {
     if noop() {
         return 0;
     }
-    if field::<u16>(&ctx, layout!(state_protocol)) != Some(IPPROTO_TCP) {
+    // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+    let sock = arg(&ctx, 0);
+    if read::<u16>(sock + offset!(sock_protocol)) != Some(IPPROTO_TCP) {
         return 0;
     }
-    let (Some(sock), Some(old), Some(new)) = (
-        field::<u64>(&ctx, layout!(state_sk)),
-        field::<i32>(&ctx, layout!(state_old)),
-        field::<i32>(&ctx, layout!(state_new)),
-    ) else {
-        return 0;
-    };
+    let (old, new) = (arg(&ctx, 1) as i32, arg(&ctx, 2) as i32);
     if new == TCP_SYN_SENT {
         // Inside connect(), in the connecting thread.
         let pid_tgid = bpf_get_current_pid_tgid();

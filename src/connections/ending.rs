@@ -91,16 +91,18 @@ impl Tracker {
         self.stats.closed.fetch_add(1, Relaxed);
         self.untracked(key, &mut conn, true);
         let at_ns = at_ns.max(conn.last_seen_ns);
-        // Only a conversation seen to its last byte can show a request that got no answer.
+        // Only a conversation seen whole, to its last byte, can show a request that got no
+        // answer: after any loss, which bytes were answers is a guess (a ring buffer losing
+        // most records made a response lost with them pass for none).
         let seen_to_the_end = ends.is_some_and(|ends| {
             Self::catch_up(&self.stats, &mut conn, ends, at_ns, &mut self.scratch)
-        });
+        }) && !conn.lost_bytes;
         conn.http.close(at_ns, seen_to_the_end, &mut self.scratch);
         Self::publish(&self.stats, key, &mut conn, &mut self.scratch, out);
     }
 
     /// Feeds the parser what records lost at the very end of the streams hid, as gaps; whether
-    /// both directions' ends were known.
+    /// both directions' ends were known and nothing was missing before them.
     fn catch_up(
         stats: &ConnectionStats,
         conn: &mut Connection,
@@ -123,6 +125,7 @@ impl Tracker {
                     stats.gap_bytes.fetch_add(n, Relaxed);
                     stream.advance(finals[dir.index()], 0);
                     conn.http.feed(dir, &Segment::gap(n, at_ns), exchanges);
+                    known = false;
                 }
                 None => known = false,
             }

@@ -236,6 +236,9 @@ struct Connection {
     plaintext: [Stream; 2],
     /// The kernel's part since the last exchange.
     kernel: KernelSummary,
+    /// Bytes of it went unseen (lost records, a restarted position): a request left waiting at
+    /// its close cannot then be said to have had no answer.
+    lost_bytes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,6 +421,7 @@ impl Tracker {
                 tls: Tls::No,
                 plaintext: [Stream::from_start(), Stream::from_start()],
                 kernel: KernelSummary::default(),
+            lost_bytes: false,
             },
             ActivityKind::Tracked {
                 new: origin != Origin::Existing,
@@ -505,11 +509,13 @@ impl Tracker {
                 // loss.
                 if !piece {
                     self.stats.gap_bytes.fetch_add(n, Relaxed);
+                    conn.lost_bytes = true;
                 }
                 conn.http.feed(dir, &Segment::gap(n, first_ns), exchanges);
             }
             Continuity::Restart => {
                 self.stats.restarts.fetch_add(1, Relaxed);
+                conn.lost_bytes = true;
                 conn.http.desync(dir, exchanges);
             }
         }
@@ -629,6 +635,7 @@ impl Tracker {
                 tls: Tls::No,
                 plaintext: [Stream::from_start(), Stream::from_start()],
                 kernel: KernelSummary::default(),
+            lost_bytes: false,
             },
             ActivityKind::Tracked {
                 new: false,

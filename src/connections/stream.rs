@@ -40,9 +40,11 @@ impl Stream {
 
     /// Bytes between what was seen and `final_pos`, the position the kernel says the stream
     /// ended at: records lost at the very end. `None` when this direction's position was never
-    /// learnt (a joined connection that saw nothing of it).
+    /// learnt (a joined connection that saw nothing of it), or when the kernel's end lies
+    /// before what was seen: it started counting again (its socket cache entry was made anew)
+    /// and the records since were lost, so how much is missing is not known.
     pub fn missing_before(&self, final_pos: u64) -> Option<u64> {
-        self.next.map(|next| final_pos.saturating_sub(next))
+        self.next.and_then(|next| final_pos.checked_sub(next))
     }
 
     /// Accounts for a segment of `len` bytes at `pos`.
@@ -74,6 +76,8 @@ mod tests {
         assert_eq!(s.bytes, 26);
         assert_eq!(s.missing_before(6), Some(0));
         assert_eq!(s.missing_before(9), Some(3));
+        // The kernel's end before what was seen: it counted again from 0 since; unknown.
+        assert_eq!(s.missing_before(4), None);
         let mut j = Stream::joined();
         assert_eq!(j.missing_before(10), None);
         assert_eq!(j.advance(1000, 1), Continuity::InOrder);

@@ -421,7 +421,7 @@ impl Tracker {
                 tls: Tls::No,
                 plaintext: [Stream::from_start(), Stream::from_start()],
                 kernel: KernelSummary::default(),
-            lost_bytes: false,
+                lost_bytes: false,
             },
             ActivityKind::Tracked {
                 new: origin != Origin::Existing,
@@ -635,7 +635,7 @@ impl Tracker {
                 tls: Tls::No,
                 plaintext: [Stream::from_start(), Stream::from_start()],
                 kernel: KernelSummary::default(),
-            lost_bytes: false,
+                lost_bytes: false,
             },
             ActivityKind::Tracked {
                 new: false,

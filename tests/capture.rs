@@ -324,22 +324,25 @@ fn every_syscall_family_is_captured() {
     );
 }
 
+/// Compiles tests/support/NAME.c into `dir` with the system's C compiler; returns the binary.
+fn build_c_client(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let binary = dir.join(name);
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&binary)
+        .arg(support_file(&format!("{name}.c")))
+        .status()
+        .unwrap_or_else(|e| panic!("a C compiler (cc) builds {name}: {e}"));
+    assert!(built.success(), "cc failed on {name}.c");
+    binary
+}
+
 #[test]
 fn sendmmsg_and_recvmmsg_are_captured() {
     require_privileges!();
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let client_bin = dir.path().join("mmsg_client");
-    let built = Command::new("cc")
-        .args([
-            "-O2",
-            "-o",
-            client_bin.to_str().unwrap(),
-            support_file("mmsg_client.c").to_str().unwrap(),
-        ])
-        .status()
-        .expect("a C compiler (cc) builds the sendmmsg/recvmmsg client");
-    assert!(built.success());
+    let client_bin = build_c_client(dir.path(), "mmsg_client");
     let nginx = Nginx::start();
     let agent = Agent::start(&["--comm", "mmsg_client", "--comm", "nginx"]);
     let port = nginx.port.to_string();
@@ -368,17 +371,7 @@ fn compat_syscalls_on_a_socket_are_left_alone() {
     require_privileges!();
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let client_bin = dir.path().join("compat_client");
-    let built = Command::new("cc")
-        .args([
-            "-O2",
-            "-o",
-            client_bin.to_str().unwrap(),
-            support_file("compat_client.c").to_str().unwrap(),
-        ])
-        .status()
-        .expect("a C compiler (cc) builds the compat-syscall client");
-    assert!(built.success());
+    let client_bin = build_c_client(dir.path(), "compat_client");
     let nginx = Nginx::start();
     let agent = Agent::start(&["--comm", "compat_client", "--comm", "nginx"]);
     let port = nginx.port.to_string();

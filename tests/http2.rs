@@ -595,6 +595,118 @@ fn hypercorn_mixed_sizes_are_exact() {
     }
 }
 
+/// A request the server never answers, given up by the client (curl's `--max-time`, exit code
+/// 28): the client and the server each report one failed exchange (`no_response`, no status
+/// invented) once the connection closes; a request answered before it is exact. The oracles:
+/// curl's exit codes and hypercorn's access log (a request it sent nothing to has no status).
+#[test]
+fn a_request_never_answered_is_a_failed_exchange_on_both_sides() {
+    require_privileges!();
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let port = free_port();
+    let mut server = Command::new(python())
+        .args(["-m", "hypercorn", "--access-logfile"])
+        .arg(&log)
+        .args(["--bind", &format!("127.0.0.1:{port}"), "asgi_app:app"])
+        .current_dir(support_file(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run hypercorn (pip install hypercorn)");
+    wait_for_port(&format!("127.0.0.1:{port}"));
+    let agent = Agent::start(&["--comm", "curl", "--pid", &server.id().to_string()]);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let answered = curl(&["--http2-prior-knowledge", &url("/bytes/100")]);
+    let mut given_up = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "3",
+        ])
+        .arg(url("/hang"))
+        .spawn()
+        .unwrap();
+    let status = given_up.wait().unwrap();
+    assert_eq!(status.code(), Some(28), "curl: operation timed out");
+    // hypercorn logs each request once it is over, and closes its end once it reads the
+    // client's: wait for both before stopping.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let access = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if (text.lines().count() >= 2 && connections_of(port).is_empty())
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let capture = agent.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    let logged: Vec<&str> = access
+        .lines()
+        .filter_map(|l| Some(l.split_once("] \"")?.1.split(" \"-\"").next()?.trim()))
+        .collect();
+    assert_eq!(
+        logged,
+        ["GET /bytes/100 2\" 200 100", "GET /hang 2\" - -"],
+        "{access}"
+    );
+    let seen = |pid: u32| -> Vec<(String, u16, Option<String>)> {
+        capture
+            .of(pid)
+            .iter()
+            .map(|l| (l.target.clone(), l.status, l.incomplete.clone()))
+            .collect()
+    };
+    assert_eq!(
+        seen(answered),
+        [("/bytes/100".to_string(), 200, None)],
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(
+        seen(given_up.id()),
+        [("/hang".to_string(), 0, Some("no_response".to_string()))],
+        "{}",
+        capture.stdout
+    );
+    // hypercorn answers from a worker process of its own: its lines are the server's.
+    let mut served: Vec<_> = capture
+        .lines
+        .iter()
+        .filter(|l| l.role == "server")
+        .map(|l| (l.target.clone(), l.status, l.incomplete.clone()))
+        .collect();
+    served.sort();
+    assert_eq!(
+        served,
+        [
+            ("/bytes/100".to_string(), 200, None),
+            ("/hang".to_string(), 0, Some("no_response".to_string()))
+        ],
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(capture.final_stat("unanswered_requests"), Some(2));
+}
+
+/// The TCP connections of the server on `port` that are still open at its end (established,
+/// or closed by the peer only), as `ss` lists them.
+fn connections_of(port: u16) -> String {
+    let out = Command::new("ss")
+        .args(["-Htn", "state", "established", "state", "close-wait"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .expect("run ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A connection opened (and used) before the agent started, then used again: its frames are
 /// found mid-stream and its header blocks decode as far as they can. A path the client's
 /// encoder sends as a reference to a table entry from before the join is `{unknown}`, never

@@ -71,6 +71,6 @@ fuzz_target!(|input: &[u8]| {
     }
     h1.close(u64::MAX, input.len() % 2 == 0, &mut out);
     h1_mid.abandon(&mut out);
-    h2.close(&mut out);
-    h2_mid.close(&mut out);
+    h2.close(0, true, &mut out);
+    h2_mid.close(0, true, &mut out);
 });

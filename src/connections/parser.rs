@@ -97,7 +97,7 @@ impl Parser {
     pub fn close(&mut self, at_ns: u64, seen_to_the_end: bool, out: &mut Vec<Exchange>) {
         match self {
             Parser::Http1(p) => p.close(at_ns, seen_to_the_end, out),
-            Parser::Http2(p) => p.close(out),
+            Parser::Http2(p) => p.close(at_ns, seen_to_the_end, out),
         }
     }
 

@@ -1,7 +1,8 @@
 """A minimal ASGI app for hypercorn: the test server for HTTP/2 reached by `Upgrade: h2c` (nginx
 does not do the upgrade) and for HTTP/2 from a Python server. /missing answers 404; /bytes/N
 answers N bytes that look random, sent in pieces of up to 64 KiB; everything else 200 with a
-fixed body."""
+fixed body. /hang never answers: it waits for the client to go (hypercorn then logs the
+request with no status)."""
 
 import random
 
@@ -12,6 +13,10 @@ async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     path = scope["path"]
+    if path == "/hang":
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        return
     if path.startswith("/bytes/"):
         size = int(path[len("/bytes/"):])
         body = random.Random(size).randbytes(size)

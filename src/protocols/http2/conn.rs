@@ -23,6 +23,8 @@ use super::{
 };
 use crate::protocols::{Completeness, Direction, Exchange, Role, Segment, http1::H2cUpgrade};
 
+mod ending;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub hpack: HpackLimits,
@@ -93,6 +95,9 @@ struct Side {
     aligned: bool,
     /// Lost its place and not yet found it again.
     lost: bool,
+    /// Never out of place: seen from its first byte and never lost. Only then does the lack of
+    /// a response head at close mean that none was sent.
+    gapless: bool,
     /// Bytes of the client preface still expected.
     preface_left: usize,
     /// The frame being assembled: its 9-byte header, then (for kept frames) its payload.
@@ -130,6 +135,7 @@ impl Http2 {
             started: false,
             aligned: true,
             lost: false,
+            gapless: true,
             preface_left: 0,
             buf: Vec::new(),
             skip: 0,
@@ -159,6 +165,7 @@ impl Http2 {
         for side in &mut h2.sides {
             side.started = true;
             side.aligned = false;
+            side.gapless = false;
             side.decoder = HeaderDecoder::new(limits.hpack);
         }
         h2.client_dir = client_dir;
@@ -241,21 +248,6 @@ impl Http2 {
         std::mem::take(&mut self.notes)
     }
 
-    /// The connection is forgotten while open (idle, evicted, agent exit): requests still
-    /// waiting are counted as unanswered.
-    pub fn abandon(&mut self) {
-        self.unanswered();
-    }
-
-    fn unanswered(&mut self) {
-        self.notes.unanswered_requests += self
-            .streams
-            .values()
-            .filter(|s| s.request.head.is_some())
-            .count() as u64;
-        self.streams.clear();
-    }
-
     /// Bytes of `dir` went missing where frame boundaries were, or the frames stopped making
     /// sense: the direction waits for a boundary it can prove, and its compression table is
     /// lost with whatever header blocks went by. Streams open in that direction may have lost
@@ -268,6 +260,7 @@ impl Http2 {
         tracing::debug!("an HTTP/2 connection lost its place in its {dir:?} frames: {why}");
         side.aligned = false;
         side.lost = true;
+        side.gapless = false;
         side.buf.clear();
         side.skip = 0;
         side.body_left = 0;
@@ -337,41 +330,6 @@ impl Http2 {
     /// restarted): `dir` loses its place.
     pub fn desync(&mut self, dir: Direction) {
         self.lose_place(dir, "the byte stream lost its place");
-    }
-
-    /// The connection closed. A response whose head came is reported: complete when its body
-    /// reached its `content-length` (a client may close without reading the empty DATA frame
-    /// that ends the stream), else cut. A request with no response head went unanswered; a
-    /// stream whose head went missing is counted as lost.
-    pub fn close(&mut self, out: &mut Vec<Exchange>) {
-        if self.status == Status::Active {
-            let mut ids: Vec<u32> = self
-                .streams
-                .iter()
-                .filter(|(_, s)| s.response.head.is_some() || s.response.head_lost)
-                .map(|(&id, _)| id)
-                .collect();
-            ids.sort_unstable();
-            for id in ids {
-                let stream = self.streams.remove(&id).expect("listed");
-                if !stream.reportable() {
-                    self.notes.lost_streams += 1;
-                    continue;
-                }
-                let length = stream
-                    .response
-                    .head
-                    .as_deref()
-                    .and_then(|h| header(h, "content-length"))
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                let completeness = match length {
-                    Some(n) if stream.response.body >= n => Completeness::Complete,
-                    _ => Completeness::BodyCut,
-                };
-                out.push(exchange(stream, completeness));
-            }
-        }
-        self.unanswered();
     }
 
     /// Feeds one segment of one direction; finished exchanges go to `out`.
@@ -750,8 +708,11 @@ impl Http2 {
                 }
             }
             kind::GOAWAY => {
-                // Streams above the last one the sender processed will not be answered.
-                if let Some(last) = frame::goaway_last_stream(payload) {
+                // Streams above the last one the server processed will not be answered. A
+                // client's GOAWAY names the last stream the server started (push), never the
+                // client's own: it leaves the requests alone.
+                let from_server = self.client_dir.is_some_and(|c| c != dir);
+                if let Some(last) = frame::goaway_last_stream(payload).filter(|_| from_server) {
                     let before = self.streams.len();
                     self.streams.retain(|&id, _| id <= last);
                     self.notes.unanswered_requests += (before - self.streams.len()) as u64;

@@ -142,3 +142,13 @@ pub(super) fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
         completeness,
     }
 }
+
+/// The failed exchange of a stream whose request got no response head before the connection
+/// closed at `at_ns` (status 0, [`Completeness::NoResponse`]), ending at the close.
+pub(super) fn unanswered(stream: Stream, at_ns: u64) -> Exchange {
+    let mut e = exchange(stream, Completeness::NoResponse);
+    let end_ns = at_ns.max(e.request_end_ns);
+    e.response_start_ns = end_ns;
+    e.response_end_ns = end_ns;
+    e
+}

@@ -7,6 +7,8 @@ use super::{
 };
 use crate::protocols::{Completeness, Direction, Exchange, Role, Segment};
 
+mod ending;
+
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut f = encode_header(payload.len() as u32, kind, flags, stream).to_vec();
     f.extend_from_slice(payload);
@@ -431,7 +433,7 @@ fn losing_any_segment_never_invents_and_finds_its_place_again() {
                     h.feed(Direction::Ingress, &seg, &mut out);
                 }
                 let before_close = h.take_notes();
-                h.close(&mut out);
+                h.close(0, false, &mut out);
                 let notes = h.take_notes();
                 let case = format!("chunk {chunk}, segment {lost} lost, walk {kernel_walks}");
                 let mut seen = std::collections::HashSet::new();
@@ -634,7 +636,7 @@ fn open_streams_are_bounded() {
     let notes = h.take_notes();
     assert_eq!(notes.streams_refused, 6);
     let mut out = Vec::new();
-    h.close(&mut out);
+    h.close(0, false, &mut out);
     assert!(out.is_empty());
     assert_eq!(h.take_notes().unanswered_requests, 4);
 }
@@ -667,7 +669,7 @@ fn at_close_a_response_is_complete_by_its_length_or_cut() {
     feed_all(&mut h, Direction::Egress, &client, 4096, 0);
     assert!(feed_all(&mut h, Direction::Ingress, &server, 4096, 10).is_empty());
     let mut out = Vec::new();
-    h.close(&mut out);
+    h.close(0, false, &mut out);
     let got: Vec<_> = out
         .iter()
         .map(|e| (e.response_body_bytes, e.completeness))

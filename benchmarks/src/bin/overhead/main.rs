@@ -39,15 +39,20 @@
 //! sends `--rate` requests/s; the collector is stopped for M minutes, then started again: how
 //! much the queue held, and whether every exchange was delivered once it drained.
 //!
+//! With `--soak-minutes M`, the agent exports over OTLP while h2load sends `--rate` requests/s
+//! for M minutes, then wrk churns connections for `--secs`: nginx's own counts beside the
+//! agent's, and what was lost or dropped.
+//!
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
 //!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download] [--h2-mixed] [--hook-costs]
-//!       [--memory] [--stopping] [--outage-minutes M] [--baseline OTHER/netsonde]
+//!       [--memory] [--stopping] [--outage-minutes M] [--soak-minutes M] [--baseline OTHER/netsonde]
 
 mod h2;
 mod hook_costs;
 mod memory;
 mod outage;
+mod soak;
 mod stopping;
 
 use std::{
@@ -125,6 +130,10 @@ struct Options {
     /// queue (see outage.rs).
     #[arg(long, value_name = "MINUTES", conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs", "memory"])]
     outage_minutes: Option<u64>,
+    /// A soak of this many minutes under `--rate` requests/s over OTLP, then `--secs` of
+    /// connection churn, counted against nginx's own counters (see soak.rs).
+    #[arg(long, value_name = "MINUTES", conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs", "memory", "outage_minutes"])]
+    soak_minutes: Option<u64>,
     /// Time from SIGTERM to exit, and the perf events held (see stopping.rs).
     #[arg(long, conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs", "memory", "outage_minutes"])]
     stopping: bool,
@@ -195,6 +204,11 @@ fn main() {
     if let Some(minutes) = o.outage_minutes {
         drop(collector);
         outage::run(&o, nginx.worker, &url, minutes);
+        return;
+    }
+    if let Some(minutes) = o.soak_minutes {
+        drop(collector);
+        soak::run(&o, &nginx, minutes);
         return;
     }
 
@@ -677,7 +691,8 @@ impl Nginx {
             "user root;\nworker_processes 1;\nworker_rlimit_nofile 19000;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 15000; }}\n\
              http {{ access_log off; sendfile on; keepalive_requests 1000000;\n\
-             server {{ listen 127.0.0.1:{port}{listen}; root {d}/www; }}\n\
+             server {{ listen 127.0.0.1:{port}{listen}; root {d}/www;\n\
+             location = /nginx_status {{ stub_status; }} }}\n\
              server {{ listen 127.0.0.1:{h2_port} http2; root {d}/www;\n\
              location /nosf/ {{ sendfile off; }} }} }}\n"
         );

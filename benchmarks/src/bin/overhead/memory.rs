@@ -156,26 +156,7 @@ fn measure(binary: &Path, url: &str, secs: u64, collector: &Rotel, load: Load) -
             connections,
         };
     }
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            "-c32",
-            &format!("-d{secs}s"),
-            "-H",
-            "Connection: close",
-            url,
-        ])
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let connections = text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .split_once(" requests in ")
-                .map(|(n, _)| n.trim().parse().unwrap_or(0))
-        })
-        .unwrap_or(0);
+    let connections = churn(url, secs);
     let after = mib(pid);
     thread::sleep(Duration::from_secs(30));
     let plus30 = mib(pid);
@@ -192,4 +173,28 @@ fn measure(binary: &Path, url: &str, secs: u64, collector: &Rotel, load: Load) -
         plus60_anon,
         connections,
     }
+}
+
+/// wrk making a new connection per request for `secs` (`-c32`, `Connection: close`); returns
+/// the requests it completed.
+pub(super) fn churn(url: &str, secs: u64) -> u64 {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c32",
+            &format!("-d{secs}s"),
+            "-H",
+            "Connection: close",
+            url,
+        ])
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .map(|(n, _)| n.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
 }

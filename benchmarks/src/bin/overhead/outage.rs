@@ -6,9 +6,10 @@
 //! dropped per signal, items left on disk) beside h2load's count of answered requests.
 
 use std::{
+    ffi::OsStr,
     io::{BufRead, BufReader},
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
@@ -35,45 +36,14 @@ pub fn run(o: &Options, nginx_worker: u32, url: &str, minutes: u64) {
     .unwrap();
     let rotel = Rotel::start_on(None);
     let port = rotel.port;
-    let mut agent = Command::new(&o.netsonde)
-        // nginx only: each request is one exchange (h2load's side would make it two).
-        .args(["run", "--pid", &nginx_worker.to_string()])
-        .args(["--exporter", "otlp", "--otlp-endpoint"])
-        .arg(format!("http://127.0.0.1:{port}"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--disk-queue")
-        .arg(&queue)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start netsonde");
-    let stats: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let stderr = agent.stderr.take().unwrap();
-    let lines = stats.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("probes attached") {
-                let _ = ready_tx.send(());
-            }
-            let is_stats = line
-                .split(' ')
-                .nth(1)
-                .is_some_and(|w| w.starts_with("stats"));
-            if is_stats || line.contains("WARN") || line.contains("ERROR") {
-                lines.lock().unwrap().push(line);
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("netsonde attached");
-    let latest = |name: &str| -> Option<u64> {
-        let lines = stats.lock().unwrap();
-        lines.iter().rev().find_map(|l| stat(l, name))
-    };
+    let mut agent = WatchedAgent::start(
+        o,
+        nginx_worker,
+        port,
+        &config,
+        &["--disk-queue".as_ref(), queue.as_os_str()],
+    );
+    let latest = |name: &str| agent.latest(name);
     println!(
         "outage: {minutes} min at {} req/s (h2load --h1, 20 connections), warm-up {} s, then {} s more load",
         o.rate,
@@ -92,7 +62,7 @@ pub fn run(o: &Options, nginx_worker: u32, url: &str, minutes: u64) {
     while down.elapsed() < outage {
         thread::sleep(Duration::from_secs(5));
         peak_bytes = peak_bytes.max(dir_bytes(&queue));
-        peak_rss_kib = peak_rss_kib.max(status_kib(agent.id(), "VmRSS:"));
+        peak_rss_kib = peak_rss_kib.max(status_kib(agent.pid(), "VmRSS:"));
     }
     let exchanges_in_outage = latest("exchanges").unwrap_or(0);
     let on_disk_at_recovery = latest("export_on_disk").unwrap_or(0);
@@ -100,7 +70,7 @@ pub fn run(o: &Options, nginx_worker: u32, url: &str, minutes: u64) {
     let back = Instant::now();
     let drained = loop {
         thread::sleep(Duration::from_secs(1));
-        peak_rss_kib = peak_rss_kib.max(status_kib(agent.id(), "VmRSS:"));
+        peak_rss_kib = peak_rss_kib.max(status_kib(agent.pid(), "VmRSS:"));
         if latest("export_on_disk").is_some_and(|n| n < on_disk_at_recovery / 100) {
             // What is left is the load still arriving, not the backlog.
             break Some(back.elapsed());
@@ -111,17 +81,9 @@ pub fn run(o: &Options, nginx_worker: u32, url: &str, minutes: u64) {
     };
     let latency = load.join().unwrap();
     thread::sleep(Duration::from_secs(5));
-    let rss_after_kib = status_kib(agent.id(), "VmRSS:");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGINT) };
-    let _ = agent.wait();
-    let lines = stats.lock().unwrap();
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l.contains("stats(final)"))
-        .expect("a final stats line");
-    let get = |name: &str| stat(last, name).unwrap_or(u64::MAX);
+    let rss_after_kib = status_kib(agent.pid(), "VmRSS:");
+    let last = agent.stop();
+    let get = |name: &str| stat(&last, name).unwrap_or(u64::MAX);
     let exchanges = get("exchanges");
     println!(
         "\n## Collector outage of {minutes} min at {} req/s, disk queue",
@@ -160,17 +122,101 @@ pub fn run(o: &Options, nginx_worker: u32, url: &str, minutes: u64) {
     ] {
         println!("| {name} at exit | {} |", get(name));
     }
-    println!("\nthe agent's warnings:");
-    for line in lines
-        .iter()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-    {
-        println!("    {line}");
+    agent.print_warnings();
+}
+
+/// netsonde tracing nginx alone (each request one exchange; h2load's side would make it two),
+/// exporting over OTLP/gRPC to `otlp_port`, its stats lines and warnings kept as they come.
+pub(super) struct WatchedAgent {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl WatchedAgent {
+    /// Starts it with `config` and `args`, and waits until its probes are attached.
+    pub(super) fn start(
+        o: &Options,
+        nginx_worker: u32,
+        otlp_port: u16,
+        config: &Path,
+        args: &[&OsStr],
+    ) -> WatchedAgent {
+        let mut child = Command::new(&o.netsonde)
+            .args(["run", "--pid", &nginx_worker.to_string()])
+            .args(["--exporter", "otlp", "--otlp-endpoint"])
+            .arg(format!("http://127.0.0.1:{otlp_port}"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start netsonde");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let kept = lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("probes attached") {
+                    let _ = ready_tx.send(());
+                }
+                let is_stats = line
+                    .split(' ')
+                    .nth(1)
+                    .is_some_and(|w| w.starts_with("stats"));
+                if is_stats || line.contains("WARN") || line.contains("ERROR") {
+                    kept.lock().unwrap().push(line);
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("netsonde attached");
+        WatchedAgent { child, lines }
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `name` on the latest stats line that has it.
+    pub(super) fn latest(&self, name: &str) -> Option<u64> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().rev().find_map(|l| stat(l, name))
+    }
+
+    /// Stops it (SIGINT) and returns its final stats line.
+    pub(super) fn stop(&mut self) -> String {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .rev()
+            .find(|l| l.contains("stats(final)"))
+            .expect("a final stats line")
+            .clone()
+    }
+
+    pub(super) fn print_warnings(&self) {
+        println!("\nthe agent's warnings:");
+        for line in self
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        {
+            println!("    {line}");
+        }
     }
 }
 
 /// `name=N` from a stats line.
-fn stat(line: &str, name: &str) -> Option<u64> {
+pub(super) fn stat(line: &str, name: &str) -> Option<u64> {
     line.split(' ')
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
         .parse()

@@ -50,12 +50,14 @@ impl Tracker {
     }
 
     pub(super) fn on_close(&mut self, close: &ConnCloseEvent, out: &mut Vec<ObservedExchange>) {
+        let key = ConnKey {
+            tgid: close.tgid,
+            fd: close.fd,
+            sock: close.sock,
+        };
+        self.retransmits_at_close(key, close.total_retransmits);
         self.close(
-            ConnKey {
-                tgid: close.tgid,
-                fd: close.fd,
-                sock: close.sock,
-            },
+            key,
             close.ts_ns,
             Some(FinalPositions {
                 wire: [close.egress_bytes, close.ingress_bytes],
@@ -74,6 +76,27 @@ impl Tracker {
             self.close(key, exit.ts_ns, None, out);
         }
         self.resolver.forget(exit.tgid);
+    }
+
+    /// The socket's own count of retransmitted segments at its close (`total`) against the
+    /// notes the connection got since it was connected or accepted: what no note reported is
+    /// counted on the connection now. Not for connections older than netsonde (their count
+    /// began unseen), nor when the kernel's count was not read.
+    fn retransmits_at_close(&mut self, key: ConnKey, total: u32) {
+        let Some(conn) = self.table.get_mut(&key) else {
+            return;
+        };
+        let Some(noted) = conn.retransmits_noted else {
+            return;
+        };
+        if total == netsonde_common::UNKNOWN_RETRANSMITS || u64::from(total) <= noted {
+            return;
+        }
+        let missed = u64::from(total) - noted;
+        conn.retransmits_noted = Some(noted + missed);
+        self.stats.retransmits_at_close.fetch_add(missed, Relaxed);
+        let activity = conn.activity(key, ActivityKind::Retransmits { count: missed });
+        self.activity.push(activity);
     }
 
     /// The connection closed at `at_ns` (kernel clock), its streams ending at `ends` when the

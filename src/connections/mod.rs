@@ -88,8 +88,9 @@ pub enum ActivityKind {
         direction: Direction,
         totals: kernel::PacketTotals,
     },
-    /// TCP retransmitted one of its segments.
-    Retransmit,
+    /// TCP retransmitted `count` of its segments (one per kernel note; more at the close when
+    /// the socket's own total says notes were missed).
+    Retransmits { count: u64 },
     /// The kernel dropped one of its packets, for this reason (`enum skb_drop_reason`).
     Drop { reason: u32 },
     /// Payload bytes since the last report.
@@ -170,6 +171,10 @@ pub struct ConnectionStats {
     /// Kernel notes (retransmits, drops, handshakes) and the ones for no tracked connection.
     pub kernel_notes: AtomicU64,
     pub kernel_notes_unmatched: AtomicU64,
+    /// Retransmits the socket's own total at its close showed that no note had reported (the
+    /// kernel did not run the program for them, or they were SYN-ACK retransmits, which the
+    /// retransmit tracepoint does not see); counted on the connection all the same.
+    pub retransmits_at_close: AtomicU64,
     /// connect() handshakes that failed.
     pub connect_failures: AtomicU64,
 }
@@ -239,6 +244,9 @@ struct Connection {
     /// Bytes of it went unseen (lost records, a restarted position): a request left waiting at
     /// its close cannot then be said to have had no answer.
     lost_bytes: bool,
+    /// Retransmit notes since it was connected or accepted; `None` for a connection older than
+    /// netsonde, whose socket counted retransmits netsonde never saw.
+    retransmits_noted: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,6 +430,7 @@ impl Tracker {
                 plaintext: [Stream::from_start(), Stream::from_start()],
                 kernel: KernelSummary::default(),
                 lost_bytes: false,
+                retransmits_noted: (origin != Origin::Existing).then_some(0),
             },
             ActivityKind::Tracked {
                 new: origin != Origin::Existing,
@@ -577,7 +586,10 @@ impl Tracker {
         let kind = match n.note {
             note::RETRANSMIT => {
                 conn.kernel.retransmits += 1;
-                ActivityKind::Retransmit
+                if let Some(noted) = conn.retransmits_noted.as_mut() {
+                    *noted += 1;
+                }
+                ActivityKind::Retransmits { count: 1 }
             }
             note::DROP => {
                 conn.kernel.drops += 1;
@@ -636,6 +648,7 @@ impl Tracker {
                 plaintext: [Stream::from_start(), Stream::from_start()],
                 kernel: KernelSummary::default(),
                 lost_bytes: false,
+                retransmits_noted: None,
             },
             ActivityKind::Tracked {
                 new: false,

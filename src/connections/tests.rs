@@ -6,6 +6,8 @@ use crate::protocols::Completeness;
 
 use super::*;
 
+mod ending;
+
 const CLIENT: u32 = 100;
 const SERVER: u32 = 200;
 const SOCK_C: u64 = 0xffff_8880_0000_1000;
@@ -913,7 +915,7 @@ fn the_kernels_part_joins_the_next_exchange_and_the_connection_metrics() {
                     totals.ns[layer::ARP]
                 )
             }
-            ActivityKind::Retransmit => "retransmit".into(),
+            ActivityKind::Retransmits { count } => format!("retransmits {count}"),
             ActivityKind::Drop { reason } => format!("drop {reason}"),
             ref other => format!("{other:?}"),
         })
@@ -922,7 +924,7 @@ fn the_kernels_part_joins_the_next_exchange_and_the_connection_metrics() {
         kinds,
         [
             "tracked Some(40000)",
-            "retransmit",
+            "retransmits 1",
             "drop 77",
             // Summed per connection and direction until the report.
             "Egress 1 arp 5000",

@@ -198,7 +198,7 @@ mod tests {
             Err(DecodeError::Size {
                 kind: 3,
                 len: 20,
-                expected: 64
+                expected: 72
             })
         );
         assert!(matches!(decode(&close), Ok(Event::Close(_))));

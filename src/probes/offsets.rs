@@ -91,6 +91,7 @@ const CHILDREN: &str = "following the children of traced processes";
 const PACKETS: &str = "joining packets to the syscalls that sent them";
 const SYSCALL_ARGS: &str = "reading syscall arguments from the raw syscall tracepoints";
 const COMPAT: &str = "leaving out 32-bit syscalls, which are numbered differently";
+const RETRANSMITS: &str = "counting retransmits from each socket's own total at its close";
 
 /// Looks up every offset the programs need.
 pub fn load_offsets(btf_path: &Path) -> Result<KernelOffsets, OffsetError> {
@@ -166,6 +167,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
         regs_syscall_nr: get(field("pt_regs", &[arch::REGS_SYSCALL_NR], 8, SYSCALL_ARGS))?,
         task_compat: get(field("task_struct", arch::TASK_COMPAT, 4, COMPAT))?,
         task_compat_mask: arch::TASK_COMPAT_MASK,
+        tcp_total_retrans: get(field("tcp_sock", &["total_retrans"], 4, RETRANSMITS))?,
     })
 }
 

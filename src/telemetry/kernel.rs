@@ -110,8 +110,9 @@ pub fn add_activity(
                 );
             }
         }
-        ActivityKind::Retransmit => {
-            m.add(Instrument::KernelRetransmits, attrs, 1, t, max_series);
+        ActivityKind::Retransmits { count } => {
+            let count = i64::try_from(*count).unwrap_or(i64::MAX);
+            m.add(Instrument::KernelRetransmits, attrs, count, t, max_series);
         }
         ActivityKind::Drop { reason } => {
             let reason = drop_reason(drop_reasons, *reason);

@@ -186,6 +186,8 @@ pub struct StatsReport {
     pub heads_cut: u64,
     pub incomplete_requests: u64,
     pub gap_bytes: u64,
+    /// Retransmits no kernel note reported, found from the sockets' own totals at close.
+    pub retransmits_at_close: u64,
     pub http2_connections: u64,
     /// Times an HTTP/2 connection's direction lost its place or its compression table, times
     /// one found its place again, and streams left out because their start went missing.
@@ -240,6 +242,7 @@ impl StatsReport {
             heads_cut: conns.heads_cut.load(Relaxed),
             incomplete_requests: conns.incomplete_requests.load(Relaxed),
             gap_bytes: conns.gap_bytes.load(Relaxed),
+            retransmits_at_close: conns.retransmits_at_close.load(Relaxed),
             http2_connections: conns.http2_connections.load(Relaxed),
             http2_broken: conns.http2_broken.load(Relaxed),
             http2_resyncs: conns.http2_resyncs.load(Relaxed),

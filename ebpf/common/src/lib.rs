@@ -424,7 +424,16 @@ pub struct ConnCloseEvent {
     pub ingress_bytes: u64,
     pub tls_egress_bytes: u64,
     pub tls_ingress_bytes: u64,
+    /// The kernel's own count of the segments this TCP socket retransmitted
+    /// (`tcp_sock.total_retrans`) at the close, [`UNKNOWN_RETRANSMITS`] when not read. User
+    /// space compares it with the retransmit notes it got: a note the kernel did not deliver
+    /// is still counted.
+    pub total_retransmits: u32,
+    pub _reserved: u32,
 }
+
+/// [`ConnCloseEvent::total_retransmits`] when the socket's count was not read.
+pub const UNKNOWN_RETRANSMITS: u32 = u32::MAX;
 
 /// A traced process's main thread exited; its remaining connections are gone with it.
 #[repr(C)]
@@ -537,6 +546,8 @@ pub struct KernelOffsets {
     /// bit: compat syscalls are numbered differently and are not read.
     pub task_compat: u32,
     pub task_compat_mask: u32,
+    /// `tcp_sock.total_retrans`.
+    pub tcp_total_retrans: u32,
 }
 
 /// Per-CPU counters (`COUNTERS` array slots). What the programs could not deliver is counted
@@ -762,13 +773,13 @@ const _: () = assert!(core::mem::size_of::<CallKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CallStart>() == 16);
 const _: () = assert!(core::mem::size_of::<Handshake>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 120);
-const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 28);
 const _: () = assert!(core::mem::size_of::<TlsArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 116);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<InFlightKernel>() == 96);
 const _: () = assert!(core::mem::size_of::<SocketEntry>() == 120);

@@ -30,8 +30,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use netsonde_common::{
-    ConnCloseEvent, ConnOpenEvent, ProcessEvent, ProcessExitEvent, SyscallArgs, counter,
-    data_flags, direction, kind, origin, syscall,
+    ConnCloseEvent, ConnOpenEvent, ProcessEvent, ProcessExitEvent, SyscallArgs,
+    UNKNOWN_RETRANSMITS, counter, data_flags, direction, kind, origin, syscall,
 };
 
 use crate::{
@@ -545,6 +545,11 @@ pub fn enter_close(ctx: SyscallContext) -> u32 {
             ingress_bytes: sock.ingress_bytes,
             tls_egress_bytes: sock.tls_egress_bytes,
             tls_ingress_bytes: sock.tls_ingress_bytes,
+            // Announced sockets are TCP ones: the kernel's count of what it retransmitted,
+            // read while the socket is still open.
+            total_retransmits: kernel::read::<u32>(sock.sock + offset!(tcp_total_retrans))
+                .unwrap_or(UNKNOWN_RETRANSMITS),
+            _reserved: 0,
         };
         if EVENTS.output::<ConnCloseEvent>(&ev, output_flags()).is_ok() {
             count(counter::CLOSE_EVENTS, 1);

@@ -53,6 +53,7 @@ pub static NETSONDE_OFFSETS: KernelOffsets = KernelOffsets {
     regs_syscall_nr: 0,
     task_compat: 0,
     task_compat_mask: 0,
+    tcp_total_retrans: 0,
 };
 
 /// Tracepoint record layouts of the network-layer programs, from tracefs, set before load.

@@ -302,7 +302,7 @@ pub async fn run(
     let console_on = config.export.enabled(ExporterKind::Console);
     let (console_tx, console_rx) = mpsc::channel(SIGNAL_QUEUE);
     let console = tokio::task::spawn_blocking(move || export_console(console_rx));
-    let host = attribution::host_name();
+    let host = attribution::host_name(config.kubernetes.node_name.as_deref());
     let otel = (!exporters.fanout.is_empty()).then(|| {
         let export = &config.export;
         let settings = TelemetrySettings {
@@ -616,7 +616,7 @@ async fn start_kubernetes(config: &Config) -> Option<Watches> {
         return None;
     }
     let node_name = k.node_name.clone().unwrap_or_else(|| {
-        let host = attribution::host_name();
+        let host = attribution::host_name(None);
         tracing::info!(
             "kubernetes: NODE_NAME is not set; using the host name {host} as the node name"
         );

@@ -419,21 +419,10 @@ fn h2load_many_concurrent_streams_exact_counts() {
 fn an_h2c_upgrade_is_followed_into_http2() {
     require_privileges!();
     let _guard = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let port = free_port();
-    let mut server = Command::new(python())
-        .args(["-m", "hypercorn", "--access-logfile"])
-        .arg(&log)
-        .args(["--bind", &format!("127.0.0.1:{port}"), "asgi_app:app"])
-        .current_dir(support_file(""))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run hypercorn (pip install hypercorn)");
-    wait_for_port(&format!("127.0.0.1:{port}"));
+    let server = Hypercorn::start();
+    let port = server.port;
     // hypercorn serves from a worker process: --pid covers the tree.
-    let agent = Agent::start(&["--comm", "curl", "--pid", &server.id().to_string()]);
+    let agent = Agent::start(&["--comm", "curl", "--pid", &server.child.id().to_string()]);
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let expected = [("/up", 200, 15), ("/missing", 404, 9)];
     let clients: Vec<u32> = expected
@@ -441,17 +430,9 @@ fn an_h2c_upgrade_is_followed_into_http2() {
         .map(|(path, ..)| curl(&["--http2", &url(path)]))
         .collect();
     // hypercorn writes its access log after the response: wait for both lines.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let access = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().count() >= 2 || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let access = server.access_log_when(|log| log.lines().count() >= 2);
     let capture = agent.stop();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     for (client, (path, status, body)) in clients.iter().zip(expected) {
         assert_eq!(
             capture.exchanges_with_bodies(*client),
@@ -518,20 +499,9 @@ fn an_h2c_upgrade_is_followed_into_http2() {
 fn hypercorn_mixed_sizes_are_exact() {
     require_privileges!();
     let _guard = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let port = free_port();
-    let mut server = Command::new(python())
-        .args(["-m", "hypercorn", "--access-logfile"])
-        .arg(&log)
-        .args(["--bind", &format!("127.0.0.1:{port}"), "asgi_app:app"])
-        .current_dir(support_file(""))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run hypercorn (pip install hypercorn)");
-    wait_for_port(&format!("127.0.0.1:{port}"));
-    let agent = Agent::start(&["--comm", "h2load", "--pid", &server.id().to_string()]);
+    let server = Hypercorn::start();
+    let port = server.port;
+    let agent = Agent::start(&["--comm", "h2load", "--pid", &server.child.id().to_string()]);
     let sizes = [100, 3_000, 12_000, 60_000, 200_000, 1 << 20];
     let urls: Vec<String> = sizes
         .iter()
@@ -546,17 +516,9 @@ fn hypercorn_mixed_sizes_are_exact() {
         clients.push(h2load(&args).0);
     }
     // hypercorn writes its access log after each response: wait for every line.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let access = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().count() >= 2 * n || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let access = server.access_log_when(|log| log.lines().count() >= 2 * n);
     let capture = agent.stop();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     // "GET /bytes/100 2" 200 100
     let mut logged: Vec<(String, String, u16, u64)> = access
         .lines()
@@ -603,20 +565,9 @@ fn hypercorn_mixed_sizes_are_exact() {
 fn a_request_never_answered_is_a_failed_exchange_on_both_sides() {
     require_privileges!();
     let _guard = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let port = free_port();
-    let mut server = Command::new(python())
-        .args(["-m", "hypercorn", "--access-logfile"])
-        .arg(&log)
-        .args(["--bind", &format!("127.0.0.1:{port}"), "asgi_app:app"])
-        .current_dir(support_file(""))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run hypercorn (pip install hypercorn)");
-    wait_for_port(&format!("127.0.0.1:{port}"));
-    let agent = Agent::start(&["--comm", "curl", "--pid", &server.id().to_string()]);
+    let server = Hypercorn::start();
+    let port = server.port;
+    let agent = Agent::start(&["--comm", "curl", "--pid", &server.child.id().to_string()]);
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let answered = curl(&["--http2-prior-knowledge", &url("/bytes/100")]);
     let mut given_up = Command::new("curl")
@@ -635,19 +586,10 @@ fn a_request_never_answered_is_a_failed_exchange_on_both_sides() {
     assert_eq!(status.code(), Some(28), "curl: operation timed out");
     // hypercorn logs each request once it is over, and closes its end once it reads the
     // client's: wait for both before stopping.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let access = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if (text.lines().count() >= 2 && connections_of(port).is_empty())
-            || Instant::now() > deadline
-        {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let access =
+        server.access_log_when(|log| log.lines().count() >= 2 && connections_of(port).is_empty());
     let capture = agent.stop();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let logged: Vec<&str> = access
         .lines()
         .filter_map(|l| Some(l.split_once("] \"")?.1.split(" \"-\"").next()?.trim()))
@@ -694,6 +636,59 @@ fn a_request_never_answered_is_a_failed_exchange_on_both_sides() {
         capture.stdout
     );
     assert_eq!(capture.final_stat("unanswered_requests"), Some(2));
+}
+
+/// hypercorn serving `asgi_app:app` (tests/support) on a free loopback port, its access log in
+/// a directory of its own; killed when dropped.
+struct Hypercorn {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Hypercorn {
+    fn start() -> Hypercorn {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let port = free_port();
+        let child = Command::new(python())
+            .args(["-m", "hypercorn", "--access-logfile"])
+            .arg(&log)
+            .args(["--bind", &format!("127.0.0.1:{port}"), "asgi_app:app"])
+            .current_dir(support_file(""))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run hypercorn (pip install hypercorn)");
+        wait_for_port(&format!("127.0.0.1:{port}"));
+        Hypercorn {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Its access log once `ready` says it is (hypercorn writes a line after each request
+    /// ends), or as it is after 10 s.
+    fn access_log_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if ready(&text) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Hypercorn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The TCP connections of the server on `port` that are still open at its end (established,

@@ -53,12 +53,11 @@ fn host_uts_name() -> Option<String> {
     let id = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let own = id("/proc/self/ns/uts");
     let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
-    let path = [("/proc/2/ns/uts", kthreadd), ("/proc/1/ns/uts", true)]
+    let (path, host) = [("/proc/2/ns/uts", kthreadd), ("/proc/1/ns/uts", true)]
         .into_iter()
         .filter(|(_, candidate)| *candidate)
-        .map(|(path, _)| path)
-        .find(|path| id(path).is_some())?;
-    if id(path) == own {
+        .find_map(|(path, _)| Some((path, id(path)?)))?;
+    if own == Some(host) {
         return None;
     }
     std::thread::spawn(move || {

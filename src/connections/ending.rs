@@ -93,7 +93,7 @@ impl Tracker {
             return;
         }
         let missed = u64::from(total) - noted;
-        conn.retransmits_noted = Some(noted + missed);
+        conn.retransmits_noted = Some(u64::from(total));
         self.stats.retransmits_at_close.fetch_add(missed, Relaxed);
         let activity = conn.activity(key, ActivityKind::Retransmits { count: missed });
         self.activity.push(activity);

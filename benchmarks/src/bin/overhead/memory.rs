@@ -134,30 +134,18 @@ fn measure(binary: &Path, url: &str, secs: u64, collector: &Rotel, load: Load) -
     thread::sleep(Duration::from_secs(12));
     let idle = mib(pid);
     let idle_anon = anon(pid);
-    if load == Load::Idle {
-        let held = open_idle(url);
-        thread::sleep(Duration::from_secs(10));
-        let after = mib(pid);
-        let connections = held.len() as u64;
-        drop(held);
-        thread::sleep(Duration::from_secs(30));
-        let plus30 = mib(pid);
-        thread::sleep(Duration::from_secs(30));
-        let plus60 = mib(pid);
-        let plus60_anon = anon(pid);
-        agent.stop();
-        return Row {
-            idle,
-            after,
-            plus30,
-            plus60,
-            idle_anon,
-            plus60_anon,
-            connections,
-        };
-    }
-    let connections = churn(url, secs);
-    let after = mib(pid);
+    let (after, connections) = match load {
+        Load::Idle => {
+            let held = open_idle(url);
+            thread::sleep(Duration::from_secs(10));
+            // Read with the connections open; they close as `held` goes, at the end of this arm.
+            (mib(pid), held.len() as u64)
+        }
+        Load::Churn => {
+            let connections = churn(url, secs);
+            (mib(pid), connections)
+        }
+    };
     thread::sleep(Duration::from_secs(30));
     let plus30 = mib(pid);
     thread::sleep(Duration::from_secs(30));

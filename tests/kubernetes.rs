@@ -19,7 +19,7 @@ use support::{
     Agent, comm_of,
     kube_api::{self, FakeApi, PODS, SLICES},
     netns::{self, CLIENT_IP, NetPair, SERVER_IP},
-    otlp_json::points,
+    otlp_json::{histogram, points_of},
     python,
     registry::{emitted, problems, registry},
     serial, skip_reason, support_file, wait_for_line,
@@ -447,16 +447,52 @@ fn pods_and_peers_are_named_on_both_sides() {
         found.join("\n")
     );
 
+    // Metrics are the container's, whichever of its processes made them: curl and the
+    // short-lived Python client are two processes of the checkout container, and one
+    // resource, with no process in it (its service.instance.id names the container).
+    let metric_resources: Vec<Value> = otlp
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .flat_map(|j| j["resourceMetrics"].as_array().cloned().unwrap_or_default())
+        .map(|r| r["resource"]["attributes"].clone())
+        .filter(|a| attr(a, "container.id").as_deref() == Some(checkout_cid.as_str()))
+        .collect();
+    assert!(!metric_resources.is_empty(), "{otlp}");
+    for resource in &metric_resources {
+        assert_attrs(
+            "checkout metrics resource",
+            resource,
+            &[(
+                "service.instance.id",
+                "shop.checkout-5f6d8b7c9-k8s2d.checkout",
+            )],
+        );
+        assert_eq!(attr(resource, "process.pid"), None, "{resource}");
+    }
+    for line in otlp.lines().filter(|l| l.contains("resourceMetrics")) {
+        let per_export = line.matches(checkout_cid.as_str()).count();
+        assert!(per_export <= 1, "one checkout resource per export: {line}");
+    }
+    let requests = histogram(&points_of(
+        &otlp,
+        ("container.id", &checkout_cid),
+        "http.client.request.duration",
+    ));
+    assert_eq!(
+        requests.0, 4,
+        "curl's three requests and the quick client's one"
+    );
+
     // Request and connection metrics name both ends: this end by the resource, the peer by
     // its workload (never its pod, which would grow series without bound).
-    for (pid, metric, peer) in [
-        (server_pid, "http.server.request.duration", "checkout-eu"),
-        (client_pid, "http.client.request.duration", "web"),
-        (server_pid, "netsonde.connection.opened", "checkout-eu"),
-        (client_pid, "netsonde.connection.opened", "web"),
+    for (cid, metric, peer) in [
+        (&web_cid, "http.server.request.duration", "checkout-eu"),
+        (&checkout_cid, "http.client.request.duration", "web"),
+        (&web_cid, "netsonde.connection.opened", "checkout-eu"),
+        (&checkout_cid, "netsonde.connection.opened", "web"),
     ] {
-        let found = points(&otlp, pid, metric);
-        assert!(!found.is_empty(), "{metric} of {pid}");
+        let found = points_of(&otlp, ("container.id", cid), metric);
+        assert!(!found.is_empty(), "{metric} of {cid}");
         for p in &found {
             assert_attrs(
                 metric,
@@ -618,18 +654,24 @@ fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
             ("service.name", "checkout-eu"),
         ],
     );
-    // Nothing else was traced: every resource is one of the two pods'.
+    // Nothing else was traced: every resource is one of the two pods' (their processes' for
+    // spans and logs, their containers' for metrics).
+    let pids = [server_pid, client_pid].map(|p| p.to_string());
+    let containers = [web_cid.clone(), late_cid.clone()];
     for line in otlp.lines() {
         let json: Value = serde_json::from_str(line).unwrap();
         for kind in ["resourceSpans", "resourceLogs", "resourceMetrics"] {
             for r in json[kind].as_array().into_iter().flatten() {
-                let pid = attr(&r["resource"]["attributes"], "process.pid");
-                let is_pod = [server_pid, client_pid].map(|p| p.to_string());
-                let agent_own = attr(&r["resource"]["attributes"], "service.name").as_deref()
-                    == Some("netsonde");
+                let resource = &r["resource"]["attributes"];
+                let agent_own = attr(resource, "service.name").as_deref() == Some("netsonde");
+                let (key, allowed) = match kind {
+                    "resourceMetrics" => ("container.id", &containers),
+                    _ => ("process.pid", &pids),
+                };
+                let value = attr(resource, key).unwrap_or_default();
                 assert!(
-                    agent_own || is_pod.contains(&pid.clone().unwrap_or_default()),
-                    "{kind} of pid {pid:?}"
+                    agent_own || allowed.contains(&value),
+                    "{kind} of {key} {value}"
                 );
             }
         }

@@ -139,3 +139,17 @@ impl Resources {
             .build()
     }
 }
+
+/// `resource` without the attributes of one process (`process.*`): the resource of what all
+/// the processes of a container report together.
+pub fn without_process(resource: &Resource) -> Resource {
+    Resource {
+        attributes: resource
+            .attributes
+            .iter()
+            .filter(|a| !a.key.starts_with("process."))
+            .cloned()
+            .collect(),
+        ..resource.clone()
+    }
+}

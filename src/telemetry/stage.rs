@@ -30,7 +30,7 @@ use crate::{
         metrics::{Instrument, MetricSet},
         otlp::{Attrs, Payload, scope},
         peer::{KubeView, PeerCache, PeerInfo},
-        resource::Resources,
+        resource::{Resources, without_process},
         route::Routes,
         rpc,
         spans::{encode_span, identity, unix_nanos},
@@ -58,17 +58,35 @@ pub struct TelemetrySettings {
     pub kube: Option<KubeView>,
 }
 
-/// A workload: a process, known by pid and name (a pid reused by another program is another
-/// workload).
+/// A process, known by pid and name (a pid reused by another program is another process).
 type WorkloadKey = (u32, Arc<str>);
 
+/// Whose metric series a record goes to: the container of a pod (all its processes
+/// together, as the pod's `service.instance.id` names the container: nginx's or gunicorn's
+/// workers are one instance), or a process outside any pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum MetricOwner {
+    Container {
+        pod_uid: Arc<str>,
+        container: Option<Arc<str>>,
+    },
+    Process(WorkloadKey),
+}
+
+/// A traced process: the resource of its spans and logs, and whose metrics it adds to.
 struct Workload {
     /// In a container the index did not know yet: the index generation it was asked at.
     /// The resource is built again once the index has moved on.
     awaiting_pod: Option<u64>,
-    resource: Resource,
     /// The resource, protobuf-encoded once.
     resource_bytes: Vec<u8>,
+    owner: MetricOwner,
+    last_active: SystemTime,
+}
+
+/// The metric series of one owner, with its resource and its route templates.
+struct Series {
+    resource: Resource,
     routes: Routes,
     metrics: MetricSet,
     last_active: SystemTime,
@@ -99,6 +117,7 @@ pub struct Telemetry {
     /// Peers by address (in Kubernetes).
     peers: Option<PeerCache>,
     workloads: HashMap<WorkloadKey, Workload>,
+    series: HashMap<MetricOwner, Series>,
     pending: HashMap<WorkloadKey, Pending>,
     pending_exchanges: usize,
     scratch: Scratch,
@@ -117,6 +136,7 @@ impl Telemetry {
             settings,
             processes: ProcessCache::new(4096),
             workloads: HashMap::default(),
+            series: HashMap::default(),
             pending: HashMap::default(),
             pending_exchanges: 0,
             scratch: Scratch::default(),
@@ -125,41 +145,53 @@ impl Telemetry {
         }
     }
 
-    fn workload(
+    /// The series `pid`'s records go to. Places the process first if it is new, if its pod
+    /// was not known when it was placed and the index has changed since, or if its series
+    /// were forgotten while its spans waited.
+    fn series(
         &mut self,
         pid: u32,
         comm: &Arc<str>,
         cgroup_id: u64,
         now: SystemTime,
-    ) -> &mut Workload {
+    ) -> &mut Series {
         let key = (pid, comm.clone());
-        let processes = &mut self.processes;
-        let resources = &self.resources;
         let kube = self.peers.as_ref().map(PeerCache::view);
         let generation = kube.map(|k| k.generation.load(Relaxed));
-        let workload = self.workloads.entry(key).or_insert_with(|| {
-            let (resource, awaiting_pod) =
-                workload_resource(resources, kube, (pid, comm, cgroup_id), processes);
-            Workload {
-                awaiting_pod,
-                resource_bytes: resource.encode_to_vec(),
-                resource,
+        let placed = self.workloads.get(&key).is_some_and(|w| {
+            let index_moved = w
+                .awaiting_pod
+                .is_some_and(|asked| generation.is_some_and(|g| g != asked));
+            !index_moved && self.series.contains_key(&w.owner)
+        });
+        if !placed {
+            let place = place(
+                &self.resources,
+                kube,
+                (pid, comm, cgroup_id),
+                &mut self.processes,
+            );
+            let resource_bytes = place.resource.encode_to_vec();
+            let owner = place.owner.clone();
+            self.series.entry(owner.clone()).or_insert_with(|| Series {
+                resource: place.metric_resource(),
                 routes: Routes::default(),
                 metrics: MetricSet::default(),
                 last_active: now,
-            }
-        });
-        if let Some(asked_at) = workload.awaiting_pod
-            && generation.is_some_and(|g| g != asked_at)
-        {
-            let (resource, awaiting_pod) =
-                workload_resource(resources, kube, (pid, comm, cgroup_id), processes);
-            workload.awaiting_pod = awaiting_pod;
-            workload.resource_bytes = resource.encode_to_vec();
-            workload.resource = resource;
+            });
+            let workload = Workload {
+                awaiting_pod: place.awaiting_pod,
+                resource_bytes,
+                owner,
+                last_active: now,
+            };
+            self.workloads.insert(key.clone(), workload);
         }
+        let workload = self.workloads.get_mut(&key).expect("placed above");
         workload.last_active = now;
-        workload
+        let series = self.series.get_mut(&workload.owner).expect("placed above");
+        series.last_active = now;
+        series
     }
 
     /// Spans, access logs and request metrics of finished exchanges. Each record gets its
@@ -179,7 +211,7 @@ impl Telemetry {
             logs,
         } = self.settings.signals;
         for r in records {
-            let workload = self.workload(r.pid, &r.comm, r.cgroup_id, now);
+            let series = self.series(r.pid, &r.comm, r.cgroup_id, now);
             if let Some(call) = &r.rpc {
                 // An RPC's method is its name: no template to guess.
                 if metrics {
@@ -190,7 +222,7 @@ impl Telemetry {
                     let attrs = rpc::metric_attributes(r, call);
                     let seconds = r.duration().as_secs_f64();
                     let end = unix_nanos(r.end);
-                    workload
+                    series
                         .metrics
                         .record(duration, &attrs, seconds, end, max_series);
                 }
@@ -204,7 +236,7 @@ impl Telemetry {
                 }
                 continue;
             }
-            let route = workload.routes.route(&r.target, max_routes);
+            let route = series.routes.route(&r.target, max_routes);
             if metrics {
                 let end = unix_nanos(r.end);
                 let attrs = metric_attributes(r, &route);
@@ -220,7 +252,7 @@ impl Telemetry {
                         Instrument::HttpClientResponseBodySize,
                     ),
                 };
-                let m = &mut workload.metrics;
+                let m = &mut series.metrics;
                 let seconds = r.duration().as_secs_f64();
                 m.record(duration, &attrs, seconds, end, max_series);
                 let req = r.request_body_bytes as f64;
@@ -282,7 +314,7 @@ impl Telemetry {
                 .as_mut()
                 .and_then(|p| a.remote.and_then(|r| p.lookup(r.ip(), at)));
             let attrs = connection_attributes(a, peer.as_deref());
-            let m = &mut self.workload(a.pid, &a.comm, a.cgroup_id, now).metrics;
+            let m = &mut self.series(a.pid, &a.comm, a.cgroup_id, now).metrics;
             match a.kind {
                 ActivityKind::Tracked {
                     new,
@@ -421,15 +453,15 @@ impl Telemetry {
     pub fn collect_metrics(&mut self, now: SystemTime) -> Option<Payload> {
         let t = unix_nanos(now);
         let mut request = ExportMetricsServiceRequest::default();
-        for workload in self.workloads.values_mut() {
-            let metrics = workload
+        for series in self.series.values_mut() {
+            let metrics = series
                 .metrics
                 .collect(t, self.last_collect, self.settings.delta);
             if metrics.is_empty() {
                 continue;
             }
             request.resource_metrics.push(ResourceMetrics {
-                resource: Some(workload.resource.clone()),
+                resource: Some(series.resource.clone()),
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(scope()),
                     metrics,
@@ -450,6 +482,8 @@ impl Telemetry {
             }
             keep
         });
+        self.series
+            .retain(|_, s| now.duration_since(s.last_active).unwrap_or_default() < ttl);
         (!request.resource_metrics.is_empty()).then_some(Payload::Metrics(request))
     }
 
@@ -460,29 +494,64 @@ impl Telemetry {
     }
 }
 
-/// Connection metric attributes: the peer (its address, and the server port of the
-/// connection) and the traced process's TCP role. The client's ephemeral port is left out.
-/// A workload's resource, and whether it waits for its pod: a process in a container the
-/// index does not know yet (just started, or the watches have not listed).
-fn workload_resource(
+/// Where a process belongs: the resource of its spans and logs, the owner of its metric
+/// series, and whether it waits for its pod (a process in a container the index does not
+/// know yet: just started, or the watches have not listed).
+struct Placement {
+    resource: Resource,
+    owner: MetricOwner,
+    awaiting_pod: Option<u64>,
+}
+
+impl Placement {
+    /// The resource of the owner's metrics: a container's leaves out the process.
+    fn metric_resource(&self) -> Resource {
+        match self.owner {
+            MetricOwner::Container { .. } => without_process(&self.resource),
+            MetricOwner::Process(_) => self.resource.clone(),
+        }
+    }
+}
+
+fn place(
     resources: &Resources,
     kube: Option<&KubeView>,
-    (pid, comm, cgroup_id): (u32, &str, u64),
+    (pid, comm, cgroup_id): (u32, &Arc<str>, u64),
     processes: &mut ProcessCache,
-) -> (Resource, Option<u64>) {
+) -> Placement {
     let process = processes.get(pid, comm, cgroup_id);
+    let alone = |resource| Placement {
+        resource,
+        owner: MetricOwner::Process((pid, comm.clone())),
+        awaiting_pod: None,
+    };
     let Some((kube, container)) = kube.zip(process.container.as_ref()) else {
-        return (resources.workload(&process, None), None);
+        return alone(resources.workload(&process, None));
     };
     let generation = kube.generation.load(Relaxed);
     let pod =
         kube.index.read().ok().and_then(|index| {
             index.local_pod(&container.id, container.pod_uid.as_deref(), kube.rules)
         });
-    let awaiting = pod.is_none().then_some(generation);
-    (resources.workload(&process, pod.as_ref()), awaiting)
+    let resource = resources.workload(&process, pod.as_ref());
+    match pod {
+        Some(id) => Placement {
+            resource,
+            owner: MetricOwner::Container {
+                pod_uid: id.pod.uid.clone(),
+                container: id.container.map(|c| c.name),
+            },
+            awaiting_pod: None,
+        },
+        None => Placement {
+            awaiting_pod: Some(generation),
+            ..alone(resource)
+        },
+    }
 }
 
+/// Connection metric attributes: the peer (its address, and the server port of the
+/// connection) and the traced process's TCP role. The client's ephemeral port is left out.
 fn connection_attributes(a: &ConnectionActivity, peer: Option<&PeerInfo>) -> Attrs {
     let mut attrs: Attrs = vec![("network.transport", "tcp".into())];
     let role = match a.role {

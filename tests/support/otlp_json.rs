@@ -4,6 +4,12 @@
 /// The last (cumulative) data points of metric `name` for the workload with `pid`, from the
 /// file exporter's OTLP JSON lines.
 pub fn points(otlp: &str, pid: u32, name: &str) -> Vec<serde_json::Value> {
+    points_of(otlp, ("process.pid", &pid.to_string()), name)
+}
+
+/// The data points of metric `name` in the last export, of the resource whose attribute
+/// `key` is `value` (a string, or an integer written as one).
+pub fn points_of(otlp: &str, (key, value): (&str, &str), name: &str) -> Vec<serde_json::Value> {
     let mut last = Vec::new();
     for line in otlp.lines() {
         // A serial console may interleave a kernel message with the lines.
@@ -11,17 +17,19 @@ pub fn points(otlp: &str, pid: u32, name: &str) -> Vec<serde_json::Value> {
             continue;
         };
         for rm in json["resourceMetrics"].as_array().into_iter().flatten() {
-            let is_pid = rm["resource"]["attributes"]
+            let matches = rm["resource"]["attributes"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .any(|a| {
-                    let v = &a["value"]["intValue"];
-                    a["key"] == "process.pid"
-                        && (v.as_u64() == Some(u64::from(pid))
-                            || v.as_str() == Some(pid.to_string().as_str()))
+                    let v = &a["value"];
+                    a["key"] == key
+                        && (v["stringValue"].as_str() == Some(value)
+                            || v["intValue"].as_str() == Some(value)
+                            || v["intValue"].as_u64().map(|n| n.to_string()).as_deref()
+                                == Some(value))
                 });
-            if !is_pid {
+            if !matches {
                 continue;
             }
             for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {

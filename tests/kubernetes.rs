@@ -19,7 +19,7 @@ use support::{
     Agent, comm_of,
     kube_api::{self, FakeApi, PODS, SLICES},
     netns::{self, CLIENT_IP, NetPair, SERVER_IP},
-    otlp_json::{histogram, points_of},
+    otlp_json::{attr, histogram, points_of},
     python,
     registry::{emitted, problems, registry},
     serial, skip_reason, support_file, wait_for_line,
@@ -187,16 +187,6 @@ fn records(otlp: &str, kind: &str, pid: u32) -> Vec<(Value, Value)> {
         }
     }
     out
-}
-
-fn attr(attributes: &Value, key: &str) -> Option<String> {
-    let a = attributes.as_array()?.iter().find(|a| a["key"] == key)?;
-    let v = &a["value"];
-    v["stringValue"]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| v["intValue"].as_str().map(str::to_string))
-        .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
 }
 
 fn assert_attrs(what: &str, attributes: &Value, expected: &[(&str, &str)]) {

@@ -26,7 +26,8 @@ fn registered() -> BTreeSet<String> {
 /// Dotted names from the namespaces netsonde emits in, found in any string of `value`
 /// (including inside OTTL expressions like `attributes["url.path"]`).
 fn used_names(value: &Value, out: &mut BTreeSet<String>) {
-    const NAMESPACES: [&str; 11] = [
+    const NAMESPACES: [&str; 12] = [
+        "k8s.",
         "http.",
         "url.",
         "network.",
@@ -85,8 +86,15 @@ fn the_collector_pipeline_receives_and_forwards_every_signal() {
                 "{exporter} is not defined"
             );
         }
+        // Each signal to a backend that takes it (Tempo takes only traces), and a summary.
+        let backend = match signal {
+            "traces" => "otlp/traces",
+            "metrics" => "otlphttp/metrics",
+            _ => "otlphttp/logs",
+        };
         assert!(
-            exporters.contains(&Value::from("debug")) && exporters.contains(&Value::from("otlp"))
+            exporters.contains(&Value::from("debug")) && exporters.contains(&Value::from(backend)),
+            "{signal}: {exporters:?}"
         );
         for processor in pipeline["processors"].as_array().unwrap() {
             let processor = processor.as_str().unwrap();
@@ -108,6 +116,14 @@ fn the_tempo_example_uses_span_attributes_netsonde_emits() {
         .unwrap();
     assert!(dims.contains(&Value::from("http.route")));
     check_names("tempo.yaml", &t, 4);
+}
+
+#[test]
+fn the_prometheus_example_promotes_resource_attributes_netsonde_emits() {
+    let p = load("otel-config/prometheus.yaml");
+    let promoted = p["otlp"]["promote_resource_attributes"].as_array().unwrap();
+    assert!(promoted.contains(&Value::from("service.name")));
+    check_names("prometheus.yaml", &p, 5);
 }
 
 #[test]

@@ -68,13 +68,22 @@ else
     echo "all there"
 fi
 
-say "Go modules of the gRPC-Go test peer"
-# tests/support/grpc_go: a real grpc-go server and client for the gRPC tests, built by the
-# tests with the machine's Go; its modules (pinned by go.sum) come from the Go module proxy.
+say "Go programs of the tests"
+# Built with the machine's Go from modules pinned by each go.sum (the Go module proxy), once:
+# Go's build cache keeps them, and the tests build them again in seconds.
+# - tests/support/grpc_go: a real grpc-go server and client for the gRPC tests;
+# - tests/support/otelcol: the OpenTelemetry Collector at one pinned release, with the
+#   components of otel-config/ and of the tests' pipelines;
+# - tests/support/prometheus: Prometheus (its service discovery plugins left out).
 if command -v go >/dev/null; then
-    (cd tests/support/grpc_go && go mod download)
+    out="$(mktemp -d)"
+    (cd tests/support/grpc_go && go build -buildvcs=false -trimpath -tags= -o "$out/peer" .)
+    (cd tests/support/otelcol && go build -buildvcs=false -trimpath -tags= -o "$out/otelcol" .)
+    (cd tests/support/prometheus && go build -buildvcs=false -trimpath -tags=remove_all_sd \
+        -o "$out/prometheus" github.com/prometheus/prometheus/cmd/prometheus)
+    rm -rf "$out"
 else
-    echo "no Go here: the gRPC-Go tests will be skipped"
+    echo "no Go here: the gRPC-Go, Collector and Prometheus tests will fail to build their peers"
 fi
 
 say "OpenSSL 1.1 (unpacked for the TLS test, not installed)"

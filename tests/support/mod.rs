@@ -23,6 +23,7 @@ pub mod collector;
 pub mod helm;
 pub mod kube_api;
 pub mod netns;
+pub mod otelcol;
 pub mod otlp_json;
 pub mod registry;
 
@@ -512,6 +513,7 @@ http {{
         root {d}/www;
         location = /nocontent {{ return 204; }}
         location = /drop {{ return 444; }}
+        location = /unavailable {{ return 503; }}
         location /nosf/ {{ sendfile off; }}
     }}
 }}
@@ -622,28 +624,44 @@ impl Drop for Nginx {
     }
 }
 
-/// The gRPC-Go test peer (tests/support/grpc_go), built once per test binary with the machine's
-/// Go (modules from the Go module proxy, as go.sum pins them); the reason when it cannot be.
+/// The gRPC-Go test peer (tests/support/grpc_go), built with the machine's Go; the reason when
+/// it cannot be.
 pub fn go_grpc_peer() -> Result<PathBuf, String> {
-    static PEER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PEER.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpc_go_peer");
-        let build = Command::new("go")
-            .args(["build", "-buildvcs=false", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(support_file("grpc_go"))
-            .output()
-            .map_err(|e| format!("Go is needed to build the gRPC-Go peer: {e}"))?;
-        if !build.status.success() {
-            return Err(format!(
-                "building tests/support/grpc_go failed: {}",
-                String::from_utf8_lossy(&build.stderr)
-            ));
-        }
-        Ok(out)
-    })
-    .clone()
+    go_program("grpc_go", ".", &[])
+}
+
+/// A Go program of the tests: `package` built from the module in tests/support/`module` (its
+/// go.sum pins every dependency, fetched from the Go module proxy) with the machine's Go,
+/// once per test binary; Go's own build cache makes later builds take seconds (tests/run.sh
+/// builds each once, so the first test does not wait). The reason when it cannot be built.
+pub fn go_program(module: &str, package: &str, tags: &[&str]) -> Result<PathBuf, String> {
+    static BUILT: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, done)) = built.iter().find(|(m, _)| m == module) {
+        return done.clone();
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("go-{module}"));
+    let result = Command::new("go")
+        .args(["build", "-buildvcs=false", "-trimpath"])
+        .arg(format!("-tags={}", tags.join(",")))
+        .arg("-o")
+        .arg(&out)
+        .arg(package)
+        .current_dir(support_file(module))
+        .output()
+        .map_err(|e| format!("Go is needed to build tests/support/{module}: {e}"))
+        .and_then(|build| {
+            if build.status.success() {
+                Ok(out)
+            } else {
+                Err(format!(
+                    "building tests/support/{module} failed: {}",
+                    String::from_utf8_lossy(&build.stderr)
+                ))
+            }
+        });
+    built.push((module.to_string(), result.clone()));
+    result
 }
 
 /// Sizes of the `s{size}.bin` files nginx serves: tiny to 1 MiB, across the captured prefix

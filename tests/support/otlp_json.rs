@@ -45,6 +45,18 @@ pub fn points_of(otlp: &str, (key, value): (&str, &str), name: &str) -> Vec<serd
     last
 }
 
+/// The OTLP JSON attribute `key` of `attributes`, as a string (64-bit ints are strings in
+/// OTLP JSON).
+pub fn attr(attributes: &serde_json::Value, key: &str) -> Option<String> {
+    let a = attributes.as_array()?.iter().find(|a| a["key"] == key)?;
+    let v = &a["value"];
+    v["stringValue"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| v["intValue"].as_str().map(str::to_string))
+        .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
+}
+
 fn number(v: &serde_json::Value) -> f64 {
     v.as_f64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))

@@ -1,0 +1,326 @@
+//! What users see downstream, through the real programs: the OpenTelemetry Collector (built
+//! from the Go module proxy at a pinned release, tests/support/otelcol) and Prometheus
+//! (tests/support/prometheus). nginx serves, curl asks, the real agent traces both; the
+//! oracles are nginx's access log and the curl runs the test made.
+
+mod support;
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use serde_json::Value;
+use support::{
+    Agent, Nginx, curl,
+    otelcol::{Otelcol, Prometheus},
+    otlp_json::{attr, histogram, points},
+    serial,
+};
+
+/// Every (resource attributes, item) of a signal ("resourceSpans", "scopeSpans", "spans")
+/// received, of the resource with `process.pid` = `pid`.
+fn items_of(received: &[Value], kind: [&str; 3], pid: u32) -> Vec<(Value, Value)> {
+    let [resources, scopes, items] = kind;
+    let mut out = Vec::new();
+    for batch in received {
+        for r in batch[resources].as_array().into_iter().flatten() {
+            let resource = &r["resource"]["attributes"];
+            if attr(resource, "process.pid") != Some(pid.to_string()) {
+                continue;
+            }
+            for s in r[scopes].as_array().into_iter().flatten() {
+                for item in s[items].as_array().into_iter().flatten() {
+                    out.push((resource.clone(), item.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+const SPANS: [&str; 3] = ["resourceSpans", "scopeSpans", "spans"];
+const LOGS: [&str; 3] = ["resourceLogs", "scopeLogs", "logRecords"];
+
+/// (method, path, status) of a span's or log record's attributes.
+fn key_of(item: &Value) -> (String, String, u16) {
+    let a = &item["attributes"];
+    (
+        attr(a, "http.request.method").unwrap_or_default(),
+        attr(a, "url.path").unwrap_or_default(),
+        attr(a, "http.response.status_code")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// The requests each test makes: `n` pages, two 404s and two 503s, one connection each.
+fn traffic(nginx: &Nginx, pages: usize, extra: &[&str]) -> Vec<u32> {
+    let mut clients = Vec::new();
+    for _ in 0..pages {
+        clients.push(curl(&[&nginx.url("/index.html")]));
+    }
+    for path in ["/missing", "/missing", "/unavailable", "/unavailable"]
+        .iter()
+        .chain(extra)
+    {
+        clients.push(curl(&[&nginx.url(path)]));
+    }
+    clients
+}
+
+/// netsonde → the Collector over `transport`: everything nginx logged arrives as spans and
+/// access logs of its worker, counted once in the duration histogram; each curl has its span.
+fn deliver_through(transport: &[&str]) {
+    let collector = Otelcol::recording();
+    let nginx = Nginx::start();
+    let worker = nginx.worker.to_string();
+    let mut args = vec!["--pid", &worker, "--comm", "curl", "--exporter", "otlp"];
+    let endpoint = match transport {
+        [] => collector.grpc_url(),
+        _ => collector.http_url(),
+    };
+    args.extend_from_slice(transport);
+    args.extend_from_slice(&["--otlp-endpoint", &endpoint]);
+    let agent = Agent::start_with_env(&args, &[("OTEL_METRIC_EXPORT_INTERVAL", "500")]);
+    let clients = traffic(&nginx, 5, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    let capture = agent.stop();
+    let mut logged: Vec<_> = nginx.access_keys();
+    logged.sort();
+    assert_eq!(logged.len(), 9, "nginx's access log: {logged:?}");
+
+    let received = collector.wait_until("every exchange", |r| {
+        items_of(r, SPANS, nginx.worker).len() >= logged.len()
+            && items_of(r, LOGS, nginx.worker).len() >= logged.len()
+    });
+    for kind in [SPANS, LOGS] {
+        let mut seen: Vec<_> = items_of(&received, kind, nginx.worker)
+            .iter()
+            .map(|(_, item)| key_of(item))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, logged, "{} of nginx's worker", kind[2]);
+    }
+    for pid in &clients {
+        let spans = items_of(&received, SPANS, *pid);
+        assert_eq!(spans.len(), 1, "curl {pid}: {spans:?}");
+        assert_eq!(attr(&spans[0].0, "service.name").as_deref(), Some("curl"));
+    }
+    // The duration histogram of the last export counts every request once.
+    let text: String = received.iter().map(|b| format!("{b}\n")).collect();
+    let points = points(&text, nginx.worker, "http.server.request.duration");
+    assert_eq!(histogram(&points).0, logged.len() as u64);
+    assert!(
+        !capture.stderr.contains("WARN") && !capture.stderr.contains("ERROR"),
+        "{}",
+        capture.stderr
+    );
+}
+
+#[test]
+fn the_collector_receives_every_signal_over_grpc() {
+    require_privileges!();
+    let _guard = serial();
+    deliver_through(&[]);
+}
+
+#[test]
+fn the_collector_receives_every_signal_over_http() {
+    require_privileges!();
+    let _guard = serial();
+    deliver_through(&["--otlp-protocol", "http/protobuf"]);
+}
+
+fn shipped(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("otel-config")
+        .join(name)
+}
+
+/// One series' value per `service_name` label.
+fn by_service(found: Vec<(Value, f64)>) -> BTreeMap<String, f64> {
+    found
+        .into_iter()
+        .map(|(labels, v)| (labels["service_name"].as_str().unwrap_or("").to_string(), v))
+        .collect()
+}
+
+/// The shipped pipeline, as shipped: otel-config/collector.yaml between netsonde and its
+/// backends (a second collector recording traces and logs, as Tempo and a log store would;
+/// Prometheus, configured by otel-config/prometheus.yaml, for metrics). Health checks are
+/// filtered out; what remains is asked of Prometheus in PromQL and compared with the traffic.
+#[test]
+fn the_shipped_pipeline_feeds_prometheus_and_the_trace_and_log_backends() {
+    require_privileges!();
+    let _guard = serial();
+    let prometheus = Prometheus::start(&shipped("prometheus.yaml"));
+    let backend = Otelcol::recording();
+    let (grpc, http) = (support::free_port(), support::free_port());
+    let listen = |p: u16| format!("127.0.0.1:{p}");
+    let pipeline = Otelcol::run(
+        &shipped("collector.yaml"),
+        &[
+            ("OTLP_GRPC_LISTEN", &listen(grpc)),
+            ("OTLP_HTTP_LISTEN", &listen(http)),
+            ("TRACES_OTLP_ENDPOINT", &listen(backend.grpc_port)),
+            ("METRICS_OTLP_URL", &prometheus.otlp_url()),
+            ("LOGS_OTLP_URL", &format!("{}/v1/logs", backend.http_url())),
+        ],
+        (grpc, http),
+    );
+    let nginx = Nginx::start();
+    let worker = nginx.worker.to_string();
+    let agent = Agent::start_with_env(
+        &[
+            "--pid",
+            &worker,
+            "--comm",
+            "curl",
+            "--exporter",
+            "otlp",
+            "--otlp-endpoint",
+            &pipeline.grpc_url(),
+        ],
+        &[("OTEL_METRIC_EXPORT_INTERVAL", "500")],
+    );
+    // Two rounds a few metric intervals apart, so that rates have something to rise by.
+    let mut clients = traffic(&nginx, 3, &["/healthz"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    clients.extend(traffic(&nginx, 3, &["/healthz"]));
+    std::thread::sleep(Duration::from_millis(700));
+    agent.stop();
+    let logged = nginx.access_keys();
+    let kept: Vec<_> = logged
+        .iter()
+        .filter(|k| k.1 != "/healthz")
+        .cloned()
+        .collect();
+    assert_eq!((logged.len(), kept.len()), (16, 14));
+
+    // Traces and logs reach their backends, health checks left out by the pipeline.
+    backend.wait_until("the spans and logs", |r| {
+        items_of(r, SPANS, nginx.worker).len() >= kept.len()
+            && items_of(r, LOGS, nginx.worker).len() >= kept.len()
+    });
+    // Anything more (a health check let through) would arrive with them or just after.
+    std::thread::sleep(Duration::from_millis(500));
+    let received = backend.received();
+    let mut durations = Vec::new();
+    for kind in [SPANS, LOGS] {
+        let items = items_of(&received, kind, nginx.worker);
+        let mut seen: Vec<_> = items.iter().map(|(_, item)| key_of(item)).collect();
+        seen.sort();
+        assert_eq!(seen, kept, "{} of nginx's worker", kind[2]);
+        if kind == SPANS {
+            for (_, span) in &items {
+                let ns = |k: &str| span[k].as_str().unwrap().parse::<u64>().unwrap();
+                durations.push((ns("endTimeUnixNano") - ns("startTimeUnixNano")) as f64 / 1e9);
+            }
+        }
+    }
+
+    for pid in &clients {
+        for kind in [SPANS, LOGS] {
+            let items = items_of(&received, kind, *pid);
+            let paths: Vec<_> = items.iter().map(|(_, i)| key_of(i).1).collect();
+            assert!(paths.len() <= 1, "curl {pid}: {paths:?}");
+            assert!(
+                !paths.contains(&"/healthz".to_string()),
+                "curl {pid}: {paths:?}"
+            );
+        }
+    }
+
+    // Metrics in Prometheus: wait for the last export to be stored.
+    let count = "http_server_request_duration_seconds_count";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let requests = loop {
+        let found = by_service(prometheus.query(&format!("sum by (service_name) ({count})")));
+        if found.get("nginx") == Some(&(kept.len() as f64)) {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prometheus has {found:?}, nginx served {} (health checks aside)",
+            kept.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("requests per service: {requests:?}");
+    // Every curl's one request, as the client saw it, to nginx's address and port.
+    let clients_seen = by_service(prometheus.query(&format!(
+        "sum by (service_name) (http_client_request_duration_seconds_count{{server_port=\"{}\"}})",
+        nginx.port
+    )));
+    assert_eq!(clients_seen.get("curl"), Some(&(kept.len() as f64)));
+    assert_eq!(clients.len(), logged.len());
+
+    // Error ratio: the four 503s of all requests (404s are not server errors).
+    let ratio = by_service(prometheus.query(&format!(
+        "sum by (service_name) ({count}{{error_type!=\"\"}}) / sum by (service_name) ({count})"
+    )));
+    assert_eq!(ratio.get("nginx"), Some(&(4.0 / kept.len() as f64)));
+
+    // p95: in the bucket where the spans' own 95th percentile falls.
+    durations.sort_by(f64::total_cmp);
+    let rank = (0.95 * durations.len() as f64).ceil() as usize - 1;
+    let true_p95 = durations[rank];
+    let buckets = [
+        0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    ];
+    let upper = buckets.iter().position(|b| *b >= true_p95).unwrap();
+    let p95 = by_service(prometheus.query(
+        "histogram_quantile(0.95, sum by (service_name, le) \
+         (http_server_request_duration_seconds_bucket))",
+    ))["nginx"];
+    assert!(
+        p95 > buckets[upper - 1] && p95 <= buckets[upper],
+        "p95 {p95} outside ({}, {}] where the spans' {true_p95} falls",
+        buckets[upper - 1],
+        buckets[upper]
+    );
+
+    // The server's request rate (its value depends on when Prometheus evaluates). Each curl
+    // is a process of its own, outside any pod, so a series of its own with one sample: it
+    // has no rate, which otel-config/README.md says.
+    let query = "sum by (service_name) (rate(http_server_request_duration_seconds_count[5m]))";
+    let rates = by_service(prometheus.query(query));
+    assert!(
+        rates.get("nginx").is_some_and(|r| *r > 0.0),
+        "{query}: {rates:?}"
+    );
+
+    // TCP: one connection per curl, opened and closed, on both ends.
+    for metric in [
+        "netsonde_connection_opened_total",
+        "netsonde_connection_closed_total",
+    ] {
+        let found = by_service(prometheus.query(&format!("sum by (service_name) ({metric})")));
+        assert_eq!(found.get("nginx"), Some(&(logged.len() as f64)), "{metric}");
+        assert_eq!(found.get("curl"), Some(&(logged.len() as f64)), "{metric}");
+    }
+    // The kernel layer, per service.
+    let names = prometheus.names();
+    let kernel: Vec<_> = names
+        .iter()
+        .filter(|n| n.starts_with("netsonde_kernel_"))
+        .collect();
+    assert!(!kernel.is_empty(), "no kernel metrics among {names:?}");
+    let packets = by_service(
+        prometheus.query("sum by (service_name) (netsonde_kernel_layer_duration_seconds_count)"),
+    );
+    assert!(
+        packets.get("nginx").is_some_and(|n| *n > 0.0),
+        "{packets:?}"
+    );
+    // Resource attributes promoted as prometheus.yaml says; the rest in target_info.
+    let info = prometheus.query("target_info{service_name=\"nginx\"}");
+    assert!(!info.is_empty(), "target_info");
+    assert!(
+        info.iter().all(|(l, _)| l["process_pid"].is_string()),
+        "{info:?}"
+    );
+    let promoted = prometheus.query(&format!("{count}{{service_name=\"nginx\"}}"));
+    assert!(
+        promoted.iter().all(|(l, _)| l["host_name"].is_string()),
+        "{promoted:?}"
+    );
+}

@@ -36,6 +36,7 @@ fn items_of(received: &[Value], kind: [&str; 3], pid: u32) -> Vec<(Value, Value)
     out
 }
 
+const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.44.0";
 const SPANS: [&str; 3] = ["resourceSpans", "scopeSpans", "spans"];
 const LOGS: [&str; 3] = ["resourceLogs", "scopeLogs", "logRecords"];
 
@@ -103,6 +104,30 @@ fn deliver_through(transport: &[&str]) {
         let spans = items_of(&received, SPANS, *pid);
         assert_eq!(spans.len(), 1, "curl {pid}: {spans:?}");
         assert_eq!(attr(&spans[0].0, "service.name").as_deref(), Some("curl"));
+    }
+    // Every resource and scope names the semantic conventions release, and what made it.
+    for batch in &received {
+        for (resources, scopes) in [
+            ("resourceSpans", "scopeSpans"),
+            ("resourceMetrics", "scopeMetrics"),
+            ("resourceLogs", "scopeLogs"),
+        ] {
+            for r in batch[resources].as_array().into_iter().flatten() {
+                assert_eq!(r["schemaUrl"], SCHEMA_URL, "{resources}: {r}");
+                for scope in r[scopes].as_array().into_iter().flatten() {
+                    assert_eq!(scope["schemaUrl"], SCHEMA_URL, "{scopes}");
+                }
+                let resource = &r["resource"]["attributes"];
+                assert_eq!(
+                    attr(resource, "telemetry.sdk.name").as_deref(),
+                    Some("netsonde")
+                );
+                assert_eq!(
+                    attr(resource, "telemetry.sdk.language").as_deref(),
+                    Some("rust")
+                );
+            }
+        }
     }
     // The duration histogram of the last export counts every request once.
     let text: String = received.iter().map(|b| format!("{b}\n")).collect();

@@ -23,11 +23,14 @@ fn render(r: &Registry) -> String {
          Generated from `semconv/registry.yaml` by `NETSONDE_UPDATE_DOCS=1 cargo test --test \
          semconv`; do not edit by hand. A test fails when this page is stale, and another when \
          a real capture emits anything not listed here.\n\n\
-         Every observed workload (a process) is its own resource; the agent's own metrics \
-         (`netsonde.agent.*`) come with the agent's resource. The instrumentation scope is \
-         `netsonde` with the agent's version. *Source* says whether a name is an OpenTelemetry \
-         semantic convention (`semconv`), from the OpenTelemetry specification (`otel-spec`), \
-         or netsonde's own (`netsonde`).\n\n## Resources\n\n",
+         Every observed process is a resource of its spans and logs; metrics are one resource \
+         per container in a pod (without `process.*`), per process elsewhere. The agent's own \
+         metrics (`netsonde.agent.*`) come with the agent's resource. The instrumentation scope \
+         is `netsonde` with the agent's version. Names follow the OpenTelemetry semantic \
+         conventions 1.44.0: every resource and scope carries the schema URL \
+         `https://opentelemetry.io/schemas/1.44.0`. *Source* says whether a name is an \
+         OpenTelemetry semantic convention (`semconv`), from the OpenTelemetry specification \
+         (`otel-spec`), or netsonde's own (`netsonde`).\n\n## Resources\n\n",
     );
     for (kind, attrs) in &r.resources {
         md.push_str(&format!("- **{kind}**: {}\n", code_list(attrs)));

@@ -12,6 +12,10 @@ use opentelemetry_proto::tonic::{
 use crate::config::export::SignalKind;
 
 /// The instrumentation scope of everything netsonde observes.
+/// The semantic conventions release netsonde's names follow (semconv/registry.yaml), as the
+/// schema URL of everything it exports.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.44.0";
+
 pub fn scope() -> InstrumentationScope {
     InstrumentationScope {
         name: "netsonde".into(),

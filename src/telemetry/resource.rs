@@ -10,6 +10,14 @@ use crate::{
     telemetry::otlp::kv,
 };
 
+/// What produced the telemetry (semconv `telemetry.sdk.*`): netsonde, which is not the
+/// OpenTelemetry SDK, so it names itself, as semconv asks of other SDKs; written in Rust.
+const TELEMETRY_SDK: [(&str, &str); 3] = [
+    ("telemetry.sdk.name", "netsonde"),
+    ("telemetry.sdk.language", "rust"),
+    ("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
+];
+
 /// Builds resources; holds what every resource shares.
 #[derive(Debug, Clone)]
 pub struct Resources {
@@ -94,6 +102,9 @@ impl Resources {
             attributes.push(kv("process.executable.path", &**path));
         }
         attributes.push(kv("host.name", self.host.as_str()));
+        for (key, value) in TELEMETRY_SDK {
+            attributes.push(kv(key, value));
+        }
         for (k, v) in &self.extra {
             if !k.starts_with("service.") && !attributes.iter().any(|a| &a.key == k) {
                 attributes.push(kv(k, v.as_str()));
@@ -126,6 +137,7 @@ impl Resources {
             KeyValue::new("process.executable.name", "netsonde"),
             KeyValue::new("host.name", self.host.clone()),
         ];
+        attrs.extend(TELEMETRY_SDK.map(|(k, v)| KeyValue::new(k, v)));
         if let Some(name) = &self.cluster_name {
             attrs.push(KeyValue::new("k8s.cluster.name", name.clone()));
         }

@@ -14,7 +14,10 @@ use opentelemetry_sdk::{
     },
 };
 
-use crate::telemetry::{StatsReport, otlp::Payload};
+use crate::telemetry::{
+    StatsReport,
+    otlp::{Payload, SCHEMA_URL},
+};
 
 /// Where the agent's metrics go once the SDK has collected them.
 pub type PayloadSink = Arc<dyn Fn(Payload) + Send + Sync>;
@@ -33,7 +36,14 @@ struct Forward {
 
 impl PushMetricExporter for Forward {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        (self.sink)(Payload::Metrics(ExportMetricsServiceRequest::from(metrics)));
+        let mut request = ExportMetricsServiceRequest::from(metrics);
+        for resource in &mut request.resource_metrics {
+            resource.schema_url = SCHEMA_URL.into();
+            for scope in &mut resource.scope_metrics {
+                scope.schema_url = SCHEMA_URL.into();
+            }
+        }
+        (self.sink)(Payload::Metrics(request));
         Ok(())
     }
 

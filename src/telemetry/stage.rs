@@ -28,7 +28,7 @@ use crate::{
         kernel,
         logs::encode_access_log,
         metrics::{Instrument, MetricSet},
-        otlp::{Attrs, Payload, scope},
+        otlp::{Attrs, Payload, SCHEMA_URL, scope},
         peer::{KubeView, PeerCache, PeerInfo},
         resource::{Resources, without_process},
         route::Routes,
@@ -393,8 +393,8 @@ impl Telemetry {
                 .workloads
                 .get(key)
                 .map_or(0, |w| w.resource_bytes.len());
-            let scope_msg = framing(self.scope_bytes.len()) + items;
-            framing(framing(resource) + framing(scope_msg))
+            let scope_msg = framing(self.scope_bytes.len()) + items + framing(SCHEMA_URL.len());
+            framing(framing(resource) + framing(scope_msg) + framing(SCHEMA_URL.len()))
         };
         let (mut traces_len, mut logs_len) = (0, 0);
         for (key, p) in &self.pending {
@@ -413,8 +413,9 @@ impl Telemetry {
                 .workloads
                 .get(&key)
                 .map_or(&[][..], |w| w.resource_bytes.as_slice());
-            // Export*ServiceRequest.resource_* = 1; Resource*: resource = 1, scope_* = 2;
-            // Scope*: scope = 1, spans / log_records = 2 (already framed in `items`).
+            // Export*ServiceRequest.resource_* = 1; Resource*: resource = 1, scope_* = 2,
+            // schema_url = 3; Scope*: scope = 1, spans / log_records = 2 (already framed in
+            // `items`), schema_url = 3.
             for (items, count, out, total) in [
                 (
                     &pending.spans,
@@ -427,13 +428,17 @@ impl Telemetry {
                 if count == 0 {
                     continue;
                 }
-                let scope_msg = framing(self.scope_bytes.len()) + items.len();
-                let resource_msg = framing(resource.len()) + framing(scope_msg);
+                let url = SCHEMA_URL.as_bytes();
+                let scope_msg = framing(self.scope_bytes.len()) + items.len() + framing(url.len());
+                let resource_msg =
+                    framing(resource.len()) + framing(scope_msg) + framing(url.len());
                 put_len_header(out, 1, resource_msg);
                 put_bytes(out, 1, resource);
                 put_len_header(out, 2, scope_msg);
                 put_bytes(out, 1, &self.scope_bytes);
                 out.extend_from_slice(items);
+                put_bytes(out, 3, url); // the scope's, ending its message
+                put_bytes(out, 3, url); // the resource's
                 *total += count;
             }
         }
@@ -465,9 +470,9 @@ impl Telemetry {
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(scope()),
                     metrics,
-                    schema_url: String::new(),
+                    schema_url: SCHEMA_URL.into(),
                 }],
-                schema_url: String::new(),
+                schema_url: SCHEMA_URL.into(),
             });
         }
         self.last_collect = t;

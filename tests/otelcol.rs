@@ -322,6 +322,15 @@ fn the_shipped_pipeline_feeds_prometheus_and_the_trace_and_log_backends() {
         assert_eq!(found.get("nginx"), Some(&(logged.len() as f64)), "{metric}");
         assert_eq!(found.get("curl"), Some(&(logged.len() as f64)), "{metric}");
     }
+    // No client address on the server's series (export.peer_addresses_on_metrics is off);
+    // the clients' series name the server.
+    let opened = prometheus.query("netsonde_connection_opened_total");
+    for (labels, _) in &opened {
+        assert!(labels.get("network_peer_address").is_none(), "{labels}");
+        if labels["service_name"] == "curl" {
+            assert_eq!(labels["server_address"], "127.0.0.1", "{labels}");
+        }
+    }
     // The kernel layer, per service.
     let names = prometheus.names();
     let kernel: Vec<_> = names

@@ -314,6 +314,7 @@ pub async fn run(
             signals: export.signals,
             workload_ttl: (export.metric_interval() * 5).max(Duration::from_secs(300)),
             rpc_legacy_attributes: export.rpc_legacy_attributes,
+            peer_addresses_on_metrics: export.peer_addresses_on_metrics,
             drop_reasons: drop_reasons.clone(),
             kube: kube_view.clone(),
         };

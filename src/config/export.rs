@@ -274,6 +274,9 @@ pub struct ExportConfig {
     /// `rpc.service`, `rpc.grpc.status_code`) for dashboards built on them; set by
     /// `OTEL_SEMCONV_STABILITY_OPT_IN=rpc/dup` too.
     pub rpc_legacy_attributes: bool,
+    /// Put the peer's IP address (`network.peer.address`) on connection and kernel metrics.
+    /// Off: a server's metrics would get a series per client address, without bound.
+    pub peer_addresses_on_metrics: bool,
 }
 
 impl Default for ExportConfig {
@@ -292,6 +295,7 @@ impl Default for ExportConfig {
             resource_attributes: BTreeMap::new(),
             agent_service_name: "netsonde".into(),
             rpc_legacy_attributes: false,
+            peer_addresses_on_metrics: false,
         }
     }
 }

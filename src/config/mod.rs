@@ -497,7 +497,7 @@ pub(crate) mod tests {
     }
 
     /// Every key of the file.
-    const DOCUMENTED_KEYS: [&str; 50] = [
+    const DOCUMENTED_KEYS: [&str; 52] = [
         "capture.payload_bytes",
         "capture.ring_buffer_bytes",
         "capture.batch_delay_ms",
@@ -548,6 +548,8 @@ pub(crate) mod tests {
         "export.max_series_per_metric",
         "export.resource_attributes",
         "export.agent_service_name",
+        "export.rpc_legacy_attributes",
+        "export.peer_addresses_on_metrics",
     ];
 
     #[test]

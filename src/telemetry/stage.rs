@@ -52,6 +52,8 @@ pub struct TelemetrySettings {
     pub workload_ttl: Duration,
     /// Also emit the experimental RPC attributes (`rpc/dup`).
     pub rpc_legacy_attributes: bool,
+    /// `network.peer.address` on connection and kernel metrics (`export.peer_addresses_on_metrics`).
+    pub peer_addresses_on_metrics: bool,
     /// The kernel's names of its packet drop reasons (others are reported by number).
     pub drop_reasons: Arc<BTreeMap<u32, String>>,
     /// The Kubernetes watches, when netsonde runs in (or is pointed at) a cluster.
@@ -313,7 +315,8 @@ impl Telemetry {
                 .peers
                 .as_mut()
                 .and_then(|p| a.remote.and_then(|r| p.lookup(r.ip(), at)));
-            let attrs = connection_attributes(a, peer.as_deref());
+            let attrs =
+                connection_attributes(a, peer.as_deref(), self.settings.peer_addresses_on_metrics);
             let m = &mut self.series(a.pid, &a.comm, a.cgroup_id, now).metrics;
             match a.kind {
                 ActivityKind::Tracked {
@@ -555,9 +558,15 @@ fn place(
     }
 }
 
-/// Connection metric attributes: the peer (its address, and the server port of the
-/// connection) and the traced process's TCP role. The client's ephemeral port is left out.
-fn connection_attributes(a: &ConnectionActivity, peer: Option<&PeerInfo>) -> Attrs {
+/// Connection metric attributes: the traced process's TCP role, the server's port and, for
+/// a client, the server's address (servers are few); the peer's own address only when asked
+/// for (`peer_addresses`): on a server's metrics it would be a series per client. The
+/// client's ephemeral port is left out.
+fn connection_attributes(
+    a: &ConnectionActivity,
+    peer: Option<&PeerInfo>,
+    peer_addresses: bool,
+) -> Attrs {
     let mut attrs: Attrs = vec![("network.transport", "tcp".into())];
     let role = match a.role {
         Some(Role::Client) => "client",
@@ -565,11 +574,16 @@ fn connection_attributes(a: &ConnectionActivity, peer: Option<&PeerInfo>) -> Att
         None => "unknown",
     };
     attrs.push(("netsonde.connection.role", role.into()));
-    if let Some(peer) = a.remote {
-        attrs.push(("network.peer.address", peer.ip().to_string().into()));
+    if let Some(remote) = a.remote {
+        if peer_addresses {
+            attrs.push(("network.peer.address", remote.ip().to_string().into()));
+        }
+        if a.role == Some(Role::Client) {
+            attrs.push(("server.address", remote.ip().to_string().into()));
+        }
         attrs.push((
             "network.type",
-            if peer.is_ipv4() { "ipv4" } else { "ipv6" }.into(),
+            if remote.is_ipv4() { "ipv4" } else { "ipv6" }.into(),
         ));
     }
     let server_port = match a.role {
@@ -592,7 +606,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::telemetry::spans::tests::record;
+    use crate::telemetry::{otlp::AttrValue, spans::tests::record};
 
     fn settings(max_routes: usize) -> TelemetrySettings {
         TelemetrySettings {
@@ -609,6 +623,7 @@ mod tests {
             signals: Signals::default(),
             workload_ttl: Duration::from_secs(300),
             rpc_legacy_attributes: false,
+            peer_addresses_on_metrics: false,
         }
     }
 
@@ -672,6 +687,51 @@ mod tests {
             panic!("metrics");
         };
         assert_eq!(metrics.resource_metrics.len(), 2);
+    }
+
+    #[test]
+    fn peer_addresses_reach_metrics_only_when_asked_for() {
+        let activity = |role| ConnectionActivity {
+            pid: 1,
+            comm: Arc::from("x"),
+            cgroup_id: 0,
+            role,
+            local: Some("10.0.0.1:8080".parse().unwrap()),
+            remote: Some("10.0.0.2:41000".parse().unwrap()),
+            kind: ActivityKind::Untracked { closed: true },
+        };
+        let keys = |role, on| -> Vec<(&str, String)> {
+            connection_attributes(&activity(role), None, on)
+                .into_iter()
+                .filter(|(k, _)| k.contains("address") || *k == "server.port")
+                .map(|(k, v)| (k, format!("{v:?}")))
+                .collect()
+        };
+        let ip = |s: &str| format!("{:?}", AttrValue::from(s.to_string()));
+        let port = |p: u16| format!("{:?}", AttrValue::from(p));
+        for (role, on, expected) in [
+            (Some(Role::Server), false, vec![("server.port", port(8080))]),
+            (
+                Some(Role::Server),
+                true,
+                vec![
+                    ("network.peer.address", ip("10.0.0.2")),
+                    ("server.port", port(8080)),
+                ],
+            ),
+            (
+                Some(Role::Client),
+                false,
+                vec![
+                    ("server.address", ip("10.0.0.2")),
+                    ("server.port", port(41000)),
+                ],
+            ),
+            (None, false, vec![]),
+            (None, true, vec![("network.peer.address", ip("10.0.0.2"))]),
+        ] {
+            assert_eq!(keys(role, on), expected, "{role:?}, switch {on}");
+        }
     }
 
     #[test]

@@ -129,6 +129,40 @@ fn deliver_through(transport: &[&str]) {
             }
         }
     }
+    // Exemplars on the duration histogram point at spans that were sent.
+    let span_ids: Vec<(String, String)> = items_of(&received, SPANS, nginx.worker)
+        .iter()
+        .map(|(_, s)| (s["traceId"].to_string(), s["spanId"].to_string()))
+        .collect();
+    let mut exemplars = 0;
+    for batch in &received {
+        for r in batch["resourceMetrics"].as_array().into_iter().flatten() {
+            if attr(&r["resource"]["attributes"], "process.pid") != Some(worker.clone()) {
+                continue;
+            }
+            for m in r["scopeMetrics"][0]["metrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if m["name"] != "http.server.request.duration" {
+                    continue;
+                }
+                for p in m["histogram"]["dataPoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    for e in p["exemplars"].as_array().into_iter().flatten() {
+                        let ids = (e["traceId"].to_string(), e["spanId"].to_string());
+                        assert!(span_ids.contains(&ids), "exemplar {e} names no span sent");
+                        exemplars += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(exemplars > 0, "no exemplar on http.server.request.duration");
     // The duration histogram of the last export counts every request once.
     let text: String = received.iter().map(|b| format!("{b}\n")).collect();
     let points = points(&text, nginx.worker, "http.server.request.duration");

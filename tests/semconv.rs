@@ -28,7 +28,9 @@ fn render(r: &Registry) -> String {
          metrics (`netsonde.agent.*`) come with the agent's resource. The instrumentation scope \
          is `netsonde` with the agent's version. Names follow the OpenTelemetry semantic \
          conventions 1.44.0: every resource and scope carries the schema URL \
-         `https://opentelemetry.io/schemas/1.44.0`. *Source* says whether a name is an \
+         `https://opentelemetry.io/schemas/1.44.0`. When spans are exported, the request and \
+         call duration histograms carry exemplars: per bucket, the last measurement of the \
+         interval with its span's trace and span id. *Source* says whether a name is an \
          OpenTelemetry semantic convention (`semconv`), from the OpenTelemetry specification \
          (`otel-spec`), or netsonde's own (`netsonde`).\n\n## Resources\n\n",
     );

@@ -8,8 +8,8 @@
 use foldhash::HashMap;
 
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
-    metric::Data, number_data_point,
+    AggregationTemporality, Exemplar, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
+    exemplar, metric::Data, number_data_point,
 };
 
 use crate::telemetry::otlp::{AttrValue, Attrs, to_key_values};
@@ -227,7 +227,38 @@ enum Value {
         sum: f64,
         min: f64,
         max: f64,
+        /// The last traced measurement of each bucket since the last collection, as the
+        /// SDKs' aligned-bucket reservoir keeps them: at most one per bucket.
+        exemplars: Vec<Sample>,
     },
+}
+
+/// A measurement kept as an exemplar: its bucket, value, time and span.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    bucket: usize,
+    value: f64,
+    time: u64,
+    span: SpanIds,
+}
+
+impl Sample {
+    fn exemplar(self) -> Exemplar {
+        Exemplar {
+            filtered_attributes: Vec::new(),
+            time_unix_nano: self.time,
+            span_id: self.span.span_id.to_vec(),
+            trace_id: self.span.trace_id.to_vec(),
+            value: Some(exemplar::Value::AsDouble(self.value)),
+        }
+    }
+}
+
+/// The trace and span ids of the span a measurement was taken in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +318,7 @@ impl MetricSet {
                     sum: 0.0,
                     min: f64::INFINITY,
                     max: f64::NEG_INFINITY,
+                    exemplars: Vec::new(),
                 },
                 _ => Value::Sum(0),
             },
@@ -322,6 +354,20 @@ impl MetricSet {
         self.record_n(inst, attrs, value, 1, now, max_series);
     }
 
+    /// Records a histogram measurement; one taken in a span (`span`) may be kept as the
+    /// exemplar of its bucket.
+    pub fn record_traced(
+        &mut self,
+        inst: Instrument,
+        attrs: &Attrs,
+        value: f64,
+        now: u64,
+        max_series: usize,
+        span: Option<SpanIds>,
+    ) {
+        self.measure(inst, attrs, (value, 1), now, max_series, span);
+    }
+
     /// Records the same histogram measurement `n` times.
     pub fn record_n(
         &mut self,
@@ -332,6 +378,18 @@ impl MetricSet {
         now: u64,
         max_series: usize,
     ) {
+        self.measure(inst, attrs, (value, n), now, max_series, None);
+    }
+
+    fn measure(
+        &mut self,
+        inst: Instrument,
+        attrs: &Attrs,
+        (value, n): (f64, u64),
+        now: u64,
+        max_series: usize,
+        span: Option<SpanIds>,
+    ) {
         let Kind::Histogram(bounds) = inst.spec().kind else {
             return;
         };
@@ -341,15 +399,28 @@ impl MetricSet {
             sum,
             min,
             max,
+            exemplars,
         } = &mut self.point(inst, attrs, now, max_series).value
         {
             // Bucket i holds (bounds[i-1], bounds[i]], as OTLP defines.
-            let i = bounds.partition_point(|b| *b < value);
-            counts[i] += n;
+            let bucket = bounds.partition_point(|b| *b < value);
+            counts[bucket] += n;
             *count += n;
             *sum += value * n as f64;
             *min = min.min(value);
             *max = max.max(value);
+            if let Some(span) = span {
+                let sample = Sample {
+                    bucket,
+                    value,
+                    time: now,
+                    span,
+                };
+                match exemplars.iter_mut().find(|e| e.bucket == bucket) {
+                    Some(kept) => *kept = sample,
+                    None => exemplars.push(sample),
+                }
+            }
         }
     }
 
@@ -383,7 +454,7 @@ impl MetricSet {
                 }
                 // A delta point covers the interval since the last collection.
                 let start = if is_delta { last } else { point.start };
-                match &point.value {
+                match &mut point.value {
                     Value::Sum(v) => numbers.push(NumberDataPoint {
                         attributes: to_key_values(&attrs),
                         start_time_unix_nano: start,
@@ -398,6 +469,7 @@ impl MetricSet {
                         sum,
                         min,
                         max,
+                        exemplars,
                     } => histograms.push(HistogramDataPoint {
                         attributes: to_key_values(&attrs),
                         start_time_unix_nano: start,
@@ -409,7 +481,7 @@ impl MetricSet {
                             Kind::Histogram(b) => b.to_vec(),
                             _ => Vec::new(),
                         },
-                        exemplars: Vec::new(),
+                        exemplars: exemplars.drain(..).map(Sample::exemplar).collect(),
                         flags: 0,
                         min: (*count > 0).then_some(*min),
                         max: (*count > 0).then_some(*max),
@@ -474,6 +546,41 @@ mod tests {
         assert_eq!(point.bucket_counts[14], 1);
         assert_eq!((point.min, point.max), (Some(0.001), Some(20.0)));
         assert_eq!(point.start_time_unix_nano, 10);
+    }
+
+    #[test]
+    fn exemplars_keep_the_last_traced_measurement_of_each_bucket_until_collected() {
+        let mut set = MetricSet::default();
+        let span = |n: u8| SpanIds {
+            trace_id: [n; 16],
+            span_id: [n; 8],
+        };
+        let a = attrs("/a");
+        let inst = Instrument::HttpServerDuration;
+        set.record_traced(inst, &a, 0.001, 10, 100, Some(span(1)));
+        set.record_traced(inst, &a, 0.002, 11, 100, Some(span(2)));
+        set.record_traced(inst, &a, 0.3, 12, 100, Some(span(3)));
+        set.record_traced(inst, &a, 0.004, 13, 100, None);
+        let metrics = set.collect(20, 0, false);
+        let point = &histogram(&metrics[0]).data_points[0];
+        assert_eq!(point.count, 4);
+        let kept: Vec<_> = point
+            .exemplars
+            .iter()
+            .map(|e| (e.span_id[0], e.trace_id[0], e.time_unix_nano, e.value))
+            .collect();
+        // Bucket (0, 0.005]: the second span replaced the first; the untraced one left it.
+        assert_eq!(
+            kept,
+            [
+                (2, 2, 11, Some(exemplar::Value::AsDouble(0.002))),
+                (3, 3, 12, Some(exemplar::Value::AsDouble(0.3)))
+            ]
+        );
+        // Reported once: the next collection has the counts, not the exemplars.
+        let again = set.collect(30, 20, false);
+        let point = &histogram(&again[0]).data_points[0];
+        assert_eq!((point.count, point.exemplars.len()), (4, 0));
     }
 
     #[test]

@@ -27,13 +27,13 @@ use crate::{
         http::{metric_attributes, span_attributes},
         kernel,
         logs::encode_access_log,
-        metrics::{Instrument, MetricSet},
+        metrics::{Instrument, MetricSet, SpanIds},
         otlp::{Attrs, Payload, SCHEMA_URL, scope},
         peer::{KubeView, PeerCache, PeerInfo},
         resource::{Resources, without_process},
         route::Routes,
         rpc,
-        spans::{encode_span, identity, unix_nanos},
+        spans::{Identity, encode_span, identity, unix_nanos},
         wire::{WireAttrs, put_bytes, put_len_header, varint_len},
     },
 };
@@ -213,6 +213,13 @@ impl Telemetry {
             logs,
         } = self.settings.signals;
         for r in records {
+            // The span's ids, chosen before the metrics so that the duration's exemplar
+            // points at it (only when spans are sent: an exemplar must name a real span).
+            let id = (traces || logs).then(|| identity(r));
+            let exemplar = id.as_ref().filter(|_| traces).map(|id| SpanIds {
+                trace_id: id.trace_id,
+                span_id: id.span_id,
+            });
             let series = self.series(r.pid, &r.comm, r.cgroup_id, now);
             if let Some(call) = &r.rpc {
                 // An RPC's method is its name: no template to guess.
@@ -226,15 +233,15 @@ impl Telemetry {
                     let end = unix_nanos(r.end);
                     series
                         .metrics
-                        .record(duration, &attrs, seconds, end, max_series);
+                        .record_traced(duration, &attrs, seconds, end, max_series, exemplar);
                 }
-                if traces || logs {
+                if let Some(id) = &id {
                     self.scratch.attributes.clear();
                     rpc::span_attributes(r, call, &mut self.scratch.attributes);
                     if self.settings.rpc_legacy_attributes {
                         rpc::legacy_attributes(call, &mut self.scratch.attributes);
                     }
-                    self.encode_span_and_log(r, None, now);
+                    self.encode_span_and_log(r, id, None, now);
                 }
                 continue;
             }
@@ -256,16 +263,16 @@ impl Telemetry {
                 };
                 let m = &mut series.metrics;
                 let seconds = r.duration().as_secs_f64();
-                m.record(duration, &attrs, seconds, end, max_series);
+                m.record_traced(duration, &attrs, seconds, end, max_series, exemplar);
                 let req = r.request_body_bytes as f64;
                 m.record(req_size, &attrs, req, end, max_series);
                 let resp = r.response_body_bytes as f64;
                 m.record(resp_size, &attrs, resp, end, max_series);
             }
-            if traces || logs {
+            if let Some(id) = &id {
                 self.scratch.attributes.clear();
                 span_attributes(r, &route, &mut self.scratch.attributes);
-                self.encode_span_and_log(r, Some(&route), now);
+                self.encode_span_and_log(r, id, Some(&route), now);
             }
         }
     }
@@ -273,15 +280,20 @@ impl Telemetry {
     /// Encodes the span and the access log of `r` from the attributes in the scratch space.
     /// The access log carries the span's ids and attributes: both are encoded from the same
     /// identity and attribute bytes.
-    fn encode_span_and_log(&mut self, r: &ExchangeRecord, route: Option<&str>, now: SystemTime) {
+    fn encode_span_and_log(
+        &mut self,
+        r: &ExchangeRecord,
+        id: &Identity,
+        route: Option<&str>,
+        now: SystemTime,
+    ) {
         let Signals { traces, logs, .. } = self.settings.signals;
-        let id = identity(r);
         let scratch = &mut self.scratch;
         kernel::span_attributes(&r.kernel, &mut scratch.attributes);
         let pending = self.pending.entry((r.pid, r.comm.clone())).or_default();
         if traces {
             scratch.message.clear();
-            encode_span(&mut scratch.message, r, &id, route, &scratch.attributes);
+            encode_span(&mut scratch.message, r, id, route, &scratch.attributes);
             put_bytes(&mut pending.spans, 2, &scratch.message);
             pending.span_count += 1;
         }
@@ -290,7 +302,7 @@ impl Telemetry {
             encode_access_log(
                 &mut scratch.message,
                 r,
-                &id,
+                id,
                 &scratch.attributes,
                 now,
                 &mut scratch.line,

@@ -392,3 +392,75 @@ fn the_shipped_pipeline_feeds_prometheus_and_the_trace_and_log_backends() {
         "{promoted:?}"
     );
 }
+
+/// A collection larger than the collector takes in one message arrives whole, in several
+/// requests: the receiver here takes at most 1 MiB per gRPC message, and 1 500 routes on
+/// both ends make about 3 MiB of metrics.
+#[test]
+fn metrics_larger_than_the_collectors_limit_arrive_in_several_requests() {
+    require_privileges!();
+    let _guard = serial();
+    let collector = Otelcol::recording_with_grpc("        max_recv_msg_size_mib: 1\n");
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("netsonde.yaml");
+    std::fs::write(
+        &config,
+        "export:\n  max_routes_per_workload: 5000\n  max_series_per_metric: 5000\n  \
+         metric_request_max_bytes: 900000\n  metric_interval_ms: 500\n  \
+         signals: {traces: false, logs: false, metrics: true}\n",
+    )
+    .unwrap();
+    let worker = nginx.worker.to_string();
+    let agent = Agent::start(&[
+        "--config",
+        &config.display().to_string(),
+        "--pid",
+        &worker,
+        "--comm",
+        "curl",
+        "--exporter",
+        "otlp",
+        "--otlp-endpoint",
+        &collector.grpc_url(),
+    ]);
+    // Paths of letters from g to z: never taken for identifiers, so each is a route.
+    let routes: Vec<String> = (0..1500)
+        .map(|i: usize| {
+            let letter = |d: usize| char::from(b'g' + (d % 20) as u8);
+            format!("/r-{}{}{}", letter(i / 400), letter(i / 20), letter(i))
+        })
+        .collect();
+    let urls: Vec<String> = routes.iter().map(|r| nginx.url(r)).collect();
+    let mut args = vec!["--max-time", "60"];
+    for url in &urls {
+        args.extend_from_slice(&["-o", "/dev/null", url.as_str()]);
+    }
+    curl(&args);
+    std::thread::sleep(Duration::from_millis(800));
+    let capture = agent.stop();
+    assert_eq!(nginx.access_log().len(), routes.len());
+    let received = collector.wait_until("every route's metrics", |r| {
+        let text: String = r.iter().map(|b| format!("{b}\n")).collect();
+        histogram(&points(&text, nginx.worker, "http.server.request.duration")).0
+            == routes.len() as u64
+    });
+    let text: String = received.iter().map(|b| format!("{b}\n")).collect();
+    let last = points(&text, nginx.worker, "http.server.request.duration");
+    let mut seen: Vec<String> = last
+        .iter()
+        .filter_map(|p| attr(&p["attributes"], "http.route"))
+        .collect();
+    seen.sort();
+    let mut expected = routes.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+    for stat in ["export_failures", "export_dropped"] {
+        assert_eq!(
+            capture.final_stat(stat),
+            Some(0),
+            "{stat}: {:?}",
+            capture.stats.last()
+        );
+    }
+}

@@ -315,6 +315,7 @@ pub async fn run(
             workload_ttl: (export.metric_interval() * 5).max(Duration::from_secs(300)),
             rpc_legacy_attributes: export.rpc_legacy_attributes,
             peer_addresses_on_metrics: export.peer_addresses_on_metrics,
+            metric_request_max_bytes: export.metric_request_max_bytes,
             drop_reasons: drop_reasons.clone(),
             kube: kube_view.clone(),
         };

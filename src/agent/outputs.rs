@@ -146,10 +146,10 @@ pub(super) async fn telemetry_stage(
         }
     };
     let send_metrics = |otel: &mut Option<(Telemetry, Fanout)>| {
-        if let Some((telemetry, fanout)) = otel
-            && let Some(metrics) = telemetry.collect_metrics(std::time::SystemTime::now())
-        {
-            fanout.send(metrics);
+        if let Some((telemetry, fanout)) = otel {
+            for metrics in telemetry.collect_metrics(std::time::SystemTime::now()) {
+                fanout.send(metrics);
+            }
         }
     };
     loop {

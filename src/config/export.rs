@@ -277,6 +277,9 @@ pub struct ExportConfig {
     /// Put the peer's IP address (`network.peer.address`) on connection and kernel metrics.
     /// Off: a server's metrics would get a series per client address, without bound.
     pub peer_addresses_on_metrics: bool,
+    /// Largest metrics export request, in bytes: larger ones are split (a collector refuses
+    /// what exceeds its limit, 4 MiB by default for gRPC, and would refuse it on every retry).
+    pub metric_request_max_bytes: usize,
 }
 
 impl Default for ExportConfig {
@@ -296,6 +299,7 @@ impl Default for ExportConfig {
             agent_service_name: "netsonde".into(),
             rpc_legacy_attributes: false,
             peer_addresses_on_metrics: false,
+            metric_request_max_bytes: 3 << 20,
         }
     }
 }
@@ -486,6 +490,12 @@ impl ExportConfig {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
             }
+        }
+        if self.metric_request_max_bytes < 64 << 10 {
+            return Err(invalid(
+                "export.metric_request_max_bytes",
+                format!("{} is less than 65536", self.metric_request_max_bytes),
+            ));
         }
         if self.agent_service_name.is_empty() {
             return Err(invalid(

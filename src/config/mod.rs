@@ -497,7 +497,7 @@ pub(crate) mod tests {
     }
 
     /// Every key of the file.
-    const DOCUMENTED_KEYS: [&str; 52] = [
+    const DOCUMENTED_KEYS: [&str; 53] = [
         "capture.payload_bytes",
         "capture.ring_buffer_bytes",
         "capture.batch_delay_ms",
@@ -550,6 +550,7 @@ pub(crate) mod tests {
         "export.agent_service_name",
         "export.rpc_legacy_attributes",
         "export.peer_addresses_on_metrics",
+        "export.metric_request_max_bytes",
     ];
 
     #[test]

@@ -15,6 +15,7 @@ pub mod route;
 pub mod rpc;
 pub mod selfmon;
 pub mod spans;
+pub mod split;
 pub mod stage;
 pub mod trace_context;
 pub mod wire;

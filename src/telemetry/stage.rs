@@ -34,6 +34,7 @@ use crate::{
         route::Routes,
         rpc,
         spans::{Identity, encode_span, identity, unix_nanos},
+        split::split_metrics,
         wire::{WireAttrs, put_bytes, put_len_header, varint_len},
     },
 };
@@ -54,6 +55,8 @@ pub struct TelemetrySettings {
     pub rpc_legacy_attributes: bool,
     /// `network.peer.address` on connection and kernel metrics (`export.peer_addresses_on_metrics`).
     pub peer_addresses_on_metrics: bool,
+    /// Largest metrics request; larger ones are split (`export.metric_request_max_bytes`).
+    pub metric_request_max_bytes: usize,
     /// The kernel's names of its packet drop reasons (others are reported by number).
     pub drop_reasons: Arc<BTreeMap<u32, String>>,
     /// The Kubernetes watches, when netsonde runs in (or is pointed at) a cluster.
@@ -469,8 +472,9 @@ impl Telemetry {
         ))
     }
 
-    /// Every workload's metrics as of `now`; forgets workloads idle longer than the TTL.
-    pub fn collect_metrics(&mut self, now: SystemTime) -> Option<Payload> {
+    /// Every workload's metrics as of `now`, in requests no larger than the configured
+    /// size; forgets workloads idle longer than the TTL.
+    pub fn collect_metrics(&mut self, now: SystemTime) -> Vec<Payload> {
         let t = unix_nanos(now);
         let mut request = ExportMetricsServiceRequest::default();
         for series in self.series.values_mut() {
@@ -504,7 +508,10 @@ impl Telemetry {
         });
         self.series
             .retain(|_, s| now.duration_since(s.last_active).unwrap_or_default() < ttl);
-        (!request.resource_metrics.is_empty()).then_some(Payload::Metrics(request))
+        split_metrics(request, self.settings.metric_request_max_bytes)
+            .into_iter()
+            .map(Payload::Metrics)
+            .collect()
     }
 
     /// Workloads currently known.
@@ -636,6 +643,7 @@ mod tests {
             workload_ttl: Duration::from_secs(300),
             rpc_legacy_attributes: false,
             peer_addresses_on_metrics: false,
+            metric_request_max_bytes: 3 << 20,
         }
     }
 
@@ -695,7 +703,7 @@ mod tests {
         assert_eq!(server.scope_spans[0].spans[0].name, "GET /users/{id}");
         assert!(t.take_spans_and_logs().is_none(), "nothing left pending");
         // Metrics: one duration point per workload and side, with both requests counted.
-        let Some(Payload::Metrics(metrics)) = t.collect_metrics(now) else {
+        let [Payload::Metrics(metrics)] = &t.collect_metrics(now)[..] else {
             panic!("metrics");
         };
         assert_eq!(metrics.resource_metrics.len(), 2);
@@ -787,7 +795,10 @@ mod tests {
         };
         assert!(traces.resource_spans.is_empty());
         assert_eq!(logs.resource_logs[0].scope_logs[0].log_records.len(), 1);
-        assert!(t.collect_metrics(now).is_none(), "no metrics were recorded");
+        assert!(
+            t.collect_metrics(now).is_empty(),
+            "no metrics were recorded"
+        );
     }
 
     #[test]
@@ -796,10 +807,10 @@ mod tests {
         let mut t = Telemetry::new(settings(10), t0);
         t.add_exchanges(&mut [record(Role::Server, &[], 200)], t0);
         t.take_spans_and_logs();
-        assert!(t.collect_metrics(t0 + Duration::from_secs(10)).is_some());
+        assert!(!t.collect_metrics(t0 + Duration::from_secs(10)).is_empty());
         assert_eq!(t.workloads(), 1);
-        assert!(t.collect_metrics(t0 + Duration::from_secs(400)).is_some());
+        assert!(!t.collect_metrics(t0 + Duration::from_secs(400)).is_empty());
         assert_eq!(t.workloads(), 0);
-        assert!(t.collect_metrics(t0 + Duration::from_secs(500)).is_none());
+        assert!(t.collect_metrics(t0 + Duration::from_secs(500)).is_empty());
     }
 }

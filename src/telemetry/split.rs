@@ -100,7 +100,7 @@ fn split_metric(metric: Metric, budget: usize) -> Vec<Metric> {
         return vec![metric];
     }
     let empty = Metric {
-        data: metric.data.as_ref().map(|d| without_points(d)),
+        data: metric.data.as_ref().map(without_points),
         ..metric.clone()
     };
     let room = budget.saturating_sub(framed(empty.encoded_len()) + 16);

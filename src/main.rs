@@ -7,7 +7,8 @@ use netsonde::{
     agent::{self, RunOptions},
     config::{
         Config, ConfigError,
-        export::{ExporterKind, Protocol, apply_otel_env, check_endpoint},
+        export::{ExporterKind, Protocol, check_endpoint},
+        otel_env::apply_otel_env,
     },
     probes::{EBPF_SOURCE, Probes, tls::LibraryOutcome},
 };

@@ -5,11 +5,7 @@
 //! checks its own values, so an error names the key, variable or flag it came from. The
 //! environment is passed in as a map: no component reads it.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -72,7 +68,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn parse(text: &str) -> Result<Compression, String> {
+    pub(super) fn parse(text: &str) -> Result<Compression, String> {
         match text.trim() {
             "gzip" => Ok(Compression::Gzip),
             "none" | "" => Ok(Compression::None),
@@ -96,7 +92,7 @@ pub enum TemporalityPreference {
 }
 
 impl TemporalityPreference {
-    fn parse(text: &str) -> Result<TemporalityPreference, String> {
+    pub(super) fn parse(text: &str) -> Result<TemporalityPreference, String> {
         match text.trim().to_ascii_lowercase().as_str() {
             "cumulative" => Ok(TemporalityPreference::Cumulative),
             "delta" => Ok(TemporalityPreference::Delta),
@@ -235,7 +231,7 @@ impl Signals {
         }
     }
 
-    fn set(&mut self, signal: SignalKind, on: bool) {
+    pub(super) fn set(&mut self, signal: SignalKind, on: bool) {
         match signal {
             SignalKind::Traces => self.traces = on,
             SignalKind::Metrics => self.metrics = on,
@@ -323,7 +319,7 @@ impl SignalKind {
         }
     }
 
-    fn env_infix(self) -> &'static str {
+    pub(super) fn env_infix(self) -> &'static str {
         match self {
             SignalKind::Traces => "TRACES",
             SignalKind::Metrics => "METRICS",
@@ -354,7 +350,7 @@ impl OtlpConfig {
         }
     }
 
-    fn signal_mut(&mut self, signal: SignalKind) -> &mut SignalOverride {
+    pub(super) fn signal_mut(&mut self, signal: SignalKind) -> &mut SignalOverride {
         match signal {
             SignalKind::Traces => &mut self.traces,
             SignalKind::Metrics => &mut self.metrics,
@@ -523,7 +519,7 @@ pub fn check_endpoint(endpoint: Option<&str>) -> Result<(), String> {
     }
 }
 
-fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
+pub(super) fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
     for (name, value) in headers {
         http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("{name:?} is not a valid header name"))?;
@@ -533,173 +529,9 @@ fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a W3C Baggage-style `key1=value1,key2=value2` list (OTEL_RESOURCE_ATTRIBUTES,
-/// OTEL_EXPORTER_OTLP_HEADERS): values are percent-decoded, blanks around items ignored.
-pub fn parse_key_values(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (key, value) = item
-            .split_once('=')
-            .ok_or_else(|| format!("{item:?} is not key=value"))?;
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(format!("{item:?} has an empty key"));
-        }
-        out.insert(key.to_string(), percent_decode(value.trim())?);
-    }
-    Ok(out)
-}
-
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("{text:?} has a bad %-escape"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8 once decoded"))
-}
-
-/// Applies the standard OpenTelemetry environment variables that are set in `env`. An
-/// error names the variable.
-pub fn apply_otel_env(
-    export: &mut ExportConfig,
-    env: &HashMap<String, String>,
-) -> Result<(), ConfigError> {
-    let bad = |var: &str, message: String| ConfigError::Env {
-        var: var.to_string(),
-        message,
-    };
-    let get = |var: &str| env.get(var).map(String::as_str).filter(|v| !v.is_empty());
-
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        check_endpoint(Some(v)).map_err(|m| bad("OTEL_EXPORTER_OTLP_ENDPOINT", m))?;
-        export.otlp.endpoint = Some(v.to_string());
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_PROTOCOL") {
-        export.otlp.protocol =
-            Protocol::parse(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_PROTOCOL", m))?;
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_HEADERS") {
-        let headers = parse_key_values(v)
-            .and_then(|h| check_headers(&h).map(|()| h))
-            .map_err(|m| bad("OTEL_EXPORTER_OTLP_HEADERS", m))?;
-        export.otlp.headers.extend(headers);
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-        export.otlp.timeout_ms =
-            parse_millis(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_TIMEOUT", m))?;
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_COMPRESSION") {
-        export.otlp.compression =
-            Compression::parse(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_COMPRESSION", m))?;
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_CERTIFICATE") {
-        export.otlp.certificate = Some(PathBuf::from(v));
-    }
-    for signal in SignalKind::ALL {
-        let var = |suffix: &str| format!("OTEL_EXPORTER_OTLP_{}_{suffix}", signal.env_infix());
-        let own = export.otlp.signal_mut(signal);
-        let name = var("ENDPOINT");
-        if let Some(v) = get(&name) {
-            check_endpoint(Some(v)).map_err(|m| bad(&name, m))?;
-            own.endpoint = Some(v.to_string());
-        }
-        let name = var("PROTOCOL");
-        if let Some(v) = get(&name) {
-            own.protocol = Some(Protocol::parse(v).map_err(|m| bad(&name, m))?);
-        }
-        let name = var("HEADERS");
-        if let Some(v) = get(&name) {
-            let headers = parse_key_values(v)
-                .and_then(|h| check_headers(&h).map(|()| h))
-                .map_err(|m| bad(&name, m))?;
-            own.headers = Some(headers);
-        }
-        let name = var("TIMEOUT");
-        if let Some(v) = get(&name) {
-            own.timeout_ms = Some(parse_millis(v).map_err(|m| bad(&name, m))?);
-        }
-        let name = var("COMPRESSION");
-        if let Some(v) = get(&name) {
-            own.compression = Some(Compression::parse(v).map_err(|m| bad(&name, m))?);
-        }
-        let name = var("CERTIFICATE");
-        if let Some(v) = get(&name) {
-            own.certificate = Some(PathBuf::from(v));
-        }
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
-        export.metric_temporality = TemporalityPreference::parse(v)
-            .map_err(|m| bad("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", m))?;
-    }
-    if let Some(v) = get("OTEL_METRIC_EXPORT_INTERVAL") {
-        let ms = parse_millis(v).map_err(|m| bad("OTEL_METRIC_EXPORT_INTERVAL", m))?;
-        if ms < 100 {
-            return Err(bad(
-                "OTEL_METRIC_EXPORT_INTERVAL",
-                format!("{ms} is less than 100 ms"),
-            ));
-        }
-        export.metric_interval_ms = ms;
-    }
-    if let Some(v) = get("OTEL_RESOURCE_ATTRIBUTES") {
-        let attrs = parse_key_values(v).map_err(|m| bad("OTEL_RESOURCE_ATTRIBUTES", m))?;
-        export.resource_attributes.extend(attrs);
-    }
-    for signal in SignalKind::ALL {
-        let name = format!("OTEL_{}_EXPORTER", signal.env_infix());
-        if let Some(v) = get(&name) {
-            let on = match v.trim() {
-                "none" => false,
-                "otlp" => true,
-                other => {
-                    return Err(bad(
-                        &name,
-                        format!(
-                            "{other:?}: only otlp or none (choose exporters with --exporter or export.exporters)"
-                        ),
-                    ));
-                }
-            };
-            export.signals.set(signal, on);
-        }
-    }
-    if let Some(v) = get("OTEL_SERVICE_NAME") {
-        export.agent_service_name = v.to_string();
-    }
-    // The semconv migration switch: `rpc/dup` asks for both generations of RPC attributes.
-    if let Some(v) = get("OTEL_SEMCONV_STABILITY_OPT_IN")
-        && v.split(',').any(|c| c.trim() == "rpc/dup")
-    {
-        export.rpc_legacy_attributes = true;
-    }
-    Ok(())
-}
-
-fn parse_millis(text: &str) -> Result<u64, String> {
-    match text.trim().parse::<u64>() {
-        Ok(0) => Err("must be at least 1 (milliseconds)".into()),
-        Ok(ms) => Ok(ms),
-        Err(_) => Err(format!("{text:?} is not a whole number of milliseconds")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::env;
 
     #[test]
     fn http_endpoints_get_the_signal_path_unless_given_per_signal() {
@@ -724,99 +556,6 @@ mod tests {
             c.otlp.target(SignalKind::Traces).endpoint,
             "https://collector:4318/prefix/"
         );
-    }
-
-    #[test]
-    fn the_standard_variables_apply_and_per_signal_ones_win() {
-        let mut c = ExportConfig::default();
-        apply_otel_env(
-            &mut c,
-            &env(&[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://10.0.0.1:4318"),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, tenant=t1"),
-                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
-                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
-                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://10.0.0.2:4317"),
-                ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x=1"),
-                ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Delta"),
-                ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
-                (
-                    "OTEL_RESOURCE_ATTRIBUTES",
-                    "deployment.environment.name=prod",
-                ),
-                ("OTEL_SERVICE_NAME", "netsonde-node-a"),
-                ("OTEL_SEMCONV_STABILITY_OPT_IN", "http,rpc/dup"),
-                ("OTEL_LOGS_EXPORTER", "none"),
-                ("OTEL_TRACES_EXPORTER", "otlp"),
-            ]),
-        )
-        .unwrap();
-        c.validate().unwrap();
-        let metrics = c.otlp.target(SignalKind::Metrics);
-        assert_eq!(metrics.endpoint, "http://10.0.0.1:4318/v1/metrics");
-        assert_eq!(metrics.protocol, Protocol::HttpProtobuf);
-        assert_eq!(
-            metrics.headers,
-            [
-                ("api-key".into(), "a b".into()),
-                ("tenant".into(), "t1".into())
-            ]
-        );
-        assert_eq!(metrics.timeout, Duration::from_millis(2500));
-        assert_eq!(metrics.compression, Compression::Gzip);
-        let traces = c.otlp.target(SignalKind::Traces);
-        assert_eq!(
-            (traces.endpoint.as_str(), traces.protocol),
-            ("http://10.0.0.2:4317", Protocol::Grpc)
-        );
-        assert_eq!(
-            c.otlp.target(SignalKind::Logs).headers,
-            [("x".into(), "1".into())]
-        );
-        assert_eq!(c.metric_temporality, TemporalityPreference::Delta);
-        assert_eq!(c.metric_interval_ms, 5000);
-        assert_eq!(c.resource_attributes["deployment.environment.name"], "prod");
-        assert_eq!(c.agent_service_name, "netsonde-node-a");
-        assert!(c.rpc_legacy_attributes);
-        assert_eq!(
-            c.signals,
-            Signals {
-                traces: true,
-                metrics: true,
-                logs: false
-            }
-        );
-    }
-
-    #[test]
-    fn a_bad_variable_is_named() {
-        let cases = [
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "bad name=1"),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
-            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
-            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "ftp://x"),
-            (
-                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
-                "sometimes",
-            ),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "10"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "a=%zz"),
-            ("OTEL_TRACES_EXPORTER", "jaeger"),
-        ];
-        for (var, value) in cases {
-            let err =
-                apply_otel_env(&mut ExportConfig::default(), &env(&[(var, value)])).expect_err(var);
-            assert!(
-                err.to_string()
-                    .starts_with(&format!("environment variable {var}: ")),
-                "{err}"
-            );
-        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod export;
 pub mod kubernetes;
+pub mod otel_env;
 
 use std::{path::Path, time::Duration};
 

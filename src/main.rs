@@ -9,6 +9,7 @@ use netsonde::{
         Config, ConfigError,
         export::{ExporterKind, Protocol, check_endpoint},
         otel_env::apply_otel_env,
+        proxy::apply_proxy_env,
     },
     probes::{EBPF_SOURCE, Probes, tls::LibraryOutcome},
 };
@@ -179,8 +180,9 @@ fn run(args: RunArgs) -> ExitCode {
     config.filter.comms.extend(args.comm.iter().cloned());
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     config.kubernetes.apply_env(&env);
-    if let Err(e) =
-        apply_otel_env(&mut config.export, &env).and_then(|()| apply_flags(&mut config, &args))
+    if let Err(e) = apply_otel_env(&mut config.export, &env)
+        .and_then(|()| apply_proxy_env(&mut config.export.otlp.proxy, &env))
+        .and_then(|()| apply_flags(&mut config, &args))
     {
         return fail(&e);
     }

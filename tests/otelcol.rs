@@ -400,7 +400,7 @@ fn the_shipped_pipeline_feeds_prometheus_and_the_trace_and_log_backends() {
 fn metrics_larger_than_the_collectors_limit_arrive_in_several_requests() {
     require_privileges!();
     let _guard = serial();
-    let collector = Otelcol::recording_with_grpc("        max_recv_msg_size_mib: 1\n");
+    let collector = Otelcol::recording_with("        max_recv_msg_size_mib: 1\n", "");
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("netsonde.yaml");
@@ -463,4 +463,241 @@ fn metrics_larger_than_the_collectors_limit_arrive_in_several_requests() {
             capture.stats.last()
         );
     }
+}
+
+/// Mutual TLS with the real Collector asking every client for a certificate its CA signed
+/// (`client_ca_file`), set up the standard way (OTEL_EXPORTER_OTLP_* variables): spans over
+/// gRPC to an endpoint given without a scheme (so `https://`), logs over HTTP. Without the
+/// client certificate the collector refuses the handshake, nothing arrives, and netsonde
+/// counts the failed exports.
+#[test]
+fn mutual_tls_with_the_collector() {
+    require_privileges!();
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let tls = format!(
+        "        tls:\n          cert_file: {}\n          key_file: {}\n          client_ca_file: {}\n",
+        pki.server_cert, pki.server_key, pki.ca
+    );
+    let collector = Otelcol::recording_with(&tls, &tls);
+    let nginx = Nginx::start();
+    let worker = nginx.worker.to_string();
+    let args = ["--pid", &worker, "--exporter", "otlp"];
+    let grpc = format!("127.0.0.1:{}", collector.grpc_port);
+    let http_logs = format!("https://127.0.0.1:{}/v1/logs", collector.http_port);
+    let server_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc.as_str()),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", &pki.ca),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", &http_logs),
+        ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+    ];
+
+    // Without a client certificate: refused, counted, nothing received.
+    let agent = Agent::start_with_env(&args, &server_env);
+    traffic(&nginx, 2, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = agent.stop();
+    assert!(
+        refused.final_stat("export_failures").unwrap_or(0) >= 1,
+        "{:?}\n{}",
+        refused.stats.last(),
+        refused.stderr
+    );
+    assert!(
+        collector.received().is_empty(),
+        "{:?}",
+        collector.received()
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("the collector wants a client certificate"),
+        "{}",
+        refused.stderr
+    );
+    let before = nginx.access_keys();
+    assert_eq!(before.len(), 6);
+
+    // With it: everything nginx logs arrives, spans over gRPC, logs over HTTP.
+    let mut env = server_env.to_vec();
+    env.extend([
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            pki.client_cert.as_str(),
+        ),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &pki.client_key),
+    ]);
+    let agent = Agent::start_with_env(&args, &env);
+    traffic(&nginx, 3, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let capture = agent.stop();
+    // What nginx logged in this second run: its whole log less the first run's lines.
+    let mut logged = nginx.access_keys();
+    for key in &before {
+        let at = logged.iter().position(|k| k == key).unwrap();
+        logged.remove(at);
+    }
+    assert_eq!(logged.len(), 7, "nginx's access log: {logged:?}");
+    let received = collector.wait_until("every exchange", |r| {
+        items_of(r, SPANS, nginx.worker).len() >= logged.len()
+            && items_of(r, LOGS, nginx.worker).len() >= logged.len()
+    });
+    for kind in [SPANS, LOGS] {
+        let mut seen: Vec<_> = items_of(&received, kind, nginx.worker)
+            .iter()
+            .map(|(_, item)| key_of(item))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, logged, "{} of nginx's worker", kind[2]);
+    }
+    assert_eq!(
+        capture.final_stat("export_failures"),
+        Some(0),
+        "{}",
+        capture.stderr
+    );
+    assert!(
+        capture.stderr.contains("with the client certificate"),
+        "{}",
+        capture.stderr
+    );
+}
+
+/// Exports through a real proxy (tinyproxy, with a password), set up by the standard
+/// variables: spans over gRPC through an HTTP CONNECT tunnel, logs over HTTP forwarded by
+/// the proxy. The proxy's own log is the oracle of what went through it; with the
+/// collector's address in NO_PROXY nothing does.
+#[test]
+fn exports_through_a_proxy() {
+    require_privileges!();
+    let _guard = serial();
+    let proxy = support::proxy::Tinyproxy::start("agent", "s3cret");
+    let collector = Otelcol::recording();
+    let nginx = Nginx::start();
+    let worker = nginx.worker.to_string();
+    let args = ["--pid", &worker, "--exporter", "otlp"];
+    let proxy_url = format!("http://agent:s3cret@127.0.0.1:{}", proxy.port);
+    let logs_url = format!("{}/v1/logs", collector.http_url());
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_url()),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", logs_url.clone()),
+        ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf".into()),
+        ("OTEL_METRICS_EXPORTER", "none".into()),
+        ("http_proxy", proxy_url),
+    ];
+
+    let run = |env: Vec<(&'static str, String)>, pages: usize| {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let before = nginx.access_keys();
+        let agent = Agent::start_with_env(&args, &pairs);
+        traffic(&nginx, pages, &[]);
+        std::thread::sleep(Duration::from_millis(300));
+        let capture = agent.stop();
+        let mut logged = nginx.access_keys();
+        for key in &before {
+            let at = logged.iter().position(|k| k == key).unwrap();
+            logged.remove(at);
+        }
+        (capture, logged)
+    };
+
+    let (capture, logged) = run(env.clone(), 3);
+    assert_eq!(logged.len(), 7, "nginx's access log: {logged:?}");
+    let received = collector.wait_until("every exchange", |r| {
+        items_of(r, SPANS, nginx.worker).len() >= logged.len()
+            && items_of(r, LOGS, nginx.worker).len() >= logged.len()
+    });
+    for kind in [SPANS, LOGS] {
+        let mut seen: Vec<_> = items_of(&received, kind, nginx.worker)
+            .iter()
+            .map(|(_, item)| key_of(item))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, logged, "{} of nginx's worker", kind[2]);
+    }
+    assert_eq!(
+        capture.final_stat("export_failures"),
+        Some(0),
+        "{}",
+        capture.stderr
+    );
+    let through = proxy.requests();
+    let tunnel = format!("CONNECT 127.0.0.1:{} HTTP/1.1", collector.grpc_port);
+    let forwarded = format!("POST {logs_url} HTTP/1.1");
+    assert!(through.contains(&tunnel), "{through:?}");
+    assert!(through.contains(&forwarded), "{through:?}");
+    assert!(
+        through.iter().all(|r| *r == tunnel || *r == forwarded),
+        "{through:?}"
+    );
+    let said = format!("through the proxy http://127.0.0.1:{}/", proxy.port);
+    assert!(capture.stderr.contains(&said), "{}", capture.stderr);
+    assert!(!capture.stderr.contains("s3cret"), "{}", capture.stderr);
+
+    // The collector's address in NO_PROXY: straight there, the proxy asked for nothing.
+    env.push(("NO_PROXY", "localhost, 127.0.0.0/8".into()));
+    let asked = proxy.requests().len();
+    let (capture, logged) = run(env.clone(), 1);
+    assert_eq!(logged.len(), 5);
+    collector.wait_until("the second run's exchanges", |r| {
+        items_of(r, SPANS, nginx.worker).len() >= 12 && items_of(r, LOGS, nginx.worker).len() >= 12
+    });
+    assert_eq!(
+        capture.final_stat("export_failures"),
+        Some(0),
+        "{}",
+        capture.stderr
+    );
+    assert_eq!(proxy.requests().len(), asked, "{:?}", proxy.requests());
+    assert!(
+        !capture.stderr.contains("through the proxy"),
+        "{}",
+        capture.stderr
+    );
+}
+
+/// OTEL_SDK_DISABLED=true: the OTLP exporter sends nothing, says so once, and the agent
+/// still traces (its stats line counts the exchanges).
+#[test]
+fn sdk_disabled_sends_nothing() {
+    require_privileges!();
+    let _guard = serial();
+    let collector = Otelcol::recording();
+    let nginx = Nginx::start();
+    let worker = nginx.worker.to_string();
+    let agent = Agent::start_with_env(
+        &[
+            "--pid",
+            &worker,
+            "--exporter",
+            "otlp",
+            "--otlp-endpoint",
+            &collector.grpc_url(),
+        ],
+        &[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ],
+    );
+    traffic(&nginx, 1, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let capture = agent.stop();
+    assert_eq!(
+        capture.final_stat("exchanges"),
+        Some(5),
+        "{}",
+        capture.stderr
+    );
+    assert_eq!(capture.final_stat("export_sent"), Some(0));
+    assert!(
+        capture
+            .stderr
+            .contains("OTEL_SDK_DISABLED=true: the otlp exporter sends nothing"),
+        "{}",
+        capture.stderr
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(collector.received().is_empty());
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use support::{
     Agent, PyServer,
@@ -489,75 +489,17 @@ fn the_file_exporter_writes_otlp_json_lines() {
     assert!(metric_requests >= 1, "the last metrics are written at exit");
 }
 
-/// A CA and a server certificate for 127.0.0.1 it signed, made with the openssl command.
-fn certificates(dir: &Path) -> (String, String, String) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=netsonde test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-    ]);
-    let path = |name: &str| dir.join(name).display().to_string();
-    (path("ca.pem"), path("server.pem"), path("server.key"))
-}
-
 #[test]
 fn https_with_headers_gzip_retry_after_and_partial_success() {
     require_privileges!();
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path());
+    let support::pki::Pki {
+        ca,
+        server_cert: cert,
+        server_key: key,
+        ..
+    } = support::pki::Pki::new(dir.path());
     // The first request gets 503 + Retry-After; every answer then rejects one item.
     let sink = Sink::start(&["--tls", &cert, &key, "--fail-first", "1", "--reject", "1"]);
     let server = PyServer::start();

@@ -23,9 +23,10 @@ say "system packages"
 # iproute2, nftables: the kernel-layer tests' network namespaces and packet drops; qemu,
 # busybox-static, cpio, xz-utils, binutils: the kernel matrix (Debian kernels booted in qemu,
 # their packages fetched with apt into /var/cache/netsonde/vm-kernels); python3-pip: the
-# Python packages below; make: the agent's allocator (jemalloc) builds from C sources.
+# Python packages below; make: the agent's allocator (jemalloc) builds from C sources;
+# tinyproxy: a real HTTP proxy for the exports through a proxy.
 packages=(nginx-light curl nghttp2-client openssl gcc g++ libc6-dev make util-linux ca-certificates
-    iproute2 nftables qemu-system-x86 busybox-static cpio xz-utils binutils python3-pip)
+    iproute2 nftables qemu-system-x86 busybox-static cpio xz-utils binutils python3-pip tinyproxy)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

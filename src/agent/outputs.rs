@@ -24,6 +24,20 @@ pub(super) fn start_exporters(
         tasks: Vec::new(),
         threads: Vec::new(),
     };
+    if export.sdk_disabled {
+        let off: Vec<&str> = [ExporterKind::Otlp, ExporterKind::File]
+            .into_iter()
+            .filter(|kind| export.exporters.contains(kind))
+            .map(ExporterKind::as_str)
+            .collect();
+        if !off.is_empty() {
+            tracing::warn!(
+                "OTEL_SDK_DISABLED=true: the {} exporter{} sends nothing (the console and stats lines stay)",
+                off.join(" and "),
+                if off.len() > 1 { "s" } else { "" }
+            );
+        }
+    }
     if export.enabled(ExporterKind::Otlp) {
         let disk = &export.otlp.disk_queue;
         let budget = DiskBudget::new(disk.max_bytes);
@@ -39,11 +53,21 @@ pub(super) fn start_exporters(
             .filter(|&s| export.signals.get(s))
         {
             let target = export.otlp.target(signal);
+            let mut how = String::new();
+            if let Some(client) = &target.client_identity {
+                how += &format!(
+                    " with the client certificate {}",
+                    client.certificate.display()
+                );
+            }
+            if let Some(via) = otlp::proxy::route(&target)? {
+                how += &format!(" through the proxy {}", via.uri());
+            }
             tracing::info!(
-                "exporting {} over OTLP/{} to {}",
+                "exporting {} over OTLP/{} to {}{how}",
                 signal.as_str(),
                 target.protocol.as_str(),
-                target.endpoint
+                target.endpoint,
             );
             let disk_queue = disk
                 .path

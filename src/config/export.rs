@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, proxy::ProxyConfig};
 
 /// An output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, clap::ValueEnum)]
@@ -21,6 +21,17 @@ pub enum ExporterKind {
     Otlp,
     /// OTLP JSON lines to a file (the Collector file exporter's format).
     File,
+}
+
+impl ExporterKind {
+    /// Its name in the file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExporterKind::Console => "console",
+            ExporterKind::Otlp => "otlp",
+            ExporterKind::File => "file",
+        }
+    }
 }
 
 /// OTLP transport.
@@ -117,6 +128,8 @@ pub struct SignalOverride {
     pub timeout_ms: Option<u64>,
     pub compression: Option<Compression>,
     pub certificate: Option<PathBuf>,
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 /// Retry of failed exports.
@@ -152,6 +165,12 @@ pub struct OtlpConfig {
     pub compression: Compression,
     /// PEM file of the CA that signs the collector's certificate (else the system's roots).
     pub certificate: Option<PathBuf>,
+    /// PEM files of netsonde's own certificate and its private key, for collectors that ask
+    /// clients for one (mutual TLS). Both or neither.
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Proxies to the collector (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`); none by default.
+    pub proxy: ProxyConfig,
     pub retry: RetryConfig,
     /// Export batches waiting per signal; beyond that new batches are dropped and counted.
     pub queue_batches: usize,
@@ -171,6 +190,9 @@ impl Default for OtlpConfig {
             timeout_ms: 10_000,
             compression: Compression::None,
             certificate: None,
+            client_certificate: None,
+            client_key: None,
+            proxy: ProxyConfig::default(),
             retry: RetryConfig::default(),
             queue_batches: 32,
             disk_queue: DiskQueueConfig::default(),
@@ -276,6 +298,10 @@ pub struct ExportConfig {
     /// Largest metrics export request, in bytes: larger ones are split (a collector refuses
     /// what exceeds its limit, 4 MiB by default for gRPC, and would refuse it on every retry).
     pub metric_request_max_bytes: usize,
+    /// `OTEL_SDK_DISABLED=true`: no OpenTelemetry output (the otlp and file exporters are
+    /// off; the console and the stats line stay). Only from the environment.
+    #[serde(skip)]
+    pub sdk_disabled: bool,
 }
 
 impl Default for ExportConfig {
@@ -296,6 +322,7 @@ impl Default for ExportConfig {
             rpc_legacy_attributes: false,
             peer_addresses_on_metrics: false,
             metric_request_max_bytes: 3 << 20,
+            sdk_disabled: false,
         }
     }
 }
@@ -339,6 +366,16 @@ pub struct OtlpTarget {
     pub timeout: Duration,
     pub compression: Compression,
     pub certificate: Option<PathBuf>,
+    /// netsonde's certificate and key (mutual TLS).
+    pub client_identity: Option<ClientIdentity>,
+    pub proxy: ProxyConfig,
+}
+
+/// PEM files of a client certificate and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 impl OtlpConfig {
@@ -386,6 +423,16 @@ impl OtlpConfig {
             timeout: Duration::from_millis(own.timeout_ms.unwrap_or(self.timeout_ms)),
             compression: own.compression.unwrap_or(self.compression),
             certificate: own.certificate.clone().or_else(|| self.certificate.clone()),
+            client_identity: own
+                .client_certificate
+                .as_ref()
+                .or(self.client_certificate.as_ref())
+                .zip(own.client_key.as_ref().or(self.client_key.as_ref()))
+                .map(|(certificate, key)| ClientIdentity {
+                    certificate: certificate.clone(),
+                    key: key.clone(),
+                }),
+            proxy: self.proxy.clone(),
         }
     }
 }
@@ -399,7 +446,8 @@ impl ExportConfig {
     }
 
     pub fn enabled(&self, kind: ExporterKind) -> bool {
-        self.exporters.contains(&kind)
+        let opentelemetry = matches!(kind, ExporterKind::Otlp | ExporterKind::File);
+        self.exporters.contains(&kind) && !(opentelemetry && self.sdk_disabled)
     }
 
     /// Checks what serde cannot; `origin` names where a bad value came from.
@@ -421,6 +469,7 @@ impl ExportConfig {
         check_endpoint(self.otlp.endpoint.as_deref())
             .map_err(|m| invalid("export.otlp.endpoint", m))?;
         check_headers(&self.otlp.headers).map_err(|m| invalid("export.otlp.headers", m))?;
+        self.otlp.proxy.validate()?;
         for (signal, key) in [
             (SignalKind::Traces, "export.otlp.traces"),
             (SignalKind::Metrics, "export.otlp.metrics"),
@@ -433,6 +482,30 @@ impl ExportConfig {
             }
             if own.timeout_ms == Some(0) {
                 return Err(invalid(key, "timeout_ms must be at least 1".into()));
+            }
+            let certificate = own
+                .client_certificate
+                .as_ref()
+                .or(self.otlp.client_certificate.as_ref());
+            let client_key = own.client_key.as_ref().or(self.otlp.client_key.as_ref());
+            if certificate.is_some() != client_key.is_some() {
+                return Err(invalid(
+                    "export.otlp.client_certificate",
+                    format!(
+                        "{} has a client {} but no client {} (mutual TLS needs both)",
+                        signal.as_str(),
+                        if certificate.is_some() {
+                            "certificate"
+                        } else {
+                            "key"
+                        },
+                        if certificate.is_some() {
+                            "key"
+                        } else {
+                            "certificate"
+                        },
+                    ),
+                ));
             }
         }
         if self.otlp.timeout_ms == 0 {

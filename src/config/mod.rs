@@ -5,6 +5,7 @@
 pub mod export;
 pub mod kubernetes;
 pub mod otel_env;
+pub mod proxy;
 
 use std::{path::Path, time::Duration};
 
@@ -498,7 +499,7 @@ pub(crate) mod tests {
     }
 
     /// Every key of the file.
-    const DOCUMENTED_KEYS: [&str; 53] = [
+    const DOCUMENTED_KEYS: [&str; 58] = [
         "capture.payload_bytes",
         "capture.ring_buffer_bytes",
         "capture.batch_delay_ms",
@@ -536,6 +537,11 @@ pub(crate) mod tests {
         "export.otlp.timeout_ms",
         "export.otlp.compression",
         "export.otlp.certificate",
+        "export.otlp.client_certificate",
+        "export.otlp.client_key",
+        "export.otlp.proxy.http",
+        "export.otlp.proxy.https",
+        "export.otlp.proxy.no_proxy",
         "export.otlp.retry",
         "export.otlp.queue_batches",
         "export.otlp.disk_queue.path",

@@ -65,62 +65,64 @@ pub fn apply_otel_env(
     };
     let get = |var: &str| env.get(var).map(String::as_str).filter(|v| !v.is_empty());
 
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        check_endpoint(Some(v)).map_err(|m| bad("OTEL_EXPORTER_OTLP_ENDPOINT", m))?;
-        export.otlp.endpoint = Some(v.to_string());
+    if let Some(v) = get("OTEL_SDK_DISABLED") {
+        export.sdk_disabled = parse_bool(v).map_err(|m| bad("OTEL_SDK_DISABLED", m))?;
     }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_PROTOCOL") {
-        export.otlp.protocol =
-            Protocol::parse(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_PROTOCOL", m))?;
+    // The whole exporter's settings, then each signal's own (which win).
+    let otlp = &mut export.otlp;
+    let mut layer = Layer {
+        endpoint: &mut otlp.endpoint,
+        protocol: None,
+        headers: None,
+        timeout_ms: None,
+        compression: None,
+        certificate: &mut otlp.certificate,
+        client_certificate: &mut otlp.client_certificate,
+        client_key: &mut otlp.client_key,
+    };
+    apply_layer(&mut layer, "OTEL_EXPORTER_OTLP", &get)?;
+    let (protocol, headers, timeout, compression) = (
+        layer.protocol,
+        layer.headers,
+        layer.timeout_ms,
+        layer.compression,
+    );
+    if let Some(p) = protocol {
+        otlp.protocol = p;
     }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_HEADERS") {
-        let headers = parse_key_values(v)
-            .and_then(|h| check_headers(&h).map(|()| h))
-            .map_err(|m| bad("OTEL_EXPORTER_OTLP_HEADERS", m))?;
-        export.otlp.headers.extend(headers);
+    if let Some(h) = headers {
+        otlp.headers.extend(h);
     }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-        export.otlp.timeout_ms =
-            parse_millis(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_TIMEOUT", m))?;
+    if let Some(t) = timeout {
+        otlp.timeout_ms = t;
     }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_COMPRESSION") {
-        export.otlp.compression =
-            Compression::parse(v).map_err(|m| bad("OTEL_EXPORTER_OTLP_COMPRESSION", m))?;
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_CERTIFICATE") {
-        export.otlp.certificate = Some(PathBuf::from(v));
+    if let Some(c) = compression {
+        otlp.compression = c;
     }
     for signal in SignalKind::ALL {
-        let var = |suffix: &str| format!("OTEL_EXPORTER_OTLP_{}_{suffix}", signal.env_infix());
-        let own = export.otlp.signal_mut(signal);
-        let name = var("ENDPOINT");
-        if let Some(v) = get(&name) {
-            check_endpoint(Some(v)).map_err(|m| bad(&name, m))?;
-            own.endpoint = Some(v.to_string());
-        }
-        let name = var("PROTOCOL");
-        if let Some(v) = get(&name) {
-            own.protocol = Some(Protocol::parse(v).map_err(|m| bad(&name, m))?);
-        }
-        let name = var("HEADERS");
-        if let Some(v) = get(&name) {
-            let headers = parse_key_values(v)
-                .and_then(|h| check_headers(&h).map(|()| h))
-                .map_err(|m| bad(&name, m))?;
-            own.headers = Some(headers);
-        }
-        let name = var("TIMEOUT");
-        if let Some(v) = get(&name) {
-            own.timeout_ms = Some(parse_millis(v).map_err(|m| bad(&name, m))?);
-        }
-        let name = var("COMPRESSION");
-        if let Some(v) = get(&name) {
-            own.compression = Some(Compression::parse(v).map_err(|m| bad(&name, m))?);
-        }
-        let name = var("CERTIFICATE");
-        if let Some(v) = get(&name) {
-            own.certificate = Some(PathBuf::from(v));
-        }
+        let own = otlp.signal_mut(signal);
+        let mut layer = Layer {
+            endpoint: &mut own.endpoint,
+            protocol: None,
+            headers: None,
+            timeout_ms: None,
+            compression: None,
+            certificate: &mut own.certificate,
+            client_certificate: &mut own.client_certificate,
+            client_key: &mut own.client_key,
+        };
+        let prefix = format!("OTEL_EXPORTER_OTLP_{}", signal.env_infix());
+        apply_layer(&mut layer, &prefix, &get)?;
+        let (protocol, headers, timeout, compression) = (
+            layer.protocol,
+            layer.headers,
+            layer.timeout_ms,
+            layer.compression,
+        );
+        own.protocol = protocol.or(own.protocol);
+        own.headers = headers.or(own.headers.take());
+        own.timeout_ms = timeout.or(own.timeout_ms);
+        own.compression = compression.or(own.compression);
     }
     if let Some(v) = get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
         export.metric_temporality = TemporalityPreference::parse(v)
@@ -168,6 +170,88 @@ pub fn apply_otel_env(
         export.rpc_legacy_attributes = true;
     }
     Ok(())
+}
+
+/// One layer of the OTLP exporter's variables (`OTEL_EXPORTER_OTLP_*`, or one signal's
+/// `OTEL_EXPORTER_OTLP_TRACES_*`...): where each found value goes.
+struct Layer<'a> {
+    endpoint: &'a mut Option<String>,
+    protocol: Option<Protocol>,
+    headers: Option<BTreeMap<String, String>>,
+    timeout_ms: Option<u64>,
+    compression: Option<Compression>,
+    certificate: &'a mut Option<PathBuf>,
+    client_certificate: &'a mut Option<PathBuf>,
+    client_key: &'a mut Option<PathBuf>,
+}
+
+fn apply_layer<'v>(
+    layer: &mut Layer<'_>,
+    prefix: &str,
+    get: &impl Fn(&str) -> Option<&'v str>,
+) -> Result<(), ConfigError> {
+    let var = |suffix: &str| format!("{prefix}_{suffix}");
+    let bad = |var: &str, message: String| ConfigError::Env {
+        var: var.to_string(),
+        message,
+    };
+    // INSECURE only says which scheme an endpoint written without one gets (gRPC's
+    // `host:port`): http:// when true, else https://, as the specification has it.
+    let name = var("INSECURE");
+    let insecure = match get(&name) {
+        Some(v) => parse_bool(v).map_err(|m| bad(&name, m))?,
+        None => false,
+    };
+    let name = var("ENDPOINT");
+    if let Some(v) = get(&name) {
+        let v = match (v.contains("://"), insecure) {
+            (true, _) => v.to_string(),
+            (false, true) => format!("http://{v}"),
+            (false, false) => format!("https://{v}"),
+        };
+        check_endpoint(Some(&v)).map_err(|m| bad(&name, m))?;
+        *layer.endpoint = Some(v);
+    }
+    let name = var("PROTOCOL");
+    if let Some(v) = get(&name) {
+        layer.protocol = Some(Protocol::parse(v).map_err(|m| bad(&name, m))?);
+    }
+    let name = var("HEADERS");
+    if let Some(v) = get(&name) {
+        let headers = parse_key_values(v)
+            .and_then(|h| check_headers(&h).map(|()| h))
+            .map_err(|m| bad(&name, m))?;
+        layer.headers = Some(headers);
+    }
+    let name = var("TIMEOUT");
+    if let Some(v) = get(&name) {
+        layer.timeout_ms = Some(parse_millis(v).map_err(|m| bad(&name, m))?);
+    }
+    let name = var("COMPRESSION");
+    if let Some(v) = get(&name) {
+        layer.compression = Some(Compression::parse(v).map_err(|m| bad(&name, m))?);
+    }
+    for (suffix, path) in [
+        ("CERTIFICATE", &mut *layer.certificate),
+        ("CLIENT_CERTIFICATE", &mut *layer.client_certificate),
+        ("CLIENT_KEY", &mut *layer.client_key),
+    ] {
+        if let Some(v) = get(&var(suffix)) {
+            *path = Some(PathBuf::from(v));
+        }
+    }
+    Ok(())
+}
+
+/// An OpenTelemetry boolean variable: `true` or `false`, any case. (The specification reads
+/// anything else as false with a warning; netsonde refuses it, so a typo is not silently
+/// the opposite of what was meant.)
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{text:?} is not true or false")),
+    }
 }
 
 fn parse_millis(text: &str) -> Result<u64, String> {
@@ -252,7 +336,9 @@ mod tests {
     #[test]
     fn a_bad_variable_is_named() {
         let cases = [
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
+            ("OTEL_SDK_DISABLED", "1"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "bad name=1"),
@@ -276,5 +362,93 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn an_endpoint_without_a_scheme_is_secure_unless_insecure_says_not() {
+        for (vars, expected) in [
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317")],
+                "https://c:4317",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317"),
+                    ("OTEL_EXPORTER_OTLP_INSECURE", "TRUE"),
+                ],
+                "http://c:4317",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+                    ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+                ],
+                "https://c:4317",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "t:4317"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true"),
+                    ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+                ],
+                "http://t:4317",
+            ),
+        ] {
+            let mut export = ExportConfig::default();
+            apply_otel_env(&mut export, &env(&vars)).unwrap();
+            let target = export.otlp.target(SignalKind::Traces);
+            assert_eq!(target.endpoint, expected, "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn client_certificates_apply_per_signal_and_need_their_key() {
+        let mut export = ExportConfig::default();
+        let vars = env(&[
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+            ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE", "/logs.pem"),
+            ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", "/logs-key.pem"),
+        ]);
+        apply_otel_env(&mut export, &vars).unwrap();
+        export.validate().unwrap();
+        let identity = |s| export.otlp.target(s).client_identity.unwrap();
+        assert_eq!(
+            identity(SignalKind::Traces).certificate,
+            PathBuf::from("/c.pem")
+        );
+        assert_eq!(
+            identity(SignalKind::Logs).key,
+            PathBuf::from("/logs-key.pem")
+        );
+        let mut half = ExportConfig::default();
+        apply_otel_env(
+            &mut half,
+            &env(&[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")]),
+        )
+        .unwrap();
+        let err = half.validate().unwrap_err().to_string();
+        assert!(err.contains("export.otlp.client_certificate"), "{err}");
+        assert!(err.contains("no client certificate"), "{err}");
+    }
+
+    #[test]
+    fn sdk_disabled_turns_off_the_opentelemetry_exporters_only() {
+        use crate::config::export::ExporterKind;
+        let mut export = ExportConfig {
+            exporters: vec![
+                ExporterKind::Console,
+                ExporterKind::Otlp,
+                ExporterKind::File,
+            ],
+            ..ExportConfig::default()
+        };
+        apply_otel_env(&mut export, &env(&[("OTEL_SDK_DISABLED", "true")])).unwrap();
+        assert!(export.enabled(ExporterKind::Console));
+        assert!(!export.enabled(ExporterKind::Otlp));
+        assert!(!export.enabled(ExporterKind::File));
+        let mut on = ExportConfig::default();
+        apply_otel_env(&mut on, &env(&[("OTEL_SDK_DISABLED", "false")])).unwrap();
+        assert!(!on.sdk_disabled);
     }
 }

@@ -25,9 +25,20 @@ pub mod kube_api;
 pub mod netns;
 pub mod otelcol;
 pub mod otlp_json;
+pub mod pki;
+pub mod proxy;
 pub mod registry;
 
 pub const NETSONDE: &str = env!("CARGO_BIN_EXE_netsonde");
+
+/// The proxy variables netsonde honours: a machine's own would send the tests' exports to
+/// loopback collectors through its proxy. Tests of proxies set them again.
+pub fn without_proxies(command: &mut Command) {
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        command.env_remove(name);
+        command.env_remove(name.to_ascii_lowercase());
+    }
+}
 
 /// Why privileged tests cannot run here, if they cannot.
 pub fn skip_reason() -> Option<String> {
@@ -247,7 +258,9 @@ impl Agent {
     /// Starts `netsonde run ARGS` with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut command = Command::new(NETSONDE);
-        command.arg("run").args(args).envs(env.iter().copied());
+        command.arg("run").args(args);
+        without_proxies(&mut command);
+        command.envs(env.iter().copied());
         Self::spawn(command)
     }
 
@@ -259,6 +272,7 @@ impl Agent {
             .arg(NETSONDE)
             .arg("run")
             .args(args);
+        without_proxies(&mut command);
         Self::spawn(command)
     }
 

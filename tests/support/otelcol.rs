@@ -47,20 +47,20 @@ impl Otelcol {
     /// to one file (the file exporter's OTLP JSON, a line per batch): what a backend would
     /// store.
     pub fn recording() -> Otelcol {
-        Self::recording_with_grpc("")
+        Self::recording_with("", "")
     }
 
-    /// A recording collector whose gRPC receiver has `settings` too (YAML lines, indented
-    /// as the receiver's keys).
-    pub fn recording_with_grpc(settings: &str) -> Otelcol {
+    /// A recording collector whose gRPC and HTTP receivers have `grpc` and `http` settings
+    /// too (YAML lines, indented as the receiver's keys).
+    pub fn recording_with(grpc: &str, http: &str) -> Otelcol {
         let dir = tempfile::tempdir().unwrap();
         let (grpc_port, http_port) = (free_port(), free_port());
         let config = dir.path().join("recording.yaml");
         std::fs::write(
             &config,
             format!(
-                "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n{settings}      \
-                 http:\n        endpoint: 127.0.0.1:{http_port}\n\
+                "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n{grpc}      \
+                 http:\n        endpoint: 127.0.0.1:{http_port}\n{http}\
                  exporters:\n  file:\n    path: {}\n    flush_interval: 100ms\n\
                  service:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n\
                  \x20   traces: {{receivers: [otlp], exporters: [file]}}\n\

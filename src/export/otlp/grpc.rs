@@ -12,11 +12,11 @@ use opentelemetry_proto::tonic::collector::{
 use tonic::{
     codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder},
     metadata::{MetadataKey, MetadataValue},
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use tonic_types::StatusExt as _;
 
-use super::{Accepted, Failure, OtlpError};
+use super::{Accepted, Failure, OtlpError, proxy, read_pem};
 use crate::{
     config::export::{Compression, OtlpTarget, SignalKind},
     export::otlp::retry::grpc_verdict,
@@ -39,7 +39,12 @@ impl GrpcTransport {
             endpoint: target.endpoint.clone(),
             message,
         };
-        let mut endpoint = Endpoint::from_shared(target.endpoint.clone())
+        let via = proxy::route(target)?;
+        let url = match via {
+            Some(_) => proxy::with_port(&target.endpoint),
+            None => target.endpoint.clone(),
+        };
+        let mut endpoint = Endpoint::from_shared(url)
             .map_err(|e| invalid(e.to_string()))?
             .timeout(target.timeout)
             .connect_timeout(target.timeout)
@@ -47,11 +52,13 @@ impl GrpcTransport {
         if target.endpoint.starts_with("https://") {
             let mut tls = ClientTlsConfig::new().with_native_roots();
             if let Some(path) = &target.certificate {
-                let pem = std::fs::read(path).map_err(|source| OtlpError::Certificate {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let pem = read_pem("the CA certificate", path)?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some(client) = &target.client_identity {
+                let certificate = read_pem("the client certificate", &client.certificate)?;
+                let key = read_pem("the client key", &client.key)?;
+                tls = tls.identity(Identity::from_pem(certificate, key));
             }
             endpoint = endpoint
                 .tls_config(tls)
@@ -69,7 +76,12 @@ impl GrpcTransport {
             })
             .collect::<Result<_, OtlpError>>()?;
         Ok(GrpcTransport {
-            channel: endpoint.connect_lazy(),
+            channel: match via {
+                Some(via) => {
+                    endpoint.connect_with_connector_lazy(proxy::tunnel(&via, target.timeout))
+                }
+                None => endpoint.connect_lazy(),
+            },
             headers,
             gzip: target.compression == Compression::Gzip,
             timeout: target.timeout,

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::{
 };
 use prost::Message as _;
 
-use super::{Accepted, Failure, OtlpError};
+use super::{Accepted, Failure, OtlpError, proxy, read_pem};
 use crate::{
     config::export::{Compression, OtlpTarget, SignalKind},
     export::otlp::retry::{Verdict, http_verdict},
@@ -31,13 +31,24 @@ impl HttpTransport {
         };
         // reqwest wants a TLS configuration even for plain http:// (rustls with ring, the
         // provider tonic uses too: one crypto library in the binary).
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(target.timeout)
             .connect_timeout(target.timeout)
-            .no_proxy()
-            .tls_backend_preconfigured(tls_config(target)?)
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
+            .tls_backend_preconfigured(tls_config(target)?);
+        // The proxy is chosen here (one rule for both transports), never by reqwest from
+        // the environment: components do not read it.
+        let builder = match proxy::route(target)? {
+            None => builder.no_proxy(),
+            Some(via) => {
+                let mut p = reqwest::Proxy::all(via.uri().to_string())
+                    .map_err(|e| invalid(format!("proxy {}: {e}", via.uri())))?;
+                if let Some(auth) = via.basic_auth() {
+                    p = p.custom_http_auth(auth.clone());
+                }
+                builder.proxy(p)
+            }
+        };
+        let client = builder.build().map_err(|e| invalid(e.to_string()))?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &target.headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
@@ -138,32 +149,39 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn tls_config(target: &OtlpTarget) -> Result<rustls::ClientConfig, OtlpError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let bad_pem = |path: &std::path::Path, e: &dyn std::fmt::Display| OtlpError::Endpoint {
+        endpoint: target.endpoint.clone(),
+        message: format!("{}: {e}", path.display()),
+    };
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
     if let Some(path) = &target.certificate {
-        let pem = std::fs::read(path).map_err(|source| OtlpError::Certificate {
-            path: path.display().to_string(),
-            source,
-        })?;
-        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+        let pem = read_pem("the CA certificate", path)?;
         for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| OtlpError::Endpoint {
-                endpoint: target.endpoint.clone(),
-                message: format!("{}: {e}", path.display()),
-            })?;
-            let _ = roots.add(cert);
+            let _ = roots.add(cert.map_err(|e| bad_pem(path, &e))?);
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| OtlpError::Endpoint {
             endpoint: target.endpoint.clone(),
             message: format!("TLS: {e}"),
         })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+        .with_root_certificates(roots);
+    let Some(client) = &target.client_identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let pem = read_pem("the client certificate", &client.certificate)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_pem(&client.certificate, &e))?;
+    let pem = read_pem("the client key", &client.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad_pem(&client.key, &e))?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| bad_pem(&client.certificate, &e))
 }

@@ -6,6 +6,7 @@
 pub mod disk_queue;
 pub mod grpc;
 pub mod http;
+pub mod proxy;
 pub mod retry;
 
 use std::{sync::Arc, time::Instant};
@@ -26,12 +27,23 @@ use retry::{Verdict, next_delay};
 pub enum OtlpError {
     #[error("OTLP endpoint {endpoint}: {message}")]
     Endpoint { endpoint: String, message: String },
-    #[error("cannot read the CA certificate {path}")]
+    /// `what`: the CA certificate, the client certificate, the client key.
+    #[error("cannot read {what} {path}")]
     Certificate {
+        what: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Reads a PEM file the TLS settings name; `what` it is goes into the error.
+pub(crate) fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, OtlpError> {
+    std::fs::read(path).map_err(|source| OtlpError::Certificate {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// The collector took the request; `rejected` items it refused (partial success).
@@ -47,6 +59,15 @@ impl Accepted {
             rejected: rejected.max(0) as u64,
             message,
         }
+    }
+}
+
+/// What to do about a failure whose cause the transport's words do not say plainly.
+fn hint(reason: &str, target: &OtlpTarget) -> &'static str {
+    if reason.contains("CertificateRequired") && target.client_identity.is_none() {
+        " (the collector wants a client certificate: set export.otlp.client_certificate and client_key)"
+    } else {
+        ""
     }
 }
 
@@ -94,9 +115,14 @@ pub fn spawn(
         },
         None => retry,
     };
+    let through = match proxy::route(&target)? {
+        Some(via) => format!(" through the proxy {}", via.uri()),
+        None => String::new(),
+    };
     let delivery = Delivery {
         transport,
         target,
+        through,
         retry,
         stats,
         log: OnceLog::default(),
@@ -113,6 +139,8 @@ pub fn spawn(
 struct Delivery {
     transport: Transport,
     target: OtlpTarget,
+    /// ` through the proxy …` when one is used (for messages), else empty.
+    through: String,
     retry: RetryConfig,
     stats: Arc<ExportStats>,
     log: OnceLog,
@@ -277,10 +305,12 @@ impl Delivery {
                             (_, None) => "retries exhausted, batch dropped (counted)",
                         };
                         tracing::warn!(
-                            "exporting {} to {} failed: {}; {next}",
+                            "exporting {} to {}{} failed: {}{}; {next}",
                             signal.as_str(),
                             self.target.endpoint,
-                            failure.reason
+                            self.through,
+                            failure.reason,
+                            hint(&failure.reason, &self.target),
                         );
                     }
                     match delay {

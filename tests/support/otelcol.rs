@@ -227,6 +227,20 @@ impl Prometheus {
             .collect()
     }
 
+    /// The values of `label` on the series of `metric` (what Grafana's `label_values` asks).
+    pub fn label_values(&self, label: &str, metric: &str) -> Vec<String> {
+        let body = self
+            .get(&format!("/api/v1/label/{label}/values?match[]={metric}"))
+            .unwrap_or_default();
+        let answer: Value = serde_json::from_str(&body).unwrap_or_default();
+        answer["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Every series name Prometheus holds.
     pub fn names(&self) -> Vec<String> {
         let body = self

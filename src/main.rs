@@ -99,6 +99,9 @@ struct RunArgs {
     /// export.otlp.disk_queue.path).
     #[arg(long, value_name = "DIR")]
     disk_queue: Option<PathBuf>,
+    /// Serve /healthz, /readyz and /metrics on ADDRESS:PORT (overrides output.status_listen).
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    status_listen: Option<String>,
     /// Attach no-op programs to the same hooks and report nothing (overhead benchmarks).
     #[arg(long, hide = true)]
     noop_probes: bool,
@@ -233,6 +236,13 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), ConfigError> {
     }
     if let Some(dir) = &args.disk_queue {
         export.otlp.disk_queue.path = Some(dir.clone());
+    }
+    if let Some(address) = &args.status_listen {
+        let address = address.parse().map_err(|_| ConfigError::Flag {
+            flag: "--status-listen",
+            message: format!("{address:?} is not ADDRESS:PORT (e.g. 0.0.0.0:9464)"),
+        })?;
+        config.output.status_listen = Some(address);
     }
     Ok(())
 }

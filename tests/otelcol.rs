@@ -701,3 +701,70 @@ fn sdk_disabled_sends_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(collector.received().is_empty());
 }
+
+/// The status endpoint (`--status-listen`): ready once tracing, alive, and its /metrics
+/// scraped by the real Prometheus, whose numbers match the agent's own final stats line.
+#[test]
+fn the_status_endpoint_answers_probes_and_prometheus_scrapes_it() {
+    require_privileges!();
+    let _guard = serial();
+    let nginx = Nginx::start();
+    let worker = nginx.worker.to_string();
+    let port = support::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scrape.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs:\n  - job_name: netsonde\n    scrape_interval: 1s\n    \
+             static_configs: [{{targets: ['{address}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let prometheus = Prometheus::start(&config);
+    let agent = Agent::start(&["--pid", &worker, "--status-listen", &address]);
+    let get = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                &format!("http://{address}{path}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get("/healthz"), "ok\n\n200");
+    assert_eq!(get("/readyz"), "ready\n\n200");
+    assert!(get("/nothing").ends_with("404"));
+    traffic(&nginx, 3, &[]);
+    // Two scrapes after the traffic.
+    std::thread::sleep(Duration::from_millis(2500));
+    let exchanges = |p: &Prometheus| {
+        p.query("netsonde_agent_exchanges_total{job=\"netsonde\"}")
+            .first()
+            .map(|(_, v)| *v)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while exchanges(&prometheus) != Some(7.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prometheus scraped {:?} exchanges",
+            exchanges(&prometheus)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let probes = prometheus.query("netsonde_agent_probes{netsonde_probe_state=\"attached\"}");
+    assert!(probes.first().is_some_and(|(_, n)| *n > 0.0), "{probes:?}");
+    let capture = agent.stop();
+    assert_eq!(capture.final_stat("exchanges"), Some(7));
+    assert!(
+        capture
+            .stderr
+            .contains(&format!("status endpoint on http://{address}/")),
+        "{}",
+        capture.stderr
+    );
+}

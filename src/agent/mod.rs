@@ -49,7 +49,12 @@ use crate::{
     },
     connections::{ConnectionStats, Tracker, TrackerConfig},
     events::{self, Event, KernelClock},
-    export::{ExportStats, Fanout, console::ConsoleExporter, file, otlp},
+    export::{
+        ExportStats, Fanout,
+        console::ConsoleExporter,
+        file, otlp,
+        status::{Status, serve as serve_status},
+    },
     probes::{
         ProbeError, ProbeSettings, Probes,
         lifecycle::{Lifecycle, LifecycleStats},
@@ -97,6 +102,12 @@ pub enum AgentError {
     Thread(#[source] io::Error),
     #[error("cannot apply the process filter")]
     Filter(#[source] attribution::filter::FilterError),
+    #[error("cannot serve the status endpoint on {address} (output.status_listen)")]
+    Status {
+        address: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot open the output file {path}")]
     File {
         path: String,
@@ -179,6 +190,14 @@ pub async fn run(
     let exporters = start_exporters(config, &export_stats)?;
     // Before the probes: this node's pods are listed (briefly waited for) before the first
     // exchange needs one.
+    let status_listener = match config.output.status_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| AgentError::Status { address, source })?,
+        ),
+        None => None,
+    };
     let kube = start_kubernetes(config).await;
     let kube_view = kube.as_ref().map(|w| KubeView {
         index: w.index.clone(),
@@ -259,6 +278,16 @@ pub async fn run(
             report
         })
     };
+    let status = Status::new(snapshot.clone());
+    let status_server = status_listener.map(|listener| {
+        tracing::info!(
+            "status endpoint on http://{}/ (healthz, readyz, metrics)",
+            listener
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        );
+        tokio::spawn(serve_status(listener, status.clone()))
+    });
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -351,9 +380,20 @@ pub async fn run(
     let mut ticker = (!interval.is_zero())
         .then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
     tokio::pin!(shutdown);
+    status.ready.store(true, Relaxed);
+    let mut health = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = health.tick(), if status.alive.load(Relaxed) => {
+                let stopped = [("reader", &reader), ("tracker", &tracker), ("telemetry", &telemetry)]
+                    .into_iter()
+                    .find(|(_, task)| task.is_finished());
+                if let Some((stage, _)) = stopped {
+                    tracing::error!("the {stage} stage stopped: /healthz now answers 503");
+                    status.alive.store(false, Relaxed);
+                }
+            }
             _ = async { ticker.as_mut().expect("guarded").tick().await }, if ticker.is_some() => {
                 let report = snapshot();
                 if console_on {
@@ -365,6 +405,7 @@ pub async fn run(
         }
     }
 
+    status.ready.store(false, Relaxed);
     tracing::info!("stopping: detaching probes and draining what is left");
     // Each detach waits for a kernel RCU grace period (about 2 s for all of them here): keep
     // that off the runtime's threads.
@@ -400,6 +441,9 @@ pub async fn run(
     }
     drop(console_tx);
     console.await.map_err(AgentError::Task)?;
+    if let Some(server) = status_server {
+        server.abort();
+    }
     Ok(report)
 }
 

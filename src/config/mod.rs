@@ -120,6 +120,9 @@ pub struct Http1Config {
 pub struct OutputConfig {
     /// Seconds between stats lines; 0 prints only the final one.
     pub stats_interval_secs: u64,
+    /// Address of the status endpoint (`/healthz`, `/readyz`, `/metrics`), e.g.
+    /// `0.0.0.0:9464`; unset: none.
+    pub status_listen: Option<std::net::SocketAddr>,
 }
 
 /// What is hidden on every output (console, file, OTLP). Only a few request headers are
@@ -209,6 +212,7 @@ impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
             stats_interval_secs: 10,
+            status_listen: None,
         }
     }
 }
@@ -499,7 +503,7 @@ pub(crate) mod tests {
     }
 
     /// Every key of the file.
-    const DOCUMENTED_KEYS: [&str; 58] = [
+    const DOCUMENTED_KEYS: [&str; 59] = [
         "capture.payload_bytes",
         "capture.ring_buffer_bytes",
         "capture.batch_delay_ms",
@@ -525,6 +529,7 @@ pub(crate) mod tests {
         "http1.max_head_bytes",
         "http1.max_pending_requests",
         "output.stats_interval_secs",
+        "output.status_listen",
         "redaction.query_keys",
         "redaction.headers",
         "redaction.show_everything",

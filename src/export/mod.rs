@@ -9,6 +9,7 @@
 pub mod console;
 pub mod file;
 pub mod otlp;
+pub mod status;
 
 use std::{
     collections::HashSet,

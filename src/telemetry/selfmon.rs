@@ -301,6 +301,33 @@ const GAUGES: [(&str, &str, &str, Reading); 6] = [
     ),
 ];
 
+/// One of the agent's metrics as read from a report, for outputs other than the SDK's (the
+/// status endpoint's Prometheus text).
+pub struct AgentMetric {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub description: &'static str,
+    /// A counter (monotonic); else a gauge.
+    pub counter: bool,
+    pub points: Vec<(u64, Vec<KeyValue>)>,
+}
+
+/// Every agent metric's value(s) in `report`, as the OTLP self-telemetry reports them.
+pub fn readings(report: &StatsReport) -> Vec<AgentMetric> {
+    let counters = COUNTERS.iter().map(|m| (m, true));
+    let gauges = GAUGES.iter().map(|m| (m, false));
+    counters
+        .chain(gauges)
+        .map(|((name, unit, description, read), counter)| AgentMetric {
+            name,
+            unit,
+            description,
+            counter,
+            points: read(report),
+        })
+        .collect()
+}
+
 /// Names of the agent's metrics (for the registry test).
 pub fn metric_names() -> impl Iterator<Item = &'static str> {
     COUNTERS.iter().chain(GAUGES.iter()).map(|(n, ..)| *n)

@@ -1,5 +1,6 @@
-//! charts/netsonde: rendered as `helm template` would (tests/support/helm.rs), every object
-//! read into its Kubernetes type with unknown fields failing, the least-privilege choices
+//! charts/netsonde: rendered by the real `helm template` (Helm v4, tests/support/helm.rs) and
+//! linted by `helm lint --strict`, every object read into its Kubernetes type with unknown
+//! fields failing, the values schema enforced, the least-privilege choices
 //! checked, the plain manifests beside the chart equal to the default rendering, and the agent
 //! run with exactly the capabilities the DaemonSet grants.
 
@@ -9,14 +10,14 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
-    core::v1::{ConfigMap, Container, ServiceAccount},
+    core::v1::{ConfigMap, Container, Service, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use netsonde::config::Config;
 use serde_json::{Value, json};
 use support::{
     Agent, PyServer, curl,
-    helm::{self, Rendered, as_manifest, manifests_path, render, typed},
+    helm::{self, Rendered, as_manifest, manifests_path, render, run_helm, try_render_as, typed},
     serial, skip_reason,
 };
 
@@ -27,11 +28,16 @@ struct Objects {
     role: ClusterRole,
     binding: ClusterRoleBinding,
     account: ServiceAccount,
+    /// With serviceMonitor.enabled: the headless Service and the ServiceMonitor (a CRD, kept
+    /// as JSON: k8s-openapi has no type for it).
+    service: Option<Service>,
+    monitor: Option<Value>,
 }
 
 fn objects(rendered: &[Rendered]) -> Objects {
     let mut kinds = BTreeSet::new();
     let (mut ds, mut cm, mut role, mut binding, mut account) = (None, None, None, None, None);
+    let (mut service, mut monitor) = (None, None);
     for r in rendered {
         let kind: Value = serde_saphyr::from_str(&r.text).expect("YAML");
         let kind = kind["kind"].as_str().unwrap_or_default().to_string();
@@ -41,6 +47,8 @@ fn objects(rendered: &[Rendered]) -> Objects {
             "ClusterRole" => role = Some(parse::<ClusterRole>(r, &kind)),
             "ClusterRoleBinding" => binding = Some(parse::<ClusterRoleBinding>(r, &kind)),
             "ServiceAccount" => account = Some(parse::<ServiceAccount>(r, &kind)),
+            "Service" => service = Some(parse::<Service>(r, &kind)),
+            "ServiceMonitor" => monitor = Some(serde_saphyr::from_str(&r.text).expect("YAML")),
             other => panic!("{}: unexpected kind {other:?}", r.template),
         }
         assert!(kinds.insert(kind.clone()), "two {kind}s");
@@ -51,6 +59,8 @@ fn objects(rendered: &[Rendered]) -> Objects {
         role: role.expect("a ClusterRole"),
         binding: binding.expect("a ClusterRoleBinding"),
         account: account.expect("a ServiceAccount"),
+        service,
+        monitor,
     }
 }
 
@@ -123,8 +133,50 @@ fn the_default_rendering_is_valid_and_least_privilege() {
     }
     assert_eq!(
         c.args.as_deref().unwrap(),
-        ["run", "--config", "/etc/netsonde/config.yaml"]
+        [
+            "run",
+            "--config",
+            "/etc/netsonde/config.yaml",
+            "--status-listen",
+            "0.0.0.0:9464"
+        ]
     );
+    // The kubelet asks the status endpoint: started and ready on /readyz, alive on /healthz.
+    let port = &c.ports.as_ref().unwrap()[0];
+    assert_eq!(
+        (port.name.as_deref(), port.container_port),
+        (Some("status"), 9464)
+    );
+    let path = |probe: Option<&k8s_openapi::api::core::v1::Probe>| {
+        let get = probe.unwrap().http_get.as_ref().unwrap();
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("status".into())
+        );
+        get.path.clone().unwrap()
+    };
+    assert_eq!(path(c.startup_probe.as_ref()), "/readyz");
+    assert_eq!(path(c.readiness_probe.as_ref()), "/readyz");
+    assert_eq!(path(c.liveness_probe.as_ref()), "/healthz");
+    // A rolling update a node at a time; the pods restart when the configuration changes.
+    let strategy = ds.spec.as_ref().unwrap().update_strategy.as_ref().unwrap();
+    assert_eq!(
+        strategy.rolling_update.as_ref().unwrap().max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let annotations = ds
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap();
+    assert!(
+        annotations.annotations.as_ref().unwrap()["checksum/config"].len() == 64,
+        "{annotations:?}"
+    );
+    assert!(o.service.is_none() && o.monitor.is_none());
     assert_eq!(
         c.image.as_deref(),
         Some("netsonde/netsonde:0.1.0"),
@@ -133,9 +185,11 @@ fn the_default_rendering_is_valid_and_least_privilege() {
     // Scheduling and resources from the values.
     let tolerations = spec.tolerations.as_ref().unwrap();
     assert_eq!(tolerations[0].operator.as_deref(), Some("Exists"));
+    let selector = spec.node_selector.as_ref().unwrap();
+    assert_eq!(selector["kubernetes.io/os"], "linux");
     assert_eq!(
-        spec.node_selector.as_ref().unwrap()["kubernetes.io/os"],
-        "linux"
+        selector["kubernetes.io/arch"], "amd64",
+        "the image is x86-64 only"
     );
     let resources = c.resources.as_ref().unwrap();
     assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "512Mi");
@@ -382,4 +436,155 @@ fn the_agent_runs_with_only_the_charts_capabilities() {
         "{}",
         capture.stderr
     );
+}
+
+/// The checksum annotation follows the configuration, so `helm upgrade` with a new config
+/// rolls the agents; nothing else moves it.
+#[test]
+fn a_new_configuration_rolls_the_agents() {
+    let checksum = |values: Value| {
+        objects(&render(&values))
+            .daemonset
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()["checksum/config"]
+            .clone()
+    };
+    let default = checksum(json!({}));
+    assert_eq!(checksum(json!({"tolerations": []})), default);
+    assert_ne!(
+        checksum(json!({"config": {"kubernetes": {"cluster_name": "prod"}}})),
+        default
+    );
+}
+
+/// Two releases, or one release name in two namespaces, never share an object: the
+/// cluster-scoped ones carry the namespace.
+#[test]
+fn names_do_not_collide_across_releases_and_namespaces() {
+    let names = |release: &str, namespace: &str| {
+        let o = objects(&try_render_as(release, namespace, &json!({})).unwrap());
+        (
+            o.daemonset.metadata.name.unwrap(),
+            o.role.metadata.name.unwrap(),
+            o.binding.metadata.name.unwrap(),
+            o.binding.subjects.unwrap()[0].clone(),
+        )
+    };
+    let (ds, role, binding, subject) = names("edge", "observability");
+    assert_eq!(ds, "edge-netsonde");
+    assert_eq!(role, "edge-netsonde-observability");
+    assert_eq!(binding, role);
+    assert_eq!(
+        (subject.name.as_str(), subject.namespace.as_deref()),
+        ("edge-netsonde", Some("observability"))
+    );
+    let (_, other_role, ..) = names("edge", "staging");
+    assert_ne!(other_role, role);
+    let (ds, role, ..) = names("netsonde", "netsonde");
+    assert_eq!(
+        (ds.as_str(), role.as_str()),
+        ("netsonde", "netsonde-netsonde")
+    );
+    let o = objects(&try_render_as("edge", "a", &json!({"fullnameOverride": "probe"})).unwrap());
+    assert_eq!(o.daemonset.metadata.name.as_deref(), Some("probe"));
+    assert_eq!(o.config_map.metadata.name.as_deref(), Some("probe"));
+}
+
+/// The ServiceMonitor selects the agents through a headless Service on the status port.
+#[test]
+fn the_service_monitor_scrapes_every_agent() {
+    let o = objects(&render(&json!({
+        "serviceMonitor": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}}
+    })));
+    let service = o.service.expect("a Service");
+    let spec = service.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    let pod_labels = o
+        .daemonset
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
+    for (k, v) in spec.selector.as_ref().unwrap() {
+        assert_eq!(pod_labels.get(k), Some(v), "the Service selects the agents");
+    }
+    let monitor = o.monitor.expect("a ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(
+        (endpoint["port"].as_str(), endpoint["path"].as_str()),
+        (Some("status"), Some("/metrics"))
+    );
+    assert_eq!(spec.ports.unwrap()[0].name.as_deref(), Some("status"));
+    let service_labels = service.metadata.labels.unwrap();
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(service_labels.get(k).map(String::as_str), v.as_str(), "{k}");
+    }
+    // Without the status endpoint there is nothing to scrape or probe.
+    let o = objects(&render(
+        &json!({"status": {"enabled": false}, "serviceMonitor": {"enabled": true}}),
+    ));
+    assert!(o.service.is_none() && o.monitor.is_none());
+    let c = container(&o.daemonset);
+    assert!(c.ports.is_none() && c.liveness_probe.is_none());
+    assert!(
+        !c.args
+            .as_ref()
+            .unwrap()
+            .contains(&"--status-listen".to_string())
+    );
+}
+
+/// values.schema.json: helm refuses a bad value, naming it.
+#[test]
+fn the_values_schema_refuses_bad_values() {
+    for (values, named) in [
+        (json!({"diskQueue": {"volume": "nfs"}}), "volume"),
+        (json!({"status": {"port": 70000}}), "port"),
+        (
+            json!({"updateStrategy": {"maxUnavailable": "half"}}),
+            "maxUnavailable",
+        ),
+        (json!({"privilegd": true}), "privilegd"),
+    ] {
+        let e = try_render_as("netsonde", "netsonde", &values).unwrap_err();
+        assert!(e.contains(named), "{values}: {e}");
+    }
+    assert!(
+        try_render_as(
+            "netsonde",
+            "netsonde",
+            &json!({"updateStrategy": {"maxUnavailable": "20%"}})
+        )
+        .is_ok()
+    );
+}
+
+/// `helm lint --strict`: templates, NOTES.txt and the schema, as Helm checks a chart.
+#[test]
+fn helm_lint_passes() {
+    let chart = helm::chart_dir().display().to_string();
+    for values in [
+        json!({}),
+        json!({"serviceMonitor": {"enabled": true}, "diskQueue": {"volume": "emptyDir"}}),
+    ] {
+        let out = run_helm(&["lint", "--strict", &chart], &values)
+            .unwrap_or_else(|e| panic!("helm lint {values}: {e}"));
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
 }

@@ -1,14 +1,11 @@
-//! Renders charts/netsonde the way `helm template` does, for tests: Helm cannot be installed
-//! on the test machines, so the chart's Go templates run on gtmpl (a Go text/template engine)
-//! with the few Helm functions the chart uses (`toYaml`, `nindent`, `indent`, `quote`,
-//! `default`), and each rendered object is read into its k8s-openapi type with unknown
-//! fields reported: a misspelt or misplaced field fails the test instead of being ignored by
-//! the API server.
+//! Renders charts/netsonde with the real `helm template` (Helm v4, built from the Go module
+//! proxy), and reads each rendered object into its k8s-openapi type with unknown fields
+//! reported: a misspelt or misplaced field fails the test instead of being ignored by the
+//! API server.
 
 use std::path::PathBuf;
 
-use gtmpl::{Context, FuncError, Template, Value as Tv};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub const RELEASE: &str = "netsonde";
 pub const NAMESPACE: &str = "netsonde";
@@ -22,131 +19,35 @@ pub fn manifests_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/netsonde.yaml")
 }
 
-fn yaml(path: PathBuf) -> Value {
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+/// The real `helm` (v4, tests/support/helmcli: built with the machine's Go from the module
+/// its go.sum pins).
+pub fn helm() -> PathBuf {
+    super::go_program("helmcli", "helm.sh/helm/v4/cmd/helm", &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `base` with `over` merged in, maps deeply (as Helm merges `--set` and `-f` values).
-pub fn merge(base: &mut Value, over: &Value) {
-    match (base, over) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, v) in o {
-                merge(b.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (b, o) => *b = o.clone(),
-    }
-}
-
-fn to_template(v: &Value) -> Tv {
-    match v {
-        Value::Null => Tv::Nil,
-        Value::Bool(b) => Tv::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Tv::from(i),
-            (None, Some(f)) => Tv::from(f),
-            _ => Tv::Nil,
-        },
-        Value::String(s) => Tv::String(s.clone()),
-        Value::Array(a) => Tv::Array(a.iter().map(to_template).collect()),
-        Value::Object(o) => {
-            Tv::Object(o.iter().map(|(k, v)| (k.clone(), to_template(v))).collect())
-        }
-    }
-}
-
-fn from_template(v: &Tv) -> Value {
-    match v {
-        Tv::Nil | Tv::NoValue | Tv::Function(_) => Value::Null,
-        Tv::Bool(b) => Value::Bool(*b),
-        Tv::Number(n) => match n.as_i64() {
-            Some(i) => Value::from(i),
-            None => n.as_f64().map_or(Value::Null, Value::from),
-        },
-        Tv::String(s) => Value::String(s.clone()),
-        Tv::Array(a) => Value::Array(a.iter().map(from_template).collect()),
-        Tv::Object(o) | Tv::Map(o) => {
-            // Sorted keys: the same values always render the same text.
-            let mut keys: Vec<&String> = o.keys().collect();
-            keys.sort();
-            Value::Object(
-                keys.into_iter()
-                    .map(|k| (k.clone(), from_template(&o[k])))
-                    .collect::<Map<_, _>>(),
-            )
-        }
-    }
-}
-
-fn arg<'a>(args: &'a [Tv], i: usize, name: &str) -> Result<&'a Tv, FuncError> {
-    args.get(i)
-        .ok_or_else(|| FuncError::Generic(format!("{name}: missing argument {i}")))
-}
-
-fn text(v: &Tv) -> String {
-    match v {
-        Tv::String(s) => s.clone(),
-        Tv::Nil | Tv::NoValue => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// Helm's `toYaml`: YAML without the trailing newline.
-fn to_yaml(args: &[Tv]) -> Result<Tv, FuncError> {
-    let value = from_template(arg(args, 0, "toYaml")?);
-    let out = serde_saphyr::to_string(&value).map_err(|e| FuncError::Generic(e.to_string()))?;
-    Ok(Tv::String(out.trim_end_matches('\n').to_string()))
-}
-
-fn indent_by(n: &Tv, s: &Tv) -> Result<String, FuncError> {
-    let n = match n {
-        Tv::Number(n) => n.as_i64().unwrap_or(0) as usize,
-        _ => return Err(FuncError::Generic("indent: width is not a number".into())),
-    };
-    let pad = " ".repeat(n);
-    Ok(text(s)
-        .split('\n')
-        .map(|l| format!("{pad}{l}"))
-        .collect::<Vec<_>>()
-        .join("\n"))
-}
-
-/// `indent N TEXT`.
-fn indent(args: &[Tv]) -> Result<Tv, FuncError> {
-    Ok(Tv::String(indent_by(
-        arg(args, 0, "indent")?,
-        arg(args, 1, "indent")?,
-    )?))
-}
-
-/// `nindent N TEXT`: a newline, then `indent`.
-fn nindent(args: &[Tv]) -> Result<Tv, FuncError> {
-    let body = indent_by(arg(args, 0, "nindent")?, arg(args, 1, "nindent")?)?;
-    Ok(Tv::String(format!("\n{body}")))
-}
-
-/// `quote TEXT`: a double-quoted string.
-fn quote(args: &[Tv]) -> Result<Tv, FuncError> {
-    Ok(Tv::String(format!("{:?}", text(arg(args, 0, "quote")?))))
-}
-
-/// `default DEFAULT VALUE`: VALUE unless it is empty.
-fn default(args: &[Tv]) -> Result<Tv, FuncError> {
-    let fallback = arg(args, 0, "default")?;
-    let empty = match args.get(1) {
-        None | Some(Tv::Nil | Tv::NoValue) => true,
-        Some(Tv::String(s)) => s.is_empty(),
-        Some(Tv::Array(a)) => a.is_empty(),
-        Some(Tv::Object(o) | Tv::Map(o)) => o.is_empty(),
-        Some(Tv::Bool(b)) => !b,
-        Some(_) => false,
-    };
-    Ok(if empty {
-        fallback.clone()
+/// Runs `helm ARGS` with `values` as a values file; its output, or its error text.
+pub fn run_helm(args: &[&str], values: &Value) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.json");
+    std::fs::write(&file, values.to_string()).unwrap();
+    let out = std::process::Command::new(helm())
+        .args(args)
+        .arg("-f")
+        .arg(&file)
+        .env("HELM_CACHE_HOME", dir.path().join("cache"))
+        .env("HELM_CONFIG_HOME", dir.path().join("config"))
+        .env("HELM_DATA_HOME", dir.path().join("data"))
+        .output()
+        .expect("run helm");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        args[1].clone()
-    })
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 /// One rendered object: the template it came from and its YAML text.
@@ -156,60 +57,36 @@ pub struct Rendered {
     pub text: String,
 }
 
-/// `helm template netsonde charts/netsonde --namespace netsonde` with `overrides` merged into
-/// the chart's values.
-pub fn render(overrides: &Value) -> Vec<Rendered> {
-    let dir = chart_dir();
-    let chart = yaml(dir.join("Chart.yaml"));
-    let mut values = yaml(dir.join("values.yaml"));
-    merge(&mut values, overrides);
-    let context = serde_json::json!({
-        "Values": values,
-        "Release": {"Name": RELEASE, "Namespace": NAMESPACE, "Service": "Helm"},
-        "Chart": {"Name": chart["name"], "Version": chart["version"], "AppVersion": chart["appVersion"]},
-    });
-    let context = Context::from(to_template(&context));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("templates"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+/// `helm template RELEASE charts/netsonde --namespace NAMESPACE -f OVERRIDES`, or helm's
+/// error (a value the schema refuses, a template that fails).
+pub fn try_render_as(
+    release: &str,
+    namespace: &str,
+    overrides: &Value,
+) -> Result<Vec<Rendered>, String> {
+    let chart = chart_dir().display().to_string();
+    let text = run_helm(
+        &["template", release, &chart, "--namespace", namespace],
+        overrides,
+    )?;
     let mut out = Vec::new();
-    for file in files {
-        let name = format!(
-            "netsonde/templates/{}",
-            file.file_name().unwrap().to_string_lossy()
-        );
-        let mut template = Template::default();
-        template.add_funcs(&[
-            ("toYaml", to_yaml as gtmpl::Func),
-            ("nindent", nindent as gtmpl::Func),
-            ("indent", indent as gtmpl::Func),
-            ("quote", quote as gtmpl::Func),
-            ("default", default as gtmpl::Func),
-        ]);
-        template
-            .parse(std::fs::read_to_string(&file).unwrap())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let text = template
-            .render(&context)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        for doc in text.split("\n---\n") {
-            let body: Vec<&str> = doc
-                .lines()
-                .filter(|l| !l.trim_start().starts_with('#'))
-                .collect();
-            if body.iter().all(|l| l.trim().is_empty()) {
-                continue;
-            }
-            out.push(Rendered {
-                template: name.clone(),
-                text: doc.trim_matches('\n').to_string(),
-            });
-        }
+    for doc in text.split("---\n").filter(|d| !d.trim().is_empty()) {
+        let (source, body) = doc.split_once('\n').unwrap_or((doc, ""));
+        let template = source
+            .strip_prefix("# Source: ")
+            .unwrap_or_else(|| panic!("helm template printed {doc}"))
+            .to_string();
+        out.push(Rendered {
+            template,
+            text: body.trim_matches('\n').to_string(),
+        });
     }
-    out
+    Ok(out)
+}
+
+/// The default release and namespace, panicking on helm's errors.
+pub fn render(overrides: &Value) -> Vec<Rendered> {
+    try_render_as(RELEASE, NAMESPACE, overrides).unwrap_or_else(|e| panic!("helm template: {e}"))
 }
 
 /// The rendering as one multi-document YAML file, as `helm template` prints it.

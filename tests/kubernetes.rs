@@ -19,6 +19,7 @@ use support::{
     Agent, comm_of,
     kube_api::{self, FakeApi, PODS, SLICES},
     netns::{self, CLIENT_IP, NetPair, SERVER_IP},
+    otelcol::Prometheus,
     otlp_json::{attr, histogram, points_of},
     python,
     registry::{emitted, problems, registry},
@@ -492,6 +493,44 @@ fn pods_and_peers_are_named_on_both_sides() {
             assert_eq!(attr(&p["attributes"], "netsonde.peer.k8s.pod.name"), None);
         }
     }
+
+    // The service graph with names on both ends, in the real Prometheus: the metrics of
+    // netsonde's file output posted as they are (OTLP JSON) to its OTLP receiver, configured
+    // by otel-config/prometheus.yaml.
+    let prometheus = Prometheus::start(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("otel-config/prometheus.yaml"),
+    );
+    prometheus.push_otlp_json(otlp.lines().filter(|l| l.contains("resourceMetrics")));
+    let edges = |metric: &str| {
+        let mut found: Vec<(String, String, String, f64)> = prometheus
+            .query(&format!(
+                "sum by (service_name, k8s_namespace_name, netsonde_peer_service_name) ({metric})"
+            ))
+            .into_iter()
+            .map(|(l, v)| {
+                let label = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+                (
+                    label("k8s_namespace_name"),
+                    label("service_name"),
+                    label("netsonde_peer_service_name"),
+                    v,
+                )
+            })
+            .collect();
+        found.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        found
+    };
+    let ns = |s: &str| s.to_string();
+    assert_eq!(
+        edges("http_client_request_duration_seconds_count"),
+        [(ns("shop"), ns("checkout-eu"), ns("web"), 4.0)],
+        "the client's side of the edge"
+    );
+    assert_eq!(
+        edges("http_server_request_duration_seconds_count"),
+        [(ns("shop"), ns("web"), ns("checkout-eu"), 4.0)],
+        "the server's side of the edge"
+    );
 }
 
 #[test]

@@ -227,6 +227,39 @@ impl Prometheus {
             .collect()
     }
 
+    /// Posts OTLP JSON metrics requests (a file exporter's lines) to the OTLP receiver, in
+    /// order; each must be taken.
+    pub fn push_otlp_json<'a>(&self, requests: impl Iterator<Item = &'a str>) {
+        for request in requests {
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "-f",
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    "@-",
+                ])
+                .arg(self.otlp_url())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write as _;
+                    child.stdin.take().unwrap().write_all(request.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .expect("curl");
+            assert!(
+                out.status.success(),
+                "prometheus refused OTLP JSON: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// The values of `label` on the series of `metric` (what Grafana's `label_values` asks).
     pub fn label_values(&self, label: &str, metric: &str) -> Vec<String> {
         let body = self

@@ -70,25 +70,7 @@ else
 fi
 
 say "Go programs of the tests"
-# Built with the machine's Go from modules pinned by each go.sum (the Go module proxy), once:
-# Go's build cache keeps them, and the tests build them again in seconds.
-# - tests/support/grpc_go: a real grpc-go server and client for the gRPC tests;
-# - tests/support/otelcol: the OpenTelemetry Collector at one pinned release, with the
-#   components of otel-config/ and of the tests' pipelines;
-# - tests/support/prometheus: Prometheus (its service discovery plugins left out);
-# - tests/support/helmcli: Helm v4, which renders and lints the chart in tests/chart.rs.
-if command -v go >/dev/null; then
-    out="$(mktemp -d)"
-    (cd tests/support/grpc_go && go build -buildvcs=false -trimpath -tags= -o "$out/peer" .)
-    (cd tests/support/otelcol && go build -buildvcs=false -trimpath -tags= -o "$out/otelcol" .)
-    (cd tests/support/prometheus && go build -buildvcs=false -trimpath -tags=remove_all_sd \
-        -o "$out/prometheus" github.com/prometheus/prometheus/cmd/prometheus)
-    (cd tests/support/helmcli && go build -buildvcs=false -trimpath -tags= \
-        -o "$out/helm" helm.sh/helm/v4/cmd/helm)
-    rm -rf "$out"
-else
-    echo "no Go here: the gRPC-Go, Collector, Prometheus and chart tests will fail to build their programs"
-fi
+tests/go-programs.sh
 
 say "OpenSSL 1.1 (unpacked for the TLS test, not installed)"
 .ci/openssl-1.1.sh /opt/netsonde-test/openssl-1.1

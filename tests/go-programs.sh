@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the Go programs the tests run, with the machine's Go from modules pinned by each
+# go.sum (the Go module proxy). Go's build cache keeps them: the tests build them again (into
+# their target directory) in seconds, and so does a second run of this script. On a fresh
+# machine this takes minutes (about 10 on 2 cores, mostly compiling), so .ci/run starts it in
+# the background while the Rust side builds; tests/run.sh runs it too.
+# - tests/support/grpc_go: a real grpc-go server and client for the gRPC tests;
+# - tests/support/otelcol: the OpenTelemetry Collector at one pinned release, with the
+#   components of otel-config/ and of the tests' pipelines;
+# - tests/support/prometheus: Prometheus (its service discovery plugins left out);
+# - tests/support/helmcli: Helm v4, which renders and lints the chart in tests/chart.rs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
+if ! command -v go >/dev/null; then
+    echo "no Go here: the gRPC-Go, Collector, Prometheus and chart tests will fail to build their programs"
+    exit 0
+fi
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+build() { # MODULE TAGS PACKAGE
+    (cd "tests/support/$1" && go build -buildvcs=false -trimpath -tags="$2" -o "$out/$1" "$3")
+}
+build grpc_go "" .
+build otelcol "" .
+build prometheus remove_all_sd github.com/prometheus/prometheus/cmd/prometheus
+build helmcli "" helm.sh/helm/v4/cmd/helm

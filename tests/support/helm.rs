@@ -19,6 +19,12 @@ pub fn manifests_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/netsonde.yaml")
 }
 
+/// Why the chart cannot be rendered here, if it cannot: Helm is built with Go
+/// (tests/go-programs.sh), which a machine may not have.
+pub fn missing() -> Option<String> {
+    super::go_program("helmcli", "helm.sh/helm/v4/cmd/helm", &[]).err()
+}
+
 /// The real `helm` (v4, tests/support/helmcli: built with the machine's Go from the module
 /// its go.sum pins).
 pub fn helm() -> PathBuf {

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde_json::Value;
 use support::{
-    Agent, Nginx, curl,
+    Agent, Capture, Nginx, curl,
     otelcol::{Otelcol, Prometheus},
     otlp_json::{attr, histogram, points},
     serial,
@@ -67,6 +67,43 @@ fn traffic(nginx: &Nginx, pages: usize, extra: &[&str]) -> Vec<u32> {
     clients
 }
 
+/// nginx's access-log keys, sorted.
+type Logged = Vec<(String, String, u16)>;
+
+/// The agent run with `args` and `env` over `traffic(nginx, pages)`: what it printed, and the
+/// access-log keys nginx wrote meanwhile (its whole log less what was there before).
+fn traced(nginx: &Nginx, args: &[&str], env: &[(&str, &str)], pages: usize) -> (Capture, Logged) {
+    let before = nginx.access_keys();
+    let agent = Agent::start_with_env(args, env);
+    traffic(nginx, pages, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let capture = agent.stop();
+    let mut logged = nginx.access_keys();
+    for key in &before {
+        let at = logged.iter().position(|k| k == key).unwrap();
+        logged.remove(at);
+    }
+    (capture, logged)
+}
+
+/// Waits until the collector has received a span and an access log of nginx's `worker` for
+/// each line of `logged` (sorted), checks they are exactly those, and returns all it received.
+fn every_exchange_arrives(collector: &Otelcol, worker: u32, logged: &Logged) -> Vec<Value> {
+    let received = collector.wait_until("every exchange", |r| {
+        items_of(r, SPANS, worker).len() >= logged.len()
+            && items_of(r, LOGS, worker).len() >= logged.len()
+    });
+    for kind in [SPANS, LOGS] {
+        let mut seen: Vec<_> = items_of(&received, kind, worker)
+            .iter()
+            .map(|(_, item)| key_of(item))
+            .collect();
+        seen.sort();
+        assert_eq!(&seen, logged, "{} of nginx's worker", kind[2]);
+    }
+    received
+}
+
 /// netsonde → the Collector over `transport`: everything nginx logged arrives as spans and
 /// access logs of its worker, counted once in the duration histogram; each curl has its span.
 fn deliver_through(transport: &[&str]) {
@@ -88,18 +125,7 @@ fn deliver_through(transport: &[&str]) {
     logged.sort();
     assert_eq!(logged.len(), 9, "nginx's access log: {logged:?}");
 
-    let received = collector.wait_until("every exchange", |r| {
-        items_of(r, SPANS, nginx.worker).len() >= logged.len()
-            && items_of(r, LOGS, nginx.worker).len() >= logged.len()
-    });
-    for kind in [SPANS, LOGS] {
-        let mut seen: Vec<_> = items_of(&received, kind, nginx.worker)
-            .iter()
-            .map(|(_, item)| key_of(item))
-            .collect();
-        seen.sort();
-        assert_eq!(seen, logged, "{} of nginx's worker", kind[2]);
-    }
+    let received = every_exchange_arrives(&collector, nginx.worker, &logged);
     for pid in &clients {
         let spans = items_of(&received, SPANS, *pid);
         assert_eq!(spans.len(), 1, "curl {pid}: {spans:?}");
@@ -495,10 +521,8 @@ fn mutual_tls_with_the_collector() {
     ];
 
     // Without a client certificate: refused, counted, nothing received.
-    let agent = Agent::start_with_env(&args, &server_env);
-    traffic(&nginx, 2, &[]);
-    std::thread::sleep(Duration::from_millis(300));
-    let refused = agent.stop();
+    let (refused, logged) = traced(&nginx, &args, &server_env, 2);
+    assert_eq!(logged.len(), 6);
     assert!(
         refused.final_stat("export_failures").unwrap_or(0) >= 1,
         "{:?}\n{}",
@@ -517,8 +541,6 @@ fn mutual_tls_with_the_collector() {
         "{}",
         refused.stderr
     );
-    let before = nginx.access_keys();
-    assert_eq!(before.len(), 6);
 
     // With it: everything nginx logs arrives, spans over gRPC, logs over HTTP.
     let mut env = server_env.to_vec();
@@ -529,29 +551,9 @@ fn mutual_tls_with_the_collector() {
         ),
         ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &pki.client_key),
     ]);
-    let agent = Agent::start_with_env(&args, &env);
-    traffic(&nginx, 3, &[]);
-    std::thread::sleep(Duration::from_millis(300));
-    let capture = agent.stop();
-    // What nginx logged in this second run: its whole log less the first run's lines.
-    let mut logged = nginx.access_keys();
-    for key in &before {
-        let at = logged.iter().position(|k| k == key).unwrap();
-        logged.remove(at);
-    }
+    let (capture, logged) = traced(&nginx, &args, &env, 3);
     assert_eq!(logged.len(), 7, "nginx's access log: {logged:?}");
-    let received = collector.wait_until("every exchange", |r| {
-        items_of(r, SPANS, nginx.worker).len() >= logged.len()
-            && items_of(r, LOGS, nginx.worker).len() >= logged.len()
-    });
-    for kind in [SPANS, LOGS] {
-        let mut seen: Vec<_> = items_of(&received, kind, nginx.worker)
-            .iter()
-            .map(|(_, item)| key_of(item))
-            .collect();
-        seen.sort();
-        assert_eq!(seen, logged, "{} of nginx's worker", kind[2]);
-    }
+    every_exchange_arrives(&collector, nginx.worker, &logged);
     assert_eq!(
         capture.final_stat("export_failures"),
         Some(0),
@@ -588,35 +590,14 @@ fn exports_through_a_proxy() {
         ("http_proxy", proxy_url),
     ];
 
-    let run = |env: Vec<(&'static str, String)>, pages: usize| {
+    let run = |env: &[(&'static str, String)], pages: usize| {
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let before = nginx.access_keys();
-        let agent = Agent::start_with_env(&args, &pairs);
-        traffic(&nginx, pages, &[]);
-        std::thread::sleep(Duration::from_millis(300));
-        let capture = agent.stop();
-        let mut logged = nginx.access_keys();
-        for key in &before {
-            let at = logged.iter().position(|k| k == key).unwrap();
-            logged.remove(at);
-        }
-        (capture, logged)
+        traced(&nginx, &args, &pairs, pages)
     };
 
-    let (capture, logged) = run(env.clone(), 3);
+    let (capture, logged) = run(&env, 3);
     assert_eq!(logged.len(), 7, "nginx's access log: {logged:?}");
-    let received = collector.wait_until("every exchange", |r| {
-        items_of(r, SPANS, nginx.worker).len() >= logged.len()
-            && items_of(r, LOGS, nginx.worker).len() >= logged.len()
-    });
-    for kind in [SPANS, LOGS] {
-        let mut seen: Vec<_> = items_of(&received, kind, nginx.worker)
-            .iter()
-            .map(|(_, item)| key_of(item))
-            .collect();
-        seen.sort();
-        assert_eq!(seen, logged, "{} of nginx's worker", kind[2]);
-    }
+    every_exchange_arrives(&collector, nginx.worker, &logged);
     assert_eq!(
         capture.final_stat("export_failures"),
         Some(0),
@@ -639,7 +620,7 @@ fn exports_through_a_proxy() {
     // The collector's address in NO_PROXY: straight there, the proxy asked for nothing.
     env.push(("NO_PROXY", "localhost, 127.0.0.0/8".into()));
     let asked = proxy.requests().len();
-    let (capture, logged) = run(env.clone(), 1);
+    let (capture, logged) = run(&env, 1);
     assert_eq!(logged.len(), 5);
     collector.wait_until("the second run's exchanges", |r| {
         items_of(r, SPANS, nginx.worker).len() >= 12 && items_of(r, LOGS, nginx.worker).len() >= 12

@@ -10,8 +10,8 @@ use std::{
 use super::{
     ConfigError,
     export::{
-        Compression, ExportConfig, Protocol, SignalKind, TemporalityPreference, check_endpoint,
-        check_headers,
+        Compression, ExportConfig, Protocol, SignalKind, SignalOverride, TemporalityPreference,
+        check_endpoint, check_headers,
     },
 };
 
@@ -69,60 +69,32 @@ pub fn apply_otel_env(
         export.sdk_disabled = parse_bool(v).map_err(|m| bad("OTEL_SDK_DISABLED", m))?;
     }
     // The whole exporter's settings, then each signal's own (which win).
+    let found = read_layer("OTEL_EXPORTER_OTLP", &get)?;
     let otlp = &mut export.otlp;
-    let mut layer = Layer {
-        endpoint: &mut otlp.endpoint,
-        protocol: None,
-        headers: None,
-        timeout_ms: None,
-        compression: None,
-        certificate: &mut otlp.certificate,
-        client_certificate: &mut otlp.client_certificate,
-        client_key: &mut otlp.client_key,
-    };
-    apply_layer(&mut layer, "OTEL_EXPORTER_OTLP", &get)?;
-    let (protocol, headers, timeout, compression) = (
-        layer.protocol,
-        layer.headers,
-        layer.timeout_ms,
-        layer.compression,
-    );
-    if let Some(p) = protocol {
-        otlp.protocol = p;
-    }
-    if let Some(h) = headers {
+    otlp.endpoint = found.endpoint.or(otlp.endpoint.take());
+    otlp.protocol = found.protocol.unwrap_or(otlp.protocol);
+    if let Some(h) = found.headers {
         otlp.headers.extend(h);
     }
-    if let Some(t) = timeout {
-        otlp.timeout_ms = t;
-    }
-    if let Some(c) = compression {
-        otlp.compression = c;
-    }
+    otlp.timeout_ms = found.timeout_ms.unwrap_or(otlp.timeout_ms);
+    otlp.compression = found.compression.unwrap_or(otlp.compression);
+    otlp.certificate = found.certificate.or(otlp.certificate.take());
+    otlp.client_certificate = found.client_certificate.or(otlp.client_certificate.take());
+    otlp.client_key = found.client_key.or(otlp.client_key.take());
     for signal in SignalKind::ALL {
-        let own = otlp.signal_mut(signal);
-        let mut layer = Layer {
-            endpoint: &mut own.endpoint,
-            protocol: None,
-            headers: None,
-            timeout_ms: None,
-            compression: None,
-            certificate: &mut own.certificate,
-            client_certificate: &mut own.client_certificate,
-            client_key: &mut own.client_key,
-        };
         let prefix = format!("OTEL_EXPORTER_OTLP_{}", signal.env_infix());
-        apply_layer(&mut layer, &prefix, &get)?;
-        let (protocol, headers, timeout, compression) = (
-            layer.protocol,
-            layer.headers,
-            layer.timeout_ms,
-            layer.compression,
-        );
-        own.protocol = protocol.or(own.protocol);
-        own.headers = headers.or(own.headers.take());
-        own.timeout_ms = timeout.or(own.timeout_ms);
-        own.compression = compression.or(own.compression);
+        let found = read_layer(&prefix, &get)?;
+        let own = otlp.signal_mut(signal);
+        *own = SignalOverride {
+            endpoint: found.endpoint.or(own.endpoint.take()),
+            protocol: found.protocol.or(own.protocol),
+            headers: found.headers.or(own.headers.take()),
+            timeout_ms: found.timeout_ms.or(own.timeout_ms),
+            compression: found.compression.or(own.compression),
+            certificate: found.certificate.or(own.certificate.take()),
+            client_certificate: found.client_certificate.or(own.client_certificate.take()),
+            client_key: found.client_key.or(own.client_key.take()),
+        };
     }
     if let Some(v) = get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
         export.metric_temporality = TemporalityPreference::parse(v)
@@ -172,24 +144,13 @@ pub fn apply_otel_env(
     Ok(())
 }
 
-/// One layer of the OTLP exporter's variables (`OTEL_EXPORTER_OTLP_*`, or one signal's
-/// `OTEL_EXPORTER_OTLP_TRACES_*`...): where each found value goes.
-struct Layer<'a> {
-    endpoint: &'a mut Option<String>,
-    protocol: Option<Protocol>,
-    headers: Option<BTreeMap<String, String>>,
-    timeout_ms: Option<u64>,
-    compression: Option<Compression>,
-    certificate: &'a mut Option<PathBuf>,
-    client_certificate: &'a mut Option<PathBuf>,
-    client_key: &'a mut Option<PathBuf>,
-}
-
-fn apply_layer<'v>(
-    layer: &mut Layer<'_>,
+/// What one layer of the OTLP exporter's variables sets (`OTEL_EXPORTER_OTLP_*`, or one
+/// signal's `OTEL_EXPORTER_OTLP_TRACES_*`...), each value checked.
+fn read_layer<'v>(
     prefix: &str,
     get: &impl Fn(&str) -> Option<&'v str>,
-) -> Result<(), ConfigError> {
+) -> Result<SignalOverride, ConfigError> {
+    let mut found = SignalOverride::default();
     let var = |suffix: &str| format!("{prefix}_{suffix}");
     let bad = |var: &str, message: String| ConfigError::Env {
         var: var.to_string(),
@@ -210,37 +171,37 @@ fn apply_layer<'v>(
             (false, false) => format!("https://{v}"),
         };
         check_endpoint(Some(&v)).map_err(|m| bad(&name, m))?;
-        *layer.endpoint = Some(v);
+        found.endpoint = Some(v);
     }
     let name = var("PROTOCOL");
     if let Some(v) = get(&name) {
-        layer.protocol = Some(Protocol::parse(v).map_err(|m| bad(&name, m))?);
+        found.protocol = Some(Protocol::parse(v).map_err(|m| bad(&name, m))?);
     }
     let name = var("HEADERS");
     if let Some(v) = get(&name) {
         let headers = parse_key_values(v)
             .and_then(|h| check_headers(&h).map(|()| h))
             .map_err(|m| bad(&name, m))?;
-        layer.headers = Some(headers);
+        found.headers = Some(headers);
     }
     let name = var("TIMEOUT");
     if let Some(v) = get(&name) {
-        layer.timeout_ms = Some(parse_millis(v).map_err(|m| bad(&name, m))?);
+        found.timeout_ms = Some(parse_millis(v).map_err(|m| bad(&name, m))?);
     }
     let name = var("COMPRESSION");
     if let Some(v) = get(&name) {
-        layer.compression = Some(Compression::parse(v).map_err(|m| bad(&name, m))?);
+        found.compression = Some(Compression::parse(v).map_err(|m| bad(&name, m))?);
     }
     for (suffix, path) in [
-        ("CERTIFICATE", &mut *layer.certificate),
-        ("CLIENT_CERTIFICATE", &mut *layer.client_certificate),
-        ("CLIENT_KEY", &mut *layer.client_key),
+        ("CERTIFICATE", &mut found.certificate),
+        ("CLIENT_CERTIFICATE", &mut found.client_certificate),
+        ("CLIENT_KEY", &mut found.client_key),
     ] {
         if let Some(v) = get(&var(suffix)) {
             *path = Some(PathBuf::from(v));
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// An OpenTelemetry boolean variable: `true` or `false`, any case. (The specification reads

@@ -262,23 +262,17 @@ impl Prometheus {
 
     /// The values of `label` on the series of `metric` (what Grafana's `label_values` asks).
     pub fn label_values(&self, label: &str, metric: &str) -> Vec<String> {
-        let body = self
-            .get(&format!("/api/v1/label/{label}/values?match[]={metric}"))
-            .unwrap_or_default();
-        let answer: Value = serde_json::from_str(&body).unwrap_or_default();
-        answer["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
+        self.strings(&format!("/api/v1/label/{label}/values?match[]={metric}"))
     }
 
     /// Every series name Prometheus holds.
     pub fn names(&self) -> Vec<String> {
-        let body = self
-            .get("/api/v1/label/__name__/values")
-            .unwrap_or_default();
+        self.strings("/api/v1/label/__name__/values")
+    }
+
+    /// The list of strings an API `path` answers (empty when it fails).
+    fn strings(&self, path: &str) -> Vec<String> {
+        let body = self.get(path).unwrap_or_default();
         let answer: Value = serde_json::from_str(&body).unwrap_or_default();
         answer["data"]
             .as_array()

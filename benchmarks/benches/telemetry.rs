@@ -72,6 +72,8 @@ fn settings() -> TelemetrySettings {
         signals: Default::default(),
         workload_ttl: Duration::from_secs(300),
         rpc_legacy_attributes: false,
+        peer_addresses_on_metrics: false,
+        metric_request_max_bytes: 3 << 20,
     }
 }
 
@@ -127,7 +129,14 @@ fn telemetry(c: &mut Criterion) {
             t.add_exchanges(&mut records, now);
         }
         t.take_spans_and_logs();
-        b.iter(|| black_box(t.collect_metrics(now).map(|p| p.encode().len())))
+        b.iter(|| {
+            black_box(
+                t.collect_metrics(now)
+                    .iter()
+                    .map(|p| p.encode().len())
+                    .sum::<usize>(),
+            )
+        })
     });
     g.finish();
 }

@@ -4,15 +4,24 @@
 //! [`connections`] (per-connection streams, running [`protocols`] parsers) → [`telemetry`]
 //! (records with wall-clock time) → [`export`]. [`agent`] is the only module that wires them;
 //! `docs/architecture.md` describes the whole journey.
+//!
+//! Without the `agent` feature (on by default) only [`protocols`], [`events`] and [`config`]
+//! are built: the fuzz targets need no more.
 
+#[cfg(feature = "agent")]
 pub mod agent;
+#[cfg(feature = "agent")]
 pub mod attribution;
 pub mod config;
+#[cfg(feature = "agent")]
 pub mod connections;
 pub mod events;
+#[cfg(feature = "agent")]
 pub mod export;
+#[cfg(feature = "agent")]
 pub mod probes;
 pub mod protocols;
+#[cfg(feature = "agent")]
 pub mod telemetry;
 
 /// An error and its causes on one line, each said once (some errors repeat their source in

@@ -9,7 +9,9 @@
 # - tests/support/otelcol: the OpenTelemetry Collector at one pinned release, with the
 #   components of otel-config/ and of the tests' pipelines;
 # - tests/support/prometheus: Prometheus (its service discovery plugins left out);
-# - tests/support/helmcli: Helm v4, which renders and lints the chart in tests/chart.rs.
+# - tests/support/k8s: kube-apiserver and etcd of one Kubernetes release (the real API server
+#   of tests/kube_apiserver.rs and tests/kubernetes.rs), and Helm v4, which renders and lints
+#   the chart in tests/chart.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
@@ -17,12 +19,19 @@ if ! command -v go >/dev/null; then
     echo "no Go here: the gRPC-Go, Collector, Prometheus and chart tests will fail to build their programs"
     exit 0
 fi
-out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
+# Where the tests look for them (tests/support/mod.rs, go_program): a program already there
+# and up to date is left alone by `go build`, so the tests do not link it again.
+out="${CARGO_TARGET_DIR:-target}/tmp"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
 build() { # MODULE TAGS PACKAGE
-    (cd "tests/support/$1" && go build -buildvcs=false -trimpath -tags="$2" -o "$out/$1" "$3")
+    local name="go-$1"
+    [ "$3" = . ] || name="go-$1-${3##*/}"
+    (cd "tests/support/$1" && go build -buildvcs=false -trimpath -tags="$2" -o "$out/$name" "$3")
 }
 build grpc_go "" .
 build otelcol "" .
 build prometheus remove_all_sd github.com/prometheus/prometheus/cmd/prometheus
-build helmcli "" helm.sh/helm/v4/cmd/helm
+# kube-apiserver with etcd, and Helm: one module, so the k8s.io packages they share compile once.
+build k8s "" .
+build k8s "" helm.sh/helm/v4/cmd/helm

@@ -22,13 +22,13 @@ pub fn manifests_path() -> PathBuf {
 /// Why the chart cannot be rendered here, if it cannot: Helm is built with Go
 /// (tests/go-programs.sh), which a machine may not have.
 pub fn missing() -> Option<String> {
-    super::go_program("helmcli", "helm.sh/helm/v4/cmd/helm", &[]).err()
+    super::go_program("k8s", "helm.sh/helm/v4/cmd/helm", &[]).err()
 }
 
-/// The real `helm` (v4, tests/support/helmcli: built with the machine's Go from the module
+/// The real `helm` (v4, tests/support/k8s: built with the machine's Go from the module
 /// its go.sum pins).
 pub fn helm() -> PathBuf {
-    super::go_program("helmcli", "helm.sh/helm/v4/cmd/helm", &[]).unwrap_or_else(|e| panic!("{e}"))
+    super::go_program("k8s", "helm.sh/helm/v4/cmd/helm", &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `helm ARGS` with `values` as a values file; its output, or its error text.

@@ -22,6 +22,7 @@ use std::{
 pub mod collector;
 pub mod helm;
 pub mod kube_api;
+pub mod kube_server;
 pub mod netns;
 pub mod otelcol;
 pub mod otlp_json;
@@ -645,16 +646,22 @@ pub fn go_grpc_peer() -> Result<PathBuf, String> {
 }
 
 /// A Go program of the tests: `package` built from the module in tests/support/`module` (its
-/// go.sum pins every dependency, fetched from the Go module proxy) with the machine's Go,
-/// once per test binary; Go's own build cache makes later builds take seconds (tests/run.sh
-/// builds each once, so the first test does not wait). The reason when it cannot be built.
+/// go.sum pins every dependency, fetched from the Go module proxy) with the machine's Go into
+/// `target/tmp/go-<module>[-<command>]`, once per test binary. Go's own build cache makes later
+/// builds take seconds, and leaves an up-to-date program alone (tests/go-programs.sh, which
+/// tests/run.sh runs, builds each there first, so no test waits). The reason when it cannot
+/// be built.
 pub fn go_program(module: &str, package: &str, tags: &[&str]) -> Result<PathBuf, String> {
     static BUILT: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, done)) = built.iter().find(|(m, _)| m == module) {
+    let name = match package.rsplit('/').next() {
+        Some(".") | None => format!("go-{module}"),
+        Some(command) => format!("go-{module}-{command}"),
+    };
+    if let Some((_, done)) = built.iter().find(|(n, _)| *n == name) {
         return done.clone();
     }
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("go-{module}"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&name);
     let result = Command::new("go")
         .args(["build", "-buildvcs=false", "-trimpath"])
         .arg(format!("-tags={}", tags.join(",")))
@@ -674,7 +681,7 @@ pub fn go_program(module: &str, package: &str, tags: &[&str]) -> Result<PathBuf,
                 ))
             }
         });
-    built.push((module.to_string(), result.clone()));
+    built.push((name, result.clone()));
     result
 }
 

@@ -11,7 +11,7 @@ pub struct Pki {
     pub client_key: String,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -62,6 +62,13 @@ fn signed(dir: &Path, name: &str, subject: &str, extensions: &str) {
 
 impl Pki {
     pub fn new(dir: &Path) -> Pki {
+        Pki::with_client(dir, "/CN=netsonde test agent")
+    }
+
+    /// The CA, a server certificate for 127.0.0.1 and localhost, and a client certificate with
+    /// this subject (the Kubernetes API server reads `O=` as the user's groups, `CN=` as its
+    /// name).
+    pub fn with_client(dir: &Path, client_subject: &str) -> Pki {
         openssl(
             dir,
             &[
@@ -84,12 +91,12 @@ impl Pki {
             dir,
             "server",
             "/CN=127.0.0.1",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
         );
         signed(
             dir,
             "client",
-            "/CN=netsonde test agent",
+            client_subject,
             "extendedKeyUsage=clientAuth\n",
         );
         let path = |name: &str| dir.join(name).display().to_string();

@@ -308,3 +308,182 @@ async fn with_the_charts_rbac_lists_then_follows_changes() {
         "the permissions the agent used (left) and those the chart grants (right)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_api_server_and_a_compacted_history_lose_nothing() {
+    let server = require_server!();
+    let mut c = cluster(server, |_| {}).await;
+    let w = watch(c.kubeconfig.clone(), false).await;
+    assert_eq!(
+        w.wait_for_node_pods(Duration::from_secs(30)).await,
+        NodePods::Listed
+    );
+    let checkout = c.object("checkout-5f6d8b7c9-k8s2d");
+
+    // The API server restarts mid-watch: the watch resumes where it was, and what changes
+    // afterwards arrives.
+    c.server.restart_apiserver();
+    kube_server::create(
+        &c.admin,
+        &new_pod(&checkout, "checkout-5f6d8b7c9-aft3r", "10.244.1.31"),
+    )
+    .await;
+    until(&w, "a pod added after the restart", |w| {
+        local_pod_names(w).contains(&"checkout-5f6d8b7c9-aft3r".into())
+    })
+    .await;
+    let lists = w.stats.lists.load(Relaxed);
+
+    // While it is down, another API server of the control plane takes a delete and a new
+    // pod, and etcd's history is compacted: the watch's resume point is gone. The server
+    // answers 410 Gone; the watch lists again, and the deleted pod expires.
+    let other = c.server.second_apiserver().await;
+    c.server.stop_apiserver();
+    kube_server::delete(&other, &c.object("web-7d4b9c6f5d-x2x9k"), 0).await;
+    kube_server::create(
+        &other,
+        &new_pod(&checkout, "checkout-5f6d8b7c9-l4te0", "10.244.1.32"),
+    )
+    .await;
+    c.server.compact();
+    c.server.start_again();
+    until(&w, "relisted after 410 Gone", |w| {
+        let names = local_pod_names(w);
+        names.contains(&"checkout-5f6d8b7c9-l4te0".into())
+            && !names.contains(&"web-7d4b9c6f5d-x2x9k".into())
+    })
+    .await;
+    assert!(
+        w.stats.lists.load(Relaxed) > lists,
+        "the node's pods were listed again"
+    );
+    assert_eq!(
+        local_pod_names(&w),
+        [
+            "checkout-5f6d8b7c9-aft3r",
+            "checkout-5f6d8b7c9-k8s2d",
+            "checkout-5f6d8b7c9-l4te0",
+            "kube-proxy-4xk2p",
+            "report-29400000-q7m2c",
+        ]
+    );
+    assert!(w.stats.errors.load(Relaxed) >= 1, "the outage is counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_pod_ip_names_the_new_pod() {
+    let server = require_server!();
+    let c = cluster(server, |_| {}).await;
+    let w = watch(c.kubeconfig.clone(), true).await;
+    until(&w, "peers listed", |w| peer_name(w, "192.0.2.1").is_some()).await;
+    // The checkout pod is being deleted (the API server keeps it, terminating, until its
+    // kubelet confirms) and its IP already went to a new pod; the old pod's last status
+    // update arrives after the new pod.
+    let old = c.object("checkout-5f6d8b7c9-k8s2d");
+    let mut new = new_pod(&old, "web-7d4b9c6f5d-n3w9p", "10.244.1.6");
+    new["metadata"]["ownerReferences"] =
+        c.object("web-7d4b9c6f5d-x2x9k")["metadata"]["ownerReferences"].clone();
+    kube_server::delete(&c.admin, &old, 30).await;
+    kube_server::create(&c.admin, &new).await;
+    kube_server::patch_status(&c.admin, &old, json!({"phase": "Running"})).await;
+    until(&w, "new pod owns the IP", |w| {
+        peer_name(w, "10.244.1.6").as_deref() == Some("pod web-7d4b9c6f5d-n3w9p")
+    })
+    .await;
+    kube_server::delete(&c.admin, &old, 0).await;
+    until(&w, "old pod gone", |w| {
+        w.index
+            .read()
+            .unwrap()
+            .pods
+            .iter()
+            .all(|p| &*p.name != "checkout-5f6d8b7c9-k8s2d")
+    })
+    .await;
+    assert_eq!(
+        peer_name(&w, "10.244.1.6").as_deref(),
+        Some("pod web-7d4b9c6f5d-n3w9p")
+    );
+}
+
+/// The agent itself (the real binary, root for its eBPF programs) with a ClusterRole that
+/// lacks Services: one warning naming what is refused, the other watches list, and traffic is
+/// still reported.
+#[test]
+fn without_one_permission_the_agent_names_it_and_runs_on() {
+    if let Some(why) = support::skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let server = require_server!();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let c = runtime.block_on(cluster(server, |role| {
+        let rules = role["rules"].as_array_mut().unwrap();
+        for rule in rules.iter_mut() {
+            let resources = rule["resources"].as_array_mut().unwrap();
+            resources.retain(|r| r != "services");
+        }
+    }));
+    let _guard = support::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("netsonde.yaml");
+    std::fs::write(
+        &config,
+        format!("kubernetes:\n  kubeconfig: {}\n", c.kubeconfig.display()),
+    )
+    .unwrap();
+    let http = support::PyServer::start();
+    let agent = support::Agent::start_with_env(
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--pid",
+            &http.pid.to_string(),
+            "--exporter",
+            "console",
+        ],
+        &[("NODE_NAME", "node-1")],
+    );
+    // Until every watch but the refused one has listed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .server
+        .requests_of(AGENT_USER)
+        .iter()
+        .filter(|r| r.starts_with("watch "))
+        .count()
+        < 6
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{:#?}",
+            c.server.requests_of(AGENT_USER)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    support::curl(&[&http.url("/items/1")]);
+    let capture = agent.stop();
+    let warnings: Vec<&str> = capture
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", capture.stderr);
+    assert!(
+        warnings[0].contains("kubernetes: the services watch is refused")
+            && warnings[0].contains(&format!(
+                "User \"{AGENT_USER}\" cannot list resource \"services\""
+            ))
+            && warnings[0].contains("needs list and watch on it"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(capture.keys_of(http.pid).len(), 1, "{}", capture.stdout);
+    assert_eq!(
+        capture.final_stat("k8s_lists"),
+        Some(6),
+        "every watch but the refused one listed: {}",
+        capture.stderr
+    );
+    assert!(capture.final_stat("k8s_errors").unwrap_or(0) >= 1);
+}

@@ -36,6 +36,8 @@ pub struct KubeServer {
     program: PathBuf,
     etcd: Child,
     apiserver: Option<Child>,
+    /// More API servers over the same etcd ([`KubeServer::second_apiserver`]).
+    others: Vec<Child>,
     etcd_url: String,
     pub port: u16,
     pki: Pki,
@@ -92,6 +94,7 @@ impl KubeServer {
             program,
             etcd,
             apiserver: None,
+            others: Vec::new(),
             etcd_url,
             pki,
         };
@@ -100,15 +103,23 @@ impl KubeServer {
     }
 
     fn start_apiserver(&mut self) {
+        let child = self.spawn_apiserver(self.port, "kube-apiserver.log");
+        self.apiserver = Some(child);
+        let port = self.port;
+        self.wait_ready(port, |s| s.apiserver.as_mut());
+    }
+
+    /// A kube-apiserver on `port` over this etcd, logging to `log`.
+    fn spawn_apiserver(&self, port: u16, log: &str) -> Child {
         let path = |name: &str| self.dir.path().join(name).display().to_string();
-        let child = Command::new(&self.program)
+        Command::new(&self.program)
             .arg(format!("--etcd-servers={}", self.etcd_url))
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
             // The `kubernetes` Service's endpoints would name the advertised address, which
             // may not be a loopback one; nothing here needs them.
             .arg("--endpoint-reconciler-type=none")
-            .arg(format!("--secure-port={}", self.port))
+            .arg(format!("--secure-port={port}"))
             .arg(format!("--tls-cert-file={}", self.pki.server_cert))
             .arg(format!("--tls-private-key-file={}", self.pki.server_key))
             .arg(format!("--client-ca-file={}", self.pki.ca))
@@ -131,22 +142,24 @@ impl KubeServer {
             // Every request, as the server saw it (user, verb, URI, answer): what the tests
             // read to say what netsonde asked.
             .arg(format!("--audit-policy-file={}", path("audit-policy.yaml")))
-            .arg(format!("--audit-log-path={}", path("audit.log")))
+            .arg(format!(
+                "--audit-log-path={}",
+                path(&format!("audit-{port}.log"))
+            ))
             .arg("--audit-log-mode=blocking")
             .arg("--v=1")
             .stdout(Stdio::null())
-            .stderr(log_file(self.dir.path(), "kube-apiserver.log"))
+            .stderr(log_file(self.dir.path(), log))
             .spawn()
-            .expect("kube-apiserver starts");
-        self.apiserver = Some(child);
-        self.wait_ready();
+            .expect("kube-apiserver starts")
     }
 
-    /// Waits for `/readyz` (etcd reached, RBAC bootstrap roles in place).
-    fn wait_ready(&mut self) {
+    /// Waits for `/readyz` of the server on `port` (etcd reached, RBAC bootstrap roles in
+    /// place), failing at once if its process (`child`) exits.
+    fn wait_ready(&mut self, port: u16, child: impl Fn(&mut Self) -> Option<&mut Child>) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Some(Ok(Some(status))) = self.apiserver.as_mut().map(Child::try_wait) {
+            if let Some(Ok(Some(status))) = child(self).map(|c| c.try_wait()) {
                 panic!("kube-apiserver exited ({status}): {}", self.log_tail());
             }
             let ready = Command::new("curl")
@@ -157,7 +170,7 @@ impl KubeServer {
                     "--key",
                     &self.pki.client_key,
                 ])
-                .arg(format!("{}/readyz", self.url()))
+                .arg(format!("https://127.0.0.1:{port}/readyz"))
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
@@ -170,6 +183,21 @@ impl KubeServer {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// A second API server over the same etcd (as in a control plane of several), on its own
+    /// port, running until this one is dropped; returns a client of its administrator.
+    pub async fn second_apiserver(&mut self) -> Client {
+        let port = free_port();
+        let child = self.spawn_apiserver(port, "kube-apiserver-2.log");
+        self.others.push(child);
+        self.wait_ready(port, |s| s.others.last_mut());
+        let kubeconfig = self.write_kubeconfig(
+            "admin-2.kubeconfig",
+            &format!("https://127.0.0.1:{port}"),
+            &self.admin_user(),
+        );
+        client_of(kubeconfig).await
     }
 
     /// The last lines of the API server's and etcd's logs, for a failing assertion.
@@ -186,10 +214,10 @@ impl KubeServer {
         )
     }
 
-    /// The audit log's events so far (one per request, at its end): `user.username`, `verb`,
-    /// `requestURI`, `responseStatus.code`…
+    /// The audit log's events so far (one per request, at its end) of the first API server:
+    /// `user.username`, `verb`, `requestURI`, `responseStatus.code`…
     pub fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("audit.log"))
+        std::fs::read_to_string(self.dir.path().join(format!("audit-{}.log", self.port)))
             .unwrap_or_default()
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
@@ -254,27 +282,33 @@ impl KubeServer {
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
-    /// A kubeconfig with the administrator's client certificate.
-    pub fn admin_kubeconfig(&self) -> PathBuf {
-        let user = format!(
+    fn admin_user(&self) -> String {
+        format!(
             "client-certificate: {}\n    client-key: {}",
             self.pki.client_cert, self.pki.client_key
-        );
-        self.write_kubeconfig("admin.kubeconfig", &user)
+        )
+    }
+
+    /// A kubeconfig with the administrator's client certificate.
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.write_kubeconfig("admin.kubeconfig", &self.url(), &self.admin_user())
     }
 
     /// A kubeconfig with a bearer token (a service account's).
     pub fn token_kubeconfig(&self, name: &str, token: &str) -> PathBuf {
-        self.write_kubeconfig(&format!("{name}.kubeconfig"), &format!("token: {token}"))
+        self.write_kubeconfig(
+            &format!("{name}.kubeconfig"),
+            &self.url(),
+            &format!("token: {token}"),
+        )
     }
 
-    fn write_kubeconfig(&self, file: &str, user: &str) -> PathBuf {
+    fn write_kubeconfig(&self, file: &str, url: &str, user: &str) -> PathBuf {
         let path = self.dir.path().join(file);
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    \
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    \
              certificate-authority: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    \
              user: test\ncurrent-context: test\nusers:\n- name: test\n  user:\n    {user}\n",
-            self.url(),
             self.pki.ca
         );
         std::fs::write(&path, text).unwrap();
@@ -283,18 +317,25 @@ impl KubeServer {
 
     /// A client acting as the administrator.
     pub async fn admin(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.admin_kubeconfig()).expect("kubeconfig");
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .expect("admin kubeconfig");
-        Client::try_from(config).expect("admin client")
+        client_of(self.admin_kubeconfig()).await
     }
+}
+
+async fn client_of(kubeconfig: PathBuf) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("admin kubeconfig");
+    Client::try_from(config).expect("admin client")
 }
 
 impl Drop for KubeServer {
     fn drop(&mut self) {
         self.stop_apiserver();
+        for mut other in self.others.drain(..) {
+            let _ = other.kill();
+            let _ = other.wait();
+        }
         let _ = self.etcd.kill();
         let _ = self.etcd.wait();
     }

@@ -507,7 +507,7 @@ fn describe(e: &watcher::Error) -> String {
     };
     match api_status {
         Some(s) if s.is_forbidden() => format!(
-            "forbidden ({}); the service account needs get, list and watch on it (see charts/netsonde)",
+            "forbidden ({}); the service account needs list and watch on it (see charts/netsonde)",
             s.message
         ),
         Some(s) => format!(

@@ -17,7 +17,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::Client;
 use netsonde::attribution::kube::{
     NamingRules, Peer, WatchSettings, Watches,
     watch::{self, NodePods},
@@ -25,13 +24,10 @@ use netsonde::attribution::kube::{
 use serde_json::{Value, json};
 use support::{
     helm,
-    kube_api::fixture,
-    kube_server::{self, KubeServer},
+    kube_server::{self, AGENT_USER, KubeServer, chart_objects, cluster},
 };
 
 const RULES: NamingRules = NamingRules { use_labels: true };
-/// The chart's release and namespace: its service account is `netsonde/netsonde`.
-const AGENT_USER: &str = "system:serviceaccount:netsonde:netsonde";
 
 macro_rules! require_server {
     () => {{
@@ -47,94 +43,6 @@ macro_rules! require_server {
             }
         }
     }};
-}
-
-/// The fixtures' objects in an order the API server accepts (owners before what they own),
-/// without the `default/kubernetes` Service the API server makes itself.
-fn fixture_objects() -> Vec<Value> {
-    let mut objects = Vec::new();
-    for file in [
-        "nodes.json",
-        "replicasets.json",
-        "jobs.json",
-        "services.json",
-        "endpointslices.json",
-        "pods.json",
-    ] {
-        let list = fixture(file);
-        let api_version = list["apiVersion"].clone();
-        let kind = list["kind"]
-            .as_str()
-            .unwrap()
-            .trim_end_matches("List")
-            .to_string();
-        for mut item in list["items"].as_array().unwrap().iter().cloned() {
-            if item["metadata"]["namespace"] == "default"
-                && item["metadata"]["name"] == "kubernetes"
-            {
-                continue;
-            }
-            item["apiVersion"] = api_version.clone();
-            item["kind"] = json!(kind);
-            objects.push(item);
-        }
-    }
-    objects
-}
-
-/// The chart's objects, rendered by the real helm with its default values.
-fn chart_objects() -> Vec<Value> {
-    helm::render(&json!({}))
-        .iter()
-        .map(|r| serde_saphyr::from_str(&r.text).expect("a rendered object"))
-        .collect()
-}
-
-struct Cluster {
-    server: KubeServer,
-    admin: Client,
-    /// The agent's kubeconfig: the chart's service account's token.
-    kubeconfig: PathBuf,
-    /// The stored objects, by name.
-    objects: Vec<Value>,
-}
-
-impl Cluster {
-    fn object(&self, name: &str) -> Value {
-        self.objects
-            .iter()
-            .find(|o| o["metadata"]["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no object {name}"))
-    }
-}
-
-/// The fixtures' cluster and the chart (its ClusterRole edited by `role`) in a real API server.
-async fn cluster(server: KubeServer, role: impl Fn(&mut Value)) -> Cluster {
-    let admin = server.admin().await;
-    for ns in ["shop", "netsonde"] {
-        kube_server::namespace(&admin, ns).await;
-    }
-    let mut objects = Vec::new();
-    for object in fixture_objects() {
-        objects.push(kube_server::create(&admin, &object).await);
-    }
-    for mut object in chart_objects() {
-        if object["kind"] == "ClusterRole" {
-            role(&mut object);
-        }
-        // Every object of the chart, created with strict field validation: a field the API
-        // server does not know fails here.
-        kube_server::create(&admin, &object).await;
-    }
-    let token = kube_server::service_account_token(&admin, "netsonde", "netsonde").await;
-    let kubeconfig = server.token_kubeconfig("agent", &token);
-    Cluster {
-        server,
-        admin,
-        kubeconfig,
-        objects,
-    }
 }
 
 async fn watch(kubeconfig: PathBuf, peers: bool) -> Watches {
@@ -417,8 +325,11 @@ fn without_one_permission_the_agent_names_it_and_runs_on() {
     }
     let server = require_server!();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let c = runtime.block_on(cluster(server, |role| {
-        let rules = role["rules"].as_array_mut().unwrap();
+    let c = runtime.block_on(cluster(server, |object| {
+        if object["kind"] != "ClusterRole" {
+            return;
+        }
+        let rules = object["rules"].as_array_mut().unwrap();
         for rule in rules.iter_mut() {
             let resources = rule["resources"].as_array_mut().unwrap();
             resources.retain(|r| r != "services");

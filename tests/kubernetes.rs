@@ -1,8 +1,8 @@
 //! End to end in "Kubernetes": real processes in real cgroups named the way the kubelet and
 //! containerd name them, in two network namespaces with the pods' IPs, a Service ClusterIP
-//! translated by nftables the way kube-proxy does, and the agent watching an API server
-//! stand-in on loopback that serves the recorded objects of tests/fixtures/kube (no API
-//! server can run on the test machines). The exported spans, logs and metrics must carry the
+//! translated by nftables the way kube-proxy does, and the agent watching a real API server
+//! (tests/support/kube_server.rs) in which the cluster of tests/fixtures/kube was created, with
+//! the chart's service account token. The exported spans, logs and metrics must carry the
 //! pod's resource attributes and the peer's identity on both sides.
 
 mod support;
@@ -16,8 +16,8 @@ use std::{
 
 use serde_json::{Value, json};
 use support::{
-    Agent, comm_of,
-    kube_api::{self, FakeApi, PODS, SLICES},
+    Agent, comm_of, kube_api,
+    kube_server::{self, AGENT_USER, KubeServer, cluster},
     netns::{self, CLIENT_IP, NetPair, SERVER_IP},
     otelcol::Prometheus,
     otlp_json::{attr, histogram, points_of},
@@ -133,23 +133,13 @@ fn run_in_pod(
     child
 }
 
-fn item_mut<'a>(list: &'a mut Value, name: &str) -> &'a mut Value {
-    list["items"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|o| o["metadata"]["name"] == name)
-        .unwrap()
+fn set_pod_ip(pod: &mut Value, ip: &str) {
+    pod["status"]["podIP"] = json!(ip);
+    pod["status"]["podIPs"] = json!([{ "ip": ip }]);
 }
 
-/// (pod uid, container id) of a fixture pod's first container.
-fn ids(list: &Value, name: &str) -> (String, String) {
-    let pod = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["metadata"]["name"] == name)
-        .unwrap();
+/// (pod uid, container id) of a stored pod's first container.
+fn ids(pod: &Value) -> (String, String) {
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
     let cid = pod["status"]["containerStatuses"][0]["containerID"]
         .as_str()
@@ -159,6 +149,17 @@ fn ids(list: &Value, name: &str) -> (String, String) {
         .1
         .to_string();
     (uid, cid)
+}
+
+/// The real API server, or `None` after saying why it cannot run.
+fn real_server() -> Option<KubeServer> {
+    if let Some(why) = support::helm::missing() {
+        eprintln!("skipped: the chart's RBAC cannot be rendered: {why}");
+        return None;
+    }
+    KubeServer::start()
+        .inspect_err(|why| eprintln!("skipped: no API server: {why}"))
+        .ok()
 }
 
 /// Every (resource attributes, record) of `kind` ("resourceSpans"/"resourceLogs") whose
@@ -204,24 +205,21 @@ fn assert_attrs(what: &str, attributes: &Value, expected: &[(&str, &str)]) {
 fn pods_and_peers_are_named_on_both_sides() {
     require!();
     let _guard = serial();
-    let api = FakeApi::start();
-    let pods = api.list(PODS);
-    let (web_uid, web_cid) = ids(&pods, "web-7d4b9c6f5d-x2x9k");
-    let (checkout_uid, checkout_cid) = ids(&pods, "checkout-5f6d8b7c9-k8s2d");
+    let Some(server) = real_server() else { return };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     // The pods' IPs are the namespaces' (the recorded ones are the cluster's).
-    let mut pods = pods;
-    for (name, ip) in [
-        ("web-7d4b9c6f5d-x2x9k", SERVER_IP),
-        ("checkout-5f6d8b7c9-k8s2d", CLIENT_IP),
-    ] {
-        let pod = item_mut(&mut pods, name);
-        pod["status"]["podIP"] = json!(ip);
-        pod["status"]["podIPs"] = json!([{"ip": ip}]);
-    }
-    api.set_list(PODS, pods);
-    let mut slices = api.list(SLICES);
-    item_mut(&mut slices, "web-x9v2q")["endpoints"][0]["addresses"] = json!([SERVER_IP]);
-    api.set_list(SLICES, slices);
+    let c = runtime.block_on(cluster(server, |object| {
+        match (object["kind"].as_str(), object["metadata"]["name"].as_str()) {
+            (Some("Pod"), Some("web-7d4b9c6f5d-x2x9k")) => set_pod_ip(object, SERVER_IP),
+            (Some("Pod"), Some("checkout-5f6d8b7c9-k8s2d")) => set_pod_ip(object, CLIENT_IP),
+            (Some("EndpointSlice"), Some("web-x9v2q")) => {
+                object["endpoints"][0]["addresses"] = json!([SERVER_IP]);
+            }
+            _ => {}
+        }
+    }));
+    let (web_uid, web_cid) = ids(&c.object("web-7d4b9c6f5d-x2x9k"));
+    let (checkout_uid, checkout_cid) = ids(&c.object("checkout-5f6d8b7c9-k8s2d"));
 
     let pair = NetPair::create().expect("network namespaces");
     // kube-proxy's job: the Service's ClusterIP, translated to the web pod in the client's
@@ -254,7 +252,7 @@ fn pods_and_peers_are_named_on_both_sides() {
         &config,
         format!(
             "kubernetes:\n  kubeconfig: {}\n  cluster_name: demo\nexport:\n  metric_interval_ms: 500\n",
-            api.write_kubeconfig(dir.path()).display()
+            c.kubeconfig.display()
         ),
     )
     .unwrap();
@@ -537,27 +535,29 @@ fn pods_and_peers_are_named_on_both_sides() {
 fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
     require!();
     let _guard = serial();
-    let api = FakeApi::start();
-    let mut pods = api.list(PODS);
-    let (web_uid, web_cid) = ids(&pods, "web-7d4b9c6f5d-x2x9k");
-    let web = item_mut(&mut pods, "web-7d4b9c6f5d-x2x9k");
-    web["status"]["podIP"] = json!(SERVER_IP);
-    web["status"]["podIPs"] = json!([{"ip": SERVER_IP}]);
-    // A checkout pod the API server does not list yet: its process starts first.
-    let mut late = item_mut(&mut pods, "checkout-5f6d8b7c9-k8s2d").clone();
-    let late_uid = "7c2e4f1a-9b3d-4e5f-8a6b-1c2d3e4f5a6b";
+    let Some(server) = real_server() else { return };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let c = runtime.block_on(cluster(server, |object| {
+        if object["kind"] == "Pod" && object["metadata"]["name"] == "web-7d4b9c6f5d-x2x9k" {
+            set_pod_ip(object, SERVER_IP);
+        }
+    }));
+    let (web_uid, web_cid) = ids(&c.object("web-7d4b9c6f5d-x2x9k"));
+    // A checkout pod not on this node yet: created unscheduled (no `spec.nodeName`), its
+    // process starts first, and the test binds it to node-1 later, as the scheduler does.
     let late_cid = "4b1f".repeat(16);
+    let mut late = c.object("checkout-5f6d8b7c9-k8s2d");
     late["metadata"]["name"] = json!("checkout-5f6d8b7c9-late1");
-    late["metadata"]["uid"] = json!(late_uid);
-    late["status"]["podIP"] = json!(CLIENT_IP);
-    late["status"]["podIPs"] = json!([{"ip": CLIENT_IP}]);
+    late["spec"].as_object_mut().unwrap().remove("nodeName");
+    set_pod_ip(&mut late, CLIENT_IP);
     late["status"]["containerStatuses"][0]["containerID"] =
         json!(format!("containerd://{late_cid}"));
-    api.set_list(PODS, pods);
+    let late = runtime.block_on(kube_server::create(&c.admin, &late));
+    let late_uid = late["metadata"]["uid"].as_str().unwrap().to_string();
 
     let pair = NetPair::create().expect("network namespaces");
     let web_cgroup = ContainerCgroup::create(&web_uid, &web_cid);
-    let late_cgroup = ContainerCgroup::create(late_uid, &late_cid);
+    let late_cgroup = ContainerCgroup::create(&late_uid, &late_cid);
     // The server runs before the agent starts: selected from /proc at start.
     let server_py = support_file("http_server.py").display().to_string();
     let mut server = Running(run_in_pod(
@@ -581,7 +581,7 @@ fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
         format!(
             "kubernetes:\n  kubeconfig: {}\nfilter:\n  pod_selector:\n    matchExpressions:\n    \
              - key: app.kubernetes.io/name\n      operator: In\n      values: [web, checkout]\n",
-            api.write_kubeconfig(dir.path()).display()
+            c.kubeconfig.display()
         ),
     )
     .unwrap();
@@ -617,18 +617,19 @@ fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
     let client_pid = client.id();
     let mut client_out = std::io::BufReader::new(client.stdout.take().unwrap());
     wait_for_line(&mut client_out, "connected");
-    // …until the API server lists its pod; then it is selected. (The event reaches only
-    // watches open when it is sent: the node's pod watch first.)
+    // …until its pod is bound to this node (the node's pod watch sees it then); then it is
+    // selected.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !api
-        .requests_for(PODS)
+    while !c
+        .server
+        .requests_of(AGENT_USER)
         .iter()
-        .any(|r| r.contains("watch=true") && r.contains("fieldSelector"))
+        .any(|r| r.starts_with("watch /api/v1/pods?") && r.contains("fieldSelector=spec.nodeName"))
     {
         assert!(std::time::Instant::now() < deadline, "no pod watch");
         std::thread::sleep(Duration::from_millis(20));
     }
-    api.event(PODS, "ADDED", late);
+    runtime.block_on(kube_server::bind(&c.admin, &late, "node-1"));
     let selected = format!("filter: pid {client_pid} is traced now that its pod is listed");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !agent.stderr().contains(&selected) {
@@ -678,7 +679,7 @@ fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
         &client_spans[0].0,
         &[
             ("k8s.pod.name", "checkout-5f6d8b7c9-late1"),
-            ("k8s.pod.uid", late_uid),
+            ("k8s.pod.uid", late_uid.as_str()),
             ("container.id", late_cid.as_str()),
             ("service.name", "checkout-eu"),
         ],

@@ -24,7 +24,8 @@ use netsonde::attribution::kube::{
 use serde_json::{Value, json};
 use support::{
     helm,
-    kube_server::{self, AGENT_USER, KubeServer, chart_objects, cluster},
+    kube_cluster::{chart_objects, cluster},
+    kube_server::{self, AGENT_USER, KubeServer},
 };
 
 const RULES: NamingRules = NamingRules { use_labels: true };

@@ -17,7 +17,8 @@ use std::{
 use serde_json::{Value, json};
 use support::{
     Agent, comm_of, kube_api,
-    kube_server::{self, AGENT_USER, KubeServer, cluster},
+    kube_cluster::cluster,
+    kube_server::{self, AGENT_USER, KubeServer},
     netns::{self, CLIENT_IP, NetPair, SERVER_IP},
     otelcol::Prometheus,
     otlp_json::{attr, histogram, points_of},

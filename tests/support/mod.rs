@@ -22,6 +22,7 @@ use std::{
 pub mod collector;
 pub mod helm;
 pub mod kube_api;
+pub mod kube_cluster;
 pub mod kube_server;
 pub mod netns;
 pub mod otelcol;
@@ -645,12 +646,12 @@ pub fn go_grpc_peer() -> Result<PathBuf, String> {
     go_program("grpc_go", ".", &[])
 }
 
-/// A Go program of the tests: `package` built from the module in tests/support/`module` (its
-/// go.sum pins every dependency, fetched from the Go module proxy) with the machine's Go into
-/// `target/tmp/go-<module>[-<command>]`, once per test binary. Go's own build cache makes later
-/// builds take seconds, and leaves an up-to-date program alone (tests/go-programs.sh, which
-/// tests/run.sh runs, builds each there first, so no test waits). The reason when it cannot
-/// be built.
+/// A Go program of the tests: `package` built by tests/go-programs.sh from the module in
+/// tests/support/`module` (its go.sum pins every dependency, fetched from the Go module proxy)
+/// with the machine's Go into `target/tmp/go-<module>[-<command>]`, once per test binary. Go's
+/// own build cache makes later builds take seconds, and leaves an up-to-date program alone
+/// (tests/run.sh builds each there first, so no test waits). The reason when it cannot be
+/// built.
 pub fn go_program(module: &str, package: &str, tags: &[&str]) -> Result<PathBuf, String> {
     static BUILT: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
@@ -662,13 +663,12 @@ pub fn go_program(module: &str, package: &str, tags: &[&str]) -> Result<PathBuf,
         return done.clone();
     }
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&name);
-    let result = Command::new("go")
-        .args(["build", "-buildvcs=false", "-trimpath"])
-        .arg(format!("-tags={}", tags.join(",")))
-        .arg("-o")
+    // The script holds the build flags: the same as its own run, or Go would build again.
+    let result = Command::new("bash")
+        .arg(support_file("../go-programs.sh"))
+        .arg("one")
         .arg(&out)
-        .arg(package)
-        .current_dir(support_file(module))
+        .args([module, &tags.join(","), package])
         .output()
         .map_err(|e| format!("Go is needed to build tests/support/{module}: {e}"))
         .and_then(|build| {

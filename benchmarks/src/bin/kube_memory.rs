@@ -1,22 +1,53 @@
 //! Memory of the Kubernetes watches with a big cluster: 10 000 pods on 100 nodes, 2 000
-//! Services with their EndpointSlices, 2 000 ReplicaSets, served by the API stand-in of the
-//! tests (tests/support/kube_api.rs) on loopback. Each arm runs in its own process, started by
-//! this one, and reports its resident memory once everything is listed, then again after churn
-//! (half the pods deleted and replaced by new ones reusing their IPs):
+//! Services with their EndpointSlices, 2 000 ReplicaSets, served on loopback by a real
+//! kube-apiserver and etcd (`--api-server real`: the tests' harness, tests/support/
+//! kube_server.rs; the cluster is created through the API) or by the tests' API stand-in
+//! (`--api-server stand-in`, tests/support/kube_api.rs). Each arm runs in its own process,
+//! started by this one, and reports its resident memory once everything is listed, then again
+//! after churn (half the pods deleted and replaced by new ones reusing their IPs):
 //!
 //! - **idle**: the runtime and a kube client, no watches (the floor);
 //! - **netsonde**: netsonde's watches and index (trimmed objects);
 //! - **reflector**: kube's reflector stores of the same objects, whole (what keeping the API
 //!   objects costs).
 //!
-//! Usage: `kube_memory [--pods N]`. Prints a Markdown table.
+//! Usage: `kube_memory [--pods N] [--api-server real|stand-in]`. Prints a Markdown table.
 
-#[allow(
-    dead_code,
-    reason = "the benchmark uses part of the tests' API stand-in"
-)]
+// The tests' API stand-in and real API server harness; kube_server.rs finds `free_port`,
+// `go_program` and `pki` in its parent module, as in the tests' support module: here, below.
+#[allow(dead_code, reason = "the benchmark uses part of the tests' support")]
 #[path = "../../../tests/support/kube_api.rs"]
 mod kube_api;
+#[allow(dead_code, reason = "the benchmark uses part of the tests' support")]
+#[path = "../../../tests/support/kube_server.rs"]
+mod kube_server;
+#[allow(dead_code, reason = "the benchmark uses part of the tests' support")]
+#[path = "../../../tests/support/pki.rs"]
+mod pki;
+
+fn free_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// Builds a Go program of the tests as the tests do (tests/go-programs.sh, the same flags),
+/// into the workspace's target/tmp.
+fn go_program(module: &str, package: &str, tags: &[&str]) -> Result<std::path::PathBuf, String> {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root.join(format!("target/tmp/go-{module}"));
+    let built = Command::new("bash")
+        .arg(root.join("tests/go-programs.sh"))
+        .arg("one")
+        .arg(&out)
+        .args([module, &tags.join(","), package])
+        .status()
+        .map_err(|e| format!("bash runs tests/go-programs.sh: {e}"))?;
+    if built.success() {
+        Ok(out)
+    } else {
+        Err(format!("building tests/support/{module} failed"))
+    }
+}
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -35,6 +66,7 @@ use kube::{
     runtime::{WatchStreamExt as _, reflector, watcher},
 };
 use kube_api::{FakeApi, NODES, PODS, REPLICASETS, SERVICES, SLICES};
+use kube_server::KubeServer;
 use netsonde::attribution::kube::{WatchSettings, Watches, watch};
 use serde_json::{Value, json};
 
@@ -42,22 +74,39 @@ const NODE_COUNT: usize = 100;
 const PODS_PER_SERVICE: usize = 5;
 const MARKER: &str = "churn-marker";
 
+/// Measures the memory of netsonde's Kubernetes watches against kube's reflector stores, with
+/// a generated cluster of `--pods` pods.
+#[derive(Debug, clap::Parser)]
+struct Args {
+    /// Pods in the generated cluster (a Service, EndpointSlice and ReplicaSet per 5).
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// What serves the cluster.
+    #[arg(long, value_enum, default_value_t = ApiServer::Real)]
+    api_server: ApiServer,
+    /// Internal: run one arm against this kubeconfig (started by the benchmark itself).
+    #[arg(long, hide = true, requires = "kubeconfig")]
+    arm: Option<String>,
+    #[arg(long, hide = true)]
+    kubeconfig: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ApiServer {
+    /// kube-apiserver and etcd (tests/support/k8s, built with Go), the cluster created through
+    /// the API.
+    Real,
+    /// The tests' stand-in, serving the generated lists and watch events.
+    StandIn,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    if let Some(arm) = flag("--arm") {
-        let kubeconfig = flag("--kubeconfig").expect("--kubeconfig");
-        let pods: usize = flag("--pods").unwrap().parse().unwrap();
-        run_arm(&arm, &kubeconfig, pods);
+    let args = <Args as clap::Parser>::parse();
+    if let (Some(arm), Some(kubeconfig)) = (&args.arm, &args.kubeconfig) {
+        run_arm(arm, kubeconfig, args.pods);
         return;
     }
-    let pods: usize = flag("--pods").map_or(10_000, |p| p.parse().expect("--pods N"));
-    drive(pods);
+    drive(args.pods, args.api_server);
 }
 
 /// One pod, in the shape of the recorded fixture pods (metadata, spec, status, managed
@@ -91,8 +140,8 @@ fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
     json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "5000"}, "items": items})
 }
 
-/// The API stand-in with a generated cluster.
-fn cluster(pods: usize) -> (FakeApi, Value) {
+/// The generated cluster: the pod template and every collection's list, by API path.
+fn generated(pods: usize) -> (Value, Vec<(String, Value)>) {
     let fixtures: Value =
         serde_json::from_str(include_str!("../../../tests/fixtures/kube/pods.json")).unwrap();
     let template = fixtures["items"][0].clone();
@@ -134,10 +183,12 @@ fn cluster(pods: usize) -> (FakeApi, Value) {
                    "metadata": {"name": format!("app{s}-7d4b9c6f5d"), "namespace": "shop", "resourceVersion": "5000",
                                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": format!("app{s}"),
                                                      "uid": format!("dep-{s}"), "controller": true}]},
-                   "spec": {"replicas": PODS_PER_SERVICE, "selector": {"matchLabels": {"app.kubernetes.io/name": format!("app{s}")}}}})
+                   "spec": {"replicas": PODS_PER_SERVICE, "selector": {"matchLabels": {"app.kubernetes.io/name": format!("app{s}")}},
+                            "template": {"metadata": {"labels": {"app.kubernetes.io/name": format!("app{s}")}},
+                                         "spec": {"containers": [{"name": "web", "image": "nginx:1.27.3"}]}}}})
         })
         .collect();
-    let api = FakeApi::serve(vec![
+    let lists = vec![
         (PODS.into(), list("PodList", "v1", pod_items)),
         (SERVICES.into(), list("ServiceList", "v1", service_items)),
         (
@@ -150,20 +201,106 @@ fn cluster(pods: usize) -> (FakeApi, Value) {
             list("ReplicaSetList", "apps/v1", rs_items),
         ),
         (kube_api::JOBS.into(), list("JobList", "batch/v1", vec![])),
-    ]);
-    (api, template)
+    ];
+    (template, lists)
 }
 
-/// Sends the churn: the first half of the pods deleted, as many new ones (reusing their IPs)
-/// added, then the marker pod.
-fn churn(api: &FakeApi, template: &Value, pods: usize) {
-    for n in 0..pods / 2 {
-        api.event(PODS, "DELETED", pod(template, n, 0));
-        api.event(PODS, "ADDED", pod(template, n, 1));
+/// What serves the generated cluster.
+enum Served {
+    StandIn(FakeApi),
+    Real {
+        server: Box<KubeServer>,
+        admin: kube::Client,
+        runtime: tokio::runtime::Runtime,
+    },
+}
+
+impl Served {
+    fn start(kind: ApiServer, lists: Vec<(String, Value)>) -> Served {
+        match kind {
+            ApiServer::StandIn => Served::StandIn(FakeApi::serve(lists)),
+            ApiServer::Real => {
+                let server = KubeServer::start().unwrap_or_else(|e| panic!("{e}"));
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                let admin = runtime.block_on(async {
+                    let admin = server.admin().await;
+                    kube_server::namespace(&admin, "shop").await;
+                    let items = lists.into_iter().flat_map(|(_, list)| {
+                        let api_version = list["apiVersion"].clone();
+                        let kind = list["kind"].as_str().unwrap().trim_end_matches("List");
+                        let kind = json!(kind);
+                        list["items"].as_array().unwrap().clone().into_iter().map(
+                            move |mut item| {
+                                item["apiVersion"] = api_version.clone();
+                                item["kind"] = kind.clone();
+                                item
+                            },
+                        )
+                    });
+                    create_all(&admin, items.collect()).await;
+                    admin
+                });
+                Served::Real {
+                    server: Box::new(server),
+                    admin,
+                    runtime,
+                }
+            }
+        }
     }
-    let mut marker = pod(template, pods, 2);
-    marker["metadata"]["name"] = json!(MARKER);
-    api.event(PODS, "ADDED", marker);
+
+    fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        match self {
+            Served::StandIn(api) => api.write_kubeconfig(dir),
+            Served::Real { server, .. } => server.admin_kubeconfig(),
+        }
+    }
+
+    /// The churn before arm `round`: the first half of the pods deleted, as many new ones
+    /// (reusing their IPs) added, then the marker pod.
+    fn churn(&self, template: &Value, pods: usize, round: usize) {
+        let mut marker = pod(template, pods, 1000 + round);
+        marker["metadata"]["name"] = json!(MARKER);
+        match self {
+            Served::StandIn(api) => {
+                for n in 0..pods / 2 {
+                    api.event(PODS, "DELETED", pod(template, n, round));
+                    api.event(PODS, "ADDED", pod(template, n, round + 1));
+                }
+                api.event(PODS, "ADDED", marker);
+            }
+            Served::Real { admin, runtime, .. } => runtime.block_on(async {
+                let gone: Vec<Value> = (0..pods / 2).map(|n| pod(template, n, round)).collect();
+                futures::stream::iter(gone.iter().map(|p| kube_server::delete(admin, p, 0)))
+                    .buffer_unordered(16)
+                    .collect::<Vec<()>>()
+                    .await;
+                create_all(
+                    admin,
+                    (0..pods / 2).map(|n| pod(template, n, round + 1)).collect(),
+                )
+                .await;
+                kube_server::create(admin, &marker).await;
+            }),
+        }
+    }
+
+    /// After an arm: the marker pod goes, for the next arm to wait for its own.
+    fn clear_marker(&self, template: &Value, pods: usize, round: usize) {
+        if let Served::Real { admin, runtime, .. } = self {
+            let mut marker = pod(template, pods, 1000 + round);
+            marker["metadata"]["name"] = json!(MARKER);
+            runtime.block_on(kube_server::delete(admin, &marker, 0));
+        }
+    }
+}
+
+/// Creates (with status) every object, 16 requests at a time.
+async fn create_all(admin: &kube::Client, objects: Vec<Value>) {
+    futures::stream::iter(objects.iter().map(|o| kube_server::create(admin, o)))
+        .buffer_unordered(16)
+        .collect::<Vec<Value>>()
+        .await;
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -187,18 +324,19 @@ fn memory() -> Memory {
     }
 }
 
-fn drive(pods: usize) {
+fn drive(pods: usize, kind: ApiServer) {
     let started = Instant::now();
-    let (api, template) = cluster(pods);
+    let (template, lists) = generated(pods);
+    let served = Served::start(kind, lists);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
+    let kubeconfig = served.kubeconfig(dir.path());
     eprintln!(
-        "cluster of {pods} pods generated in {:?}",
+        "cluster of {pods} pods generated and served ({kind:?}) in {:?}",
         started.elapsed()
     );
     let me = std::env::current_exe().unwrap();
     let mut rows = Vec::new();
-    for arm in ["idle", "netsonde", "reflector"] {
+    for (round, arm) in ["idle", "netsonde", "reflector"].into_iter().enumerate() {
         let mut child = Command::new(&me)
             .args(["--arm", arm, "--kubeconfig"])
             .arg(&kubeconfig)
@@ -214,7 +352,9 @@ fn drive(pods: usize) {
             .split_whitespace()
             .filter_map(|w| w.parse().ok())
             .collect();
-        churn(&api, &template, pods);
+        let churn_started = Instant::now();
+        served.churn(&template, pods, round);
+        eprintln!("{arm}: churn sent in {:?}", churn_started.elapsed());
         child
             .stdin
             .as_mut()
@@ -228,6 +368,7 @@ fn drive(pods: usize) {
             .filter_map(|w| w.parse().ok())
             .collect();
         child.wait().unwrap();
+        served.clear_marker(&template, pods, round);
         eprintln!("{arm}: synced {synced:?}, churned {churned:?}");
         rows.push((arm, synced, churned));
     }

@@ -147,14 +147,17 @@ fn generated(pods: usize) -> (Value, Vec<(String, Value)>) {
     let template = fixtures["items"][0].clone();
     let services = pods / PODS_PER_SERVICE;
     let ip = |n: usize| format!("10.{}.{}.{}", 64 + n / 65_536, (n / 256) % 256, n % 256);
+    // From 10.96.0.16: the range's first addresses are its network and the API server's own
+    // Service.
+    let cluster_ip = |s: usize| format!("10.96.{}.{}", (s + 16) / 256, (s + 16) % 256);
     let pod_items: Vec<Value> = (0..pods).map(|n| pod(&template, n, 0)).collect();
     let service_items: Vec<Value> = (0..services)
         .map(|s| {
             json!({"apiVersion": "v1", "kind": "Service",
                    "metadata": {"name": format!("app{s}"), "namespace": "shop", "uid": format!("svc-{s}"),
                                 "resourceVersion": "5000", "labels": {"app.kubernetes.io/name": format!("app{s}")}},
-                   "spec": {"type": "ClusterIP", "clusterIP": format!("10.96.{}.{}", s / 256, s % 256),
-                            "clusterIPs": [format!("10.96.{}.{}", s / 256, s % 256)],
+                   "spec": {"type": "ClusterIP", "clusterIP": cluster_ip(s),
+                            "clusterIPs": [cluster_ip(s)],
                             "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
                             "selector": {"app.kubernetes.io/name": format!("app{s}")}}})
         })

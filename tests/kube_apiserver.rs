@@ -11,24 +11,22 @@ mod support;
 
 use std::{
     collections::BTreeSet,
-    net::IpAddr,
     path::PathBuf,
     sync::atomic::Ordering::Relaxed,
     time::{Duration, Instant},
 };
 
 use netsonde::attribution::kube::{
-    NamingRules, Peer, WatchSettings, Watches,
+    WatchSettings, Watches,
     watch::{self, NodePods},
 };
 use serde_json::{Value, json};
 use support::{
     helm,
     kube_cluster::{chart_objects, cluster},
+    kube_index::{local_pod_names, peer_name, until},
     kube_server::{self, AGENT_USER, KubeServer},
 };
-
-const RULES: NamingRules = NamingRules { use_labels: true };
 
 macro_rules! require_server {
     () => {{
@@ -54,37 +52,6 @@ async fn watch(kubeconfig: PathBuf, peers: bool) -> Watches {
     };
     let client = watch::client(&settings).await.expect("client");
     Watches::start(client, &settings)
-}
-
-/// Waits until `check` holds on the index (the watches run on their own tasks).
-async fn until(watches: &Watches, what: &str, check: impl Fn(&Watches) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check(watches) {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn local_pod_names(w: &Watches) -> Vec<String> {
-    let index = w.index.read().unwrap();
-    let mut names: Vec<String> = index
-        .local_pods
-        .iter()
-        .map(|p| p.name.to_string())
-        .collect();
-    names.sort();
-    names
-}
-
-fn peer_name(w: &Watches, ip: &str) -> Option<String> {
-    let ip: IpAddr = ip.parse().unwrap();
-    let index = w.index.read().unwrap();
-    index.peer(ip, RULES).map(|p| match p {
-        Peer::Pod { identity, .. } => format!("pod {}", identity.pod.name),
-        Peer::Service { service, .. } => format!("service {}", service.name),
-        Peer::Node(n) => format!("node {}", n.name),
-        Peer::Outside => "outside".into(),
-    })
 }
 
 /// A copy of the stored pod `from` under a new name and IP, ready to be created.
@@ -255,7 +222,7 @@ async fn a_restarted_api_server_and_a_compacted_history_lose_nothing() {
     )
     .await;
     c.server.compact();
-    c.server.start_again();
+    c.server.start_apiserver();
     until(&w, "relisted after 410 Gone", |w| {
         let names = local_pod_names(w);
         names.contains(&"checkout-5f6d8b7c9-l4te0".into())

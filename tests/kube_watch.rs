@@ -9,19 +9,19 @@
 mod support;
 
 use std::{
-    net::IpAddr,
     sync::atomic::Ordering::Relaxed,
     time::{Duration, Instant},
 };
 
 use netsonde::attribution::kube::{
-    NamingRules, Peer, WatchSettings, Watches,
+    WatchSettings, Watches,
     watch::{self, NodePods},
 };
 use serde_json::{Value, json};
-use support::kube_api::{self, FakeApi, PODS, REPLICASETS, SERVICES};
-
-const RULES: NamingRules = NamingRules { use_labels: true };
+use support::{
+    kube_api::{self, FakeApi, PODS, REPLICASETS, SERVICES},
+    kube_index::{local_pod_names, peer_name, until},
+};
 
 async fn start(api: &FakeApi, peers: bool) -> (Watches, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -32,15 +32,6 @@ async fn start(api: &FakeApi, peers: bool) -> (Watches, tempfile::TempDir) {
     };
     let client = watch::client(&settings).await.expect("client");
     (Watches::start(client, &settings), dir)
-}
-
-/// Waits until `check` holds on the index (the watches run on their own tasks).
-async fn until(watches: &Watches, what: &str, check: impl Fn(&Watches) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check(watches) {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Waits until `path` has had `n` watch requests (see `FakeApi::watches`): the list can be in
@@ -55,28 +46,6 @@ async fn until_watching(api: &FakeApi, path: &str, n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn local_pod_names(w: &Watches) -> Vec<String> {
-    let index = w.index.read().unwrap();
-    let mut names: Vec<String> = index
-        .local_pods
-        .iter()
-        .map(|p| p.name.to_string())
-        .collect();
-    names.sort();
-    names
-}
-
-fn peer_name(w: &Watches, ip: &str) -> Option<String> {
-    let ip: IpAddr = ip.parse().unwrap();
-    let index = w.index.read().unwrap();
-    index.peer(ip, RULES).map(|p| match p {
-        Peer::Pod { identity, .. } => format!("pod {}", identity.pod.name),
-        Peer::Service { service, .. } => format!("service {}", service.name),
-        Peer::Node(n) => format!("node {}", n.name),
-        Peer::Outside => "outside".into(),
-    })
 }
 
 fn pod(name: &str) -> Value {

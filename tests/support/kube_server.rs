@@ -104,7 +104,8 @@ impl KubeServer {
         Ok(server)
     }
 
-    fn start_apiserver(&mut self) {
+    /// Starts the API server on its port and waits until it is ready.
+    pub fn start_apiserver(&mut self) {
         let child = self.spawn_apiserver(self.port, "kube-apiserver.log");
         self.apiserver = Some(child);
         let port = self.port;
@@ -252,7 +253,7 @@ impl KubeServer {
         self.start_apiserver();
     }
 
-    /// Stops the API server; `start_again` brings it back.
+    /// Stops the API server; [`KubeServer::start_apiserver`] brings it back.
     pub fn stop_apiserver(&mut self) {
         if let Some(mut child) = self.apiserver.take() {
             let _ = child.kill();
@@ -263,10 +264,6 @@ impl KubeServer {
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    pub fn start_again(&mut self) {
-        self.start_apiserver();
     }
 
     /// Compacts etcd's history up to now: a watch resuming from an older resourceVersion (once
@@ -406,31 +403,16 @@ pub async fn create(client: &Client, object: &Value) -> Value {
     }
 }
 
-/// Merge-patches `object`'s status.
-pub async fn patch_status(client: &Client, object: &Value, status: Value) -> Value {
-    let url = format!(
-        "{}/{}/status",
-        collection_of(object),
-        object["metadata"]["name"].as_str().unwrap()
-    );
-    let patch = json!({ "status": status });
-    send(
-        client,
-        "PATCH",
-        &url,
-        "application/merge-patch+json",
-        &patch,
-    )
-    .await
+/// The URL of a stored object.
+fn object_url(object: &Value) -> String {
+    let name = object["metadata"]["name"].as_str().expect("a named object");
+    format!("{}/{name}", collection_of(object))
 }
 
-/// Merge-patches `object`.
-pub async fn patch(client: &Client, object: &Value, patch: Value) -> Value {
-    let url = format!(
-        "{}/{}",
-        collection_of(object),
-        object["metadata"]["name"].as_str().unwrap()
-    );
+/// Merge-patches `object`'s status.
+pub async fn patch_status(client: &Client, object: &Value, status: Value) -> Value {
+    let url = format!("{}/status", object_url(object));
+    let patch = json!({ "status": status });
     send(
         client,
         "PATCH",
@@ -444,11 +426,7 @@ pub async fn patch(client: &Client, object: &Value, patch: Value) -> Value {
 /// Deletes `object`, at once with `grace_seconds` 0 (no kubelet confirms a pod's end), else
 /// leaving a pod terminating (its `deletionTimestamp` set) as a node would see it.
 pub async fn delete(client: &Client, object: &Value, grace_seconds: u32) {
-    let url = format!(
-        "{}/{}",
-        collection_of(object),
-        object["metadata"]["name"].as_str().unwrap()
-    );
+    let url = object_url(object);
     let options = json!({"apiVersion": "v1", "kind": "DeleteOptions",
                          "gracePeriodSeconds": grace_seconds});
     send(client, "DELETE", &url, "application/json", &options).await;
@@ -457,7 +435,7 @@ pub async fn delete(client: &Client, object: &Value, grace_seconds: u32) {
 /// Binds an unscheduled pod to `node`, as the scheduler does.
 pub async fn bind(client: &Client, pod: &Value, node: &str) {
     let name = pod["metadata"]["name"].as_str().unwrap();
-    let url = format!("{}/{name}/binding", collection_of(pod));
+    let url = format!("{}/binding", object_url(pod));
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                          "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
     send(client, "POST", &url, "application/json", &binding).await;

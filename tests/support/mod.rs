@@ -23,6 +23,7 @@ pub mod collector;
 pub mod helm;
 pub mod kube_api;
 pub mod kube_cluster;
+pub mod kube_index;
 pub mod kube_server;
 pub mod netns;
 pub mod otelcol;

@@ -11,7 +11,9 @@ use std::{
 };
 
 use crate::{
-    attribution::kube::{NamingRules, Peer, PodIdentity, SharedIndex, index::service_dns_name},
+    attribution::kube::{
+        NamingRules, Peer, PodIdentity, ServiceIdentity, SharedIndex, index::service_dns_name,
+    },
     telemetry::{otlp::Attrs, wire::AttrSink},
 };
 
@@ -43,10 +45,13 @@ pub struct PeerInfo {
     pub node: Option<Arc<str>>,
     /// `<service>.<namespace>.svc.<domain>` when the peer is a Service's ClusterIP.
     pub service_dns: Option<Arc<str>>,
+    /// The peer's service as SkyWalking names it (`ServiceIdentity::skywalking`).
+    pub skywalking: Option<Arc<str>>,
 }
 
 impl PeerInfo {
-    pub fn from_peer(peer: &Peer, cluster_domain: &str) -> PeerInfo {
+    /// `cluster` is `k8s.cluster.name`, when configured: the peer is in the same cluster.
+    pub fn from_peer(peer: &Peer, cluster_domain: &str, cluster: Option<&str>) -> PeerInfo {
         let mut info = PeerInfo {
             kind: peer.kind(),
             ..Default::default()
@@ -78,16 +83,15 @@ impl PeerInfo {
             Peer::Node(node) => info.node = Some(node.name.clone()),
             Peer::Outside => {}
         }
+        if let (Some(name), Some(namespace)) = (&info.service_name, &info.service_namespace) {
+            let service = ServiceIdentity {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                version: None,
+            };
+            info.skywalking = Some(Arc::from(service.skywalking(cluster)));
+        }
         info
-    }
-
-    /// SkyWalking's service name form, `<service>.<namespace>`.
-    fn skywalking(&self) -> Option<String> {
-        Some(format!(
-            "{}.{}",
-            self.service_name.as_ref()?,
-            self.service_namespace.as_ref()?
-        ))
     }
 
     /// Span and access-log attributes (the pod name included).
@@ -112,8 +116,8 @@ impl PeerInfo {
         if let Some(v) = &self.service_namespace {
             put("netsonde.peer.service.namespace", v);
         }
-        if let Some(v) = self.skywalking() {
-            put("netsonde.peer.skywalking.service", &v);
+        if let Some(v) = &self.skywalking {
+            put("netsonde.peer.skywalking.service", v);
         }
         if let Some(v) = &self.namespace {
             put("netsonde.peer.k8s.namespace.name", v);
@@ -174,6 +178,7 @@ impl PeerCache {
             Some(Arc::new(PeerInfo::from_peer(
                 &peer,
                 &self.view.cluster_domain,
+                self.view.cluster_name.as_deref(),
             )))
         });
         self.entries.insert(ip, (now, info.clone()));
@@ -189,10 +194,10 @@ mod tests {
     fn attributes_of_each_kind_of_peer() {
         let index = crate::attribution::kube::tests::fixture_index();
         let rules = NamingRules::default();
-        let info = |ip: &str| {
+        let named = |ip: &str, cluster: Option<&str>| {
             let peer = index.peer(ip.parse().unwrap(), rules).unwrap();
             let mut attrs: Attrs = Vec::new();
-            PeerInfo::from_peer(&peer, "cluster.local").metric_attributes(&mut attrs);
+            PeerInfo::from_peer(&peer, "cluster.local", cluster).metric_attributes(&mut attrs);
             attrs
                 .into_iter()
                 .map(|(k, v)| match v {
@@ -201,6 +206,7 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
+        let info = |ip: &str| named(ip, None);
         assert_eq!(
             info("10.96.12.34"),
             [
@@ -235,5 +241,10 @@ mod tests {
             ]
         );
         assert_eq!(info("192.0.2.1"), ["netsonde.peer.kind=outside"]);
+        // A named cluster comes first in SkyWalking's form, as OAP's Kubernetes layer has it.
+        assert!(
+            named("10.244.2.7", Some("demo"))
+                .contains(&"netsonde.peer.skywalking.service=demo::orders-db.shop".to_string())
+        );
     }
 }

@@ -53,6 +53,8 @@ impl Resources {
                 let p = &id.pod;
                 attributes.push(kv("service.name", &*id.service.name));
                 attributes.push(kv("service.namespace", &*id.service.namespace));
+                let skywalking = id.service.skywalking(self.cluster_name.as_deref());
+                attributes.push(kv("netsonde.skywalking.service", skywalking));
                 if let Some(v) = &id.service.version {
                     attributes.push(kv("service.version", &**v));
                 }

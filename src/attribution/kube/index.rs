@@ -110,9 +110,14 @@ pub struct ServiceIdentity {
 }
 
 impl ServiceIdentity {
-    /// SkyWalking's service name form, `<service>.<namespace>`.
-    pub fn skywalking(&self) -> String {
-        format!("{}.{}", self.name, self.namespace)
+    /// The service as SkyWalking's Kubernetes layer names one, `<service>.<namespace>`, after
+    /// `<cluster>::` when the cluster is named. Both ends of a connection name a workload
+    /// this way, so OAP joins them into one service.
+    pub fn skywalking(&self, cluster: Option<&str>) -> String {
+        match cluster {
+            Some(c) => format!("{c}::{}.{}", self.name, self.namespace),
+            None => format!("{}.{}", self.name, self.namespace),
+        }
     }
 }
 

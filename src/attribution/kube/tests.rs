@@ -115,7 +115,8 @@ fn a_deployment_pod_gets_its_workload_and_service() {
     assert_eq!(&*web.service.name, "web", "label app.kubernetes.io/name");
     assert_eq!(&*web.service.namespace, "shop");
     assert_eq!(web.service.version.as_deref(), Some("1.27.3"), "image tag");
-    assert_eq!(web.service.skywalking(), "web.shop");
+    assert_eq!(web.service.skywalking(None), "web.shop");
+    assert_eq!(web.service.skywalking(Some("demo")), "demo::web.shop");
     assert_eq!(web.container.as_ref().map(|c| &*c.name), Some("web"));
     // The other container of the same pod is the same service, another container.
     let metrics = container_id(&index, "web-7d4b9c6f5d-x2x9k", "metrics");

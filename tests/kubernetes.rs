@@ -7,21 +7,19 @@
 
 mod support;
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    process::{Child, Stdio},
-    time::Duration,
-};
+use std::{io::Write, process::Child, time::Duration};
 
 use serde_json::{Value, json};
 use support::{
     Agent, comm_of, kube_api,
     kube_cluster::cluster,
-    kube_server::{self, AGENT_USER, KubeServer},
+    kube_server::{self, AGENT_USER},
     netns::{self, CLIENT_IP, NetPair, SERVER_IP},
     otelcol::Prometheus,
     otlp_json::{attr, histogram, points_of},
+    pods::{
+        ContainerCgroup, Running, cgroup_v2, ids, kube_proxy, real_server, run_in_pod, set_pod_ip,
+    },
     python,
     registry::{emitted, problems, registry},
     serial, skip_reason, support_file, wait_for_line,
@@ -40,127 +38,6 @@ macro_rules! require {
             return;
         }
     };
-}
-
-/// Where the cgroup v2 hierarchy is mounted, if it is (found as netsonde finds it).
-fn cgroup_root() -> Option<PathBuf> {
-    netsonde::attribution::cgroup::CgroupIds::find_root()
-}
-
-fn cgroup_v2() -> Option<String> {
-    cgroup_root()
-        .is_none()
-        .then(|| "no cgroup v2 hierarchy is mounted to put the pods' processes in".into())
-}
-
-/// A container's cgroup as the kubelet's systemd driver and containerd name it. Removed on
-/// drop (once its processes are gone).
-struct ContainerCgroup {
-    dirs: Vec<PathBuf>,
-}
-
-impl ContainerCgroup {
-    fn create(pod_uid: &str, container_id: &str) -> ContainerCgroup {
-        let root = cgroup_root().unwrap();
-        let pod = format!("kubepods-burstable-pod{}.slice", pod_uid.replace('-', "_"));
-        let mut dirs = vec![root.join(format!("netsonde-test-{}.slice", std::process::id()))];
-        for part in [
-            "kubepods.slice".to_string(),
-            "kubepods-burstable.slice".into(),
-            pod,
-            format!("cri-containerd-{container_id}.scope"),
-        ] {
-            let next = dirs.last().unwrap().join(part);
-            dirs.push(next);
-        }
-        std::fs::create_dir_all(dirs.last().unwrap()).expect("create the container's cgroup");
-        ContainerCgroup { dirs }
-    }
-
-    fn procs(&self) -> String {
-        self.dirs
-            .last()
-            .unwrap()
-            .join("cgroup.procs")
-            .display()
-            .to_string()
-    }
-}
-
-impl Drop for ContainerCgroup {
-    fn drop(&mut self) {
-        for dir in self.dirs.iter().rev() {
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `program args…` in namespace `ns`, inside `cgroup` from its first instruction. (The
-/// test moves it: `ip netns exec` mounts its own /sys, where the cgroup is not to be seen.)
-fn run_in_pod(
-    pair: &NetPair,
-    ns: &str,
-    cgroup: &ContainerCgroup,
-    program: &str,
-    args: &[&str],
-) -> Child {
-    let mut all = vec!["-c", "read go && exec \"$@\"", "sh", program];
-    all.extend_from_slice(args);
-    let mut child = pair
-        .command(ns, "sh", &all)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn in pod");
-    std::fs::write(cgroup.procs(), child.id().to_string()).expect("move into the cgroup");
-    let stdin = child.stdin.as_mut().unwrap();
-    stdin.write_all(b"go\n").unwrap();
-    stdin.flush().unwrap();
-    child
-}
-
-fn set_pod_ip(pod: &mut Value, ip: &str) {
-    pod["status"]["podIP"] = json!(ip);
-    pod["status"]["podIPs"] = json!([{ "ip": ip }]);
-}
-
-/// (pod uid, container id) of a stored pod's first container.
-fn ids(pod: &Value) -> (String, String) {
-    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
-    let cid = pod["status"]["containerStatuses"][0]["containerID"]
-        .as_str()
-        .unwrap()
-        .split_once("://")
-        .unwrap()
-        .1
-        .to_string();
-    (uid, cid)
-}
-
-/// The real API server, or `None` after saying why it cannot run.
-fn real_server() -> Option<KubeServer> {
-    if let Some(why) = support::helm::missing() {
-        eprintln!("skipped: the chart's RBAC cannot be rendered: {why}");
-        return None;
-    }
-    KubeServer::start()
-        .inspect_err(|why| eprintln!("skipped: no API server: {why}"))
-        .ok()
 }
 
 /// Every (resource attributes, record) of `kind` ("resourceSpans"/"resourceLogs") whose
@@ -223,28 +100,7 @@ fn pods_and_peers_are_named_on_both_sides() {
     let (checkout_uid, checkout_cid) = ids(&c.object("checkout-5f6d8b7c9-k8s2d"));
 
     let pair = NetPair::create().expect("network namespaces");
-    // kube-proxy's job: the Service's ClusterIP, translated to the web pod in the client's
-    // namespace (a route makes the ClusterIP reachable, as the node's routes do).
-    let route = std::process::Command::new("ip")
-        .args([
-            "-n",
-            &pair.client,
-            "route",
-            "add",
-            "10.96.0.0/12",
-            "dev",
-            "veth0",
-        ])
-        .status()
-        .unwrap();
-    assert!(route.success());
-    pair.nft(
-        &pair.client,
-        &format!(
-            "table ip kubeproxy {{\n chain output {{\n  type nat hook output priority -100;\n  \
-             ip daddr {CLUSTER_IP} tcp dport 80 dnat to {SERVER_IP}:{PORT}\n }}\n}}\n"
-        ),
-    );
+    kube_proxy(&pair, CLUSTER_IP, 80, SERVER_IP, PORT);
 
     let dir = tempfile::tempdir().unwrap();
     let otlp = dir.path().join("otlp.jsonl");
@@ -352,6 +208,7 @@ fn pods_and_peers_are_named_on_both_sides() {
     let web_resource = [
         ("service.name", "web"),
         ("service.namespace", "shop"),
+        ("netsonde.skywalking.service", "demo::web.shop"),
         ("service.version", "1.27.3"),
         ("service.instance.id", "shop.web-7d4b9c6f5d-x2x9k.web"),
         ("k8s.namespace.name", "shop"),
@@ -368,7 +225,7 @@ fn pods_and_peers_are_named_on_both_sides() {
         ("netsonde.peer.kind", "pod"),
         ("netsonde.peer.service.name", "checkout-eu"),
         ("netsonde.peer.service.namespace", "shop"),
-        ("netsonde.peer.skywalking.service", "checkout-eu.shop"),
+        ("netsonde.peer.skywalking.service", "demo::checkout-eu.shop"),
         ("netsonde.peer.k8s.namespace.name", "shop"),
         ("netsonde.peer.k8s.pod.name", "checkout-5f6d8b7c9-k8s2d"),
         ("netsonde.peer.k8s.workload.kind", "deployment"),
@@ -388,7 +245,7 @@ fn pods_and_peers_are_named_on_both_sides() {
         ("netsonde.peer.kind", "service"),
         ("netsonde.peer.service.name", "web"),
         ("netsonde.peer.service.namespace", "shop"),
-        ("netsonde.peer.skywalking.service", "web.shop"),
+        ("netsonde.peer.skywalking.service", "demo::web.shop"),
         ("netsonde.peer.k8s.service.name", "web"),
         ("netsonde.peer.k8s.workload.kind", "deployment"),
         ("netsonde.peer.k8s.workload.name", "web"),

@@ -24,9 +24,11 @@ say "system packages"
 # busybox-static, cpio, xz-utils, binutils: the kernel matrix (Debian kernels booted in qemu,
 # their packages fetched with apt into /var/cache/netsonde/vm-kernels); python3-pip: the
 # Python packages below; make: the agent's allocator (jemalloc) builds from C sources;
-# tinyproxy: a real HTTP proxy for the exports through a proxy.
+# tinyproxy: a real HTTP proxy for the exports through a proxy; openjdk-17-jre-headless, maven,
+# postgresql: SkyWalking OAP (its jars fetched by Maven) with its storage, for the OAP test.
 packages=(nginx-light curl nghttp2-client openssl gcc g++ libc6-dev make util-linux ca-certificates
-    iproute2 nftables qemu-system-x86 busybox-static cpio xz-utils binutils python3-pip tinyproxy)
+    iproute2 nftables qemu-system-x86 busybox-static cpio xz-utils binutils python3-pip tinyproxy
+    openjdk-17-jre-headless maven postgresql)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -71,6 +73,9 @@ fi
 
 say "Go programs of the tests"
 tests/go-programs.sh
+
+say "SkyWalking OAP (Maven Central)"
+tests/oap.sh
 
 say "OpenSSL 1.1 (unpacked for the TLS test, not installed)"
 .ci/openssl-1.1.sh /opt/netsonde-test/openssl-1.1

@@ -26,9 +26,11 @@ pub mod kube_cluster;
 pub mod kube_index;
 pub mod kube_server;
 pub mod netns;
+pub mod oap;
 pub mod otelcol;
 pub mod otlp_json;
 pub mod pki;
+pub mod pods;
 pub mod proxy;
 pub mod registry;
 

@@ -456,11 +456,25 @@ pub fn wait_for_port(addr: &str) {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range (32768 and up by default): a port from that range can
+    // be taken by any outgoing connection (OAP opens dozens to its database) between this pick
+    // and the server's bind. Each pick moves on, so two picks never give the same port.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            step < SPAN,
+            "no free port between {FIRST} and {}",
+            FIRST + SPAN
+        );
+        let port = (FIRST + (start + step) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// nginx serving static files on 127.0.0.1 and [::1], one worker.

@@ -395,7 +395,8 @@ fn oap_shows_services_topology_metrics_and_endpoints() {
     // (2) The topology: one call, checkout → web, seen from both ends.
     let topology = oap.graphql(
         "query($d: Duration!) { t: getGlobalTopology(duration: $d, layer: \"K8S_SERVICE\") { \
-           nodes { id name isReal } calls { source target detectPoints } } }",
+           nodes { id name isReal } \
+           calls { source target detectPoints sourceComponents targetComponents } } }",
         json!({ "d": duration() }),
     );
     let node = |name: &str| {
@@ -418,6 +419,20 @@ fn oap_shows_services_topology_metrics_and_endpoints() {
         .map(|p| p.as_str().unwrap())
         .collect();
     assert_eq!(points, BTreeSet::from(["CLIENT", "SERVER"]), "{topology}");
+    // HTTP and TCP (49 and 110 in OAP's catalogue of components), seen from both ends.
+    for end in ["sourceComponents", "targetComponents"] {
+        let components: BTreeSet<&str> = calls[0][end]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            components,
+            BTreeSet::from(["http", "tcp"]),
+            "{end}: {topology}"
+        );
+    }
 
     // (3) The server's HTTP and TCP metrics: curl's requests, statuses and connections.
     let web_entity = service(WEB);

@@ -11,22 +11,20 @@ use std::{io::Write, process::Child, time::Duration};
 
 use serde_json::{Value, json};
 use support::{
-    Agent, comm_of, kube_api,
+    Agent, kube_api,
     kube_cluster::cluster,
     kube_server::{self, AGENT_USER},
     netns::{self, CLIENT_IP, NetPair, SERVER_IP},
     otelcol::Prometheus,
     otlp_json::{attr, histogram, points_of},
     pods::{
-        ContainerCgroup, Running, cgroup_v2, ids, kube_proxy, real_server, run_in_pod, set_pod_ip,
+        CLUSTER_IP, ContainerCgroup, PORT, Shop, cgroup_v2, ids, real_server, run_in_pod,
+        serve_web, set_pod_ip, shop_agent,
     },
     python,
     registry::{emitted, problems, registry},
     serial, skip_reason, support_file, wait_for_line,
 };
-
-const CLUSTER_IP: &str = "10.96.12.34";
-const PORT: &str = "8080";
 
 macro_rules! require {
     () => {
@@ -85,22 +83,12 @@ fn pods_and_peers_are_named_on_both_sides() {
     let _guard = serial();
     let Some(server) = real_server() else { return };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    // The pods' IPs are the namespaces' (the recorded ones are the cluster's).
-    let c = runtime.block_on(cluster(server, |object| {
-        match (object["kind"].as_str(), object["metadata"]["name"].as_str()) {
-            (Some("Pod"), Some("web-7d4b9c6f5d-x2x9k")) => set_pod_ip(object, SERVER_IP),
-            (Some("Pod"), Some("checkout-5f6d8b7c9-k8s2d")) => set_pod_ip(object, CLIENT_IP),
-            (Some("EndpointSlice"), Some("web-x9v2q")) => {
-                object["endpoints"][0]["addresses"] = json!([SERVER_IP]);
-            }
-            _ => {}
-        }
-    }));
-    let (web_uid, web_cid) = ids(&c.object("web-7d4b9c6f5d-x2x9k"));
-    let (checkout_uid, checkout_cid) = ids(&c.object("checkout-5f6d8b7c9-k8s2d"));
-
-    let pair = NetPair::create().expect("network namespaces");
-    kube_proxy(&pair, CLUSTER_IP, 80, SERVER_IP, PORT);
+    let Shop {
+        cluster: c,
+        pair,
+        web: (web_uid, web_cid),
+        checkout: (checkout_uid, checkout_cid),
+    } = Shop::create(&runtime, server);
 
     let dir = tempfile::tempdir().unwrap();
     let otlp = dir.path().join("otlp.jsonl");
@@ -113,41 +101,11 @@ fn pods_and_peers_are_named_on_both_sides() {
         ),
     )
     .unwrap();
-    let agent = Agent::start_with_env(
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--comm",
-            &comm_of(python()),
-            "--comm",
-            "curl",
-            "--exporter",
-            "console",
-            "--exporter",
-            "file",
-            "--file-path",
-            &otlp.display().to_string(),
-        ],
-        &[("NODE_NAME", "node-1")],
-    );
+    let agent = shop_agent(&config, &otlp, &[]);
 
     let web_cgroup = ContainerCgroup::create(&web_uid, &web_cid);
     let checkout_cgroup = ContainerCgroup::create(&checkout_uid, &checkout_cid);
-    let server_py = support_file("http_server.py").display().to_string();
-    let mut server = Running(run_in_pod(
-        &pair,
-        &pair.server,
-        &web_cgroup,
-        python(),
-        &[&server_py, SERVER_IP, PORT],
-    ));
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.0.stdout.as_mut().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert_eq!(ready.trim(), format!("ready {PORT}"));
+    let server = serve_web(&pair, &web_cgroup);
     let server_pid = server.0.id();
 
     // Three requests on one connection to the Service, as a pod would make them.
@@ -417,18 +375,7 @@ fn filters_select_pods_by_label_and_wait_for_unlisted_pods() {
     let web_cgroup = ContainerCgroup::create(&web_uid, &web_cid);
     let late_cgroup = ContainerCgroup::create(&late_uid, &late_cid);
     // The server runs before the agent starts: selected from /proc at start.
-    let server_py = support_file("http_server.py").display().to_string();
-    let mut server = Running(run_in_pod(
-        &pair,
-        &pair.server,
-        &web_cgroup,
-        python(),
-        &[&server_py, SERVER_IP, PORT],
-    ));
-    wait_for_line(
-        &mut std::io::BufReader::new(server.0.stdout.as_mut().unwrap()),
-        &format!("ready {PORT}"),
-    );
+    let server = serve_web(&pair, &web_cgroup);
     let server_pid = server.0.id();
 
     let dir = tempfile::tempdir().unwrap();

@@ -15,21 +15,17 @@ use std::{
 
 use serde_json::{Value, json};
 use support::{
-    Agent, comm_of,
-    kube_cluster::cluster,
-    netns::{self, CLIENT_IP, NetPair, SERVER_IP},
+    netns::{self, NetPair},
     oap::Oap,
     otlp_json::{attr, counted},
     pods::{
-        ContainerCgroup, Running, cgroup_v2, ids, kube_proxy, real_server, run_in_pod, set_pod_ip,
+        CLUSTER_IP, ContainerCgroup, PORT, Shop, cgroup_v2, real_server, run_in_pod, serve_web,
+        shop_agent,
     },
-    python,
     registry::{Registry, registry, root},
-    serial, skip_reason, support_file,
+    serial, skip_reason,
 };
 
-const CLUSTER_IP: &str = "10.96.12.34";
-const PORT: &str = "8080";
 /// The server and client as SkyWalking's Kubernetes layer names them, in cluster `demo`:
 /// `service.name` and namespace of tests/fixtures/kube's web and checkout pods.
 const WEB: &str = "demo::web.shop";
@@ -244,20 +240,12 @@ fn oap_shows_services_topology_metrics_and_endpoints() {
     };
     let Some(server) = real_server() else { return };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let c = runtime.block_on(cluster(server, |object| {
-        match (object["kind"].as_str(), object["metadata"]["name"].as_str()) {
-            (Some("Pod"), Some("web-7d4b9c6f5d-x2x9k")) => set_pod_ip(object, SERVER_IP),
-            (Some("Pod"), Some("checkout-5f6d8b7c9-k8s2d")) => set_pod_ip(object, CLIENT_IP),
-            (Some("EndpointSlice"), Some("web-x9v2q")) => {
-                object["endpoints"][0]["addresses"] = json!([SERVER_IP]);
-            }
-            _ => {}
-        }
-    }));
-    let (web_uid, web_cid) = ids(&c.object("web-7d4b9c6f5d-x2x9k"));
-    let (checkout_uid, checkout_cid) = ids(&c.object("checkout-5f6d8b7c9-k8s2d"));
-    let pair = NetPair::create().expect("network namespaces");
-    kube_proxy(&pair, CLUSTER_IP, 80, SERVER_IP, PORT);
+    let Shop {
+        cluster: c,
+        pair,
+        web: (web_uid, web_cid),
+        checkout: (checkout_uid, checkout_cid),
+    } = Shop::create(&runtime, server);
 
     // As docs/skywalking.md says: delta temporality, metrics only, straight to OAP's gRPC port.
     let dir = tempfile::tempdir().unwrap();
@@ -275,43 +263,11 @@ fn oap_shows_services_topology_metrics_and_endpoints() {
         ),
     )
     .unwrap();
-    let agent = Agent::start_with_env(
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--comm",
-            &comm_of(python()),
-            "--comm",
-            "curl",
-            "--exporter",
-            "console",
-            "--exporter",
-            "otlp",
-            "--exporter",
-            "file",
-            "--file-path",
-            &otlp.display().to_string(),
-        ],
-        &[("NODE_NAME", "node-1")],
-    );
+    let agent = shop_agent(&config, &otlp, &["otlp"]);
 
     let web_cgroup = ContainerCgroup::create(&web_uid, &web_cid);
     let checkout_cgroup = ContainerCgroup::create(&checkout_uid, &checkout_cid);
-    let server_py = support_file("http_server.py").display().to_string();
-    let mut web = Running(run_in_pod(
-        &pair,
-        &pair.server,
-        &web_cgroup,
-        python(),
-        &[&server_py, SERVER_IP, PORT],
-    ));
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(web.0.stdout.as_mut().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert_eq!(ready.trim(), format!("ready {PORT}"));
+    let web = serve_web(&pair, &web_cgroup);
 
     // Two curl runs: items, a 503 and a 404 (after which the server closes: curl connects
     // again, and says so), then two more on a connection of their own.

@@ -4,14 +4,103 @@
 
 use std::{
     io::Write,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Stdio},
     time::Duration,
 };
 
 use serde_json::{Value, json};
 
-use super::{kube_server::KubeServer, netns::NetPair};
+use super::{
+    Agent, comm_of,
+    kube_cluster::{Cluster, cluster},
+    kube_server::KubeServer,
+    netns::{CLIENT_IP, NetPair, SERVER_IP},
+    python, support_file,
+};
+
+/// The ClusterIP of the Service `web` of tests/fixtures/kube, and the port its pod serves on.
+pub const CLUSTER_IP: &str = "10.96.12.34";
+pub const PORT: &str = "8080";
+
+/// The fixtures' cluster, created in a real API server, with the web pod at the server
+/// namespace's address (the one the Service's EndpointSlice lists) and the checkout pod at the
+/// client's, and the Service's ClusterIP translated to the web pod in the client's namespace.
+pub struct Shop {
+    pub cluster: Cluster,
+    pub pair: NetPair,
+    /// (pod uid, container id) of the web pod.
+    pub web: (String, String),
+    /// (pod uid, container id) of the checkout pod.
+    pub checkout: (String, String),
+}
+
+impl Shop {
+    pub fn create(runtime: &tokio::runtime::Runtime, server: KubeServer) -> Shop {
+        // The pods' IPs are the namespaces' (the recorded ones are the cluster's).
+        let cluster = runtime.block_on(cluster(server, |object| {
+            match (object["kind"].as_str(), object["metadata"]["name"].as_str()) {
+                (Some("Pod"), Some("web-7d4b9c6f5d-x2x9k")) => set_pod_ip(object, SERVER_IP),
+                (Some("Pod"), Some("checkout-5f6d8b7c9-k8s2d")) => set_pod_ip(object, CLIENT_IP),
+                (Some("EndpointSlice"), Some("web-x9v2q")) => {
+                    object["endpoints"][0]["addresses"] = json!([SERVER_IP]);
+                }
+                _ => {}
+            }
+        }));
+        let web = ids(&cluster.object("web-7d4b9c6f5d-x2x9k"));
+        let checkout = ids(&cluster.object("checkout-5f6d8b7c9-k8s2d"));
+        let pair = NetPair::create().expect("network namespaces");
+        kube_proxy(&pair, CLUSTER_IP, 80, SERVER_IP, PORT);
+        Shop {
+            cluster,
+            pair,
+            web,
+            checkout,
+        }
+    }
+}
+
+/// The agent on node-1 as the shop's tests run it: with `config`, tracing the Python server
+/// and curl, exporting to the console and to the OTLP JSON file `otlp`, plus `exporters`.
+pub fn shop_agent(config: &Path, otlp: &Path, exporters: &[&str]) -> Agent {
+    let (config, otlp) = (config.display().to_string(), otlp.display().to_string());
+    let python = comm_of(python());
+    let mut args = vec!["--config", &config, "--comm", &python, "--comm", "curl"];
+    args.extend([
+        "--exporter",
+        "console",
+        "--exporter",
+        "file",
+        "--file-path",
+        &otlp,
+    ]);
+    for exporter in exporters {
+        args.extend(["--exporter", exporter]);
+    }
+    Agent::start_with_env(&args, &[("NODE_NAME", "node-1")])
+}
+
+/// tests/support/http_server.py on the server namespace's address, in `cgroup`; returns once
+/// it listens.
+pub fn serve_web(pair: &NetPair, cgroup: &ContainerCgroup) -> Running {
+    let server_py = support_file("http_server.py").display().to_string();
+    let mut server = Running(run_in_pod(
+        pair,
+        &pair.server,
+        cgroup,
+        python(),
+        &[&server_py, SERVER_IP, PORT],
+    ));
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), format!("ready {PORT}"));
+    server
+}
 
 /// Where the cgroup v2 hierarchy is mounted, if it is (found as netsonde finds it).
 pub fn cgroup_root() -> Option<PathBuf> {

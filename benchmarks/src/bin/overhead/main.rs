@@ -35,6 +35,9 @@
 //!
 //! With `--stopping`, the time from SIGTERM to exit (see `stopping.rs`).
 //!
+//! With `--unmonitored`, what netsonde costs a process it does not monitor, or syscalls that
+//! touch no socket: `dd` copying `--dd-count` bytes one at a time (see `unmonitored.rs`).
+//!
 //! With `--outage-minutes M`, the agent exports over OTLP with the disk queue while h2load
 //! sends `--rate` requests/s; the collector is stopped for M minutes, then started again: how
 //! much the queue held, and whether every exchange was delivered once it drained.
@@ -46,7 +49,8 @@
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
 //!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download] [--h2-mixed] [--hook-costs]
-//!       [--memory] [--stopping] [--outage-minutes M] [--soak-minutes M] [--baseline OTHER/netsonde]
+//!       [--memory] [--stopping] [--unmonitored [--dd-count N]] [--outage-minutes M]
+//!       [--soak-minutes M] [--baseline OTHER/netsonde]
 
 mod h2;
 mod hook_costs;
@@ -54,6 +58,7 @@ mod memory;
 mod outage;
 mod soak;
 mod stopping;
+mod unmonitored;
 
 use std::{
     io::{BufRead, BufReader},
@@ -137,6 +142,13 @@ struct Options {
     /// Time from SIGTERM to exit, and the perf events held (see stopping.rs).
     #[arg(long, conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs", "memory", "outage_minutes"])]
     stopping: bool,
+    /// What a process pays that netsonde does not monitor, or whose syscalls touch no socket:
+    /// `dd` copying one byte at a time, timed (see unmonitored.rs).
+    #[arg(long, conflicts_with_all = ["h2_download", "h2_mixed", "hook_costs", "memory", "outage_minutes", "soak_minutes", "stopping"])]
+    unmonitored: bool,
+    /// Bytes `dd` copies, one per read and write, in `--unmonitored`.
+    #[arg(long, default_value_t = 3_000_000)]
+    dd_count: u64,
     /// Another netsonde binary measured beside --netsonde (`--memory`, `--stopping`).
     #[arg(long)]
     baseline: Option<PathBuf>,
@@ -194,6 +206,10 @@ fn main() {
     }
     if o.stopping {
         stopping::run(&o, &url, &collector);
+        return;
+    }
+    if o.unmonitored {
+        unmonitored::run(&o, &collector);
         return;
     }
     if o.memory {
@@ -452,8 +468,18 @@ struct AgentProcess {
 impl AgentProcess {
     /// Starts the arm's netsonde (none for `bare`) and waits until its probes are attached.
     fn start(arm: Arm, netsonde: &Path, collector: &Rotel) -> Option<AgentProcess> {
+        AgentProcess::start_with(arm, netsonde, collector, &[])
+    }
+
+    /// As `start`, with more arguments for `run`.
+    fn start_with(
+        arm: Arm,
+        netsonde: &Path,
+        collector: &Rotel,
+        extra: &[&str],
+    ) -> Option<AgentProcess> {
         let mut cmd = Command::new(netsonde);
-        cmd.arg("run");
+        cmd.arg("run").args(extra);
         match arm {
             Arm::Bare => return None,
             Arm::Floor => {

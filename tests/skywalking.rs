@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use support::{
     netns::{self, NetPair},
     oap::Oap,
-    otlp_json::{attr, counted},
+    otlp_json::{all_points_of, attr, counted},
     pods::{
         CLUSTER_IP, ContainerCgroup, PORT, Shop, cgroup_v2, real_server, run_in_pod, serve_web,
         shop_agent,
@@ -121,33 +121,6 @@ fn total(oap: &Oap, metric: &str, entity: &Value) -> f64 {
     mqe(oap, &format!("sum({metric})"), entity.clone())
         .first()
         .map_or(0.0, |(_, v)| *v)
-}
-
-/// The points of metric `name` in every export of the resource with `container.id` `cid`: with
-/// delta temporality, each is what happened since the export before.
-fn exported(otlp: &str, cid: &str, name: &str) -> Vec<Value> {
-    let mut found = Vec::new();
-    for line in otlp.lines() {
-        let Ok(json) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        for r in json["resourceMetrics"].as_array().into_iter().flatten() {
-            if attr(&r["resource"]["attributes"], "container.id").as_deref() != Some(cid) {
-                continue;
-            }
-            for s in r["scopeMetrics"].as_array().into_iter().flatten() {
-                for m in s["metrics"].as_array().into_iter().flatten() {
-                    if m["name"] == name {
-                        let data = m["sum"]["dataPoints"]
-                            .as_array()
-                            .or(m["histogram"]["dataPoints"].as_array());
-                        found.extend(data.into_iter().flatten().cloned());
-                    }
-                }
-            }
-        }
-    }
-    found
 }
 
 /// The mean time of `<prefix>_duration` (µs) over `<prefix>_cpm`, in ms, for the window.
@@ -468,20 +441,26 @@ fn oap_shows_services_topology_metrics_and_endpoints() {
             retransmitted as f64,
             "{side}'s retransmits on the edge"
         );
-        let drops = counted(&exported(&otlp, cid, "netsonde.kernel.drops"), None);
+        let drops = counted(
+            &all_points_of(&otlp, ("container.id", cid), "netsonde.kernel.drops"),
+            None,
+        );
         assert_eq!(
             total(&oap, "meter_netsonde_service_drop_cpm", &entity),
             drops as f64,
             "{name}: the drops netsonde exported"
         );
-        let timed: BTreeSet<(String, String)> =
-            exported(&otlp, cid, "netsonde.kernel.layer.duration")
-                .iter()
-                .map(|p| {
-                    let a = |k| attr(&p["attributes"], k).unwrap();
-                    (a("netsonde.kernel.layer"), a("network.io.direction"))
-                })
-                .collect();
+        let timed: BTreeSet<(String, String)> = all_points_of(
+            &otlp,
+            ("container.id", cid),
+            "netsonde.kernel.layer.duration",
+        )
+        .iter()
+        .map(|p| {
+            let a = |k| attr(&p["attributes"], k).unwrap();
+            (a("netsonde.kernel.layer"), a("network.io.direction"))
+        })
+        .collect();
         assert!(!timed.is_empty(), "{name}: no kernel layer timed");
         for (layer, direction) in &timed {
             let select = format!("{{layer='{layer}',direction='{direction}'}}");

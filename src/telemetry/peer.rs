@@ -12,7 +12,8 @@ use std::{
 
 use crate::{
     attribution::kube::{
-        NamingRules, Peer, PodIdentity, ServiceIdentity, SharedIndex, index::service_dns_name,
+        NamingRules, Peer, PodIdentity, SharedIndex,
+        index::{service_dns_name, skywalking_service},
     },
     telemetry::{otlp::Attrs, wire::AttrSink},
 };
@@ -45,7 +46,7 @@ pub struct PeerInfo {
     pub node: Option<Arc<str>>,
     /// `<service>.<namespace>.svc.<domain>` when the peer is a Service's ClusterIP.
     pub service_dns: Option<Arc<str>>,
-    /// The peer's service as SkyWalking names it (`ServiceIdentity::skywalking`).
+    /// The peer's service as SkyWalking names it (`skywalking_service`).
     pub skywalking: Option<Arc<str>>,
 }
 
@@ -84,12 +85,7 @@ impl PeerInfo {
             Peer::Outside => {}
         }
         if let (Some(name), Some(namespace)) = (&info.service_name, &info.service_namespace) {
-            let service = ServiceIdentity {
-                name: name.clone(),
-                namespace: namespace.clone(),
-                version: None,
-            };
-            info.skywalking = Some(Arc::from(service.skywalking(cluster)));
+            info.skywalking = Some(Arc::from(skywalking_service(name, namespace, cluster)));
         }
         info
     }

@@ -16,9 +16,6 @@ use serde_json::{Value, json};
 
 use super::{free_port, support_file};
 
-/// The OAP release of tests/support/oap/pom.xml.
-pub const OAP_VERSION: &str = "10.1.0";
-
 /// How often OAP writes what it aggregated to storage (seconds): its default is 25.
 const PERSIST_SECONDS: u64 = 2;
 
@@ -177,9 +174,25 @@ impl Drop for Oap {
     }
 }
 
-/// OAP's jars, fetched by tests/oap.sh (once: it finds them the second time).
+/// The OAP release tests/support/oap/pom.xml pins (its `skywalking.version`).
+fn oap_version() -> String {
+    let pom = std::fs::read_to_string(support_file("oap/pom.xml")).expect("the OAP pom");
+    let (_, after) = pom
+        .split_once("<skywalking.version>")
+        .expect("skywalking.version in the OAP pom");
+    after
+        .split_once('<')
+        .expect("a closed element")
+        .0
+        .trim()
+        .to_string()
+}
+
+/// OAP's jars, fetched by tests/oap.sh (once: it finds them the second time) into the
+/// directory it names after the pom's version.
 fn oap_lib() -> Result<PathBuf, String> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("oap-{OAP_VERSION}"));
+    let version = oap_version();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("oap-{version}"));
     if !dir.join("complete").exists() {
         let fetch = Command::new("bash")
             .arg(support_file("../oap.sh"))
@@ -187,7 +200,7 @@ fn oap_lib() -> Result<PathBuf, String> {
             .map_err(|e| format!("fetching OAP: {e}"))?;
         if !fetch.status.success() {
             return Err(format!(
-                "fetching OAP {OAP_VERSION} from Maven Central failed: {}",
+                "fetching OAP {version} from Maven Central failed: {}",
                 String::from_utf8_lossy(&fetch.stderr)
             ));
         }

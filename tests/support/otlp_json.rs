@@ -9,8 +9,20 @@ pub fn points(otlp: &str, pid: u32, name: &str) -> Vec<serde_json::Value> {
 
 /// The data points of metric `name` in the last export, of the resource whose attribute
 /// `key` is `value` (a string, or an integer written as one).
-pub fn points_of(otlp: &str, (key, value): (&str, &str), name: &str) -> Vec<serde_json::Value> {
-    let mut last = Vec::new();
+pub fn points_of(otlp: &str, resource: (&str, &str), name: &str) -> Vec<serde_json::Value> {
+    exports_of(otlp, resource, name).pop().unwrap_or_default()
+}
+
+/// The data points of metric `name` in every export of that resource, one after the other:
+/// with delta temporality, each is what happened since the export before.
+pub fn all_points_of(otlp: &str, resource: (&str, &str), name: &str) -> Vec<serde_json::Value> {
+    exports_of(otlp, resource, name).concat()
+}
+
+/// The data points of metric `name` of the resource whose attribute `key` is `value`, per
+/// export, in the order of the lines.
+fn exports_of(otlp: &str, (key, value): (&str, &str), name: &str) -> Vec<Vec<serde_json::Value>> {
+    let mut exports = Vec::new();
     for line in otlp.lines() {
         // A serial console may interleave a kernel message with the lines.
         let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -36,13 +48,13 @@ pub fn points_of(otlp: &str, (key, value): (&str, &str), name: &str) -> Vec<serd
                 for m in sm["metrics"].as_array().into_iter().flatten() {
                     if m["name"] == name {
                         let data = m.get("sum").or_else(|| m.get("histogram")).unwrap();
-                        last = data["dataPoints"].as_array().unwrap().clone();
+                        exports.push(data["dataPoints"].as_array().unwrap().clone());
                     }
                 }
             }
         }
     }
-    last
+    exports
 }
 
 /// The OTLP JSON attribute `key` of `attributes`, as a string (64-bit ints are strings in

@@ -114,10 +114,15 @@ impl ServiceIdentity {
     /// `<cluster>::` when the cluster is named. Both ends of a connection name a workload
     /// this way, so OAP joins them into one service.
     pub fn skywalking(&self, cluster: Option<&str>) -> String {
-        match cluster {
-            Some(c) => format!("{c}::{}.{}", self.name, self.namespace),
-            None => format!("{}.{}", self.name, self.namespace),
-        }
+        skywalking_service(&self.name, &self.namespace, cluster)
+    }
+}
+
+/// SkyWalking's name of service `name` in `namespace`: `[<cluster>::]<name>.<namespace>`.
+pub fn skywalking_service(name: &str, namespace: &str, cluster: Option<&str>) -> String {
+    match cluster {
+        Some(c) => format!("{c}::{name}.{namespace}"),
+        None => format!("{name}.{namespace}"),
     }
 }
 

@@ -29,7 +29,7 @@ fn an_unknown_config_key_is_named_in_one_line() {
     assert_eq!(
         stderr(&out),
         format!(
-            "netsonde: config file {}: line 2 column 3: unknown field `payload_byte`, expected one of payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry\n",
+            "netsonde: config file {}: line 2 column 3: unknown field `payload_byte`, expected one of payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry, tp_btf\n",
             path.display()
         )
     );
@@ -169,6 +169,60 @@ fn without_btf_it_says_what_is_missing() {
     );
 }
 
+/// With `capture.tp_btf: false` (as on a kernel whose BTF is only a file given with `--btf`)
+/// the syscalls are read at the raw tracepoints instead, each point saying why not the typed
+/// one, and exchanges are still found.
+#[test]
+fn syscalls_fall_back_to_raw_tracepoints() {
+    require_privileges!();
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("netsonde.yaml");
+    std::fs::write(&path, "capture:\n  tp_btf: false\n").unwrap();
+    let out = netsonde(&["probes", "--config", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let lines: Vec<&str> = text.lines().collect();
+    let read = lines
+        .iter()
+        .position(|l| l.starts_with("syscall.read.enter"))
+        .unwrap_or_else(|| panic!("syscall.read.enter missing:\n{text}"));
+    assert!(
+        lines[read].contains(" attached ")
+            && lines[read].contains(&format!("raw_tracepoint sys_enter[read={}]", libc::SYS_read)),
+        "{}",
+        lines[read]
+    );
+    assert!(
+        lines[read + 1].contains("tried")
+            && lines[read + 1].contains("tp_btf sys_enter[read=")
+            && lines[read + 1].ends_with("switched off (capture.tp_btf: false)"),
+        "{}",
+        lines[read + 1]
+    );
+    // The raw programs find the exchanges too: curl's two requests, each seen from its side.
+    let server = support::PyServer::start();
+    let agent = support::Agent::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--pid",
+        &server.pid.to_string(),
+        "--comm",
+        "curl",
+    ]);
+    for i in 0..2 {
+        support::curl(&[&server.url(&format!("/items/{i}"))]);
+    }
+    let capture = agent.stop();
+    let served: Vec<_> = capture.keys_of(server.pid);
+    let want: Vec<_> = (0..2)
+        .map(|i| ("server".into(), "GET".into(), format!("/items/{i}"), 200))
+        .collect();
+    assert_eq!(served, want, "{}", capture.stdout);
+    let asked = capture.lines.iter().filter(|l| l.role == "client").count();
+    assert_eq!(asked, 2, "{}", capture.stdout);
+}
+
 #[test]
 fn probes_lists_every_point_and_how_it_attached() {
     require_privileges!();
@@ -195,10 +249,11 @@ fn probes_lists_every_point_and_how_it_attached() {
             .lines()
             .find(|l| l.starts_with(point))
             .unwrap_or_else(|| panic!("{point} missing:\n{text}"));
-        // The syscalls through the raw syscall tracepoints' dispatch tables, by number; the
-        // process lifecycle and the network layer at raw tracepoints of their own.
+        // The syscalls through the BTF-typed syscall tracepoints' dispatch tables, by number
+        // (this kernel has its own BTF); the process lifecycle and the network layer at raw
+        // tracepoints of their own.
         let via = if point.starts_with("syscall.") {
-            "raw_tracepoint sys_e"
+            "tp_btf sys_e"
         } else {
             "raw_tracepoint "
         };
@@ -398,8 +453,8 @@ fn probes_stats_measures_the_running_agents_programs() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", stderr(&out));
     // Every request is a read and a write on each side (the syscall programs run, and are
-    // counted, inside the raw syscall tracepoints' programs); every packet passes the device.
-    for program in ["sys_exit", "sys_enter", "net_dev_queue", "skb_copy_datagr"] {
+    // counted, inside the syscall tracepoints' programs); every packet passes the device.
+    for program in ["sys_exit_btf", "sys_enter_btf", "net_dev_queue", "skb_copy_datagr"] {
         let row = text
             .lines()
             .find(|l| l.split_whitespace().next() == Some(program))

@@ -357,6 +357,17 @@ fn check_pass(series: &str, version: &str, serial: &str, method: &str) -> Vec<St
             row.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
         ));
     }
+    // The syscalls at the BTF-typed tracepoints: Debian's kernels carry their own BTF.
+    for point in ["syscall.read.enter", "syscall.write.exit", "syscall.close.enter"] {
+        let row = probes
+            .iter()
+            .find(|l| l.starts_with(point))
+            .unwrap_or_else(|| panic!("{point} missing: {}", context()));
+        assert!(
+            row.contains(" attached ") && row.contains(" tp_btf sys_e"),
+            "{series}: {point} should attach by tp_btf: {row}"
+        );
+    }
     assert!(
         probes
             .iter()

@@ -138,6 +138,7 @@ pub fn probe_settings(config: &Config, options: &RunOptions) -> ProbeSettings {
         noop,
         kernel_layer: config.capture.kernel_layer,
         fentry: config.capture.fentry,
+        tp_btf: config.capture.tp_btf,
         btf_path: options
             .btf
             .clone()

@@ -42,6 +42,10 @@ pub struct CaptureConfig {
     /// Hook kernel functions with fentry when the kernel allows it (the cheapest way); false
     /// goes straight to kprobes.
     pub fentry: bool,
+    /// Read syscalls at the BTF-typed `sys_enter`/`sys_exit` tracepoints (`tp_btf`) when the
+    /// kernel has its own BTF (the cheaper way: kernel fields are plain loads); false uses the
+    /// raw tracepoints, where every kernel read is a helper call.
+    pub tp_btf: bool,
 }
 
 /// Which processes are traced. Nothing set: every process but netsonde itself. Each rule
@@ -186,6 +190,7 @@ impl Default for CaptureConfig {
             batch_delay_ms: 10,
             kernel_layer: true,
             fentry: true,
+            tp_btf: true,
         }
     }
 }
@@ -503,12 +508,13 @@ pub(crate) mod tests {
     }
 
     /// Every key of the file.
-    const DOCUMENTED_KEYS: [&str; 59] = [
+    const DOCUMENTED_KEYS: [&str; 60] = [
         "capture.payload_bytes",
         "capture.ring_buffer_bytes",
         "capture.batch_delay_ms",
         "capture.kernel_layer",
         "capture.fentry",
+        "capture.tp_btf",
         "filter.pids",
         "filter.comms",
         "filter.exclude_comms",
@@ -579,7 +585,7 @@ pub(crate) mod tests {
         assert_eq!(
             err.to_string(),
             "config file <text>: line 2 column 3: unknown field `payload_byte`, expected one of \
-             payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry"
+             payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry, tp_btf"
         );
         let err = Config::from_yaml("captur: {}\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `captur`"), "{err}");

@@ -9,7 +9,7 @@ use std::{
 use aya::{
     Btf, Ebpf,
     maps::ProgramArray,
-    programs::{FEntry, FExit, KProbe, RawTracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramFd, RawTracePoint},
 };
 
 use super::{
@@ -23,41 +23,126 @@ use super::{
 pub(super) struct Attacher {
     btf_path: PathBuf,
     btf: Option<Result<Btf, String>>,
+    /// The running kernel's own BTF, which BTF-typed tracepoints are checked against (a file
+    /// given with `--btf` describes the kernel but is not loaded in it).
+    kernel_btf: Option<Result<Btf, String>>,
     /// fentry allowed by configuration (`capture.fentry`).
     fentry: bool,
-    /// The raw `sys_exit` and `sys_enter` programs, attached with the first syscall point.
-    dispatch: Option<Result<(), String>>,
+    /// BTF-typed syscall tracepoints allowed by configuration (`capture.tp_btf`).
+    tp_btf: bool,
+    /// The `sys_exit` and `sys_enter` programs of each hook (raw, typed), attached with the
+    /// first syscall point that uses that hook.
+    dispatch: [Option<Result<(), String>>; 2],
 }
 
-/// The programs every syscall passes, and the tracepoints they attach to. Their run-time
-/// statistics include the syscall programs they tail-call (which have none of their own).
-pub(super) const DISPATCHERS: [(&str, &str); 2] =
-    [("sys_exit", "sys_exit"), ("sys_enter", "sys_enter")];
+/// The programs every syscall passes, and the tracepoints they attach to: the BTF-typed
+/// tracepoints' (used where they load), then the raw ones'. Their run-time statistics include
+/// the syscall programs they tail-call (which have none of their own).
+pub(super) const DISPATCHERS: [(&str, &str); 4] = [
+    ("sys_exit_btf", "sys_exit"),
+    ("sys_enter_btf", "sys_enter"),
+    ("sys_exit", "sys_exit"),
+    ("sys_enter", "sys_enter"),
+];
+
+/// Each hook's tables: the dispatchers' (entries, exits) and the iovec continuation's.
+struct HookTables {
+    entries: &'static str,
+    exits: &'static str,
+    continuation: (&'static str, &'static str),
+}
+
+const RAW_TABLES: HookTables = HookTables {
+    entries: "SYSCALL_ENTRIES",
+    exits: "SYSCALL_EXITS",
+    continuation: ("iov_continue", "IOV_CONTINUE"),
+};
+
+const TYPED_TABLES: HookTables = HookTables {
+    entries: "SYSCALL_ENTRIES_BTF",
+    exits: "SYSCALL_EXITS_BTF",
+    continuation: ("iov_continue_btf", "IOV_CONTINUE_BTF"),
+};
+
+fn tables(typed: bool) -> &'static HookTables {
+    if typed { &TYPED_TABLES } else { &RAW_TABLES }
+}
 
 impl Attacher {
-    pub(super) fn new(btf_path: &Path, fentry: bool) -> Self {
+    pub(super) fn new(btf_path: &Path, fentry: bool, tp_btf: bool) -> Self {
         Attacher {
             btf_path: btf_path.to_path_buf(),
             btf: None,
+            kernel_btf: None,
             fentry,
-            dispatch: None,
+            tp_btf,
+            dispatch: [None, None],
         }
     }
 
-    /// Attaches the raw syscall tracepoints' programs once (exit first, so that no entry is
-    /// left waiting for an exit that is not hooked); their tables start empty.
-    fn dispatch(&mut self, ebpf: &mut Ebpf) -> Result<(), String> {
-        self.dispatch
-            .get_or_insert_with(|| {
-                for (name, tracepoint) in DISPATCHERS {
-                    let why = |e| describe_program_error(name, &e);
+    /// Attaches one hook's syscall dispatchers once (exit first, so that no entry is left
+    /// waiting for an exit that is not hooked); their tables start empty. The hook's iovec
+    /// continuation is loaded first: without it, syscalls with more iovecs than one program
+    /// copies are cut there (a warning says so).
+    fn dispatch(&mut self, ebpf: &mut Ebpf, typed: bool) -> Result<(), String> {
+        if let Some(done) = &self.dispatch[usize::from(typed)] {
+            return done.clone();
+        }
+        let done = self.attach_dispatchers(ebpf, typed);
+        self.dispatch[usize::from(typed)] = Some(done.clone());
+        done
+    }
+
+    fn attach_dispatchers(&mut self, ebpf: &mut Ebpf, typed: bool) -> Result<(), String> {
+        if typed && !self.tp_btf {
+            return Err("BTF-typed tracepoints are switched off (capture.tp_btf: false)".into());
+        }
+        let kernel_btf = if typed {
+            Some(self.kernel_btf()?)
+        } else {
+            None
+        };
+        let (continuation, slot) = tables(typed).continuation;
+        let loaded = match kernel_btf {
+            Some(btf) => load_typed(ebpf, continuation, "sys_exit", btf),
+            None => load_raw(ebpf, continuation),
+        };
+        if let Err(why) = loaded.and_then(|fd| fill_slot(ebpf, slot, 0, &fd)) {
+            tracing::warn!(
+                "syscalls with more than {} iovecs are cut there ({why})",
+                netsonde_common::MAX_IOVECS
+            );
+        }
+        for (name, tracepoint) in DISPATCHERS {
+            if name.ends_with("_btf") != typed {
+                continue;
+            }
+            let why = |e| describe_program_error(name, &e);
+            match kernel_btf {
+                Some(btf) => {
+                    let tp: &mut BtfTracePoint = program(ebpf, name)?;
+                    tp.load(tracepoint, btf).map_err(why)?;
+                    tp.attach().map_err(why)?;
+                }
+                None => {
                     let tp: &mut RawTracePoint = program(ebpf, name)?;
                     tp.load().map_err(why)?;
                     tp.attach(tracepoint).map_err(why)?;
                 }
-                Ok(())
+            }
+        }
+        Ok(())
+    }
+
+    fn kernel_btf(&mut self) -> Result<&Btf, String> {
+        self.kernel_btf
+            .get_or_insert_with(|| {
+                Btf::from_sys_fs().map_err(|e| {
+                    format!("the kernel has no BTF of its own (/sys/kernel/btf/vmlinux): {e}")
+                })
             })
-            .clone()
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn btf(&mut self) -> Result<&Btf, String> {
@@ -107,29 +192,20 @@ fn attach_candidate(
     candidate: &Candidate,
 ) -> Result<(), String> {
     match candidate.hook {
-        Hook::Syscall { nr, exit, .. } => {
-            attacher.dispatch(ebpf)?;
+        Hook::Syscall {
+            nr, exit, typed, ..
+        } => {
+            attacher.dispatch(ebpf, typed)?;
             let name = candidate.program;
-            let why = |e| describe_program_error(name, &e);
-            let handler: &mut RawTracePoint = program(ebpf, name)?;
-            handler.load().map_err(why)?;
-            let fd = handler
-                .fd()
-                .map_err(why)?
-                .try_clone()
-                .map_err(|e| e.to_string())?;
-            let table = if exit {
-                "SYSCALL_EXITS"
+            let fd = if typed {
+                let tracepoint = if exit { "sys_exit" } else { "sys_enter" };
+                load_typed(ebpf, name, tracepoint, attacher.kernel_btf()?)?
             } else {
-                "SYSCALL_ENTRIES"
+                load_raw(ebpf, name)?
             };
-            let map = ebpf
-                .map_mut(table)
-                .ok_or_else(|| format!("the eBPF object has no map {table}"))?;
-            let mut slots = ProgramArray::try_from(map).map_err(|e| e.to_string())?;
-            slots
-                .set(nr, &fd, 0)
-                .map_err(|e| format!("{table}[{nr}]: {e}"))
+            let hook = tables(typed);
+            let table = if exit { hook.exits } else { hook.entries };
+            fill_slot(ebpf, table, nr, &fd)
         }
         Hook::RawTracepoint { name } => {
             let why = |e| describe_program_error(candidate.program, &e);
@@ -208,6 +284,39 @@ fn timed_pair<L>(
         detach_exit(ebpf, name, link);
     }
     entry
+}
+
+/// Loads the raw tracepoint program `name` (for a dispatch table: not attached).
+fn load_raw(ebpf: &mut Ebpf, name: &str) -> Result<ProgramFd, String> {
+    let why = |e| describe_program_error(name, &e);
+    let tp: &mut RawTracePoint = program(ebpf, name)?;
+    tp.load().map_err(why)?;
+    tp.fd().map_err(why)?.try_clone().map_err(|e| e.to_string())
+}
+
+/// Loads the BTF-typed tracepoint program `name` for `tracepoint` (for a dispatch table: not
+/// attached; a tail call only reaches programs of the same tracepoint's type).
+fn load_typed(
+    ebpf: &mut Ebpf,
+    name: &str,
+    tracepoint: &str,
+    btf: &Btf,
+) -> Result<ProgramFd, String> {
+    let why = |e| describe_program_error(name, &e);
+    let tp: &mut BtfTracePoint = program(ebpf, name)?;
+    tp.load(tracepoint, btf).map_err(why)?;
+    tp.fd().map_err(why)?.try_clone().map_err(|e| e.to_string())
+}
+
+/// Puts a loaded program in slot `index` of the program array `table`.
+fn fill_slot(ebpf: &mut Ebpf, table: &str, index: u32, fd: &ProgramFd) -> Result<(), String> {
+    let map = ebpf
+        .map_mut(table)
+        .ok_or_else(|| format!("the eBPF object has no map {table}"))?;
+    let mut slots = ProgramArray::try_from(map).map_err(|e| e.to_string())?;
+    slots
+        .set(index, fd, 0)
+        .map_err(|e| format!("{table}[{index}]: {e}"))
 }
 
 /// Program `name` of the object, as a `P`.

@@ -2,9 +2,11 @@
 //!
 //! A probe point is something netsonde wants to observe; a candidate is one way of hooking it.
 //! At start the candidates are tried in order and the first that attaches wins; why the others
-//! failed is kept for `netsonde probes`. The syscall layer is read at the raw `sys_enter` and
-//! `sys_exit` tracepoints on every kernel netsonde targets, so each of its points has one
-//! candidate: a slot in the dispatch table for its syscall number.
+//! failed is kept for `netsonde probes`. The syscall layer is read at the `sys_enter` and
+//! `sys_exit` tracepoints on every kernel netsonde targets: each of its points has a slot in a
+//! dispatch table for its syscall number, first the BTF-typed tracepoint's (cheaper: kernel
+//! fields are plain loads, see `ebpf/probes/src/regs.rs`), then the raw tracepoint's (for a
+//! kernel whose BTF is only a file given with `--btf`).
 
 /// How a candidate hooks the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,13 +15,15 @@ pub enum Hook {
     /// is built for it), and detaches without waiting for an RCU grace period, as a classic
     /// tracepoint's perf event does.
     RawTracepoint { name: &'static str },
-    /// One syscall's entry or exit, read at the raw `sys_enter`/`sys_exit` tracepoint: the
+    /// One syscall's entry or exit, read at the `sys_enter`/`sys_exit` tracepoint: the
     /// program goes in the dispatch table's slot for the syscall's number on this
-    /// architecture.
+    /// architecture. `typed`: the BTF-typed tracepoint's table (`tp_btf`), else the raw
+    /// tracepoint's.
     Syscall {
         name: &'static str,
         nr: u32,
         exit: bool,
+        typed: bool,
     },
     /// fentry on a kernel function, with the candidate's `exit` program as its fexit.
     FEntry { function: &'static str },
@@ -28,9 +32,10 @@ pub enum Hook {
 }
 
 impl Hook {
-    /// Short method name for reports: "raw_tracepoint".
+    /// Short method name for reports: "tp_btf", "raw_tracepoint".
     pub fn method(&self) -> &'static str {
         match self {
+            Hook::Syscall { typed: true, .. } => "tp_btf",
             Hook::Syscall { .. } | Hook::RawTracepoint { .. } => "raw_tracepoint",
             Hook::FEntry { .. } => "fentry",
             Hook::KProbe { .. } => "kprobe",
@@ -41,7 +46,7 @@ impl Hook {
     pub fn target(&self) -> String {
         match self {
             Hook::RawTracepoint { name } => (*name).to_string(),
-            Hook::Syscall { name, nr, exit } => {
+            Hook::Syscall { name, nr, exit, .. } => {
                 let at = if *exit { "sys_exit" } else { "sys_enter" };
                 format!("{at}[{name}={nr}]")
             }
@@ -94,6 +99,35 @@ pub enum Phase {
     Entry,
 }
 
+/// The two ways of hooking one syscall's entry or exit: the BTF-typed tracepoint's program
+/// (`<program>_btf`), then the raw tracepoint's (`<program>`).
+macro_rules! syscall_candidates {
+    ($sc:literal, $nr:expr, $program:literal, $exit:literal) => {
+        &[
+            Candidate {
+                exit: None,
+                program: concat!($program, "_btf"),
+                hook: Hook::Syscall {
+                    name: $sc,
+                    nr: $nr as u32,
+                    exit: $exit,
+                    typed: true,
+                },
+            },
+            Candidate {
+                exit: None,
+                program: $program,
+                hook: Hook::Syscall {
+                    name: $sc,
+                    nr: $nr as u32,
+                    exit: $exit,
+                    typed: false,
+                },
+            },
+        ]
+    };
+}
+
 macro_rules! syscall_pair {
     ($sc:literal, $nr:expr, $enter_prog:literal, $exit_prog:literal, $purpose:literal) => {
         [
@@ -101,29 +135,13 @@ macro_rules! syscall_pair {
                 name: concat!("syscall.", $sc, ".exit"),
                 purpose: $purpose,
                 phase: Phase::Exit,
-                candidates: &[Candidate {
-                    exit: None,
-                    program: $exit_prog,
-                    hook: Hook::Syscall {
-                        name: $sc,
-                        nr: $nr as u32,
-                        exit: true,
-                    },
-                }],
+                candidates: syscall_candidates!($sc, $nr, $exit_prog, true),
             },
             ProbePoint {
                 name: concat!("syscall.", $sc, ".enter"),
                 purpose: $purpose,
                 phase: Phase::Entry,
-                candidates: &[Candidate {
-                    exit: None,
-                    program: $enter_prog,
-                    hook: Hook::Syscall {
-                        name: $sc,
-                        nr: $nr as u32,
-                        exit: false,
-                    },
-                }],
+                candidates: syscall_candidates!($sc, $nr, $enter_prog, false),
             },
         ]
     };
@@ -219,8 +237,8 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         syscall_pair!(
             "accept",
             libc::SYS_accept,
-            "enter_accept_",
-            "exit_accept_",
+            "enter_accept",
+            "exit_accept",
             "server connections and their addresses (accept)"
         ),
         syscall_pair!(
@@ -236,15 +254,7 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         name: "syscall.close.enter",
         purpose: "connection ends (close), and responses that end at close",
         phase: Phase::Entry,
-        candidates: &[Candidate {
-            exit: None,
-            program: "enter_close",
-            hook: Hook::Syscall {
-                name: "close",
-                nr: libc::SYS_close as u32,
-                exit: false,
-            },
-        }],
+        candidates: syscall_candidates!("close", libc::SYS_close, "enter_close", false),
     });
     points.push(ProbePoint {
         name: "process.fork",

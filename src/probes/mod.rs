@@ -22,7 +22,6 @@ use std::{collections::HashSet, path::PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::RawTracePoint,
 };
 use netsonde_common::{
     Comm, KernelOffsets, NetLayout, ProbeConfig, SslKey, filter_mode, monitored,
@@ -98,6 +97,8 @@ pub struct ProbeSettings {
     pub kernel_layer: bool,
     /// Try fentry before kprobes for kernel functions.
     pub fentry: bool,
+    /// Try the BTF-typed syscall tracepoints before the raw ones.
+    pub tp_btf: bool,
 }
 
 /// The outcome for one probe point.
@@ -137,14 +138,9 @@ impl Probes {
         };
         let mut ebpf = load_object(settings, &offsets, &net_layout)?;
         fill_filters(&mut ebpf, settings)?;
-        if let Err(why) = load_continuation(&mut ebpf, "iov_continue", "IOV_CONTINUE") {
-            tracing::warn!(
-                "syscalls with more than {} iovecs are cut there ({why})",
-                netsonde_common::MAX_IOVECS
-            );
-        }
 
-        let mut attach = attach::Attacher::new(&settings.btf_path, settings.fentry);
+        let mut attach =
+            attach::Attacher::new(&settings.btf_path, settings.fentry, settings.tp_btf);
         let mut points = catalog::syscall_layer();
         if settings.kernel_layer {
             points.extend(catalog::kernel_layer());
@@ -450,27 +446,6 @@ fn load_object(
 
 /// Loads a continuation program (never attached: reached by tail call) into slot 0 of its
 /// program array, before any program that calls it attaches.
-fn load_continuation(ebpf: &mut Ebpf, name: &str, slot: &str) -> Result<(), String> {
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    program
-        .load()
-        .map_err(|e| describe_program_error(name, &e))?;
-    let fd = program
-        .fd()
-        .map_err(|e| describe_program_error(name, &e))?
-        .try_clone()
-        .map_err(|e| e.to_string())?;
-    let map = ebpf
-        .map_mut(slot)
-        .ok_or_else(|| format!("the eBPF object has no map {slot}"))?;
-    let mut slots = aya::maps::ProgramArray::try_from(map).map_err(|e| e.to_string())?;
-    slots.set(0, &fd, 0).map_err(|e| e.to_string())
-}
-
 fn fill_filters(ebpf: &mut Ebpf, settings: &ProbeSettings) -> Result<(), ProbeError> {
     let map_err = |name| move |source| ProbeError::Map { name, source };
     let mut pids: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(

@@ -1,12 +1,14 @@
 //! Copies the payload prefix of a syscall into a data record and hands it to user space.
 
-use aya_ebpf::EbpfContext;
 use netsonde_common::{
     DataEvent, KernelStats, MAX_CAPTURE, MAX_IOVECS, MAX_MMSG, SyscallArgs, counter, data_flags,
     h2_stream, kind, layer, syscall,
 };
 
-use crate::maps::{EVENTS, IOV_CONTINUE, IovCursor, Scratch, config, count, output_flags, scratch};
+use crate::{
+    maps::{EVENTS, IovCursor, Scratch, config, count, output_flags, scratch},
+    regs::SyscallCtx,
+};
 
 /// `struct iovec` (UAPI: stable across kernels).
 #[repr(C)]
@@ -198,7 +200,7 @@ pub fn mmsg_bytes(mmsg: u64, messages: u64) -> u64 {
 /// own program was reached by one).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn emit_data<C: EbpfContext>(
+pub fn emit_data<C: SyscallCtx>(
     ctx: Option<&C>,
     pid_tgid: u64,
     args: &SyscallArgs,
@@ -265,7 +267,7 @@ pub fn emit_data<C: EbpfContext>(
                         };
                     }
                     // SAFETY: the continuation is a tracepoint program like the caller.
-                    let _ = unsafe { IOV_CONTINUE.tail_call(ctx, 0) };
+                    let _ = unsafe { ctx.iov_continue().tail_call(ctx, 0) };
                     // Only reached when the tail call failed (not loaded, or too deep).
                     (copied, failed, true)
                 }
@@ -290,7 +292,7 @@ pub fn emit_data<C: EbpfContext>(
 /// The rest of a long iovec array: `MAX_IOVECS` more, then another tail call, until done or
 /// the kernel's tail-call limit (33) is reached.
 #[inline(always)]
-pub fn continue_iovecs<C: EbpfContext>(ctx: &C) {
+pub fn continue_iovecs<C: SyscallCtx>(ctx: &C) {
     let Some(scratch) = scratch() else { return };
     let scratch: *mut Scratch = scratch;
     // SAFETY: the per-CPU scratch value, left by the program that tail-called this one on this
@@ -312,7 +314,7 @@ pub fn continue_iovecs<C: EbpfContext>(ctx: &C) {
                 (*scratch).cursor.copied = copied;
             }
             // SAFETY: a tail call into this same program.
-            let _ = unsafe { IOV_CONTINUE.tail_call(ctx, 0) };
+            let _ = unsafe { ctx.iov_continue().tail_call(ctx, 0) };
             true
         }
         None => false,

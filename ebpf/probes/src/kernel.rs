@@ -4,7 +4,10 @@
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel_buf};
 use netsonde_common::{Comm, ConnOpenEvent, SocketEntry, socket_kind};
 
-use crate::maps::{SOCKETS, offset};
+use crate::{
+    maps::{SOCKETS, offset},
+    regs::SyscallCtx,
+};
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
@@ -29,28 +32,6 @@ pub fn read<T: Copy>(addr: u64) -> Option<T> {
         )
     };
     (rc == 0).then_some(value)
-}
-
-/// The `struct file *` behind `fd` in the current process, if it is open.
-#[inline(always)]
-fn fd_file(fd: i32) -> Option<u64> {
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the helper only returns the current task's address.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task + offset!(task_files))?;
-    if files == 0 {
-        return None;
-    }
-    let fdt: u64 = read(files + offset!(files_fdt))?;
-    let max_fds: u32 = read(fdt + offset!(fdtable_max_fds))?;
-    if fd as u32 >= max_fds {
-        return None;
-    }
-    let fd_array: u64 = read(fdt + offset!(fdtable_fd))?;
-    let file: u64 = read(fd_array + (fd as u64) * 8)?;
-    (file != 0).then_some(file)
 }
 
 /// Works out what `file` is: a TCP socket over IPv4/IPv6 (with its `struct sock *`), or
@@ -100,8 +81,8 @@ pub fn socket_key(tgid: u32, fd: i32) -> u64 {
 /// The answer is cached per fd and revalidated by the `struct file` pointer, so a reused fd
 /// number is never mistaken for the socket it used to be.
 #[inline(always)]
-pub fn tcp_socket(tgid: u32, fd: i32) -> Option<SocketEntry> {
-    let file = fd_file(fd)?;
+pub fn tcp_socket<C: SyscallCtx>(ctx: &C, tgid: u32, fd: i32) -> Option<SocketEntry> {
+    let file = ctx.fd_file(fd)?;
     let key = socket_key(tgid, fd);
     // SAFETY: the value is copied out before any other map operation.
     if let Some(cached) = unsafe { SOCKETS.get(&key) }.copied()

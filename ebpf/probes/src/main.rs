@@ -22,12 +22,13 @@ mod kernel;
 mod layers;
 mod maps;
 mod net;
+mod regs;
 mod tls;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use netsonde_common::{
     ConnCloseEvent, ConnOpenEvent, ProcessEvent, ProcessExitEvent, SyscallArgs,
@@ -42,41 +43,13 @@ use crate::{
         tcp_socket,
     },
     maps::{
-        EVENTS, IN_FLIGHT, NETSONDE_OFFSETS, SOCKETS, SYSCALL_ENTRIES, SYSCALL_EXITS, config,
-        count, offset, output_flags,
+        EVENTS, IN_FLIGHT, SOCKETS, SYSCALL_ENTRIES, SYSCALL_ENTRIES_BTF, SYSCALL_EXITS,
+        SYSCALL_EXITS_BTF, config, count, offset, output_flags,
     },
+    regs::SyscallCtx,
 };
 
 const EINPROGRESS: i64 = 115;
-
-/// What a syscall program gets: the raw tracepoint's arguments, the task's saved registers
-/// (`struct pt_regs *`) and, at entry, the syscall number or, at exit, its return value.
-type SyscallContext = RawTracePointContext;
-
-/// Argument `n` (below 4) of the syscall, from its saved registers.
-#[inline(always)]
-fn arg(ctx: &SyscallContext, n: usize) -> u64 {
-    let regs: u64 = ctx.arg(0);
-    // SAFETY: a plain read of a static (volatile: see `maps::config`).
-    let at = unsafe { core::ptr::read_volatile(&NETSONDE_OFFSETS.regs_args[n & 3]) };
-    kernel::read::<u64>(regs + at as u64).unwrap_or(0)
-}
-
-/// Return value of the syscall, at exit.
-#[inline(always)]
-fn ret(ctx: &SyscallContext) -> i64 {
-    ctx.arg::<u64>(1) as i64
-}
-
-/// Whether the current task is in a 32-bit (compat) syscall: those have numbers of their own,
-/// which the dispatch tables would take for other syscalls.
-#[inline(always)]
-fn compat_syscall() -> bool {
-    // SAFETY: the helper only returns the current task's address.
-    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
-    let word: u32 = kernel::read(task + offset!(task_compat)).unwrap_or(0);
-    word & offset!(task_compat_mask) as u32 != 0
-}
 
 /// Every syscall's entry: on to the program for its number, if there is one.
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -98,6 +71,28 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
     0
 }
 
+/// `sys_enter` at the BTF-typed tracepoint (see `regs`).
+#[btf_tracepoint]
+pub fn sys_enter_btf(ctx: BtfTracePointContext) -> u32 {
+    let nr: u64 = ctx.arg(1);
+    // SAFETY: as in `sys_enter`.
+    unsafe { SYSCALL_ENTRIES_BTF.tail_call(&ctx, nr as u32) };
+    0
+}
+
+/// `sys_exit` at the BTF-typed tracepoint: the number is a direct load from the registers.
+#[btf_tracepoint]
+pub fn sys_exit_btf(ctx: BtfTracePointContext) -> u32 {
+    let regs: u64 = ctx.arg(0);
+    let at = offset!(regs_syscall_nr);
+    // SAFETY: `regs` is the tracepoint's typed `struct pt_regs *`; the verifier checks the
+    // offset against it.
+    let nr = unsafe { core::ptr::read_volatile((regs + at) as *const u64) };
+    // SAFETY: as in `sys_enter`.
+    unsafe { SYSCALL_EXITS_BTF.tail_call(&ctx, nr as u32) };
+    0
+}
+
 #[inline(always)]
 pub(crate) fn now() -> u64 {
     // SAFETY: no preconditions.
@@ -114,10 +109,10 @@ const MSG_PEEK: u64 = 2;
 /// Whether a receive only peeks: its bytes stay queued and will be read again (nginx peeks
 /// one byte of every new connection to tell TLS from plaintext).
 #[inline(always)]
-fn peeks(ctx: &SyscallContext, sc: u16) -> bool {
+fn peeks<C: SyscallCtx>(ctx: &C, sc: u16) -> bool {
     match sc {
-        syscall::RECVFROM => arg(ctx, 3) & MSG_PEEK != 0,
-        syscall::RECVMSG => arg(ctx, 2) & MSG_PEEK != 0,
+        syscall::RECVFROM => ctx.sys_arg::<3>() & MSG_PEEK != 0,
+        syscall::RECVMSG => ctx.sys_arg::<2>() & MSG_PEEK != 0,
         _ => false,
     }
 }
@@ -138,21 +133,21 @@ enum Shape {
 /// Saves the arguments of a syscall when its fd is a TCP socket of a traced process. Whether
 /// the process is traced is asked first: the registers are only read for processes that are.
 #[inline(always)]
-fn enter_on_socket(ctx: &SyscallContext, sc: u16, shape: Shape) {
+fn enter_on_socket<C: SyscallCtx>(ctx: &C, sc: u16, shape: Shape) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !traced(tgid) || compat_syscall() || peeks(ctx, sc) {
+    if !traced(tgid) || ctx.compat() || peeks(ctx, sc) {
         return;
     }
-    let fd = arg(ctx, 0) as i32;
-    let Some(sock) = tcp_socket(tgid, fd) else {
+    let fd = ctx.sys_arg::<0>() as i32;
+    let Some(sock) = tcp_socket(ctx, tgid, fd) else {
         return;
     };
     let (buf, iovcnt) = match shape {
-        Shape::Buffer => (arg(ctx, 1), 0),
-        Shape::Iovec => (arg(ctx, 1), arg(ctx, 2)),
+        Shape::Buffer => (ctx.sys_arg::<1>(), 0),
+        Shape::Iovec => (ctx.sys_arg::<1>(), ctx.sys_arg::<2>()),
         Shape::Msghdr => {
-            let msg = arg(ctx, 1);
+            let msg = ctx.sys_arg::<1>();
             let iov: u64 = read_user(msg + MSGHDR_IOV).unwrap_or(0);
             let iovcnt: u64 = read_user(msg + MSGHDR_IOVLEN).unwrap_or(0);
             (iov, iovcnt)
@@ -235,12 +230,12 @@ pub(crate) fn emit_open(
 
 /// Exit of a read- or write-like syscall.
 #[inline(always)]
-fn exit_data(ctx: &SyscallContext, sc: u16, dir: u8) {
+fn exit_data<C: SyscallCtx>(ctx: &C, sc: u16, dir: u8) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(args) = take_args(pid_tgid, sc) else {
         return;
     };
-    let rc = ret(ctx);
+    let rc = ctx.sys_ret();
     if rc <= 0 {
         return;
     }
@@ -293,171 +288,218 @@ fn exit_data(ctx: &SyscallContext, sc: u16, dir: u8) {
 
 /// The rest of a long iovec array (see `capture::emit_data`): reached by tail call only.
 #[raw_tracepoint]
-pub fn iov_continue(ctx: SyscallContext) -> u32 {
+pub fn iov_continue(ctx: RawTracePointContext) -> u32 {
     continue_iovecs(&ctx);
     0
 }
 
-// ---- read/write-like syscalls: (fd, buf, len …) ------------------------------------------
+/// `iov_continue` for the `tp_btf` exit programs.
+#[btf_tracepoint]
+pub fn iov_continue_btf(ctx: BtfTracePointContext) -> u32 {
+    continue_iovecs(&ctx);
+    0
+}
 
-macro_rules! buffer_syscall {
-    ($enter:ident, $exit:ident, $sc:expr, $dir:expr) => {
+/// A syscall's entry and exit programs, once per hook: `$raw_*` for the raw tracepoints,
+/// `$btf_*` for the BTF-typed ones (see `regs`); both run `$enter_body`/`$exit_body` on their
+/// context.
+macro_rules! syscall_programs {
+    (
+        $raw_enter:ident, $raw_exit:ident, $btf_enter:ident, $btf_exit:ident,
+        |$ctx:ident| enter: $enter_body:expr, exit: $exit_body:expr $(,)?
+    ) => {
         #[raw_tracepoint]
-        pub fn $enter(ctx: SyscallContext) -> u32 {
+        pub fn $raw_enter($ctx: RawTracePointContext) -> u32 {
             if !noop() {
-                enter_on_socket(&ctx, $sc, Shape::Buffer);
+                $enter_body;
             }
             0
         }
 
         #[raw_tracepoint]
-        pub fn $exit(ctx: SyscallContext) -> u32 {
+        pub fn $raw_exit($ctx: RawTracePointContext) -> u32 {
             if !noop() {
-                exit_data(&ctx, $sc, $dir);
+                $exit_body;
+            }
+            0
+        }
+
+        #[btf_tracepoint]
+        pub fn $btf_enter($ctx: BtfTracePointContext) -> u32 {
+            if !noop() {
+                $enter_body;
+            }
+            0
+        }
+
+        #[btf_tracepoint]
+        pub fn $btf_exit($ctx: BtfTracePointContext) -> u32 {
+            if !noop() {
+                $exit_body;
             }
             0
         }
     };
 }
 
-buffer_syscall!(enter_read, exit_read, syscall::READ, direction::INGRESS);
-buffer_syscall!(enter_write, exit_write, syscall::WRITE, direction::EGRESS);
-buffer_syscall!(
-    enter_recvfrom,
-    exit_recvfrom,
+/// A read- or write-like syscall: its entry saves the arguments `$shape` says, its exit emits
+/// the record.
+macro_rules! data_syscall {
+    ($names:tt, $sc:expr, $dir:expr, $shape:expr) => {
+        data_syscall!(@ $names, $sc, $dir, $shape);
+    };
+    (@ [$($name:ident),+], $sc:expr, $dir:expr, $shape:expr) => {
+        syscall_programs!(
+            $($name),+,
+            |ctx| enter: enter_on_socket(&ctx, $sc, $shape),
+            exit: exit_data(&ctx, $sc, $dir),
+        );
+    };
+}
+
+// ---- read/write-like syscalls: (fd, buf, len …) ------------------------------------------
+
+data_syscall!(
+    [enter_read, exit_read, enter_read_btf, exit_read_btf],
+    syscall::READ,
+    direction::INGRESS,
+    Shape::Buffer
+);
+data_syscall!(
+    [enter_write, exit_write, enter_write_btf, exit_write_btf],
+    syscall::WRITE,
+    direction::EGRESS,
+    Shape::Buffer
+);
+data_syscall!(
+    [
+        enter_recvfrom,
+        exit_recvfrom,
+        enter_recvfrom_btf,
+        exit_recvfrom_btf
+    ],
     syscall::RECVFROM,
-    direction::INGRESS
+    direction::INGRESS,
+    Shape::Buffer
 );
-buffer_syscall!(
-    enter_sendto,
-    exit_sendto,
+data_syscall!(
+    [enter_sendto, exit_sendto, enter_sendto_btf, exit_sendto_btf],
     syscall::SENDTO,
-    direction::EGRESS
+    direction::EGRESS,
+    Shape::Buffer
 );
-buffer_syscall!(
-    enter_sendfile,
-    exit_sendfile,
+data_syscall!(
+    [
+        enter_sendfile,
+        exit_sendfile,
+        enter_sendfile_btf,
+        exit_sendfile_btf
+    ],
     syscall::SENDFILE,
-    direction::EGRESS
+    direction::EGRESS,
+    Shape::Buffer
 );
 
 // ---- iovec syscalls: (fd, iov, iovcnt) --------------------------------------------------
 
-macro_rules! iovec_syscall {
-    ($enter:ident, $exit:ident, $sc:expr, $dir:expr) => {
-        #[raw_tracepoint]
-        pub fn $enter(ctx: SyscallContext) -> u32 {
-            if !noop() {
-                enter_on_socket(&ctx, $sc, Shape::Iovec);
-            }
-            0
-        }
-
-        #[raw_tracepoint]
-        pub fn $exit(ctx: SyscallContext) -> u32 {
-            if !noop() {
-                exit_data(&ctx, $sc, $dir);
-            }
-            0
-        }
-    };
-}
-
-iovec_syscall!(enter_readv, exit_readv, syscall::READV, direction::INGRESS);
-iovec_syscall!(
-    enter_writev,
-    exit_writev,
+data_syscall!(
+    [enter_readv, exit_readv, enter_readv_btf, exit_readv_btf],
+    syscall::READV,
+    direction::INGRESS,
+    Shape::Iovec
+);
+data_syscall!(
+    [enter_writev, exit_writev, enter_writev_btf, exit_writev_btf],
     syscall::WRITEV,
-    direction::EGRESS
+    direction::EGRESS,
+    Shape::Iovec
 );
 
 // ---- msghdr syscalls: (fd, msg, flags); the iovecs are read from the msghdr at entry ------
 
-macro_rules! msghdr_syscall {
-    ($enter:ident, $exit:ident, $sc:expr, $dir:expr) => {
-        #[raw_tracepoint]
-        pub fn $enter(ctx: SyscallContext) -> u32 {
-            if !noop() {
-                enter_on_socket(&ctx, $sc, Shape::Msghdr);
-            }
-            0
-        }
-
-        #[raw_tracepoint]
-        pub fn $exit(ctx: SyscallContext) -> u32 {
-            if !noop() {
-                exit_data(&ctx, $sc, $dir);
-            }
-            0
-        }
-    };
-}
-
-msghdr_syscall!(
-    enter_recvmsg,
-    exit_recvmsg,
+data_syscall!(
+    [
+        enter_recvmsg,
+        exit_recvmsg,
+        enter_recvmsg_btf,
+        exit_recvmsg_btf
+    ],
     syscall::RECVMSG,
-    direction::INGRESS
+    direction::INGRESS,
+    Shape::Msghdr
 );
-msghdr_syscall!(
-    enter_sendmsg,
-    exit_sendmsg,
+data_syscall!(
+    [
+        enter_sendmsg,
+        exit_sendmsg,
+        enter_sendmsg_btf,
+        exit_sendmsg_btf
+    ],
     syscall::SENDMSG,
-    direction::EGRESS
+    direction::EGRESS,
+    Shape::Msghdr
 );
 
 // ---- mmsghdr syscalls: (fd, mmsg, vlen …); the return value counts messages ---------------
 
-iovec_syscall!(
-    enter_recvmmsg,
-    exit_recvmmsg,
+data_syscall!(
+    [
+        enter_recvmmsg,
+        exit_recvmmsg,
+        enter_recvmmsg_btf,
+        exit_recvmmsg_btf
+    ],
     syscall::RECVMMSG,
-    direction::INGRESS
+    direction::INGRESS,
+    Shape::Iovec
 );
-iovec_syscall!(
-    enter_sendmmsg,
-    exit_sendmmsg,
+data_syscall!(
+    [
+        enter_sendmmsg,
+        exit_sendmmsg,
+        enter_sendmmsg_btf,
+        exit_sendmmsg_btf
+    ],
     syscall::SENDMMSG,
-    direction::EGRESS
+    direction::EGRESS,
+    Shape::Iovec
 );
 
 // ---- connection lifecycle ------------------------------------------------------------------
 
-#[raw_tracepoint]
-pub fn enter_connect(ctx: SyscallContext) -> u32 {
-    if !noop() {
-        enter_on_socket(&ctx, syscall::CONNECT, Shape::FdOnly);
-    }
-    0
-}
-
-#[raw_tracepoint]
-pub fn exit_connect(ctx: SyscallContext) -> u32 {
-    if noop() {
-        return 0;
-    }
+/// Exit of connect(): announces the connection, also when a non-blocking connect returns
+/// -EINPROGRESS with the addresses already chosen.
+#[inline(always)]
+fn finish_connect<C: SyscallCtx>(ctx: &C) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(args) = take_args(pid_tgid, syscall::CONNECT) else {
-        return 0;
+        return;
     };
-    let rc = ret(&ctx);
-    // A non-blocking connect returns -EINPROGRESS with the addresses already chosen.
+    let rc = ctx.sys_ret();
     if rc == 0 || rc == -EINPROGRESS {
         emit_open(pid_tgid, &args, origin::CONNECT, args.fd, rc, now());
     }
-    0
 }
+
+syscall_programs!(
+    enter_connect,
+    exit_connect,
+    enter_connect_btf,
+    exit_connect_btf,
+    |ctx| enter: enter_on_socket(&ctx, syscall::CONNECT, Shape::FdOnly),
+    exit: finish_connect(&ctx),
+);
 
 /// Entry of accept/accept4: remembers the time; the socket only exists at exit.
 #[inline(always)]
-fn enter_accept(ctx: &SyscallContext, sc: u16) {
+fn accept_start<C: SyscallCtx>(ctx: &C, sc: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !traced((pid_tgid >> 32) as u32) || compat_syscall() {
+    if !traced((pid_tgid >> 32) as u32) || ctx.compat() {
         return;
     }
     let args = SyscallArgs {
         syscall: sc,
-        fd: arg(ctx, 0) as i32,
+        fd: ctx.sys_arg::<0>() as i32,
         enter_ns: now(),
         ..SyscallArgs::default()
     };
@@ -467,17 +509,17 @@ fn enter_accept(ctx: &SyscallContext, sc: u16) {
 }
 
 #[inline(always)]
-fn exit_accept(ctx: &SyscallContext, sc: u16) {
+fn accept_end<C: SyscallCtx>(ctx: &C, sc: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(mut args) = take_args(pid_tgid, sc) else {
         return;
     };
-    let fd = ret(ctx);
+    let fd = ctx.sys_ret();
     if fd < 0 {
         return;
     }
     let fd = fd as i32;
-    let Some(sock) = tcp_socket((pid_tgid >> 32) as u32, fd) else {
+    let Some(sock) = tcp_socket(ctx, (pid_tgid >> 32) as u32, fd) else {
         return;
     };
     args.sock = sock.sock;
@@ -485,53 +527,35 @@ fn exit_accept(ctx: &SyscallContext, sc: u16) {
     emit_open(pid_tgid, &args, origin::ACCEPT, fd, 0, now());
 }
 
-#[raw_tracepoint]
-pub fn enter_accept_(ctx: SyscallContext) -> u32 {
-    if !noop() {
-        enter_accept(&ctx, syscall::ACCEPT);
-    }
-    0
-}
-
-#[raw_tracepoint]
-pub fn exit_accept_(ctx: SyscallContext) -> u32 {
-    if !noop() {
-        exit_accept(&ctx, syscall::ACCEPT);
-    }
-    0
-}
-
-#[raw_tracepoint]
-pub fn enter_accept4(ctx: SyscallContext) -> u32 {
-    if !noop() {
-        enter_accept(&ctx, syscall::ACCEPT4);
-    }
-    0
-}
-
-#[raw_tracepoint]
-pub fn exit_accept4(ctx: SyscallContext) -> u32 {
-    if !noop() {
-        exit_accept(&ctx, syscall::ACCEPT4);
-    }
-    0
-}
+syscall_programs!(
+    enter_accept,
+    exit_accept,
+    enter_accept_btf,
+    exit_accept_btf,
+    |ctx| enter: accept_start(&ctx, syscall::ACCEPT),
+    exit: accept_end(&ctx, syscall::ACCEPT),
+);
+syscall_programs!(
+    enter_accept4,
+    exit_accept4,
+    enter_accept4_btf,
+    exit_accept4_btf,
+    |ctx| enter: accept_start(&ctx, syscall::ACCEPT4),
+    exit: accept_end(&ctx, syscall::ACCEPT4),
+);
 
 /// close() releases the fd even when it fails with EINTR, so the entry is where the socket
 /// ends; it only looks at the fd cache, never walks the fd table.
-#[raw_tracepoint]
-pub fn enter_close(ctx: SyscallContext) -> u32 {
-    if noop() {
-        return 0;
-    }
+#[inline(always)]
+fn close_fd<C: SyscallCtx>(ctx: &C) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let fd = arg(&ctx, 0) as i32;
+    let fd = ctx.sys_arg::<0>() as i32;
     let key = socket_key(tgid, fd);
     let announced = announced_socket(tgid, fd);
     // A compat syscall with this number is another syscall (at worst a cached fd forgotten).
-    if announced.is_some() && compat_syscall() {
-        return 0;
+    if announced.is_some() && ctx.compat() {
+        return;
     }
     if let Some(sock) = announced {
         let ev = ConnCloseEvent {
@@ -559,6 +583,21 @@ pub fn enter_close(ctx: SyscallContext) -> u32 {
         net::forget_socket(sock.sock);
     }
     let _ = SOCKETS.remove(&key);
+}
+
+#[raw_tracepoint]
+pub fn enter_close(ctx: RawTracePointContext) -> u32 {
+    if !noop() {
+        close_fd(&ctx);
+    }
+    0
+}
+
+#[btf_tracepoint]
+pub fn enter_close_btf(ctx: BtfTracePointContext) -> u32 {
+    if !noop() {
+        close_fd(&ctx);
+    }
     0
 }
 

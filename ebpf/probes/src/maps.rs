@@ -200,17 +200,26 @@ pub struct IovCursor {
     pub end: u64,
 }
 
-/// Slot 0: `iov_continue`, set by user space before the exit programs attach.
+/// Slot 0: `iov_continue` (raw tracepoint) or `iov_continue_btf` (`tp_btf`), set by user space
+/// before the exit programs attach. A tail call stays within one program type and hook, so each
+/// hook has its own tables.
 #[map]
 pub static IOV_CONTINUE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static IOV_CONTINUE_BTF: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Slots for syscall numbers: the program that reads that syscall's entry (`SYSCALL_ENTRIES`)
-/// or exit (`SYSCALL_EXITS`), set by user space. Every syscall passes the raw `sys_enter` and
-/// `sys_exit` tracepoints; an empty slot ends it there.
+/// or exit (`SYSCALL_EXITS`), set by user space. Every syscall passes the `sys_enter` and
+/// `sys_exit` tracepoints; an empty slot ends it there. The `_BTF` tables are those of the
+/// `tp_btf` dispatchers (see `regs`).
 #[map]
 pub static SYSCALL_ENTRIES: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
 #[map]
 pub static SYSCALL_EXITS: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
+#[map]
+pub static SYSCALL_ENTRIES_BTF: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
+#[map]
+pub static SYSCALL_EXITS_BTF: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
 
 /// gRPC message framing of the HTTP/2 streams whose DATA the kernel walks (see `h2`). LRU: a
 /// stream that ends without the kernel seeing its end is forgotten in time.

@@ -171,8 +171,11 @@ fn exit(call: u16, rc: i64) {
         direction::INGRESS
     };
     count(counter::TLS_EVENTS, 1);
-    // A plain buffer: no iovecs, so no continuation (and no tail call from a uprobe).
-    emit_data::<ProbeContext>(None, pid_tgid, &data, bytes, 0, pos, dir, exit_ns);
+    // A plain buffer: no iovecs, so no continuation (and no tail call from a uprobe); the
+    // context type only names the continuation's table, never used here.
+    emit_data::<aya_ebpf::programs::RawTracePointContext>(
+        None, pid_tgid, &data, bytes, 0, pos, dir, exit_ns,
+    );
 }
 
 /// `int SSL_read(SSL *ssl, void *buf, int num)`

@@ -149,7 +149,8 @@ struct Options {
     /// Bytes `dd` copies, one per read and write, in `--unmonitored`.
     #[arg(long, default_value_t = 3_000_000)]
     dd_count: u64,
-    /// Another netsonde binary measured beside --netsonde (`--memory`, `--stopping`).
+    /// Another netsonde binary measured beside --netsonde (`--memory`, `--stopping`,
+    /// `--unmonitored`).
     #[arg(long)]
     baseline: Option<PathBuf>,
 }

@@ -10,11 +10,14 @@
 //!   is not monitored at all. (`--pid 1` would not do: every process descends from pid 1,
 //!   and `--pid` takes a process's descendants too.)
 //!
-//! Reported: dd's time, and the cost per syscall beyond bare and beyond the floor (nanoseconds).
+//! With `--baseline`, the baseline binary's floor, agent and not-mine arms run in the same rounds.
+//!
+//! Reported: dd's time, and the cost per syscall beyond bare and beyond this build's floor
+//! (nanoseconds).
 
-use std::{process::Command, time::Instant};
+use std::{path::PathBuf, process::Command, time::Instant};
 
-use super::{AgentProcess, Arm, Options, Rotel, median};
+use super::{AgentProcess, Arm, Options, Rotel, binaries, median};
 
 /// (name, the agent's arm, whether it monitors only another process); `None`: no agent.
 const ARMS: [(&str, Option<Arm>, bool); 4] = [
@@ -23,6 +26,39 @@ const ARMS: [(&str, Option<Arm>, bool); 4] = [
     ("agent", Some(Arm::Agent), false),
     ("not mine", Some(Arm::Agent), true),
 ];
+
+/// One arm of one binary: its label in the table, the binary, its arm, whether it monitors
+/// only another process.
+struct Run {
+    label: String,
+    netsonde: PathBuf,
+    arm: Option<Arm>,
+    only_other: bool,
+}
+
+/// Every arm of this build, and (`--baseline`) the baseline's agent arms beside them.
+fn runs(o: &Options) -> Vec<Run> {
+    let mut runs = Vec::new();
+    for (binary, path) in binaries(o) {
+        for (name, arm, only_other) in ARMS {
+            if arm.is_none() && binary == "baseline" {
+                continue; // one bare arm, this build's
+            }
+            let label = if binary == "baseline" {
+                format!("baseline {name}")
+            } else {
+                name.to_string()
+            };
+            runs.push(Run {
+                label,
+                netsonde: path.clone(),
+                arm,
+                only_other,
+            });
+        }
+    }
+    runs
+}
 
 pub fn run(o: &Options, collector: &Rotel) {
     let syscalls = 2 * o.dd_count;
@@ -33,23 +69,25 @@ pub fn run(o: &Options, collector: &Rotel) {
     // The process the `not mine` arm monitors: no ancestor of dd.
     let mut other = Command::new("sleep").arg("3600").spawn().expect("sleep");
     let other_pid = other.id().to_string();
+    let runs = runs(o);
     let mut times: Vec<(&str, f64)> = Vec::new();
     for round in 0..o.rounds {
-        for i in 0..ARMS.len() {
-            let (name, arm, only_other) = ARMS[(i + round) % ARMS.len()];
-            let extra: &[&str] = if only_other {
+        for i in 0..runs.len() {
+            let run = &runs[(i + round) % runs.len()];
+            let extra: &[&str] = if run.only_other {
                 &["--pid", &other_pid]
             } else {
                 &[]
             };
-            let agent =
-                arm.and_then(|a| AgentProcess::start_with(a, &o.netsonde, collector, extra));
+            let agent = run
+                .arm
+                .and_then(|a| AgentProcess::start_with(a, &run.netsonde, collector, extra));
             let seconds = dd(o.dd_count);
             if let Some(agent) = agent {
                 agent.stop();
             }
-            println!("round {} {name:<8} {seconds:>7.3} s", round + 1);
-            times.push((name, seconds));
+            println!("round {} {:<17} {seconds:>7.3} s", round + 1, run.label);
+            times.push((&run.label, seconds));
         }
     }
     let _ = other.kill();
@@ -63,10 +101,11 @@ pub fn run(o: &Options, collector: &Rotel) {
     );
     println!("| arm | seconds | vs floor | ns per syscall over bare | over the floor |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, _, _) in ARMS {
-        let s = of(name);
+    for run in &runs {
+        let s = of(&run.label);
         println!(
-            "| {name} | {s:.3} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {s:.3} | {:.2} | {:.0} | {:.0} |",
+            run.label,
             s / floor,
             per_syscall(s, bare),
             per_syscall(s, floor)

@@ -189,7 +189,10 @@ fn syscalls_fall_back_to_raw_tracepoints() {
         .unwrap_or_else(|| panic!("syscall.read.enter missing:\n{text}"));
     assert!(
         lines[read].contains(" attached ")
-            && lines[read].contains(&format!("raw_tracepoint sys_enter[read={}]", libc::SYS_read)),
+            && lines[read].contains(&format!(
+                "raw_tracepoint sys_enter[read={}]",
+                libc::SYS_read
+            )),
         "{}",
         lines[read]
     );
@@ -454,7 +457,12 @@ fn probes_stats_measures_the_running_agents_programs() {
     assert!(out.status.success(), "{}", stderr(&out));
     // Every request is a read and a write on each side (the syscall programs run, and are
     // counted, inside the syscall tracepoints' programs); every packet passes the device.
-    for program in ["sys_exit_btf", "sys_enter_btf", "net_dev_queue", "skb_copy_datagr"] {
+    for program in [
+        "sys_exit_btf",
+        "sys_enter_btf",
+        "net_dev_queue",
+        "skb_copy_datagr",
+    ] {
         let row = text
             .lines()
             .find(|l| l.split_whitespace().next() == Some(program))

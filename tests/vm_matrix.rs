@@ -358,7 +358,11 @@ fn check_pass(series: &str, version: &str, serial: &str, method: &str) -> Vec<St
         ));
     }
     // The syscalls at the BTF-typed tracepoints: Debian's kernels carry their own BTF.
-    for point in ["syscall.read.enter", "syscall.write.exit", "syscall.close.enter"] {
+    for point in [
+        "syscall.read.enter",
+        "syscall.write.exit",
+        "syscall.close.enter",
+    ] {
         let row = probes
             .iter()
             .find(|l| l.starts_with(point))

@@ -20,8 +20,9 @@ use aya_ebpf::{
 use netsonde_common::{CallKey, CallStart, feature, layer};
 
 use crate::{
+    in_flight::in_flight,
     kernel::read,
-    maps::{ARP_WAIT, CALLS, FEATURES, IN_FLIGHT, KNOWN_SOCKS, RX_SKBS, offset},
+    maps::{ARP_WAIT, CALLS, FEATURES, KNOWN_SOCKS, RX_SKBS, offset},
     net::{add_time, sends},
     noop, now,
 };
@@ -90,8 +91,7 @@ fn exit_receive(func: u64) {
 /// The traced send syscall in flight on this thread, if `sk` is its socket: its `enter_ns`.
 #[inline(always)]
 fn sending_on(pid_tgid: u64, sk: u64) -> Option<u64> {
-    // SAFETY: copied out at once.
-    let args = unsafe { IN_FLIGHT.get(&pid_tgid) }.copied()?;
+    let args = in_flight(pid_tgid)?;
     (sends(args.syscall) && args.sock == sk && sk != 0).then_some(args.enter_ns)
 }
 

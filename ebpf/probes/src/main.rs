@@ -18,6 +18,7 @@
 mod capture;
 mod filter;
 mod h2;
+mod in_flight;
 mod kernel;
 mod layers;
 mod maps;
@@ -38,6 +39,7 @@ use netsonde_common::{
 use crate::{
     capture::{MSGHDR_IOV, MSGHDR_IOVLEN, continue_iovecs, emit_data, mmsg_bytes, read_user},
     filter::{forget, forget_process, inherit, traced},
+    in_flight::{save_args, take_args},
     kernel::{
         advance_stream, announced_socket, fill_addresses, mark_announced, process_comm, socket_key,
         tcp_socket,
@@ -170,19 +172,7 @@ fn enter_on_socket<C: SyscallCtx>(ctx: &C, sc: u16, shape: Shape) {
         sock: sock.sock,
         enter_ns: now(),
     };
-    if IN_FLIGHT.insert(&pid_tgid, &args, 0).is_err() {
-        count(counter::IN_FLIGHT_FULL, 1);
-    }
-}
-
-/// Takes the arguments saved by the matching entry program, if any.
-#[inline(always)]
-fn take_args(pid_tgid: u64, sc: u16) -> Option<SyscallArgs> {
-    // SAFETY: copied out before the entry is removed.
-    let args = unsafe { IN_FLIGHT.get(&pid_tgid) }.copied()?;
-    let _ = IN_FLIGHT.remove(&pid_tgid);
-    // A leftover from an exit that never came belongs to another syscall: ignore it.
-    (args.syscall == sc).then_some(args)
+    save_args(pid_tgid, &args);
 }
 
 /// Announces a connection to user space.
@@ -503,9 +493,7 @@ fn accept_start<C: SyscallCtx>(ctx: &C, sc: u16) {
         enter_ns: now(),
         ..SyscallArgs::default()
     };
-    if IN_FLIGHT.insert(&pid_tgid, &args, 0).is_err() {
-        count(counter::IN_FLIGHT_FULL, 1);
-    }
+    save_args(pid_tgid, &args);
 }
 
 #[inline(always)]
@@ -675,6 +663,7 @@ pub fn process_exit(_ctx: RawTracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // Per-thread state goes with the thread (the LRU would evict it eventually; this is now).
     let _ = IN_FLIGHT.remove(&pid_tgid);
+    net::forget_thread(pid_tgid);
     tls::forget_thread(pid_tgid);
     let tgid = (pid_tgid >> 32) as u32;
     if pid_tgid as u32 != tgid {

@@ -241,10 +241,12 @@ pub fn scratch() -> Option<*mut Scratch> {
     SCRATCH.get_ptr_mut(cpu)
 }
 
-/// Syscall arguments saved at entry for the exit, keyed by pid_tgid. LRU: an exit that never
-/// comes (a killed thread) cannot leak an entry.
+/// Syscall arguments saved at entry for the exit, keyed by pid_tgid: one slot per thread that
+/// made a traced syscall, reused in place (`in_flight`), removed when the thread exits. LRU: a
+/// thread whose exit was not seen cannot leak its slot. Sized for that many threads, so that
+/// idle slots of other threads do not push out one that waits in a long syscall.
 #[map]
-pub static IN_FLIGHT: LruHashMap<u64, SyscallArgs> = LruHashMap::with_max_entries(16384, 0);
+pub static IN_FLIGHT: LruHashMap<u64, SyscallArgs> = LruHashMap::with_max_entries(32768, 0);
 
 /// What each fd of a traced process is, keyed by `tgid << 32 | fd`; validated by `file`.
 #[map]

@@ -24,10 +24,11 @@ use netsonde_common::{
 
 use crate::{
     filter::traced,
+    in_flight::in_flight,
     kernel::read,
     maps::{
-        ARP_WAIT, DROP_REASONS, ESTABLISHED, EVENTS, HANDSHAKES, IN_FLIGHT, IN_FLIGHT_KERNEL,
-        KNOWN_SOCKS, RX_SKBS, TX_SKBS, count, offset, output_flags,
+        ARP_WAIT, DROP_REASONS, ESTABLISHED, EVENTS, HANDSHAKES, IN_FLIGHT_KERNEL, KNOWN_SOCKS,
+        RX_SKBS, TX_SKBS, count, offset, output_flags,
     },
     noop, now,
 };
@@ -90,16 +91,25 @@ fn receives(sc: u16) -> bool {
 }
 
 /// The findings of the syscall that started at `enter_ns` on `pid_tgid`, created empty when
-/// `create` and there are none yet.
+/// `create` and there are none yet. Like `IN_FLIGHT`, each thread keeps its slot and reuses it
+/// in place for its next syscall (an insert per syscall costs far more than a lookup).
 #[inline(always)]
 fn stats_of(pid_tgid: u64, enter_ns: u64, create: bool) -> Option<*mut KernelStats> {
     if let Some(found) = IN_FLIGHT_KERNEL.get_ptr_mut(&pid_tgid) {
         // SAFETY: a pointer into the map value, only touched by programs of this thread's
-        // syscall and of its packets; a race costs one sample.
+        // syscall and of its packets; a race costs one sample. The slot is idle while it is
+        // cleared (`enter_ns` 0, written first and last).
         unsafe {
             if (*found).enter_ns == enter_ns {
                 return Some(&mut (*found).stats);
             }
+            if !create {
+                return None;
+            }
+            core::ptr::write_volatile(&mut (*found).enter_ns, 0);
+            (*found).stats = KernelStats::default();
+            core::ptr::write_volatile(&mut (*found).enter_ns, enter_ns);
+            return Some(&mut (*found).stats);
         }
     }
     if !create {
@@ -118,8 +128,7 @@ fn stats_of(pid_tgid: u64, enter_ns: u64, create: bool) -> Option<*mut KernelSta
 /// Whether the syscall that started at `enter_ns` on `pid_tgid` is still running.
 #[inline(always)]
 fn still_running(pid_tgid: u64, enter_ns: u64) -> bool {
-    // SAFETY: copied out at once.
-    matches!(unsafe { IN_FLIGHT.get(&pid_tgid) }, Some(args) if args.enter_ns == enter_ns)
+    matches!(in_flight(pid_tgid), Some(args) if args.enter_ns == enter_ns)
 }
 
 /// Adds `ns` to `at` of the syscall that started at `enter_ns` on `pid_tgid`, if it is still
@@ -146,7 +155,8 @@ fn add_layer(stats: &mut KernelStats, at: usize, ns: u64) {
     }
 }
 
-/// Moves the findings of the syscall that started at `enter_ns` on `pid_tgid` into its record.
+/// Moves the findings of the syscall that started at `enter_ns` on `pid_tgid` into its record,
+/// leaving the thread's slot idle.
 #[inline(always)]
 pub fn take_stats(pid_tgid: u64, enter_ns: u64, into: &mut KernelStats) {
     if let Some(found) = IN_FLIGHT_KERNEL.get_ptr_mut(&pid_tgid) {
@@ -154,10 +164,16 @@ pub fn take_stats(pid_tgid: u64, enter_ns: u64, into: &mut KernelStats) {
         unsafe {
             if (*found).enter_ns == enter_ns {
                 *into = (*found).stats;
+                core::ptr::write_volatile(&mut (*found).enter_ns, 0);
             }
         }
-        let _ = IN_FLIGHT_KERNEL.remove(&pid_tgid);
     }
+}
+
+/// The thread `pid_tgid` exits: its slot goes with it.
+#[inline(always)]
+pub fn forget_thread(pid_tgid: u64) {
+    let _ = IN_FLIGHT_KERNEL.remove(&pid_tgid);
 }
 
 // ---- sending -------------------------------------------------------------------------------
@@ -175,11 +191,10 @@ pub fn net_dev_queue(ctx: RawTracePointContext) -> u32 {
         arp_done(skb);
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
+    let Some(args) = in_flight(pid_tgid) else {
         return 0;
     };
-    // SAFETY: a pointer into the map value, copied from at once.
-    let (sc, sock, enter_ns) = unsafe { ((*args).syscall, (*args).sock, (*args).enter_ns) };
+    let (sc, sock, enter_ns) = (args.syscall, args.sock, args.enter_ns);
     if !sends(sc) {
         return 0;
     }
@@ -309,11 +324,10 @@ pub fn skb_copy_datagram_iovec(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
+    let Some(args) = in_flight(pid_tgid) else {
         return 0;
     };
-    // SAFETY: a pointer into the map value, copied from at once.
-    let (sc, enter_ns) = unsafe { ((*args).syscall, (*args).enter_ns) };
+    let (sc, enter_ns) = (args.syscall, args.enter_ns);
     if !receives(sc) {
         return 0;
     }
@@ -455,8 +469,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> u32 {
         if !traced(tgid) {
             return 0;
         }
-        // SAFETY: copied out at once.
-        let fd = match unsafe { IN_FLIGHT.get(&pid_tgid) } {
+        let fd = match in_flight(pid_tgid) {
             Some(args) if args.syscall == syscall::CONNECT => args.fd,
             _ => -1,
         };

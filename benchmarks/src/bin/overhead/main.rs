@@ -59,6 +59,7 @@ mod outage;
 mod soak;
 mod stopping;
 mod unmonitored;
+mod web;
 
 use std::{
     io::{BufRead, BufReader},
@@ -149,8 +150,8 @@ struct Options {
     /// Bytes `dd` copies, one per read and write, in `--unmonitored`.
     #[arg(long, default_value_t = 3_000_000)]
     dd_count: u64,
-    /// Another netsonde binary measured beside --netsonde (`--memory`, `--stopping`,
-    /// `--unmonitored`).
+    /// Another netsonde binary measured beside --netsonde (the default run, `--memory`,
+    /// `--stopping`, `--unmonitored`).
     #[arg(long)]
     baseline: Option<PathBuf>,
 }
@@ -229,113 +230,9 @@ fn main() {
         return;
     }
 
-    // (a) Saturation.
-    let mut saturation: Vec<(Arm, f64)> = Vec::new();
-    for round in 0..o.rounds {
-        for arm in rotation(&o.arms, round) {
-            let agent = AgentProcess::start(arm, &o.netsonde, &collector);
-            let rps = wrk(&url, o.secs);
-            let usage = agent.map(AgentProcess::stop);
-            println!(
-                "saturation round {} {:<5} {:>10.0} req/s{}",
-                round + 1,
-                arm.name(),
-                rps,
-                usage_text(usage)
-            );
-            saturation.push((arm, rps));
-        }
-    }
-
-    // (b) Fixed rate.
-    let mut fixed: Vec<(Arm, Latency, Option<Usage>)> = Vec::new();
-    for round in 0..o.rounds {
-        for arm in rotation(&o.arms, round) {
-            let agent = AgentProcess::start(arm, &o.netsonde, &collector);
-            let latency = h2load(&url, o.rate, o.secs);
-            let usage = agent.map(AgentProcess::stop);
-            println!(
-                "fixed-rate round {} {:<5} {:>8} req ok, p50 {:>7.1} us, p99 {:>7.1} us, {:.0} req/s{}",
-                round + 1,
-                arm.name(),
-                latency.ok,
-                latency.p50_us,
-                latency.p99_us,
-                latency.achieved_rps,
-                usage_text(usage)
-            );
-            fixed.push((arm, latency, usage));
-        }
-    }
-
-    let mean = |arm: Arm| {
-        let v: Vec<f64> = saturation
-            .iter()
-            .filter(|(a, _)| *a == arm)
-            .map(|(_, r)| *r)
-            .collect();
-        v.iter().sum::<f64>() / v.len() as f64
-    };
-    let (bare, floor) = (mean(Arm::Bare), mean(Arm::Floor));
-    println!(
-        "\n## Saturation (wrk, keep-alive), mean of {} rounds",
-        o.rounds
-    );
-    println!("| arm | req/s | vs bare | vs floor |");
-    println!("|---|---:|---:|---:|");
-    for &arm in &o.arms {
-        let v = mean(arm);
-        println!(
-            "| {} | {:.0} | {:.3} | {:.3} |",
-            arm.name(),
-            v,
-            v / bare,
-            v / floor
-        );
-    }
-
-    println!(
-        "\n## Fixed rate {} req/s (h2load --h1), median over rounds",
-        o.rate
-    );
-    println!(
-        "| arm | p50 latency | p99 latency | achieved req/s | agent CPU | agent RSS | agent peak RSS |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for &arm in &o.arms {
-        let rows: Vec<&(Arm, Latency, Option<Usage>)> =
-            fixed.iter().filter(|(a, _, _)| *a == arm).collect();
-        let p50 = median(rows.iter().map(|r| r.1.p50_us).collect());
-        let p99 = median(rows.iter().map(|r| r.1.p99_us).collect());
-        let rps = median(rows.iter().map(|r| r.1.achieved_rps).collect());
-        let cpu = median(
-            rows.iter()
-                .filter_map(|r| r.2.map(|u| u.cpu_percent))
-                .collect(),
-        );
-        let rss = rows.iter().filter_map(|r| r.2.map(|u| u.rss_kib)).max();
-        let peak = rows
-            .iter()
-            .filter_map(|r| r.2.map(|u| u.peak_rss_kib))
-            .max();
-        let mib =
-            |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
-        println!(
-            "| {} | {:.1} µs | {:.1} µs | {:.0} | {} | {} | {} |",
-            arm.name(),
-            p50,
-            p99,
-            rps,
-            if cpu.is_nan() {
-                "-".into()
-            } else {
-                format!("{cpu:.1} %")
-            },
-            mib(rss),
-            mib(peak)
-        );
-    }
+    web::run(&o, &url, &collector);
 }
+
 
 /// Each round starts with a different arm, so drift (thermal, page cache) spreads evenly.
 fn rotation(arms: &[Arm], round: usize) -> Vec<Arm> {

@@ -481,8 +481,21 @@ mod tests {
         programs.sort_unstable();
         programs.dedup();
         assert_eq!(names.len(), n);
-        assert_eq!(programs.len(), n);
         assert_eq!(n, 32, "14 syscall pairs, close, fork, exec, exit");
+        // Each syscall point: its BTF-typed program, then its raw one.
+        assert_eq!(programs.len(), 2 * 29 + 3);
+        for point in points.iter().filter(|p| p.name.starts_with("syscall.")) {
+            let [typed, raw] = point.candidates else {
+                panic!("{}: {:?}", point.name, point.candidates);
+            };
+            assert!(
+                matches!(typed.hook, Hook::Syscall { typed: true, .. })
+                    && matches!(raw.hook, Hook::Syscall { typed: false, .. })
+                    && typed.program == format!("{}_btf", raw.program),
+                "{}: {typed:?} {raw:?}",
+                point.name
+            );
+        }
     }
 
     #[test]

@@ -335,10 +335,7 @@ macro_rules! syscall_programs {
 /// A read- or write-like syscall: its entry saves the arguments `$shape` says, its exit emits
 /// the record.
 macro_rules! data_syscall {
-    ($names:tt, $sc:expr, $dir:expr, $shape:expr) => {
-        data_syscall!(@ $names, $sc, $dir, $shape);
-    };
-    (@ [$($name:ident),+], $sc:expr, $dir:expr, $shape:expr) => {
+    ([$($name:ident),+], $sc:expr, $dir:expr, $shape:expr) => {
         syscall_programs!(
             $($name),+,
             |ctx| enter: enter_on_socket(&ctx, $sc, $shape),

@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
-use super::{AgentProcess, Arm, Nginx, Options, Rotel, Usage, median, rotation, usage_text};
+use super::{
+    AgentProcess, Arm, Nginx, Options, Rotel, Usage, median, rotation, usage_columns, usage_text,
+};
 
 /// `--h2-download`: MB/s of 1 MiB downloads over h2c, per arm, in alternating rounds.
 pub fn downloads(o: &Options, nginx: &Nginx, collector: &Rotel) {
@@ -179,29 +181,12 @@ pub fn mixed(o: &Options, nginx: &Nginx, collector: &Rotel) {
     for &arm in &o.arms {
         let rows: Vec<_> = fixed.iter().filter(|r| r.0 == arm).collect();
         let rps = median(rows.iter().map(|r| r.1).collect());
-        let cpu = median(
-            rows.iter()
-                .filter_map(|r| r.3.map(|u| u.cpu_percent))
-                .collect(),
-        );
-        let rss = rows.iter().filter_map(|r| r.3.map(|u| u.rss_kib)).max();
-        let peak = rows
-            .iter()
-            .filter_map(|r| r.3.map(|u| u.peak_rss_kib))
-            .max();
-        let mib =
-            |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let usages: Vec<Option<Usage>> = rows.iter().map(|r| r.3).collect();
         println!(
-            "| {} | {:.0} | {} | {} | {} |",
+            "| {} | {:.0} | {} |",
             arm.name(),
             rps,
-            if cpu.is_nan() {
-                "-".into()
-            } else {
-                format!("{cpu:.1} %")
-            },
-            mib(rss),
-            mib(peak)
+            usage_columns(&usages)
         );
     }
 }

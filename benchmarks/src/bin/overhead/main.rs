@@ -233,7 +233,6 @@ fn main() {
     web::run(&o, &url, &collector);
 }
 
-
 /// Each round starts with a different arm, so drift (thermal, page cache) spreads evenly.
 fn rotation(arms: &[Arm], round: usize) -> Vec<Arm> {
     (0..arms.len())
@@ -346,6 +345,29 @@ struct Usage {
     cpu_percent: f64,
     rss_kib: u64,
     peak_rss_kib: u64,
+}
+
+/// The agent CPU (median), RSS and peak RSS (largest) columns of a table row, over the rounds'
+/// usages (`-` where no agent ran).
+fn usage_columns(usages: &[Option<Usage>]) -> String {
+    let cpu = median(
+        usages
+            .iter()
+            .filter_map(|u| u.map(|u| u.cpu_percent))
+            .collect(),
+    );
+    let rss = usages.iter().filter_map(|u| u.map(|u| u.rss_kib)).max();
+    let peak = usages
+        .iter()
+        .filter_map(|u| u.map(|u| u.peak_rss_kib))
+        .max();
+    let mib = |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let cpu = if cpu.is_nan() {
+        "-".into()
+    } else {
+        format!("{cpu:.1} %")
+    };
+    format!("{cpu} | {} | {}", mib(rss), mib(peak))
 }
 
 fn usage_text(u: Option<Usage>) -> String {

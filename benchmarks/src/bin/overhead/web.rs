@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::{
-    AgentProcess, Arm, Latency, Options, Rotel, Usage, binaries, h2load, median, usage_text,
-    wrk,
+    AgentProcess, Arm, Latency, Options, Rotel, Usage, binaries, h2load, median, usage_columns,
+    usage_text, wrk,
 };
 
 /// One arm of one binary.
@@ -136,32 +136,14 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
         let p50 = median(rows.iter().map(|r| r.1.p50_us).collect());
         let p99 = median(rows.iter().map(|r| r.1.p99_us).collect());
         let rps = median(rows.iter().map(|r| r.1.achieved_rps).collect());
-        let cpu = median(
-            rows.iter()
-                .filter_map(|r| r.2.map(|u| u.cpu_percent))
-                .collect(),
-        );
-        let rss = rows.iter().filter_map(|r| r.2.map(|u| u.rss_kib)).max();
-        let peak = rows
-            .iter()
-            .filter_map(|r| r.2.map(|u| u.peak_rss_kib))
-            .max();
-        let mib =
-            |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let usages: Vec<Option<Usage>> = rows.iter().map(|r| r.2).collect();
         println!(
-            "| {} | {:.1} µs | {:.1} µs | {:.0} | {} | {} | {} |",
+            "| {} | {:.1} µs | {:.1} µs | {:.0} | {} |",
             variant.label,
             p50,
             p99,
             rps,
-            if cpu.is_nan() {
-                "-".into()
-            } else {
-                format!("{cpu:.1} %")
-            },
-            mib(rss),
-            mib(peak)
+            usage_columns(&usages)
         );
     }
 }
-

@@ -16,6 +16,7 @@ use super::{
     ProbeStatus,
     catalog::{Candidate, Hook, ProbePoint},
     describe_program_error,
+    offsets::VMLINUX_BTF,
 };
 
 /// What attaching needs besides the object: the kernel's BTF for fentry (parsed on first use:
@@ -23,8 +24,9 @@ use super::{
 pub(super) struct Attacher {
     btf_path: PathBuf,
     btf: Option<Result<Btf, String>>,
-    /// The running kernel's own BTF, which BTF-typed tracepoints are checked against (a file
-    /// given with `--btf` describes the kernel but is not loaded in it).
+    /// The running kernel's own BTF, which BTF-typed tracepoints are checked against, when
+    /// `--btf` named another file (which describes the kernel but is not loaded in it);
+    /// otherwise `btf` is that BTF.
     kernel_btf: Option<Result<Btf, String>>,
     /// fentry allowed by configuration (`capture.fentry`).
     fentry: bool,
@@ -35,37 +37,36 @@ pub(super) struct Attacher {
     dispatch: [Option<Result<(), String>>; 2],
 }
 
-/// The programs every syscall passes, and the tracepoints they attach to: the BTF-typed
-/// tracepoints' (used where they load), then the raw ones'. Their run-time statistics include
-/// the syscall programs they tail-call (which have none of their own).
-pub(super) const DISPATCHERS: [(&str, &str); 4] = [
-    ("sys_exit_btf", "sys_exit"),
-    ("sys_enter_btf", "sys_enter"),
-    ("sys_exit", "sys_exit"),
-    ("sys_enter", "sys_enter"),
-];
-
-/// Each hook's tables: the dispatchers' (entries, exits) and the iovec continuation's.
-struct HookTables {
+/// One hook's syscall programs: the dispatchers every syscall passes, with the tracepoints they
+/// attach to (exit first), their tables (entries, exits), and the iovec continuation with its
+/// table. The dispatchers' run-time statistics include the syscall programs they tail-call
+/// (which have none of their own).
+pub(super) struct SyscallHook {
+    pub(super) dispatchers: [(&'static str, &'static str); 2],
     entries: &'static str,
     exits: &'static str,
     continuation: (&'static str, &'static str),
 }
 
-const RAW_TABLES: HookTables = HookTables {
+const RAW: SyscallHook = SyscallHook {
+    dispatchers: [("sys_exit", "sys_exit"), ("sys_enter", "sys_enter")],
     entries: "SYSCALL_ENTRIES",
     exits: "SYSCALL_EXITS",
     continuation: ("iov_continue", "IOV_CONTINUE"),
 };
 
-const TYPED_TABLES: HookTables = HookTables {
+const TYPED: SyscallHook = SyscallHook {
+    dispatchers: [("sys_exit_btf", "sys_exit"), ("sys_enter_btf", "sys_enter")],
     entries: "SYSCALL_ENTRIES_BTF",
     exits: "SYSCALL_EXITS_BTF",
     continuation: ("iov_continue_btf", "IOV_CONTINUE_BTF"),
 };
 
-fn tables(typed: bool) -> &'static HookTables {
-    if typed { &TYPED_TABLES } else { &RAW_TABLES }
+/// Both hooks: the BTF-typed tracepoints (used where they load), then the raw ones.
+pub(super) const SYSCALL_HOOKS: [&SyscallHook; 2] = [&TYPED, &RAW];
+
+fn syscall_hook(typed: bool) -> &'static SyscallHook {
+    if typed { &TYPED } else { &RAW }
 }
 
 impl Attacher {
@@ -102,7 +103,7 @@ impl Attacher {
         } else {
             None
         };
-        let (continuation, slot) = tables(typed).continuation;
+        let (continuation, slot) = syscall_hook(typed).continuation;
         let loaded = match kernel_btf {
             Some(btf) => load_typed(ebpf, continuation, "sys_exit", btf),
             None => load_raw(ebpf, continuation),
@@ -113,10 +114,7 @@ impl Attacher {
                 netsonde_common::MAX_IOVECS
             );
         }
-        for (name, tracepoint) in DISPATCHERS {
-            if name.ends_with("_btf") != typed {
-                continue;
-            }
+        for (name, tracepoint) in syscall_hook(typed).dispatchers {
             let why = |e| describe_program_error(name, &e);
             match kernel_btf {
                 Some(btf) => {
@@ -135,11 +133,14 @@ impl Attacher {
     }
 
     fn kernel_btf(&mut self) -> Result<&Btf, String> {
+        // Without --btf it is the same file as `btf`'s: parsed once (it is megabytes).
+        if self.btf_path == Path::new(VMLINUX_BTF) {
+            return self.btf();
+        }
         self.kernel_btf
             .get_or_insert_with(|| {
-                Btf::from_sys_fs().map_err(|e| {
-                    format!("the kernel has no BTF of its own (/sys/kernel/btf/vmlinux): {e}")
-                })
+                Btf::from_sys_fs()
+                    .map_err(|e| format!("the kernel has no BTF of its own ({VMLINUX_BTF}): {e}"))
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -203,7 +204,7 @@ fn attach_candidate(
             } else {
                 load_raw(ebpf, name)?
             };
-            let hook = tables(typed);
+            let hook = syscall_hook(typed);
             let table = if exit { hook.exits } else { hook.entries };
             fill_slot(ebpf, table, nr, &fd)
         }

@@ -444,8 +444,6 @@ fn load_object(
         .map_err(|source| ProbeError::Load { source })
 }
 
-/// Loads a continuation program (never attached: reached by tail call) into slot 0 of its
-/// program array, before any program that calls it attaches.
 fn fill_filters(ebpf: &mut Ebpf, settings: &ProbeSettings) -> Result<(), ProbeError> {
     let map_err = |name| move |source| ProbeError::Map { name, source };
     let mut pids: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(

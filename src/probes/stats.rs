@@ -57,7 +57,11 @@ pub fn program_names() -> Vec<String> {
         .chain(catalog::kernel_layer())
         .flat_map(|p| p.candidates.iter())
         .flat_map(|c| std::iter::once(c.program).chain(c.exit))
-        .chain(attach::DISPATCHERS.iter().map(|(program, _)| *program))
+        .chain(
+            attach::SYSCALL_HOOKS
+                .iter()
+                .flat_map(|hook| hook.dispatchers.iter().map(|(program, _)| *program)),
+        )
         .chain(
             tls::FUNCTIONS
                 .iter()

@@ -65,11 +65,8 @@ pub fn sys_enter(ctx: RawTracePointContext) -> u32 {
 /// Every syscall's exit: on to the program for its number (from the saved registers).
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
-    let regs: u64 = ctx.arg(0);
-    // The number is an int to the kernel (arm64 keeps 32 bits): its low half is what counts.
-    let nr = kernel::read::<u64>(regs + offset!(regs_syscall_nr)).unwrap_or(u64::MAX) as u32;
     // SAFETY: as in `sys_enter`.
-    unsafe { SYSCALL_EXITS.tail_call(&ctx, nr) };
+    unsafe { SYSCALL_EXITS.tail_call(&ctx, ctx.sys_nr()) };
     0
 }
 
@@ -82,16 +79,11 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// `sys_exit` at the BTF-typed tracepoint: the number is a direct load from the registers.
+/// `sys_exit` at the BTF-typed tracepoint.
 #[btf_tracepoint]
 pub fn sys_exit_btf(ctx: BtfTracePointContext) -> u32 {
-    let regs: u64 = ctx.arg(0);
-    let at = offset!(regs_syscall_nr);
-    // SAFETY: `regs` is the tracepoint's typed `struct pt_regs *`; the verifier checks the
-    // offset against it.
-    let nr = unsafe { core::ptr::read_volatile((regs + at) as *const u64) };
     // SAFETY: as in `sys_enter`.
-    unsafe { SYSCALL_EXITS_BTF.tail_call(&ctx, nr as u32) };
+    unsafe { SYSCALL_EXITS_BTF.tail_call(&ctx, ctx.sys_nr()) };
     0
 }
 

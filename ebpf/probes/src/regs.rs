@@ -24,68 +24,92 @@ use crate::{
     maps::{IOV_CONTINUE, IOV_CONTINUE_BTF, NETSONDE_OFFSETS, offset},
 };
 
-/// A syscall's entry or exit, as its program sees it.
+/// A syscall's entry or exit, as its program sees it. Each hook says how it reaches the task,
+/// the registers and a kernel field; what is read is written once, in the provided methods.
 pub trait SyscallCtx: EbpfContext {
-    /// Argument `N` (below 4) of the syscall.
-    fn sys_arg<const N: usize>(&self) -> u64;
+    /// The current task's address.
+    fn task(&self) -> u64;
+    /// The registers the tracepoint passes (`struct pt_regs *`).
+    fn regs(&self) -> u64;
+    /// The field of type `T` at `offset` in the kernel struct at `base`, where `base` is the
+    /// task, the registers, or a pointer read from one of their fields; `None` if it faults.
+    fn field<T: Copy>(&self, base: u64, offset: u64) -> Option<T>;
     /// The syscall's return value (at exit).
     fn sys_ret(&self) -> i64;
-    /// Whether the current task is in a 32-bit (compat) syscall: those have numbers of their
-    /// own, which the dispatch tables would take for other syscalls.
-    fn compat(&self) -> bool;
-    /// The `struct file *` behind `fd` in the current process, if it is open.
-    fn fd_file(&self, fd: i32) -> Option<u64>;
     /// The table of the program that copies the rest of a long iovec array (a tail call must
     /// stay within one hook's programs).
     fn iov_continue(&self) -> &'static ProgramArray;
-}
 
-/// Offset of syscall argument `N` in `struct pt_regs`.
-#[inline(always)]
-fn regs_arg_offset<const N: usize>() -> u64 {
-    // SAFETY: a plain read of a static (volatile: see `maps::config`).
-    (unsafe { core::ptr::read_volatile(&NETSONDE_OFFSETS.regs_args[N & 3]) }) as u64
-}
-
-impl SyscallCtx for RawTracePointContext {
+    /// Argument `N` (below 4) of the syscall.
     #[inline(always)]
     fn sys_arg<const N: usize>(&self) -> u64 {
-        let regs: u64 = self.arg(0);
-        read::<u64>(regs + regs_arg_offset::<N>()).unwrap_or(0)
+        // SAFETY: a plain read of a static (volatile: see `maps::config`).
+        let at = unsafe { core::ptr::read_volatile(&NETSONDE_OFFSETS.regs_args[N & 3]) };
+        self.field(self.regs(), at as u64).unwrap_or(0)
     }
 
+    /// The syscall's number. It is an int to the kernel (arm64 keeps 32 bits): its low half is
+    /// what counts.
     #[inline(always)]
-    fn sys_ret(&self) -> i64 {
-        self.arg::<u64>(1) as i64
+    fn sys_nr(&self) -> u32 {
+        self.field::<u64>(self.regs(), offset!(regs_syscall_nr))
+            .unwrap_or(u64::MAX) as u32
     }
 
+    /// Whether the current task is in a 32-bit (compat) syscall: those have numbers of their
+    /// own, which the dispatch tables would take for other syscalls.
     #[inline(always)]
     fn compat(&self) -> bool {
-        // SAFETY: the helper only returns the current task's address.
-        let task = unsafe { bpf_get_current_task() };
-        let word: u32 = read(task + offset!(task_compat)).unwrap_or(0);
+        let word: u32 = self.field(self.task(), offset!(task_compat)).unwrap_or(0);
         word & offset!(task_compat_mask) as u32 != 0
     }
 
+    /// The `struct file *` behind `fd` in the current process, if it is open.
     #[inline(always)]
     fn fd_file(&self, fd: i32) -> Option<u64> {
         if fd < 0 {
             return None;
         }
-        // SAFETY: the helper only returns the current task's address.
-        let task = unsafe { bpf_get_current_task() };
-        let files: u64 = read(task + offset!(task_files))?;
+        let files: u64 = self.field(self.task(), offset!(task_files))?;
         if files == 0 {
             return None;
         }
-        let fdt: u64 = read(files + offset!(files_fdt))?;
-        let max_fds: u32 = read(fdt + offset!(fdtable_max_fds))?;
+        let fdt: u64 = self.field(files, offset!(files_fdt))?;
+        if fdt == 0 {
+            return None;
+        }
+        let max_fds: u32 = self.field(fdt, offset!(fdtable_max_fds))?;
         if fd as u32 >= max_fds {
             return None;
         }
-        let fd_array: u64 = read(fdt + offset!(fdtable_fd))?;
+        // `fd` is an array of pointers, which the verifier does not type: the last step is a
+        // probe read on either hook.
+        let fd_array: u64 = self.field(fdt, offset!(fdtable_fd))?;
         let file: u64 = read(fd_array + (fd as u64) * 8)?;
         (file != 0).then_some(file)
+    }
+}
+
+impl SyscallCtx for RawTracePointContext {
+    #[inline(always)]
+    fn task(&self) -> u64 {
+        // SAFETY: the helper only returns the current task's address.
+        unsafe { bpf_get_current_task() }
+    }
+
+    #[inline(always)]
+    fn regs(&self) -> u64 {
+        self.arg(0)
+    }
+
+    #[inline(always)]
+    fn field<T: Copy>(&self, base: u64, offset: u64) -> Option<T> {
+        read(base + offset)
+    }
+
+    #[inline(always)]
+    fn sys_ret(&self) -> i64 {
+        self.arg::<u64>(1) as i64
     }
 
     #[inline(always)]
@@ -94,60 +118,29 @@ impl SyscallCtx for RawTracePointContext {
     }
 }
 
-/// Loads a `T` at `base + offset`, where `base` is a typed kernel pointer the verifier knows
-/// (a tracepoint argument, the current task, or a pointer loaded from one of their fields).
-/// The verifier checks the offset against the kernel's BTF and turns the load into one that
-/// cannot fault.
-#[inline(always)]
-fn load<T: Copy>(base: u64, offset: u64) -> T {
-    // SAFETY: see above; the verifier rejects the program if the field is not a `T`.
-    unsafe { core::ptr::read_volatile((base + offset) as *const T) }
-}
-
 impl SyscallCtx for BtfTracePointContext {
     #[inline(always)]
-    fn sys_arg<const N: usize>(&self) -> u64 {
-        let regs: u64 = self.arg(0);
-        load::<u64>(regs, regs_arg_offset::<N>())
+    fn task(&self) -> u64 {
+        // SAFETY: the helper only returns the current task's (trusted) pointer.
+        unsafe { bpf_get_current_task_btf() as u64 }
+    }
+
+    #[inline(always)]
+    fn regs(&self) -> u64 {
+        self.arg(0)
+    }
+
+    /// A plain load: `base` is a typed kernel pointer the verifier knows, it checks the offset
+    /// against the kernel's BTF and turns the load into one that cannot fault.
+    #[inline(always)]
+    fn field<T: Copy>(&self, base: u64, offset: u64) -> Option<T> {
+        // SAFETY: see above; the verifier rejects the program if the field is not a `T`.
+        Some(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
     }
 
     #[inline(always)]
     fn sys_ret(&self) -> i64 {
         self.arg::<u64>(1) as i64
-    }
-
-    #[inline(always)]
-    fn compat(&self) -> bool {
-        // SAFETY: the helper only returns the current task's (trusted) pointer.
-        let task = unsafe { bpf_get_current_task_btf() } as u64;
-        let word: u32 = load(task, offset!(task_compat));
-        word & offset!(task_compat_mask) as u32 != 0
-    }
-
-    #[inline(always)]
-    fn fd_file(&self, fd: i32) -> Option<u64> {
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: as in `compat`.
-        let task = unsafe { bpf_get_current_task_btf() } as u64;
-        let files: u64 = load(task, offset!(task_files));
-        if files == 0 {
-            return None;
-        }
-        let fdt: u64 = load(files, offset!(files_fdt));
-        if fdt == 0 {
-            return None;
-        }
-        let max_fds: u32 = load(fdt, offset!(fdtable_max_fds));
-        if fd as u32 >= max_fds {
-            return None;
-        }
-        // `fd` is an array of pointers, which the verifier does not type: the last step is a
-        // probe read.
-        let fd_array: u64 = load(fdt, offset!(fdtable_fd));
-        let file: u64 = read(fd_array + (fd as u64) * 8)?;
-        (file != 0).then_some(file)
     }
 
     #[inline(always)]

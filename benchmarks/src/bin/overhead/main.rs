@@ -165,6 +165,44 @@ fn binaries(o: &Options) -> Vec<(&'static str, PathBuf)> {
     binaries
 }
 
+/// One arm of one binary, for the modes that put the baseline's arms beside this build's.
+struct Variant<T> {
+    /// The arm's name, `baseline …` for the baseline binary's.
+    label: String,
+    netsonde: PathBuf,
+    baseline: bool,
+    arm: T,
+}
+
+/// Each of `arms` (name, arm) for each binary, the baseline's first; an arm that runs no agent
+/// (`has_agent`) once, as this build's.
+fn variants<T: Copy>(
+    o: &Options,
+    arms: &[(&str, T)],
+    has_agent: impl Fn(T) -> bool,
+) -> Vec<Variant<T>> {
+    let mut variants = Vec::new();
+    for (binary, path) in binaries(o) {
+        let baseline = binary == "baseline";
+        for &(name, arm) in arms {
+            if baseline && !has_agent(arm) {
+                continue;
+            }
+            variants.push(Variant {
+                label: if baseline {
+                    format!("baseline {name}")
+                } else {
+                    name.to_string()
+                },
+                netsonde: path.clone(),
+                baseline,
+                arm,
+            });
+        }
+    }
+    variants
+}
+
 fn main() {
     let o = <Options as clap::Parser>::parse();
     // SAFETY: no preconditions.

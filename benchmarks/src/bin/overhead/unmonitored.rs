@@ -15,50 +15,17 @@
 //! Reported: dd's time, and the cost per syscall beyond bare and beyond this build's floor
 //! (nanoseconds).
 
-use std::{path::PathBuf, process::Command, time::Instant};
+use std::{process::Command, time::Instant};
 
-use super::{AgentProcess, Arm, Options, Rotel, binaries, median};
+use super::{AgentProcess, Arm, Options, Rotel, median, variants};
 
-/// (name, the agent's arm, whether it monitors only another process); `None`: no agent.
-const ARMS: [(&str, Option<Arm>, bool); 4] = [
-    ("bare", None, false),
-    ("floor", Some(Arm::Floor), false),
-    ("agent", Some(Arm::Agent), false),
-    ("not mine", Some(Arm::Agent), true),
+/// (name, (the agent's arm, whether it monitors only another process)); `None`: no agent.
+const ARMS: [(&str, Option<(Arm, bool)>); 4] = [
+    ("bare", None),
+    ("floor", Some((Arm::Floor, false))),
+    ("agent", Some((Arm::Agent, false))),
+    ("not mine", Some((Arm::Agent, true))),
 ];
-
-/// One arm of one binary: its label in the table, the binary, its arm, whether it monitors
-/// only another process.
-struct Run {
-    label: String,
-    netsonde: PathBuf,
-    arm: Option<Arm>,
-    only_other: bool,
-}
-
-/// Every arm of this build, and (`--baseline`) the baseline's agent arms beside them.
-fn runs(o: &Options) -> Vec<Run> {
-    let mut runs = Vec::new();
-    for (binary, path) in binaries(o) {
-        for (name, arm, only_other) in ARMS {
-            if arm.is_none() && binary == "baseline" {
-                continue; // one bare arm, this build's
-            }
-            let label = if binary == "baseline" {
-                format!("baseline {name}")
-            } else {
-                name.to_string()
-            };
-            runs.push(Run {
-                label,
-                netsonde: path.clone(),
-                arm,
-                only_other,
-            });
-        }
-    }
-    runs
-}
 
 pub fn run(o: &Options, collector: &Rotel) {
     let syscalls = 2 * o.dd_count;
@@ -69,19 +36,20 @@ pub fn run(o: &Options, collector: &Rotel) {
     // The process the `not mine` arm monitors: no ancestor of dd.
     let mut other = Command::new("sleep").arg("3600").spawn().expect("sleep");
     let other_pid = other.id().to_string();
-    let runs = runs(o);
+    let runs = variants(o, &ARMS, |arm| arm.is_some());
     let mut times: Vec<(&str, f64)> = Vec::new();
     for round in 0..o.rounds {
         for i in 0..runs.len() {
             let run = &runs[(i + round) % runs.len()];
-            let extra: &[&str] = if run.only_other {
+            let only_other = run.arm.is_some_and(|(_, only_other)| only_other);
+            let extra: &[&str] = if only_other {
                 &["--pid", &other_pid]
             } else {
                 &[]
             };
             let agent = run
                 .arm
-                .and_then(|a| AgentProcess::start_with(a, &run.netsonde, collector, extra));
+                .and_then(|(a, _)| AgentProcess::start_with(a, &run.netsonde, collector, extra));
             let seconds = dd(o.dd_count);
             if let Some(agent) = agent {
                 agent.stop();

@@ -2,45 +2,10 @@
 //! (`h2load --h1`), once per arm, arms alternating from round to round. With `--baseline`,
 //! every arm but `bare` also runs the baseline binary, in the same rounds.
 
-use std::path::PathBuf;
-
 use super::{
-    AgentProcess, Arm, Latency, Options, Rotel, Usage, binaries, h2load, median, usage_columns,
-    usage_text, wrk,
+    AgentProcess, Arm, Latency, Options, Rotel, Usage, h2load, median, usage_columns, usage_text,
+    variants, wrk,
 };
-
-/// One arm of one binary.
-struct Variant {
-    label: String,
-    arm: Arm,
-    netsonde: PathBuf,
-    baseline: bool,
-}
-
-/// The arms asked for, of this build and (`--baseline`) of the baseline, bare once.
-fn variants(o: &Options) -> Vec<Variant> {
-    let mut variants = Vec::new();
-    for (binary, path) in binaries(o) {
-        let baseline = binary == "baseline";
-        for &arm in &o.arms {
-            if arm == Arm::Bare && baseline {
-                continue;
-            }
-            let label = if baseline {
-                format!("baseline {}", arm.name())
-            } else {
-                arm.name().to_string()
-            };
-            variants.push(Variant {
-                label,
-                arm,
-                netsonde: path.clone(),
-                baseline,
-            });
-        }
-    }
-    variants
-}
 
 /// Indices of `count` variants, each round starting with a different one (see
 /// `super::rotation`).
@@ -49,7 +14,8 @@ fn rotation(count: usize, round: usize) -> Vec<usize> {
 }
 
 pub fn run(o: &Options, url: &str, collector: &Rotel) {
-    let variants = variants(o);
+    let arms: Vec<(&str, Arm)> = o.arms.iter().map(|&arm| (arm.name(), arm)).collect();
+    let variants = variants(o, &arms, |arm| arm != Arm::Bare);
     // (a) Saturation.
     let mut saturation: Vec<(usize, f64)> = Vec::new();
     for round in 0..o.rounds {

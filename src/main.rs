@@ -11,7 +11,10 @@ use netsonde::{
         otel_env::apply_otel_env,
         proxy::apply_proxy_env,
     },
-    probes::{EBPF_SOURCE, Probes, tls::LibraryOutcome},
+    probes::{
+        EBPF_SOURCE, Probes,
+        tls::{LibraryOutcome, ObjectKind, TlsStack},
+    },
 };
 use tracing_subscriber::EnvFilter;
 
@@ -282,6 +285,7 @@ fn probes(args: ProbesArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     probes.hook_system_tls();
+    probes.hook_running_tls();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("kernel {}; eBPF object {EBPF_SOURCE}", kernel.trim());
     println!(
@@ -313,30 +317,39 @@ fn probes(args: ProbesArgs) -> ExitCode {
             );
         }
     }
-    // TLS hooks are per library file: those on disk here (programs' own copies are found as
-    // they start).
+    // TLS hooks are per file: the libraries on disk here and what running programs use
+    // (programs started later are looked at as they start).
     match probes.tls().unavailable() {
         Some(why) => println!("{:<24} {:<9} {:<42} {why}", "tls.openssl", "failed", "-"),
         None => {
             let mut libraries: Vec<_> = probes.tls().libraries().collect();
-            libraries.sort_by_key(|(path, _)| path.to_path_buf());
+            libraries.sort_by_key(|(path, ..)| path.to_path_buf());
             if libraries.is_empty() {
                 println!(
                     "{:<24} {:<9} {:<42} no OpenSSL libssl in the system library directories",
                     "tls.openssl", "-", "-"
                 );
             }
-            for (path, outcome) in libraries {
-                let (state, note) = match outcome {
-                    LibraryOutcome::Hooked { functions } => (
+            for (path, kind, outcome) in libraries {
+                let (point, state, note) = match outcome {
+                    LibraryOutcome::Hooked(stack @ TlsStack::Go { .. }) => (
+                        "tls.go",
                         "attached",
-                        format!("TLS plaintext ({functions} of 4 functions)"),
+                        format!("TLS plaintext ({})", stack.describe(kind)),
                     ),
-                    LibraryOutcome::Failed(why) => ("failed", why.clone()),
+                    LibraryOutcome::Hooked(stack) => (
+                        "tls.openssl",
+                        "attached",
+                        format!("TLS plaintext ({})", stack.describe(kind)),
+                    ),
+                    LibraryOutcome::Failed(why) => match kind {
+                        ObjectKind::Library => ("tls.openssl", "failed", why.clone()),
+                        ObjectKind::Executable => ("tls.executable", "failed", why.clone()),
+                    },
                 };
                 println!(
                     "{:<24} {:<9} {:<42} {note}",
-                    "tls.openssl",
+                    point,
                     state,
                     format!("uprobe {}", path.display())
                 );

@@ -12,6 +12,8 @@
 # 2026-12-04: gRPC-Go peer and Collector 130 s instead of 186 s), and none of them is measured
 # for speed. Overlapping this with the Rust builds in .ci/run was tried and made CI slower.
 # - tests/support/grpc_go: a real grpc-go server and client for the gRPC tests;
+# - tests/support/go_tls: a Go HTTPS server and client (standard library only) for the TLS
+#   tests, built with its symbol table and optimized, and a stripped copy;
 # - tests/support/otelcol: the OpenTelemetry Collector at one pinned release, with the
 #   components of otel-config/ and of the tests' pipelines;
 # - tests/support/prometheus: Prometheus (its service discovery plugins left out);
@@ -27,6 +29,18 @@ if ! command -v go >/dev/null; then
     exit 0
 fi
 build() { # OUT MODULE TAGS PACKAGE
+    if [ "$2" = go_tls ]; then
+        # The Go TLS peer keeps its symbol table (netsonde finds crypto/tls by it) and the
+        # compiler's optimizations (the code netsonde probes is a release build's); its stripped
+        # copy is the program netsonde must say it cannot read.
+        (cd tests/support/go_tls && go build -buildvcs=false -trimpath -o "$1" . \
+            && go build -buildvcs=false -trimpath -ldflags="-s -w" -o "$1-stripped" .)
+        # The same program by a second Go release (the approved newer toolchain, which the go
+        # command fetches from the module proxy): the TLS tests run against each one built.
+        (cd tests/support/go_tls && GOTOOLCHAIN=go1.27.3 go build -buildvcs=false -trimpath \
+            -o "$1-go1.27" .) || echo "go1.27.3 could not build the Go TLS peer: its tests use one Go release" >&2
+        return
+    fi
     (cd "tests/support/$2" && go build -buildvcs=false -trimpath -gcflags="all=-N -l" \
         -ldflags="-s -w" -tags="$3" -o "$1" "$4")
 }
@@ -44,6 +58,7 @@ all() { # MODULE TAGS PACKAGE, named as tests/support/mod.rs names them
     build "$out/$name" "$@"
 }
 all grpc_go "" .
+all go_tls "" .
 all otelcol "" .
 all prometheus remove_all_sd github.com/prometheus/prometheus/cmd/prometheus
 all k8s "" .

@@ -342,3 +342,109 @@ fn grpc_calls_match_what_grpcio_reports_and_reach_otlp_as_rpcs() {
     assert_eq!(internal.attr("error.type").as_deref(), Some("INTERNAL"));
     assert_eq!(internal.body["status"]["code"], "STATUS_CODE_ERROR");
 }
+
+/// gRPC-Go over TLS on both sides (the same peer, `GRPC_PEER_TLS_*`): its crypto/tls is read
+/// through the Go uprobes (the peer is built stripped: the functions come from Go's own
+/// function table), the HTTP/2 inside found by its preface, and each side's calls match what
+/// that side reports.
+#[test]
+fn grpc_go_over_tls_is_read_in_plaintext_on_both_sides() {
+    require_privileges!();
+    let peer = match support::go_grpc_peer() {
+        Ok(peer) => peer,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let comm: String = peer
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .chars()
+        .take(15)
+        .collect();
+    let agent = Agent::start(&["--comm", &comm]);
+    let mut server = Command::new(&peer)
+        .arg("server")
+        .env("GRPC_PEER_TLS_CERT", &pki.server_cert)
+        .env("GRPC_PEER_TLS_KEY", &pki.server_key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    // The server's exec gets the executable hooked; the client starts after.
+    let hooked = format!("TLS: hooked {}", peer.display());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !agent.stderr().contains(&hooked) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never logged {hooked:?}:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = Command::new(&peer)
+        .args(["client", port.trim()])
+        .env("GRPC_PEER_TLS_CA", &pki.ca)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_pid = client.id();
+    let client_json = report(client);
+    drop(server.stdin.take());
+    let server_pid = server.id();
+    let server_json = report(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let capture = agent.stop();
+    for (side, pid, json) in [
+        ("client", client_pid, &client_json),
+        ("server", server_pid, &server_json),
+    ] {
+        let mut reported = from_json(json);
+        if side == "server" {
+            // The handlers never see the unknown method: grpc-go answers UNIMPLEMENTED
+            // itself, and netsonde sees that call too.
+            reported.push((
+                "demo.Echo/Nope".into(),
+                "UNIMPLEMENTED".into(),
+                "1".into(),
+                "0".into(),
+            ));
+            reported.sort();
+        }
+        assert_eq!(reported.len(), 8, "{side}: {json}");
+        let lines = capture.of(pid);
+        let mut seen: Calls = lines
+            .iter()
+            .map(|l| {
+                let (status, req, resp) = l.grpc.clone().unwrap_or_else(|| {
+                    panic!("{side}: not seen as gRPC: {l:?}\n{}", capture.stdout)
+                });
+                (
+                    l.target.trim_start_matches('/').to_string(),
+                    status,
+                    req,
+                    resp,
+                )
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(seen, reported, "{side}:\n{}", capture.stdout);
+        assert!(lines.iter().all(|l| l.tls), "{side}:\n{}", capture.stdout);
+    }
+    assert_eq!(capture.final_stat("h2_connections"), Some(2));
+    assert_eq!(capture.final_stat("tls_no_socket"), Some(0));
+    assert_eq!(capture.final_stat("not_http"), Some(0));
+    for stat in ["lost", "h2_broken", "h2_walk_lost", "h2_lost_streams"] {
+        assert_eq!(capture.final_stat(stat), Some(0), "{stat}");
+    }
+}

@@ -149,6 +149,10 @@ fn retransmits_and_drops_match_the_kernels_own_counters() {
         "retransmits {retransmitted:?}"
     );
     eprintln!(
+        "notes for connections user space did not hold: {:?}",
+        capture.final_stat("notes_unmatched")
+    );
+    eprintln!(
         "retransmits no note reported, counted at close: {:?}",
         capture.final_stat("retransmits_at_close")
     );

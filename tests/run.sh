@@ -25,10 +25,11 @@ say "system packages"
 # their packages fetched with apt into /var/cache/netsonde/vm-kernels); python3-pip: the
 # Python packages below; make: the agent's allocator (jemalloc) builds from C sources;
 # tinyproxy: a real HTTP proxy for the exports through a proxy; openjdk-17-jre-headless, maven,
-# postgresql: SkyWalking OAP (its jars fetched by Maven) with its storage, for the OAP test.
+# postgresql: SkyWalking OAP (its jars fetched by Maven) with its storage, for the OAP test;
+# nodejs: a Node.js HTTPS peer for the TLS tests.
 packages=(nginx-light curl nghttp2-client openssl gcc g++ libc6-dev make util-linux ca-certificates
     iproute2 nftables qemu-system-x86 busybox-static cpio xz-utils binutils python3-pip tinyproxy
-    openjdk-17-jre-headless maven postgresql)
+    openjdk-17-jre-headless maven postgresql nodejs)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -246,3 +246,144 @@ fn openssl_1_1_is_hooked_too() {
     );
     assert!(capture.of(client.id())[0].tls);
 }
+
+/// Node.js carries its own OpenSSL inside the `node` executable and gives it memory buffers,
+/// not the socket: the executable is hooked when the first node starts, and each `SSL *` is
+/// joined to its socket around the calls (the handshake's flight written right after, the
+/// ciphertext read right before). A fresh Node server and a fresh Node client, HTTP/1.1 with
+/// keep-alive and HTTP/2 by ALPN: each side's exchanges are exactly what the peer itself
+/// printed, from the client's first request.
+#[test]
+fn node_https_is_seen_in_plaintext_on_both_sides() {
+    require_privileges!();
+    let node = "node";
+    if std::process::Command::new(node)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no node on PATH (.ci/run installs Node.js)");
+        return;
+    }
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let script = support::support_file("node_tls.js").display().to_string();
+    let port = support::free_port().to_string();
+    let agent = Agent::start(&["--comm", "node"]);
+    let mut server = std::process::Command::new(node)
+        .args([
+            script.as_str(),
+            "server",
+            &pki.server_key,
+            &pki.server_cert,
+            &port,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
+    support::wait_for_line(&mut server_out, "ready");
+    // The first node is what gets the executable hooked (hooking a file the kernel has never
+    // probed takes about an RCU grace period); the client starts after that, and every one of
+    // its requests is seen, from the first. A node built against the system's libssl (Debian's
+    // own package) has nothing to hook: its libssl was hooked at start.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", server.id())).unwrap();
+    let inside = netsonde::probes::libs::symbol_offsets(&exe, &["SSL_write"]).unwrap()[0].is_some();
+    if inside {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agent_hooked_node(&agent.stderr()) {
+            assert!(
+                Instant::now() < deadline,
+                "the node executable was never hooked:\n{}",
+                agent.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    } else {
+        eprintln!(
+            "{} has no OpenSSL inside: read through the system libssl",
+            exe.display()
+        );
+    }
+    let client = std::process::Command::new(node)
+        .args([script.as_str(), "client", &pki.ca, &port])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_pid = client.id();
+    let client = client.wait_with_output().unwrap();
+    assert!(client.status.success(), "{client:?}");
+    // `netsonde probes` names what it would hook for the running server.
+    if inside {
+        let probes = std::process::Command::new(support::NETSONDE)
+            .arg("probes")
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&probes.stdout);
+        assert!(
+            listing.lines().any(|l| l.starts_with("tls.openssl")
+                && l.contains(&format!("uprobe {}", exe.display()))
+                && l.contains("OpenSSL inside the executable")),
+            "{listing}"
+        );
+    }
+    // Let the server see the closes before it goes (its lines are written synchronously to
+    // a pipe).
+    std::thread::sleep(Duration::from_millis(300));
+    let server_pid = server.id();
+    let _ = server.kill();
+    let _ = server.wait();
+    let capture = agent.stop();
+
+    // The client's own account: "METHOD TARGET STATUS BYTES", in order.
+    let printed: Vec<((String, String, String, u16), u64)> =
+        String::from_utf8_lossy(&client.stdout)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (
+                    key("client", f[0], f[1], f[2].parse().unwrap()),
+                    f[3].parse().unwrap(),
+                )
+            })
+            .collect();
+    assert_eq!(printed.len(), 5, "{client:?}");
+    assert_eq!(
+        capture.exchanges_with_bodies(client_pid),
+        printed,
+        "{}",
+        capture.stdout
+    );
+    // The server's own account: "METHOD TARGET STATUS VERSION" per answer.
+    use std::io::BufRead as _;
+    let mut answered: Vec<_> = server_out
+        .lines()
+        .map_while(Result::ok)
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            key("server", f[0], f[1], f[2].parse().unwrap())
+        })
+        .collect();
+    answered.sort();
+    assert_eq!(answered.len(), 5);
+    assert_eq!(capture.keys_of(server_pid), answered, "{}", capture.stdout);
+    assert!(
+        capture.lines.iter().all(|l| l.tls),
+        "every exchange went over TLS:\n{}",
+        capture.stdout
+    );
+    // One HTTP/2 connection per side, found by its preface in the plaintext.
+    assert_eq!(capture.final_stat("h2_connections"), Some(2));
+    assert_eq!(capture.final_stat("not_http"), Some(0));
+    assert_eq!(capture.final_stat("tls_no_socket"), Some(0));
+    // Two connections, both ends TLS on the wire and read in plaintext.
+    assert_eq!(capture.final_stat("tls_connections"), Some(4));
+    assert_eq!(capture.final_stat("tls_plaintext"), Some(4));
+}
+
+fn agent_hooked_node(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .any(|l| l.contains("TLS: hooked") && l.contains("OpenSSL inside the executable"))
+}

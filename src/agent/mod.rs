@@ -486,7 +486,7 @@ fn announce(probes: &Probes, config: &Config) {
             let hooked = probes
                 .tls()
                 .libraries()
-                .filter(|(_, o)| matches!(o, LibraryOutcome::Hooked { .. }))
+                .filter(|(_, _, o)| matches!(o, LibraryOutcome::Hooked { .. }))
                 .count();
             format!("{hooked} TLS libraries hooked")
         }

@@ -370,7 +370,8 @@ fn lock(probes: &SharedProbes) -> std::sync::MutexGuard<'_, Option<Probes>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn running_pids() -> Vec<u32> {
+/// Every process's pid, from /proc.
+pub(crate) fn running_pids() -> Vec<u32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()

@@ -7,6 +7,7 @@
 mod attach;
 pub mod catalog;
 pub mod counters;
+pub mod go;
 pub mod libs;
 pub mod lifecycle;
 pub mod netlayer;
@@ -225,10 +226,17 @@ impl Probes {
         })
     }
 
-    /// Hooks every OpenSSL library `pid` maps, or (`on_exec`) is about to load. Returns how
-    /// many library files were hooked and failed anew.
+    /// Hooks every OpenSSL library `pid` maps, or (`on_exec`) is about to load, and its
+    /// executable when OpenSSL is linked into it. Returns how many files were hooked and
+    /// failed anew.
     pub fn hook_tls_of(&mut self, pid: u32, cache: Option<&mut libs::DynamicCache>) -> (u64, u64) {
-        self.hook_tls_libraries(libs::openssl_libraries(pid, cache))
+        let libraries = libs::openssl_libraries(pid, cache)
+            .into_iter()
+            .map(|path| (path, tls::ObjectKind::Library));
+        let executable = libs::ProcessFiles::new(pid)
+            .executable()
+            .map(|path| (path, tls::ObjectKind::Executable));
+        self.hook_tls_files(libraries.chain(executable))
     }
 
     /// Hooks the OpenSSL libraries in the host's standard library directories, so a program
@@ -236,14 +244,33 @@ impl Probes {
     /// has not probed before costs about one RCU grace period (15 ms here), longer than a
     /// fresh `curl` takes to send its first request.
     pub fn hook_system_tls(&mut self) -> (u64, u64) {
-        self.hook_tls_libraries(libs::system_openssl_libraries())
+        self.hook_tls_files(
+            libs::system_openssl_libraries()
+                .into_iter()
+                .map(|path| (path, tls::ObjectKind::Library)),
+        )
     }
 
-    /// Hooks each library not tried before; returns how many were hooked and failed.
-    fn hook_tls_libraries(&mut self, paths: Vec<PathBuf>) -> (u64, u64) {
+    /// Hooks what every running process uses (its libssl files, its executable when OpenSSL
+    /// is inside), for `netsonde probes` to show what a start here would hook.
+    pub fn hook_running_tls(&mut self) -> (u64, u64) {
+        let me = std::process::id();
         let (mut hooked, mut failed) = (0, 0);
-        for path in paths {
-            match self.tls.hook(&mut self.ebpf, &path) {
+        for pid in lifecycle::running_pids().into_iter().filter(|&p| p != me) {
+            let (h, f) = self.hook_tls_of(pid, None);
+            (hooked, failed) = (hooked + h, failed + f);
+        }
+        (hooked, failed)
+    }
+
+    /// Hooks each file not tried before; returns how many were hooked and failed.
+    fn hook_tls_files(
+        &mut self,
+        files: impl Iterator<Item = (PathBuf, tls::ObjectKind)>,
+    ) -> (u64, u64) {
+        let (mut hooked, mut failed) = (0, 0);
+        for (path, kind) in files {
+            match self.tls.hook(&mut self.ebpf, &path, kind) {
                 Some(tls::LibraryOutcome::Hooked { .. }) => hooked += 1,
                 Some(tls::LibraryOutcome::Failed(_)) => failed += 1,
                 None => {}

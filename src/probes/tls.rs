@@ -1,11 +1,12 @@
-//! Hooking OpenSSL's libssl with uprobes, one library file at a time.
+//! Hooking OpenSSL with uprobes, one file at a time: a shared libssl, or an executable with
+//! OpenSSL (or BoringSSL) linked in (Node.js, programs built statically).
 //!
 //! A uprobe hooks a file (an inode), not a process: once a libssl is hooked, every process
 //! that maps it is covered, whenever it starts. So each distinct file is hooked once (keyed by
 //! device and inode) and the programs themselves check whether the calling process is traced.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -34,11 +35,55 @@ pub const FUNCTIONS: [(&str, &str, &str, bool); 4] = [
     ),
 ];
 
+/// What a file is to the TLS hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A libssl: it must define the required functions.
+    Library,
+    /// A program's executable: hooked when it has OpenSSL's functions inside, else left alone.
+    Executable,
+}
+
+/// Most executables without TLS functions remembered (then forgotten all at once): a bound on
+/// memory for nodes that run many distinct programs.
+const MAX_PLAIN_EXECUTABLES: usize = 65_536;
+
+/// The eBPF programs of Go's `crypto/tls` (`go_tls.rs`): `Write` at its body, `Read` at its
+/// entry and at each of its RETs.
+const GO_PROGRAMS: [&str; 3] = ["go_tls_write", "go_tls_read_enter", "go_tls_read_return"];
+
+/// Whose TLS a hooked file carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsStack {
+    /// OpenSSL (or BoringSSL): how many of [`FUNCTIONS`] the file has.
+    OpenSsl { functions: usize },
+    /// Go's `crypto/tls`, built by this Go release; `returns` uprobes on `Read`'s RETs.
+    Go { version: String, returns: usize },
+}
+
+impl TlsStack {
+    /// What is hooked, for a log line or `netsonde probes`.
+    pub fn describe(&self, kind: ObjectKind) -> String {
+        match (self, kind) {
+            (TlsStack::OpenSsl { functions }, ObjectKind::Library) => {
+                format!("{functions} of {} functions", FUNCTIONS.len())
+            }
+            (TlsStack::OpenSsl { functions }, ObjectKind::Executable) => format!(
+                "{functions} of {} functions, OpenSSL inside the executable",
+                FUNCTIONS.len()
+            ),
+            (TlsStack::Go { version, returns }, _) => {
+                format!("Go crypto/tls of {version}: Write, and Read with its {returns} returns")
+            }
+        }
+    }
+}
+
 /// What happened to one library file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LibraryOutcome {
-    /// Hooked: how many of [`FUNCTIONS`] it has.
-    Hooked { functions: usize },
+    /// Hooked, and whose TLS.
+    Hooked(TlsStack),
     /// Could not be hooked, and why (one line).
     Failed(String),
 }
@@ -48,7 +93,11 @@ pub enum LibraryOutcome {
 pub struct TlsHooks {
     /// Why the programs could not be loaded (then nothing is hooked).
     unavailable: Option<String>,
-    libraries: HashMap<(u64, u64), (PathBuf, LibraryOutcome)>,
+    /// Why the Go programs could not be loaded (then Go programs are not hooked).
+    go_unavailable: Option<String>,
+    libraries: HashMap<(u64, u64), (PathBuf, ObjectKind, LibraryOutcome)>,
+    /// Executables looked at that have no TLS functions to hook.
+    plain: HashSet<(u64, u64)>,
 }
 
 impl TlsHooks {
@@ -66,6 +115,15 @@ impl TlsHooks {
                 }
             }
         }
+        for name in GO_PROGRAMS {
+            if let Err(why) = load_program(ebpf, name) {
+                tracing::warn!(
+                    "Go TLS capture is off: the uprobe program {name} cannot be loaded ({why})"
+                );
+                hooks.go_unavailable = Some(why);
+                break;
+            }
+        }
         hooks
     }
 
@@ -74,42 +132,56 @@ impl TlsHooks {
         self.unavailable.as_deref()
     }
 
-    /// Hooks the library at `path` unless that file was tried before. Returns the outcome of
-    /// a new attempt, `None` when there was nothing new to do.
-    pub fn hook(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<&LibraryOutcome> {
+    /// Hooks the file at `path` unless that file was tried before. Returns the outcome of a
+    /// new attempt, `None` when there was nothing new to do (or an executable has no TLS
+    /// functions).
+    pub fn hook(
+        &mut self,
+        ebpf: &mut Ebpf,
+        path: &Path,
+        kind: ObjectKind,
+    ) -> Option<&LibraryOutcome> {
         if self.unavailable.is_some() {
             return None;
         }
         let meta = std::fs::metadata(path).ok()?;
         let key = (meta.dev(), meta.ino());
-        if self.libraries.contains_key(&key) {
+        if self.libraries.contains_key(&key) || self.plain.contains(&key) {
             return None;
         }
         let path = stable_path(path, key);
-        let outcome = match attach_library(ebpf, &path) {
-            Ok(functions) => LibraryOutcome::Hooked { functions },
+        let outcome = match attach_library(ebpf, &path, kind, self.go_unavailable.as_deref()) {
+            Ok(stack) => LibraryOutcome::Hooked(stack),
             // The process (and its /proc/PID/root) went away meanwhile: try again next time.
             Err(Attach::Vanished) => return None,
+            Err(Attach::NotTls) => {
+                if self.plain.len() >= MAX_PLAIN_EXECUTABLES {
+                    self.plain.clear();
+                }
+                self.plain.insert(key);
+                return None;
+            }
             Err(Attach::Failed(why)) => LibraryOutcome::Failed(why),
         };
         let path = path.as_path();
         match &outcome {
-            LibraryOutcome::Hooked { functions } => tracing::info!(
-                "TLS: hooked {} ({functions} of {} functions)",
-                path.display(),
-                FUNCTIONS.len()
-            ),
+            LibraryOutcome::Hooked(stack) => {
+                tracing::info!("TLS: hooked {} ({})", path.display(), stack.describe(kind))
+            }
             LibraryOutcome::Failed(why) => {
                 tracing::warn!("TLS: cannot hook {}: {why}", path.display())
             }
         }
-        self.libraries.insert(key, (path.to_path_buf(), outcome));
-        self.libraries.get(&key).map(|(_, o)| o)
+        self.libraries
+            .insert(key, (path.to_path_buf(), kind, outcome));
+        self.libraries.get(&key).map(|(_, _, o)| o)
     }
 
-    /// Every library tried, with its outcome.
-    pub fn libraries(&self) -> impl Iterator<Item = (&Path, &LibraryOutcome)> {
-        self.libraries.values().map(|(p, o)| (p.as_path(), o))
+    /// Every file tried (libraries, and executables with TLS functions), with its outcome.
+    pub fn libraries(&self) -> impl Iterator<Item = (&Path, ObjectKind, &LibraryOutcome)> {
+        self.libraries
+            .values()
+            .map(|(p, kind, o)| (p.as_path(), *kind, o))
     }
 }
 
@@ -147,12 +219,19 @@ fn stable_path(path: &Path, key: (u64, u64)) -> PathBuf {
 
 enum Attach {
     Vanished,
+    /// An executable without OpenSSL's functions: nothing to hook, nothing wrong.
+    NotTls,
     Failed(String),
 }
 
-/// Attaches every function the library has; the return probe first, so no entry is saved for
-/// a return that is not hooked yet.
-fn attach_library(ebpf: &mut Ebpf, path: &Path) -> Result<usize, Attach> {
+/// Attaches every function the file has; the return probe first, so no entry is saved for a
+/// return that is not hooked yet. An executable without OpenSSL may be a Go program.
+fn attach_library(
+    ebpf: &mut Ebpf,
+    path: &Path,
+    kind: ObjectKind,
+    go_unavailable: Option<&str>,
+) -> Result<TlsStack, Attach> {
     let names = FUNCTIONS.map(|(symbol, ..)| symbol);
     let offsets = super::libs::symbol_offsets(path, &names).map_err(|e| match &e {
         super::libs::LibsError::Read { source, .. }
@@ -162,6 +241,14 @@ fn attach_library(ebpf: &mut Ebpf, path: &Path) -> Result<usize, Attach> {
         }
         _ => Attach::Failed(e.to_string()),
     })?;
+    let required_found = FUNCTIONS
+        .iter()
+        .zip(&offsets)
+        .filter(|((.., required), offset)| *required && offset.is_some())
+        .count();
+    if kind == ObjectKind::Executable && required_found == 0 {
+        return attach_go(ebpf, path, go_unavailable);
+    }
     let mut hooked = 0;
     for ((symbol, enter, exit, required), offset) in FUNCTIONS.into_iter().zip(offsets) {
         let Some(offset) = offset else {
@@ -191,5 +278,54 @@ fn attach_library(ebpf: &mut Ebpf, path: &Path) -> Result<usize, Attach> {
             Err(why) => tracing::debug!("TLS: {}: optional {why}", path.display()),
         }
     }
-    Ok(hooked)
+    Ok(TlsStack::OpenSsl { functions: hooked })
+}
+
+/// Attaches the Go programs to a Go executable's `crypto/tls`, when it has one: each return
+/// program first, so no call is saved whose end is not hooked yet.
+fn attach_go(ebpf: &mut Ebpf, path: &Path, unavailable: Option<&str>) -> Result<TlsStack, Attach> {
+    let found = super::go::find(path).map_err(|e| match &e {
+        super::go::GoError::Read { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Attach::Vanished
+        }
+        _ => Attach::Failed(e.to_string()),
+    })?;
+    let go = match found {
+        super::go::GoTlsFinding::NotGo | super::go::GoTlsFinding::NoTls => {
+            return Err(Attach::NotTls);
+        }
+        super::go::GoTlsFinding::Unsupported(why) => return Err(Attach::Failed(why)),
+        super::go::GoTlsFinding::Found(go) => go,
+    };
+    if let Some(why) = unavailable {
+        return Err(Attach::Failed(format!(
+            "a Go program ({}), but the Go TLS programs are not loaded: {why}",
+            go.version
+        )));
+    }
+    let points = go
+        .read
+        .returns
+        .iter()
+        .map(|&offset| ("go_tls_read_return", offset))
+        .chain([
+            ("go_tls_read_enter", go.read.entry),
+            ("go_tls_write", go.write.body),
+        ]);
+    for (name, offset) in points {
+        let program: &mut UProbe = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Attach::Failed(format!("program {name} is not in the eBPF object")))?
+            .try_into()
+            .map_err(|e| Attach::Failed(format!("{e}")))?;
+        program
+            .attach(offset, path, UProbeScope::AllProcesses)
+            .map_err(|e| Attach::Failed(super::describe_program_error(name, &e)))?;
+    }
+    Ok(TlsStack::Go {
+        returns: go.read.returns.len(),
+        version: go.version,
+    })
 }

@@ -189,6 +189,8 @@ pub struct StatsReport {
     pub gap_bytes: u64,
     /// Retransmits no kernel note reported, found from the sockets' own totals at close.
     pub retransmits_at_close: u64,
+    /// Kernel notes (retransmits, drops) for connections user space does not hold.
+    pub notes_unmatched: u64,
     pub http2_connections: u64,
     /// Times an HTTP/2 connection's direction lost its place or its compression table, times
     /// one found its place again, and streams left out because their start went missing.
@@ -244,6 +246,7 @@ impl StatsReport {
             incomplete_requests: conns.incomplete_requests.load(Relaxed),
             gap_bytes: conns.gap_bytes.load(Relaxed),
             retransmits_at_close: conns.retransmits_at_close.load(Relaxed),
+            notes_unmatched: conns.kernel_notes_unmatched.load(Relaxed),
             http2_connections: conns.http2_connections.load(Relaxed),
             http2_broken: conns.http2_broken.load(Relaxed),
             http2_resyncs: conns.http2_resyncs.load(Relaxed),

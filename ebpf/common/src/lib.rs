@@ -698,13 +698,15 @@ pub struct H2MessageState {
 }
 
 /// In-kernel only: a TLS library call in flight (keyed by `pid_tgid`). The syscalls it makes
-/// on the way fill in `fd` and `sock`.
+/// on the way fill in `fd` and `sock`. A call on an `SSL *` whose socket nothing has named yet
+/// stays after it returns (`returned` 1): the thread's next syscall on a TCP socket names it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TlsArgs {
     /// One of the `syscall::SSL_*` ids.
     pub call: u16,
-    pub _pad0: u16,
+    /// 1 once the call returned without knowing its socket.
+    pub returned: u16,
     /// The socket's fd, once a nested syscall or the SSL-to-fd cache told; else -1.
     pub fd: i32,
     /// The `SSL *`, the buffer, and (for the `_ex` calls) where the byte count is written.
@@ -712,6 +714,17 @@ pub struct TlsArgs {
     pub buf: u64,
     pub len_ptr: u64,
     pub enter_ns: u64,
+}
+
+/// In-kernel only: a Go `crypto/tls` call in flight, keyed by goroutine (a goroutine may
+/// resume on another thread before the call returns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineKey {
+    /// The goroutine's `g` (register R14 in Go's register ABI on x86-64).
+    pub g: u64,
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// In-kernel only: key of the SSL-to-fd cache.

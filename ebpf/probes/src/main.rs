@@ -17,6 +17,7 @@
 
 mod capture;
 mod filter;
+mod go_tls;
 mod h2;
 mod in_flight;
 mod kernel;

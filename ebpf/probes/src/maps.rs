@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use netsonde_common::{
-    CallKey, CallStart, Comm, DataEvent, H2MessageKey, H2MessageState, Handshake, InFlightKernel,
-    KernelOffsets, NetLayout, ProbeConfig, RxSkb, SCRATCH_DATA, SYSCALL_SLOTS, SocketEntry, SslKey,
-    SyscallArgs, TlsArgs, TxSkb, counter,
+    CallKey, CallStart, Comm, DataEvent, GoroutineKey, H2MessageKey, H2MessageState, Handshake,
+    InFlightKernel, KernelOffsets, NetLayout, ProbeConfig, RxSkb, SCRATCH_DATA, SYSCALL_SLOTS,
+    SocketEntry, SslKey, SyscallArgs, TlsArgs, TxSkb, counter,
 };
 
 /// Settings, set by user space before load (read-only at run time, so the verifier sees the
@@ -270,6 +270,11 @@ pub static TLS_IN_FLIGHT: LruHashMap<u64, TlsArgs> = LruHashMap::with_max_entrie
 /// buffer makes no syscall to tell.
 #[map]
 pub static SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);
+
+/// Go `crypto/tls` calls in flight, by goroutine (`go_tls`). LRU: a goroutine that never
+/// returns (its program crashed) leaves its entry behind.
+#[map]
+pub static GO_TLS_CALLS: LruHashMap<GoroutineKey, TlsArgs> = LruHashMap::with_max_entries(16384, 0);
 
 /// Process names selected with `--comm`, written by user space.
 #[map]

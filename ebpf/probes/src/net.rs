@@ -83,7 +83,7 @@ pub(crate) fn sends(sc: u16) -> bool {
 }
 
 #[inline(always)]
-fn receives(sc: u16) -> bool {
+pub(crate) fn receives(sc: u16) -> bool {
     matches!(
         sc,
         syscall::READ | syscall::READV | syscall::RECVFROM | syscall::RECVMSG | syscall::RECVMMSG

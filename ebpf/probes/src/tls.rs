@@ -1,11 +1,19 @@
 //! TLS plaintext through uprobes on OpenSSL (1.1.x and 3.x): `SSL_read`, `SSL_write`,
-//! `SSL_read_ex`, `SSL_write_ex`.
+//! `SSL_read_ex`, `SSL_write_ex`, in a shared libssl or inside an executable (Node.js, programs
+//! linked statically).
 //!
 //! The entry program saves the call's arguments by thread. The syscalls OpenSSL makes inside
 //! the call name the socket (`note_nested_syscall`), and mark it as carrying TLS so its
 //! ciphertext is counted but never copied or parsed. The return program emits the plaintext as
 //! a data record on that socket, with its own (plaintext) stream position. A read served from
 //! OpenSSL's buffer makes no syscall: the socket then comes from the `SSL *` → fd cache.
+//!
+//! Programs that give OpenSSL memory buffers instead of the socket (Node.js, Python's asyncio)
+//! make their syscalls outside the calls. The socket of such an `SSL *` is learnt around the
+//! call instead: a call that returns without one stays in `TLS_IN_FLIGHT`, and the thread's
+//! next syscall on a TCP socket names it (the handshake's first flight, written right after
+//! the call that produced it); a read that returns plaintext takes the socket the thread
+//! received from last (the ciphertext it was decrypted from, read just before).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -22,22 +30,38 @@ use crate::{
     filter::traced,
     h2,
     kernel::{advance_stream, socket_key},
-    maps::{SOCKETS, SSL_FDS, TLS_IN_FLIGHT, count},
+    maps::{IN_FLIGHT, SOCKETS, SSL_FDS, TLS_IN_FLIGHT, count},
+    net::receives,
     noop, now,
 };
 
 /// Called by every syscall entry on a TCP socket of a traced process: when a TLS call is in
-/// flight on this thread, it is using `fd`. Returns whether one is.
+/// flight on this thread, or returned without knowing its socket, it is using `fd`. Returns
+/// whether one was.
 #[inline(always)]
 pub fn note_nested_syscall(pid_tgid: u64, fd: i32) -> bool {
     let Some(call) = TLS_IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
         return false;
     };
     // SAFETY: a pointer into this thread's own map value.
-    let ssl = unsafe {
+    let (ssl, known, returned) = unsafe {
+        let known = (*call).fd;
         (*call).fd = fd;
-        (*call).ssl
+        ((*call).ssl, known, (*call).returned != 0)
     };
+    // A call makes several syscalls on its socket: it is named once.
+    if known != fd {
+        bind(pid_tgid, ssl, fd);
+    }
+    if returned {
+        let _ = TLS_IN_FLIGHT.remove(&pid_tgid);
+    }
+    true
+}
+
+/// Remembers that `ssl` of the current process uses `fd`, and marks the socket as TLS.
+#[inline(always)]
+fn bind(pid_tgid: u64, ssl: u64, fd: i32) {
     let tgid = (pid_tgid >> 32) as u32;
     let key = SslKey { ssl, tgid, _pad: 0 };
     let _ = SSL_FDS.insert(&key, &fd, 0);
@@ -45,7 +69,16 @@ pub fn note_nested_syscall(pid_tgid: u64, fd: i32) -> bool {
         // SAFETY: a pointer into the map value; setting a flag races harmlessly.
         unsafe { (*entry).tls = 1 };
     }
-    true
+}
+
+/// The TCP socket this thread last received from, if its last syscall on a socket was a
+/// receive (the slot keeps its arguments when idle).
+#[inline(always)]
+fn last_receive(pid_tgid: u64) -> Option<i32> {
+    let slot = IN_FLIGHT.get_ptr_mut(&pid_tgid)?;
+    // SAFETY: this thread's own slot, read by this thread.
+    let last = unsafe { *slot };
+    (last.enter_ns == 0 && receives(last.syscall) && last.sock != 0).then_some(last.fd)
 }
 
 /// The thread exits: a TLS call it had in flight will not return.
@@ -65,7 +98,7 @@ fn enter(call: u16, ssl: u64, buf: u64, len_ptr: u64) {
     }
     let args = TlsArgs {
         call,
-        _pad0: 0,
+        returned: 0,
         fd: -1,
         ssl,
         buf,
@@ -83,56 +116,77 @@ fn exit(call: u16, rc: i64) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before the entry is removed.
-    let Some(args) = (unsafe { TLS_IN_FLIGHT.get(&pid_tgid) }).copied() else {
+    let Some(slot) = TLS_IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
         return;
     };
-    let _ = TLS_IN_FLIGHT.remove(&pid_tgid);
-    if args.call != call {
+    // SAFETY: this thread's own map value, copied out.
+    let args = unsafe { *slot };
+    if args.call != call || args.returned != 0 {
         return;
     }
     // SSL_read/SSL_write return the byte count; the _ex calls return 1 and write the count.
     let bytes = match call {
-        syscall::SSL_READ_EX | syscall::SSL_WRITE_EX => {
-            if rc != 1 {
-                return;
-            }
+        syscall::SSL_READ_EX | syscall::SSL_WRITE_EX if rc == 1 => {
             read_user::<u64>(args.len_ptr).unwrap_or(0)
         }
-        _ => {
-            if rc <= 0 {
+        syscall::SSL_READ | syscall::SSL_WRITE if rc > 0 => rc as u64,
+        _ => 0,
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    let egress = matches!(call, syscall::SSL_WRITE | syscall::SSL_WRITE_EX);
+    let key = SslKey {
+        ssl: args.ssl,
+        tgid,
+        _pad: 0,
+    };
+    let fd = if args.fd >= 0 {
+        Some(args.fd)
+    } else {
+        // SAFETY: copied out at once.
+        unsafe { SSL_FDS.get(&key) }.copied()
+    };
+    let fd = match fd {
+        Some(fd) => fd,
+        None => match (!egress && bytes > 0)
+            .then(|| last_receive(pid_tgid))
+            .flatten()
+        {
+            Some(fd) => {
+                bind(pid_tgid, args.ssl, fd);
+                fd
+            }
+            None => {
+                // No socket yet: the thread's next syscall on one names it (see the module's
+                // comment).
+                // SAFETY: this thread's own map value.
+                unsafe { (*slot).returned = 1 };
+                if bytes > 0 {
+                    count(counter::TLS_NO_SOCKET, 1);
+                }
                 return;
             }
-            rc as u64
-        }
+        },
     };
+    let _ = TLS_IN_FLIGHT.remove(&pid_tgid);
     if bytes == 0 {
         return;
     }
+    emit_plaintext(pid_tgid, &args, fd, bytes, egress);
+}
+
+/// Emits `bytes` of plaintext the call `args` read or wrote through socket `fd`, on that
+/// socket's plaintext stream.
+#[inline(always)]
+pub(crate) fn emit_plaintext(pid_tgid: u64, args: &TlsArgs, fd: i32, bytes: u64, egress: bool) {
     let tgid = (pid_tgid >> 32) as u32;
-    let fd = if args.fd >= 0 {
-        args.fd
-    } else {
-        let key = SslKey {
-            ssl: args.ssl,
-            tgid,
-            _pad: 0,
-        };
-        // SAFETY: copied out at once.
-        match unsafe { SSL_FDS.get(&key) }.copied() {
-            Some(fd) => fd,
-            None => {
-                count(counter::TLS_NO_SOCKET, 1);
-                return;
-            }
-        }
-    };
-    let egress = matches!(call, syscall::SSL_WRITE | syscall::SSL_WRITE_EX);
     let Some(advanced) = advance_stream(tgid, fd, egress, true, bytes) else {
         count(counter::TLS_NO_SOCKET, 1);
         return;
     };
     let (pos, sock) = (advanced.pos, advanced.sock);
+    // Its ciphertext is counted, never copied (Go's calls name the socket only here).
+    // SAFETY: a pointer into the map value; setting a flag races harmlessly.
+    unsafe { (*advanced.entry).tls = 1 };
     if sock == 0 {
         count(counter::TLS_NO_SOCKET, 1);
         return;
@@ -153,7 +207,7 @@ fn exit(call: u16, rc: i64) {
         flags |= data_flags::H2_WALKED;
     }
     let data = SyscallArgs {
-        syscall: call,
+        syscall: args.call,
         flags: flags as u16,
         fd,
         buf: args.buf,

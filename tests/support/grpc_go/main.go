@@ -7,6 +7,10 @@
 //	                              SIZES (bytes, comma-separated), for each size two unary Blob
 //	                              calls and one Chat stream of three messages each way; prints
 //	                              each call's method, status and message counts as JSON
+//
+// Over TLS when asked: the server with GRPC_PEER_TLS_CERT and GRPC_PEER_TLS_KEY (PEM files),
+// the client with GRPC_PEER_TLS_CA (the CA that signed the server's certificate, for
+// 127.0.0.1).
 package main
 
 import (
@@ -25,6 +29,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
@@ -193,8 +198,16 @@ func serve() {
 			}},
 		},
 	}
-	server := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}),
-		grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage))
+	options := []grpc.ServerOption{grpc.ForceServerCodec(rawCodec{}),
+		grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage)}
+	if cert := os.Getenv("GRPC_PEER_TLS_CERT"); cert != "" {
+		creds, err := credentials.NewServerTLSFromFile(cert, os.Getenv("GRPC_PEER_TLS_KEY"))
+		if err != nil {
+			fail(err)
+		}
+		options = append(options, grpc.Creds(creds))
+	}
+	server := grpc.NewServer(options...)
 	server.RegisterService(&desc, struct{}{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -215,8 +228,15 @@ func serve() {
 }
 
 func client(port string, sizes []int) {
+	creds := insecure.NewCredentials()
+	if ca := os.Getenv("GRPC_PEER_TLS_CA"); ca != "" {
+		var err error
+		if creds, err = credentials.NewClientTLSFromFile(ca, ""); err != nil {
+			fail(err)
+		}
+	}
 	conn, err := grpc.NewClient("127.0.0.1:"+port,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{}),
 			grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)))
 	if err != nil {

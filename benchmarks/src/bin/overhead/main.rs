@@ -20,6 +20,10 @@
 //! With `--tls`, nginx serves HTTPS (a self-signed certificate) and both clients speak TLS:
 //! the agent arms then also run netsonde's OpenSSL uprobes, in nginx and in the client.
 //!
+//! With `--go-https PROGRAM`, the same two phases against the Go HTTPS server of
+//! tests/support/go_tls instead of nginx: netsonde's Go `crypto/tls` uprobes in the server
+//! (and its OpenSSL ones in wrk and h2load).
+//!
 //! With `--h2-download`, both phases are replaced by downloads of a 1 MiB file over HTTP/2
 //! (h2c, `h2load -c4 -m1`), reporting MB/s: reads far past the captured prefix, whose frames
 //! the kernel follows piece by piece.
@@ -48,7 +52,8 @@
 //!
 //! Usage (as root, after `cargo build --release`):
 //!   cargo run --release -p netsonde-benchmarks --bin overhead -- [--rounds N] [--secs S] [--rate R]
-//!       [--arms bare,floor,agent,otlp,outage] [--tls] [--h2-download] [--h2-mixed] [--hook-costs]
+//!       [--arms bare,floor,agent,otlp,outage] [--tls | --go-https PROGRAM] [--h2-download]
+//!       [--h2-mixed] [--hook-costs]
 //!       [--memory] [--stopping] [--unmonitored [--dd-count N]] [--outage-minutes M]
 //!       [--soak-minutes M] [--baseline OTHER/netsonde]
 
@@ -120,6 +125,10 @@ struct Options {
     /// HTTPS instead of HTTP.
     #[arg(long)]
     tls: bool,
+    /// The default run against this Go HTTPS server (tests/support/go_tls, built by
+    /// tests/go-programs.sh into target/tmp/go-go_tls) instead of nginx: Go's crypto/tls.
+    #[arg(long, value_name = "PROGRAM", conflicts_with_all = ["tls", "h2_download", "h2_mixed", "hook_costs", "memory", "outage_minutes", "soak_minutes", "stopping", "unmonitored"])]
+    go_https: Option<PathBuf>,
     /// 1 MiB downloads over h2c instead of both phases.
     #[arg(long, conflicts_with_all = ["h2_mixed", "hook_costs"])]
     h2_download: bool,
@@ -223,6 +232,20 @@ fn main() {
     );
 
     let collector = Rotel::start();
+    if let Some(program) = &o.go_https {
+        let server = GoHttps::start(program);
+        let url = format!("https://127.0.0.1:{}/index.html", server.port);
+        println!(
+            "# netsonde overhead, Go HTTPS ({}), {} rounds x {} s per arm",
+            program.display(),
+            o.rounds,
+            o.secs
+        );
+        println!("machine: {}", machine());
+        println!("Go server pid {}; url {url}\n", server.child.id());
+        web::run(&o, &url, &collector);
+        return;
+    }
     let nginx = Nginx::start(o.tls);
     let scheme = if o.tls { "https" } else { "http" };
     let url = format!("{scheme}://127.0.0.1:{}/index.html", nginx.port);
@@ -630,19 +653,7 @@ impl Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let listen = if tls {
-            let ok = Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                ])
-                .args(["-subj", "/CN=localhost", "-keyout"])
-                .arg(dir.path().join("key.pem"))
-                .arg("-out")
-                .arg(dir.path().join("cert.pem"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("run openssl");
-            assert!(ok.success(), "openssl req failed");
+            self_signed(dir.path());
             format!(" ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem")
         } else {
             String::new()
@@ -713,6 +724,70 @@ impl Nginx {
             h2_port,
             _dir: dir,
         }
+    }
+}
+
+/// A self-signed certificate and its key, `cert.pem` and `key.pem` in `dir`.
+fn self_signed(dir: &Path) {
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(ok.success(), "openssl req failed");
+}
+
+/// The Go HTTPS server of tests/support/go_tls (`--go-https`), quiet: Go's crypto/tls under
+/// the load nginx gets otherwise.
+struct GoHttps {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl GoHttps {
+    fn start(program: &Path) -> GoHttps {
+        let dir = tempfile::tempdir().unwrap();
+        self_signed(dir.path());
+        let mut child = Command::new(program)
+            .arg("server")
+            .arg(dir.path().join("cert.pem"))
+            .arg(dir.path().join("key.pem"))
+            .env("GO_TLS_QUIET", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{} printed {line:?}", program.display()));
+        GoHttps {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for GoHttps {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

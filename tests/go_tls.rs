@@ -1,0 +1,214 @@
+//! Go's crypto/tls, end to end: a Go HTTPS server and client (the standard library's net/http,
+//! HTTP/1.1 and its own HTTP/2 by ALPN) started fresh under the real agent, whose exchanges on
+//! both sides must be exactly what each program printed, with its symbol table and stripped,
+//! by two Go releases.
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{Agent, key, serial};
+
+/// The Go TLS peer (tests/support/go_tls) with its symbol table; its stripped copy sits beside
+/// it with `-stripped` appended.
+fn go_tls_peer() -> Option<std::path::PathBuf> {
+    match support::go_program("go_tls", ".", &[]) {
+        Ok(path) => Some(path),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// Starts `program server`, returns it with its stdout and the port it printed.
+fn start_server(
+    program: &Path,
+    pki: &support::pki::Pki,
+) -> (Child, BufReader<ChildStdout>, String) {
+    let mut server = Command::new(program)
+        .args(["server", &pki.server_cert, &pki.server_key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("port ")
+        .unwrap_or_else(|| panic!("the server printed {line:?}"))
+        .to_string();
+    (server, out, port)
+}
+
+fn wait_for_log(agent: &Agent, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.stderr().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "never logged {what:?}:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Each Go release the peer was built with (tests/go-programs.sh): the machine's (with its
+/// symbol table, and stripped), and the approved newer one when it could be fetched.
+#[test]
+fn go_https_is_seen_in_plaintext_on_both_sides() {
+    require_privileges!();
+    let Some(peer) = go_tls_peer() else {
+        return;
+    };
+    let newer = peer.with_file_name(format!(
+        "{}-go1.27",
+        peer.file_name().unwrap().to_str().unwrap()
+    ));
+    https_on_both_sides(&peer);
+    // Stripped, found by Go's own function table.
+    https_on_both_sides(&stripped_copy(&peer));
+    if newer.is_file() {
+        https_on_both_sides(&newer);
+    } else {
+        eprintln!("only one Go release: {} was not built", newer.display());
+    }
+}
+
+fn https_on_both_sides(peer: &Path) {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let agent = Agent::start(&["--comm", &comm_of(peer)]);
+    let (mut server, mut server_out, port) = start_server(peer, &pki);
+    // The server's exec gets the executable hooked (a new file takes about an RCU grace
+    // period); the client starts after, and each of its requests is seen from the first.
+    wait_for_log(&agent, &format!("TLS: hooked {}", peer.display()));
+    assert!(
+        agent.stderr().contains("Go crypto/tls of go1."),
+        "{}",
+        agent.stderr()
+    );
+    let client = Command::new(peer)
+        .args(["client", &pki.ca, &port])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_pid = client.id();
+    let client = client.wait_with_output().unwrap();
+    assert!(client.status.success(), "{client:?}");
+    // Closing its stdin stops the server; its lines end there.
+    drop(server.stdin.take());
+    let answered: Vec<String> = (&mut server_out).lines().map_while(Result::ok).collect();
+    assert!(support::wait_timeout(&mut server, Duration::from_secs(10)).success());
+    let server_pid = server.id();
+    let capture = agent.stop();
+
+    // The client's own account: "METHOD TARGET STATUS BYTES", in order.
+    let printed: Vec<_> = String::from_utf8_lossy(&client.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                key("client", f[0], f[1], f[2].parse().unwrap()),
+                f[3].parse::<u64>().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(printed.len(), 5, "{client:?}");
+    assert_eq!(
+        capture.exchanges_with_bodies(client_pid),
+        printed,
+        "{}",
+        capture.stdout
+    );
+    // The server's own account: "METHOD TARGET STATUS PROTO" per answer.
+    let mut answered: Vec<_> = answered
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            key("server", f[0], f[1], f[2].parse().unwrap())
+        })
+        .collect();
+    answered.sort();
+    assert_eq!(answered.len(), 5);
+    assert_eq!(capture.keys_of(server_pid), answered, "{}", capture.stdout);
+    assert!(
+        capture.lines.iter().all(|l| l.tls),
+        "every exchange went over TLS:\n{}",
+        capture.stdout
+    );
+    // One HTTP/2 connection per side, found by its preface in the plaintext; the ciphertext
+    // never taken for HTTP.
+    assert_eq!(capture.final_stat("h2_connections"), Some(2));
+    assert_eq!(capture.final_stat("not_http"), Some(0));
+    assert_eq!(capture.final_stat("tls_no_socket"), Some(0));
+    assert_eq!(capture.final_stat("tls_connections"), Some(4));
+    assert_eq!(capture.final_stat("tls_plaintext"), Some(4));
+}
+
+/// Stripped (`-ldflags=-s -w`, as container images often are), a Go program has no symbol
+/// table, but keeps Go's own function table: the functions are found there, at the very
+/// offsets the symbol table gives for the same program unstripped, and `netsonde probes`
+/// lists the running program as hooked.
+#[test]
+fn a_stripped_go_program_is_found_by_its_function_table() {
+    let Some(peer) = go_tls_peer() else {
+        return;
+    };
+    let stripped = stripped_copy(&peer);
+    use netsonde::probes::go::{GoTlsFinding, find};
+    let (Ok(GoTlsFinding::Found(full)), Ok(GoTlsFinding::Found(bare))) =
+        (find(&peer), find(&stripped))
+    else {
+        panic!("{:?} / {:?}", find(&peer), find(&stripped));
+    };
+    assert_eq!(bare, full);
+    require_privileges!();
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let agent = Agent::start(&["--comm", &comm_of(&stripped)]);
+    let (mut server, _out, _port) = start_server(&stripped, &pki);
+    wait_for_log(&agent, &format!("TLS: hooked {}", stripped.display()));
+    let probes = Command::new(support::NETSONDE)
+        .arg("probes")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&probes.stdout);
+    assert!(
+        listing.lines().any(|l| l.starts_with("tls.go")
+            && l.contains("attached")
+            && l.contains(&format!("uprobe {}", stripped.display()))
+            && l.contains("Go crypto/tls of go1.")),
+        "{listing}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(agent.stop());
+}
+
+fn stripped_copy(peer: &Path) -> std::path::PathBuf {
+    peer.with_file_name(format!(
+        "{}-stripped",
+        peer.file_name().unwrap().to_str().unwrap()
+    ))
+}
+
+/// The name the kernel keeps for a program started from `path` (15 bytes).
+fn comm_of(path: &Path) -> String {
+    path.file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .chars()
+        .take(15)
+        .collect()
+}

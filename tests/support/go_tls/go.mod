@@ -1,0 +1,3 @@
+module netsonde.test/go_tls
+
+go 1.26

@@ -26,10 +26,11 @@ say "system packages"
 # Python packages below; make: the agent's allocator (jemalloc) builds from C sources;
 # tinyproxy: a real HTTP proxy for the exports through a proxy; openjdk-17-jre-headless, maven,
 # postgresql: SkyWalking OAP (its jars fetched by Maven) with its storage, for the OAP test;
-# nodejs: a Node.js HTTPS peer for the TLS tests.
+# nodejs: a Node.js HTTPS peer for the TLS tests; libssl-dev: a client linked with OpenSSL
+# statically, for the TLS tests.
 packages=(nginx-light curl nghttp2-client openssl gcc g++ libc6-dev make util-linux ca-certificates
     iproute2 nftables qemu-system-x86 busybox-static cpio xz-utils binutils python3-pip tinyproxy
-    openjdk-17-jre-headless maven postgresql nodejs)
+    openjdk-17-jre-headless maven postgresql nodejs libssl-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

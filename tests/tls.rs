@@ -387,3 +387,108 @@ fn agent_hooked_node(stderr: &str) -> bool {
         .lines()
         .any(|l| l.contains("TLS: hooked") && l.contains("OpenSSL inside the executable"))
 }
+
+/// OpenSSL linked into a program statically (`gcc -static … -lssl -lcrypto`): with its symbol
+/// table the executable is hooked like a libssl and its plaintext read, exactly what it
+/// printed; stripped, netsonde says in one line that it carries OpenSSL it cannot read.
+#[test]
+fn openssl_linked_statically_is_read_and_stripped_is_named() {
+    require_privileges!();
+    if !Path::new("/usr/lib/x86_64-linux-gnu/libssl.a").is_file() {
+        eprintln!("skipped: no static OpenSSL (libssl-dev)");
+        return;
+    }
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let source = support::support_file("static_tls_client.c");
+    let build = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let status = std::process::Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .args(extra)
+            .args(["-lssl", "-lcrypto", "-lpthread"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "gcc {name}");
+        out
+    };
+    let full = build("static-tls", &[]);
+    let stripped = build("static-tls-bare", &["-s"]);
+    let nginx = Nginx::start();
+    let port = nginx.tls_port.to_string();
+    let agent = Agent::start(&["--comm", "static-tls", "--comm", "static-tls-bare"]);
+    let run = |program: &Path, paths: &[&str]| {
+        let out = std::process::Command::new(program)
+            .arg(&port)
+            .args(paths)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        out
+    };
+    // The first run gets the new file hooked (about an RCU grace period, longer than this
+    // program takes): it may or may not be seen, and is not checked.
+    run(&full, &["/ka"]);
+    let hooked = format!("TLS: hooked {}", full.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.stderr().contains(&hooked) {
+        assert!(
+            Instant::now() < deadline,
+            "{hooked} never logged:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        agent.stderr().contains("OpenSSL inside the executable"),
+        "{}",
+        agent.stderr()
+    );
+    let child = std::process::Command::new(&full)
+        .arg(&port)
+        .args(["/index.html", "/missing"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    run(&stripped, &["/ka"]);
+    let said = format!(
+        "TLS: cannot hook {}: OpenSSL or BoringSSL is linked in",
+        stripped.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.stderr().contains(&said) {
+        assert!(
+            Instant::now() < deadline,
+            "{said} never logged:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let capture = agent.stop();
+    // The program's own account: "STATUS BYTES" per response.
+    let printed: Vec<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .zip(["/index.html", "/missing"])
+        .map(|(l, path)| {
+            let (status, bytes) = l.split_once(' ').unwrap();
+            (
+                key("client", "GET", path, status.parse().unwrap()),
+                bytes.parse::<u64>().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(printed.len(), 2, "{out:?}");
+    assert_eq!(
+        capture.exchanges_with_bodies(pid),
+        printed,
+        "{}",
+        capture.stdout
+    );
+    assert!(capture.of(pid).iter().all(|l| l.tls));
+}

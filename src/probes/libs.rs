@@ -153,6 +153,32 @@ pub fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u64>>, L
     Ok(found)
 }
 
+/// Whether the ELF file at `path` has OpenSSL's (or BoringSSL's) TLS code linked in: the
+/// source file names their errors carry (`ssl/ssl_lib.c`, `.cc` in BoringSSL) are among its
+/// read-only data. A program that only calls a shared libssl does not carry them. For saying
+/// why a stripped program is not read; its functions cannot be found this way.
+pub fn links_openssl_statically(path: &Path) -> Result<bool, LibsError> {
+    const MARKER: &[u8] = b"ssl/ssl_lib.c";
+    let elf_err = |source| LibsError::Elf {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(|source| LibsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let cache = ReadCache::new(file);
+    let data = &cache;
+    let header = FileHeader64::<Endianness>::parse(data).map_err(elf_err)?;
+    let endian = header.endian().map_err(elf_err)?;
+    let sections = header.sections(endian, data).map_err(elf_err)?;
+    let Some((_, rodata)) = sections.section_by_name(endian, b".rodata") else {
+        return Ok(false);
+    };
+    let bytes = rodata.data(endian, data).map_err(elf_err)?;
+    Ok(bytes.windows(MARKER.len()).any(|w| w == MARKER))
+}
+
 pub fn dynamic_info<'data, R: ReadRef<'data>>(data: R) -> Result<DynamicInfo, object::read::Error> {
     let header = FileHeader64::<Endianness>::parse(data)?;
     let endian = header.endian()?;

@@ -293,9 +293,18 @@ fn attach_go(ebpf: &mut Ebpf, path: &Path, unavailable: Option<&str>) -> Result<
         _ => Attach::Failed(e.to_string()),
     })?;
     let go = match found {
-        super::go::GoTlsFinding::NotGo | super::go::GoTlsFinding::NoTls => {
-            return Err(Attach::NotTls);
+        super::go::GoTlsFinding::NotGo => {
+            // OpenSSL linked in, with its symbols stripped: said, since it cannot be read.
+            return match super::libs::links_openssl_statically(path) {
+                Ok(true) => Err(Attach::Failed(
+                    "OpenSSL or BoringSSL is linked in (its source file names are there), but \
+                     no symbol names SSL_read or SSL_write: a stripped program, not read"
+                        .into(),
+                )),
+                _ => Err(Attach::NotTls),
+            };
         }
+        super::go::GoTlsFinding::NoTls => return Err(Attach::NotTls),
         super::go::GoTlsFinding::Unsupported(why) => return Err(Attach::Failed(why)),
         super::go::GoTlsFinding::Found(go) => go,
     };

@@ -18,8 +18,8 @@
 //! The socket is read from the `Conn` itself, not from syscalls (Go's netpoller reads ahead):
 //! `tls.Conn.conn` (a `net.Conn` interface, first field: type word, then data pointer) →
 //! `*net.TCPConn`, whose first word is its `*netFD` → `netFD.pfd` (`poll.FD`, first field) →
-//! `Sysfd`, after `fdmu` (a `fdMutex`: uint64 + 2 × uint32). These layouts have not changed
-//! since Go 1.9; `tests/tls.rs` checks them on the machine's Go.
+//! `Sysfd`, after `fdmu` (a `fdMutex`: uint64 + 2 × uint32). The same since Go 1.9 in Go's
+//! sources; `tests/go_tls.rs` checks them on Go 1.26 and 1.27.
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
 use netsonde_common::{GoroutineKey, TlsArgs, counter, syscall};

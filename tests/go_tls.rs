@@ -9,10 +9,10 @@ use std::{
     io::{BufRead as _, BufReader},
     path::Path,
     process::{Child, ChildStdout, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use support::{Agent, key, serial};
+use support::{Agent, serial};
 
 /// The Go TLS peer (tests/support/go_tls) with its symbol table; its stripped copy sits beside
 /// it with `-stripped` appended.
@@ -48,18 +48,6 @@ fn start_server(
     (server, out, port)
 }
 
-fn wait_for_log(agent: &Agent, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.stderr().contains(what) {
-        assert!(
-            Instant::now() < deadline,
-            "never logged {what:?}:\n{}",
-            agent.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Each Go release the peer was built with (tests/go-programs.sh): the machine's (with its
 /// symbol table, and stripped), and the approved newer one when it could be fetched.
 #[test]
@@ -90,7 +78,7 @@ fn https_on_both_sides(peer: &Path) {
     let (mut server, mut server_out, port) = start_server(peer, &pki);
     // The server's exec gets the executable hooked (a new file takes about an RCU grace
     // period); the client starts after, and each of its requests is seen from the first.
-    wait_for_log(&agent, &format!("TLS: hooked {}", peer.display()));
+    agent.wait_for_log(&format!("TLS: hooked {}", peer.display()));
     assert!(
         agent.stderr().contains("Go crypto/tls of go1."),
         "{}",
@@ -111,47 +99,13 @@ fn https_on_both_sides(peer: &Path) {
     let server_pid = server.id();
     let capture = agent.stop();
 
-    // The client's own account: "METHOD TARGET STATUS BYTES", in order.
-    let printed: Vec<_> = String::from_utf8_lossy(&client.stdout)
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (
-                key("client", f[0], f[1], f[2].parse().unwrap()),
-                f[3].parse::<u64>().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(printed.len(), 5, "{client:?}");
-    assert_eq!(
-        capture.exchanges_with_bodies(client_pid),
-        printed,
-        "{}",
-        capture.stdout
+    // Each side's own account: the client's "METHOD TARGET STATUS BYTES" in order, the
+    // server's "METHOD TARGET STATUS PROTO" per answer.
+    support::assert_https_peers(
+        &capture,
+        (client_pid, &String::from_utf8_lossy(&client.stdout)),
+        (server_pid, &answered),
     );
-    // The server's own account: "METHOD TARGET STATUS PROTO" per answer.
-    let mut answered: Vec<_> = answered
-        .iter()
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            key("server", f[0], f[1], f[2].parse().unwrap())
-        })
-        .collect();
-    answered.sort();
-    assert_eq!(answered.len(), 5);
-    assert_eq!(capture.keys_of(server_pid), answered, "{}", capture.stdout);
-    assert!(
-        capture.lines.iter().all(|l| l.tls),
-        "every exchange went over TLS:\n{}",
-        capture.stdout
-    );
-    // One HTTP/2 connection per side, found by its preface in the plaintext; the ciphertext
-    // never taken for HTTP.
-    assert_eq!(capture.final_stat("h2_connections"), Some(2));
-    assert_eq!(capture.final_stat("not_http"), Some(0));
-    assert_eq!(capture.final_stat("tls_no_socket"), Some(0));
-    assert_eq!(capture.final_stat("tls_connections"), Some(4));
-    assert_eq!(capture.final_stat("tls_plaintext"), Some(4));
 }
 
 /// Stripped (`-ldflags=-s -w`, as container images often are), a Go program has no symbol
@@ -177,7 +131,7 @@ fn a_stripped_go_program_is_found_by_its_function_table() {
     let pki = support::pki::Pki::new(dir.path());
     let agent = Agent::start(&["--comm", &comm_of(&stripped)]);
     let (mut server, _out, _port) = start_server(&stripped, &pki);
-    wait_for_log(&agent, &format!("TLS: hooked {}", stripped.display()));
+    agent.wait_for_log(&format!("TLS: hooked {}", stripped.display()));
     let probes = Command::new(support::NETSONDE)
         .arg("probes")
         .output()

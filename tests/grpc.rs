@@ -36,6 +36,25 @@ fn from_json(text: &str) -> Calls {
     calls
 }
 
+/// `pid`'s exchanges as gRPC calls (method, status, message counts), sorted; `case` names the
+/// run when one is not gRPC.
+fn seen_calls(capture: &support::Capture, pid: u32, case: &str) -> Calls {
+    let mut calls: Calls = capture
+        .of(pid)
+        .iter()
+        .map(|l| {
+            let (status, req, resp) = l
+                .grpc
+                .clone()
+                .unwrap_or_else(|| panic!("{case}: not seen as gRPC: {l:?}\n{}", capture.stdout));
+            let method = l.target.trim_start_matches('/').to_string();
+            (method, status, req, resp)
+        })
+        .collect();
+    calls.sort();
+    calls
+}
+
 fn peer(args: &[&str]) -> Child {
     Command::new(python())
         .arg(support_file("grpc_peer.py"))
@@ -153,21 +172,7 @@ fn grpc_at_real_sizes_between_grpcio_and_grpc_go() {
             let reported = from_json(json);
             assert_eq!(reported.len(), 3 * SIZES.len(), "{case}: {json}");
             let lines = capture.of(pid);
-            let mut seen: Calls = lines
-                .iter()
-                .map(|l| {
-                    let (status, req, resp) = l.grpc.clone().unwrap_or_else(|| {
-                        panic!("{case}: not seen as gRPC: {l:?}\n{}", capture.stdout)
-                    });
-                    (
-                        l.target.trim_start_matches('/').to_string(),
-                        status,
-                        req,
-                        resp,
-                    )
-                })
-                .collect();
-            seen.sort();
+            let seen = seen_calls(&capture, pid, &case);
             assert_eq!(seen, reported, "{case}, pid {pid}:\n{}", capture.stdout);
             let mut bodies: Vec<(u64, u64)> =
                 lines.iter().map(|l| (l.req_body, l.resp_body)).collect();
@@ -254,22 +259,7 @@ fn grpc_calls_match_what_grpcio_reports_and_reach_otlp_as_rpcs() {
     std::thread::sleep(Duration::from_millis(700));
     let capture = agent.stop();
 
-    let seen = |pid: u32| -> Calls {
-        let mut calls: Calls = capture
-            .of(pid)
-            .iter()
-            .map(|l| {
-                let (status, req, resp) = l
-                    .grpc
-                    .clone()
-                    .unwrap_or_else(|| panic!("not seen as gRPC: {l:?}\n{}", capture.stdout));
-                let method = l.target.trim_start_matches('/').to_string();
-                (method, status, req, resp)
-            })
-            .collect();
-        calls.sort();
-        calls
-    };
+    let seen = |pid: u32| seen_calls(&capture, pid, "grpcio");
     let client_calls = from_json(&client_json);
     assert_eq!(client_calls.len(), 8);
     assert_eq!(seen(client_pid), client_calls, "{}", capture.stdout);
@@ -382,16 +372,7 @@ fn grpc_go_over_tls_is_read_in_plaintext_on_both_sides() {
         .read_line(&mut port)
         .unwrap();
     // The server's exec gets the executable hooked; the client starts after.
-    let hooked = format!("TLS: hooked {}", peer.display());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !agent.stderr().contains(&hooked) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never logged {hooked:?}:\n{}",
-            agent.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_for_log(&format!("TLS: hooked {}", peer.display()));
     let client = Command::new(&peer)
         .args(["client", port.trim()])
         .env("GRPC_PEER_TLS_CA", &pki.ca)
@@ -423,21 +404,7 @@ fn grpc_go_over_tls_is_read_in_plaintext_on_both_sides() {
         }
         assert_eq!(reported.len(), 8, "{side}: {json}");
         let lines = capture.of(pid);
-        let mut seen: Calls = lines
-            .iter()
-            .map(|l| {
-                let (status, req, resp) = l.grpc.clone().unwrap_or_else(|| {
-                    panic!("{side}: not seen as gRPC: {l:?}\n{}", capture.stdout)
-                });
-                (
-                    l.target.trim_start_matches('/').to_string(),
-                    status,
-                    req,
-                    resp,
-                )
-            })
-            .collect();
-        seen.sort();
+        let seen = seen_calls(&capture, pid, side);
         assert_eq!(seen, reported, "{side}:\n{}", capture.stdout);
         assert!(lines.iter().all(|l| l.tls), "{side}:\n{}", capture.stdout);
     }

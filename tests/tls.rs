@@ -291,15 +291,7 @@ fn node_https_is_seen_in_plaintext_on_both_sides() {
     let exe = std::fs::read_link(format!("/proc/{}/exe", server.id())).unwrap();
     let inside = netsonde::probes::libs::symbol_offsets(&exe, &["SSL_write"]).unwrap()[0].is_some();
     if inside {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !agent_hooked_node(&agent.stderr()) {
-            assert!(
-                Instant::now() < deadline,
-                "the node executable was never hooked:\n{}",
-                agent.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        agent.wait_for_log("OpenSSL inside the executable");
     } else {
         eprintln!(
             "{} has no OpenSSL inside: read through the system libssl",
@@ -336,56 +328,15 @@ fn node_https_is_seen_in_plaintext_on_both_sides() {
     let _ = server.wait();
     let capture = agent.stop();
 
-    // The client's own account: "METHOD TARGET STATUS BYTES", in order.
-    let printed: Vec<((String, String, String, u16), u64)> =
-        String::from_utf8_lossy(&client.stdout)
-            .lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                (
-                    key("client", f[0], f[1], f[2].parse().unwrap()),
-                    f[3].parse().unwrap(),
-                )
-            })
-            .collect();
-    assert_eq!(printed.len(), 5, "{client:?}");
-    assert_eq!(
-        capture.exchanges_with_bodies(client_pid),
-        printed,
-        "{}",
-        capture.stdout
-    );
-    // The server's own account: "METHOD TARGET STATUS VERSION" per answer.
+    // Each side's own account: the client's "METHOD TARGET STATUS BYTES" in order, the
+    // server's "METHOD TARGET STATUS VERSION" per answer.
     use std::io::BufRead as _;
-    let mut answered: Vec<_> = server_out
-        .lines()
-        .map_while(Result::ok)
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            key("server", f[0], f[1], f[2].parse().unwrap())
-        })
-        .collect();
-    answered.sort();
-    assert_eq!(answered.len(), 5);
-    assert_eq!(capture.keys_of(server_pid), answered, "{}", capture.stdout);
-    assert!(
-        capture.lines.iter().all(|l| l.tls),
-        "every exchange went over TLS:\n{}",
-        capture.stdout
+    let answered: Vec<String> = server_out.lines().map_while(Result::ok).collect();
+    support::assert_https_peers(
+        &capture,
+        (client_pid, &String::from_utf8_lossy(&client.stdout)),
+        (server_pid, &answered),
     );
-    // One HTTP/2 connection per side, found by its preface in the plaintext.
-    assert_eq!(capture.final_stat("h2_connections"), Some(2));
-    assert_eq!(capture.final_stat("not_http"), Some(0));
-    assert_eq!(capture.final_stat("tls_no_socket"), Some(0));
-    // Two connections, both ends TLS on the wire and read in plaintext.
-    assert_eq!(capture.final_stat("tls_connections"), Some(4));
-    assert_eq!(capture.final_stat("tls_plaintext"), Some(4));
-}
-
-fn agent_hooked_node(stderr: &str) -> bool {
-    stderr
-        .lines()
-        .any(|l| l.contains("TLS: hooked") && l.contains("OpenSSL inside the executable"))
 }
 
 /// OpenSSL linked into a program statically (`gcc -static … -lssl -lcrypto`): with its symbol
@@ -432,16 +383,7 @@ fn openssl_linked_statically_is_read_and_stripped_is_named() {
     // The first run gets the new file hooked (about an RCU grace period, longer than this
     // program takes): it may or may not be seen, and is not checked.
     run(&full, &["/ka"]);
-    let hooked = format!("TLS: hooked {}", full.display());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.stderr().contains(&hooked) {
-        assert!(
-            Instant::now() < deadline,
-            "{hooked} never logged:\n{}",
-            agent.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_for_log(&format!("TLS: hooked {}", full.display()));
     assert!(
         agent.stderr().contains("OpenSSL inside the executable"),
         "{}",
@@ -457,19 +399,10 @@ fn openssl_linked_statically_is_read_and_stripped_is_named() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     run(&stripped, &["/ka"]);
-    let said = format!(
+    agent.wait_for_log(&format!(
         "TLS: cannot hook {}: OpenSSL or BoringSSL is linked in",
         stripped.display()
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.stderr().contains(&said) {
-        assert!(
-            Instant::now() < deadline,
-            "{said} never logged:\n{}",
-            agent.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ));
     let capture = agent.stop();
     // The program's own account: "STATUS BYTES" per response.
     let printed: Vec<_> = String::from_utf8_lossy(&out.stdout)

@@ -2,7 +2,8 @@
 //!
 //! A Go program carries its TLS in its own machine code. The functions are found by name in
 //! the symbol table (`.symtab`); Go cannot take return probes (its goroutine stacks move), so
-//! each function's code is decoded and every `RET` gets an ordinary uprobe instead. The
+//! the code is decoded: each `RET` of `Read` gets an ordinary uprobe, and `Write` one after
+//! its stack check (its plaintext is emitted at the call). The
 //! register ABI the eBPF programs read (`go_tls.rs`) exists since Go 1.17; the version comes
 //! from the `.go.buildinfo` section, inline there since Go 1.18.
 //!
@@ -15,10 +16,12 @@ use std::path::Path;
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use object::{
-    Endianness, ReadCache, ReadRef as _,
-    elf::{FileHeader64, PT_LOAD, SHT_SYMTAB, Sym64},
-    read::elf::{FileHeader as _, ProgramHeader as _, SectionHeader as _, Sym as _},
+    Endianness, ReadRef as _,
+    elf::{SHT_SYMTAB, Sym64},
+    read::elf::{FileHeader as _, SectionHeader as _, Sym as _},
 };
+
+use super::libs::{Elf, LibsError, file_offset, read_elf};
 
 /// The functions probed, by their symbol names.
 pub const WRITE: &str = "crypto/tls.(*Conn).Write";
@@ -59,42 +62,23 @@ pub enum GoTlsFinding {
     Found(GoTls),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum GoError {
-    #[error("cannot read {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a 64-bit ELF file")]
-    Elf {
-        path: String,
-        #[source]
-        source: object::read::Error,
-    },
+/// Looks for Go's `crypto/tls` in the executable at `path`.
+pub fn find(path: &Path) -> Result<GoTlsFinding, LibsError> {
+    read_elf(path, |elf| find_in(&elf))
 }
 
-/// Looks for Go's `crypto/tls` in the executable at `path`.
-pub fn find(path: &Path) -> Result<GoTlsFinding, GoError> {
-    let elf_err = |source| GoError::Elf {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(|source| GoError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let cache = ReadCache::new(file);
-    let data = &cache;
-    let header = FileHeader64::<Endianness>::parse(data).map_err(elf_err)?;
-    let endian = header.endian().map_err(elf_err)?;
-    let sections = header.sections(endian, data).map_err(elf_err)?;
+fn find_in(elf: &Elf<'_>) -> Result<GoTlsFinding, object::read::Error> {
+    let Elf {
+        data,
+        header,
+        endian,
+        sections,
+    } = elf;
+    let (data, endian) = (*data, *endian);
     let Some(buildinfo) = sections
         .section_by_name(endian, b".go.buildinfo")
         .map(|(_, s)| s.data(endian, data))
-        .transpose()
-        .map_err(elf_err)?
+        .transpose()?
     else {
         return Ok(GoTlsFinding::NotGo);
     };
@@ -112,11 +96,9 @@ pub fn find(path: &Path) -> Result<GoTlsFinding, GoError> {
     let [write, read] = match symtab {
         Some(symtab) => {
             let names = sections
-                .section(object::SectionIndex(symtab.sh_link(endian) as usize))
-                .map_err(elf_err)?
-                .data(endian, data)
-                .map_err(elf_err)?;
-            let table = symtab.data(endian, data).map_err(elf_err)?;
+                .section(object::SectionIndex(symtab.sh_link(endian) as usize))?
+                .data(endian, data)?;
+            let table = symtab.data(endian, data)?;
             from_symbol_table(endian, table, names)
         }
         None => {
@@ -127,7 +109,7 @@ pub fn find(path: &Path) -> Result<GoTlsFinding, GoError> {
                     "a stripped Go program ({version}) without the function table .gopclntab"
                 )));
             };
-            let table = pclntab.data(endian, data).map_err(elf_err)?;
+            let table = pclntab.data(endian, data)?;
             match from_function_table(table, text.sh_addr(endian)) {
                 Ok(found) => found,
                 Err(why) => {
@@ -141,17 +123,10 @@ pub fn find(path: &Path) -> Result<GoTlsFinding, GoError> {
     let (Some(write), Some(read)) = (write, read) else {
         return Ok(GoTlsFinding::NoTls);
     };
-    let segments = header.program_headers(endian, data).map_err(elf_err)?;
+    let segments = header.program_headers(endian, data)?;
     let function = |(address, size): (u64, u64)| -> Result<Function, String> {
-        let segment = segments
-            .iter()
-            .filter(|s| s.p_type(endian) == PT_LOAD)
-            .find(|s| {
-                let start = s.p_vaddr(endian);
-                (start..start + s.p_filesz(endian)).contains(&address)
-            })
+        let entry = file_offset(segments, endian, address)
             .ok_or_else(|| format!("{address:#x} is in no loaded segment"))?;
-        let entry = address - segment.p_vaddr(endian) + segment.p_offset(endian);
         let code = data
             .read_bytes_at(entry, size.min(MAX_FUNCTION_BYTES))
             .map_err(|()| format!("cannot read the code at {address:#x}"))?;

@@ -19,10 +19,12 @@ use std::{
 use object::{
     Endianness, ReadCache, ReadRef,
     elf::{
-        DT_NEEDED, DT_RPATH, DT_RUNPATH, FileHeader64, PT_LOAD, SHT_DYNSYM, SHT_SYMTAB, STT_FUNC,
-        Sym64,
+        DT_NEEDED, DT_RPATH, DT_RUNPATH, FileHeader64, PT_LOAD, ProgramHeader64, SHT_DYNSYM,
+        SHT_SYMTAB, STT_FUNC, Sym64,
     },
-    read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _, SectionHeader as _, Sym as _},
+    read::elf::{
+        Dyn as _, FileHeader as _, ProgramHeader as _, SectionHeader as _, SectionTable, Sym as _,
+    },
 };
 
 /// Directories the dynamic loader searches after LD_LIBRARY_PATH and RUNPATH.
@@ -63,6 +65,54 @@ pub struct DynamicInfo {
     pub runpath: Vec<String>,
 }
 
+/// A 64-bit ELF file opened for reading parts of it: only what is asked is read.
+pub struct Elf<'a> {
+    pub data: &'a ReadCache<std::fs::File>,
+    pub header: &'a FileHeader64<Endianness>,
+    pub endian: Endianness,
+    pub sections: SectionTable<'a, FileHeader64<Endianness>, &'a ReadCache<std::fs::File>>,
+}
+
+/// Where the code at `address` is in the file: the offset in the loaded segment holding it.
+pub fn file_offset(
+    segments: &[ProgramHeader64<Endianness>],
+    endian: Endianness,
+    address: u64,
+) -> Option<u64> {
+    segments
+        .iter()
+        .filter(|s| s.p_type(endian) == PT_LOAD)
+        .find(|s| (s.p_vaddr(endian)..s.p_vaddr(endian) + s.p_filesz(endian)).contains(&address))
+        .map(|s| address - s.p_vaddr(endian) + s.p_offset(endian))
+}
+
+/// Opens the 64-bit ELF file at `path` and runs `read` on it; errors name the file.
+pub fn read_elf<T>(
+    path: &Path,
+    read: impl FnOnce(Elf<'_>) -> Result<T, object::read::Error>,
+) -> Result<T, LibsError> {
+    let elf_err = |source| LibsError::Elf {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(|source| LibsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let cache = ReadCache::new(file);
+    let data = &cache;
+    let header = FileHeader64::<Endianness>::parse(data).map_err(elf_err)?;
+    let endian = header.endian().map_err(elf_err)?;
+    let sections = header.sections(endian, data).map_err(elf_err)?;
+    read(Elf {
+        data,
+        header,
+        endian,
+        sections,
+    })
+    .map_err(elf_err)
+}
+
 /// Reads the dynamic section of the 64-bit ELF file at `path`, reading only the parts it needs
 /// (a libcrypto is megabytes; its dynamic section is a few hundred bytes).
 pub fn dynamic_info_of(path: &Path) -> Result<DynamicInfo, LibsError> {
@@ -83,74 +133,59 @@ pub fn dynamic_info_of(path: &Path) -> Result<DynamicInfo, LibsError> {
 /// linked in statically may export the functions (Node.js does) or only list them. Resolved
 /// once per file, here, rather than once per probe.
 pub fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u64>>, LibsError> {
-    let elf_err = |source| LibsError::Elf {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(|source| LibsError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let cache = ReadCache::new(file);
-    let data = &cache;
-    let header = FileHeader64::<Endianness>::parse(data).map_err(elf_err)?;
-    let endian = header.endian().map_err(elf_err)?;
-    let sections = header.sections(endian, data).map_err(elf_err)?;
-    let segments = header.program_headers(endian, data).map_err(elf_err)?;
-    let mut found = vec![None; names.len()];
-    for table in [SHT_DYNSYM, SHT_SYMTAB] {
-        if found.iter().all(Option::is_some) {
-            break;
-        }
-        // Each table and its names are read whole, in one read each, and searched in memory:
-        // through the cache, each name would be a read of its own (Node.js exports 54 000
-        // symbols: a quarter of a second).
-        let Some((_, header)) = sections
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.sh_type(endian) == table)
-        else {
-            continue;
-        };
-        let names_header = sections
-            .section(object::SectionIndex(header.sh_link(endian) as usize))
-            .map_err(elf_err)?;
-        let table_bytes = header.data(endian, data).map_err(elf_err)?;
-        let name_bytes = names_header.data(endian, data).map_err(elf_err)?;
-        let count = table_bytes.len() / std::mem::size_of::<Sym64<Endianness>>();
-        let symbols: &[Sym64<Endianness>] =
-            object::pod::slice_from_bytes(table_bytes, count).map_or(&[], |(symbols, _)| symbols);
-        let strings = object::read::StringTable::new(name_bytes, 0, name_bytes.len() as u64);
-        for symbol in symbols {
-            if symbol.is_undefined(endian)
-                || symbol.st_value(endian) == 0
-                || symbol.st_type() != STT_FUNC
-            {
-                continue;
+    read_elf(path, |elf| {
+        let Elf {
+            data,
+            header,
+            endian,
+            sections,
+        } = elf;
+        let segments = header.program_headers(endian, data)?;
+        let mut found = vec![None; names.len()];
+        for table in [SHT_DYNSYM, SHT_SYMTAB] {
+            if found.iter().all(Option::is_some) {
+                break;
             }
-            let Ok(name) = symbol.name(endian, strings) else {
-                continue;
-            };
-            let Some(i) = names.iter().position(|n| n.as_bytes() == name) else {
-                continue;
-            };
-            if found[i].is_some() {
-                continue;
-            }
-            let address = symbol.st_value(endian);
-            // The uprobe offset is the file offset: find the loaded segment holding the
-            // address.
-            found[i] = segments
+            // Each table and its names are read whole, in one read each, and searched in memory:
+            // through the cache, each name would be a read of its own (Node.js exports 54 000
+            // symbols: a quarter of a second).
+            let Some((_, header)) = sections
                 .iter()
-                .filter(|s| s.p_type(endian) == PT_LOAD)
-                .find(|s| {
-                    let start = s.p_vaddr(endian);
-                    (start..start + s.p_filesz(endian)).contains(&address)
-                })
-                .map(|s| address - s.p_vaddr(endian) + s.p_offset(endian));
+                .enumerate()
+                .find(|(_, s)| s.sh_type(endian) == table)
+            else {
+                continue;
+            };
+            let names_header =
+                sections.section(object::SectionIndex(header.sh_link(endian) as usize))?;
+            let table_bytes = header.data(endian, data)?;
+            let name_bytes = names_header.data(endian, data)?;
+            let count = table_bytes.len() / std::mem::size_of::<Sym64<Endianness>>();
+            let symbols: &[Sym64<Endianness>] = object::pod::slice_from_bytes(table_bytes, count)
+                .map_or(&[], |(symbols, _)| symbols);
+            let strings = object::read::StringTable::new(name_bytes, 0, name_bytes.len() as u64);
+            for symbol in symbols {
+                if symbol.is_undefined(endian)
+                    || symbol.st_value(endian) == 0
+                    || symbol.st_type() != STT_FUNC
+                {
+                    continue;
+                }
+                let Ok(name) = symbol.name(endian, strings) else {
+                    continue;
+                };
+                let Some(i) = names.iter().position(|n| n.as_bytes() == name) else {
+                    continue;
+                };
+                if found[i].is_some() {
+                    continue;
+                }
+                // The uprobe offset is the file offset.
+                found[i] = file_offset(segments, endian, symbol.st_value(endian));
+            }
         }
-    }
-    Ok(found)
+        Ok(found)
+    })
 }
 
 /// Whether the ELF file at `path` has OpenSSL's (or BoringSSL's) TLS code linked in: the
@@ -159,24 +194,13 @@ pub fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u64>>, L
 /// why a stripped program is not read; its functions cannot be found this way.
 pub fn links_openssl_statically(path: &Path) -> Result<bool, LibsError> {
     const MARKER: &[u8] = b"ssl/ssl_lib.c";
-    let elf_err = |source| LibsError::Elf {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(|source| LibsError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let cache = ReadCache::new(file);
-    let data = &cache;
-    let header = FileHeader64::<Endianness>::parse(data).map_err(elf_err)?;
-    let endian = header.endian().map_err(elf_err)?;
-    let sections = header.sections(endian, data).map_err(elf_err)?;
-    let Some((_, rodata)) = sections.section_by_name(endian, b".rodata") else {
-        return Ok(false);
-    };
-    let bytes = rodata.data(endian, data).map_err(elf_err)?;
-    Ok(bytes.windows(MARKER.len()).any(|w| w == MARKER))
+    read_elf(path, |elf| {
+        let Some((_, rodata)) = elf.sections.section_by_name(elf.endian, b".rodata") else {
+            return Ok(false);
+        };
+        let bytes = rodata.data(elf.endian, elf.data)?;
+        Ok(bytes.windows(MARKER.len()).any(|w| w == MARKER))
+    })
 }
 
 pub fn dynamic_info<'data, R: ReadRef<'data>>(data: R) -> Result<DynamicInfo, object::read::Error> {

@@ -285,7 +285,7 @@ fn attach_library(
 /// program first, so no call is saved whose end is not hooked yet.
 fn attach_go(ebpf: &mut Ebpf, path: &Path, unavailable: Option<&str>) -> Result<TlsStack, Attach> {
     let found = super::go::find(path).map_err(|e| match &e {
-        super::go::GoError::Read { source, .. }
+        super::libs::LibsError::Read { source, .. }
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
             Attach::Vanished

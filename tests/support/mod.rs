@@ -236,6 +236,68 @@ impl Capture {
     }
 }
 
+/// What a test peer printed per response, `METHOD TARGET STATUS BYTES`, as `role`'s exchange
+/// keys with their body sizes (the form of [`Capture::exchanges_with_bodies`]).
+#[allow(dead_code)]
+pub fn printed_exchanges(role: &str, text: &str) -> Vec<((String, String, String, u16), u64)> {
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f.len(), 4, "not METHOD TARGET STATUS BYTES: {l:?}");
+            (
+                key(role, f[0], f[1], f[2].parse().unwrap()),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// What a test server printed per answer, `METHOD TARGET STATUS …`, as its exchange keys,
+/// sorted (the form of [`Capture::keys_of`]).
+#[allow(dead_code)]
+pub fn printed_answers<'a>(
+    lines: impl Iterator<Item = &'a str>,
+) -> Vec<(String, String, String, u16)> {
+    let mut keys: Vec<_> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            key("server", f[0], f[1], f[2].parse().unwrap())
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Checks a run of an HTTPS peer pair (tests/support/node_tls.js, go_tls) against what each
+/// printed: the client's five exchanges in order with their body sizes, the server's answers,
+/// every exchange over TLS, one HTTP/1.1 and one HTTP/2 connection per side (the HTTP/2 found
+/// by its preface in the plaintext, the ciphertext never taken for HTTP), nothing dropped.
+#[allow(dead_code)]
+pub fn assert_https_peers(capture: &Capture, client: (u32, &str), server: (u32, &[String])) {
+    let printed = printed_exchanges("client", client.1);
+    assert_eq!(printed.len(), 5, "{}", client.1);
+    assert_eq!(
+        capture.exchanges_with_bodies(client.0),
+        printed,
+        "{}",
+        capture.stdout
+    );
+    let answered = printed_answers(server.1.iter().map(String::as_str));
+    assert_eq!(answered.len(), 5, "{:?}", server.1);
+    assert_eq!(capture.keys_of(server.0), answered, "{}", capture.stdout);
+    assert!(
+        capture.lines.iter().all(|l| l.tls),
+        "every exchange went over TLS:\n{}",
+        capture.stdout
+    );
+    assert_eq!(capture.final_stat("h2_connections"), Some(2));
+    assert_eq!(capture.final_stat("not_http"), Some(0));
+    assert_eq!(capture.final_stat("tls_no_socket"), Some(0));
+    // Two connections, both ends TLS on the wire and read in plaintext.
+    assert_eq!(capture.final_stat("tls_connections"), Some(4));
+    assert_eq!(capture.final_stat("tls_plaintext"), Some(4));
+}
+
 pub fn key(role: &str, method: &str, target: &str, status: u16) -> (String, String, String, u16) {
     (
         role.to_string(),
@@ -341,6 +403,20 @@ impl Agent {
     #[allow(dead_code)]
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until it has logged `what` (ten seconds at most, then fails with its log).
+    #[allow(dead_code)]
+    pub fn wait_for_log(&self, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.stderr().contains(what) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never logged {what:?}:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops it with SIGINT, as Ctrl-C would, and returns what it printed.

@@ -48,6 +48,21 @@ fn conn_fd(conn: u64) -> Option<i32> {
         .then_some(sysfd as i32)
 }
 
+/// A call on the `*tls.Conn` at `conn` with the buffer at `buf`, starting now; `None` when the
+/// connection is closed (its fd reads -1: the call fails, nothing moves).
+#[inline(always)]
+fn call_on(call: u16, conn: u64, buf: u64) -> Option<TlsArgs> {
+    Some(TlsArgs {
+        call,
+        returned: 0,
+        fd: conn_fd(conn)?,
+        ssl: conn,
+        buf,
+        len_ptr: 0,
+        enter_ns: now(),
+    })
+}
+
 /// `func (c *Conn) Write(b []byte) (int, error)`, after its stack check: the plaintext is
 /// emitted now, all of `b` (a `Write` returns fewer bytes only with an error that ends the
 /// connection).
@@ -65,20 +80,10 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
     if len == 0 {
         return 0;
     }
-    // A closed connection's fd reads -1: its Write fails, nothing is sent.
-    let Some(fd) = conn_fd(conn) else {
+    let Some(call) = call_on(syscall::SSL_WRITE, conn, buf) else {
         return 0;
     };
-    let call = TlsArgs {
-        call: syscall::SSL_WRITE,
-        returned: 0,
-        fd,
-        ssl: conn,
-        buf,
-        len_ptr: 0,
-        enter_ns: now(),
-    };
-    emit_plaintext(pid_tgid, &call, fd, len, true);
+    emit_plaintext(pid_tgid, &call, call.fd, len, true);
     0
 }
 
@@ -95,18 +100,8 @@ pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
     }
     // SAFETY: the probe's register frame, valid for the program's run.
     let (conn, buf, g) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).r14) };
-    // A closed connection's fd reads -1: its Read fails, nothing is read.
-    let Some(fd) = conn_fd(conn) else {
+    let Some(call) = call_on(syscall::SSL_READ, conn, buf) else {
         return 0;
-    };
-    let call = TlsArgs {
-        call: syscall::SSL_READ,
-        returned: 0,
-        fd,
-        ssl: conn,
-        buf,
-        len_ptr: 0,
-        enter_ns: now(),
     };
     // The function's stack check may grow the stack and run the entry again: same goroutine,
     // same arguments, so the second save replaces the first.

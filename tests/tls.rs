@@ -279,6 +279,7 @@ fn node_https_is_seen_in_plaintext_on_both_sides() {
             &pki.server_cert,
             &port,
         ])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -3,7 +3,8 @@
 //
 //   node node_tls.js server KEY CERT PORT   serves HTTP/1.1 and HTTP/2 (by ALPN) on
 //                                            127.0.0.1:PORT; prints "ready", then one line
-//                                            "METHOD TARGET STATUS VERSION" per answer
+//                                            "METHOD TARGET STATUS VERSION" per answer;
+//                                            stops when stdin closes
 //   node node_tls.js client CA PORT         makes the requests below, one at a time, and
 //                                            prints one line "METHOD TARGET STATUS BYTES" per
 //                                            response it read whole
@@ -39,6 +40,9 @@ if (mode === 'server') {
     },
   );
   server.listen(Number(port), '127.0.0.1', () => console.log('ready'));
+  // Gone with the test: when its stdin closes (the test ended, or failed), so does the server.
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
 } else if (mode === 'client') {
   const [caPath, port] = args;
   const ca = fs.readFileSync(caPath);

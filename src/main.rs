@@ -331,21 +331,17 @@ fn probes(args: ProbesArgs) -> ExitCode {
                 );
             }
             for (path, kind, outcome) in libraries {
-                let (point, state, note) = match outcome {
-                    LibraryOutcome::Hooked(stack @ TlsStack::Go { .. }) => (
-                        "tls.go",
-                        "attached",
-                        format!("TLS plaintext ({})", stack.describe(kind)),
-                    ),
+                let point = match (outcome, kind) {
+                    (LibraryOutcome::Hooked(TlsStack::Go { .. }), _) => "tls.go",
+                    (LibraryOutcome::Failed(_), ObjectKind::Executable) => "tls.executable",
+                    _ => "tls.openssl",
+                };
+                let (state, note) = match outcome {
                     LibraryOutcome::Hooked(stack) => (
-                        "tls.openssl",
                         "attached",
                         format!("TLS plaintext ({})", stack.describe(kind)),
                     ),
-                    LibraryOutcome::Failed(why) => match kind {
-                        ObjectKind::Library => ("tls.openssl", "failed", why.clone()),
-                        ObjectKind::Executable => ("tls.executable", "failed", why.clone()),
-                    },
+                    LibraryOutcome::Failed(why) => ("failed", why.clone()),
                 };
                 println!(
                     "{:<24} {:<9} {:<42} {note}",

@@ -16,12 +16,12 @@ use std::path::Path;
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use object::{
-    Endianness, ReadRef as _,
-    elf::{SHT_SYMTAB, Sym64},
+    ReadRef as _,
+    elf::SHT_SYMTAB,
     read::elf::{FileHeader as _, SectionHeader as _, Sym as _},
 };
 
-use super::libs::{Elf, LibsError, file_offset, read_elf};
+use super::libs::{Elf, LibsError, file_offset, for_each_symbol, read_elf};
 
 /// The functions probed, by their symbol names.
 pub const WRITE: &str = "crypto/tls.(*Conn).Write";
@@ -92,16 +92,15 @@ fn find_in(elf: &Elf<'_>) -> Result<GoTlsFinding, object::read::Error> {
             "a Go program ({version}) for another architecture than x86-64"
         )));
     }
-    let symtab = sections.iter().find(|s| s.sh_type(endian) == SHT_SYMTAB);
-    let [write, read] = match symtab {
-        Some(symtab) => {
-            let names = sections
-                .section(object::SectionIndex(symtab.sh_link(endian) as usize))?
-                .data(endian, data)?;
-            let table = symtab.data(endian, data)?;
-            from_symbol_table(endian, table, names)
+    let mut listed = [None; 2];
+    let has_symtab = for_each_symbol(elf, SHT_SYMTAB, |name, symbol| {
+        if let Some(i) = [WRITE, READ].iter().position(|w| w.as_bytes() == name) {
+            listed[i] = Some((symbol.st_value(endian), symbol.st_size(endian)));
         }
-        None => {
+    })?;
+    let [write, read] = match has_symtab {
+        true => listed,
+        false => {
             // Stripped: Go's own function table, which the runtime needs and keeps.
             let section = |name: &[u8]| sections.section_by_name(endian, name).map(|(_, s)| s);
             let (Some(pclntab), Some(text)) = (section(b".gopclntab"), section(b".text")) else {
@@ -153,24 +152,6 @@ fn find_in(elf: &Elf<'_>) -> Result<GoTlsFinding, object::read::Error> {
         }),
         Err(why) => GoTlsFinding::Unsupported(format!("a Go program ({version}): {why}")),
     })
-}
-
-/// Address and size of [`WRITE`] and [`READ`] in an ELF symbol table and its names.
-fn from_symbol_table(endian: Endianness, table: &[u8], names: &[u8]) -> [Option<(u64, u64)>; 2] {
-    let count = table.len() / std::mem::size_of::<Sym64<Endianness>>();
-    let symbols: &[Sym64<Endianness>] =
-        object::pod::slice_from_bytes(table, count).map_or(&[], |(symbols, _)| symbols);
-    let strings = object::read::StringTable::new(names, 0, names.len() as u64);
-    let mut found = [None; 2];
-    for symbol in symbols {
-        let Ok(name) = symbol.name(endian, strings) else {
-            continue;
-        };
-        if let Some(i) = [WRITE, READ].iter().position(|w| w.as_bytes() == name) {
-            found[i] = Some((symbol.st_value(endian), symbol.st_size(endian)));
-        }
-    }
-    found
 }
 
 /// Address and size of [`WRITE`] and [`READ`] in Go's function table (`.gopclntab`, the

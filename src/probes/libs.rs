@@ -113,18 +113,40 @@ pub fn read_elf<T>(
     .map_err(elf_err)
 }
 
+/// Walks the first symbol table of type `table` (`SHT_DYNSYM` or `SHT_SYMTAB`) of `elf`, giving
+/// `visit` each symbol and its name. The table and its names are read whole, one read each, and
+/// searched in memory: through the cache, each name would be a read of its own (Node.js exports
+/// 54 000 symbols: a quarter of a second). False when there is no such table.
+pub fn for_each_symbol(
+    elf: &Elf<'_>,
+    table: u32,
+    mut visit: impl FnMut(&[u8], &Sym64<Endianness>),
+) -> Result<bool, object::read::Error> {
+    let (data, endian) = (elf.data, elf.endian);
+    let Some(header) = elf.sections.iter().find(|s| s.sh_type(endian) == table) else {
+        return Ok(false);
+    };
+    let names = elf
+        .sections
+        .section(object::SectionIndex(header.sh_link(endian) as usize))?
+        .data(endian, data)?;
+    let bytes = header.data(endian, data)?;
+    let count = bytes.len() / std::mem::size_of::<Sym64<Endianness>>();
+    let symbols: &[Sym64<Endianness>] =
+        object::pod::slice_from_bytes(bytes, count).map_or(&[], |(symbols, _)| symbols);
+    let strings = object::read::StringTable::new(names, 0, names.len() as u64);
+    for symbol in symbols {
+        if let Ok(name) = symbol.name(endian, strings) {
+            visit(name, symbol);
+        }
+    }
+    Ok(true)
+}
+
 /// Reads the dynamic section of the 64-bit ELF file at `path`, reading only the parts it needs
 /// (a libcrypto is megabytes; its dynamic section is a few hundred bytes).
 pub fn dynamic_info_of(path: &Path) -> Result<DynamicInfo, LibsError> {
-    let file = std::fs::File::open(path).map_err(|source| LibsError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let cache = ReadCache::new(file);
-    dynamic_info(&cache).map_err(|source| LibsError::Elf {
-        path: path.display().to_string(),
-        source,
-    })
+    read_elf(path, |elf| dynamic_info(elf.data))
 }
 
 /// File offsets of the symbols `names` in the ELF file at `path` (`None` for a name it does
@@ -134,55 +156,27 @@ pub fn dynamic_info_of(path: &Path) -> Result<DynamicInfo, LibsError> {
 /// once per file, here, rather than once per probe.
 pub fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u64>>, LibsError> {
     read_elf(path, |elf| {
-        let Elf {
-            data,
-            header,
-            endian,
-            sections,
-        } = elf;
-        let segments = header.program_headers(endian, data)?;
+        let endian = elf.endian;
+        let segments = elf.header.program_headers(endian, elf.data)?;
         let mut found = vec![None; names.len()];
         for table in [SHT_DYNSYM, SHT_SYMTAB] {
             if found.iter().all(Option::is_some) {
                 break;
             }
-            // Each table and its names are read whole, in one read each, and searched in memory:
-            // through the cache, each name would be a read of its own (Node.js exports 54 000
-            // symbols: a quarter of a second).
-            let Some((_, header)) = sections
-                .iter()
-                .enumerate()
-                .find(|(_, s)| s.sh_type(endian) == table)
-            else {
-                continue;
-            };
-            let names_header =
-                sections.section(object::SectionIndex(header.sh_link(endian) as usize))?;
-            let table_bytes = header.data(endian, data)?;
-            let name_bytes = names_header.data(endian, data)?;
-            let count = table_bytes.len() / std::mem::size_of::<Sym64<Endianness>>();
-            let symbols: &[Sym64<Endianness>] = object::pod::slice_from_bytes(table_bytes, count)
-                .map_or(&[], |(symbols, _)| symbols);
-            let strings = object::read::StringTable::new(name_bytes, 0, name_bytes.len() as u64);
-            for symbol in symbols {
+            for_each_symbol(&elf, table, |name, symbol| {
                 if symbol.is_undefined(endian)
                     || symbol.st_value(endian) == 0
                     || symbol.st_type() != STT_FUNC
                 {
-                    continue;
+                    return;
                 }
-                let Ok(name) = symbol.name(endian, strings) else {
-                    continue;
-                };
-                let Some(i) = names.iter().position(|n| n.as_bytes() == name) else {
-                    continue;
-                };
-                if found[i].is_some() {
-                    continue;
+                if let Some(i) = names.iter().position(|n| n.as_bytes() == name)
+                    && found[i].is_none()
+                {
+                    // The uprobe offset is the file offset.
+                    found[i] = file_offset(segments, endian, symbol.st_value(endian));
                 }
-                // The uprobe offset is the file offset.
-                found[i] = file_offset(segments, endian, symbol.st_value(endian));
-            }
+            })?;
         }
         Ok(found)
     })
@@ -203,6 +197,7 @@ pub fn links_openssl_statically(path: &Path) -> Result<bool, LibsError> {
     })
 }
 
+/// Reads the dynamic section of a 64-bit ELF file (empty for a static executable).
 pub fn dynamic_info<'data, R: ReadRef<'data>>(data: R) -> Result<DynamicInfo, object::read::Error> {
     let header = FileHeader64::<Endianness>::parse(data)?;
     let endian = header.endian()?;

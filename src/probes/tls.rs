@@ -224,6 +224,32 @@ enum Attach {
     Failed(String),
 }
 
+/// What a file that cannot be read is to the hooks: gone (its process went away: tried again
+/// later), or a failure to say.
+fn unreadable(e: super::libs::LibsError) -> Attach {
+    match &e {
+        super::libs::LibsError::Read { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Attach::Vanished
+        }
+        _ => Attach::Failed(e.to_string()),
+    }
+}
+
+/// Attaches the uprobe program `name` at `offset` in the file at `path`; why not, in one line.
+fn attach_at(ebpf: &mut Ebpf, name: &str, offset: u64, path: &Path) -> Result<(), String> {
+    let program: &mut UProbe = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program
+        .attach(offset, path, UProbeScope::AllProcesses)
+        .map(drop)
+        .map_err(|e| super::describe_program_error(name, &e))
+}
+
 /// Attaches every function the file has; the return probe first, so no entry is saved for a
 /// return that is not hooked yet. An executable without OpenSSL may be a Go program.
 fn attach_library(
@@ -233,14 +259,7 @@ fn attach_library(
     go_unavailable: Option<&str>,
 ) -> Result<TlsStack, Attach> {
     let names = FUNCTIONS.map(|(symbol, ..)| symbol);
-    let offsets = super::libs::symbol_offsets(path, &names).map_err(|e| match &e {
-        super::libs::LibsError::Read { source, .. }
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Attach::Vanished
-        }
-        _ => Attach::Failed(e.to_string()),
-    })?;
+    let offsets = super::libs::symbol_offsets(path, &names).map_err(unreadable)?;
     let required_found = FUNCTIONS
         .iter()
         .zip(&offsets)
@@ -257,21 +276,10 @@ fn attach_library(
             }
             continue;
         };
-        let mut result = Ok(());
-        for name in [enter, exit] {
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| Attach::Failed(format!("program {name} is not in the eBPF object")))?
-                .try_into()
-                .map_err(|e| Attach::Failed(format!("{e}")))?;
-            if let Err(e) = program.attach(offset, path, UProbeScope::AllProcesses) {
-                result = Err(format!(
-                    "{symbol}: {}",
-                    super::describe_program_error(name, &e)
-                ));
-                break;
-            }
-        }
+        let result = [enter, exit]
+            .into_iter()
+            .try_for_each(|name| attach_at(ebpf, name, offset, path))
+            .map_err(|why| format!("{symbol}: {why}"));
         match result {
             Ok(()) => hooked += 1,
             Err(why) if required => return Err(Attach::Failed(why)),
@@ -284,14 +292,7 @@ fn attach_library(
 /// Attaches the Go programs to a Go executable's `crypto/tls`, when it has one: each return
 /// program first, so no call is saved whose end is not hooked yet.
 fn attach_go(ebpf: &mut Ebpf, path: &Path, unavailable: Option<&str>) -> Result<TlsStack, Attach> {
-    let found = super::go::find(path).map_err(|e| match &e {
-        super::libs::LibsError::Read { source, .. }
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Attach::Vanished
-        }
-        _ => Attach::Failed(e.to_string()),
-    })?;
+    let found = super::go::find(path).map_err(unreadable)?;
     let go = match found {
         super::go::GoTlsFinding::NotGo => {
             // OpenSSL linked in, with its symbols stripped: said, since it cannot be read.
@@ -324,14 +325,7 @@ fn attach_go(ebpf: &mut Ebpf, path: &Path, unavailable: Option<&str>) -> Result<
             ("go_tls_write", go.write.body),
         ]);
     for (name, offset) in points {
-        let program: &mut UProbe = ebpf
-            .program_mut(name)
-            .ok_or_else(|| Attach::Failed(format!("program {name} is not in the eBPF object")))?
-            .try_into()
-            .map_err(|e| Attach::Failed(format!("{e}")))?;
-        program
-            .attach(offset, path, UProbeScope::AllProcesses)
-            .map_err(|e| Attach::Failed(super::describe_program_error(name, &e)))?;
+        attach_at(ebpf, name, offset, path).map_err(Attach::Failed)?;
     }
     Ok(TlsStack::Go {
         returns: go.read.returns.len(),

@@ -121,7 +121,12 @@ fn exit(call: u16, rc: i64) {
     };
     // SAFETY: this thread's own map value, copied out.
     let args = unsafe { *slot };
-    if args.call != call || args.returned != 0 {
+    if args.returned != 0 {
+        // An earlier call's, waiting for its socket: this return has no entry of its own.
+        return;
+    }
+    if args.call != call {
+        let _ = TLS_IN_FLIGHT.remove(&pid_tgid);
         return;
     }
     // SSL_read/SSL_write return the byte count; the _ex calls return 1 and write the count.

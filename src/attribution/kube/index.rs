@@ -255,7 +255,8 @@ impl ClusterIndex {
     }
 
     /// Who is at `ip`: a Service's ClusterIP, a pod, a node, or outside the cluster. `None`
-    /// until the watches have listed (an address cannot be called outside before that).
+    /// until the pods', Services' and nodes' watches have all listed: an address cannot be
+    /// called outside before each kind that could claim it is known.
     pub fn peer(&self, ip: IpAddr, rules: NamingRules) -> Option<Peer> {
         if let Some(service) = self.services.at(ip) {
             return Some(Peer::Service {
@@ -277,7 +278,7 @@ impl ClusterIndex {
         if let Some(node) = self.nodes.at(ip) {
             return Some(Peer::Node(node.clone()));
         }
-        let listed = self.pods.synced() && self.services.synced();
+        let listed = self.pods.synced() && self.services.synced() && self.nodes.synced();
         listed.then_some(Peer::Outside)
     }
 }

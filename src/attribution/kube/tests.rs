@@ -285,6 +285,28 @@ fn peers_are_services_pods_nodes_or_outside() {
     );
 }
 
+/// An address is called outside only once every kind that could claim it has listed: a node's
+/// address, asked for while pods and Services are listed and nodes are not yet, is unknown.
+#[test]
+fn outside_waits_for_pods_services_and_nodes() {
+    for unlisted in ["pods", "services", "nodes"] {
+        let mut index = fixture_index();
+        match unlisted {
+            "pods" => index.pods = Default::default(),
+            "services" => index.services = Default::default(),
+            _ => index.nodes = Default::default(),
+        }
+        assert!(
+            index.peer(ip("192.0.2.1"), RULES).is_none(),
+            "{unlisted} not listed"
+        );
+    }
+    assert!(matches!(
+        fixture_index().peer(ip("192.0.2.1"), RULES),
+        Some(Peer::Outside)
+    ));
+}
+
 #[test]
 fn a_finished_pods_ip_goes_to_the_next_pod() {
     let mut index = fixture_index();

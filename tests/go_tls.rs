@@ -79,8 +79,12 @@ fn https_on_both_sides(peer: &Path) {
     // The server's exec gets the executable hooked (a new file takes about an RCU grace
     // period); the client starts after, and each of its requests is seen from the first.
     agent.wait_for_log(&format!("TLS: hooked {}", peer.display()));
+    let layout = match peer.to_string_lossy().ends_with("-stripped") {
+        true => "Go's known struct offsets (no DWARF)",
+        false => "struct offsets from its DWARF",
+    };
     assert!(
-        agent.stderr().contains("Go crypto/tls of go1."),
+        agent.stderr().contains("Go crypto/tls of go1.") && agent.stderr().contains(layout),
         "{}",
         agent.stderr()
     );
@@ -124,7 +128,10 @@ fn a_stripped_go_program_is_found_by_its_function_table() {
     else {
         panic!("{:?} / {:?}", find(&peer), find(&stripped));
     };
-    assert_eq!(bare, full);
+    assert_eq!(
+        (&bare.version, &bare.write, &bare.read),
+        (&full.version, &full.write, &full.read)
+    );
     require_privileges!();
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
@@ -141,12 +148,52 @@ fn a_stripped_go_program_is_found_by_its_function_table() {
         listing.lines().any(|l| l.starts_with("tls.go")
             && l.contains("attached")
             && l.contains(&format!("uprobe {}", stripped.display()))
-            && l.contains("Go crypto/tls of go1.")),
+            && l.contains("Go crypto/tls of go1.")
+            && l.contains("Go's known struct offsets (no DWARF)")),
         "{listing}"
     );
     let _ = server.kill();
     let _ = server.wait();
     drop(agent.stop());
+}
+
+/// The offsets from a `*tls.Conn` to its fd: read from the DWARF of each Go release built
+/// here, they are Go's known layout, which a program without DWARF (the stripped copy) gets.
+#[test]
+fn struct_offsets_come_from_dwarf_and_are_the_known_layout() {
+    use netsonde::probes::{
+        go::{GoTlsFinding, find},
+        go_layout::{KNOWN, LayoutSource},
+    };
+    let Some(peer) = go_tls_peer() else {
+        return;
+    };
+    let newer = peer.with_file_name(format!(
+        "{}-go1.27",
+        peer.file_name().unwrap().to_str().unwrap()
+    ));
+    let mut programs = vec![peer.clone()];
+    match newer.is_file() {
+        true => programs.push(newer),
+        false => eprintln!("only one Go release: {} was not built", newer.display()),
+    }
+    for program in programs {
+        let Ok(GoTlsFinding::Found(go)) = find(&program) else {
+            panic!("{}: {:?}", program.display(), find(&program));
+        };
+        assert_eq!(go.layout.source, LayoutSource::Dwarf, "{}", go.version);
+        assert_eq!(go.layout.offsets, KNOWN, "{}", go.version);
+    }
+    let Ok(GoTlsFinding::Found(bare)) = find(&stripped_copy(&peer)) else {
+        panic!("the stripped copy");
+    };
+    assert_eq!(
+        bare.layout.source,
+        LayoutSource::Known {
+            why: "no DWARF".into()
+        }
+    );
+    assert_eq!(bare.layout.offsets, KNOWN);
 }
 
 fn stripped_copy(peer: &Path) -> std::path::PathBuf {

@@ -10,6 +10,8 @@
 //! A stripped executable (no `.symtab`) still has Go's own function table (`.gopclntab`, which
 //! the runtime needs for stack traces): the functions are found there instead.
 //!
+//! The struct offsets from a `*tls.Conn` to its socket's fd come from `go_layout.rs`.
+//!
 //! Not handled: architectures other than x86-64.
 
 use std::path::Path;
@@ -21,7 +23,10 @@ use object::{
     read::elf::{FileHeader as _, SectionHeader as _, Sym as _},
 };
 
-use super::libs::{Elf, LibsError, file_offset, for_each_symbol, read_elf};
+use super::{
+    go_layout::{self, Layout},
+    libs::{Elf, LibsError, file_offset, for_each_symbol, read_elf},
+};
 
 /// The functions probed, by their symbol names.
 pub const WRITE: &str = "crypto/tls.(*Conn).Write";
@@ -48,6 +53,8 @@ pub struct GoTls {
     pub version: String,
     pub write: Function,
     pub read: Function,
+    /// Where its `*tls.Conn` leads to the socket's fd.
+    pub layout: Layout,
 }
 
 /// What an executable is to the Go TLS hooks.
@@ -146,6 +153,7 @@ fn find_in(elf: &Elf<'_>) -> Result<GoTlsFinding, object::read::Error> {
     let found = function(write).and_then(|write| Ok((write, function(read)?)));
     Ok(match found {
         Ok((write, read)) => GoTlsFinding::Found(GoTls {
+            layout: go_layout::of(elf, &version),
             version,
             write,
             read,

@@ -8,6 +8,7 @@ mod attach;
 pub mod catalog;
 pub mod counters;
 pub mod go;
+pub mod go_layout;
 pub mod libs;
 pub mod lifecycle;
 pub mod netlayer;

@@ -13,7 +13,10 @@ use std::{
 
 use aya::{
     Ebpf,
-    programs::{UProbe, uprobe::UProbeScope},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
 };
 
 /// The functions hooked: (symbol, entry program, return program, required). OpenSSL 1.1.1
@@ -57,8 +60,13 @@ const GO_PROGRAMS: [&str; 3] = ["go_tls_write", "go_tls_read_enter", "go_tls_rea
 pub enum TlsStack {
     /// OpenSSL (or BoringSSL): how many of [`FUNCTIONS`] the file has.
     OpenSsl { functions: usize },
-    /// Go's `crypto/tls`, built by this Go release; `returns` uprobes on `Read`'s RETs.
-    Go { version: String, returns: usize },
+    /// Go's `crypto/tls`, built by this Go release; `returns` uprobes on `Read`'s RETs;
+    /// where the struct offsets come from.
+    Go {
+        version: String,
+        returns: usize,
+        layout: String,
+    },
 }
 
 impl TlsStack {
@@ -72,9 +80,16 @@ impl TlsStack {
                 "{functions} of {} functions, OpenSSL inside the executable",
                 FUNCTIONS.len()
             ),
-            (TlsStack::Go { version, returns }, _) => {
-                format!("Go crypto/tls of {version}: Write, and Read with its {returns} returns")
-            }
+            (
+                TlsStack::Go {
+                    version,
+                    returns,
+                    layout,
+                },
+                _,
+            ) => format!(
+                "Go crypto/tls of {version}: Write, and Read with its {returns} returns; {layout}"
+            ),
         }
     }
 }
@@ -237,15 +252,29 @@ fn unreadable(e: super::libs::LibsError) -> Attach {
     }
 }
 
-/// Attaches the uprobe program `name` at `offset` in the file at `path`; why not, in one line.
-fn attach_at(ebpf: &mut Ebpf, name: &str, offset: u64, path: &Path) -> Result<(), String> {
+/// Attaches the uprobe program `name` at `offset` in the file at `path`, with `cookie` for the
+/// program to read; why not, in one line.
+fn attach_at(
+    ebpf: &mut Ebpf,
+    name: &str,
+    offset: u64,
+    cookie: Option<u64>,
+    path: &Path,
+) -> Result<(), String> {
     let program: &mut UProbe = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
     program
-        .attach(offset, path, UProbeScope::AllProcesses)
+        .attach(
+            UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(offset),
+                cookie,
+            },
+            path,
+            UProbeScope::AllProcesses,
+        )
         .map(drop)
         .map_err(|e| super::describe_program_error(name, &e))
 }
@@ -278,7 +307,7 @@ fn attach_library(
         };
         let result = [enter, exit]
             .into_iter()
-            .try_for_each(|name| attach_at(ebpf, name, offset, path))
+            .try_for_each(|name| attach_at(ebpf, name, offset, None, path))
             .map_err(|why| format!("{symbol}: {why}"));
         match result {
             Ok(()) => hooked += 1,
@@ -324,11 +353,14 @@ fn attach_go(ebpf: &mut Ebpf, path: &Path, unavailable: Option<&str>) -> Result<
             ("go_tls_read_enter", go.read.entry),
             ("go_tls_write", go.write.body),
         ]);
+    // The programs that find the socket read the layout from the cookie.
+    let cookie = Some(go.layout.offsets.to_cookie());
     for (name, offset) in points {
-        attach_at(ebpf, name, offset, path).map_err(Attach::Failed)?;
+        attach_at(ebpf, name, offset, cookie, path).map_err(Attach::Failed)?;
     }
     Ok(TlsStack::Go {
         returns: go.read.returns.len(),
         version: go.version,
+        layout: go.layout.describe(),
     })
 }

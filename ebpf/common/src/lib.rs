@@ -727,6 +727,44 @@ pub struct GoroutineKey {
     pub _pad: u32,
 }
 
+/// Where a Go program keeps a TLS connection's socket fd, from its `*tls.Conn`: the attach
+/// cookie of the Go TLS uprobes (`bpf_get_attach_cookie`), so each executable can have its own
+/// layout (read from its DWARF, or Go's known layout when it has none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoConnLayout {
+    /// From the `*tls.Conn` to the data word of its `conn` (a `net.Conn` interface): the
+    /// address of the `*net.TCPConn`.
+    pub conn_data: u16,
+    /// From the `*net.TCPConn` to its `*netFD` (`TCPConn.conn.fd`).
+    pub net_fd: u16,
+    /// From the `*netFD` to the fd (`netFD.pfd.Sysfd`, an `int`).
+    pub sysfd: u16,
+}
+
+impl GoConnLayout {
+    /// Set in every cookie user space gives, so an attachment without one (0) is told apart.
+    const PRESENT: u64 = 1 << 63;
+
+    pub const fn to_cookie(self) -> u64 {
+        Self::PRESENT
+            | (self.conn_data as u64)
+            | ((self.net_fd as u64) << 16)
+            | ((self.sysfd as u64) << 32)
+    }
+
+    /// The layout in `cookie`; `None` for an attachment without one.
+    pub const fn from_cookie(cookie: u64) -> Option<Self> {
+        if cookie & Self::PRESENT == 0 {
+            return None;
+        }
+        Some(GoConnLayout {
+            conn_data: cookie as u16,
+            net_fd: (cookie >> 16) as u16,
+            sysfd: (cookie >> 32) as u16,
+        })
+    }
+}
+
 /// In-kernel only: key of the SSL-to-fd cache.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

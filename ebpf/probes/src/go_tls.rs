@@ -16,13 +16,18 @@
 //! `g` in R14 (entry and returns are paired by goroutine, which may change threads in between).
 //!
 //! The socket is read from the `Conn` itself, not from syscalls (Go's netpoller reads ahead):
-//! `tls.Conn.conn` (a `net.Conn` interface, first field: type word, then data pointer) →
-//! `*net.TCPConn`, whose first word is its `*netFD` → `netFD.pfd` (`poll.FD`, first field) →
-//! `Sysfd`, after `fdmu` (a `fdMutex`: uint64 + 2 × uint32). The same since Go 1.9 in Go's
-//! sources; `tests/go_tls.rs` checks them on Go 1.26 and 1.27.
+//! `tls.Conn.conn` (a `net.Conn` interface: type word, then data pointer) → `*net.TCPConn`,
+//! whose `conn.fd` is its `*netFD` → `netFD.pfd.Sysfd`. Where each field is comes with the
+//! uprobe, as its attach cookie ([`GoConnLayout`]): user space reads it from the program's
+//! DWARF, or takes Go's known layout when the program has none (`src/probes/go_layout.rs`).
 
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
-use netsonde_common::{GoroutineKey, TlsArgs, counter, syscall};
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid},
+    macros::uprobe,
+    programs::ProbeContext,
+};
+use netsonde_common::{GoConnLayout, GoroutineKey, TlsArgs, counter, syscall};
 
 use crate::{
     capture::read_user,
@@ -32,30 +37,28 @@ use crate::{
     tls::emit_plaintext,
 };
 
-/// `tls.Conn.conn`'s data word: the interface's second word.
-const CONN_DATA: u64 = 8;
-/// `poll.FD.Sysfd`: after `fdmu` (16 bytes).
-const SYSFD: u64 = 16;
-
 /// The fd of the connection under the `*tls.Conn` at `conn`.
 #[inline(always)]
-fn conn_fd(conn: u64) -> Option<i32> {
-    let tcp_conn: u64 = read_user(conn + CONN_DATA)?;
-    let net_fd: u64 = read_user(tcp_conn)?;
-    let sysfd: i64 = read_user(net_fd + SYSFD)?;
+fn conn_fd(layout: &GoConnLayout, conn: u64) -> Option<i32> {
+    let tcp_conn: u64 = read_user(conn + layout.conn_data as u64)?;
+    let net_fd: u64 = read_user(tcp_conn + layout.net_fd as u64)?;
+    let sysfd: i64 = read_user(net_fd + layout.sysfd as u64)?;
     (0..=i32::MAX as i64)
         .contains(&sysfd)
         .then_some(sysfd as i32)
 }
 
 /// A call on the `*tls.Conn` at `conn` with the buffer at `buf`, starting now; `None` when the
-/// connection is closed (its fd reads -1: the call fails, nothing moves).
+/// connection is closed (its fd reads -1: the call fails, nothing moves) or the uprobe came
+/// without a layout (user space always gives one).
 #[inline(always)]
-fn call_on(call: u16, conn: u64, buf: u64) -> Option<TlsArgs> {
+fn call_on(ctx: &ProbeContext, call: u16, conn: u64, buf: u64) -> Option<TlsArgs> {
+    // SAFETY: the helper reads the cookie of the link that ran this program.
+    let layout = GoConnLayout::from_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) })?;
     Some(TlsArgs {
         call,
         returned: 0,
-        fd: conn_fd(conn)?,
+        fd: conn_fd(&layout, conn)?,
         ssl: conn,
         buf,
         len_ptr: 0,
@@ -80,7 +83,7 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
     if len == 0 {
         return 0;
     }
-    let Some(call) = call_on(syscall::SSL_WRITE, conn, buf) else {
+    let Some(call) = call_on(&ctx, syscall::SSL_WRITE, conn, buf) else {
         return 0;
     };
     emit_plaintext(pid_tgid, &call, call.fd, len, true);
@@ -100,7 +103,7 @@ pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
     }
     // SAFETY: the probe's register frame, valid for the program's run.
     let (conn, buf, g) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).r14) };
-    let Some(call) = call_on(syscall::SSL_READ, conn, buf) else {
+    let Some(call) = call_on(&ctx, syscall::SSL_READ, conn, buf) else {
         return 0;
     };
     // The function's stack check may grow the stack and run the entry again: same goroutine,

@@ -87,3 +87,36 @@ fn the_socket_cache_entries_of_exited_processes_are_swept() {
     let swept = capture.final_stat("swept").unwrap();
     assert!(swept >= 100, "{}", capture.stats.last().unwrap());
 }
+
+/// A process that execs into a traced name is traced from the exec on, on a CPU that has just
+/// cached "not traced" for it: each shell, pinned to CPU 0, reads a file (its own syscall,
+/// decided "not traced" under `--comm curl`) and execs curl, whose request must be seen. The
+/// exec moves the kernel's decision generation; without that, curl's syscalls would meet the
+/// shell's cached decision (measured: 2 of 20 requests missed).
+#[test]
+fn a_process_that_execs_into_a_traced_name_is_traced_on_the_same_cpu() {
+    require_privileges!();
+    let _guard = serial();
+    let nginx = Nginx::start();
+    let agent = Agent::start(&["--comm", "curl"]);
+    const SHELLS: usize = 50;
+    let script = format!(
+        "read x < /etc/hostname; exec curl -s -o /dev/null {}",
+        nginx.url("/index.html")
+    );
+    for _ in 0..SHELLS {
+        let status = Command::new("taskset")
+            .args(["-c", "0", "sh", "-c", &script])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let capture = agent.stop();
+    let clients = capture
+        .lines
+        .iter()
+        .filter(|l| l.key() == key("client", "GET", "/index.html", 200) && l.comm == "curl")
+        .count();
+    assert_eq!(clients, SHELLS, "{}", capture.stdout);
+    assert!(capture.of(nginx.worker).is_empty(), "nginx is not traced");
+}

@@ -23,7 +23,7 @@ use std::{collections::HashSet, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netsonde_common::{
     Comm, KernelOffsets, NetLayout, ProbeConfig, SslKey, filter_mode, monitored,
@@ -314,7 +314,7 @@ impl Probes {
         let _ = self.monitored()?.remove(&tgid);
         let mut decisions: BpfHashMap<_, u32, u8> = self.map("DECISIONS")?;
         let _ = decisions.remove(&tgid);
-        Ok(())
+        self.decisions_changed()
     }
 
     /// Adds processes to the monitored set (the tree under `--pid` at start, and what user
@@ -332,7 +332,26 @@ impl Probes {
         for tgid in tgids {
             let _ = decisions.remove(tgid);
         }
-        Ok(())
+        self.decisions_changed()
+    }
+
+    /// Moves user space's decision generation, after a change to the monitored set: each CPU's
+    /// cached decision (`LAST_DECISION`) made before it is not used again. Only this writes
+    /// that slot, so a read and a write do (the programs move their own, atomically).
+    fn decisions_changed(&mut self) -> Result<(), ProbeError> {
+        const NAME: &str = "DECISION_GENERATIONS";
+        let map_err = |source| ProbeError::Map { name: NAME, source };
+        let mut generations: Array<_, u64> = self
+            .ebpf
+            .map_mut(NAME)
+            .ok_or(ProbeError::MissingMap(NAME))?
+            .try_into()
+            .map_err(map_err)?;
+        const USER: u32 = 1;
+        let generation = generations.get(&USER, 0).map_err(map_err)?;
+        generations
+            .set(USER, generation.wrapping_add(1), 0)
+            .map_err(map_err)
     }
 
     /// Whether processes are filtered at all.

@@ -765,6 +765,19 @@ impl GoConnLayout {
     }
 }
 
+/// In-kernel only: a CPU's last trace decision (`LAST_DECISION`), valid while both decision
+/// generations are the ones it was made under.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachedDecision {
+    pub tgid: u32,
+    /// 0 empty, 1 not traced, 2 traced.
+    pub decision: u32,
+    /// `DECISION_GENERATIONS` [0] (the programs') and [1] (user space's) when it was made.
+    pub kernel_generation: u64,
+    pub user_generation: u64,
+}
+
 /// In-kernel only: key of the SSL-to-fd cache.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,7 +16,10 @@ use core::ptr::{read_volatile, write_volatile};
 
 use netsonde_common::{SyscallArgs, counter};
 
-use crate::maps::{IN_FLIGHT, count};
+use crate::{
+    filter::traced,
+    maps::{IN_FLIGHT, count},
+};
 
 /// Saves the arguments of the syscall the current thread (`pid_tgid`) is entering.
 #[inline(always)]
@@ -58,6 +61,11 @@ pub fn in_flight(pid_tgid: u64) -> Option<SyscallArgs> {
 /// Takes the arguments saved by the matching entry program, if any, leaving the slot idle.
 #[inline(always)]
 pub fn take_args(pid_tgid: u64, sc: u16) -> Option<SyscallArgs> {
+    // A process not traced has no slot: asking the decision (cached per CPU) is cheaper than
+    // a hash lookup that misses.
+    if !traced((pid_tgid >> 32) as u32) {
+        return None;
+    }
     let slot = IN_FLIGHT.get_ptr_mut(&pid_tgid)?;
     // SAFETY: this thread's own slot (see the module's comment).
     let args = unsafe {

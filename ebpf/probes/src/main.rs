@@ -13,6 +13,10 @@
 //! from the registers the tracepoints pass (`struct pt_regs`, offsets from BTF).
 
 #![no_std]
+// The BPF target has no `AtomicU64::fetch_add` (no compare-and-swap), but the kernel's atomic
+// add is an instruction of its own: the intrinsic emits it (`filter::decisions_changed`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 #![no_main]
 
 mod capture;

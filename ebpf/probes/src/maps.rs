@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use netsonde_common::{
-    CallKey, CallStart, Comm, DataEvent, GoroutineKey, H2MessageKey, H2MessageState, Handshake,
-    InFlightKernel, KernelOffsets, NetLayout, ProbeConfig, RxSkb, SCRATCH_DATA, SYSCALL_SLOTS,
-    SocketEntry, SslKey, SyscallArgs, TlsArgs, TxSkb, counter,
+    CachedDecision, CallKey, CallStart, Comm, DataEvent, GoroutineKey, H2MessageKey,
+    H2MessageState, Handshake, InFlightKernel, KernelOffsets, NetLayout, ProbeConfig, RxSkb,
+    SCRATCH_DATA, SYSCALL_SLOTS, SocketEntry, SslKey, SyscallArgs, TlsArgs, TxSkb, counter,
 };
 
 /// Settings, set by user space before load (read-only at run time, so the verifier sees the
@@ -255,6 +255,17 @@ pub static SOCKETS: LruHashMap<u64, SocketEntry> = LruHashMap::with_max_entries(
 /// Per-tgid trace decision (1 traced, 0 not) when filters are set; cleared on exec and exit.
 #[map]
 pub static DECISIONS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// Generations of the trace decisions: [0] moved by the programs when they change one (exec,
+/// exit, a fork into the monitored set), [1] by user space when it changes the monitored set.
+/// A decision cached under other generations is not used (`LAST_DECISION`).
+#[map]
+pub static DECISION_GENERATIONS: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Each CPU's last trace decision: a process's syscalls on one CPU look it up in an array
+/// instead of `DECISIONS`, a hash map.
+#[map]
+pub static LAST_DECISION: PerCpuArray<CachedDecision> = PerCpuArray::with_max_entries(1, 0);
 
 /// The monitored process set: tgids selected with `--pid` (written by user space) and their
 /// descendants (added by the kernel at fork, then confirmed or removed by user space). Values

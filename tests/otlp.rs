@@ -752,3 +752,53 @@ fn secrets_in_queries_and_redacted_headers_reach_no_output() {
         "the agent warns: {console}"
     );
 }
+
+/// A collector that takes 400 ms to answer each request (the sink, over HTTP/protobuf) while
+/// batches come every 50 ms: with `max_concurrent_requests` 4 it holds 4 requests of a signal
+/// at once and never more, with 1 never more than 1, and every span arrives either way.
+#[test]
+fn a_slow_collector_gets_concurrent_requests_up_to_the_setting() {
+    require_privileges!();
+    let _guard = serial();
+    for concurrent in [1, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(
+            &dir,
+            &format!(
+                "export:\n  batch_delay_ms: 50\n  otlp:\n    max_concurrent_requests: {concurrent}\n"
+            ),
+        );
+        let sink = Sink::start(&["--delay-ms", "400"]);
+        let server = PyServer::start();
+        let pid = server.pid.to_string();
+        let endpoint = format!("http://127.0.0.1:{}", sink.port);
+        let agent = Agent::start_with_env(
+            &agent_args(&["--config", &config, "--exporter", "otlp"], &pid),
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ],
+        );
+        const REQUESTS: usize = 40;
+        for i in 0..REQUESTS {
+            curl(&[&server.url(&format!("/items/{i}"))]);
+        }
+        let received = sink.wait_until_for("every server span", Duration::from_secs(60), |r| {
+            r.spans_of(server.pid).len() == REQUESTS
+        });
+        let capture = agent.stop();
+        assert_eq!(received.spans_of(server.pid).len(), REQUESTS);
+        let most_at_once = sink
+            .lines()
+            .iter()
+            .filter(|l| l["signal"] == "traces")
+            .map(|l| l["in_flight"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        assert_eq!(
+            most_at_once, concurrent as u64,
+            "span requests the collector held at once, with max_concurrent_requests {concurrent}"
+        );
+        assert_eq!(capture.final_stat("export_dropped"), Some(0));
+    }
+}

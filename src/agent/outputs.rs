@@ -78,6 +78,7 @@ pub(super) fn start_exporters(
                 target,
                 export.otlp.retry,
                 export.otlp.queue_batches,
+                export.otlp.max_concurrent_requests,
                 disk_queue,
                 stats.clone(),
             )?;

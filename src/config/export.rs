@@ -174,6 +174,8 @@ pub struct OtlpConfig {
     pub retry: RetryConfig,
     /// Export batches waiting per signal; beyond that new batches are dropped and counted.
     pub queue_batches: usize,
+    /// Requests of one signal on their way at once (without the disk queue).
+    pub max_concurrent_requests: usize,
     /// Keep waiting batches on disk, so a collector outage loses nothing (off when unset).
     pub disk_queue: DiskQueueConfig,
     pub traces: SignalOverride,
@@ -195,6 +197,7 @@ impl Default for OtlpConfig {
             proxy: ProxyConfig::default(),
             retry: RetryConfig::default(),
             queue_batches: 32,
+            max_concurrent_requests: 4,
             disk_queue: DiskQueueConfig::default(),
             traces: SignalOverride::default(),
             metrics: SignalOverride::default(),
@@ -439,6 +442,9 @@ impl OtlpConfig {
 
 /// The smallest disk queue accepted: a batch of spans can take a few hundred KiB.
 const MIN_DISK_QUEUE_BYTES: u64 = 1 << 20;
+/// Most requests of one signal in flight at once: more only multiplies what a failing
+/// collector is sent.
+const MAX_CONCURRENT_REQUESTS: usize = 64;
 
 impl ExportConfig {
     pub fn metric_interval(&self) -> Duration {
@@ -518,6 +524,15 @@ impl ExportConfig {
             return Err(invalid(
                 "export.otlp.queue_batches",
                 "must be at least 1".into(),
+            ));
+        }
+        if !(1..=MAX_CONCURRENT_REQUESTS).contains(&self.otlp.max_concurrent_requests) {
+            return Err(invalid(
+                "export.otlp.max_concurrent_requests",
+                format!(
+                    "{} is not from 1 to {MAX_CONCURRENT_REQUESTS}",
+                    self.otlp.max_concurrent_requests
+                ),
             ));
         }
         if self.otlp.disk_queue.max_bytes < MIN_DISK_QUEUE_BYTES {

@@ -508,7 +508,7 @@ pub(crate) mod tests {
     }
 
     /// Every key of the file.
-    const DOCUMENTED_KEYS: [&str; 60] = [
+    const DOCUMENTED_KEYS: [&str; 61] = [
         "capture.payload_bytes",
         "capture.ring_buffer_bytes",
         "capture.batch_delay_ms",
@@ -555,6 +555,7 @@ pub(crate) mod tests {
         "export.otlp.proxy.no_proxy",
         "export.otlp.retry",
         "export.otlp.queue_batches",
+        "export.otlp.max_concurrent_requests",
         "export.otlp.disk_queue.path",
         "export.otlp.disk_queue.max_bytes",
         "export.otlp.traces",

@@ -7,16 +7,21 @@ It also serves as a collector netsonde exports to directly, to check what rotel 
 request headers and compression (recorded with each request), TLS, Retry-After and partial
 success.
 
-Usage: otlp_sink.py PORT OUT_FILE [--fail-first N] [--reject N] [--tls CERT KEY]
+Usage: otlp_sink.py PORT OUT_FILE [--fail-first N] [--reject N] [--tls CERT KEY] [--delay-ms N]
   --fail-first N   answer the first N requests with 503 and `Retry-After: 1`.
   --reject N       report N rejected items (partial success) in every successful answer.
   --tls CERT KEY   serve HTTPS with this certificate and key (PEM files).
+  --delay-ms N     answer each request N ms after it arrived (a slow collector).
+
+Each line also records `in_flight`: how many requests of its signal the sink held at once
+when it arrived, itself included.
 """
 import argparse
 import gzip
 import json
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf.json_format import MessageToDict
@@ -39,10 +44,11 @@ parser.add_argument("out")
 parser.add_argument("--fail-first", type=int, default=0)
 parser.add_argument("--reject", type=int, default=0)
 parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+parser.add_argument("--delay-ms", type=int, default=0)
 args = parser.parse_args()
 out_path = args.out
 lock = threading.Lock()
-state = {"requests": 0}
+state = {"requests": 0, "in_flight": {}}
 REJECTED_FIELD = {"traces": "rejected_spans", "metrics": "rejected_data_points",
                   "logs": "rejected_log_records"}
 
@@ -56,10 +62,31 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
+        signal = route[0]
         with lock:
             state["requests"] += 1
             failing = state["requests"] <= args.fail_first
+            in_flight = state["in_flight"].get(signal, 0) + 1
+            state["in_flight"][signal] = in_flight
+        self.held = signal
+        try:
+            self.answer(route, body, failing, in_flight)
+        finally:
+            self.release()
+
+    def release(self):
+        """The request is no longer held: before its answer leaves, since the client may send
+        its next one as soon as it has the answer."""
+        with lock:
+            if self.held is not None:
+                state["in_flight"][self.held] -= 1
+                self.held = None
+
+    def answer(self, route, body, failing, in_flight):
+        if args.delay_ms:
+            time.sleep(args.delay_ms / 1000)
         if failing:
+            self.release()
             self.send_response(503)
             self.send_header("retry-after", "1")
             self.send_header("content-length", "0")
@@ -71,7 +98,8 @@ class Handler(BaseHTTPRequestHandler):
         request = request_type()
         request.ParseFromString(body)
         line = json.dumps({"signal": signal, "request": MessageToDict(request),
-                           "headers": {k.lower(): v for k, v in self.headers.items()}})
+                           "headers": {k.lower(): v for k, v in self.headers.items()},
+                           "in_flight": in_flight})
         with lock, open(out_path, "a") as out:
             out.write(line + "\n")
         response = response_type()
@@ -79,6 +107,7 @@ class Handler(BaseHTTPRequestHandler):
             setattr(response.partial_success, REJECTED_FIELD[signal], args.reject)
             response.partial_success.error_message = "the sink rejects some on purpose"
         reply = response.SerializeToString()
+        self.release()
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", str(len(reply)))

@@ -22,6 +22,7 @@ use crate::{
     export::otlp::retry::grpc_verdict,
 };
 
+#[derive(Clone)]
 pub struct GrpcTransport {
     channel: Channel,
     headers: Vec<(

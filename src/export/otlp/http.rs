@@ -16,6 +16,7 @@ use crate::{
     export::otlp::retry::{Verdict, http_verdict},
 };
 
+#[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
     url: String,

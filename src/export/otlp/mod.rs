@@ -1,7 +1,9 @@
 //! The OTLP exporter: one task per signal, each with its own bounded queue, transport
-//! (gRPC or HTTP/protobuf) and retry loop. A batch waits in the queue while the one before it
-//! is retried; when the queue is full new batches are dropped and counted, so a dead
-//! collector costs bounded memory and never blocks the pipeline.
+//! (gRPC or HTTP/protobuf) and retry loop. Up to `max_concurrent_requests` batches are on
+//! their way at once (each retried on its own), so a collector's answer time does not cap the
+//! throughput; with the disk queue, one at a time, in the queue's order. A batch waits in the
+//! queue while those before it are sent; when the queue is full new batches are dropped and
+//! counted, so a dead collector costs bounded memory and never blocks the pipeline.
 
 pub mod disk_queue;
 pub mod grpc;
@@ -9,11 +11,20 @@ pub mod http;
 pub mod proxy;
 pub mod retry;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
 
 use bytes::Bytes;
 
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{Mutex as AsyncMutex, mpsc},
+    task::JoinHandle,
+};
 
 use crate::{
     config::export::{OtlpTarget, Protocol, RetryConfig, SignalKind},
@@ -78,6 +89,7 @@ pub struct Failure {
     pub reason: String,
 }
 
+#[derive(Clone)]
 enum Transport {
     Grpc(grpc::GrpcTransport),
     Http(http::HttpTransport),
@@ -95,11 +107,13 @@ impl Transport {
 /// Starts the exporter of one signal; batches go into the returned queue. With `disk`, every
 /// batch is written to that queue as it arrives and removed once delivered, and a retryable
 /// failure is retried until the collector is back (the disk queue's size is the bound, not
-/// the retry budget). Must run inside a Tokio runtime.
+/// the retry budget). Without it, up to `concurrent` requests are in flight at once. Must run
+/// inside a Tokio runtime.
 pub fn spawn(
     target: OtlpTarget,
     retry: RetryConfig,
     queue: usize,
+    concurrent: usize,
     disk: Option<DiskQueue>,
     stats: Arc<ExportStats>,
 ) -> Result<(mpsc::Sender<Encoded>, JoinHandle<()>), OtlpError> {
@@ -125,17 +139,19 @@ pub fn spawn(
         through,
         retry,
         stats,
-        log: OnceLog::default(),
-        failing: false,
+        log: Arc::default(),
+        failing: Arc::default(),
     };
     let task = match disk {
         Some(disk) => tokio::spawn(delivery.run_with_disk(rx, disk)),
-        None => tokio::spawn(delivery.run_in_memory(rx)),
+        None => tokio::spawn(delivery.run_in_memory(rx, concurrent.max(1))),
     };
     Ok((tx, task))
 }
 
-/// One signal's sending side: the transport, its retry rules, and what was already logged.
+/// One signal's sending side: the transport, its retry rules, and what was already logged
+/// (shared by the copies that send at once).
+#[derive(Clone)]
 struct Delivery {
     transport: Transport,
     target: OtlpTarget,
@@ -143,17 +159,35 @@ struct Delivery {
     through: String,
     retry: RetryConfig,
     stats: Arc<ExportStats>,
-    log: OnceLog,
+    log: Arc<Mutex<OnceLog>>,
     /// The last request failed (recovery is logged once).
-    failing: bool,
+    failing: Arc<AtomicBool>,
 }
 
 impl Delivery {
-    async fn run_in_memory(mut self, mut rx: mpsc::Receiver<Encoded>) {
-        while let Some(payload) = rx.recv().await {
-            self.deliver(&payload).await;
-            self.stats.dequeued(self.target.signal, payload.items);
-        }
+    async fn run_in_memory(self, rx: mpsc::Receiver<Encoded>, concurrent: usize) {
+        // Each sender takes the next batch when its own is done: at most `concurrent` in flight.
+        let rx = Arc::new(AsyncMutex::new(rx));
+        let senders = (0..concurrent).map(|_| {
+            let (mut delivery, rx) = (self.clone(), rx.clone());
+            async move {
+                loop {
+                    let Some(payload) = rx.lock().await.recv().await else {
+                        return;
+                    };
+                    delivery.deliver(&payload).await;
+                    delivery
+                        .stats
+                        .dequeued(delivery.target.signal, payload.items);
+                }
+            }
+        });
+        futures::future::join_all(senders).await;
+    }
+
+    /// Whether `cause` is logged for the first time.
+    fn first(&self, cause: &str) -> bool {
+        self.log.lock().is_ok_and(|mut log| log.first(cause))
     }
 
     /// Spools every arriving batch to `disk` while the head of the disk queue is sent; a
@@ -258,8 +292,7 @@ impl Delivery {
             attempt += 1;
             match self.transport.send(signal, &payload.body).await {
                 Ok(accepted) => {
-                    if self.failing {
-                        self.failing = false;
+                    if self.failing.swap(false, Ordering::Relaxed) {
                         tracing::info!(
                             "exporting {} to {} works again",
                             signal.as_str(),
@@ -269,7 +302,7 @@ impl Delivery {
                     stats.sent(signal, items - accepted.rejected.min(items));
                     if accepted.rejected > 0 {
                         stats.dropped(signal, accepted.rejected);
-                        if self.log.first(&accepted.message) {
+                        if self.first(&accepted.message) {
                             tracing::warn!(
                                 "the collector at {} rejected {} of {items} {}: {} (counted as dropped)",
                                 self.target.endpoint,
@@ -287,7 +320,7 @@ impl Delivery {
                 }
                 Err(failure) => {
                     stats.failure(signal);
-                    self.failing = true;
+                    self.failing.store(true, Ordering::Relaxed);
                     let delay = match failure.verdict {
                         Verdict::Retry(server_delay) => next_delay(
                             &self.retry,
@@ -298,7 +331,7 @@ impl Delivery {
                         ),
                         Verdict::Drop => None,
                     };
-                    if self.log.first(&failure.reason) {
+                    if self.first(&failure.reason) {
                         let next = match (failure.verdict, delay) {
                             (Verdict::Drop, _) => "not retryable, batch dropped (counted)",
                             (_, Some(_)) => "retrying with backoff",

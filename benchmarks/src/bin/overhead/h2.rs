@@ -176,8 +176,10 @@ pub fn mixed(o: &Options, nginx: &Nginx, collector: &Rotel) {
         "\n## h2c, mixed sizes, fixed rate {} req/s, median over rounds",
         o.rate
     );
-    println!("| arm | achieved req/s | agent CPU | agent RSS | agent peak RSS |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| arm | achieved req/s | agent CPU | agent RSS | agent peak RSS | events lost / export items dropped |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for &arm in &o.arms {
         let rows: Vec<_> = fixed.iter().filter(|r| r.0 == arm).collect();
         let rps = median(rows.iter().map(|r| r.1).collect());

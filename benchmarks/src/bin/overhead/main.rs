@@ -406,6 +406,10 @@ struct Usage {
     cpu_percent: f64,
     rss_kib: u64,
     peak_rss_kib: u64,
+    /// Kernel events lost and export items dropped, from the agent's final stats line: a run
+    /// that drops what it should report is cheaper than one that does not, so it is said.
+    lost: u64,
+    dropped: u64,
 }
 
 /// The agent CPU (median), RSS and peak RSS (largest) columns of a table row, over the rounds'
@@ -428,14 +432,25 @@ fn usage_columns(usages: &[Option<Usage>]) -> String {
     } else {
         format!("{cpu:.1} %")
     };
-    format!("{cpu} | {} | {}", mib(rss), mib(peak))
+    format!("{cpu} | {} | {} | {}", mib(rss), mib(peak), losses(usages))
+}
+
+/// Events lost and export items dropped over the rounds (`-` where no agent ran).
+fn losses(usages: &[Option<Usage>]) -> String {
+    let ran: Vec<Usage> = usages.iter().flatten().copied().collect();
+    if ran.is_empty() {
+        return "-".into();
+    }
+    let lost: u64 = ran.iter().map(|u| u.lost).sum();
+    let dropped: u64 = ran.iter().map(|u| u.dropped).sum();
+    format!("{lost} / {dropped}")
 }
 
 fn usage_text(u: Option<Usage>) -> String {
     u.map_or(String::new(), |u| {
         format!(
-            ", agent CPU {:.1} %, RSS {} KiB (peak {} KiB)",
-            u.cpu_percent, u.rss_kib, u.peak_rss_kib
+            ", agent CPU {:.1} %, RSS {} KiB (peak {} KiB), lost {}, dropped {}",
+            u.cpu_percent, u.rss_kib, u.peak_rss_kib, u.lost, u.dropped
         )
     })
 }
@@ -444,6 +459,8 @@ struct AgentProcess {
     child: Child,
     started: Instant,
     ticks_at_start: u64,
+    /// Reads the agent's stderr; returns its final stats line.
+    stderr: thread::JoinHandle<Option<String>>,
 }
 
 impl AgentProcess {
@@ -489,12 +506,17 @@ impl AgentProcess {
             .unwrap();
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
-        thread::spawn(move || {
+        let stderr = thread::spawn(move || {
+            let mut last = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("probes attached") {
                     let _ = tx.send(());
                 }
+                if line.contains("stats(final)") {
+                    last = Some(line);
+                }
             }
+            last
         });
         rx.recv_timeout(Duration::from_secs(60))
             .expect("netsonde attached");
@@ -504,6 +526,7 @@ impl AgentProcess {
             child,
             started: Instant::now(),
             ticks_at_start,
+            stderr,
         })
     }
 
@@ -526,12 +549,22 @@ impl AgentProcess {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
+        let last = self.stderr.join().ok().flatten().unwrap_or_default();
         Usage {
             cpu_percent: 100.0 * ticks as f64 / hz / wall,
             rss_kib,
             peak_rss_kib,
+            lost: stat(&last, "lost"),
+            dropped: stat(&last, "export_dropped"),
         }
     }
+}
+
+/// The value of `key` on a stats line (`… key=N …`), 0 when absent.
+fn stat(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// utime + stime of a process, in clock ticks.

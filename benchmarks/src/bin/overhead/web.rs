@@ -3,8 +3,8 @@
 //! every arm but `bare` also runs the baseline binary, in the same rounds.
 
 use super::{
-    AgentProcess, Arm, Latency, Options, Rotel, Usage, h2load, median, usage_columns, usage_text,
-    variants, wrk,
+    AgentProcess, Arm, Latency, Options, Rotel, Usage, h2load, losses, median, usage_columns,
+    usage_text, variants, wrk,
 };
 
 /// Indices of `count` variants, each round starting with a different one (see
@@ -17,7 +17,7 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
     let arms: Vec<(&str, Arm)> = o.arms.iter().map(|&arm| (arm.name(), arm)).collect();
     let variants = variants(o, &arms, |arm| arm != Arm::Bare);
     // (a) Saturation.
-    let mut saturation: Vec<(usize, f64)> = Vec::new();
+    let mut saturation: Vec<(usize, f64, Option<Usage>)> = Vec::new();
     for round in 0..o.rounds {
         for i in rotation(variants.len(), round) {
             let v = &variants[i];
@@ -31,7 +31,7 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
                 rps,
                 usage_text(usage)
             );
-            saturation.push((i, rps));
+            saturation.push((i, rps, usage));
         }
     }
 
@@ -60,8 +60,8 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
     let mean = |i: usize| {
         let v: Vec<f64> = saturation
             .iter()
-            .filter(|(a, _)| *a == i)
-            .map(|(_, r)| *r)
+            .filter(|(a, ..)| *a == i)
+            .map(|(_, r, _)| *r)
             .collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
@@ -75,16 +75,22 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
         "\n## Saturation (wrk, keep-alive), mean of {} rounds",
         o.rounds
     );
-    println!("| arm | req/s | vs bare | vs floor |");
-    println!("|---|---:|---:|---:|");
+    println!("| arm | req/s | vs bare | vs floor | events lost / export items dropped |");
+    println!("|---|---:|---:|---:|---:|");
     for (i, variant) in variants.iter().enumerate() {
         let v = mean(i);
+        let usages: Vec<Option<Usage>> = saturation
+            .iter()
+            .filter(|(a, ..)| *a == i)
+            .map(|(.., u)| *u)
+            .collect();
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} |",
+            "| {} | {:.0} | {:.3} | {:.3} | {} |",
             variant.label,
             v,
             v / bare,
-            v / floor
+            v / floor,
+            losses(&usages)
         );
     }
 
@@ -93,9 +99,9 @@ pub fn run(o: &Options, url: &str, collector: &Rotel) {
         o.rate
     );
     println!(
-        "| arm | p50 latency | p99 latency | achieved req/s | agent CPU | agent RSS | agent peak RSS |"
+        "| arm | p50 latency | p99 latency | achieved req/s | agent CPU | agent RSS | agent peak RSS | events lost / export items dropped |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (i, variant) in variants.iter().enumerate() {
         let rows: Vec<&(usize, Latency, Option<Usage>)> =
             fixed.iter().filter(|(a, _, _)| *a == i).collect();

@@ -139,18 +139,12 @@ fn a_stripped_go_program_is_found_by_its_function_table() {
     let agent = Agent::start(&["--comm", &comm_of(&stripped)]);
     let (mut server, _out, _port) = start_server(&stripped, &pki);
     agent.wait_for_log(&format!("TLS: hooked {}", stripped.display()));
-    let probes = Command::new(support::NETSONDE)
-        .arg("probes")
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&probes.stdout);
+    let row = support::tls_probe_row("tls.go", &stripped).unwrap_or_else(|l| panic!("{l}"));
     assert!(
-        listing.lines().any(|l| l.starts_with("tls.go")
-            && l.contains("attached")
-            && l.contains(&format!("uprobe {}", stripped.display()))
-            && l.contains("Go crypto/tls of go1.")
-            && l.contains("Go's known struct offsets (no DWARF)")),
-        "{listing}"
+        row.contains("attached")
+            && row.contains("Go crypto/tls of go1.")
+            && row.contains("Go's known struct offsets (no DWARF)"),
+        "{row}"
     );
     let _ = server.kill();
     let _ = server.wait();

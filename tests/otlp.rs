@@ -755,7 +755,9 @@ fn secrets_in_queries_and_redacted_headers_reach_no_output() {
 
 /// A collector that takes 400 ms to answer each request (the sink, over HTTP/protobuf) while
 /// batches come every 50 ms: with `max_concurrent_requests` 4 it holds 4 requests of a signal
-/// at once and never more, with 1 never more than 1, and every span arrives either way.
+/// at once and never more, with 1 never more than 1, and every span arrives either way. The
+/// sink stands in for the collector here: rotel cannot be told to answer slowly, nor to say
+/// how many requests it holds at once.
 #[test]
 fn a_slow_collector_gets_concurrent_requests_up_to_the_setting() {
     require_privileges!();

@@ -309,17 +309,8 @@ fn node_https_is_seen_in_plaintext_on_both_sides() {
     assert!(client.status.success(), "{client:?}");
     // `netsonde probes` names what it would hook for the running server.
     if inside {
-        let probes = std::process::Command::new(support::NETSONDE)
-            .arg("probes")
-            .output()
-            .unwrap();
-        let listing = String::from_utf8_lossy(&probes.stdout);
-        assert!(
-            listing.lines().any(|l| l.starts_with("tls.openssl")
-                && l.contains(&format!("uprobe {}", exe.display()))
-                && l.contains("OpenSSL inside the executable")),
-            "{listing}"
-        );
+        let row = support::tls_probe_row("tls.openssl", &exe).unwrap_or_else(|l| panic!("{l}"));
+        assert!(row.contains("OpenSSL inside the executable"), "{row}");
     }
     // Let the server see the closes before it goes (its lines are written synchronously to
     // a pipe).

@@ -200,13 +200,16 @@ impl TlsHooks {
     }
 }
 
-fn load_program(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
-    let program: &mut UProbe = ebpf
-        .program_mut(name)
+/// The uprobe program `name` of the eBPF object; why not, in one line.
+fn uprobe_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, String> {
+    ebpf.program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
         .try_into()
-        .map_err(|e| format!("{e}"))?;
-    program
+        .map_err(|e| format!("{e}"))
+}
+
+fn load_program(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
+    uprobe_program(ebpf, name)?
         .load()
         .map_err(|e| super::describe_program_error(name, &e))
 }
@@ -261,12 +264,7 @@ fn attach_at(
     cookie: Option<u64>,
     path: &Path,
 ) -> Result<(), String> {
-    let program: &mut UProbe = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("program {name} is not in the eBPF object"))?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    program
+    uprobe_program(ebpf, name)?
         .attach(
             UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(offset),

@@ -252,6 +252,23 @@ pub fn printed_exchanges(role: &str, text: &str) -> Vec<((String, String, String
         .collect()
 }
 
+/// The row of `netsonde probes` for the TLS hook `kind` (`tls.go`, `tls.openssl`) on the file
+/// at `path`; the whole listing as the error when there is none.
+#[allow(dead_code)]
+pub fn tls_probe_row(kind: &str, path: &std::path::Path) -> Result<String, String> {
+    let probes = std::process::Command::new(NETSONDE)
+        .arg("probes")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&probes.stdout);
+    let uprobe = format!("uprobe {}", path.display());
+    listing
+        .lines()
+        .find(|l| l.starts_with(kind) && l.contains(&uprobe))
+        .map(str::to_string)
+        .ok_or_else(|| listing.to_string())
+}
+
 /// What a test server printed per answer, `METHOD TARGET STATUS …`, as its exchange keys,
 /// sorted (the form of [`Capture::keys_of`]).
 #[allow(dead_code)]

@@ -21,7 +21,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use netsonde::{
     export::console::format_exchange,
     protocols::{Completeness, Role},
-    telemetry::{ExchangeRecord, Telemetry, TelemetrySettings},
+    telemetry::{ExchangeRecord, Telemetry, TelemetrySettings, text::Rfc3339Millis},
 };
 
 fn record(pid: u32, n: u64) -> ExchangeRecord {
@@ -83,9 +83,10 @@ fn telemetry(c: &mut Criterion) {
     let one = record(std::process::id(), 7);
     g.bench_function("console_line", |b| {
         let mut line = String::with_capacity(256);
+        let mut clock = Rfc3339Millis::default();
         b.iter(|| {
             line.clear();
-            format_exchange(&mut line, black_box(&one));
+            format_exchange(&mut line, black_box(&one), &mut clock);
             black_box(line.len());
         })
     });

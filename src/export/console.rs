@@ -22,12 +22,16 @@ use std::{
 
 use crate::{
     protocols::Completeness,
-    telemetry::{ExchangeRecord, Signal, StatsReport},
+    telemetry::{
+        ExchangeRecord, Signal, StatsReport,
+        text::{Rfc3339Millis, push_padded, push_socket_addr, push_uint},
+    },
 };
 
 pub struct ConsoleExporter<W: Write> {
     out: W,
     line: String,
+    clock: Rfc3339Millis,
 }
 
 impl<W: Write> ConsoleExporter<W> {
@@ -35,6 +39,7 @@ impl<W: Write> ConsoleExporter<W> {
         ConsoleExporter {
             out,
             line: String::with_capacity(256),
+            clock: Rfc3339Millis::default(),
         }
     }
 
@@ -43,7 +48,7 @@ impl<W: Write> ConsoleExporter<W> {
             Signal::Exchanges(records) => {
                 for record in records {
                     self.line.clear();
-                    format_exchange(&mut self.line, record);
+                    format_exchange(&mut self.line, record, &mut self.clock);
                     self.line.push('\n');
                     self.out.write_all(self.line.as_bytes())?;
                 }
@@ -64,24 +69,33 @@ impl<W: Write> ConsoleExporter<W> {
     }
 }
 
-pub fn format_exchange(line: &mut String, r: &ExchangeRecord) {
-    let micros = r.duration().as_micros();
-    let _ = write!(
-        line,
-        "{} {} pid={} {} {} {:03} {}.{:03}ms client={} server={} req_body={} resp_body={}",
-        humantime::format_rfc3339_millis(r.start),
-        r.role.as_str(),
-        r.pid,
-        token(&r.method),
-        token(&r.target),
-        r.status,
-        micros / 1000,
-        micros % 1000,
-        addr(r.client),
-        addr(r.server),
-        r.request_body_bytes,
-        r.response_body_bytes,
-    );
+pub fn format_exchange(line: &mut String, r: &ExchangeRecord, clock: &mut Rfc3339Millis) {
+    // Written piece by piece rather than with one `write!`: `core::fmt` took most of this
+    // function's time at saturation (see `telemetry::text`).
+    clock.push(line, r.start);
+    line.push(' ');
+    line.push_str(r.role.as_str());
+    line.push_str(" pid=");
+    push_uint(line, u64::from(r.pid));
+    line.push(' ');
+    push_token(line, &r.method);
+    line.push(' ');
+    push_token(line, &r.target);
+    line.push(' ');
+    push_padded(line, u64::from(r.status), 3);
+    line.push(' ');
+    let micros = r.duration().as_micros() as u64;
+    push_uint(line, micros / 1000);
+    line.push('.');
+    push_padded(line, micros % 1000, 3);
+    line.push_str("ms client=");
+    push_addr(line, r.client);
+    line.push_str(" server=");
+    push_addr(line, r.server);
+    line.push_str(" req_body=");
+    push_uint(line, r.request_body_bytes);
+    line.push_str(" resp_body=");
+    push_uint(line, r.response_body_bytes);
     match r.completeness {
         Completeness::Complete => {}
         Completeness::BodyCut => line.push_str(" incomplete=body_cut"),
@@ -105,7 +119,8 @@ pub fn format_exchange(line: &mut String, r: &ExchangeRecord) {
         line.push_str(" tls=true");
     }
     kernel_part(line, &r.kernel);
-    let _ = write!(line, " comm={}", printable(&r.comm));
+    line.push_str(" comm=");
+    push_printable(line, &r.comm);
 }
 
 /// ` packets=SENT/RECEIVED kernel_ns=layer:ns,… retransmits=N drops=N`, when the kernel layer
@@ -114,20 +129,28 @@ fn kernel_part(line: &mut String, k: &KernelSummary) {
     if k.is_empty() {
         return;
     }
-    let _ = write!(line, " packets={}/{}", k.sent.packets, k.received.packets);
+    line.push_str(" packets=");
+    push_uint(line, k.sent.packets);
+    line.push('/');
+    push_uint(line, k.received.packets);
     let mut sep = " kernel_ns=";
     for (i, name) in LAYER_NAMES.iter().enumerate() {
         let (ns, timed) = k.layer(i);
         if timed > 0 {
-            let _ = write!(line, "{sep}{name}:{ns}");
+            line.push_str(sep);
+            line.push_str(name);
+            line.push(':');
+            push_uint(line, ns);
             sep = ",";
         }
     }
     if k.retransmits > 0 {
-        let _ = write!(line, " retransmits={}", k.retransmits);
+        line.push_str(" retransmits=");
+        push_uint(line, k.retransmits);
     }
     if k.drops > 0 {
-        let _ = write!(line, " drops={}", k.drops);
+        line.push_str(" drops=");
+        push_uint(line, k.drops);
     }
 }
 
@@ -215,41 +238,49 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
     }
 }
 
-fn addr(a: Option<SocketAddr>) -> String {
-    a.map_or_else(|| "-".to_string(), |a| a.to_string())
+fn push_addr(line: &mut String, a: Option<SocketAddr>) {
+    match a {
+        Some(a) => push_socket_addr(line, a),
+        None => line.push('-'),
+    }
 }
 
 /// A field that must stay one space-free token: whitespace and control characters are
 /// percent-encoded.
-fn token(s: &str) -> String {
+fn push_token(line: &mut String, s: &str) {
     if s.is_empty() {
-        return "-".into();
+        line.push('-');
+        return;
     }
-    let mut out = String::with_capacity(s.len());
+    if !s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        line.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if c.is_whitespace() || c.is_control() {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
-                let _ = write!(out, "%{b:02X}");
+                let _ = write!(line, "%{b:02X}");
             }
         } else {
-            out.push(c);
+            line.push(c);
         }
     }
-    out
 }
 
 /// The last field: spaces are fine, control characters are escaped.
-fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+fn push_printable(line: &mut String, s: &str) {
+    if !s.chars().any(char::is_control) {
+        line.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -294,7 +325,7 @@ mod tests {
     #[test]
     fn formats_an_exchange_line() {
         let mut line = String::new();
-        format_exchange(&mut line, &record());
+        format_exchange(&mut line, &record(), &mut Rfc3339Millis::default());
         assert_eq!(
             line,
             "2025-11-26T04:00:00.123Z server pid=1234 GET /x 200 0.412ms client=127.0.0.1:51234 \
@@ -310,7 +341,7 @@ mod tests {
         r.client = None;
         r.completeness = Completeness::BodyCut;
         let mut line = String::new();
-        format_exchange(&mut line, &r);
+        format_exchange(&mut line, &r, &mut Rfc3339Millis::default());
         assert!(line.contains(" GET /a%20b%09c 200 "), "{line}");
         assert!(line.contains(" client=- "), "{line}");
         assert!(

@@ -164,7 +164,7 @@ pub(super) fn endpoint_attributes(r: &ExchangeRecord, a: &mut impl AttrSink) {
     let (server, server_port) = server_address(r);
     match server {
         Some(ServerName::Host(name)) => a.str("server.address", name),
-        Some(ServerName::Ip(ip)) => a.display("server.address", &ip),
+        Some(ServerName::Ip(ip)) => a.ip("server.address", ip),
         None => {}
     }
     if let Some(p) = server_port {
@@ -178,7 +178,7 @@ pub(super) fn endpoint_attributes(r: &ExchangeRecord, a: &mut impl AttrSink) {
             .filter(|v| !v.is_empty());
         match (forwarded, r.client) {
             (Some(f), _) => a.str("client.address", f),
-            (None, Some(c)) => a.display("client.address", &c.ip()),
+            (None, Some(c)) => a.ip("client.address", c.ip()),
             (None, None) => {}
         }
         if let Some(c) = r.client {
@@ -186,11 +186,11 @@ pub(super) fn endpoint_attributes(r: &ExchangeRecord, a: &mut impl AttrSink) {
         }
     }
     if let Some(peer) = r.remote {
-        a.display("network.peer.address", &peer.ip());
+        a.ip("network.peer.address", peer.ip());
         a.int("network.peer.port", i64::from(peer.port()));
     }
     if let Some(local) = r.local {
-        a.display("network.local.address", &local.ip());
+        a.ip("network.local.address", local.ip());
         a.int("network.local.port", i64::from(local.port()));
     }
     if let Some(ua) = r.request_header("user-agent") {
@@ -269,9 +269,7 @@ pub fn metric_attributes(r: &ExchangeRecord, route: &str) -> Attrs {
 pub fn access_log_line(line: &mut String, r: &ExchangeRecord) {
     use std::fmt::Write as _;
     match r.client {
-        Some(c) => {
-            let _ = write!(line, "{}", c.ip());
-        }
+        Some(c) => crate::telemetry::text::push_ip(line, c.ip()),
         None => line.push('-'),
     }
     let (path, query) = path_and_query(&r.target);

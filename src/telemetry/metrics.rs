@@ -6,6 +6,7 @@
 //! marked `otel.metric.overflow=true`, as the OpenTelemetry SDKs do.
 
 use foldhash::HashMap;
+use hashbrown::hash_map::EntryRef;
 
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Exemplar, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
@@ -272,7 +273,7 @@ struct Point {
 
 #[derive(Debug, Default)]
 struct Series {
-    points: HashMap<Attrs, Point>,
+    points: hashbrown::HashMap<Attrs, Point, foldhash::fast::RandomState>,
 }
 
 /// One workload's metrics.
@@ -297,19 +298,7 @@ impl MetricSet {
         max_series: usize,
     ) -> &mut Point {
         let series = self.series.entry(inst).or_default();
-        // The entry API would need an owned key for every measurement: a copy of the
-        // attributes that a hit throws away. Two lookups on a hit are cheaper.
-        if series.points.contains_key(attrs) {
-            let point = series.points.get_mut(attrs).expect("just found");
-            point.touched = true;
-            return point;
-        }
-        let key = if series.points.len() < max_series {
-            attrs.clone()
-        } else {
-            overflow_attrs()
-        };
-        let point = series.points.entry(key).or_insert_with(|| Point {
+        let new_point = || Point {
             start: now,
             value: match inst.spec().kind {
                 Kind::Histogram(bounds) => Value::Histogram {
@@ -323,7 +312,22 @@ impl MetricSet {
                 _ => Value::Sum(0),
             },
             touched: false,
-        });
+        };
+        // Beyond the cap a new attribute set goes to the overflow series (a rare path: it may
+        // hash twice).
+        let point =
+            if series.points.len() >= max_series && !series.points.contains_key(attrs.as_slice()) {
+                series
+                    .points
+                    .entry(overflow_attrs())
+                    .or_insert_with(new_point)
+            } else {
+                // One lookup; the attributes are copied only when the series is new.
+                match series.points.entry_ref(attrs.as_slice()) {
+                    EntryRef::Occupied(o) => o.into_mut(),
+                    EntryRef::Vacant(v) => v.insert(new_point()),
+                }
+            };
         point.touched = true;
         point
     }

@@ -17,6 +17,7 @@ pub mod selfmon;
 pub mod spans;
 pub mod split;
 pub mod stage;
+pub mod text;
 pub mod trace_context;
 pub mod wire;
 

@@ -10,7 +10,10 @@
 //! module writes with prost and with the official Python protobuf package (through a real
 //! collector), so the two cannot drift apart.
 
-use std::fmt::{self, Write as _};
+use std::{
+    fmt::{self, Write as _},
+    net::IpAddr,
+};
 
 /// Wire types.
 const VARINT: u8 = 0;
@@ -85,8 +88,12 @@ pub fn put_fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
 pub trait AttrSink {
     fn str(&mut self, key: &'static str, value: &str);
     fn int(&mut self, key: &'static str, value: i64);
-    /// A value written with `Display` (addresses, numbers as text).
+    /// A value written with `Display` (numbers as text, composed values).
     fn display(&mut self, key: &'static str, value: &dyn fmt::Display);
+    /// An IP address, as `Display` writes it.
+    fn ip(&mut self, key: &'static str, value: IpAddr) {
+        self.display(key, &value);
+    }
 }
 
 impl AttrSink for crate::telemetry::otlp::Attrs {
@@ -177,6 +184,14 @@ impl AttrSink for WireAttrs {
         self.put_string(key, &text);
         self.scratch = text;
     }
+
+    fn ip(&mut self, key: &'static str, value: IpAddr) {
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        crate::telemetry::text::push_ip(&mut text, value);
+        self.put_string(key, &text);
+        self.scratch = text;
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +212,10 @@ mod tests {
         attrs.int("negative", -3);
         attrs.str("empty", "");
         attrs.display("network.peer.address", &std::net::Ipv4Addr::LOCALHOST);
+        attrs.ip(
+            "network.local.address",
+            std::net::Ipv4Addr::new(10, 0, 0, 1).into(),
+        );
         let mut span = Vec::new();
         put_str(&mut span, 5, "GET /a");
         attrs.splice_into(&mut span, 9);
@@ -217,6 +236,10 @@ mod tests {
                 kv(
                     "network.peer.address",
                     Value::StringValue("127.0.0.1".into())
+                ),
+                kv(
+                    "network.local.address",
+                    Value::StringValue("10.0.0.1".into())
                 ),
             ]
         );

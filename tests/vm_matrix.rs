@@ -11,6 +11,12 @@
 //!
 //! Kernel packages are downloaded once with apt and kept outside the repository
 //! (`NETSONDE_VM_CACHE`, default /var/cache/netsonde/vm-kernels).
+//!
+//! `NETSONDE_VM_DD=COUNT` adds a measurement, not a check: in each guest, `dd` makes 2 x COUNT
+//! reads and writes on no socket, three times under each arm (no agent, the no-op programs,
+//! netsonde monitoring another process, netsonde monitoring every process), and the test prints
+//! the medians beside the floor (benchmarks/RESULTS.md). Under emulation only the ratios mean
+//! something.
 
 mod support;
 
@@ -259,7 +265,17 @@ fn initramfs(root: &Path, version: &str, work: &Path) -> Result<PathBuf, String>
 }
 
 /// Boots the kernel with the initramfs; returns what the guest printed.
-fn boot(root: &Path, version: &str, initrd: &Path, work: &Path) -> Result<String, String> {
+fn boot(
+    root: &Path,
+    version: &str,
+    initrd: &Path,
+    work: &Path,
+    dd_count: Option<u64>,
+) -> Result<String, String> {
+    let mut append = "console=ttyS0 panic=-1 quiet loglevel=3".to_string();
+    if let Some(count) = dd_count {
+        append.push_str(&format!(" netsonde.dd={count}"));
+    }
     let log = work.join(format!("serial-{version}.log"));
     let out = fs::File::create(&log).map_err(|e| e.to_string())?;
     let mut qemu = Command::new("qemu-system-x86_64")
@@ -278,7 +294,7 @@ fn boot(root: &Path, version: &str, initrd: &Path, work: &Path) -> Result<String
         .arg(root.join(format!("boot/vmlinuz-{version}")))
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+        .args(["-append", &append])
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(Stdio::inherit())
@@ -307,11 +323,16 @@ fn section<'a>(serial: &'a str, what: &str) -> Vec<&'a str> {
 
 /// Runs one kernel: both passes (fentry allowed, then kprobes only). Returns the probe table
 /// rows of the function layers for the report.
-fn run_kernel(series: &str, pattern: &str, work: &Path) -> Result<Vec<String>, String> {
+fn run_kernel(
+    series: &str,
+    pattern: &str,
+    work: &Path,
+    dd_count: Option<u64>,
+) -> Result<Vec<String>, String> {
     let package = newest_package(pattern)?;
     let (version, root) = fetch_kernel(&package)?;
     let initrd = initramfs(&root, &version, work)?;
-    let serial = boot(&root, &version, &initrd, work)?;
+    let serial = boot(&root, &version, &initrd, work, dd_count)?;
     assert!(
         serial.contains("VMTEST done"),
         "{series} ({version}) serial log:\n{serial}"
@@ -326,7 +347,45 @@ fn run_kernel(series: &str, pattern: &str, work: &Path) -> Result<Vec<String>, S
     for method in ["fentry", "kprobe"] {
         rows.extend(check_pass(series, &version, &serial, method));
     }
+    if dd_count.is_some() {
+        rows.extend(dd_report(series, &version, &serial));
+    }
     Ok(rows)
+}
+
+/// The `dd` arms' medians (centiseconds in the guest's clock) beside the floor's.
+fn dd_report(series: &str, version: &str, serial: &str) -> Vec<String> {
+    let arms = ["bare", "floor", "not-mine", "agent"];
+    let rounds = |arm: &str| {
+        let times: Vec<u64> = serial
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(&format!("VMTEST dd {arm} ")))
+            .filter_map(|t| t.trim().parse().ok())
+            .collect();
+        assert_eq!(
+            times.len(),
+            3,
+            "{series} ({version}): dd rounds of {arm}; serial log:\n{serial}"
+        );
+        times
+    };
+    let median = |arm: &str| {
+        let mut times = rounds(arm);
+        times.sort_unstable();
+        times[1]
+    };
+    let floor = median("floor") as f64;
+    arms.iter()
+        .map(|arm| {
+            let cs = median(arm);
+            format!(
+                "{series} ({version}) dd {arm:<8} {:>7.2} s  {:.2} x the floor  (rounds, cs: {:?})",
+                cs as f64 / 100.0,
+                cs as f64 / floor,
+                rounds(arm)
+            )
+        })
+        .collect()
 }
 
 /// Checks one pass of the guest: every network point attached, the function layers by
@@ -468,9 +527,13 @@ fn netsonde_on_debian_6_1_and_6_12_kernels() {
     }
     let _guard = serial();
     let work = tempfile::tempdir().unwrap();
+    let dd_count = std::env::var("NETSONDE_VM_DD").ok().map(|v| {
+        v.parse::<u64>()
+            .unwrap_or_else(|_| panic!("NETSONDE_VM_DD={v}: a count of bytes for dd"))
+    });
     let mut report = Vec::new();
     for (series, pattern) in KERNELS {
-        match run_kernel(series, pattern, work.path()) {
+        match run_kernel(series, pattern, work.path(), dd_count) {
             Ok(rows) => report.extend(rows),
             Err(why) => panic!("{series}: {why}"),
         }

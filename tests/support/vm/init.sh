@@ -93,7 +93,57 @@ run_pass() {
     done
 }
 
+# Centiseconds since boot.
+now_cs() { tr -d . < /proc/uptime | cut -d' ' -f1; }
+
+# With netsonde.dd=COUNT on the kernel's command line (NETSONDE_VM_DD for tests/vm_matrix.rs):
+# what syscalls netsonde has no business with cost on this kernel. dd makes 2 x COUNT reads and
+# writes on no socket, three times under each arm: no agent, the no-op programs, netsonde
+# monitoring only another process (dd not monitored), netsonde monitoring every process.
+dd_arms() {
+    count=$1
+    sleep 3600 &
+    other=$!
+    for arm in bare floor not-mine agent; do
+        case $arm in
+            bare) args= ;;
+            floor) args=--noop-probes ;;
+            not-mine) args="--pid $other" ;;
+            agent) args= ;;
+        esac
+        agent=
+        if [ $arm != bare ]; then
+            /netsonde run $args > /dev/null 2> /tmp/dd-$arm.err &
+            agent=$!
+            i=0
+            until grep -q "probes attached" /tmp/dd-$arm.err; do
+                i=$((i + 1))
+                if [ $i -gt 600 ] || ! kill -0 $agent 2>/dev/null; then
+                    echo "VMTEST dd agent failed to start ($arm)"
+                    cat /tmp/dd-$arm.err
+                    poweroff -f
+                fi
+                sleep 0.5
+            done
+        fi
+        for round in 1 2 3; do
+            start=$(now_cs)
+            dd if=/dev/zero of=/dev/null bs=1 count="$count" 2> /dev/null
+            echo "VMTEST dd $arm $(( $(now_cs) - start ))"
+        done
+        if [ -n "$agent" ]; then
+            kill -INT $agent
+            wait $agent
+        fi
+    done
+    kill $other
+}
+
 run_pass fentry
 run_pass kprobe --config /tmp/kprobes.yaml
+dd_count=$(sed -n 's/.*netsonde\.dd=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$dd_count" ]; then
+    dd_arms "$dd_count"
+fi
 echo "VMTEST done"
 poweroff -f

@@ -356,33 +356,37 @@ fn run_kernel(
 /// The `dd` arms' medians (centiseconds in the guest's clock) beside the floor's.
 fn dd_report(series: &str, version: &str, serial: &str) -> Vec<String> {
     let arms = ["bare", "floor", "not-mine", "agent"];
-    let rounds = |arm: &str| {
-        let times: Vec<u64> = serial
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix(&format!("VMTEST dd {arm} ")))
-            .filter_map(|t| t.trim().parse().ok())
-            .collect();
-        assert_eq!(
-            times.len(),
-            3,
-            "{series} ({version}): dd rounds of {arm}; serial log:\n{serial}"
-        );
-        times
-    };
-    let median = |arm: &str| {
-        let mut times = rounds(arm);
-        times.sort_unstable();
-        times[1]
-    };
-    let floor = median("floor") as f64;
-    arms.iter()
-        .map(|arm| {
-            let cs = median(arm);
+    // (arm, its rounds in centiseconds, their median)
+    let measured: Vec<(&str, Vec<u64>, u64)> = arms
+        .iter()
+        .map(|&arm| {
+            let times: Vec<u64> = serial
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix(&format!("VMTEST dd {arm} ")))
+                .filter_map(|t| t.trim().parse().ok())
+                .collect();
+            assert_eq!(
+                times.len(),
+                3,
+                "{series} ({version}): dd rounds of {arm}; serial log:\n{serial}"
+            );
+            let mut sorted = times.clone();
+            sorted.sort_unstable();
+            (arm, times, sorted[1])
+        })
+        .collect();
+    let floor = measured
+        .iter()
+        .find(|(arm, ..)| *arm == "floor")
+        .map(|(.., cs)| *cs as f64)
+        .expect("a floor arm");
+    measured
+        .iter()
+        .map(|(arm, times, cs)| {
             format!(
-                "{series} ({version}) dd {arm:<8} {:>7.2} s  {:.2} x the floor  (rounds, cs: {:?})",
-                cs as f64 / 100.0,
-                cs as f64 / floor,
-                rounds(arm)
+                "{series} ({version}) dd {arm:<8} {:>7.2} s  {:.2} x the floor  (rounds, cs: {times:?})",
+                *cs as f64 / 100.0,
+                *cs as f64 / floor,
             )
         })
         .collect()

@@ -153,6 +153,15 @@ impl WireAttrs {
         put_bytes(&mut self.bytes, ANY_STRING, value.as_bytes());
     }
 
+    /// A string value `write` composes, in the reused scratch string.
+    fn put_text(&mut self, key: &str, write: impl FnOnce(&mut String)) {
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        write(&mut text);
+        self.put_string(key, &text);
+        self.scratch = text;
+    }
+
     /// Writes the attributes as fields number `field` (< 16) of the enclosing message.
     pub fn splice_into(&self, buf: &mut Vec<u8>, field: u32) {
         debug_assert!(field < 16);
@@ -178,19 +187,13 @@ impl AttrSink for WireAttrs {
     }
 
     fn display(&mut self, key: &'static str, value: &dyn fmt::Display) {
-        let mut text = std::mem::take(&mut self.scratch);
-        text.clear();
-        let _ = write!(text, "{value}");
-        self.put_string(key, &text);
-        self.scratch = text;
+        self.put_text(key, |text| {
+            let _ = write!(text, "{value}");
+        });
     }
 
     fn ip(&mut self, key: &'static str, value: IpAddr) {
-        let mut text = std::mem::take(&mut self.scratch);
-        text.clear();
-        crate::telemetry::text::push_ip(&mut text, value);
-        self.put_string(key, &text);
-        self.scratch = text;
+        self.put_text(key, |text| crate::telemetry::text::push_ip(text, value));
     }
 }
 

@@ -19,12 +19,11 @@ use std::{
     time::Instant,
 };
 
+use futures::StreamExt as _;
+
 use bytes::Bytes;
 
-use tokio::{
-    sync::{Mutex as AsyncMutex, mpsc},
-    task::JoinHandle,
-};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
     config::export::{OtlpTarget, Protocol, RetryConfig, SignalKind},
@@ -139,8 +138,8 @@ pub fn spawn(
         through,
         retry,
         stats,
-        log: Arc::default(),
-        failing: Arc::default(),
+        log: Mutex::default(),
+        failing: AtomicBool::new(false),
     };
     let task = match disk {
         Some(disk) => tokio::spawn(delivery.run_with_disk(rx, disk)),
@@ -150,8 +149,7 @@ pub fn spawn(
 }
 
 /// One signal's sending side: the transport, its retry rules, and what was already logged
-/// (shared by the copies that send at once).
-#[derive(Clone)]
+/// (shared by the requests in flight at once).
 struct Delivery {
     transport: Transport,
     target: OtlpTarget,
@@ -159,30 +157,21 @@ struct Delivery {
     through: String,
     retry: RetryConfig,
     stats: Arc<ExportStats>,
-    log: Arc<Mutex<OnceLog>>,
+    log: Mutex<OnceLog>,
     /// The last request failed (recovery is logged once).
-    failing: Arc<AtomicBool>,
+    failing: AtomicBool,
 }
 
 impl Delivery {
-    async fn run_in_memory(self, rx: mpsc::Receiver<Encoded>, concurrent: usize) {
-        // Each sender takes the next batch when its own is done: at most `concurrent` in flight.
-        let rx = Arc::new(AsyncMutex::new(rx));
-        let senders = (0..concurrent).map(|_| {
-            let (mut delivery, rx) = (self.clone(), rx.clone());
-            async move {
-                loop {
-                    let Some(payload) = rx.lock().await.recv().await else {
-                        return;
-                    };
-                    delivery.deliver(&payload).await;
-                    delivery
-                        .stats
-                        .dequeued(delivery.target.signal, payload.items);
-                }
-            }
-        });
-        futures::future::join_all(senders).await;
+    async fn run_in_memory(self, mut rx: mpsc::Receiver<Encoded>, concurrent: usize) {
+        // The next batch is taken as soon as fewer than `concurrent` are in flight.
+        let this = &self;
+        futures::stream::poll_fn(|cx| rx.poll_recv(cx))
+            .for_each_concurrent(concurrent, |payload| async move {
+                this.deliver(&payload).await;
+                this.stats.dequeued(this.target.signal, payload.items);
+            })
+            .await;
     }
 
     /// Whether `cause` is logged for the first time.
@@ -192,7 +181,7 @@ impl Delivery {
 
     /// Spools every arriving batch to `disk` while the head of the disk queue is sent; a
     /// batch leaves the disk once the collector took it or refused it for good.
-    async fn run_with_disk(mut self, mut rx: mpsc::Receiver<Encoded>, mut disk: DiskQueue) {
+    async fn run_with_disk(self, mut rx: mpsc::Receiver<Encoded>, mut disk: DiskQueue) {
         let signal = self.target.signal;
         let stats = self.stats.clone();
         stats.resumed(signal, disk.batches() as u64, disk.items());
@@ -282,7 +271,9 @@ impl Delivery {
     }
 
     /// Sends one batch, retrying as the rules say; counts it sent, rejected or dropped.
-    async fn deliver(&mut self, payload: &Encoded) {
+    async fn deliver(&self, payload: &Encoded) {
+        // A transport per request: its clone shares the connection (cheap handles).
+        let mut transport = self.transport.clone();
         let signal = self.target.signal;
         let stats = &self.stats;
         let items = payload.items;
@@ -290,7 +281,7 @@ impl Delivery {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.transport.send(signal, &payload.body).await {
+            match transport.send(signal, &payload.body).await {
                 Ok(accepted) => {
                     if self.failing.swap(false, Ordering::Relaxed) {
                         tracing::info!(

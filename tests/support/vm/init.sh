@@ -39,6 +39,22 @@ done
 
 printf 'capture:\n  fentry: false\n' > /tmp/kprobes.yaml
 
+# Waits until the agent $1, logging to $2, has attached its probes; powers off if it dies or
+# takes more than five minutes ($3 names it in the message).
+wait_attached() {
+    i=0
+    while ! grep -q "probes attached" "$2"; do
+        i=$((i + 1))
+        if [ $i -gt 600 ] || ! kill -0 "$1" 2>/dev/null; then
+            echo "VMTEST agent failed to start ($3)"
+            cat "$2"
+            poweroff -f
+        fi
+        sleep 0.5
+    done
+    echo "VMTEST agent attached ($3) after ${i} polls"
+}
+
 # One pass: the probe table, then the agent while one exchange crosses the veth pair.
 # $1 names the pass; the rest are extra arguments for netsonde.
 run_pass() {
@@ -50,17 +66,7 @@ run_pass() {
     /netsonde run "$@" --exporter console --exporter file --file-path /tmp/otlp-$name.jsonl \
         > /tmp/run-$name.out 2> /tmp/run-$name.err &
     agent=$!
-    i=0
-    while ! grep -q "probes attached" /tmp/run-$name.err; do
-        i=$((i + 1))
-        if [ $i -gt 600 ] || ! kill -0 $agent 2>/dev/null; then
-            echo "VMTEST agent failed to start ($name)"
-            cat /tmp/run-$name.err
-            poweroff -f
-        fi
-        sleep 0.5
-    done
-    echo "VMTEST agent attached ($name) after ${i} polls"
+    wait_attached $agent /tmp/run-$name.err $name
     ip netns exec s /tiny_httpd 10.231.0.2 8080 &
     server=$!
     sleep 1
@@ -115,16 +121,7 @@ dd_arms() {
         if [ $arm != bare ]; then
             /netsonde run $args > /dev/null 2> /tmp/dd-$arm.err &
             agent=$!
-            i=0
-            until grep -q "probes attached" /tmp/dd-$arm.err; do
-                i=$((i + 1))
-                if [ $i -gt 600 ] || ! kill -0 $agent 2>/dev/null; then
-                    echo "VMTEST dd agent failed to start ($arm)"
-                    cat /tmp/dd-$arm.err
-                    poweroff -f
-                fi
-                sleep 0.5
-            done
+            wait_attached $agent /tmp/dd-$arm.err "dd $arm"
         fi
         for round in 1 2 3; do
             start=$(now_cs)

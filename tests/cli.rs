@@ -241,6 +241,7 @@ fn probes_lists_every_point_and_how_it_attached() {
         "process.exit",
         "net.device.queue",
         "net.device.start_xmit",
+        "net.device.enqueue",
         "net.device.xmit",
         "net.receive",
         "net.copy_to_user",
@@ -318,8 +319,8 @@ fn probes_lists_every_point_and_how_it_attached() {
     let last = lines.last().unwrap();
     assert!(
         last.starts_with(&format!(
-            "{} of 46 probe points attached",
-            40 + function_points_attached
+            "{} of 47 probe points attached",
+            41 + function_points_attached
         )),
         "{text}"
     );
@@ -336,7 +337,7 @@ fn run_stops_by_itself_after_its_duration_with_final_stats() {
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.contains(" stats(final) events="), "{stdout}");
     assert!(
-        stderr(&out).contains("of 46 probes attached; tracing every process"),
+        stderr(&out).contains("of 47 probes attached; tracing every process"),
         "{}",
         stderr(&out)
     );

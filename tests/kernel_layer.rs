@@ -321,3 +321,129 @@ fn a_lost_syn_and_a_held_back_accept_show_in_connect_and_accept_times() {
         "the connection waited {seconds} s for accept(); it was held {HELD:?}"
     );
 }
+
+/// A qdisc that holds packets: the server's replies leave through a token bucket that lets
+/// 2.5 MB/s through (`tbf`), so its packets wait in the queue and leave from the qdisc's timer,
+/// later and maybe from another CPU. Each must still be timed in the device queue: netsonde
+/// keeps a sent packet's record in its CPU's slot only while no qdisc holds it.
+#[test]
+fn packets_a_qdisc_holds_are_timed_in_the_device_queue() {
+    require!();
+    let _guard = serial();
+    let pair = NetPair::create().expect("network namespaces");
+    // A small send buffer keeps the server inside its write while the queue drains, so the
+    // packets leave during the syscall that sent them (after it, their time is counted as
+    // late, not timed).
+    let sysctl = pair
+        .command(
+            &pair.server,
+            "sysctl",
+            &["-q", "-w", "net.ipv4.tcp_wmem=4096 16384 65536"],
+        )
+        .status()
+        .expect("run sysctl");
+    assert!(sysctl.success());
+    let tc = pair
+        .command(
+            &pair.server,
+            "tc",
+            &[
+                "qdisc", "add", "dev", "veth0", "root", "tbf", "rate", "20mbit", "burst", "128kb",
+                "latency", "5s",
+            ],
+        )
+        .status();
+    match tc {
+        Ok(s) if s.success() => {}
+        other => {
+            eprintln!("skipped: tc could not add a tbf qdisc ({other:?})");
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let otlp = dir.path().join("otlp.jsonl");
+    let agent = agent(&otlp);
+    let server_py = support_file("http_server.py").display().to_string();
+    let (server, mut server_out) = spawn(
+        &pair,
+        &pair.server,
+        python(),
+        &[&server_py, SERVER_IP, PORT],
+    );
+    wait_for_line(&mut server_out, &format!("ready {PORT}"));
+    // At once, so that the server's threads send from both CPUs through the one qdisc, and
+    // one CPU's run of the queue sends the other's packets.
+    const DOWNLOADS: usize = 4;
+    let url = format!("http://{SERVER_IP}:{PORT}/big");
+    let curls: Vec<_> = (0..DOWNLOADS)
+        .map(|_| {
+            pair.command(&pair.client, "curl", &["-sS", "-o", "/dev/null", &url])
+                .spawn()
+                .expect("run curl")
+        })
+        .collect();
+    for mut curl in curls {
+        assert!(wait_timeout(&mut curl, Duration::from_secs(60)).success());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let server_pid = server.child.id();
+    drop(server);
+    let capture = agent.stop();
+    let text = std::fs::read_to_string(&otlp).unwrap();
+
+    let lines = capture.of(server_pid);
+    assert_eq!(lines.len(), DOWNLOADS, "{}", capture.stdout);
+    for l in &lines {
+        assert_eq!((l.target.as_str(), l.status), ("/big", 200), "{l:?}");
+        assert_eq!(l.resp_body, 1 << 20, "{l:?}");
+    }
+    let transmit = |points: Vec<serde_json::Value>, layer: Option<&str>| {
+        points
+            .into_iter()
+            .filter(|p| {
+                let attrs = &p["attributes"];
+                support::otlp_json::attr(attrs, "network.io.direction").as_deref()
+                    == Some("transmit")
+                    && layer.is_none_or(|l| {
+                        support::otlp_json::attr(attrs, "netsonde.kernel.layer").as_deref()
+                            == Some(l)
+                    })
+            })
+            .collect::<Vec<_>>()
+    };
+    let sent = counted(
+        &transmit(points(&text, server_pid, "netsonde.kernel.packets"), None),
+        None,
+    );
+    let (timed, seconds) = histogram(&transmit(
+        points(&text, server_pid, "netsonde.kernel.layer.duration"),
+        Some("device_queue"),
+    ));
+    eprintln!(
+        "server: {sent} packets sent in its writes, {timed} timed in the device queue, \
+         {seconds:.3} s in all; {} started after their write returned",
+        capture.final_stat("device_late").unwrap_or(0)
+    );
+    // 4 MiB at 2.5 MB/s: the qdisc holds almost every packet. Those that leave after their
+    // write has returned (the last ones of each download) are not timed: at most a send
+    // buffer's worth per download. (The bucket's burst holds a whole 64 KiB TSO packet: a
+    // smaller one makes tbf split it into segments, new packets the record of the original
+    // does not follow, and their queue time is not reported.)
+    // (Only packets queued during a write count: those TCP sends after it are no syscall's.)
+    assert!(sent >= DOWNLOADS as u64 * 8, "{sent} packets");
+    // Every packet is timed, or counted as started after its write returned (the counter
+    // counts the start and the driver's end of such a packet: at least one per packet).
+    let late = capture.final_stat("device_late").unwrap_or(0);
+    assert!(
+        timed <= sent && timed + late >= sent,
+        "{timed} of {sent} sent packets timed in the device queue, {late} counted late"
+    );
+    assert!(
+        timed * 4 >= sent * 3,
+        "{timed} of {sent} sent packets timed in the device queue"
+    );
+    // Behind at least the bytes the bucket lets through before it, each packet waits: 1 448
+    // bytes at 2.5 MB/s are 0.58 ms.
+    let mean = seconds / timed as f64;
+    assert!(mean >= 0.000_5, "{mean} s per packet in the queue");
+}

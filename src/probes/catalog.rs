@@ -319,6 +319,12 @@ const KERNEL_LAYER: &[ProbePoint] = &[
         candidates: &[traced_at("net_dev_start_xmit", "net_dev_start_xmit")],
     },
     ProbePoint {
+        name: "net.device.enqueue",
+        purpose: "packets a qdisc keeps: their record moves to a shared map (else every sent packet's does)",
+        phase: Phase::Entry,
+        candidates: &[traced_at("qdisc_enqueue", "qdisc_enqueue")],
+    },
+    ProbePoint {
         name: "net.device.xmit",
         purpose: "driver send time of sent packets",
         phase: Phase::Entry,

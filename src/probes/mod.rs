@@ -196,11 +196,21 @@ impl Probes {
                 why,
             });
         }
-        if report
-            .iter()
-            .any(|s| s.point.name == "net.arp" && s.attached.is_some())
-        {
-            let mut features: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
+        // Switches for programs that work differently when another is attached.
+        let attached = |name: &str| {
+            report
+                .iter()
+                .any(|s| s.point.name == name && s.attached.is_some())
+        };
+        let features = [
+            ("net.arp", netsonde_common::feature::ARP),
+            ("net.device.enqueue", netsonde_common::feature::TX_SLOT),
+        ]
+        .into_iter()
+        .filter(|(point, _)| attached(point))
+        .fold(0, |bits, (_, bit)| bits | bit);
+        if features != 0 {
+            let mut map: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
                 ebpf.map_mut("FEATURES")
                     .ok_or(ProbeError::MissingMap("FEATURES"))?,
             )
@@ -208,12 +218,10 @@ impl Probes {
                 name: "FEATURES",
                 source,
             })?;
-            features
-                .set(0, netsonde_common::feature::ARP, 0)
-                .map_err(|source| ProbeError::Map {
-                    name: "FEATURES",
-                    source,
-                })?;
+            map.set(0, features, 0).map_err(|source| ProbeError::Map {
+                name: "FEATURES",
+                source,
+            })?;
         }
         let tls = tls::TlsHooks::load(&mut ebpf);
         Ok(Probes {

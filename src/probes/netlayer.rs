@@ -10,9 +10,10 @@ use netsonde_common::{NetLayout, UNKNOWN_DROP_REASON};
 use super::tracefs::{self, FormatField};
 
 /// The network layer's tracepoints, by program, with their category and name.
-const TRACEPOINTS: [(&str, &str, &str); 8] = [
+const TRACEPOINTS: [(&str, &str, &str); 9] = [
     ("net_dev_queue", "net", "net_dev_queue"),
     ("net_dev_start_xmit", "net", "net_dev_start_xmit"),
+    ("qdisc_enqueue", "qdisc", "qdisc_enqueue"),
     ("net_dev_xmit", "net", "net_dev_xmit"),
     ("netif_receive_skb", "net", "netif_receive_skb"),
     ("skb_copy_datagram_iovec", "skb", "skb_copy_datagram_iovec"),

@@ -283,6 +283,9 @@ pub mod note {
 pub mod feature {
     /// The neighbour-resolution programs (`neigh_resolve_output`).
     pub const ARP: u32 = 1;
+    /// The program on `qdisc/qdisc_enqueue`, which moves a packet a qdisc holds from its
+    /// CPU's slot to the shared map: without it every sent packet's record goes to the map.
+    pub const TX_SLOT: u32 = 2;
 }
 
 /// In-kernel only: a kernel function call in progress on a thread (`CALLS`).
@@ -345,6 +348,17 @@ pub struct TxSkb {
     pub enter_ns: u64,
     pub queued_ns: u64,
     pub started_ns: u64,
+}
+
+/// In-kernel only: the packet this CPU is putting through a device now (`TX_NOW`). A device
+/// without a queue (loopback, veth, most virtual ones) takes a packet from `net_dev_queue` to
+/// `net_dev_xmit` on the same CPU, with softirqs off: its record needs no shared map. One that
+/// a qdisc holds, or that the driver hands back, moves to `TX_SKBS` (`skb` 0: the slot is free).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxSlot {
+    pub skb: u64,
+    pub tx: TxSkb,
 }
 
 /// In-kernel only: a received packet waiting to be copied to a reader (`RX_SKBS`).
@@ -832,6 +846,7 @@ const _: () = assert!(core::mem::size_of::<KernelStats>() == 88);
 const _: () = assert!(core::mem::size_of::<KernelNoteEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<NetLayout>() == 16);
 const _: () = assert!(core::mem::size_of::<TxSkb>() == 32);
+const _: () = assert!(core::mem::size_of::<TxSlot>() == 40);
 const _: () = assert!(core::mem::size_of::<RxSkb>() == 40);
 const _: () = assert!(core::mem::size_of::<CallKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CallStart>() == 16);

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use netsonde_common::{
     CachedDecision, CallKey, CallStart, Comm, DataEvent, GoroutineKey, H2MessageKey,
     H2MessageState, Handshake, InFlightKernel, KernelOffsets, NetLayout, ProbeConfig, RxSkb,
-    SCRATCH_DATA, SYSCALL_SLOTS, SocketEntry, SslKey, SyscallArgs, TlsArgs, TxSkb, counter,
+    SCRATCH_DATA, SYSCALL_SLOTS, SocketEntry, SslKey, SyscallArgs, TlsArgs, TxSkb, TxSlot, counter,
 };
 
 /// Settings, set by user space before load (read-only at run time, so the verifier sees the
@@ -78,6 +78,12 @@ pub static IN_FLIGHT_KERNEL: LruHashMap<u64, InFlightKernel> =
 /// syscall sent).
 #[map]
 pub static TX_SKBS: LruHashMap<u64, TxSkb> = LruHashMap::with_max_entries(16384, 0);
+
+/// The packet each CPU is putting through a device now, while it has not left the CPU: a
+/// queueless device's packets never do (`TxSlot`). An array slot costs a few nanoseconds where
+/// a hash insert and delete cost hundreds.
+#[map]
+pub static TX_NOW: PerCpuArray<TxSlot> = PerCpuArray::with_max_entries(1, 0);
 
 /// Received packets not yet copied to a reader, by `sk_buff` address. Every packet the node
 /// receives passes here: whose it is is known only when a reader copies it.

@@ -2,9 +2,10 @@
 //! packets.
 //!
 //! Sending runs in the sending thread from the syscall down to the device, so a packet joins
-//! the syscall in flight on its thread (`IN_FLIGHT`) when the device layer first sees it, and
-//! keeps a per-`sk_buff` record (`TX_SKBS`) for the parts that may happen later, from a qdisc
-//! or another CPU. Receiving runs in softirq, where the owner is unknown: every received packet
+//! the syscall in flight on its thread (`IN_FLIGHT`) when the device layer first sees it. Its
+//! record stays in its CPU's slot (`TX_NOW`) while the device takes it there and then, as a
+//! queueless one does; a packet a qdisc holds, or a driver hands back, may leave later from
+//! another CPU: its record moves to a per-`sk_buff` map (`TX_SKBS`). Receiving runs in softirq, where the owner is unknown: every received packet
 //! gets a per-`sk_buff` record (`RX_SKBS`) that the reading syscall claims when it copies the
 //! packet. Retransmits, drops and handshakes happen outside any syscall: they become notes for
 //! the connection, found by `struct sock` (`KNOWN_SOCKS`, `HANDSHAKES`, `ESTABLISHED`).
@@ -18,8 +19,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use netsonde_common::{
-    Handshake, InFlightKernel, KernelNoteEvent, KernelStats, RxSkb, TxSkb, UNKNOWN_DROP_REASON,
-    counter, kind, layer, note, syscall,
+    Handshake, InFlightKernel, KernelNoteEvent, KernelStats, RxSkb, TxSkb, TxSlot,
+    UNKNOWN_DROP_REASON, counter, feature, kind, layer, note, syscall,
 };
 
 use crate::{
@@ -27,8 +28,8 @@ use crate::{
     in_flight::in_flight,
     kernel::read,
     maps::{
-        ARP_WAIT, DROP_REASONS, ESTABLISHED, EVENTS, HANDSHAKES, IN_FLIGHT_KERNEL, KNOWN_SOCKS,
-        RX_SKBS, TX_SKBS, count, offset, output_flags,
+        ARP_WAIT, DROP_REASONS, ESTABLISHED, EVENTS, FEATURES, HANDSHAKES, IN_FLIGHT_KERNEL,
+        KNOWN_SOCKS, RX_SKBS, TX_NOW, TX_SKBS, count, offset, output_flags,
     },
     noop, now,
 };
@@ -178,8 +179,31 @@ pub fn forget_thread(pid_tgid: u64) {
 
 // ---- sending -------------------------------------------------------------------------------
 
-/// The device layer takes a packet (`__dev_queue_xmit`). In the sending thread: a packet of
-/// the traced send syscall in flight on it, if its socket is that syscall's.
+/// This CPU's slot, if it holds the record of packet `skb`.
+#[inline(always)]
+fn slot_holding(skb: u64) -> Option<*mut TxSlot> {
+    let slot = TX_NOW.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; the programs that touch it run with softirqs off.
+    (unsafe { (*slot).skb } == skb && skb != 0).then_some(slot)
+}
+
+/// Moves the packet in this CPU's slot, if any, to the shared map: it may leave from another
+/// CPU, or another packet needs the slot.
+#[inline(always)]
+fn spill(slot: *mut TxSlot) {
+    // SAFETY: as in `slot_holding`.
+    unsafe {
+        let skb = (*slot).skb;
+        if skb != 0 {
+            let _ = TX_SKBS.insert(&skb, &(*slot).tx, 0);
+            (*slot).skb = 0;
+        }
+    }
+}
+
+/// The device layer takes a packet (`__dev_queue_xmit`, softirqs off until it is queued or
+/// sent). In the sending thread: a packet of the traced send syscall in flight on it, if its
+/// socket is that syscall's.
 #[raw_tracepoint(tracepoint = "net_dev_queue")]
 pub fn net_dev_queue(ctx: RawTracePointContext) -> u32 {
     if noop() {
@@ -187,7 +211,8 @@ pub fn net_dev_queue(ctx: RawTracePointContext) -> u32 {
     }
     // TP_PROTO(struct sk_buff *skb)
     let skb = arg(&ctx, 0);
-    if crate::layers::arp_attached() {
+    let features = FEATURES.get(0).copied().unwrap_or(0);
+    if features & feature::ARP != 0 {
         arp_done(skb);
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -217,7 +242,36 @@ pub fn net_dev_queue(ctx: RawTracePointContext) -> u32 {
         queued_ns: now(),
         started_ns: 0,
     };
+    // The slot only when `qdisc_enqueue` is there to move the packets a qdisc keeps.
+    if features & feature::TX_SLOT != 0
+        && let Some(slot) = TX_NOW.get_ptr_mut(0)
+    {
+        // SAFETY: this CPU's slot (see `slot_holding`). A packet still in it never reached a
+        // driver here (dropped, or split into segments): it goes to the map as it would have.
+        unsafe {
+            if (*slot).skb != skb {
+                spill(slot);
+            }
+            (*slot).tx = tx;
+            (*slot).skb = skb;
+        }
+        return 0;
+    }
     let _ = TX_SKBS.insert(&skb, &tx, 0);
+    0
+}
+
+/// A qdisc keeps a packet: it may leave later, from another CPU, so its record moves to the
+/// shared map. (Not called when the qdisc is empty and lets the packet through at once.)
+#[raw_tracepoint(tracepoint = "qdisc_enqueue")]
+pub fn qdisc_enqueue(ctx: RawTracePointContext) -> u32 {
+    if noop() {
+        return 0;
+    }
+    // TP_PROTO(struct Qdisc *qdisc, const struct netdev_queue *txq, struct sk_buff *skb)
+    if let Some(slot) = slot_holding(arg(&ctx, 2)) {
+        spill(slot);
+    }
     0
 }
 
@@ -243,8 +297,13 @@ pub fn net_dev_start_xmit(ctx: RawTracePointContext) -> u32 {
     }
     // TP_PROTO(const struct sk_buff *skb, const struct net_device *dev)
     let skb = arg(&ctx, 0);
-    let Some(tx) = TX_SKBS.get_ptr_mut(&skb) else {
-        return 0;
+    let tx = match slot_holding(skb) {
+        // SAFETY: this CPU's slot (see `slot_holding`).
+        Some(slot) => unsafe { &mut (*slot).tx as *mut TxSkb },
+        None => match TX_SKBS.get_ptr_mut(&skb) {
+            Some(tx) => tx,
+            None => return 0,
+        },
     };
     let t = now();
     // SAFETY: a pointer into the map value; one packet is in one place at a time.
@@ -271,16 +330,31 @@ pub fn net_dev_xmit(ctx: RawTracePointContext) -> u32 {
     }
     // TP_PROTO(struct sk_buff *skb, int rc, struct net_device *dev, unsigned int skb_len)
     let skb = arg(&ctx, 0);
-    // SAFETY: copied out at once.
-    let Some(tx) = (unsafe { TX_SKBS.get(&skb) }).copied() else {
-        return 0;
+    // NETDEV_TX_BUSY: the packet goes back to the queue and is started again later, maybe
+    // from another CPU.
+    let busy = arg(&ctx, 1) as i32 != 0;
+    let tx = match slot_holding(skb) {
+        Some(slot) if busy => {
+            spill(slot);
+            return 0;
+        }
+        // SAFETY: this CPU's slot (see `slot_holding`); copied out, then freed.
+        Some(slot) => unsafe {
+            (*slot).skb = 0;
+            (*slot).tx
+        },
+        None => {
+            // SAFETY: copied out at once.
+            let Some(tx) = (unsafe { TX_SKBS.get(&skb) }).copied() else {
+                return 0;
+            };
+            if busy {
+                return 0;
+            }
+            let _ = TX_SKBS.remove(&skb);
+            tx
+        }
     };
-    let rc = arg(&ctx, 1) as i32;
-    if rc != 0 {
-        // NETDEV_TX_BUSY: the packet goes back to the queue and is started again later.
-        return 0;
-    }
-    let _ = TX_SKBS.remove(&skb);
     if tx.started_ns != 0
         && !add_time(
             tx.pid_tgid,

@@ -57,6 +57,14 @@ fn spawn(pair: &NetPair, ns: &str, program: &str, args: &[&str]) -> (Peer, BufRe
     (Peer { child }, out)
 }
 
+/// The test HTTP server (`http_server.py`) in the server namespace, listening on `PORT`.
+fn http_server(pair: &NetPair) -> (Peer, BufReader<ChildStdout>) {
+    let server_py = support_file("http_server.py").display().to_string();
+    let (server, mut out) = spawn(pair, &pair.server, python(), &[&server_py, SERVER_IP, PORT]);
+    wait_for_line(&mut out, &format!("ready {PORT}"));
+    (server, out)
+}
+
 fn say(peer: &mut Peer) {
     let stdin = peer.child.stdin.as_mut().unwrap();
     stdin.write_all(b"\n").unwrap();
@@ -87,15 +95,8 @@ fn retransmits_and_drops_match_the_kernels_own_counters() {
     let dir = tempfile::tempdir().unwrap();
     let otlp = dir.path().join("otlp.jsonl");
     let agent = agent(&otlp);
-    let server_py = support_file("http_server.py").display().to_string();
     let client_py = support_file("raw_client.py").display().to_string();
-    let (server, mut server_out) = spawn(
-        &pair,
-        &pair.server,
-        python(),
-        &[&server_py, SERVER_IP, PORT],
-    );
-    wait_for_line(&mut server_out, &format!("ready {PORT}"));
+    let (server, _server_out) = http_server(&pair);
     const ROUNDS: usize = 16;
     let rounds = ROUNDS.to_string();
     let (mut client, mut client_out) = spawn(
@@ -363,14 +364,7 @@ fn packets_a_qdisc_holds_are_timed_in_the_device_queue() {
     let dir = tempfile::tempdir().unwrap();
     let otlp = dir.path().join("otlp.jsonl");
     let agent = agent(&otlp);
-    let server_py = support_file("http_server.py").display().to_string();
-    let (server, mut server_out) = spawn(
-        &pair,
-        &pair.server,
-        python(),
-        &[&server_py, SERVER_IP, PORT],
-    );
-    wait_for_line(&mut server_out, &format!("ready {PORT}"));
+    let (server, _server_out) = http_server(&pair);
     // At once, so that the server's threads send from both CPUs through the one qdisc, and
     // one CPU's run of the queue sends the other's packets.
     const DOWNLOADS: usize = 4;

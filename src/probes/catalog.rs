@@ -511,6 +511,6 @@ mod tests {
         let mut names: Vec<_> = points.iter().map(|p| p.name).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 32 + 14);
+        assert_eq!(names.len(), 32 + 15);
     }
 }

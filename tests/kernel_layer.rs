@@ -335,15 +335,18 @@ fn packets_a_qdisc_holds_are_timed_in_the_device_queue() {
     // A small send buffer keeps the server inside its write while the queue drains, so the
     // packets leave during the syscall that sent them (after it, their time is counted as
     // late, not timed).
-    let sysctl = pair
+    let wmem = pair
         .command(
             &pair.server,
-            "sysctl",
-            &["-q", "-w", "net.ipv4.tcp_wmem=4096 16384 65536"],
+            "sh",
+            &[
+                "-c",
+                "echo '4096 16384 65536' > /proc/sys/net/ipv4/tcp_wmem",
+            ],
         )
         .status()
-        .expect("run sysctl");
-    assert!(sysctl.success());
+        .expect("run sh");
+    assert!(wmem.success());
     let tc = pair
         .command(
             &pair.server,

@@ -416,21 +416,20 @@ fn packets_a_qdisc_holds_are_timed_in_the_device_queue() {
         points(&text, server_pid, "netsonde.kernel.layer.duration"),
         Some("device_queue"),
     ));
+    let late = capture.final_stat("device_late").unwrap_or(0);
     eprintln!(
         "server: {sent} packets sent in its writes, {timed} timed in the device queue, \
-         {seconds:.3} s in all; {} started after their write returned",
-        capture.final_stat("device_late").unwrap_or(0)
+         {seconds:.3} s in all; {late} started after their write returned"
     );
-    // 4 MiB at 2.5 MB/s: the qdisc holds almost every packet. Those that leave after their
+    // 4 MiB at 2.5 MB/s: the qdisc holds almost every packet. Only packets queued during a
+    // write count (those TCP sends after it are no syscall's), and those that leave after their
     // write has returned (the last ones of each download) are not timed: at most a send
     // buffer's worth per download. (The bucket's burst holds a whole 64 KiB TSO packet: a
     // smaller one makes tbf split it into segments, new packets the record of the original
     // does not follow, and their queue time is not reported.)
-    // (Only packets queued during a write count: those TCP sends after it are no syscall's.)
     assert!(sent >= DOWNLOADS as u64 * 8, "{sent} packets");
     // Every packet is timed, or counted as started after its write returned (the counter
     // counts the start and the driver's end of such a packet: at least one per packet).
-    let late = capture.final_stat("device_late").unwrap_or(0);
     assert!(
         timed <= sent && timed + late >= sent,
         "{timed} of {sent} sent packets timed in the device queue, {late} counted late"

@@ -22,7 +22,7 @@ use netsonde_common::{CallKey, CallStart, feature, layer};
 use crate::{
     in_flight::in_flight,
     kernel::read,
-    maps::{ARP_WAIT, CALLS, FEATURES, KNOWN_SOCKS, RX_SKBS, offset},
+    maps::{ARP_WAIT, CALLS, KNOWN_SOCKS, RX_SKBS, features, offset},
     net::{add_time, sends},
     noop, now,
 };
@@ -149,7 +149,7 @@ fn enter_neigh(skb: u64) {
 /// Whether the neighbour programs are attached (else `net_dev_queue` skips their lookup).
 #[inline(always)]
 pub fn arp_attached() -> bool {
-    FEATURES.get(0).is_some_and(|bits| bits & feature::ARP != 0)
+    features() & feature::ARP != 0
 }
 
 /// Pointer argument `n` of an fentry/fexit context.

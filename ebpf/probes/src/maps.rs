@@ -117,6 +117,12 @@ pub static ARP_WAIT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0
 #[map]
 pub static FEATURES: Array<u32> = Array::with_max_entries(1, 0);
 
+/// The bits of `FEATURES` (`feature::*`): which optional programs user space attached.
+#[inline(always)]
+pub fn features() -> u32 {
+    FEATURES.get(0).copied().unwrap_or(0)
+}
+
 /// Dropped packets on the node by drop reason (per CPU).
 #[map]
 pub static DROP_REASONS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1024, 0);

@@ -5,9 +5,9 @@
 //! the syscall in flight on its thread (`IN_FLIGHT`) when the device layer first sees it. Its
 //! record stays in its CPU's slot (`TX_NOW`) while the device takes it there and then, as a
 //! queueless one does; a packet a qdisc holds, or a driver hands back, may leave later from
-//! another CPU: its record moves to a per-`sk_buff` map (`TX_SKBS`). Receiving runs in softirq, where the owner is unknown: every received packet
-//! gets a per-`sk_buff` record (`RX_SKBS`) that the reading syscall claims when it copies the
-//! packet. Retransmits, drops and handshakes happen outside any syscall: they become notes for
+//! another CPU: its record moves to a per-`sk_buff` map (`TX_SKBS`). Receiving runs in
+//! softirq, where the owner is unknown: every received packet gets a per-`sk_buff` record
+//! (`RX_SKBS`) that the reading syscall claims when it copies the packet. Retransmits, drops and handshakes happen outside any syscall: they become notes for
 //! the connection, found by `struct sock` (`KNOWN_SOCKS`, `HANDSHAKES`, `ESTABLISHED`).
 //!
 //! The programs read the tracepoints' own arguments (`TP_PROTO`), not their records: no record
@@ -28,8 +28,8 @@ use crate::{
     in_flight::in_flight,
     kernel::read,
     maps::{
-        ARP_WAIT, DROP_REASONS, ESTABLISHED, EVENTS, FEATURES, HANDSHAKES, IN_FLIGHT_KERNEL,
-        KNOWN_SOCKS, RX_SKBS, TX_NOW, TX_SKBS, count, offset, output_flags,
+        ARP_WAIT, DROP_REASONS, ESTABLISHED, EVENTS, HANDSHAKES, IN_FLIGHT_KERNEL, KNOWN_SOCKS,
+        RX_SKBS, TX_NOW, TX_SKBS, count, features, offset, output_flags,
     },
     noop, now,
 };
@@ -211,7 +211,7 @@ pub fn net_dev_queue(ctx: RawTracePointContext) -> u32 {
     }
     // TP_PROTO(struct sk_buff *skb)
     let skb = arg(&ctx, 0);
-    let features = FEATURES.get(0).copied().unwrap_or(0);
+    let features = features();
     if features & feature::ARP != 0 {
         arp_done(skb);
     }
@@ -306,7 +306,7 @@ pub fn net_dev_start_xmit(ctx: RawTracePointContext) -> u32 {
         },
     };
     let t = now();
-    // SAFETY: a pointer into the map value; one packet is in one place at a time.
+    // SAFETY: a pointer into the slot or the map value; one packet is in one place at a time.
     let tx = unsafe { &mut *tx };
     if tx.started_ns == 0
         && !add_time(

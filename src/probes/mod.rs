@@ -623,3 +623,37 @@ fn raise_memlock_limit() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionKind};
+
+    use super::EBPF_OBJECT;
+
+    /// The memory builtins bpf-linker exports copy one byte per loop turn: a program that calls
+    /// them zeroes an 88-byte struct in some 350 instructions. ebpf/probes/build.rs lets LLVM
+    /// write those as word-sized stores in place; this catches a build that lost that.
+    #[test]
+    fn no_program_calls_a_byte_at_a_time_memory_builtin() {
+        let file = object::File::parse(EBPF_OBJECT).expect("the eBPF object parses");
+        let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+        for section in file.sections().filter(|s| s.kind() == SectionKind::Text) {
+            for (_, reloc) in section.relocations() {
+                let RelocationTarget::Symbol(index) = reloc.target() else {
+                    continue;
+                };
+                let name = file
+                    .symbol_by_index(index)
+                    .and_then(|s| s.name())
+                    .unwrap_or_default();
+                if matches!(name, "memset" | "memmove" | "memcpy" | "memcmp" | "bcmp") {
+                    let at = format!("{} calls {name}", section.name().unwrap_or("?"));
+                    *calls.entry(at).or_default() += 1;
+                }
+            }
+        }
+        assert!(calls.is_empty(), "calls into memory builtins: {calls:?}");
+    }
+}

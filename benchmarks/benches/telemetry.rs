@@ -2,6 +2,7 @@
 //!
 //! * `console_line` — the baseline: one console line for the exchange (what netsonde did before
 //!   OTLP existed);
+//! * `access_log_line` — the access log record's text body alone (part of the OTLP path);
 //! * `otlp_batch_512` — the OTLP path as it runs: 512 exchanges turned into spans, access logs
 //!   and histogram updates, taken as one batch and protobuf-encoded (traces and logs), per
 //!   exchange;
@@ -21,7 +22,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use netsonde::{
     export::console::format_exchange,
     protocols::{Completeness, Role},
-    telemetry::{ExchangeRecord, Telemetry, TelemetrySettings, text::Rfc3339Millis},
+    telemetry::{
+        ExchangeRecord, Telemetry, TelemetrySettings, http::access_log_line, text::Rfc3339Millis,
+    },
 };
 
 fn record(pid: u32, n: u64) -> ExchangeRecord {
@@ -87,6 +90,15 @@ fn telemetry(c: &mut Criterion) {
         b.iter(|| {
             line.clear();
             format_exchange(&mut line, black_box(&one), &mut clock);
+            black_box(line.len());
+        })
+    });
+    // The access log's text body alone (part of every otlp_* figure).
+    g.bench_function("access_log_line", |b| {
+        let mut line = String::with_capacity(256);
+        b.iter(|| {
+            line.clear();
+            access_log_line(&mut line, black_box(&one));
             black_box(line.len());
         })
     });

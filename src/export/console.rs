@@ -24,7 +24,7 @@ use crate::{
     protocols::Completeness,
     telemetry::{
         ExchangeRecord, Signal, StatsReport,
-        text::{Rfc3339Millis, push_padded, push_socket_addr, push_uint},
+        text::{Rfc3339Millis, push_millis, push_padded, push_socket_addr, push_uint},
     },
 };
 
@@ -84,11 +84,8 @@ pub fn format_exchange(line: &mut String, r: &ExchangeRecord, clock: &mut Rfc333
     line.push(' ');
     push_padded(line, u64::from(r.status), 3);
     line.push(' ');
-    let micros = r.duration().as_micros() as u64;
-    push_uint(line, micros / 1000);
-    line.push('.');
-    push_padded(line, micros % 1000, 3);
-    line.push_str("ms client=");
+    push_millis(line, r.duration());
+    line.push_str(" client=");
     push_addr(line, r.client);
     line.push_str(" server=");
     push_addr(line, r.server);

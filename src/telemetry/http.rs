@@ -269,7 +269,7 @@ pub fn metric_attributes(r: &ExchangeRecord, route: &str) -> Attrs {
 pub fn access_log_line(line: &mut String, r: &ExchangeRecord) {
     // Pushed piece by piece, not through `write!`: `core::fmt` was most of this line's cost,
     // once per exchange (the same as the console line, `text`).
-    use crate::telemetry::text::{push_ip, push_padded, push_uint};
+    use crate::telemetry::text::{push_ip, push_millis, push_uint};
     match r.client {
         Some(c) => push_ip(line, c.ip()),
         None => line.push('-'),
@@ -292,11 +292,7 @@ pub fn access_log_line(line: &mut String, r: &ExchangeRecord) {
     line.push_str(" \"");
     line.push_str(r.request_header("user-agent").unwrap_or("-"));
     line.push_str("\" ");
-    let micros = r.duration().as_micros() as u64;
-    push_uint(line, micros / 1000);
-    line.push('.');
-    push_padded(line, micros % 1000, 3);
-    line.push_str("ms");
+    push_millis(line, r.duration());
     if let Some(call) = &r.rpc {
         let status = call.status.map_or("-", crate::protocols::grpc::status_name);
         line.push_str(" grpc-status=");

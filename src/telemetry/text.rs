@@ -29,6 +29,15 @@ pub fn push_padded(out: &mut String, n: u64, width: usize) {
     out.push_str(digits);
 }
 
+/// Appends a duration in milliseconds with three decimals and its unit: `12.345ms`.
+pub fn push_millis(out: &mut String, d: std::time::Duration) {
+    let micros = d.as_micros() as u64;
+    push_uint(out, micros / 1000);
+    out.push('.');
+    push_padded(out, micros % 1000, 3);
+    out.push_str("ms");
+}
+
 /// Appends an IP address as `Display` writes it.
 pub fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {

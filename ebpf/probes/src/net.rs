@@ -7,8 +7,9 @@
 //! queueless one does; a packet a qdisc holds, or a driver hands back, may leave later from
 //! another CPU: its record moves to a per-`sk_buff` map (`TX_SKBS`). Receiving runs in
 //! softirq, where the owner is unknown: every received packet gets a per-`sk_buff` record
-//! (`RX_SKBS`) that the reading syscall claims when it copies the packet. Retransmits, drops and handshakes happen outside any syscall: they become notes for
-//! the connection, found by `struct sock` (`KNOWN_SOCKS`, `HANDSHAKES`, `ESTABLISHED`).
+//! (`RX_SKBS`) that the reading syscall claims when it copies the packet. Retransmits, drops
+//! and handshakes happen outside any syscall: they become notes for the connection, found by
+//! `struct sock` (`KNOWN_SOCKS`, `HANDSHAKES`, `ESTABLISHED`).
 //!
 //! The programs read the tracepoints' own arguments (`TP_PROTO`), not their records: no record
 //! is built for them, and their links detach without an RCU grace period. Arguments that came

@@ -5,8 +5,10 @@
 //! keeps at most `max_series` attribute sets per workload; more are merged into one series
 //! marked `otel.metric.overflow=true`, as the OpenTelemetry SDKs do.
 
+use std::hash::BuildHasher as _;
+
 use foldhash::HashMap;
-use hashbrown::hash_map::EntryRef;
+use hashbrown::{HashTable, hash_table::Entry};
 
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Exemplar, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
@@ -271,15 +273,29 @@ struct Point {
     touched: bool,
 }
 
+/// One instrument's series: each attribute set with its point, found by the set's hash (taken
+/// with the `MetricSet`'s hasher, so that an exchange's set is hashed once for all its
+/// instruments).
 #[derive(Debug, Default)]
 struct Series {
-    points: hashbrown::HashMap<Attrs, Point, foldhash::fast::RandomState>,
+    points: HashTable<(Attrs, Point)>,
 }
 
 /// One workload's metrics.
 #[derive(Debug, Default)]
 pub struct MetricSet {
+    hasher: foldhash::fast::RandomState,
     series: HashMap<Instrument, Series>,
+}
+
+/// One histogram measurement of several taken with the same attributes
+/// (`MetricSet::record_each`); one taken in a span (`span`) may be kept as its bucket's
+/// exemplar.
+#[derive(Debug, Clone, Copy)]
+pub struct Measurement {
+    pub inst: Instrument,
+    pub value: f64,
+    pub span: Option<SpanIds>,
 }
 
 /// The attribute set that stands for every set beyond the cap.
@@ -288,16 +304,22 @@ fn overflow_attrs() -> Attrs {
 }
 
 impl MetricSet {
-    /// The series for `attrs`, created (or, beyond the cap, the overflow series) on first use.
-    /// The attributes are copied only when a series is created.
+    fn hash(&self, attrs: &Attrs) -> u64 {
+        self.hasher.hash_one(attrs.as_slice())
+    }
+
+    /// The series for `attrs` (whose hash is `hash`), created (or, beyond the cap, the
+    /// overflow series) on first use. The attributes are copied only when a series is created.
     fn point(
         &mut self,
         inst: Instrument,
         attrs: &Attrs,
+        hash: u64,
         now: u64,
         max_series: usize,
     ) -> &mut Point {
-        let series = self.series.entry(inst).or_default();
+        let hasher = &self.hasher;
+        let points = &mut self.series.entry(inst).or_default().points;
         let new_point = || Point {
             start: now,
             value: match inst.spec().kind {
@@ -313,21 +335,22 @@ impl MetricSet {
             },
             touched: false,
         };
-        // Beyond the cap a new attribute set goes to the overflow series (a rare path: it may
-        // hash twice).
-        let point =
-            if series.points.len() >= max_series && !series.points.contains_key(attrs.as_slice()) {
-                series
-                    .points
-                    .entry(overflow_attrs())
-                    .or_insert_with(new_point)
+        let rehash = |(a, _): &(Attrs, Point)| hasher.hash_one(a.as_slice());
+        // Beyond the cap a new attribute set goes to the overflow series (a rare path: it
+        // looks twice).
+        let (attrs, hash) =
+            if points.len() >= max_series && points.find(hash, |(a, _)| a == attrs).is_none() {
+                let overflow = overflow_attrs();
+                let hash = hasher.hash_one(overflow.as_slice());
+                (std::borrow::Cow::Owned(overflow), hash)
             } else {
-                // One lookup; the attributes are copied only when the series is new.
-                match series.points.entry_ref(attrs.as_slice()) {
-                    EntryRef::Occupied(o) => o.into_mut(),
-                    EntryRef::Vacant(v) => v.insert(new_point()),
-                }
+                (std::borrow::Cow::Borrowed(attrs), hash)
             };
+        // One lookup; the attributes are copied only when the series is new.
+        let (_, point) = match points.entry(hash, |(a, _)| *a == *attrs, rehash) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert((attrs.into_owned(), new_point())).into_mut(),
+        };
         point.touched = true;
         point
     }
@@ -341,7 +364,8 @@ impl MetricSet {
         now: u64,
         max_series: usize,
     ) {
-        if let Value::Sum(v) = &mut self.point(inst, attrs, now, max_series).value {
+        let hash = self.hash(attrs);
+        if let Value::Sum(v) = &mut self.point(inst, attrs, hash, now, max_series).value {
             *v += delta;
         }
     }
@@ -369,7 +393,24 @@ impl MetricSet {
         max_series: usize,
         span: Option<SpanIds>,
     ) {
-        self.measure(inst, attrs, (value, 1), now, max_series, span);
+        let hash = self.hash(attrs);
+        self.measure(inst, (attrs, hash), (value, 1), now, max_series, span);
+    }
+
+    /// Records several histogram measurements taken with the same attributes, hashing them
+    /// once (an exchange's duration and body sizes: the hash was a tenth of the telemetry
+    /// stage's time when each instrument took its own).
+    pub fn record_each(
+        &mut self,
+        attrs: &Attrs,
+        measurements: &[Measurement],
+        now: u64,
+        max_series: usize,
+    ) {
+        let hash = self.hash(attrs);
+        for m in measurements {
+            self.measure(m.inst, (attrs, hash), (m.value, 1), now, max_series, m.span);
+        }
     }
 
     /// Records the same histogram measurement `n` times.
@@ -382,13 +423,14 @@ impl MetricSet {
         now: u64,
         max_series: usize,
     ) {
-        self.measure(inst, attrs, (value, n), now, max_series, None);
+        let hash = self.hash(attrs);
+        self.measure(inst, (attrs, hash), (value, n), now, max_series, None);
     }
 
     fn measure(
         &mut self,
         inst: Instrument,
-        attrs: &Attrs,
+        (attrs, hash): (&Attrs, u64),
         (value, n): (f64, u64),
         now: u64,
         max_series: usize,
@@ -404,7 +446,7 @@ impl MetricSet {
             min,
             max,
             exemplars,
-        } = &mut self.point(inst, attrs, now, max_series).value
+        } = &mut self.point(inst, attrs, hash, now, max_series).value
         {
             // Bucket i holds (bounds[i-1], bounds[i]], as OTLP defines.
             let bucket = bounds.partition_point(|b| *b < value);
@@ -447,12 +489,11 @@ impl MetricSet {
             } else {
                 AggregationTemporality::Cumulative
             } as i32;
-            let mut attrs_sorted: Vec<_> = series.points.keys().cloned().collect();
-            attrs_sorted.sort();
+            let mut sorted: Vec<_> = series.points.iter_mut().collect();
+            sorted.sort_by(|(a, _), (b, _)| a.cmp(b));
             let mut numbers = Vec::new();
             let mut histograms = Vec::new();
-            for attrs in attrs_sorted {
-                let point = series.points.get_mut(&attrs).expect("listed");
+            for (attrs, point) in sorted {
                 if is_delta && !point.touched {
                     continue;
                 }
@@ -460,7 +501,7 @@ impl MetricSet {
                 let start = if is_delta { last } else { point.start };
                 match &mut point.value {
                     Value::Sum(v) => numbers.push(NumberDataPoint {
-                        attributes: to_key_values(&attrs),
+                        attributes: to_key_values(attrs),
                         start_time_unix_nano: start,
                         time_unix_nano: now,
                         exemplars: Vec::new(),
@@ -475,7 +516,7 @@ impl MetricSet {
                         max,
                         exemplars,
                     } => histograms.push(HistogramDataPoint {
-                        attributes: to_key_values(&attrs),
+                        attributes: to_key_values(attrs),
                         start_time_unix_nano: start,
                         time_unix_nano: now,
                         count: *count,
@@ -495,7 +536,7 @@ impl MetricSet {
             }
             if is_delta {
                 // The next interval starts from nothing.
-                series.points.retain(|_, p| p.touched);
+                series.points.retain(|(_, p)| p.touched);
             }
             let data = match spec.kind {
                 Kind::Histogram(_) if !histograms.is_empty() => Data::Histogram(Histogram {
@@ -655,5 +696,68 @@ mod tests {
             .unwrap();
         assert_eq!(overflow.count, 2);
         assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn measurements_taken_together_land_as_if_taken_one_by_one() {
+        // Routes beyond the cap of 2 overflow, and a repeated set finds its series again, in
+        // every instrument alike.
+        let span = SpanIds {
+            trace_id: [7; 16],
+            span_id: [7; 8],
+        };
+        let (duration, req, resp) = (
+            Instrument::HttpServerDuration,
+            Instrument::HttpServerRequestBodySize,
+            Instrument::HttpServerResponseBodySize,
+        );
+        let mut together = MetricSet::default();
+        let mut one_by_one = MetricSet::default();
+        for (i, route) in ["/a", "/b", "/c", "/a", "/d", "/b"].into_iter().enumerate() {
+            let (t, secs, bytes) = (i as u64, 0.01 * i as f64, 100.0 * i as f64);
+            let a = attrs(route);
+            let each = [
+                (duration, secs, Some(span)),
+                (req, bytes, None),
+                (resp, 2.0 * bytes, None),
+            ];
+            let measurements = each.map(|(inst, value, span)| Measurement { inst, value, span });
+            together.record_each(&a, &measurements, t, 2);
+            for (inst, value, span) in each {
+                one_by_one.record_traced(inst, &a, value, t, 2, span);
+            }
+        }
+        let collected = together.collect(10, 0, false);
+        assert_eq!(collected, one_by_one.collect(10, 0, false));
+        assert_eq!(collected.len(), 3);
+        for metric in &collected {
+            let points = &histogram(metric).data_points;
+            let counts: Vec<_> = points
+                .iter()
+                .map(|p| (p.attributes[0].key.as_str(), p.count))
+                .collect();
+            assert_eq!(
+                counts,
+                [
+                    ("http.route", 2),
+                    ("http.route", 2),
+                    ("otel.metric.overflow", 2)
+                ],
+                "{}",
+                metric.name
+            );
+        }
+        let exemplars = |m: &Metric| {
+            histogram(m)
+                .data_points
+                .iter()
+                .map(|p| p.exemplars.len())
+                .sum::<usize>()
+        };
+        assert!(
+            exemplars(&collected[0]) > 0,
+            "the duration keeps its exemplars"
+        );
+        assert_eq!(exemplars(&collected[1]) + exemplars(&collected[2]), 0);
     }
 }

@@ -27,7 +27,7 @@ use crate::{
         http::{metric_attributes, span_attributes},
         kernel,
         logs::encode_access_log,
-        metrics::{Instrument, MetricSet, SpanIds},
+        metrics::{Instrument, Measurement, MetricSet, SpanIds},
         otlp::{Attrs, Payload, SCHEMA_URL, scope},
         peer::{KubeView, PeerCache, PeerInfo},
         resource::{Resources, without_process},
@@ -264,13 +264,26 @@ impl Telemetry {
                         Instrument::HttpClientResponseBodySize,
                     ),
                 };
-                let m = &mut series.metrics;
-                let seconds = r.duration().as_secs_f64();
-                m.record_traced(duration, &attrs, seconds, end, max_series, exemplar);
-                let req = r.request_body_bytes as f64;
-                m.record(req_size, &attrs, req, end, max_series);
-                let resp = r.response_body_bytes as f64;
-                m.record(resp_size, &attrs, resp, end, max_series);
+                let measurements = [
+                    Measurement {
+                        inst: duration,
+                        value: r.duration().as_secs_f64(),
+                        span: exemplar,
+                    },
+                    Measurement {
+                        inst: req_size,
+                        value: r.request_body_bytes as f64,
+                        span: None,
+                    },
+                    Measurement {
+                        inst: resp_size,
+                        value: r.response_body_bytes as f64,
+                        span: None,
+                    },
+                ];
+                series
+                    .metrics
+                    .record_each(&attrs, &measurements, end, max_series);
             }
             if let Some(id) = &id {
                 self.scratch.attributes.clear();

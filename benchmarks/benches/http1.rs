@@ -115,10 +115,9 @@ fn http1_path(c: &mut Criterion, group: &str) {
             response[pos_at..pos_at + 8].copy_from_slice(&out_pos.to_ne_bytes());
             in_pos += REQUEST.len() as u64;
             out_pos += RESPONSE.len() as u64;
-            for record in [&request, &response] {
-                let event = events::decode(black_box(record)).unwrap();
-                tracker.handle(&event, &mut out);
-            }
+            // One batch, as the agent hands the ring's records on.
+            let batch = [&request, &response].map(|r| events::decode(black_box(r)).unwrap());
+            tracker.handle_batch(&batch, &mut out);
             assert_eq!(out.len(), 1);
             black_box(out.pop());
         })

@@ -601,9 +601,7 @@ async fn track(
         tokio::select! {
             batch = rx.recv() => {
                 let Some(events) = batch else { break };
-                for event in &events {
-                    tracker.handle(event, &mut observed);
-                }
+                tracker.handle_batch(&events, &mut observed);
                 if send_exchanges(&mut observed, &tx, &clock, &redaction).await.is_err() {
                     break;
                 }

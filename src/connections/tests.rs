@@ -6,6 +6,7 @@ use crate::protocols::Completeness;
 
 use super::*;
 
+mod batch;
 mod ending;
 
 const CLIENT: u32 = 100;

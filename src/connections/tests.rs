@@ -343,7 +343,7 @@ fn uncounted_bytes_make_the_parser_find_its_place_again() {
         .iter()
         .map(|o| {
             (
-                o.exchange.request.method.as_str(),
+                &*o.exchange.request.method,
                 o.exchange.request.target.as_str(),
             )
         })
@@ -615,7 +615,7 @@ fn an_h2c_upgrade_is_answered_over_http2() {
         .iter()
         .map(|o| {
             (
-                o.exchange.request.method.as_str(),
+                &*o.exchange.request.method,
                 o.exchange.request.target.as_str(),
                 o.exchange.response.status,
                 o.exchange.response_body_bytes,

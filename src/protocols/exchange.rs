@@ -1,9 +1,16 @@
 //! What a request/response protocol produces: one exchange per request and its response.
 
+use std::borrow::Cow;
+
+/// A kept header: its lower-case name (one of the parsers' fixed lists, so usually borrowed
+/// rather than copied for every message) and its value.
+pub type Header = (Cow<'static, str>, String);
+
 /// A request head, with the headers later stages use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    pub method: String,
+    /// Borrowed for the common methods, which are a fixed list.
+    pub method: Cow<'static, str>,
     /// The request-target as sent (path and query), at most a bounded length.
     pub target: String,
     /// Minor version of HTTP/1.x.
@@ -11,7 +18,7 @@ pub struct Request {
     /// HTTP major version: 1 or 2.
     pub major: u8,
     /// Selected headers (lower-case names), in order.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header>,
 }
 
 /// A response head.
@@ -20,7 +27,8 @@ pub struct Response {
     pub status: u16,
     pub version_minor: u8,
     pub major: u8,
-    pub headers: Vec<(String, String)>,
+    /// Selected headers (lower-case names), in order.
+    pub headers: Vec<Header>,
 }
 
 impl Request {

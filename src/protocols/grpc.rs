@@ -220,7 +220,7 @@ mod tests {
                 major: 2,
                 headers: response_headers
                     .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .map(|(n, v)| (n.to_string().into(), v.to_string()))
                     .collect(),
             },
             request_start_ns: 0,

@@ -7,7 +7,7 @@ pub mod grpc;
 pub mod http1;
 pub mod http2;
 
-pub use exchange::{Completeness, Exchange, Request, Response};
+pub use exchange::{Completeness, Exchange, Header, Request, Response};
 
 /// Which way bytes went, seen from the traced process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

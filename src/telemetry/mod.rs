@@ -46,7 +46,7 @@ pub struct ExchangeRecord {
     pub comm: Arc<str>,
     /// The process's cgroup id (0 when unknown): its container when /proc no longer has it.
     pub cgroup_id: u64,
-    pub method: String,
+    pub method: std::borrow::Cow<'static, str>,
     pub target: String,
     pub version_minor: u8,
     /// HTTP major version: 1 or 2.
@@ -59,7 +59,7 @@ pub struct ExchangeRecord {
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
     /// The request headers the parser kept (lower-case names; see `protocols::http1`).
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: Vec<crate::protocols::Header>,
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
     pub completeness: Completeness,

@@ -5,7 +5,7 @@
 //! What is never captured at all (Authorization, Cookie, every header outside the parsers'
 //! short list, bodies) needs no rule: it never reaches user space's records.
 
-use crate::config::RedactionConfig;
+use crate::{config::RedactionConfig, protocols::Header};
 
 /// What replaces a redacted value.
 pub const REDACTED: &str = "REDACTED";
@@ -80,7 +80,7 @@ impl Redaction {
     }
 
     /// Kept headers (lower-case names) with sensitive values replaced.
-    pub fn headers(&self, headers: &mut [(String, String)]) {
+    pub fn headers(&self, headers: &mut [Header]) {
         if self.show_everything || self.headers.is_empty() {
             return;
         }
@@ -157,8 +157,8 @@ mod tests {
         r.target(&mut t);
         assert_eq!(t, "/a?session=REDACTED&token=t");
         let mut headers = vec![
-            ("x-forwarded-for".to_string(), "1.2.3.4".to_string()),
-            ("host".to_string(), "web".to_string()),
+            ("x-forwarded-for".into(), "1.2.3.4".to_string()),
+            ("host".into(), "web".to_string()),
         ];
         r.headers(&mut headers);
         assert_eq!(headers[0].1, "REDACTED");
@@ -171,7 +171,7 @@ mod tests {
         let mut t = "/a?session=s".to_string();
         open.target(&mut t);
         assert_eq!(t, "/a?session=s");
-        let mut headers = vec![("x-forwarded-for".to_string(), "1.2.3.4".to_string())];
+        let mut headers = vec![("x-forwarded-for".into(), "1.2.3.4".to_string())];
         open.headers(&mut headers);
         assert_eq!(headers[0].1, "1.2.3.4");
     }

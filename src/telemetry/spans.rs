@@ -154,7 +154,7 @@ pub(crate) mod tests {
             remote: None,
             request_headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string().into(), v.to_string()))
                 .collect(),
             request_body_bytes: 0,
             response_body_bytes: 10,

@@ -1,8 +1,8 @@
 //! Parses a request or response head with httparse and extracts what framing needs.
 
-use std::mem::MaybeUninit;
+use std::{borrow::Cow, mem::MaybeUninit};
 
-use crate::protocols::{Request, Response};
+use crate::protocols::{Header, Request, Response};
 
 /// Header slots given to httparse; a head with more is malformed for netsonde's purposes.
 const MAX_HEADERS: usize = 128;
@@ -20,7 +20,8 @@ const KEPT_REQUEST_HEADERS: [&str; 6] = [
     "content-type",
     "x-forwarded-for",
 ];
-const KEPT_RESPONSE_HEADERS: [&str; 2] = ["content-type", "upgrade"];
+/// Response headers later stages use: an HTTP/1 connection upgrading to h2c says so here.
+const KEPT_RESPONSE_HEADERS: [&str; 1] = ["upgrade"];
 
 /// A parsed head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +98,7 @@ fn parse_request(buf: &[u8]) -> Parsed {
                 Err(e) => return Parsed::Invalid(e),
             };
             let request = Request {
-                method: req.method.unwrap_or_default().to_string(),
+                method: method_name(req.method.unwrap_or_default()),
                 target: bounded_target(req.path.unwrap_or_default()),
                 version_minor: req.version.unwrap_or(1),
                 major: 1,
@@ -165,18 +166,32 @@ fn body_info(headers: &[httparse::Header<'_>]) -> Result<BodyInfo, HeadError> {
     Ok(info)
 }
 
-fn kept(headers: &[httparse::Header<'_>], names: &[&str]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter_map(|h| {
-            let name = names.iter().find(|n| h.name.eq_ignore_ascii_case(n))?;
-            let value = &h.value[..h.value.len().min(MAX_VALUE)];
-            Some((
-                (*name).to_string(),
-                String::from_utf8_lossy(value).into_owned(),
-            ))
-        })
-        .collect()
+fn kept(headers: &[httparse::Header<'_>], names: &[&'static str]) -> Vec<Header> {
+    let mut kept = Vec::new();
+    for h in headers {
+        let Some(&name) = names.iter().find(|n| h.name.eq_ignore_ascii_case(n)) else {
+            continue;
+        };
+        let value = &h.value[..h.value.len().min(MAX_VALUE)];
+        kept.push((
+            Cow::Borrowed(name),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    kept
+}
+
+/// The methods of RFC 9110 and PATCH: a request's method is borrowed from here when it is one
+/// of them (nearly always), not copied.
+const COMMON_METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
+
+fn method_name(method: &str) -> Cow<'static, str> {
+    match COMMON_METHODS.iter().find(|m| **m == method) {
+        Some(&common) => Cow::Borrowed(common),
+        None => Cow::Owned(method.to_string()),
+    }
 }
 
 fn bounded_target(target: &str) -> String {
@@ -207,10 +222,10 @@ mod tests {
             panic!("{:?}", parse(buf))
         };
         assert_eq!(
-            (r.method.as_str(), r.target.as_str(), r.version_minor),
+            (&*r.method, r.target.as_str(), r.version_minor),
             ("POST", "/a?b=1", 1)
         );
-        assert_eq!(r.headers, [("host".to_string(), "x".to_string())]);
+        assert_eq!(r.headers, [("host".into(), "x".to_string())]);
         assert_eq!(
             body,
             BodyInfo {
@@ -219,6 +234,48 @@ mod tests {
             }
         );
         assert_eq!(len, buf.len() - 3);
+    }
+
+    #[test]
+    fn methods_and_kept_headers_come_through_as_sent() {
+        // Method, kept names and what is kept of a response, borrowed or not.
+        let cases: [(&[u8], &str, &[(&str, &str)]); 4] = [
+            (
+                b"GET / HTTP/1.1\r\nHOST: a\r\nUser-Agent: u\r\n\r\n",
+                "GET",
+                &[("host", "a"), ("user-agent", "u")],
+            ),
+            (
+                b"PURGE /x HTTP/1.1\r\nTraceparent: t\r\n\r\n",
+                "PURGE",
+                &[("traceparent", "t")],
+            ),
+            (b"get / HTTP/1.1\r\n\r\n", "get", &[]),
+            (
+                b"HTTP/1.1 101 Switching\r\nUpgrade: h2c\r\nContent-Type: text/html\r\n\r\n",
+                "",
+                &[("upgrade", "h2c")],
+            ),
+        ];
+        for (bytes, method, headers) in cases {
+            let (got_method, got_headers) = match parse(bytes) {
+                Parsed::Complete {
+                    head: Head::Request(r),
+                    ..
+                } => (r.method, r.headers),
+                Parsed::Complete {
+                    head: Head::Response(r),
+                    ..
+                } => ("".into(), r.headers),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got_method, method);
+            let got: Vec<_> = got_headers
+                .iter()
+                .map(|(n, v)| (&**n, v.as_str()))
+                .collect();
+            assert_eq!(got, headers, "{method}");
+        }
     }
 
     #[test]

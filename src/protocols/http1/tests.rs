@@ -54,7 +54,7 @@ fn summary(exchanges: &[Exchange]) -> Vec<(String, String, u16)> {
         .iter()
         .map(|e| {
             (
-                e.request.method.clone(),
+                e.request.method.to_string(),
                 e.request.target.clone(),
                 e.response.status,
             )
@@ -750,9 +750,9 @@ proptest! {
         // never with an answer it did not see.
         for (got, full) in ex.iter().zip(&whole) {
             if got.completeness == Completeness::NoResponse {
-                prop_assert_eq!((&got.request.method, &got.request.target, 0), (&full.0, &full.1, got.response.status));
+                prop_assert_eq!((&*got.request.method, &got.request.target, 0), (full.0.as_str(), &full.1, got.response.status));
             } else {
-                prop_assert_eq!(&(got.request.method.clone(), got.request.target.clone(), got.response.status), full);
+                prop_assert_eq!(&(got.request.method.to_string(), got.request.target.clone(), got.response.status), full);
             }
         }
     }

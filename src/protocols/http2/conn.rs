@@ -179,7 +179,7 @@ impl Http2 {
         h2.client_dir = Some(upgrade.request_dir);
         let r = &upgrade.request;
         let mut head = vec![
-            (":method".to_string(), r.method.clone()),
+            (":method".to_string(), r.method.to_string()),
             (":path".to_string(), r.target.clone()),
         ];
         for (name, value) in &r.headers {

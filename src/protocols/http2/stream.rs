@@ -1,8 +1,10 @@
 //! One HTTP/2 stream: its request and response halves as they arrive, and the exchange it
 //! becomes.
 
+use std::borrow::Cow;
+
 use super::partial::UNKNOWN;
-use crate::protocols::{Completeness, Exchange, Request, Response, grpc::MessageCounter};
+use crate::protocols::{Completeness, Exchange, Header, Request, Response, grpc::MessageCounter};
 
 #[derive(Debug, Default)]
 pub(super) struct Half {
@@ -86,20 +88,20 @@ pub(super) fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
         (messages(&stream.request), messages(&stream.response));
     let req = stream.request.head.unwrap_or_default();
     let resp = stream.response.head.unwrap_or_default();
-    let mut kept: Vec<(String, String)> = Vec::new();
+    let mut kept: Vec<Header> = Vec::new();
     if let Some(authority) = header(&req, ":authority") {
-        kept.push(("host".into(), authority.into()));
+        kept.push((Cow::Borrowed("host"), authority.into()));
     }
     for (n, v) in &req {
-        if KEPT.contains(&n.as_str()) {
-            kept.push((n.clone(), v.clone()));
+        if let Some(&name) = KEPT.iter().find(|k| **k == n) {
+            kept.push((Cow::Borrowed(name), v.clone()));
         }
     }
     // A trailers-only response (a gRPC error) carries grpc-status in its head.
-    let mut response_headers: Vec<(String, String)> = resp
+    let mut response_headers: Vec<Header> = resp
         .iter()
         .filter(|(n, _)| n == "content-type" || n.starts_with("grpc-"))
-        .cloned()
+        .map(|(n, v)| (Cow::Owned(n.clone()), v.clone()))
         .collect();
     // Trailers matter to gRPC (grpc-status, grpc-message): keep them with the response.
     response_headers.extend(
@@ -108,13 +110,16 @@ pub(super) fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
             .trailers
             .iter()
             .filter(|(n, _)| n.starts_with("grpc-"))
-            .cloned(),
+            .map(|(n, v)| (Cow::Owned(n.clone()), v.clone())),
     );
     // On a joined connection a pseudo-header behind an unknown table entry is missing: it is
     // reported as unknown rather than guessed.
     Exchange {
         request: Request {
-            method: header(&req, ":method").unwrap_or(UNKNOWN).to_string(),
+            method: header(&req, ":method")
+                .unwrap_or(UNKNOWN)
+                .to_string()
+                .into(),
             target: header(&req, ":path").unwrap_or(UNKNOWN).to_string(),
             version_minor: 0,
             major: 2,

@@ -84,7 +84,7 @@ fn streams_become_exchanges_in_completion_order() {
         .iter()
         .map(|e| {
             (
-                e.request.method.as_str(),
+                &*e.request.method,
                 e.request.target.as_str(),
                 e.response.status,
                 e.response_body_bytes,
@@ -207,16 +207,16 @@ fn continuation_padding_trailers_and_resets() {
     assert_eq!(out.len(), 1);
     let e = &out[0];
     assert_eq!(
-        (e.request.method.as_str(), e.request.target.as_str()),
+        (&*e.request.method, e.request.target.as_str()),
         ("POST", "/pkg.Service/Call")
     );
     assert_eq!((e.request_body_bytes, e.response_body_bytes), (7, 5));
     assert_eq!(
         e.response.headers,
         [
-            ("content-type".to_string(), "application/grpc".to_string()),
-            ("grpc-status".to_string(), "5".to_string()),
-            ("grpc-message".to_string(), "nope".to_string())
+            ("content-type".into(), "application/grpc".to_string()),
+            ("grpc-status".into(), "5".to_string()),
+            ("grpc-message".into(), "nope".to_string())
         ]
     );
     let notes = h.take_notes();
@@ -440,7 +440,7 @@ fn losing_any_segment_never_invents_and_finds_its_place_again() {
                 for e in &out {
                     let i: u32 = e.request.target["/items/".len()..].parse().unwrap();
                     assert!(i < STREAMS && seen.insert(i), "{case}: {e:?}");
-                    assert_eq!((e.request.method.as_str(), e.response.status), ("GET", 200));
+                    assert_eq!((&*e.request.method, e.response.status), ("GET", 200));
                     match e.completeness {
                         Completeness::Complete => {
                             assert_eq!(e.response_body_bytes, BODY as u64, "{case}")
@@ -785,7 +785,7 @@ fn a_connection_joined_midstream_decodes_what_it_can() {
         .iter()
         .map(|e| {
             (
-                e.request.method.as_str(),
+                &*e.request.method,
                 e.request.target.as_str(),
                 e.request.header("host"),
                 e.response.status,

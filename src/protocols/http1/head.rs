@@ -239,7 +239,8 @@ mod tests {
     #[test]
     fn methods_and_kept_headers_come_through_as_sent() {
         // Method, kept names and what is kept of a response, borrowed or not.
-        let cases: [(&[u8], &str, &[(&str, &str)]); 4] = [
+        type Kept<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(&[u8], &str, Kept); 4] = [
             (
                 b"GET / HTTP/1.1\r\nHOST: a\r\nUser-Agent: u\r\n\r\n",
                 "GET",

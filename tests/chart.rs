@@ -111,7 +111,13 @@ fn the_default_rendering_is_valid_and_least_privilege() {
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     assert_eq!(
         added_capabilities(ds),
-        ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"]
+        [
+            "BPF",
+            "PERFMON",
+            "SYS_PTRACE",
+            "DAC_READ_SEARCH",
+            "SYS_NICE"
+        ]
     );
     // NODE_NAME from the downward API.
     let env = c.env.as_ref().unwrap();
@@ -293,6 +299,7 @@ fn values_switch_privileges_and_reach_the_config() {
             "PERFMON",
             "SYS_PTRACE",
             "DAC_READ_SEARCH",
+            "SYS_NICE",
             "NET_ADMIN",
             "SYS_RESOURCE"
         ]
@@ -437,8 +444,11 @@ fn the_agent_runs_with_only_the_charts_capabilities() {
         .find_map(|l| l.strip_prefix("CapBnd:"))
         .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
         .unwrap();
-    // CAP_DAC_READ_SEARCH 2, CAP_SYS_PTRACE 19, CAP_PERFMON 38, CAP_BPF 39.
-    assert_eq!(bounding, (1 << 2) | (1 << 19) | (1 << 38) | (1 << 39));
+    // CAP_DAC_READ_SEARCH 2, CAP_SYS_PTRACE 19, CAP_SYS_NICE 23, CAP_PERFMON 38, CAP_BPF 39.
+    assert_eq!(
+        bounding,
+        (1 << 2) | (1 << 19) | (1 << 23) | (1 << 38) | (1 << 39)
+    );
     curl(&[&server.url("/items/1")]);
     let capture = agent.stop();
     assert_eq!(
@@ -449,6 +459,12 @@ fn the_agent_runs_with_only_the_charts_capabilities() {
             "/items/1".to_string(),
             200
         )],
+        "{}",
+        capture.stderr
+    );
+    // SYS_NICE lets the ring reader's thread go ahead of ordinary ones.
+    assert!(
+        !capture.stderr.contains("keeps the default priority"),
         "{}",
         capture.stderr
     );

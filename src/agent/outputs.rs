@@ -195,6 +195,8 @@ pub(super) async fn telemetry_stage(
                 if let (Some(console), Signal::Exchanges(_)) = (&console, &signal) {
                     let _ = console.send(signal).await;
                 }
+                // As the tracker does: the ring reader must not wait behind a backlog here.
+                tokio::task::yield_now().await;
             }
             _ = batch_timer.tick() => flush(&mut otel),
             _ = metric_timer.tick() => send_metrics(&mut otel),

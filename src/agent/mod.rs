@@ -221,7 +221,7 @@ pub async fn run(
     let mut probes = Probes::load(&probe_settings(config, &options))?;
     // The reader runs on a thread of its own with its own event loop: on the shared workers
     // it waited behind the other stages' batches under load, and the ring overflowed
-    // (benchmarks/RESULTS.md, "The ring reader on a thread of its own").
+    // (benchmarks/RESULTS.md, "Events lost: the ring reader waited behind the other stages").
     let reader_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -610,8 +610,9 @@ async fn read_ring(
 
 /// The reader's thread goes ahead of ordinary threads (nice -10): it only moves records from
 /// the kernel's ring into memory (about 2 % of a core at 80 000 events/s, by a profile), and
-/// when it waits for a core the ring overflows (benchmarks/RESULTS.md, "The ring reader on a thread of its
-/// own"). Without the privilege it keeps the default, said once.
+/// when it waits for a core the ring overflows (benchmarks/RESULTS.md, "Events lost: the ring
+/// reader waited behind the other stages"). Without the privilege it keeps the default, said
+/// once.
 fn raise_reader_priority() {
     // SAFETY: plain syscalls on the calling thread, no memory passed.
     let raised = unsafe {

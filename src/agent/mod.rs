@@ -320,6 +320,7 @@ pub async fn run(
         stop_rx,
     );
     let reader = tokio::task::spawn_blocking(move || {
+        name_reader_thread();
         raise_reader_priority();
         reader_runtime.block_on(reading)
     });
@@ -606,6 +607,13 @@ async fn read_ring(
             return;
         }
     }
+}
+
+/// The blocking pool's thread that runs the reader for the agent's life shows as `ring-reader`
+/// in `ps` and `top`.
+fn name_reader_thread() {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated name of at most 16 bytes from the pointer.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"ring-reader".as_ptr()) };
 }
 
 /// The reader's thread goes ahead of ordinary threads (nice -10): it only moves records from

@@ -31,7 +31,21 @@ pub struct Response {
     pub headers: Vec<Header>,
 }
 
+/// The methods of RFC 9110 and PATCH: a request's method is borrowed from here when it is one
+/// of them (nearly always), not copied.
+const COMMON_METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
+
 impl Request {
+    /// A method as the parsers keep it: borrowed when it is a common one, else copied.
+    pub fn method_name(method: &str) -> Cow<'static, str> {
+        match COMMON_METHODS.iter().find(|m| **m == method) {
+            Some(&common) => Cow::Borrowed(common),
+            None => Cow::Owned(method.to_string()),
+        }
+    }
+
     /// First value of a kept header (name in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -98,7 +98,7 @@ fn parse_request(buf: &[u8]) -> Parsed {
                 Err(e) => return Parsed::Invalid(e),
             };
             let request = Request {
-                method: method_name(req.method.unwrap_or_default()),
+                method: Request::method_name(req.method.unwrap_or_default()),
                 target: bounded_target(req.path.unwrap_or_default()),
                 version_minor: req.version.unwrap_or(1),
                 major: 1,
@@ -179,19 +179,6 @@ fn kept(headers: &[httparse::Header<'_>], names: &[&'static str]) -> Vec<Header>
         ));
     }
     kept
-}
-
-/// The methods of RFC 9110 and PATCH: a request's method is borrowed from here when it is one
-/// of them (nearly always), not copied.
-const COMMON_METHODS: [&str; 9] = [
-    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
-];
-
-fn method_name(method: &str) -> Cow<'static, str> {
-    match COMMON_METHODS.iter().find(|m| **m == method) {
-        Some(&common) => Cow::Borrowed(common),
-        None => Cow::Owned(method.to_string()),
-    }
 }
 
 fn bounded_target(target: &str) -> String {

@@ -116,10 +116,7 @@ pub(super) fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
     // reported as unknown rather than guessed.
     Exchange {
         request: Request {
-            method: header(&req, ":method")
-                .unwrap_or(UNKNOWN)
-                .to_string()
-                .into(),
+            method: Request::method_name(header(&req, ":method").unwrap_or(UNKNOWN)),
             target: header(&req, ":path").unwrap_or(UNKNOWN).to_string(),
             version_minor: 0,
             major: 2,

@@ -62,13 +62,15 @@ mod tests {
     use super::*;
     use crate::{
         protocols::Role,
-        telemetry::{spans::identity, spans::tests::record, wire::AttrSink as _},
+        telemetry::{
+            spans::identity, spans::tests::record, trace_context::IdGenerator, wire::AttrSink as _,
+        },
     };
 
     #[test]
     fn the_access_log_decodes_with_its_spans_ids_and_attributes() {
         let r = record(Role::Server, &[], 503);
-        let id = identity(&r);
+        let id = identity(&r, &mut IdGenerator::new());
         let mut attrs = WireAttrs::default();
         attrs.str("url.path", "/users/7");
         let mut bytes = Vec::new();

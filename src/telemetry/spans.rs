@@ -10,7 +10,7 @@ use crate::{
     telemetry::{
         ExchangeRecord,
         http::method,
-        trace_context::{new_span_id, new_trace_id, parse_traceparent},
+        trace_context::{IdGenerator, parse_traceparent},
         wire::{WireAttrs, put_bytes, put_fixed32, put_fixed64, put_str, put_uint},
     },
 };
@@ -42,14 +42,14 @@ pub struct Identity {
 /// child of the span it names. A client exchange whose request carries one is that span (the
 /// client put its own span id there), so the server's span hangs under it — and no parent is
 /// claimed, because the client's parent is not on the wire. Without the header a trace starts.
-pub fn identity(r: &ExchangeRecord) -> Identity {
+pub fn identity(r: &ExchangeRecord, ids: &mut IdGenerator) -> Identity {
     match (
         r.role,
         r.request_header("traceparent").and_then(parse_traceparent),
     ) {
         (Role::Server, Some(tp)) => Identity {
             trace_id: tp.trace_id,
-            span_id: new_span_id(),
+            span_id: ids.span_id(),
             parent_span_id: Some(tp.parent_id),
             flags: u32::from(tp.flags) | HAS_IS_REMOTE | IS_REMOTE,
             joined: true,
@@ -62,8 +62,8 @@ pub fn identity(r: &ExchangeRecord) -> Identity {
             joined: true,
         },
         (_, None) => Identity {
-            trace_id: new_trace_id(),
-            span_id: new_span_id(),
+            trace_id: ids.trace_id(),
+            span_id: ids.span_id(),
             parent_span_id: None,
             flags: SAMPLED | HAS_IS_REMOTE,
             joined: false,
@@ -215,7 +215,13 @@ pub(crate) mod tests {
     ) -> opentelemetry_proto::tonic::trace::v1::Span {
         use prost::Message as _;
         let mut bytes = Vec::new();
-        encode_span(&mut bytes, r, &identity(r), route, &WireAttrs::default());
+        encode_span(
+            &mut bytes,
+            r,
+            &identity(r, &mut IdGenerator::new()),
+            route,
+            &WireAttrs::default(),
+        );
         opentelemetry_proto::tonic::trace::v1::Span::decode(bytes.as_slice()).unwrap()
     }
 

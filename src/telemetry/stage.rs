@@ -35,6 +35,7 @@ use crate::{
         rpc,
         spans::{Identity, encode_span, identity, unix_nanos},
         split::split_metrics,
+        trace_context::IdGenerator,
         wire::{WireAttrs, put_bytes, put_len_header, varint_len},
     },
 };
@@ -113,6 +114,7 @@ struct Scratch {
     attributes: WireAttrs,
     message: Vec<u8>,
     line: String,
+    ids: IdGenerator,
 }
 
 pub struct Telemetry {
@@ -218,7 +220,7 @@ impl Telemetry {
         for r in records {
             // The span's ids, chosen before the metrics so that the duration's exemplar
             // points at it (only when spans are sent: an exemplar must name a real span).
-            let id = (traces || logs).then(|| identity(r));
+            let id = (traces || logs).then(|| identity(r, &mut self.scratch.ids));
             let exemplar = id.as_ref().filter(|_| traces).map(|id| SpanIds {
                 trace_id: id.trace_id,
                 span_id: id.span_id,

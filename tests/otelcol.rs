@@ -106,11 +106,28 @@ fn every_exchange_arrives(collector: &Otelcol, worker: u32, logged: &Logged) -> 
 
 /// netsonde → the Collector over `transport`: everything nginx logged arrives as spans and
 /// access logs of its worker, counted once in the duration histogram; each curl has its span.
-fn deliver_through(transport: &[&str]) {
+/// Each access log carries its span's attributes, or with `access_log_attributes` lean, some.
+fn deliver_through(transport: &[&str], access_log_attributes: &str) {
     let collector = Otelcol::recording();
     let nginx = Nginx::start();
     let worker = nginx.worker.to_string();
-    let mut args = vec!["--pid", &worker, "--comm", "curl", "--exporter", "otlp"];
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("netsonde.yaml");
+    std::fs::write(
+        &config,
+        format!("export:\n  access_log_attributes: {access_log_attributes}\n"),
+    )
+    .unwrap();
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--pid",
+        &worker,
+        "--comm",
+        "curl",
+        "--exporter",
+        "otlp",
+    ];
     let endpoint = match transport {
         [] => collector.grpc_url(),
         _ => collector.http_url(),
@@ -126,6 +143,34 @@ fn deliver_through(transport: &[&str]) {
     assert_eq!(logged.len(), 9, "nginx's access log: {logged:?}");
 
     let received = every_exchange_arrives(&collector, nginx.worker, &logged);
+    let keys = |item: &Value| -> Vec<String> {
+        item["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| a["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let spans = items_of(&received, SPANS, nginx.worker);
+    for (_, log) in items_of(&received, LOGS, nginx.worker) {
+        let (_, span) = spans
+            .iter()
+            .find(|(_, s)| s["spanId"] == log["spanId"])
+            .expect("the log's span arrived");
+        let (span_keys, log_keys) = (keys(span), keys(&log));
+        if access_log_attributes == "all" {
+            assert_eq!(log_keys, span_keys, "{log}");
+        } else {
+            assert!(log_keys.iter().all(|k| span_keys.contains(k)), "{log}");
+            for key in ["url.path", "http.response.status_code", "client.address"] {
+                assert!(log_keys.iter().any(|k| k == key), "{key}: {log}");
+            }
+            for key in ["network.peer.port", "user_agent.original"] {
+                assert!(span_keys.iter().any(|k| k == key), "{key}: {span}");
+                assert!(!log_keys.iter().any(|k| k == key), "{key}: {log}");
+            }
+        }
+    }
     for pid in &clients {
         let spans = items_of(&received, SPANS, *pid);
         assert_eq!(spans.len(), 1, "curl {pid}: {spans:?}");
@@ -204,14 +249,15 @@ fn deliver_through(transport: &[&str]) {
 fn the_collector_receives_every_signal_over_grpc() {
     require_privileges!();
     let _guard = serial();
-    deliver_through(&[]);
+    deliver_through(&[], "all");
 }
 
 #[test]
 fn the_collector_receives_every_signal_over_http() {
     require_privileges!();
     let _guard = serial();
-    deliver_through(&["--otlp-protocol", "http/protobuf"]);
+    // Lean access logs here; the gRPC test has the default.
+    deliver_through(&["--otlp-protocol", "http/protobuf"], "lean");
 }
 
 fn shipped(name: &str) -> std::path::PathBuf {

@@ -76,6 +76,7 @@ fn settings() -> TelemetrySettings {
         workload_ttl: Duration::from_secs(300),
         rpc_legacy_attributes: false,
         peer_addresses_on_metrics: false,
+        access_log_attributes: Default::default(),
         metric_request_max_bytes: 3 << 20,
     }
 }

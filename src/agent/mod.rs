@@ -364,6 +364,7 @@ pub async fn run(
             workload_ttl: (export.metric_interval() * 5).max(Duration::from_secs(300)),
             rpc_legacy_attributes: export.rpc_legacy_attributes,
             peer_addresses_on_metrics: export.peer_addresses_on_metrics,
+            access_log_attributes: export.access_log_attributes,
             metric_request_max_bytes: export.metric_request_max_bytes,
             drop_reasons: drop_reasons.clone(),
             kube: kube_view.clone(),

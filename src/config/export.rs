@@ -117,6 +117,18 @@ impl TemporalityPreference {
     }
 }
 
+/// Which attributes an access log record carries (`export.access_log_attributes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogAttributes {
+    /// Every attribute of the exchange's span: the record can be filtered on its own.
+    #[default]
+    All,
+    /// Those a log backend filters access logs by; the rest stay on the span the record names
+    /// by its trace and span ids. About half the bytes sent.
+    Lean,
+}
+
 /// Settings one signal's OTLP exporter may override.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -298,6 +310,8 @@ pub struct ExportConfig {
     /// Put the peer's IP address (`network.peer.address`) on connection and kernel metrics.
     /// Off: a server's metrics would get a series per client address, without bound.
     pub peer_addresses_on_metrics: bool,
+    /// Which of the span's attributes the access log repeats.
+    pub access_log_attributes: AccessLogAttributes,
     /// Largest metrics export request, in bytes: larger ones are split (a collector refuses
     /// what exceeds its limit, 4 MiB by default for gRPC, and would refuse it on every retry).
     pub metric_request_max_bytes: usize,
@@ -324,6 +338,7 @@ impl Default for ExportConfig {
             agent_service_name: "netsonde".into(),
             rpc_legacy_attributes: false,
             peer_addresses_on_metrics: false,
+            access_log_attributes: AccessLogAttributes::All,
             metric_request_max_bytes: 3 << 20,
             sdk_disabled: false,
         }

@@ -508,7 +508,7 @@ pub(crate) mod tests {
     }
 
     /// Every key of the file.
-    const DOCUMENTED_KEYS: [&str; 61] = [
+    const DOCUMENTED_KEYS: [&str; 62] = [
         "capture.payload_bytes",
         "capture.ring_buffer_bytes",
         "capture.batch_delay_ms",
@@ -569,6 +569,7 @@ pub(crate) mod tests {
         "export.agent_service_name",
         "export.rpc_legacy_attributes",
         "export.peer_addresses_on_metrics",
+        "export.access_log_attributes",
         "export.metric_request_max_bytes",
     ];
 

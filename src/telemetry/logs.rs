@@ -15,6 +15,28 @@ use crate::telemetry::{
 /// The log record's event name.
 pub const EVENT_NAME: &str = "netsonde.http.access";
 
+/// The attributes a lean access log keeps (`export.access_log_attributes: lean`): what a log
+/// backend filters access logs by (what was asked, of whom, by whom, and how it ended; the peer
+/// workload in Kubernetes). The
+/// record's line has the rest in brief (sizes, user agent, duration, the query), and its span,
+/// named by the record's trace and span ids, has them all.
+pub const LEAN_LOG_ATTRIBUTES: [&str; 14] = [
+    "http.request.method",
+    "url.path",
+    "http.route",
+    "url.template",
+    "http.response.status_code",
+    "error.type",
+    "netsonde.http.incomplete",
+    "server.address",
+    "server.port",
+    "client.address",
+    "rpc.method",
+    "rpc.response.status_code",
+    "netsonde.peer.service.name",
+    "netsonde.peer.service.namespace",
+];
+
 /// Appends the access log of `r` (a `LogRecord` message, without its field tag and length) to
 /// `out`: the span's ids and attributes, severity ERROR for 5xx, WARN for 4xx, INFO otherwise.
 /// `line` is scratch space for the body.

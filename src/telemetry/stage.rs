@@ -19,14 +19,14 @@ use prost::Message as _;
 
 use crate::{
     attribution::ProcessCache,
-    config::export::{SignalKind, Signals},
+    config::export::{AccessLogAttributes, SignalKind, Signals},
     connections::{ActivityKind, ConnectionActivity},
     protocols::Role,
     telemetry::{
         ExchangeRecord,
         http::{metric_attributes, span_attributes},
         kernel,
-        logs::encode_access_log,
+        logs::{LEAN_LOG_ATTRIBUTES, encode_access_log},
         metrics::{Instrument, Measurement, MetricSet, SpanIds},
         otlp::{Attrs, Payload, SCHEMA_URL, scope},
         peer::{KubeView, PeerCache, PeerInfo},
@@ -56,6 +56,8 @@ pub struct TelemetrySettings {
     pub rpc_legacy_attributes: bool,
     /// `network.peer.address` on connection and kernel metrics (`export.peer_addresses_on_metrics`).
     pub peer_addresses_on_metrics: bool,
+    /// Which of the span's attributes the access log repeats (`export.access_log_attributes`).
+    pub access_log_attributes: AccessLogAttributes,
     /// Largest metrics request; larger ones are split (`export.metric_request_max_bytes`).
     pub metric_request_max_bytes: usize,
     /// The kernel's names of its packet drop reasons (others are reported by number).
@@ -112,6 +114,8 @@ struct Pending {
 #[derive(Default)]
 struct Scratch {
     attributes: WireAttrs,
+    /// The access log's share of `attributes`, when it does not repeat them all.
+    log_attributes: WireAttrs,
     message: Vec<u8>,
     line: String,
     ids: IdGenerator,
@@ -316,12 +320,22 @@ impl Telemetry {
             pending.span_count += 1;
         }
         if logs {
+            let attributes = match self.settings.access_log_attributes {
+                AccessLogAttributes::All => &scratch.attributes,
+                AccessLogAttributes::Lean => {
+                    let lean = &mut scratch.log_attributes;
+                    scratch
+                        .attributes
+                        .retain_into(lean, |key| LEAN_LOG_ATTRIBUTES.contains(&key));
+                    &*lean
+                }
+            };
             scratch.message.clear();
             encode_access_log(
                 &mut scratch.message,
                 r,
                 id,
-                &scratch.attributes,
+                attributes,
                 now,
                 &mut scratch.line,
             );

@@ -162,6 +162,19 @@ impl WireAttrs {
         self.scratch = text;
     }
 
+    /// Copies into `out` (cleared first) the attributes whose key `keep` accepts, in order.
+    pub fn retain_into(&self, out: &mut WireAttrs, keep: impl Fn(&str) -> bool) {
+        out.clear();
+        for (i, &start) in self.tags.iter().enumerate() {
+            let end = self.tags.get(i + 1).copied().unwrap_or(self.bytes.len());
+            let entry = &self.bytes[start..end];
+            if keep(entry_key(entry)) {
+                out.tags.push(out.bytes.len());
+                out.bytes.extend_from_slice(entry);
+            }
+        }
+    }
+
     /// Writes the attributes as fields number `field` (< 16) of the enclosing message.
     pub fn splice_into(&self, buf: &mut Vec<u8>, field: u32) {
         debug_assert!(field < 16);
@@ -172,6 +185,17 @@ impl WireAttrs {
             buf[start + at] = tag;
         }
     }
+}
+
+/// The key of one entry as `open` wrote it: its tag byte and length, then the key's tag byte,
+/// length and bytes (keys are `'static` names, so UTF-8).
+fn entry_key(entry: &[u8]) -> &str {
+    use prost::encoding::decode_varint;
+    let mut rest = &entry[1..];
+    let _entry_len = decode_varint(&mut rest);
+    rest = &rest[1..];
+    let len = decode_varint(&mut rest).map_or(0, |n| n as usize);
+    std::str::from_utf8(&rest[..len.min(rest.len())]).unwrap_or_default()
 }
 
 impl AttrSink for WireAttrs {
@@ -246,6 +270,42 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn kept_attributes_are_copied_whole_and_in_order() {
+        let mut attrs = WireAttrs::default();
+        attrs.str("url.path", "/a");
+        attrs.int("http.response.status_code", 200);
+        // A key past 127 bytes and a value past 127 bytes: lengths of two varint bytes.
+        let long_key: &'static str = Box::leak("k".repeat(130).into_boxed_str());
+        attrs.str(long_key, &"v".repeat(200));
+        attrs.ip("network.peer.address", std::net::Ipv4Addr::LOCALHOST.into());
+        let mut kept = WireAttrs::default();
+        kept.str("left over", "from before");
+        attrs.retain_into(&mut kept, |k| {
+            k != "url.path" && k != "network.peer.address"
+        });
+        let mut span = Vec::new();
+        kept.splice_into(&mut span, 9);
+        let decoded = Span::decode(span.as_slice()).unwrap();
+        let keys: Vec<&str> = decoded
+            .attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect();
+        assert_eq!(keys, ["http.response.status_code", long_key]);
+        assert_eq!(
+            decoded.attributes[1].value,
+            Some(AnyValue {
+                value: Some(Value::StringValue("v".repeat(200)))
+            })
+        );
+        // Kept into a log's field too: the tags are where the copy put them.
+        let mut log = Vec::new();
+        kept.splice_into(&mut log, 6);
+        let decoded = opentelemetry_proto::tonic::logs::v1::LogRecord::decode(log.as_slice());
+        assert_eq!(decoded.unwrap().attributes.len(), 2);
     }
 
     #[test]

@@ -22,6 +22,7 @@ fn settings(max_routes: usize) -> TelemetrySettings {
         workload_ttl: Duration::from_secs(300),
         rpc_legacy_attributes: false,
         peer_addresses_on_metrics: false,
+        access_log_attributes: Default::default(),
         metric_request_max_bytes: 3 << 20,
     }
 }
@@ -229,4 +230,62 @@ fn idle_workloads_are_forgotten() {
     assert!(!t.collect_metrics(t0 + Duration::from_secs(400)).is_empty());
     assert_eq!(t.workloads(), 0);
     assert!(t.collect_metrics(t0 + Duration::from_secs(500)).is_empty());
+}
+
+/// A lean access log keeps the attributes to filter by, in the span's order; the span keeps
+/// them all; by default the log repeats the span's.
+#[test]
+fn a_lean_access_log_keeps_what_logs_are_filtered_by() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_001);
+    let keys = |lean: AccessLogAttributes| {
+        let mut t = Telemetry::new(
+            TelemetrySettings {
+                access_log_attributes: lean,
+                ..settings(10)
+            },
+            now,
+        );
+        let mut r = record(Role::Server, &[("user-agent", "curl/8")], 503);
+        r.kernel.sent.packets = 2;
+        t.add_exchanges(&mut [r], now);
+        let (spans, logs) = t.take_spans_and_logs().unwrap();
+        let (Payload::Traces(traces), Payload::Logs(logs)) =
+            (spans.decoded().unwrap(), logs.decoded().unwrap())
+        else {
+            panic!("traces and logs");
+        };
+        let names = |attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+            attrs.iter().map(|a| a.key.clone()).collect::<Vec<_>>()
+        };
+        let span = &traces.resource_spans[0].scope_spans[0].spans[0];
+        let log = &logs.resource_logs[0].scope_logs[0].log_records[0];
+        (names(&span.attributes), names(&log.attributes))
+    };
+    let (span, log) = keys(AccessLogAttributes::All);
+    assert_eq!(log, span);
+    let (lean_span, lean_log) = keys(AccessLogAttributes::Lean);
+    assert_eq!(lean_span, span, "the span keeps every attribute");
+    let want: Vec<String> = span
+        .iter()
+        .filter(|k| crate::telemetry::logs::LEAN_LOG_ATTRIBUTES.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(lean_log, want);
+    for key in [
+        "http.request.method",
+        "url.path",
+        "http.response.status_code",
+        "error.type",
+        "client.address",
+    ] {
+        assert!(lean_log.iter().any(|k| k == key), "{key}: {lean_log:?}");
+    }
+    for key in [
+        "user_agent.original",
+        "client.port",
+        "netsonde.kernel.packets.sent",
+    ] {
+        assert!(span.iter().any(|k| k == key), "{key} on the span: {span:?}");
+        assert!(!lean_log.iter().any(|k| k == key), "{key}: {lean_log:?}");
+    }
 }

@@ -125,7 +125,7 @@ pub enum AccessLogAttributes {
     #[default]
     All,
     /// Those a log backend filters access logs by; the rest stay on the span the record names
-    /// by its trace and span ids. About half the bytes sent.
+    /// by its trace and span ids. A third fewer bytes sent with all three signals.
     Lean,
 }
 

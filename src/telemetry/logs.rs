@@ -17,9 +17,8 @@ pub const EVENT_NAME: &str = "netsonde.http.access";
 
 /// The attributes a lean access log keeps (`export.access_log_attributes: lean`): what a log
 /// backend filters access logs by (what was asked, of whom, by whom, and how it ended; the peer
-/// workload in Kubernetes). The
-/// record's line has the rest in brief (sizes, user agent, duration, the query), and its span,
-/// named by the record's trace and span ids, has them all.
+/// workload in Kubernetes). The record's line has the rest in brief (sizes, user agent,
+/// duration, the query), and its span, named by the record's trace and span ids, has them all.
 pub const LEAN_LOG_ATTRIBUTES: [&str; 14] = [
     "http.request.method",
     "url.path",

@@ -100,7 +100,7 @@ pub(super) fn exchange(stream: Stream, completeness: Completeness) -> Exchange {
     // A trailers-only response (a gRPC error) carries grpc-status in its head.
     let mut response_headers: Vec<Header> = resp
         .iter()
-        .filter(|(n, _)| n == "content-type" || n.starts_with("grpc-"))
+        .filter(|(n, _)| n.starts_with("grpc-"))
         .map(|(n, v)| (Cow::Owned(n.clone()), v.clone()))
         .collect();
     // Trailers matter to gRPC (grpc-status, grpc-message): keep them with the response.

@@ -3,7 +3,9 @@
 //! * `httparse_heads` — the floor: httparse alone parsing the request and response heads;
 //! * `http1_exchange` — netsonde's parser on the same bytes: framing, pairing, an `Exchange`;
 //! * `decode_track_exchange` — the whole user-space path for one exchange as the kernel delivers
-//!   it: two ring records decoded, routed to their connection, parsed.
+//!   it: two ring records decoded, routed to their connection, parsed;
+//! * `decode_track_exchange_256_connections` — the same, each exchange on the next of 256 open
+//!   connections in turn (the connection table's lookups no longer hit one hot entry).
 //!
 //! The bytes are what curl sends and nginx answers for a small static file.
 
@@ -57,72 +59,87 @@ fn http1_path(c: &mut Criterion, group: &str) {
             black_box(out.pop());
         })
     });
-    g.bench_function("decode_track_exchange", |b| {
-        let stats = Arc::new(ConnectionStats::default());
-        let config = TrackerConfig {
-            max_connections: 1024,
-            idle_timeout_ns: u64::MAX,
-            http1: Limits::default(),
-        };
-        let mut tracker = Tracker::new(config, stats);
-        let mut out = Vec::with_capacity(4);
-        let (tgid, fd, sock) = (4242u32, 7i32, 0xffff_8880_1234_0000u64);
-        let open = ConnOpenEvent {
-            kind: kind::CONN_OPEN,
-            origin: origin::ACCEPT,
-            tgid,
-            tid: tgid,
-            fd,
-            family: 2,
-            local_port: 8080,
-            remote_port: 40000,
-            sock,
-            local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            remote_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
-            ..ConnOpenEvent::default()
-        };
-        tracker.handle(&events::decode(&encode::bytes_of(&open)).unwrap(), &mut out);
-        let header = |dir: u8, sc: u16, len: usize| DataEvent {
-            kind: kind::DATA,
-            captured: len as u32,
-            tgid,
-            tid: tgid,
-            fd,
-            syscall: sc,
-            direction: dir,
-            flags: 0,
-            sock,
-            bytes: len as u64,
-            stream_pos: 0,
-            enter_ns: 0,
-            exit_ns: 0,
-            kernel: Default::default(),
-            h2_frame: netsonde_common::h2_stream::LOST,
-        };
-        let mut request = encode::data_record(
-            &header(direction::INGRESS, syscall::RECVFROM, REQUEST.len()),
-            REQUEST,
-        );
-        let mut response = encode::data_record(
-            &header(direction::EGRESS, syscall::WRITEV, RESPONSE.len()),
-            RESPONSE,
-        );
-        let pos_at = std::mem::offset_of!(DataEvent, stream_pos);
-        let (mut in_pos, mut out_pos) = (0u64, 0u64);
-        b.iter(|| {
-            request[pos_at..pos_at + 8].copy_from_slice(&in_pos.to_ne_bytes());
-            response[pos_at..pos_at + 8].copy_from_slice(&out_pos.to_ne_bytes());
-            in_pos += REQUEST.len() as u64;
-            out_pos += RESPONSE.len() as u64;
-            // One batch, as the agent hands the ring's records on.
-            let batch = [&request, &response].map(|r| events::decode(black_box(r)).unwrap());
-            tracker.handle_batch(&batch, &mut out);
-            assert_eq!(out.len(), 1);
-            black_box(out.pop());
-        })
+    g.bench_function("decode_track_exchange", |b| decode_track(b, 1));
+    g.bench_function("decode_track_exchange_256_connections", |b| {
+        decode_track(b, 256)
     });
     g.finish();
+}
+
+/// One exchange per iteration, on the next of `connections` keep-alive connections in turn.
+fn decode_track(b: &mut criterion::Bencher<'_>, connections: usize) {
+    let stats = Arc::new(ConnectionStats::default());
+    let config = TrackerConfig {
+        max_connections: 1024,
+        idle_timeout_ns: u64::MAX,
+        http1: Limits::default(),
+    };
+    let mut tracker = Tracker::new(config, stats);
+    let mut out = Vec::with_capacity(4);
+    let tgid = 4242u32;
+    let pos_at = std::mem::offset_of!(DataEvent, stream_pos);
+    // Per connection: its request and response records, and how far each stream has got.
+    let mut conns: Vec<(Vec<u8>, Vec<u8>, u64, u64)> = (0..connections)
+        .map(|i| {
+            let (fd, sock) = (7 + i as i32, 0xffff_8880_1234_0000u64 + 0x1000 * i as u64);
+            let open = ConnOpenEvent {
+                kind: kind::CONN_OPEN,
+                origin: origin::ACCEPT,
+                tgid,
+                tid: tgid,
+                fd,
+                family: 2,
+                local_port: 8080,
+                remote_port: 40000 + i as u16,
+                sock,
+                local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                remote_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
+                ..ConnOpenEvent::default()
+            };
+            tracker.handle(&events::decode(&encode::bytes_of(&open)).unwrap(), &mut out);
+            let header = |dir: u8, sc: u16, len: usize| DataEvent {
+                kind: kind::DATA,
+                captured: len as u32,
+                tgid,
+                tid: tgid,
+                fd,
+                syscall: sc,
+                direction: dir,
+                flags: 0,
+                sock,
+                bytes: len as u64,
+                stream_pos: 0,
+                enter_ns: 0,
+                exit_ns: 0,
+                kernel: Default::default(),
+                h2_frame: netsonde_common::h2_stream::LOST,
+            };
+            let request = encode::data_record(
+                &header(direction::INGRESS, syscall::RECVFROM, REQUEST.len()),
+                REQUEST,
+            );
+            let response = encode::data_record(
+                &header(direction::EGRESS, syscall::WRITEV, RESPONSE.len()),
+                RESPONSE,
+            );
+            (request, response, 0, 0)
+        })
+        .collect();
+    let mut next = 0;
+    b.iter(|| {
+        let (request, response, in_pos, out_pos) = &mut conns[next];
+        next = (next + 1) % connections;
+        request[pos_at..pos_at + 8].copy_from_slice(&in_pos.to_ne_bytes());
+        response[pos_at..pos_at + 8].copy_from_slice(&out_pos.to_ne_bytes());
+        *in_pos += REQUEST.len() as u64;
+        *out_pos += RESPONSE.len() as u64;
+        // One batch, as the agent hands the ring's records on.
+        let batch = [&*request, &*response].map(|r| events::decode(black_box(r)).unwrap());
+        tracker.handle_batch(&batch, &mut out);
+        assert_eq!(out.len(), 1);
+        black_box(out.pop());
+    })
 }
 
 fn benches(c: &mut Criterion) {

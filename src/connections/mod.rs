@@ -458,7 +458,8 @@ impl Tracker {
             fd: header.fd,
             sock: header.sock,
         };
-        if self.table.get_mut(&key).is_none() {
+        // Asked without moving it to the front: the lookup below does that.
+        if !self.table.contains(&key) {
             self.adopt(key);
         }
         let Some(conn) = self.table.get_mut(&key) else {

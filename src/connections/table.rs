@@ -37,6 +37,11 @@ impl<V> Table<V> {
         self.entries.is_empty()
     }
 
+    /// Whether there is an entry for `key` (its place in the order is left alone).
+    pub fn contains(&self, key: &ConnKey) -> bool {
+        self.entries.contains(key)
+    }
+
     /// The entry, marked as most recently active.
     pub fn get_mut(&mut self, key: &ConnKey) -> Option<&mut V> {
         self.entries.get_mut(key)

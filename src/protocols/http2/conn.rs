@@ -667,7 +667,7 @@ impl Http2 {
                     discard: false,
                 };
                 if header.has(flags::END_HEADERS) {
-                    self.on_block(dir, header.kind, block, seg, out);
+                    self.on_block(dir, header.kind, block, out);
                 } else {
                     self.sides[dir.index()].block = Some(block);
                 }
@@ -693,7 +693,7 @@ impl Http2 {
                 if header.has(flags::END_HEADERS) {
                     let block = side.block.take().expect("checked");
                     if !block.discard {
-                        self.on_block(dir, kind::HEADERS, block, seg, out);
+                        self.on_block(dir, kind::HEADERS, block, out);
                     }
                 }
             }

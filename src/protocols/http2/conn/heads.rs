@@ -3,7 +3,7 @@
 
 use super::{Block, Http2, REFUSED_REMEMBERED};
 use crate::protocols::{
-    Completeness, Direction, Exchange, Segment,
+    Completeness, Direction, Exchange,
     http2::{
         frame::kind,
         hpack::HpackError,
@@ -17,7 +17,6 @@ impl Http2 {
         dir: Direction,
         kind_: u8,
         block: Block,
-        _seg: &Segment<'_>,
         out: &mut Vec<Exchange>,
     ) {
         let mut headers = Vec::new();

@@ -443,3 +443,49 @@ fn packets_a_qdisc_holds_are_timed_in_the_device_queue() {
     let mean = seconds / timed as f64;
     assert!(mean >= 0.000_5, "{mean} s per packet in the queue");
 }
+
+/// Packets that arrived before the agent started have no arrival stamp: their reads are
+/// counted as `receive_untimed` (neither timed nor counted in the syscall's packets), and every
+/// packet that arrives while the agent runs is stamped and claimed, so it is not.
+#[test]
+fn packets_read_without_an_arrival_stamp_are_counted() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _guard = serial();
+    const EARLY: usize = 3;
+    const LATE: usize = 8;
+    let script = support_file("queued_reads.py").display().to_string();
+    let mut pair = Peer {
+        child: std::process::Command::new(python())
+            .args([script.as_str(), &EARLY.to_string(), &LATE.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn queued_reads.py"),
+    };
+    let mut out = BufReader::new(pair.child.stdout.take().unwrap());
+    wait_for_line(&mut out, "queued");
+
+    let comm = comm_of(python());
+    let agent = Agent::start(&["--comm", &comm, "--exporter", "console"]);
+    say(&mut pair);
+    wait_for_line(&mut out, "read");
+    let capture = agent.stop();
+    say(&mut pair);
+    wait_timeout(&mut pair.child, Duration::from_secs(10));
+
+    let untimed = capture
+        .final_stat("receive_untimed")
+        .expect("receive_untimed on the final stats line");
+    eprintln!("receive_untimed={untimed}");
+    // The kernel may have joined the early packets in the receive queue (TCP coalescing): at
+    // least one read found no stamp, and none of the late packets' did.
+    assert!(
+        (1..=EARLY as u64).contains(&untimed),
+        "{untimed} packets read without an arrival stamp; {EARLY} arrived before the agent, \
+         {LATE} after"
+    );
+}

@@ -28,6 +28,8 @@ pub const SYSCALL_SLOTS: u32 = 512;
 /// iovec, within the payload prefix). Later messages are flagged `BYTES_UNCOUNTED`.
 pub const MAX_MMSG: u32 = 8;
 
+pub mod arrivals;
+
 /// Record kinds: the first `u32` of every ring-buffer record.
 pub mod kind {
     /// [`super::DataEvent`] followed by `captured` payload bytes.
@@ -361,20 +363,6 @@ pub struct TxSlot {
     pub tx: TxSkb,
 }
 
-/// In-kernel only: a received packet waiting to be copied to a reader (`RX_SKBS`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RxSkb {
-    pub received_ns: u64,
-    /// Time in netfilter hooks, in `ip_rcv` and in `tcp_v4_rcv` on the way in (kernels with
-    /// kprobes or fentry).
-    pub nf_ns: u64,
-    pub l3_ns: u64,
-    pub l4_ns: u64,
-    pub len: u32,
-    pub nf_count: u32,
-}
-
 /// In-kernel only: a connect() whose SYN went out (`HANDSHAKES`, keyed by `struct sock`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -611,7 +599,10 @@ pub mod counter {
     pub const DROP_REASONS_FULL: u32 = 25;
     /// HTTP/2 walks that found a frame boundary again after losing it.
     pub const H2_RESYNCS: u32 = 26;
-    pub const COUNT: u32 = 27;
+    /// Packets a traced syscall read that had no intact arrival stamp (`arrivals`): not
+    /// counted in its packets, not timed.
+    pub const RECEIVE_UNTIMED: u32 = 27;
+    pub const COUNT: u32 = 28;
 }
 
 /// In-kernel only: arguments of a syscall in flight, saved at entry for its exit (keyed by
@@ -831,7 +822,6 @@ mod pod {
     unsafe impl aya::Pod for super::KernelNoteEvent {}
     unsafe impl aya::Pod for super::NetLayout {}
     unsafe impl aya::Pod for super::TxSkb {}
-    unsafe impl aya::Pod for super::RxSkb {}
     unsafe impl aya::Pod for super::Handshake {}
     unsafe impl aya::Pod for super::InFlightKernel {}
     unsafe impl aya::Pod for super::CallKey {}
@@ -847,7 +837,6 @@ const _: () = assert!(core::mem::size_of::<KernelNoteEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<NetLayout>() == 16);
 const _: () = assert!(core::mem::size_of::<TxSkb>() == 32);
 const _: () = assert!(core::mem::size_of::<TxSlot>() == 40);
-const _: () = assert!(core::mem::size_of::<RxSkb>() == 40);
 const _: () = assert!(core::mem::size_of::<CallKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CallStart>() == 16);
 const _: () = assert!(core::mem::size_of::<Handshake>() == 16);

@@ -20,9 +20,10 @@ use aya_ebpf::{
 use netsonde_common::{CallKey, CallStart, feature, layer};
 
 use crate::{
+    arrivals::arrival_of,
     in_flight::in_flight,
     kernel::read,
-    maps::{ARP_WAIT, CALLS, KNOWN_SOCKS, RX_SKBS, features, offset},
+    maps::{ARP_WAIT, CALLS, KNOWN_SOCKS, features, offset},
     net::{add_time, sends},
     noop, now,
 };
@@ -62,7 +63,7 @@ fn end_call(func: u64) -> Option<(u64, u64, u64)> {
 /// Entry of a receiving-side call on packet `skb`, if it is on its way to a reader.
 #[inline(always)]
 fn enter_receive(func: u64, skb: u64) {
-    if RX_SKBS.get_ptr(&skb).is_some() {
+    if arrival_of(skb).is_some() {
         start_call(bpf_get_current_pid_tgid(), func, skb);
     }
 }
@@ -73,7 +74,7 @@ fn exit_receive(func: u64) {
     let Some((_, skb, ns)) = end_call(func) else {
         return;
     };
-    if let Some(rx) = RX_SKBS.get_ptr_mut(&skb) {
+    if let Some(rx) = arrival_of(skb) {
         // SAFETY: a pointer into the map value; one packet is in one place at a time.
         unsafe {
             match func {

@@ -19,6 +19,7 @@
 #![allow(internal_features)]
 #![no_main]
 
+mod arrivals;
 mod capture;
 mod filter;
 mod go_tls;

@@ -7,8 +7,10 @@ use aya_ebpf::{
 };
 use netsonde_common::{
     CachedDecision, CallKey, CallStart, Comm, DataEvent, GoroutineKey, H2MessageKey,
-    H2MessageState, Handshake, InFlightKernel, KernelOffsets, NetLayout, ProbeConfig, RxSkb,
-    SCRATCH_DATA, SYSCALL_SLOTS, SocketEntry, SslKey, SyscallArgs, TlsArgs, TxSkb, TxSlot, counter,
+    H2MessageState, Handshake, InFlightKernel, KernelOffsets, NetLayout, ProbeConfig, SCRATCH_DATA,
+    SYSCALL_SLOTS, SocketEntry, SslKey, SyscallArgs, TlsArgs, TxSkb, TxSlot,
+    arrivals::{RX_SETS, RxSet},
+    counter,
 };
 
 /// Settings, set by user space before load (read-only at run time, so the verifier sees the
@@ -85,10 +87,11 @@ pub static TX_SKBS: LruHashMap<u64, TxSkb> = LruHashMap::with_max_entries(16384,
 #[map]
 pub static TX_NOW: PerCpuArray<TxSlot> = PerCpuArray::with_max_entries(1, 0);
 
-/// Received packets not yet copied to a reader, by `sk_buff` address. Every packet the node
-/// receives passes here: whose it is is known only when a reader copies it.
+/// Received packets not yet copied to a reader: a stamp each, in a set-associative array by
+/// `sk_buff` address (`netsonde_common::arrivals`). Every packet the node receives passes here:
+/// whose it is is known only when a reader copies it.
 #[map]
-pub static RX_SKBS: LruHashMap<u64, RxSkb> = LruHashMap::with_max_entries(16384, 0);
+pub static RX_ARRIVALS: Array<RxSet> = Array::with_max_entries(RX_SETS, 0);
 
 /// Announced sockets of traced processes, by `struct sock` address: `tgid << 32 | fd`. Lets
 /// softirq-time events (retransmits, drops) find their connection.

@@ -6,8 +6,8 @@
 //! record stays in its CPU's slot (`TX_NOW`) while the device takes it there and then, as a
 //! queueless one does; a packet a qdisc holds, or a driver hands back, may leave later from
 //! another CPU: its record moves to a per-`sk_buff` map (`TX_SKBS`). Receiving runs in
-//! softirq, where the owner is unknown: every received packet gets a per-`sk_buff` record
-//! (`RX_SKBS`) that the reading syscall claims when it copies the packet. Retransmits, drops
+//! softirq, where the owner is unknown: every received packet gets a per-`sk_buff` stamp
+//! (`RX_ARRIVALS`) that the reading syscall claims when it copies the packet. Retransmits, drops
 //! and handshakes happen outside any syscall: they become notes for the connection, found by
 //! `struct sock` (`KNOWN_SOCKS`, `HANDSHAKES`, `ESTABLISHED`).
 //!
@@ -20,17 +20,18 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use netsonde_common::{
-    Handshake, InFlightKernel, KernelNoteEvent, KernelStats, RxSkb, TxSkb, TxSlot,
-    UNKNOWN_DROP_REASON, counter, feature, kind, layer, note, syscall,
+    Handshake, InFlightKernel, KernelNoteEvent, KernelStats, TxSkb, TxSlot, UNKNOWN_DROP_REASON,
+    counter, feature, kind, layer, note, syscall,
 };
 
 use crate::{
+    arrivals::{Arrival, claim_arrival, stamp_arrival},
     filter::traced,
     in_flight::in_flight,
     kernel::read,
     maps::{
         ARP_WAIT, DROP_REASONS, ESTABLISHED, EVENTS, HANDSHAKES, IN_FLIGHT_KERNEL, KNOWN_SOCKS,
-        RX_SKBS, TX_NOW, TX_SKBS, count, features, offset, output_flags,
+        TX_NOW, TX_SKBS, count, features, offset, output_flags,
     },
     noop, now,
 };
@@ -379,15 +380,7 @@ pub fn netif_receive_skb(ctx: RawTracePointContext) -> u32 {
     }
     // TP_PROTO(struct sk_buff *skb)
     let skb = arg(&ctx, 0);
-    let rx = RxSkb {
-        received_ns: now(),
-        nf_ns: 0,
-        l3_ns: 0,
-        l4_ns: 0,
-        len: skb_len(skb),
-        nf_count: 0,
-    };
-    let _ = RX_SKBS.insert(&skb, &rx, 0);
+    stamp_arrival(skb, now(), skb_len(skb));
     0
 }
 
@@ -408,12 +401,14 @@ pub fn skb_copy_datagram_iovec(ctx: RawTracePointContext) -> u32 {
     }
     // TP_PROTO(const struct sk_buff *skb, int len)
     let skb = arg(&ctx, 0);
-    // SAFETY: copied out at once.
-    let Some(rx) = (unsafe { RX_SKBS.get(&skb) }).copied() else {
-        // Already claimed by an earlier read of the same packet, or never seen arriving.
-        return 0;
+    let rx = match claim_arrival(skb) {
+        Arrival::Stamped(rx) => rx,
+        Arrival::Claimed => return 0,
+        Arrival::Unknown => {
+            count(counter::RECEIVE_UNTIMED, 1);
+            return 0;
+        }
     };
-    let _ = RX_SKBS.remove(&skb);
     let Some(stats) = stats_of(pid_tgid, enter_ns, true) else {
         return 0;
     };

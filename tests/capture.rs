@@ -735,3 +735,50 @@ fn requests_never_finished_are_counted_at_close_and_at_timeout() {
         capture.stats
     );
 }
+
+/// With the reader's timer at its slowest (1 s), only the programs' wake-ups keep a small ring
+/// from overflowing: a program that writes a record wakes the reader once an eighth of the
+/// ring is in use. 1 000 exchanges (about 2 MB of records) through a 256 KiB ring within about
+/// a second: none lost, every one reported on both ends, as nginx's access log has them.
+/// (Programs that never woke the reader lost 4 154 events here.)
+#[test]
+fn the_programs_wake_the_reader_before_a_small_ring_fills() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slow-timer.yaml");
+    std::fs::write(
+        &config,
+        "capture:\n  ring_buffer_bytes: 262144\n  batch_delay_ms: 1000\n",
+    )
+    .unwrap();
+    let agent = Agent::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--comm",
+        "curl",
+        "--comm",
+        "nginx",
+    ]);
+    const REQUESTS: usize = 1000;
+    let urls: Vec<String> = (0..REQUESTS)
+        .map(|i| nginx.url(&format!("/index.html?w={i}")))
+        .collect();
+    let mut args = vec!["-s", "-S"];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let client = run_client("curl", &args);
+    let capture = agent.stop();
+
+    assert_eq!(
+        capture.final_stat("lost"),
+        Some(0),
+        "events lost: {:?}",
+        capture.stats
+    );
+    assert_eq!(nginx.access_log().len(), REQUESTS, "nginx's own count");
+    assert_eq!(capture.of(client).len(), REQUESTS, "client exchanges");
+    assert_eq!(capture.of(nginx.worker).len(), REQUESTS, "server exchanges");
+}

@@ -525,34 +525,42 @@ fn a_pid_filter_traces_that_process_only() {
     assert_eq!(capture.lines.len(), 1);
 }
 
+/// An agent that traces curl and nginx with `config` (YAML) from a file in `dir`.
+fn curl_and_nginx_agent(dir: &tempfile::TempDir, config: &str) -> Agent {
+    let path = dir.path().join("netsonde.yaml");
+    std::fs::write(&path, config).unwrap();
+    Agent::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--comm",
+        "curl",
+        "--comm",
+        "nginx",
+    ])
+}
+
+/// One curl fetches `{prefix}{i}` for each i below `n` from nginx, over one connection, and
+/// exits; its pid.
+fn curl_all(nginx: &Nginx, prefix: &str, n: usize) -> u32 {
+    let urls: Vec<String> = (0..n).map(|i| nginx.url(&format!("{prefix}{i}"))).collect();
+    let mut args = vec!["-s", "-S"];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    run_client("curl", &args)
+}
+
 #[test]
 fn a_full_ring_buffer_loses_events_counts_them_and_invents_nothing() {
     require_privileges!();
     let _serial = serial();
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("small-ring.yaml");
-    std::fs::write(
-        &config,
+    let agent = curl_and_nginx_agent(
+        &dir,
         "capture:\n  ring_buffer_bytes: 4096\noutput:\n  stats_interval_secs: 0\n",
-    )
-    .unwrap();
-    let agent = Agent::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--comm",
-        "curl",
-        "--comm",
-        "nginx",
-    ]);
-    let urls: Vec<String> = (0..300)
-        .map(|i| nginx.url(&format!("/big.bin?i={i}")))
-        .collect();
-    let mut args = vec!["-s", "-S"];
-    for url in &urls {
-        args.extend(["-o", "/dev/null", url.as_str()]);
-    }
-    let client = run_client("curl", &args);
+    );
+    let client = curl_all(&nginx, "/big.bin?i=", 300);
     let capture = agent.stop();
 
     let lost = capture.final_stat("lost").unwrap();
@@ -747,29 +755,12 @@ fn the_programs_wake_the_reader_before_a_small_ring_fills() {
     let _serial = serial();
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("slow-timer.yaml");
-    std::fs::write(
-        &config,
+    let agent = curl_and_nginx_agent(
+        &dir,
         "capture:\n  ring_buffer_bytes: 262144\n  batch_delay_ms: 1000\n",
-    )
-    .unwrap();
-    let agent = Agent::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--comm",
-        "curl",
-        "--comm",
-        "nginx",
-    ]);
+    );
     const REQUESTS: usize = 1000;
-    let urls: Vec<String> = (0..REQUESTS)
-        .map(|i| nginx.url(&format!("/index.html?w={i}")))
-        .collect();
-    let mut args = vec!["-s", "-S"];
-    for url in &urls {
-        args.extend(["-o", "/dev/null", url.as_str()]);
-    }
-    let client = run_client("curl", &args);
+    let client = curl_all(&nginx, "/index.html?w=", REQUESTS);
     let capture = agent.stop();
 
     assert_eq!(

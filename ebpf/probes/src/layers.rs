@@ -160,6 +160,15 @@ fn btf_arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
     unsafe { *(ctx.as_ptr() as *const u64).add(n) }
 }
 
+/// Argument `n` of an fentry/fexit context as a plain number. Loaded from the context, a
+/// pointer argument is typed by BTF as a kernel pointer, and the verifier refuses any arithmetic
+/// on it but adding offsets; a packet's receive stamp is found by hashing its address
+/// (`arrivals`). Read through a helper, it is a number like a kprobe's.
+#[inline(always)]
+fn btf_arg_value<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
+    read::<u64>(ctx.as_ptr() as u64 + 8 * n as u64).unwrap_or(0)
+}
+
 macro_rules! send_layer {
     ($function:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident, $func:expr, $layer:expr) => {
         #[fentry(function = $function)]
@@ -219,7 +228,7 @@ send_layer!(
 #[fentry(function = "nf_hook_slow")]
 pub fn nf_hook_slow_fentry(ctx: FEntryContext) -> i32 {
     if !noop() {
-        enter_netfilter(btf_arg(&ctx, 0));
+        enter_netfilter(btf_arg_value(&ctx, 0));
     }
     0
 }
@@ -269,7 +278,7 @@ macro_rules! receive_layer {
         #[fentry(function = $function)]
         pub fn $fentry(ctx: FEntryContext) -> i32 {
             if !noop() {
-                enter_receive($func, btf_arg(&ctx, 0));
+                enter_receive($func, btf_arg_value(&ctx, 0));
             }
             0
         }

@@ -26,34 +26,21 @@ pub(crate) fn stamp_arrival(skb: u64, received_ns: u64, len: u32) {
     }
 }
 
-/// What a reader's copy found of a packet's stamp.
-pub(crate) enum Arrival {
-    /// Intact, and now claimed.
-    Stamped(RxSkb),
-    /// Claimed by an earlier read of the same packet.
-    Claimed,
-    /// None: never seen arriving (before the agent started, or its program skipped), or its way
-    /// taken by newer packets.
-    Unknown,
-}
-
-/// Takes a packet's stamp. The claim zeroes its way's time; a stamp written into the way in the
-/// nanoseconds between would be taken for claimed.
+/// Takes a packet's stamp: what the reader's copy found of it, an intact one now claimed. The
+/// claim zeroes its way's time; a stamp written into the way in the nanoseconds between would
+/// be taken for claimed.
 #[inline(always)]
-pub(crate) fn claim_arrival(skb: u64) -> Arrival {
+pub(crate) fn claim_arrival(skb: u64) -> Found {
     let Some(set) = set(skb) else {
-        return Arrival::Unknown;
+        return Found::Unknown;
     };
     // SAFETY: as in `stamp_arrival`.
     unsafe {
-        match find(&*set, skb) {
-            Found::Stamped(way, rx) => {
-                (*set).times[way & (RX_WAYS - 1)] = 0;
-                Arrival::Stamped(rx)
-            }
-            Found::Claimed => Arrival::Claimed,
-            Found::Unknown => Arrival::Unknown,
+        let found = find(&*set, skb);
+        if let Found::Stamped(way, _) = found {
+            (*set).times[way & (RX_WAYS - 1)] = 0;
         }
+        found
     }
 }
 

@@ -21,11 +21,11 @@ use aya_ebpf::{
 };
 use netsonde_common::{
     Handshake, InFlightKernel, KernelNoteEvent, KernelStats, TxSkb, TxSlot, UNKNOWN_DROP_REASON,
-    counter, feature, kind, layer, note, syscall,
+    arrivals::Found, counter, feature, kind, layer, note, syscall,
 };
 
 use crate::{
-    arrivals::{Arrival, claim_arrival, stamp_arrival},
+    arrivals::{claim_arrival, stamp_arrival},
     filter::traced,
     in_flight::in_flight,
     kernel::read,
@@ -402,9 +402,12 @@ pub fn skb_copy_datagram_iovec(ctx: RawTracePointContext) -> u32 {
     // TP_PROTO(const struct sk_buff *skb, int len)
     let skb = arg(&ctx, 0);
     let rx = match claim_arrival(skb) {
-        Arrival::Stamped(rx) => rx,
-        Arrival::Claimed => return 0,
-        Arrival::Unknown => {
+        Found::Stamped(_, rx) => rx,
+        // Counted by the read that claimed it.
+        Found::Claimed => return 0,
+        // Never seen arriving (before the agent started, or its program skipped), or its way
+        // taken by newer packets.
+        Found::Unknown => {
             count(counter::RECEIVE_UNTIMED, 1);
             return 0;
         }

@@ -3,7 +3,8 @@
 //! * `httparse_heads` — the floor: httparse alone parsing the request and response heads;
 //! * `http1_exchange` — netsonde's parser on the same bytes: framing, pairing, an `Exchange`;
 //! * `decode_track_exchange` — the whole user-space path for one exchange as the kernel delivers
-//!   it: two ring records decoded, routed to their connection, parsed;
+//!   it: two ring records copied into a batch (as the reader does), decoded in place, routed to
+//!   their connection, parsed;
 //! * `decode_track_exchange_256_connections` — the same, each exchange on the next of 256 open
 //!   connections in turn (the connection table's lookups no longer hit one hot entry).
 //!
@@ -127,6 +128,7 @@ fn decode_track(b: &mut criterion::Bencher<'_>, connections: usize) {
         })
         .collect();
     let mut next = 0;
+    let mut batch = events::Batch::default();
     b.iter(|| {
         let (request, response, in_pos, out_pos) = &mut conns[next];
         next = (next + 1) % connections;
@@ -134,9 +136,11 @@ fn decode_track(b: &mut criterion::Bencher<'_>, connections: usize) {
         response[pos_at..pos_at + 8].copy_from_slice(&out_pos.to_ne_bytes());
         *in_pos += REQUEST.len() as u64;
         *out_pos += RESPONSE.len() as u64;
-        // One batch, as the agent hands the ring's records on.
-        let batch = [&*request, &*response].map(|r| events::decode(black_box(r)).unwrap());
-        tracker.handle_batch(&batch, &mut out);
+        // One batch, as the agent hands the ring's records on, recycled as the tracker does.
+        batch.push(black_box(request)).unwrap();
+        batch.push(black_box(response)).unwrap();
+        tracker.handle_batch(batch.events(), &mut out);
+        batch.recycle();
         assert_eq!(out.len(), 1);
         black_box(out.pop());
     })

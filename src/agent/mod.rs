@@ -1,7 +1,7 @@
 //! Wires the stages together, owns their tasks, and stops them in order.
 //!
 //! ```text
-//! probes ──ring buffer──▶ reader thread ─Vec<Event>──▶ tracker task ──Signal──▶ telemetry task ──Signal──▶ console thread
+//! probes ──ring buffer──▶ reader thread ───Batch────▶ tracker task ──Signal──▶ telemetry task ──Signal──▶ console thread
 //!  (kernel)               (events::decode)            (connections +             (spans, logs,  ──Payload─▶ OTLP tasks / file thread
 //!     ▲                        │                        protocols)                 metrics)            (Fanout: never waits)
 //!     │                        └─fork/exec/exit─▶ lifecycle thread
@@ -30,7 +30,7 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::Ordering::Relaxed,
-        mpsc::{SyncSender, TrySendError},
+        mpsc::{Receiver, SyncSender, TrySendError},
     },
     time::Duration,
 };
@@ -50,7 +50,7 @@ use crate::{
         export::{ExporterKind, SignalKind},
     },
     connections::{ConnectionStats, Tracker, TrackerConfig},
-    events::{self, Event, KernelClock},
+    events::{Batch, Event, KernelClock},
     export::{
         ExportStats, Fanout,
         console::ConsoleExporter,
@@ -85,6 +85,8 @@ const BATCH: usize = 4096;
 const READER_NICE: libc::c_int = -10;
 /// Event batches in flight between reader and tracker.
 const EVENT_QUEUE: usize = 64;
+/// Emptied batches waiting for the reader to fill them again (each keeps at most 1 MiB).
+const SPARE_BATCHES: usize = 4;
 /// Signals in flight between tracker and telemetry, and telemetry and console.
 const SIGNAL_QUEUE: usize = 256;
 /// Lifecycle event batches in flight between reader and lifecycle thread.
@@ -304,6 +306,7 @@ pub async fn run(
         tokio::spawn(serve_status(listener, status.clone()))
     });
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(SPARE_BATCHES);
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -311,6 +314,7 @@ pub async fn run(
     let reading = read_ring(
         ring,
         event_tx,
+        spare_rx,
         Lifecycles {
             tx: lifecycle_tx,
             stats: lifecycle_stats.clone(),
@@ -341,6 +345,7 @@ pub async fn run(
     }
     let tracker = tokio::spawn(track(
         event_rx,
+        spare_tx,
         signal_tx,
         tracker_config,
         conn_stats.clone(),
@@ -520,17 +525,17 @@ fn announce(probes: &Probes, config: &Config) {
 
 /// Where the reader sends lifecycle events, and where it counts those it could not.
 struct Lifecycles {
-    tx: SyncSender<Vec<Event>>,
+    tx: SyncSender<Vec<Event<'static>>>,
     stats: Arc<LifecycleStats>,
 }
 
 impl Lifecycles {
     /// Copies the lifecycle events of a batch to the lifecycle thread; never waits.
-    fn forward(&self, batch: &[Event]) {
-        let events: Vec<Event> = batch.iter().filter(|e| e.is_lifecycle()).cloned().collect();
-        if events.is_empty() {
+    fn forward(&self, batch: &Batch) {
+        if !batch.has_lifecycle() {
             return;
         }
+        let events: Vec<Event<'static>> = batch.events().filter_map(|e| e.lifecycle()).collect();
         let n = events.len() as u64;
         match self.tx.try_send(events) {
             Ok(()) => {}
@@ -550,30 +555,23 @@ impl Lifecycles {
 
 async fn read_ring(
     mut ring: RingReader,
-    tx: mpsc::Sender<Vec<Event>>,
+    tx: mpsc::Sender<Batch>,
+    spares: Receiver<Batch>,
     lifecycles: Lifecycles,
     stats: Arc<ReaderStats>,
     batch_delay: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let decode_into = |record: &[u8], batch: &mut Vec<Event>| {
+    let push = |record: &[u8], batch: &mut Batch| {
         stats.records.fetch_add(1, Relaxed);
-        match events::decode(record) {
-            Ok(event) => batch.push(event),
-            Err(e) => {
-                if stats.decode_errors.fetch_add(1, Relaxed) == 0 {
-                    tracing::warn!(
-                        "dropping an undecodable kernel record: {e} (counted as decode_errors)"
-                    );
-                }
-            }
+        if let Err(e) = batch.push(record)
+            && stats.decode_errors.fetch_add(1, Relaxed) == 0
+        {
+            tracing::warn!("dropping an undecodable kernel record: {e} (counted as decode_errors)");
         }
     };
     let mut timer = tokio::time::interval(batch_delay);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Each batch starts with the room the last one took: grown from empty, its reallocations
-    // were about 1 % of the agent's samples under load.
-    let mut last_len = 0;
     loop {
         tokio::select! {
             biased;
@@ -587,9 +585,9 @@ async fn read_ring(
             _ = timer.tick() => {}
         }
         loop {
-            let mut batch = Vec::with_capacity(last_len);
-            let n = ring.drain(BATCH, |record| decode_into(record, &mut batch));
-            last_len = batch.len();
+            // A batch the tracker is done with, or a new one while all are in flight.
+            let mut batch = spares.try_recv().unwrap_or_default();
+            let n = ring.drain(BATCH, |record| push(record, &mut batch));
             lifecycles.forward(&batch);
             if !batch.is_empty() && tx.send(batch).await.is_err() {
                 return;
@@ -601,8 +599,8 @@ async fn read_ring(
     }
     // Detached: whatever is left is all there will be.
     loop {
-        let mut batch = Vec::new();
-        let n = ring.drain(BATCH, |record| decode_into(record, &mut batch));
+        let mut batch = spares.try_recv().unwrap_or_default();
+        let n = ring.drain(BATCH, |record| push(record, &mut batch));
         lifecycles.forward(&batch);
         if batch.is_empty() || tx.send(batch).await.is_err() || n < BATCH {
             return;
@@ -638,7 +636,8 @@ fn raise_reader_priority() {
 }
 
 async fn track(
-    mut rx: mpsc::Receiver<Vec<Event>>,
+    mut rx: mpsc::Receiver<Batch>,
+    spares: SyncSender<Batch>,
     tx: mpsc::Sender<Signal>,
     config: TrackerConfig,
     stats: Arc<ConnectionStats>,
@@ -651,8 +650,11 @@ async fn track(
     loop {
         tokio::select! {
             batch = rx.recv() => {
-                let Some(events) = batch else { break };
-                tracker.handle_batch(&events, &mut observed);
+                let Some(mut batch) = batch else { break };
+                tracker.handle_batch(batch.events(), &mut observed);
+                // Back to the reader to fill again; when it has enough spares, freed here.
+                batch.recycle();
+                let _ = spares.try_send(batch);
                 if send_exchanges(&mut observed, &tx, &clock, &redaction).await.is_err() {
                     break;
                 }

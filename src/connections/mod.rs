@@ -296,21 +296,25 @@ impl Tracker {
     }
 
     /// Applies one kernel event; finished exchanges go to `out`.
-    pub fn handle(&mut self, event: &Event, out: &mut Vec<ObservedExchange>) {
-        self.handle_batch(std::slice::from_ref(event), out);
+    pub fn handle(&mut self, event: &Event<'_>, out: &mut Vec<ObservedExchange>) {
+        self.handle_batch(std::iter::once(*event), out);
     }
 
     /// Applies a batch of kernel events in order; finished exchanges go to `out`. The shared
     /// counters are updated once per batch: a locked add per event showed in profiles.
-    pub fn handle_batch(&mut self, events: &[Event], out: &mut Vec<ObservedExchange>) {
+    pub fn handle_batch<'a>(
+        &mut self,
+        events: impl ExactSizeIterator<Item = Event<'a>>,
+        out: &mut Vec<ObservedExchange>,
+    ) {
         self.stats.events.fetch_add(events.len() as u64, Relaxed);
         for event in events {
-            self.apply(event, out);
+            self.apply(&event, out);
         }
         self.stats.active.store(self.table.len() as u64, Relaxed);
     }
 
-    fn apply(&mut self, event: &Event, out: &mut Vec<ObservedExchange>) {
+    fn apply(&mut self, event: &Event<'_>, out: &mut Vec<ObservedExchange>) {
         match event {
             Event::Open(open) => self.on_open(open, out),
             Event::Data { header, payload } => self.on_data(header, payload, out),

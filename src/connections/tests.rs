@@ -22,7 +22,14 @@ fn config() -> TrackerConfig {
     }
 }
 
-fn open(tgid: u32, fd: i32, sock: u64, how: u32, local_port: u16, remote_port: u16) -> Event {
+fn open(
+    tgid: u32,
+    fd: i32,
+    sock: u64,
+    how: u32,
+    local_port: u16,
+    remote_port: u16,
+) -> Event<'static> {
     let mut comm = [0u8; 16];
     comm[..4].copy_from_slice(b"test");
     Event::Open(ConnOpenEvent {
@@ -53,7 +60,7 @@ const C5: End = (CLIENT, 5, SOCK_C);
 const S7: End = (SERVER, 7, SOCK_S);
 
 /// A data event; `total` > bytes.len() means only a prefix was captured.
-fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u64) -> Event {
+fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u64) -> Event<'_> {
     Event::Data {
         header: DataEvent {
             kind: kind::DATA,
@@ -72,16 +79,16 @@ fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u
             kernel: Default::default(),
             h2_frame: netsonde_common::h2_stream::LOST,
         },
-        payload: bytes.to_vec(),
+        payload: bytes,
     }
 }
 
-fn close(tgid: u32, fd: i32, sock: u64) -> Event {
+fn close(tgid: u32, fd: i32, sock: u64) -> Event<'static> {
     close_at(tgid, fd, sock, [0, 0])
 }
 
 /// A close whose socket's streams ended at `ends` (egress, ingress bytes).
-fn close_at(tgid: u32, fd: i32, sock: u64, ends: [u64; 2]) -> Event {
+fn close_at(tgid: u32, fd: i32, sock: u64, ends: [u64; 2]) -> Event<'static> {
     Event::Close(ConnCloseEvent {
         kind: kind::CONN_CLOSE,
         tgid,
@@ -840,7 +847,7 @@ fn a_lost_http2_record_is_found_again_at_the_kernels_frame_boundary() {
     assert_eq!(stats.gap_bytes.load(Relaxed), cut as u64);
 }
 
-fn note(end: End, what: u32, value: u64, ts: u64) -> Event {
+fn note(end: End, what: u32, value: u64, ts: u64) -> Event<'static> {
     Event::KernelNote(KernelNoteEvent {
         kind: kind::KERNEL_NOTE,
         note: what,

@@ -1,18 +1,24 @@
 //! Decodes raw ring-buffer records into typed events. Pure: no I/O, no state.
 
+mod batch;
 pub mod clock;
 
 use netsonde_common::{
     ConnCloseEvent, ConnOpenEvent, DataEvent, KernelNoteEvent, ProcessEvent, ProcessExitEvent, kind,
 };
 
+pub use batch::Batch;
 pub use clock::KernelClock;
 
-/// One record from the kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+/// One record from the kernel. A data record's payload is borrowed from the bytes it was decoded
+/// from (a [`Batch`]'s), so decoding allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
     /// A read- or write-like syscall on a TCP socket, with the captured payload prefix.
-    Data { header: DataEvent, payload: Vec<u8> },
+    Data {
+        header: DataEvent,
+        payload: &'a [u8],
+    },
     /// A connection became known.
     Open(ConnOpenEvent),
     /// A connection was closed.
@@ -28,13 +34,16 @@ pub enum Event {
     KernelNote(KernelNoteEvent),
 }
 
-impl Event {
-    /// Whether the process-lifecycle stage wants it.
-    pub fn is_lifecycle(&self) -> bool {
-        matches!(
-            self,
-            Event::ProcessExit(_) | Event::ProcessFork(_) | Event::ProcessExec(_)
-        )
+impl Event<'_> {
+    /// The event, if the process-lifecycle stage wants it (those carry no payload, so they
+    /// outlive the bytes they were decoded from).
+    pub fn lifecycle(&self) -> Option<Event<'static>> {
+        match *self {
+            Event::ProcessExit(e) => Some(Event::ProcessExit(e)),
+            Event::ProcessFork(e) => Some(Event::ProcessFork(e)),
+            Event::ProcessExec(e) => Some(Event::ProcessExec(e)),
+            _ => None,
+        }
     }
 }
 
@@ -52,62 +61,77 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes one record.
-pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
-    let kind = u32::from_ne_bytes(
-        record
-            .get(..4)
-            .ok_or(DecodeError::Short { len: record.len() })?
-            .try_into()
-            .expect("4 bytes"),
-    );
-    match kind {
+/// Decodes one record; a data record's payload stays in `record`.
+pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
+    Ok(match check(record)? {
         kind::DATA => {
-            let header: DataEvent = read_struct(record, kind, false)?;
+            let header: DataEvent = copy_out(record);
             let start = size_of::<DataEvent>();
-            let end = start + header.captured as usize;
-            if record.len() < end {
-                return Err(DecodeError::Size {
-                    kind,
-                    len: record.len(),
-                    expected: end,
-                });
-            }
-            Ok(Event::Data {
+            Event::Data {
                 header,
-                payload: record[start..end].to_vec(),
-            })
+                payload: &record[start..start + header.captured as usize],
+            }
         }
-        kind::CONN_OPEN => Ok(Event::Open(read_struct(record, kind, true)?)),
-        kind::CONN_CLOSE => Ok(Event::Close(read_struct(record, kind, true)?)),
-        kind::PROCESS_EXIT => Ok(Event::ProcessExit(read_struct(record, kind, true)?)),
-        kind::PROCESS_FORK => Ok(Event::ProcessFork(read_struct(record, kind, true)?)),
-        kind::PROCESS_EXEC => Ok(Event::ProcessExec(read_struct(record, kind, true)?)),
-        kind::KERNEL_NOTE => Ok(Event::KernelNote(read_struct(record, kind, true)?)),
-        other => Err(DecodeError::UnknownKind { kind: other }),
-    }
+        kind::CONN_OPEN => Event::Open(copy_out(record)),
+        kind::CONN_CLOSE => Event::Close(copy_out(record)),
+        kind::PROCESS_EXIT => Event::ProcessExit(copy_out(record)),
+        kind::PROCESS_FORK => Event::ProcessFork(copy_out(record)),
+        kind::PROCESS_EXEC => Event::ProcessExec(copy_out(record)),
+        kind::KERNEL_NOTE => Event::KernelNote(copy_out(record)),
+        other => unreachable!("check passed a record of kind {other}"),
+    })
 }
 
-/// Copies a `#[repr(C)]` record out of the buffer. `exact`: the record must be exactly the
-/// struct (fixed-size records); otherwise at least (a data header with payload after it).
-fn read_struct<T: aya::Pod>(record: &[u8], kind: u32, exact: bool) -> Result<T, DecodeError> {
-    let expected = size_of::<T>();
-    // The kernel pads ring records to 8 bytes; fixed records may carry that padding.
-    let fits = if exact {
-        record.len() >= expected && record.len() < expected + 8
-    } else {
-        record.len() >= expected
+/// The kind of `record` when it decodes, found without copying it out.
+pub fn check(record: &[u8]) -> Result<u32, DecodeError> {
+    let word = |at: usize| {
+        record
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
     };
-    if !fits {
+    let kind = word(0).ok_or(DecodeError::Short { len: record.len() })?;
+    // Fixed records must be exactly their struct (the kernel pads ring records to 8 bytes, so
+    // they may carry that padding); a data record is its header and then its payload.
+    let (expected, exact) = match kind {
+        kind::DATA => (size_of::<DataEvent>(), false),
+        kind::CONN_OPEN => (size_of::<ConnOpenEvent>(), true),
+        kind::CONN_CLOSE => (size_of::<ConnCloseEvent>(), true),
+        kind::PROCESS_EXIT => (size_of::<ProcessExitEvent>(), true),
+        kind::PROCESS_FORK | kind::PROCESS_EXEC => (size_of::<ProcessEvent>(), true),
+        kind::KERNEL_NOTE => (size_of::<KernelNoteEvent>(), true),
+        other => return Err(DecodeError::UnknownKind { kind: other }),
+    };
+    let len = record.len();
+    if len < expected || (exact && len >= expected + 8) {
         return Err(DecodeError::Size {
             kind,
-            len: record.len(),
+            len,
             expected,
         });
     }
+    if kind == kind::DATA {
+        let captured = word(std::mem::offset_of!(DataEvent, captured)).expect("in the header");
+        let expected = expected + captured as usize;
+        if len < expected {
+            return Err(DecodeError::Size {
+                kind,
+                len,
+                expected,
+            });
+        }
+    }
+    Ok(kind)
+}
+
+/// Copies a `#[repr(C)]` record out of a buffer [`check`] passed.
+fn copy_out<T: aya::Pod>(record: &[u8]) -> T {
+    assert!(
+        record.len() >= size_of::<T>(),
+        "a record shorter than its struct"
+    );
     // SAFETY: T is Pod (any bit pattern is valid) and the buffer holds at least size_of::<T>()
     // bytes; read_unaligned because ring records are only 8-byte aligned.
-    Ok(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<T>()) })
+    unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<T>()) }
 }
 
 /// Test and benchmark helpers: build records as the kernel would.
@@ -163,7 +187,7 @@ mod tests {
             decode(&record),
             Ok(Event::Data {
                 header,
-                payload: b"hello".to_vec()
+                payload: b"hello"
             })
         );
     }

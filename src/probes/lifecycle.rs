@@ -236,7 +236,7 @@ impl Lifecycle {
     }
 
     /// Acts on one lifecycle event (others are ignored).
-    pub fn handle(&mut self, event: &Event) {
+    pub fn handle(&mut self, event: &Event<'_>) {
         match event {
             Event::ProcessFork(fork) => self.on_fork(fork.tgid),
             Event::ProcessExec(exec) if exec.traced == 0 => {
@@ -352,7 +352,7 @@ impl Lifecycle {
     }
 
     /// Runs until the sender side is gone.
-    pub fn run(mut self, rx: Receiver<Vec<Event>>) {
+    pub fn run(mut self, rx: Receiver<Vec<Event<'static>>>) {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(events) => events.iter().for_each(|e| self.handle(e)),

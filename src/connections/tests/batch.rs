@@ -37,7 +37,7 @@ fn a_batch_is_handled_as_its_events_one_by_one() {
         let mut tracker = Tracker::new(config(), stats.clone());
         let mut out = Vec::new();
         for batch in batches {
-            tracker.handle_batch(batch, &mut out);
+            tracker.handle_batch(batch.iter().copied(), &mut out);
         }
         (out, format!("{stats:?}"), stats)
     };

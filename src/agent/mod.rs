@@ -572,6 +572,9 @@ async fn read_ring(
     };
     let mut timer = tokio::time::interval(batch_delay);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Filled until it has records to send; then replaced by a batch the tracker is done with,
+    // or a new one while all are in flight.
+    let mut batch = Batch::default();
     loop {
         tokio::select! {
             biased;
@@ -585,12 +588,13 @@ async fn read_ring(
             _ = timer.tick() => {}
         }
         loop {
-            // A batch the tracker is done with, or a new one while all are in flight.
-            let mut batch = spares.try_recv().unwrap_or_default();
             let n = ring.drain(BATCH, |record| push(record, &mut batch));
-            lifecycles.forward(&batch);
-            if !batch.is_empty() && tx.send(batch).await.is_err() {
-                return;
+            if !batch.is_empty() {
+                lifecycles.forward(&batch);
+                let full = std::mem::replace(&mut batch, spares.try_recv().unwrap_or_default());
+                if tx.send(full).await.is_err() {
+                    return;
+                }
             }
             if n < BATCH {
                 break;
@@ -599,10 +603,12 @@ async fn read_ring(
     }
     // Detached: whatever is left is all there will be.
     loop {
-        let mut batch = spares.try_recv().unwrap_or_default();
         let n = ring.drain(BATCH, |record| push(record, &mut batch));
+        if batch.is_empty() {
+            return;
+        }
         lifecycles.forward(&batch);
-        if batch.is_empty() || tx.send(batch).await.is_err() || n < BATCH {
+        if tx.send(std::mem::take(&mut batch)).await.is_err() || n < BATCH {
             return;
         }
     }

@@ -79,13 +79,12 @@ use outputs::{
     telemetry_stage,
 };
 
-/// Most records handed on in one batch.
-const BATCH: usize = 4096;
 /// The ring reader thread's nice value.
 const READER_NICE: libc::c_int = -10;
-/// Event batches in flight between reader and tracker.
-const EVENT_QUEUE: usize = 64;
-/// Emptied batches waiting for the reader to fill them again (each keeps at most 1 MiB).
+/// Event batches in flight between reader and tracker: with batches of at most 256 KiB, up to
+/// 32 MiB of records wait here while the tracker is behind, before the ring fills.
+const EVENT_QUEUE: usize = 128;
+/// Emptied batches waiting for the reader to fill them again (each keeps about 276 KiB).
 const SPARE_BATCHES: usize = 4;
 /// Signals in flight between tracker and telemetry, and telemetry and console.
 const SIGNAL_QUEUE: usize = 256;
@@ -588,7 +587,11 @@ async fn read_ring(
             _ = timer.tick() => {}
         }
         loop {
-            let n = ring.drain(BATCH, |record| push(record, &mut batch));
+            ring.drain(|record| {
+                push(record, &mut batch);
+                !batch.is_full()
+            });
+            let more = batch.is_full();
             if !batch.is_empty() {
                 lifecycles.forward(&batch);
                 let full = std::mem::replace(&mut batch, spares.try_recv().unwrap_or_default());
@@ -596,19 +599,23 @@ async fn read_ring(
                     return;
                 }
             }
-            if n < BATCH {
+            if !more {
                 break;
             }
         }
     }
     // Detached: whatever is left is all there will be.
     loop {
-        let n = ring.drain(BATCH, |record| push(record, &mut batch));
+        ring.drain(|record| {
+            push(record, &mut batch);
+            !batch.is_full()
+        });
+        let more = batch.is_full();
         if batch.is_empty() {
             return;
         }
         lifecycles.forward(&batch);
-        if tx.send(std::mem::take(&mut batch)).await.is_err() || n < BATCH {
+        if tx.send(std::mem::take(&mut batch)).await.is_err() || !more {
             return;
         }
     }

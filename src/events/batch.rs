@@ -9,10 +9,14 @@ use netsonde_common::kind;
 
 use super::{DecodeError, Event, check, decode};
 
-/// Most record bytes a recycled batch keeps room for: a burst's larger buffer is given back.
-const KEPT_BYTES: usize = 1 << 20;
-/// Most records a recycled batch keeps room for.
-const KEPT_RECORDS: usize = 8192;
+/// Records after which a batch is full.
+const FULL_RECORDS: usize = 4096;
+/// Record bytes after which a batch is full. Bounded so that batches keep the same room from
+/// round to round, and the batches in flight (at most the agent's queue of them) stay small.
+const FULL_BYTES: usize = 256 << 10;
+/// Room for a full batch's bytes and one more record (a 16 KiB payload and its header): taken
+/// with the first record, so a batch never grows after it.
+const ROOM: usize = FULL_BYTES + (20 << 10);
 
 /// Records that decode, in the order they came.
 #[derive(Debug, Default)]
@@ -27,6 +31,10 @@ pub struct Batch {
 impl Batch {
     /// Adds `record` if it decodes; otherwise leaves it out and says why.
     pub fn push(&mut self, record: &[u8]) -> Result<(), DecodeError> {
+        if self.ends.capacity() == 0 {
+            self.bytes.reserve_exact(ROOM);
+            self.ends.reserve_exact(FULL_RECORDS);
+        }
         if matches!(
             check(record)?,
             kind::PROCESS_EXIT | kind::PROCESS_FORK | kind::PROCESS_EXEC
@@ -46,6 +54,11 @@ impl Batch {
         self.ends.is_empty()
     }
 
+    /// Whether the batch should go on rather than take more records.
+    pub fn is_full(&self) -> bool {
+        self.ends.len() >= FULL_RECORDS || self.bytes.len() >= FULL_BYTES
+    }
+
     /// Whether any record is one the process-lifecycle stage wants.
     pub fn has_lifecycle(&self) -> bool {
         self.lifecycle > 0
@@ -59,19 +72,22 @@ impl Batch {
         })
     }
 
-    /// Empties the batch for another round, keeping its room up to a bound.
+    /// Empties the batch for another round, keeping its room (one filled past its room by
+    /// records pushed after it was full gives the excess back).
     pub fn recycle(&mut self) {
         self.bytes.clear();
         self.ends.clear();
         self.lifecycle = 0;
-        self.bytes.shrink_to(KEPT_BYTES);
-        self.ends.shrink_to(KEPT_RECORDS);
+        self.bytes.shrink_to(ROOM);
+        self.ends.shrink_to(FULL_RECORDS);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use netsonde_common::{ConnCloseEvent, DataEvent, ProcessEvent, ProcessExitEvent};
+    use netsonde_common::{
+        ConnCloseEvent, DataEvent, KernelNoteEvent, ProcessEvent, ProcessExitEvent,
+    };
 
     use super::*;
     use crate::events::encode;
@@ -137,9 +153,26 @@ mod tests {
     }
 
     #[test]
-    fn a_recycled_batch_is_empty_and_gives_back_a_bursts_room() {
+    fn a_batch_is_full_by_records_or_bytes_and_keeps_its_room_when_recycled() {
         let mut batch = Batch::default();
+        let small = encode::bytes_of(&KernelNoteEvent {
+            kind: kind::KERNEL_NOTE,
+            ..Default::default()
+        });
+        while !batch.is_full() {
+            batch.push(&small).unwrap();
+        }
+        assert_eq!(batch.len(), FULL_RECORDS);
+        batch.recycle();
         let big = data(&[b'x'; 16384]);
+        while !batch.is_full() {
+            batch.push(&big).unwrap();
+        }
+        // Full by bytes, within the room taken with the first record: it never grew.
+        assert!(batch.len() < FULL_RECORDS);
+        assert!(batch.bytes.len() >= FULL_BYTES);
+        assert_eq!(batch.bytes.capacity(), ROOM);
+        // Pushed past full anyway (a caller that ignores it), then recycled: the excess goes.
         for _ in 0..100 {
             batch.push(&big).unwrap();
         }
@@ -149,11 +182,11 @@ mod tests {
                 ..Default::default()
             }))
             .unwrap();
-        assert!(batch.bytes.capacity() > KEPT_BYTES);
+        assert!(batch.bytes.capacity() > 2 * ROOM);
         batch.recycle();
-        assert!(batch.is_empty() && !batch.has_lifecycle());
+        assert!(batch.is_empty() && !batch.has_lifecycle() && !batch.is_full());
         assert_eq!(batch.events().count(), 0);
-        assert!(batch.bytes.capacity() <= KEPT_BYTES);
+        assert_eq!(batch.bytes.capacity(), ROOM);
         batch.push(&data(b"again")).unwrap();
         assert!(matches!(
             batch.events().next(),

@@ -27,15 +27,14 @@ impl RingReader {
         Ok(())
     }
 
-    /// Passes up to `max` waiting records to `each` without waiting; returns how many.
-    pub fn drain(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> usize {
+    /// Passes waiting records to `each` without waiting, until none is left or `each` says it
+    /// takes no more (returns false).
+    pub fn drain(&mut self, mut each: impl FnMut(&[u8]) -> bool) {
         let ring = self.fd.get_mut();
-        let mut n = 0;
-        while n < max {
-            let Some(item) = ring.next() else { break };
-            each(&item);
-            n += 1;
+        while let Some(item) = ring.next() {
+            if !each(&item) {
+                break;
+            }
         }
-        n
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! probes ──ring buffer──▶ reader thread ───Batch────▶ tracker task ──Signal──▶ telemetry task ──Signal──▶ console thread
-//!  (kernel)               (events::decode)            (connections +             (spans, logs,  ──Payload─▶ OTLP tasks / file thread
+//!  (kernel)               (events::Batch)             (connections +             (spans, logs,  ──Payload─▶ OTLP tasks / file thread
 //!     ▲                        │                        protocols)                 metrics)            (Fanout: never waits)
 //!     │                        └─fork/exec/exit─▶ lifecycle thread
 //!     └──monitored set, TLS uprobes──────────────── (probes::lifecycle)

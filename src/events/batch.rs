@@ -5,9 +5,7 @@
 //! per-thread caches then refilled and flushed through its shared arenas, about 10 % of the
 //! agent's samples under load.)
 
-use netsonde_common::kind;
-
-use super::{DecodeError, Event, check, decode};
+use super::{DecodeError, Event, check, decode, is_lifecycle_kind};
 
 /// Records after which a batch is full.
 const FULL_RECORDS: usize = 4096;
@@ -35,10 +33,7 @@ impl Batch {
             self.bytes.reserve_exact(ROOM);
             self.ends.reserve_exact(FULL_RECORDS);
         }
-        if matches!(
-            check(record)?,
-            kind::PROCESS_EXIT | kind::PROCESS_FORK | kind::PROCESS_EXEC
-        ) {
+        if is_lifecycle_kind(check(record)?) {
             self.lifecycle += 1;
         }
         self.bytes.extend_from_slice(record);
@@ -86,7 +81,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use netsonde_common::{
-        ConnCloseEvent, DataEvent, KernelNoteEvent, ProcessEvent, ProcessExitEvent,
+        ConnCloseEvent, DataEvent, KernelNoteEvent, ProcessEvent, ProcessExitEvent, kind,
     };
 
     use super::*;

@@ -34,9 +34,18 @@ pub enum Event<'a> {
     KernelNote(KernelNoteEvent),
 }
 
+/// Whether the process-lifecycle stage wants records of `kind` (by number: a batch counts them
+/// before any is decoded). The same kinds as [`Event::lifecycle`].
+pub fn is_lifecycle_kind(kind: u32) -> bool {
+    matches!(
+        kind,
+        kind::PROCESS_EXIT | kind::PROCESS_FORK | kind::PROCESS_EXEC
+    )
+}
+
 impl Event<'_> {
     /// The event, if the process-lifecycle stage wants it (those carry no payload, so they
-    /// outlive the bytes they were decoded from).
+    /// outlive the bytes they were decoded from). The same kinds as [`is_lifecycle_kind`].
     pub fn lifecycle(&self) -> Option<Event<'static>> {
         match *self {
             Event::ProcessExit(e) => Some(Event::ProcessExit(e)),

@@ -602,7 +602,11 @@ pub mod counter {
     /// Packets a traced syscall read that had no intact arrival stamp (`arrivals`): not
     /// counted in its packets, not timed.
     pub const RECEIVE_UNTIMED: u32 = 27;
-    pub const COUNT: u32 = 28;
+    /// TLS plaintext a call returned after its socket had been closed: a Go `Read` whose
+    /// connection another goroutine closed while the read was decrypting what it had received
+    /// (the connection had already ended for user space; not reported).
+    pub const TLS_AFTER_CLOSE: u32 = 28;
+    pub const COUNT: u32 = 29;
 }
 
 /// In-kernel only: arguments of a syscall in flight, saved at entry for its exit (keyed by
@@ -703,7 +707,7 @@ pub struct H2MessageState {
 }
 
 /// In-kernel only: a TLS library call in flight (keyed by `pid_tgid`). The syscalls it makes
-/// on the way fill in `fd` and `sock`. A call on an `SSL *` whose socket nothing has named yet
+/// on the way fill in `fd`. A call on an `SSL *` whose socket nothing has named yet
 /// stays after it returns (`returned` 1): the thread's next syscall on a TCP socket names it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -719,6 +723,10 @@ pub struct TlsArgs {
     pub buf: u64,
     pub len_ptr: u64,
     pub enter_ns: u64,
+    /// A Go `Read`: the `struct sock` its socket had when the call began (0 if netsonde had
+    /// not seen the socket yet), which tells a socket closed during the call from one never
+    /// seen. 0 for OpenSSL's calls.
+    pub sock_at_entry: u64,
 }
 
 /// In-kernel only: a Go `crypto/tls` call in flight, keyed by goroutine (a goroutine may
@@ -845,7 +853,7 @@ const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 28);
-const _: () = assert!(core::mem::size_of::<TlsArgs>() == 40);
+const _: () = assert!(core::mem::size_of::<TlsArgs>() == 48);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);

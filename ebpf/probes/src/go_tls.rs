@@ -10,6 +10,9 @@
 //!   the bytes are on the wire, while the writing thread has not reached its `RET` yet.
 //! - `Read`'s plaintext exists once it returns: the entry program saves the call by goroutine,
 //!   and user space puts an ordinary uprobe on each `RET` instruction (`go_tls_read_return`).
+//!   Another goroutine may close the connection while the read decrypts what it received: the
+//!   entry notes the socket, and a return whose fd no longer holds it counts its bytes as
+//!   `TLS_AFTER_CLOSE` instead of emitting them on a connection already reported closed.
 //!
 //! Go's register ABI (Go 1.17 and later, x86-64): the receiver `*Conn` in RAX, the byte
 //! slice's pointer and length in RBX and RCX, the result `n` in RAX, the current goroutine's
@@ -32,7 +35,8 @@ use netsonde_common::{GoConnLayout, GoroutineKey, TlsArgs, counter, syscall};
 use crate::{
     capture::read_user,
     filter::traced,
-    maps::{GO_TLS_CALLS, count},
+    kernel::socket_key,
+    maps::{GO_TLS_CALLS, SOCKETS, count},
     noop, now,
     tls::emit_plaintext,
 };
@@ -63,6 +67,7 @@ fn call_on(ctx: &ProbeContext, call: u16, conn: u64, buf: u64) -> Option<TlsArgs
         buf,
         len_ptr: 0,
         enter_ns: now(),
+        sock_at_entry: 0,
     })
 }
 
@@ -103,9 +108,16 @@ pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
     }
     // SAFETY: the probe's register frame, valid for the program's run.
     let (conn, buf, g) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).r14) };
-    let Some(call) = call_on(&ctx, syscall::SSL_READ, conn, buf) else {
+    let Some(mut call) = call_on(&ctx, syscall::SSL_READ, conn, buf) else {
         return 0;
     };
+    // Another goroutine may close the connection while this one decrypts what it received
+    // (Go's close(2) waits for the read's own syscall, not for `Read` to return): the socket
+    // noted now tells the return whether the fd still holds it.
+    // SAFETY: copied out at once.
+    if let Some(entry) = unsafe { SOCKETS.get(&socket_key(tgid, call.fd)) } {
+        call.sock_at_entry = entry.sock;
+    }
     // The function's stack check may grow the stack and run the entry again: same goroutine,
     // same arguments, so the second save replaces the first.
     if GO_TLS_CALLS
@@ -136,8 +148,19 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let _ = GO_TLS_CALLS.remove(&key);
-    if n > 0 {
-        emit_plaintext(pid_tgid, &call, call.fd, n as u64, false);
+    if n <= 0 {
+        return 0;
     }
+    if call.sock_at_entry != 0 {
+        // SAFETY: copied out at once.
+        let now_at_fd = unsafe { SOCKETS.get(&socket_key(key.tgid, call.fd)) }.map(|e| e.sock);
+        if now_at_fd != Some(call.sock_at_entry) {
+            // Closed during the call (its close already reported), and the fd perhaps
+            // another socket's by now: these bytes belong to neither.
+            count(counter::TLS_AFTER_CLOSE, 1);
+            return 0;
+        }
+    }
+    emit_plaintext(pid_tgid, &call, call.fd, n as u64, false);
     0
 }

@@ -104,6 +104,7 @@ fn enter(call: u16, ssl: u64, buf: u64, len_ptr: u64) {
         buf,
         len_ptr,
         enter_ns: now(),
+        sock_at_entry: 0,
     };
     if TLS_IN_FLIGHT.insert(&pid_tgid, &args, 0).is_err() {
         count(counter::IN_FLIGHT_FULL, 1);

@@ -386,10 +386,11 @@ fn assert_go_tls_pair_seen(capture: &support::Capture, pair: &[(u32, String); 2]
         let lines = capture.of(*pid);
         let seen = seen_calls(capture, *pid, side);
         // grpc-go's server answers the unknown method on its HEADERS, without waiting for the
-        // request message: the client writes that message only if the answer has not come
-        // back first (else it resets the stream), and it may reach the server after the
-        // answer. So either side may see the call with one request message or none, whatever
-        // the client reports (it counts what it asked to send).
+        // request message, and resets the stream after its answer: the client writes that
+        // message only if the answer has not come back first (else it resets the stream), and
+        // one that reaches the server after the server's reset is not the stream's. So either
+        // side may see the call with one request message or none, whatever the client reports
+        // (it counts what it asked to send).
         let unanswered_early = |c: &(String, String, String, String)| {
             c.0 == "demo.Echo/Nope" && c.1 == "UNIMPLEMENTED" && c.3 == "0"
         };

@@ -106,7 +106,7 @@ impl Parser {
     pub fn abandon(&mut self, out: &mut Vec<Exchange>) {
         match self {
             Parser::Http1(p) => p.abandon(out),
-            Parser::Http2(p) => p.abandon(),
+            Parser::Http2(p) => p.abandon(out),
         }
     }
 

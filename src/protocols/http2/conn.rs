@@ -698,7 +698,15 @@ impl Http2 {
                 }
             }
             kind::RST_STREAM => {
-                if let Some(stream) = self.streams.remove(&header.stream) {
+                if self
+                    .streams
+                    .get(&header.stream)
+                    .is_some_and(|s| s.response.ended)
+                {
+                    // Held for its request's end: answered whole, and the reset (by a client
+                    // that stops sending, or a server that asks it to) ends the request.
+                    self.report_answered_whole(header.stream, Completeness::Complete, out);
+                } else if let Some(stream) = self.streams.remove(&header.stream) {
                     self.notes.resets += 1;
                     match stream.response.head {
                         Some(_) => out.push(exchange(stream, Completeness::BodyCut)),

@@ -45,6 +45,14 @@ impl Stream {
         self.request.gap || self.response.gap
     }
 
+    /// Whether it is over: its response ended, and its request ended too, or can no longer be
+    /// followed to its end (its head or bytes went missing).
+    pub fn done(&self) -> bool {
+        let request = &self.request;
+        self.response.ended
+            && (request.ended || request.gap || request.head_lost || request.head.is_none())
+    }
+
     /// Whether it can be reported: both heads are known.
     pub fn reportable(&self) -> bool {
         self.request.head.is_some()

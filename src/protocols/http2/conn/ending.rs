@@ -8,9 +8,22 @@ use crate::protocols::{
 };
 
 impl Http2 {
-    /// The connection is forgotten while open (idle, evicted, agent exit): requests still
-    /// waiting are counted as unanswered (they may still be answered, unseen).
-    pub fn abandon(&mut self) {
+    /// The connection is forgotten while open (idle, evicted, agent exit): streams answered
+    /// whole and held for the end of their request are reported, their request cut; requests
+    /// still waiting are counted as unanswered (they may still be answered, unseen).
+    pub fn abandon(&mut self, out: &mut Vec<Exchange>) {
+        if self.status == Status::Active {
+            let mut held: Vec<u32> = self
+                .streams
+                .iter()
+                .filter(|(_, s)| s.response.ended)
+                .map(|(&id, _)| id)
+                .collect();
+            held.sort_unstable();
+            for id in held {
+                self.report_answered_whole(id, Completeness::RequestCut, out);
+            }
+        }
         self.unanswered();
     }
 
@@ -23,9 +36,10 @@ impl Http2 {
         self.streams.clear();
     }
 
-    /// The connection closed at `at_ns`. A response whose head came is reported: complete when
-    /// its body reached its `content-length` (a client may close without reading the empty
-    /// DATA frame that ends the stream), else cut. A stream whose head went missing is counted
+    /// The connection closed at `at_ns`. A response whose head came is reported: its request
+    /// cut when the response ended (held for the end of the request); complete when its body
+    /// reached its `content-length` (a client may close without reading the empty DATA frame
+    /// that ends the stream); else cut. A stream whose head went missing is counted
     /// as lost. A request with no response head went unanswered: it is counted, and reported as
     /// a failed exchange ([`Completeness::NoResponse`]) ending at the close when nothing of the
     /// answers can have gone unseen — `seen_to_the_end` (the caller knows no byte of the
@@ -62,6 +76,8 @@ impl Http2 {
                 .and_then(|h| header(h, "content-length"))
                 .and_then(|v| v.trim().parse::<u64>().ok());
             let completeness = match length {
+                // Held for the end of its request, which the close cut.
+                _ if stream.response.ended => Completeness::RequestCut,
                 Some(n) if stream.response.body >= n => Completeness::Complete,
                 _ => Completeness::BodyCut,
             };

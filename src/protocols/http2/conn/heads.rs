@@ -50,7 +50,10 @@ impl Http2 {
         }
         let requests = Some(dir) == self.client_dir;
         if requests && !self.streams.contains_key(&block.stream) {
-            if self.streams.len() >= self.limits.max_streams && !self.evict_lost_stream() {
+            if self.streams.len() >= self.limits.max_streams
+                && !self.evict_lost_stream()
+                && !self.report_oldest_held(out)
+            {
                 self.notes.streams_refused += 1;
                 if self.refused.len() >= REFUSED_REMEMBERED {
                     self.refused.pop_front();
@@ -106,15 +109,30 @@ impl Http2 {
         }
     }
 
-    /// A stream whose response ended becomes an exchange, unless its start went missing.
+    /// A stream whose response ended becomes an exchange once its request ended too, unless
+    /// its start went missing. A server may answer before the request is all there (an early
+    /// error, a refused upload): the stream is held, and the rest of the request, its bytes
+    /// and its messages, still belong to it, until the request ends or a reset ends the
+    /// stream (RFC 9113 §8.1).
     pub(super) fn settle(&mut self, id: u32, out: &mut Vec<Exchange>) {
-        let ended = self.streams.get(&id).is_some_and(|s| s.response.ended);
-        if !ended {
+        if !self.streams.get(&id).is_some_and(Stream::done) {
             return;
         }
+        self.report_answered_whole(id, Completeness::Complete, out);
+    }
+
+    /// Reports stream `id`, whose response ended: `Complete` when its request ended too (or a
+    /// reset ended the stream), `RequestCut` when it is reported without its request's end.
+    /// Counted as lost instead when a head went missing.
+    pub(super) fn report_answered_whole(
+        &mut self,
+        id: u32,
+        completeness: Completeness,
+        out: &mut Vec<Exchange>,
+    ) {
         let stream = self.streams.remove(&id).expect("checked");
         if stream.reportable() {
-            out.push(exchange(stream, Completeness::Complete));
+            out.push(exchange(stream, completeness));
         } else {
             self.notes.lost_streams += 1;
         }
@@ -137,5 +155,20 @@ impl Http2 {
             }
             None => false,
         }
+    }
+
+    /// Makes room for a new stream by reporting the oldest one held for the end of its request
+    /// (a client that never ends nor resets it would otherwise keep its room), its request cut.
+    /// Returns whether there was one.
+    fn report_oldest_held(&mut self, out: &mut Vec<Exchange>) -> bool {
+        let oldest = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.response.ended)
+            .map(|(&id, _)| id)
+            .min();
+        oldest
+            .inspect(|&id| self.report_answered_whole(id, Completeness::RequestCut, out))
+            .is_some()
     }
 }

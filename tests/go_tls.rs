@@ -1,12 +1,13 @@
 //! Go's crypto/tls, end to end: a Go HTTPS server and client (the standard library's net/http,
 //! HTTP/1.1 and its own HTTP/2 by ALPN) started fresh under the real agent, whose exchanges on
 //! both sides must be exactly what each program printed, with its symbol table and stripped,
-//! by two Go releases.
+//! by two Go releases; and a connection older than the agent, read from its next whole
+//! exchange with what came before counted.
 
 mod support;
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Write as _},
     path::Path,
     process::{Child, ChildStdout, Command, Stdio},
     time::Duration,
@@ -110,6 +111,88 @@ fn https_on_both_sides(peer: &Path) {
         (client_pid, &String::from_utf8_lossy(&client.stdout)),
         (server_pid, &answered),
     );
+}
+
+/// A Go client's kept-alive HTTPS connection opened before the agent started (the client
+/// pauses after its first request; the agent starts and hooks the running programs). Both
+/// sides had a `Read` waiting since before the hook: it returns unseen (its buffer is known
+/// only at a `Read`'s entry) and is counted, the server's with the second request in it, the
+/// client's with its answer. The client's second request, its first `Write` since, comes
+/// before any syscall names its socket: counted as a socket not seen. The server's answer to
+/// it is an orphan response. Everything after is seen exactly, on both sides: the third
+/// request on the old connection, and the new HTTP/2 connection's.
+#[test]
+fn a_go_connection_older_than_the_agent_is_read_from_the_next_whole_exchange() {
+    require_privileges!();
+    let Some(peer) = go_tls_peer() else {
+        return;
+    };
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let (mut server, mut server_out, port) = start_server(&peer, &pki);
+    let mut client = Command::new(&peer)
+        .args(["client", &pki.ca, &port])
+        .env("GO_TLS_PAUSE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_pid = client.id();
+    let mut client_out = BufReader::new(client.stdout.take().unwrap());
+    let mut before = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(client_out.read_line(&mut line).unwrap() > 0, "{before:?}");
+        if line.trim() == "paused" {
+            break;
+        }
+        before.push(line);
+    }
+    assert!(
+        before.len() == 1 && before[0].starts_with("GET /one 200 "),
+        "{before:?}"
+    );
+    let agent = Agent::start(&["--comm", &comm_of(&peer)]);
+    agent.wait_for_log(&format!("TLS: hooked {}", peer.display()));
+    writeln!(client.stdin.take().unwrap(), "go on").unwrap();
+    let after: Vec<String> = (&mut client_out).lines().map_while(Result::ok).collect();
+    assert!(support::wait_timeout(&mut client, Duration::from_secs(30)).success());
+    drop(server.stdin.take());
+    let answered: Vec<String> = (&mut server_out).lines().map_while(Result::ok).collect();
+    assert!(support::wait_timeout(&mut server, Duration::from_secs(10)).success());
+    let server_pid = server.id();
+    let capture = agent.stop();
+
+    // The client: everything after its second exchange, in order.
+    assert_eq!(after.len(), 4, "{after:?}");
+    let printed = support::printed_exchanges("client", &after[1..].join("\n"));
+    assert_eq!(
+        capture.exchanges_with_bodies(client_pid),
+        printed,
+        "{}",
+        capture.stdout
+    );
+    // The server: what it answered after the first two.
+    assert_eq!(answered.len(), 5, "{answered:?}");
+    let expected = support::printed_answers(answered[2..].iter().map(String::as_str));
+    assert_eq!(capture.keys_of(server_pid), expected, "{}", capture.stdout);
+    for (stat, value) in [
+        ("tls_read_unseen", 2),
+        ("tls_no_socket", 1),
+        ("orphan_responses", 1),
+        ("tls_after_close", 0),
+        ("not_http", 0),
+        ("lost", 0),
+        ("h2_connections", 2),
+    ] {
+        assert_eq!(
+            capture.final_stat(stat),
+            Some(value),
+            "{stat}\n{}",
+            capture.stdout
+        );
+    }
 }
 
 /// Stripped (`-ldflags=-s -w`, as container images often are), a Go program has no symbol

@@ -164,6 +164,7 @@ const COUNTERS: [(&str, &str, &str, Reading); 13] = [
                 ("http2_walk_resync", s.kernel.h2_resyncs),
                 ("tls_no_socket", s.kernel.tls_no_socket),
                 ("tls_after_close", s.kernel.tls_after_close),
+                ("tls_read_unseen", s.kernel.tls_read_unseen),
                 ("http2_unknown_field", s.http2_unknown_fields),
             ]
             .into_iter()

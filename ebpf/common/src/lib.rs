@@ -606,7 +606,11 @@ pub mod counter {
     /// connection another goroutine closed while the read was decrypting what it had received
     /// (the connection had already ended for user space; not reported).
     pub const TLS_AFTER_CLOSE: u32 = 28;
-    pub const COUNT: u32 = 29;
+    /// Go `Read`s that returned plaintext but began before netsonde hooked the program (a
+    /// `Read` already waiting on a connection older than netsonde): its buffer is known only at
+    /// entry, so what it read is lost.
+    pub const TLS_READ_UNSEEN: u32 = 29;
+    pub const COUNT: u32 = 30;
 }
 
 /// In-kernel only: arguments of a syscall in flight, saved at entry for its exit (keyed by

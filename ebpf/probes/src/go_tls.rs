@@ -145,6 +145,11 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
     };
     // SAFETY: copied out at once.
     let Some(call) = (unsafe { GO_TLS_CALLS.get(&key) }).copied() else {
+        // A `Read` that began before the program was hooked (its buffer is known only at
+        // entry): what it read is lost, and counted.
+        if n > 0 && traced(key.tgid) {
+            count(counter::TLS_READ_UNSEEN, 1);
+        }
         return 0;
     };
     let _ = GO_TLS_CALLS.remove(&key);

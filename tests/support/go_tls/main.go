@@ -7,10 +7,13 @@
 //	                           stops when stdin closes
 //	go_tls client CA PORT      makes the requests below, one at a time (HTTP/1.1 on one kept-
 //	                           alive connection, then HTTP/2 on one); prints "METHOD TARGET
-//	                           STATUS BYTES" per response it read whole
+//	                           STATUS BYTES" per response it read whole. With GO_TLS_PAUSE set,
+//	                           prints "paused" after the first and waits for a line on stdin
+//	                           before the next (the tests start the agent meanwhile)
 package main
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -79,8 +82,17 @@ func client(caFile, port string) error {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
 	base := "https://127.0.0.1:" + port
+	pause := os.Getenv("GO_TLS_PAUSE") != ""
+	stdin := bufio.NewReader(os.Stdin)
 	run := func(c *http.Client, requests []request) error {
-		for _, r := range requests {
+		for i, r := range requests {
+			if pause && i == 1 {
+				pause = false
+				fmt.Println("paused")
+				if _, err := stdin.ReadString('\n'); err != nil {
+					return err
+				}
+			}
 			var payload io.Reader
 			if r.payload != "" {
 				payload = strings.NewReader(r.payload)

@@ -416,28 +416,7 @@ fn comm_of(peer: &Path) -> String {
 /// that side reports.
 #[test]
 fn grpc_go_over_tls_is_read_in_plaintext_on_both_sides() {
-    require_privileges!();
-    let peer = match support::go_grpc_peer() {
-        Ok(peer) => peer,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
-    let _guard = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = support::pki::Pki::new(dir.path());
-    let agent = Agent::start(&["--comm", &comm_of(&peer)]);
-    let pair = go_tls_pair(&peer, &pki, Some(&agent));
-    std::thread::sleep(Duration::from_millis(300));
-    let capture = agent.stop();
-    assert_go_tls_pair_seen(&capture, &pair);
-    assert_eq!(capture.final_stat("h2_connections"), Some(2));
-    assert_eq!(capture.final_stat("tls_no_socket"), Some(0));
-    assert_eq!(capture.final_stat("not_http"), Some(0));
-    for stat in ["lost", "h2_broken", "h2_walk_lost", "h2_lost_streams"] {
-        assert_eq!(capture.final_stat(stat), Some(0), "{stat}");
-    }
+    go_tls_pairs_are_seen(1);
 }
 
 /// Many gRPC-Go pairs over TLS, one after the other. At a connection's end, one goroutine of
@@ -449,6 +428,12 @@ fn grpc_go_over_tls_is_read_in_plaintext_on_both_sides() {
 /// another connection that took the fd. Every call of every pair is still seen.
 #[test]
 fn grpc_go_connections_closed_while_a_read_returns_lose_no_call() {
+    go_tls_pairs_are_seen(200);
+}
+
+/// Runs `pairs` gRPC-Go pairs over TLS one after the other under one agent, and checks each
+/// side of each against its own report, and that no plaintext went without its socket.
+fn go_tls_pairs_are_seen(pairs: usize) {
     require_privileges!();
     let peer = match support::go_grpc_peer() {
         Ok(peer) => peer,
@@ -457,24 +442,23 @@ fn grpc_go_connections_closed_while_a_read_returns_lose_no_call() {
             return;
         }
     };
-    const PAIRS: usize = 200;
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
     let pki = support::pki::Pki::new(dir.path());
     let agent = Agent::start(&["--comm", &comm_of(&peer)]);
-    let pairs: Vec<_> = (0..PAIRS)
+    let runs: Vec<_> = (0..pairs)
         .map(|i| go_tls_pair(&peer, &pki, (i == 0).then_some(&agent)))
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let capture = agent.stop();
-    for pair in &pairs {
+    for pair in &runs {
         assert_go_tls_pair_seen(&capture, pair);
     }
     eprintln!(
-        "{PAIRS} pairs: tls_after_close={:?}",
+        "{pairs} pairs: tls_after_close={:?}",
         capture.final_stat("tls_after_close")
     );
-    assert_eq!(capture.final_stat("h2_connections"), Some(2 * PAIRS as u64));
+    assert_eq!(capture.final_stat("h2_connections"), Some(2 * pairs as u64));
     for stat in [
         "tls_no_socket",
         "not_http",

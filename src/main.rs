@@ -208,7 +208,14 @@ fn run(args: RunArgs) -> ExitCode {
         noop_probes: args.noop_probes,
         btf: args.config.btf.clone(),
     };
-    match runtime.block_on(agent::run(&config, options, shutdown_signal(duration))) {
+    let shutdown = {
+        let _runtime = runtime.enter();
+        match shutdown_signal(duration) {
+            Ok(shutdown) => shutdown,
+            Err(e) => return fail(&e),
+        }
+    };
+    match runtime.block_on(agent::run(&config, options, shutdown)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
@@ -250,21 +257,30 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Completes on SIGINT, SIGTERM, or after `duration`.
-async fn shutdown_signal(duration: Option<Duration>) {
+/// Completes on SIGINT, SIGTERM, or after `duration`. Both handlers are installed here, at
+/// once: installed when the future is first polled, they left a moment after the probes were
+/// attached where a SIGINT killed the agent outright, without its drain (seen in a test that
+/// stops the agent right after it starts). A signal that comes before the agent polls the
+/// future stops it as soon as it does.
+fn shutdown_signal(
+    duration: Option<Duration>,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let timer = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+            () = timer => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        () = timer => {}
-    }
+    })
 }
 
 fn probes(args: ProbesArgs) -> ExitCode {

@@ -343,6 +343,73 @@ fn run_stops_by_itself_after_its_duration_with_final_stats() {
     );
 }
 
+/// Whether process `pid` has a handler for SIGINT (its `SigCgt` mask in /proc).
+fn catches_sigint(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+}
+
+/// A SIGINT that comes while the agent is still starting (loading and attaching its
+/// programs) stops it once it has started, through its drain: exit 0 and a final stats line,
+/// never killed by the signal. Its handlers are installed before anything slow, so the test
+/// signals as soon as the process catches SIGINT, and checks that it had not attached its
+/// probes yet (when the handlers came only with the agent's loop, they came after that line,
+/// and a signal just before them killed the agent).
+#[test]
+fn a_signal_while_starting_stops_the_agent_through_its_drain() {
+    require_privileges!();
+    let _serial = serial();
+    let mut child = Command::new(NETSONDE)
+        .args(["run", "--comm", "no-such-program"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start netsonde");
+    let pid = child.id();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let pipe = child.stderr.take().unwrap();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !catches_sigint(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never caught SIGINT:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let before = log.lock().unwrap().clone();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(
+        !before.contains("probes attached"),
+        "the handler came only once the agent had started:\n{before}"
+    );
+    assert!(out.status.success(), "{}:\n{log}", out.status);
+    assert!(log.contains("probes attached"), "{log}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.contains(" stats(final) events="), "{stdout}");
+}
+
 #[test]
 fn help_names_the_commands() {
     let out = netsonde(&["--help"]);

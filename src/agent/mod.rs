@@ -310,18 +310,17 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let batch_delay = Duration::from_millis(config.capture.batch_delay_ms);
-    let reading = read_ring(
-        ring,
-        event_tx,
-        spare_rx,
-        Lifecycles {
+    let batches = Batches {
+        filling: Batch::default(),
+        tx: event_tx,
+        spares: spare_rx,
+        lifecycles: Lifecycles {
             tx: lifecycle_tx,
             stats: lifecycle_stats.clone(),
         },
-        reader_stats.clone(),
-        batch_delay,
-        stop_rx,
-    );
+        stats: reader_stats.clone(),
+    };
+    let reading = read_ring(ring, batches, batch_delay, stop_rx);
     let reader = tokio::task::spawn_blocking(move || {
         name_reader_thread();
         raise_reader_priority();
@@ -552,28 +551,59 @@ impl Lifecycles {
     }
 }
 
-async fn read_ring(
-    mut ring: RingReader,
+/// The reader's side of the batches: the one it fills, where full ones go, and the emptied
+/// ones it takes back.
+struct Batches {
+    /// Filled until it has records to send; then replaced by a batch the tracker is done
+    /// with, or a new one while all are in flight.
+    filling: Batch,
     tx: mpsc::Sender<Batch>,
     spares: Receiver<Batch>,
     lifecycles: Lifecycles,
     stats: Arc<ReaderStats>,
+}
+
+impl Batches {
+    /// Drains what the ring holds into batches and sends each on (its lifecycle records to the
+    /// lifecycle stage too); false once the tracker is gone.
+    async fn send_waiting(&mut self, ring: &mut RingReader) -> bool {
+        loop {
+            let (batch, stats) = (&mut self.filling, &self.stats);
+            ring.drain(|record| {
+                stats.records.fetch_add(1, Relaxed);
+                if let Err(e) = batch.push(record)
+                    && stats.decode_errors.fetch_add(1, Relaxed) == 0
+                {
+                    tracing::warn!(
+                        "dropping an undecodable kernel record: {e} (counted as decode_errors)"
+                    );
+                }
+                !batch.is_full()
+            });
+            let more = self.filling.is_full();
+            if !self.filling.is_empty() {
+                self.lifecycles.forward(&self.filling);
+                let next = self.spares.try_recv().unwrap_or_default();
+                let full = std::mem::replace(&mut self.filling, next);
+                if self.tx.send(full).await.is_err() {
+                    return false;
+                }
+            }
+            if !more {
+                return true;
+            }
+        }
+    }
+}
+
+async fn read_ring(
+    mut ring: RingReader,
+    mut batches: Batches,
     batch_delay: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let push = |record: &[u8], batch: &mut Batch| {
-        stats.records.fetch_add(1, Relaxed);
-        if let Err(e) = batch.push(record)
-            && stats.decode_errors.fetch_add(1, Relaxed) == 0
-        {
-            tracing::warn!("dropping an undecodable kernel record: {e} (counted as decode_errors)");
-        }
-    };
     let mut timer = tokio::time::interval(batch_delay);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Filled until it has records to send; then replaced by a batch the tracker is done with,
-    // or a new one while all are in flight.
-    let mut batch = Batch::default();
     loop {
         tokio::select! {
             biased;
@@ -586,39 +616,12 @@ async fn read_ring(
             }
             _ = timer.tick() => {}
         }
-        loop {
-            ring.drain(|record| {
-                push(record, &mut batch);
-                !batch.is_full()
-            });
-            let more = batch.is_full();
-            if !batch.is_empty() {
-                lifecycles.forward(&batch);
-                let full = std::mem::replace(&mut batch, spares.try_recv().unwrap_or_default());
-                if tx.send(full).await.is_err() {
-                    return;
-                }
-            }
-            if !more {
-                break;
-            }
+        if !batches.send_waiting(&mut ring).await {
+            return;
         }
     }
     // Detached: whatever is left is all there will be.
-    loop {
-        ring.drain(|record| {
-            push(record, &mut batch);
-            !batch.is_full()
-        });
-        let more = batch.is_full();
-        if batch.is_empty() {
-            return;
-        }
-        lifecycles.forward(&batch);
-        if tx.send(std::mem::take(&mut batch)).await.is_err() || !more {
-            return;
-        }
-    }
+    batches.send_waiting(&mut ring).await;
 }
 
 /// The blocking pool's thread that runs the reader for the agent's life shows as `ring-reader`

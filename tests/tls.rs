@@ -417,3 +417,98 @@ fn openssl_linked_statically_is_read_and_stripped_is_named() {
     );
     assert!(capture.of(pid).iter().all(|l| l.tls));
 }
+
+/// Another thread closes a TLS socket while an `SSL_read` sits between its socket read and its
+/// return, and the fd number goes to a new plain connection meanwhile
+/// (tests/support/tls_close_race.c stops the read in a BIO callback until then). The
+/// plaintext that `SSL_read` then returns belongs to the closed connection: it is counted as
+/// `tls_after_close`, and the new connection keeps exactly its own exchange. Before the check,
+/// the answer went onto the new connection (an orphan response there, and the plain
+/// connection counted as TLS). The oracles: the program's own account, and nginx's log.
+#[test]
+fn plaintext_read_after_its_socket_closed_stays_off_the_socket_that_took_its_fd() {
+    require_privileges!();
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("tls_close_race");
+    let built = std::process::Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&program)
+        .arg(support::support_file("tls_close_race.c"))
+        .args(["-lssl", "-lcrypto", "-lpthread"])
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(built.success(), "cc tls_close_race.c (libssl-dev)");
+    let nginx = Nginx::start();
+    let agent = Agent::start(&["--comm", "tls_close_race", "--comm", "nginx"]);
+    let child = std::process::Command::new(&program)
+        .args([nginx.tls_port.to_string(), nginx.port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Let nginx see the closes before the agent stops.
+    std::thread::sleep(Duration::from_millis(300));
+    let capture = agent.stop();
+
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 3, "{printed}");
+    assert!(
+        lines[0].starts_with("same fd ") && !lines[0].ends_with("-1"),
+        "the plain connection took the TLS socket's fd: {printed}"
+    );
+    assert_eq!(lines[1], "plain 200 11", "{printed}");
+    let tls_bytes: i64 = lines[2].strip_prefix("tls ").unwrap().parse().unwrap();
+    assert!(
+        tls_bytes > 0,
+        "SSL_read returned the answer after the close: {printed}"
+    );
+
+    let client: Vec<_> = capture
+        .of(pid)
+        .iter()
+        .map(|l| {
+            (
+                l.target.clone(),
+                l.status,
+                l.resp_body,
+                l.tls,
+                l.incomplete.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        client,
+        [
+            // Its answer was decrypted after the close: the request is reported unanswered.
+            (
+                "/index.html".to_string(),
+                0,
+                0,
+                true,
+                Some("no_response".to_string())
+            ),
+            ("/ka".to_string(), 200, 11, false, None),
+        ],
+        "{}",
+        capture.stdout
+    );
+    let served: Vec<_> = capture
+        .keys_of(nginx.worker)
+        .into_iter()
+        .map(|(_, m, t, s)| (m, t, s))
+        .collect();
+    assert_eq!(served, nginx.access_keys());
+    assert_eq!(nginx.access_keys().len(), 2);
+    for (stat, value) in [
+        ("orphan_responses", 0),
+        ("tls_connections", 2),
+        ("tls_after_close", 1),
+        ("tls_no_socket", 0),
+    ] {
+        assert_eq!(capture.final_stat(stat), Some(value), "{stat}");
+    }
+}

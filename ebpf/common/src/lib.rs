@@ -602,9 +602,9 @@ pub mod counter {
     /// Packets a traced syscall read that had no intact arrival stamp (`arrivals`): not
     /// counted in its packets, not timed.
     pub const RECEIVE_UNTIMED: u32 = 27;
-    /// TLS plaintext a call returned after its socket had been closed: a Go `Read` whose
-    /// connection another goroutine closed while the read was decrypting what it had received
-    /// (the connection had already ended for user space; not reported).
+    /// TLS plaintext a call returned after its socket had been closed: another thread or
+    /// goroutine closed it while the call decrypted what it had received (the connection had
+    /// already ended for user space, its fd maybe reused; not reported).
     pub const TLS_AFTER_CLOSE: u32 = 28;
     /// Go `Read`s that returned plaintext but began before netsonde hooked the program (a
     /// `Read` already waiting on a connection older than netsonde): its buffer is known only at
@@ -727,10 +727,11 @@ pub struct TlsArgs {
     pub buf: u64,
     pub len_ptr: u64,
     pub enter_ns: u64,
-    /// A Go `Read`: the `struct sock` its socket had when the call began (0 if netsonde had
-    /// not seen the socket yet), which tells a socket closed during the call from one never
-    /// seen. 0 for OpenSSL's calls.
-    pub sock_at_entry: u64,
+    /// The `struct sock` the call was seen using while in flight: a Go `Read`'s socket when
+    /// it began, an OpenSSL call's at a syscall inside it (0 when netsonde had not seen it).
+    /// At the return, an fd that no longer holds it was closed during the call: that tells a
+    /// socket closed (and its fd perhaps reused) from one never seen.
+    pub sock_in_call: u64,
 }
 
 /// In-kernel only: a Go `crypto/tls` call in flight, keyed by goroutine (a goroutine may

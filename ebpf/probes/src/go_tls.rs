@@ -67,7 +67,7 @@ fn call_on(ctx: &ProbeContext, call: u16, conn: u64, buf: u64) -> Option<TlsArgs
         buf,
         len_ptr: 0,
         enter_ns: now(),
-        sock_at_entry: 0,
+        sock_in_call: 0,
     })
 }
 
@@ -113,10 +113,10 @@ pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
     };
     // Another goroutine may close the connection while this one decrypts what it received
     // (Go's close(2) waits for the read's own syscall, not for `Read` to return): the socket
-    // noted now tells the return whether the fd still holds it.
+    // noted now tells the return whether the fd still holds it (`emit_plaintext`).
     // SAFETY: copied out at once.
     if let Some(entry) = unsafe { SOCKETS.get(&socket_key(tgid, call.fd)) } {
-        call.sock_at_entry = entry.sock;
+        call.sock_in_call = entry.sock;
     }
     // The function's stack check may grow the stack and run the entry again: same goroutine,
     // same arguments, so the second save replaces the first.
@@ -155,16 +155,6 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
     let _ = GO_TLS_CALLS.remove(&key);
     if n <= 0 {
         return 0;
-    }
-    if call.sock_at_entry != 0 {
-        // SAFETY: copied out at once.
-        let now_at_fd = unsafe { SOCKETS.get(&socket_key(key.tgid, call.fd)) }.map(|e| e.sock);
-        if now_at_fd != Some(call.sock_at_entry) {
-            // Closed during the call (its close already reported), and the fd perhaps
-            // another socket's by now: these bytes belong to neither.
-            count(counter::TLS_AFTER_CLOSE, 1);
-            return 0;
-        }
     }
     emit_plaintext(pid_tgid, &call, call.fd, n as u64, false);
     0

@@ -128,7 +128,8 @@ pub struct Advanced {
 
 /// Advances the stream position of `direction` on the socket at `fd` by `bytes`: the wire
 /// stream, or (`plaintext`) the TLS library's. `None` if the cache entry is gone (evicted), in
-/// which case the socket is announced afresh from position 0.
+/// which case the socket is announced afresh from position 0, or if `expected_sock` (when not
+/// 0) is no longer the socket at `fd`: nothing is advanced then.
 #[inline(always)]
 pub fn advance_stream(
     tgid: u32,
@@ -136,12 +137,16 @@ pub fn advance_stream(
     egress: bool,
     plaintext: bool,
     bytes: u64,
+    expected_sock: u64,
 ) -> Option<Advanced> {
     let key = socket_key(tgid, fd);
     let entry = SOCKETS.get_ptr_mut(&key)?;
     // SAFETY: a pointer into the map value. Two threads on one socket may race here; the
     // positions are then approximate, which user space tolerates as a gap.
     unsafe {
+        if expected_sock != 0 && (*entry).sock != expected_sock {
+            return None;
+        }
         let counter = match (plaintext, egress) {
             (false, true) => &mut (*entry).egress_bytes,
             (false, false) => &mut (*entry).ingress_bytes,

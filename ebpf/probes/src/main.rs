@@ -155,7 +155,7 @@ fn enter_on_socket<C: SyscallCtx>(ctx: &C, sc: u16, shape: Shape) {
         Shape::FdOnly => (0, 0),
     };
     // Inside a TLS library call, or on a socket one was seen using: the bytes are ciphertext.
-    let in_tls_call = tls::note_nested_syscall(pid_tgid, fd);
+    let in_tls_call = tls::note_nested_syscall(pid_tgid, fd, sock.sock);
     let flags = if in_tls_call || sock.tls != 0 {
         data_flags::TLS_CIPHERTEXT as u16
     } else {
@@ -235,7 +235,7 @@ fn exit_data<C: SyscallCtx>(ctx: &C, sc: u16, dir: u8) {
         _ => (rc as u64, 0),
     };
     let egress = dir == direction::EGRESS;
-    let advanced = advance_stream(tgid, args.fd, egress, false, bytes);
+    let advanced = advance_stream(tgid, args.fd, egress, false, bytes, 0);
     let pos = advanced.as_ref().map_or(0, |a| a.pos);
     if !advanced.as_ref().is_some_and(|a| a.announced) {
         emit_open(pid_tgid, &args, origin::EXISTING, args.fd, 0, exit_ns);

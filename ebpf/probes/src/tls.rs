@@ -7,6 +7,9 @@
 //! ciphertext is counted but never copied or parsed. The return program emits the plaintext as
 //! a data record on that socket, with its own (plaintext) stream position. A read served from
 //! OpenSSL's buffer makes no syscall: the socket then comes from the `SSL *` → fd cache.
+//! Another thread may close the socket between a call's syscall and its return, and the fd
+//! number be another socket's by then: the syscall notes its socket in the call, and a return
+//! whose fd no longer holds it counts the bytes as `TLS_AFTER_CLOSE` instead of emitting them.
 //!
 //! Programs that give OpenSSL memory buffers instead of the socket (Node.js, Python's asyncio)
 //! make their syscalls outside the calls. The socket of such an `SSL *` is learnt around the
@@ -36,10 +39,10 @@ use crate::{
 };
 
 /// Called by every syscall entry on a TCP socket of a traced process: when a TLS call is in
-/// flight on this thread, or returned without knowing its socket, it is using `fd`. Returns
-/// whether one was.
+/// flight on this thread, or returned without knowing its socket, it is using `fd`, whose
+/// socket is `sock`. Returns whether one was.
 #[inline(always)]
-pub fn note_nested_syscall(pid_tgid: u64, fd: i32) -> bool {
+pub fn note_nested_syscall(pid_tgid: u64, fd: i32, sock: u64) -> bool {
     let Some(call) = TLS_IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
         return false;
     };
@@ -47,6 +50,9 @@ pub fn note_nested_syscall(pid_tgid: u64, fd: i32) -> bool {
     let (ssl, known, returned) = unsafe {
         let known = (*call).fd;
         (*call).fd = fd;
+        // Another thread may close the fd before the call returns (and the fd be another
+        // socket's by then): the return checks the fd still holds this socket.
+        (*call).sock_in_call = sock;
         ((*call).ssl, known, (*call).returned != 0)
     };
     // A call makes several syscalls on its socket: it is named once.
@@ -104,7 +110,7 @@ fn enter(call: u16, ssl: u64, buf: u64, len_ptr: u64) {
         buf,
         len_ptr,
         enter_ns: now(),
-        sock_at_entry: 0,
+        sock_in_call: 0,
     };
     if TLS_IN_FLIGHT.insert(&pid_tgid, &args, 0).is_err() {
         count(counter::IN_FLIGHT_FULL, 1);
@@ -185,8 +191,15 @@ fn exit(call: u16, rc: i64) {
 #[inline(always)]
 pub(crate) fn emit_plaintext(pid_tgid: u64, args: &TlsArgs, fd: i32, bytes: u64, egress: bool) {
     let tgid = (pid_tgid >> 32) as u32;
-    let Some(advanced) = advance_stream(tgid, fd, egress, true, bytes) else {
-        count(counter::TLS_NO_SOCKET, 1);
+    let Some(advanced) = advance_stream(tgid, fd, egress, true, bytes, args.sock_in_call) else {
+        // A socket seen during the call and gone from its fd by the return was closed
+        // meanwhile (its close already reported): these bytes belong to no connection.
+        let counter = if args.sock_in_call != 0 {
+            counter::TLS_AFTER_CLOSE
+        } else {
+            counter::TLS_NO_SOCKET
+        };
+        count(counter, 1);
         return;
     };
     let (pos, sock) = (advanced.pos, advanced.sock);

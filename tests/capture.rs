@@ -773,3 +773,88 @@ fn the_programs_wake_the_reader_before_a_small_ring_fills() {
     assert_eq!(capture.of(client).len(), REQUESTS, "client exchanges");
     assert_eq!(capture.of(nginx.worker).len(), REQUESTS, "server exchanges");
 }
+
+/// Another thread closes a socket while a read() on it waits, and a new connection to nginx
+/// takes the fd number before that read returns (tests/support/close_race.c: its own server
+/// thread answers the waiting read only then). What the read returns belongs to the closed
+/// connection: counted as `after_close` and left out, so the new connection's two exchanges
+/// are exact, as nginx logged them. Before the check, those bytes moved the new socket's
+/// stream position and its second exchange lost its place. The oracles: the program's own
+/// account and nginx's log.
+#[test]
+fn a_read_returning_after_its_fd_was_closed_and_reused_stays_off_the_new_connection() {
+    require_privileges!();
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let program = build_c_client(dir.path(), "close_race");
+    let nginx = Nginx::start();
+    let agent = Agent::start(&["--comm", "close_race", "--comm", "nginx"]);
+    let child = Command::new(&program)
+        .arg(nginx.port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Let nginx see the close before the agent stops.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let capture = agent.stop();
+
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 4, "{printed}");
+    assert!(
+        lines[0].starts_with("same fd ") && !lines[0].ends_with("-1"),
+        "the nginx connection took the closed socket's fd: {printed}"
+    );
+    // The late answer, 43 bytes, read after the close; nginx's /ka and /index.html whole.
+    assert_eq!(
+        lines[1..],
+        ["plain 200 11", "late 43", "plain 200 28"],
+        "{printed}"
+    );
+    let seen = |role: &str| -> Vec<(String, u16, u64, Option<String>)> {
+        capture
+            .of(pid)
+            .iter()
+            .filter(|l| l.role == role)
+            .map(|l| {
+                (
+                    l.target.clone(),
+                    l.status,
+                    l.resp_body,
+                    l.incomplete.clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        seen("client"),
+        [
+            // Its answer came after the close: the request is reported unanswered.
+            ("/late".to_string(), 0, 0, Some("no_response".to_string())),
+            ("/ka".to_string(), 200, 11, None),
+            ("/index.html".to_string(), 200, 28, None),
+        ],
+        "{}",
+        capture.stdout
+    );
+    // The program's server thread wrote its answer whole.
+    assert_eq!(
+        seen("server"),
+        [("/late".to_string(), 200, 5, None)],
+        "{}",
+        capture.stdout
+    );
+    assert_eq!(capture.served_by(nginx.worker), nginx.access_keys());
+    assert_eq!(nginx.access_keys().len(), 2);
+    for (stat, value) in [
+        ("orphan_responses", 0),
+        ("gap_bytes", 0),
+        ("after_close", 1),
+        ("lost", 0),
+    ] {
+        assert_eq!(capture.final_stat(stat), Some(value), "{stat}");
+    }
+}

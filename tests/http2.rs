@@ -37,11 +37,7 @@ fn curl_prior_knowledge_against_nginx() {
             capture.stdout
         );
     }
-    let server: Vec<_> = capture
-        .keys_of(nginx.worker)
-        .into_iter()
-        .map(|(_, m, t, s)| (m, t, s))
-        .collect();
+    let server = capture.served_by(nginx.worker);
     assert_eq!(server, nginx.access_keys());
     assert_eq!(server.len(), 2);
 }

@@ -59,11 +59,7 @@ fn https_is_seen_in_plaintext_from_the_first_request_of_fresh_processes() {
             capture.stdout
         );
     }
-    let server: Vec<_> = capture
-        .keys_of(nginx.worker)
-        .into_iter()
-        .map(|(_, m, t, s)| (m, t, s))
-        .collect();
+    let server = capture.served_by(nginx.worker);
     assert_eq!(server, nginx.access_keys());
     assert_eq!(server.len(), 4);
     assert!(
@@ -496,11 +492,7 @@ fn plaintext_read_after_its_socket_closed_stays_off_the_socket_that_took_its_fd(
         "{}",
         capture.stdout
     );
-    let served: Vec<_> = capture
-        .keys_of(nginx.worker)
-        .into_iter()
-        .map(|(_, m, t, s)| (m, t, s))
-        .collect();
+    let served = capture.served_by(nginx.worker);
     assert_eq!(served, nginx.access_keys());
     assert_eq!(nginx.access_keys().len(), 2);
     for (stat, value) in [

@@ -157,7 +157,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         line,
         "{} {} events={} lost={} bytes={} not_captured={} connections={} opened={} closed={} \
          evicted={} expired={} exchanges={} not_http={} orphan_responses={} unanswered_requests={} \
-         hidden_messages={} heads_cut={} incomplete_requests={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} \
+         hidden_messages={} heads_cut={} incomplete_requests={} unframed_bodies={} malformed={} gap_bytes={} decode_errors={} read_failed={} in_flight_full={} after_close={} \
          h2_connections={} h2_broken={} h2_resyncs={} h2_lost_streams={} h2_unknown_fields={} h2_pieces={} h2_walk_lost={} h2_walk_resyncs={} tls_connections={} tls_plaintext={} tls_events={} tls_no_socket={} tls_after_close={} tls_read_unseen={} tls_libraries={} inherited={} swept={} kernel_notes={} notes_unmatched={} node_retransmits={} retransmits_at_close={} node_drops={} device_late={} receive_untimed={} probes={}/{} export_sent={} export_dropped={} export_dropped_spans={} export_dropped_points={} export_dropped_log_records={} export_failures={} export_queued={} export_on_disk={}",
         humantime::format_rfc3339_millis(now),
         if s.last { "stats(final)" } else { "stats" },
@@ -183,6 +183,7 @@ pub fn format_stats(line: &mut String, s: &StatsReport, now: std::time::SystemTi
         s.decode_errors,
         k.read_failed,
         k.in_flight_full,
+        k.after_close,
         s.http2_connections,
         s.http2_broken,
         s.http2_resyncs,

@@ -165,6 +165,7 @@ const COUNTERS: [(&str, &str, &str, Reading); 13] = [
                 ("tls_no_socket", s.kernel.tls_no_socket),
                 ("tls_after_close", s.kernel.tls_after_close),
                 ("tls_read_unseen", s.kernel.tls_read_unseen),
+                ("after_close", s.kernel.after_close),
                 ("http2_unknown_field", s.http2_unknown_fields),
             ]
             .into_iter()

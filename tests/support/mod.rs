@@ -214,6 +214,15 @@ impl Capture {
         keys
     }
 
+    /// (method, target, status) of `pid`'s exchanges, sorted: what a server's access log says
+    /// ([`Nginx::access_keys`]).
+    pub fn served_by(&self, pid: u32) -> Vec<(String, String, u16)> {
+        self.keys_of(pid)
+            .into_iter()
+            .map(|(_, method, target, status)| (method, target, status))
+            .collect()
+    }
+
     /// (role, method, target, status) and response body size of `pid`'s exchanges, in order.
     pub fn exchanges_with_bodies(&self, pid: u32) -> Vec<((String, String, String, u16), u64)> {
         self.of(pid)

@@ -610,7 +610,11 @@ pub mod counter {
     /// `Read` already waiting on a connection older than netsonde): its buffer is known only at
     /// entry, so what it read is lost.
     pub const TLS_READ_UNSEEN: u32 = 29;
-    pub const COUNT: u32 = 30;
+    /// Reads and writes on a socket that returned after another thread closed their fd (the
+    /// call kept the socket open meanwhile; the connection had already ended for user space,
+    /// its fd maybe another socket's by then): their bytes are not reported.
+    pub const AFTER_CLOSE: u32 = 30;
+    pub const COUNT: u32 = 31;
 }
 
 /// In-kernel only: arguments of a syscall in flight, saved at entry for its exit (keyed by

@@ -71,6 +71,18 @@ fn classify(file: u64) -> SocketEntry {
     entry
 }
 
+/// Whether a syscall that began on socket `sock` at `fd` finds another thread closed the fd
+/// while it ran (the call kept its file, so it could still read or write): the fd is empty, or
+/// holds another socket. Asked only when the socket cache has no entry for `fd` with `sock`,
+/// which an eviction alone can also explain; this walk of the fd table tells them apart.
+#[inline(always)]
+pub fn left_its_fd<C: SyscallCtx>(ctx: &C, fd: i32, sock: u64) -> bool {
+    match ctx.fd_file(fd) {
+        None => true,
+        Some(file) => classify(file).sock != sock,
+    }
+}
+
 /// Key of [`SOCKETS`] for an fd of a process.
 #[inline(always)]
 pub fn socket_key(tgid: u32, fd: i32) -> u64 {

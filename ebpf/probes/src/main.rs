@@ -47,8 +47,8 @@ use crate::{
     filter::{forget, forget_process, inherit, traced},
     in_flight::{save_args, take_args},
     kernel::{
-        advance_stream, announced_socket, fill_addresses, mark_announced, process_comm, socket_key,
-        tcp_socket,
+        advance_stream, announced_socket, fill_addresses, left_its_fd, mark_announced,
+        process_comm, socket_key, tcp_socket,
     },
     maps::{
         EVENTS, IN_FLIGHT, SOCKETS, SYSCALL_ENTRIES, SYSCALL_ENTRIES_BTF, SYSCALL_EXITS,
@@ -235,7 +235,14 @@ fn exit_data<C: SyscallCtx>(ctx: &C, sc: u16, dir: u8) {
         _ => (rc as u64, 0),
     };
     let egress = dir == direction::EGRESS;
-    let advanced = advance_stream(tgid, args.fd, egress, false, bytes, 0);
+    let advanced = advance_stream(tgid, args.fd, egress, false, bytes, args.sock);
+    if advanced.is_none() && left_its_fd(ctx, args.fd, args.sock) {
+        // Another thread closed the fd during the call (that close was reported), and another
+        // socket may hold the number by now: these bytes belong to no connection user space
+        // still has, and must not move the new socket's stream position.
+        count(counter::AFTER_CLOSE, 1);
+        return;
+    }
     let pos = advanced.as_ref().map_or(0, |a| a.pos);
     if !advanced.as_ref().is_some_and(|a| a.announced) {
         emit_open(pid_tgid, &args, origin::EXISTING, args.fd, 0, exit_ns);

@@ -789,31 +789,9 @@ fn a_read_returning_after_its_fd_was_closed_and_reused_stays_off_the_new_connect
     let program = build_c_client(dir.path(), "close_race");
     let nginx = Nginx::start();
     let agent = Agent::start(&["--comm", "close_race", "--comm", "nginx"]);
-    let child = Command::new(&program)
-        .arg(nginx.port.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    // Let nginx see the close before the agent stops.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let capture = agent.stop();
-
-    let printed = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = printed.lines().collect();
-    assert_eq!(lines.len(), 4, "{printed}");
-    assert!(
-        lines[0].starts_with("same fd ") && !lines[0].ends_with("-1"),
-        "the nginx connection took the closed socket's fd: {printed}"
-    );
+    let (pid, lines, capture) = support::run_fd_race(agent, &program, &[nginx.port.to_string()]);
     // The late answer, 43 bytes, read after the close; nginx's /ka and /index.html whole.
-    assert_eq!(
-        lines[1..],
-        ["plain 200 11", "late 43", "plain 200 28"],
-        "{printed}"
-    );
+    assert_eq!(lines, ["plain 200 11", "late 43", "plain 200 28"]);
     let seen = |role: &str| -> Vec<(String, u16, u64, Option<String>)> {
         capture
             .of(pid)

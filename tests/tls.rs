@@ -437,30 +437,17 @@ fn plaintext_read_after_its_socket_closed_stays_off_the_socket_that_took_its_fd(
     assert!(built.success(), "cc tls_close_race.c (libssl-dev)");
     let nginx = Nginx::start();
     let agent = Agent::start(&["--comm", "tls_close_race", "--comm", "nginx"]);
-    let child = std::process::Command::new(&program)
-        .args([nginx.tls_port.to_string(), nginx.port.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    // Let nginx see the closes before the agent stops.
-    std::thread::sleep(Duration::from_millis(300));
-    let capture = agent.stop();
-
-    let printed = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = printed.lines().collect();
-    assert_eq!(lines.len(), 3, "{printed}");
-    assert!(
-        lines[0].starts_with("same fd ") && !lines[0].ends_with("-1"),
-        "the plain connection took the TLS socket's fd: {printed}"
+    let (pid, lines, capture) = support::run_fd_race(
+        agent,
+        &program,
+        &[nginx.tls_port.to_string(), nginx.port.to_string()],
     );
-    assert_eq!(lines[1], "plain 200 11", "{printed}");
-    let tls_bytes: i64 = lines[2].strip_prefix("tls ").unwrap().parse().unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], "plain 200 11", "{lines:?}");
+    let tls_bytes: i64 = lines[1].strip_prefix("tls ").unwrap().parse().unwrap();
     assert!(
         tls_bytes > 0,
-        "SSL_read returned the answer after the close: {printed}"
+        "SSL_read returned the answer after the close: {lines:?}"
     );
 
     let client: Vec<_> = capture

@@ -482,6 +482,33 @@ impl Drop for Agent {
     }
 }
 
+/// Runs a race program of tests/support (close_race.c, tls_close_race.c: a socket closed by
+/// one thread while another's call on it waits, and its fd number taken by a new connection)
+/// to its end with `args`, then stops `agent`: the program's pid, the lines it printed after
+/// its first, and what the agent saw. Its first line must say that the new connection did take
+/// the closed socket's fd ("same fd N"), or the race was not run.
+pub fn run_fd_race(agent: Agent, program: &Path, args: &[String]) -> (u32, Vec<String>, Capture) {
+    let child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Let the servers see the closes before the agent stops.
+    std::thread::sleep(Duration::from_millis(300));
+    let capture = agent.stop();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let mut lines = printed.lines().map(str::to_string);
+    let first = lines.next().unwrap_or_default();
+    assert!(
+        first.starts_with("same fd ") && !first.ends_with("-1"),
+        "the new connection took the closed socket's fd: {printed}"
+    );
+    (pid, lines.collect(), capture)
+}
+
 /// Reads lines (a child's output) until one equals `want`.
 pub fn wait_for_line(out: &mut impl BufRead, want: &str) {
     let mut line = String::new();

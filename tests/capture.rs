@@ -324,25 +324,12 @@ fn every_syscall_family_is_captured() {
     );
 }
 
-/// Compiles tests/support/NAME.c into `dir` with the system's C compiler; returns the binary.
-fn build_c_client(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let binary = dir.join(name);
-    let built = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&binary)
-        .arg(support_file(&format!("{name}.c")))
-        .status()
-        .unwrap_or_else(|e| panic!("a C compiler (cc) builds {name}: {e}"));
-    assert!(built.success(), "cc failed on {name}.c");
-    binary
-}
-
 #[test]
 fn sendmmsg_and_recvmmsg_are_captured() {
     require_privileges!();
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let client_bin = build_c_client(dir.path(), "mmsg_client");
+    let client_bin = support::build_c_program(dir.path(), "mmsg_client", &[]);
     let nginx = Nginx::start();
     let agent = Agent::start(&["--comm", "mmsg_client", "--comm", "nginx"]);
     let port = nginx.port.to_string();
@@ -371,7 +358,7 @@ fn compat_syscalls_on_a_socket_are_left_alone() {
     require_privileges!();
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let client_bin = build_c_client(dir.path(), "compat_client");
+    let client_bin = support::build_c_program(dir.path(), "compat_client", &[]);
     let nginx = Nginx::start();
     let agent = Agent::start(&["--comm", "compat_client", "--comm", "nginx"]);
     let port = nginx.port.to_string();
@@ -786,7 +773,7 @@ fn a_read_returning_after_its_fd_was_closed_and_reused_stays_off_the_new_connect
     require_privileges!();
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let program = build_c_client(dir.path(), "close_race");
+    let program = support::build_c_program(dir.path(), "close_race", &[]);
     let nginx = Nginx::start();
     let agent = Agent::start(&["--comm", "close_race", "--comm", "nginx"]);
     let (pid, lines, capture) = support::run_fd_race(agent, &program, &[nginx.port.to_string()]);

@@ -426,15 +426,7 @@ fn plaintext_read_after_its_socket_closed_stays_off_the_socket_that_took_its_fd(
     require_privileges!();
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
-    let program = dir.path().join("tls_close_race");
-    let built = std::process::Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&program)
-        .arg(support::support_file("tls_close_race.c"))
-        .args(["-lssl", "-lcrypto", "-lpthread"])
-        .status()
-        .expect("a C compiler (cc)");
-    assert!(built.success(), "cc tls_close_race.c (libssl-dev)");
+    let program = support::build_c_program(dir.path(), "tls_close_race", &["-lssl", "-lcrypto"]);
     let nginx = Nginx::start();
     let agent = Agent::start(&["--comm", "tls_close_race", "--comm", "nginx"]);
     let (pid, lines, capture) = support::run_fd_race(

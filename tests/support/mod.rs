@@ -482,6 +482,21 @@ impl Drop for Agent {
     }
 }
 
+/// Compiles tests/support/NAME.c into `dir` with the system's C compiler, linked with `libs`
+/// (`-lssl`: libssl-dev); returns the binary.
+pub fn build_c_program(dir: &Path, name: &str, libs: &[&str]) -> PathBuf {
+    let binary = dir.join(name);
+    let built = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(support_file(&format!("{name}.c")))
+        .args(libs)
+        .status()
+        .unwrap_or_else(|e| panic!("a C compiler (cc) builds {name}: {e}"));
+    assert!(built.success(), "cc failed on {name}.c");
+    binary
+}
+
 /// Runs a race program of tests/support (close_race.c, tls_close_race.c: a socket closed by
 /// one thread while another's call on it waits, and its fd number taken by a new connection)
 /// to its end with `args`, then stops `agent`: the program's pid, the lines it printed after

@@ -119,11 +119,13 @@ fn decode_track(b: &mut criterion::Bencher<'_>, connections: usize) {
             let request = encode::data_record(
                 &header(direction::INGRESS, syscall::RECVFROM, REQUEST.len()),
                 REQUEST,
-            );
+            )
+            .to_vec();
             let response = encode::data_record(
                 &header(direction::EGRESS, syscall::WRITEV, RESPONSE.len()),
                 RESPONSE,
-            );
+            )
+            .to_vec();
             (request, response, 0, 0)
         })
         .collect();

@@ -22,17 +22,10 @@ fn config() -> TrackerConfig {
     }
 }
 
-fn open(
-    tgid: u32,
-    fd: i32,
-    sock: u64,
-    how: u32,
-    local_port: u16,
-    remote_port: u16,
-) -> Event<'static> {
+fn open(tgid: u32, fd: i32, sock: u64, how: u32, local_port: u16, remote_port: u16) -> Ev<'static> {
     let mut comm = [0u8; 16];
     comm[..4].copy_from_slice(b"test");
-    Event::Open(ConnOpenEvent {
+    Ev::Other(Event::Open(ConnOpenEvent {
         kind: kind::CONN_OPEN,
         origin: how,
         tgid,
@@ -51,7 +44,7 @@ fn open(
         comm,
         established_ns: 0,
         cgroup_id: 0x5eed,
-    })
+    }))
 }
 
 /// One traced end of a connection: process, fd, socket.
@@ -59,10 +52,46 @@ type End = (u32, i32, u64);
 const C5: End = (CLIENT, 5, SOCK_C);
 const S7: End = (SERVER, 7, SOCK_S);
 
+/// An event as a test builds it: a data event owns its header here (the tracker reads one in
+/// place from a batch's bytes) and lends it as an [`Event`].
+#[derive(Debug, Clone, Copy)]
+enum Ev<'a> {
+    Data(DataEvent, &'a [u8]),
+    Other(Event<'a>),
+}
+
+/// The tracker fed one [`Ev`].
+trait HandleEv {
+    fn handle_ev(&mut self, event: &Ev, out: &mut Vec<ObservedExchange>);
+}
+
+impl HandleEv for Tracker {
+    fn handle_ev(&mut self, event: &Ev, out: &mut Vec<ObservedExchange>) {
+        self.handle(&event.event(), out);
+    }
+}
+
+impl Ev<'_> {
+    fn event(&self) -> Event<'_> {
+        match self {
+            Ev::Data(header, payload) => Event::Data { header, payload },
+            Ev::Other(event) => *event,
+        }
+    }
+
+    /// The data event's header, to change.
+    fn header_mut(&mut self) -> &mut DataEvent {
+        match self {
+            Ev::Data(header, _) => header,
+            Ev::Other(event) => panic!("not a data event: {event:?}"),
+        }
+    }
+}
+
 /// A data event; `total` > bytes.len() means only a prefix was captured.
-fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u64) -> Event<'_> {
-    Event::Data {
-        header: DataEvent {
+fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u64) -> Ev<'_> {
+    Ev::Data(
+        DataEvent {
             kind: kind::DATA,
             captured: bytes.len() as u32,
             tgid,
@@ -79,17 +108,17 @@ fn data((tgid, fd, sock): End, dir: u8, pos: u64, bytes: &[u8], total: u64, t: u
             kernel: Default::default(),
             h2_frame: netsonde_common::h2_stream::LOST,
         },
-        payload: bytes,
-    }
+        bytes,
+    )
 }
 
-fn close(tgid: u32, fd: i32, sock: u64) -> Event<'static> {
+fn close(tgid: u32, fd: i32, sock: u64) -> Ev<'static> {
     close_at(tgid, fd, sock, [0, 0])
 }
 
 /// A close whose socket's streams ended at `ends` (egress, ingress bytes).
-fn close_at(tgid: u32, fd: i32, sock: u64, ends: [u64; 2]) -> Event<'static> {
-    Event::Close(ConnCloseEvent {
+fn close_at(tgid: u32, fd: i32, sock: u64, ends: [u64; 2]) -> Ev<'static> {
+    Ev::Other(Event::Close(ConnCloseEvent {
         kind: kind::CONN_CLOSE,
         tgid,
         tid: tgid,
@@ -99,18 +128,18 @@ fn close_at(tgid: u32, fd: i32, sock: u64, ends: [u64; 2]) -> Event<'static> {
         egress_bytes: ends[0],
         ingress_bytes: ends[1],
         ..ConnCloseEvent::default()
-    })
+    }))
 }
 
 const REQ: &[u8] = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n";
 const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
-fn run(events: &[Event]) -> (Vec<ObservedExchange>, Arc<ConnectionStats>) {
+fn run(events: &[Ev]) -> (Vec<ObservedExchange>, Arc<ConnectionStats>) {
     let stats = Arc::new(ConnectionStats::default());
     let mut tracker = Tracker::new(config(), stats.clone());
     let mut out = Vec::new();
     for e in events {
-        tracker.handle(e, &mut out);
+        tracker.handle_ev(e, &mut out);
     }
     (out, stats)
 }
@@ -257,11 +286,11 @@ fn a_process_exit_ends_its_connections() {
             2000,
         ),
         open(SERVER, 7, SOCK_S, origin::ACCEPT, 8080, 40000),
-        Event::ProcessExit(ProcessExitEvent {
+        Ev::Other(Event::ProcessExit(ProcessExitEvent {
             kind: kind::PROCESS_EXIT,
             tgid: CLIENT,
             ts_ns: 3000,
-        }),
+        })),
     ]);
     assert_eq!(out.len(), 1);
     assert_eq!(
@@ -296,7 +325,7 @@ fn the_table_is_bounded_and_idle_connections_expire() {
     let mut tracker = Tracker::new(config(), stats.clone());
     let mut out = Vec::new();
     for fd in 0..20 {
-        tracker.handle(
+        tracker.handle_ev(
             &open(CLIENT, fd, SOCK_C + fd as u64, origin::CONNECT, 40000, 8080),
             &mut out,
         );
@@ -313,7 +342,8 @@ fn uncounted_bytes_make_the_parser_find_its_place_again() {
     // A sendmmsg of more messages than the programs count: the record says so, and the
     // stream continues at an unknown distance.
     let mut more = data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1000);
-    if let Event::Data { header, .. } = &mut more {
+    {
+        let header = more.header_mut();
         header.flags = netsonde_common::data_flags::BYTES_UNCOUNTED;
     }
     let (out, stats) = run(&[
@@ -365,15 +395,15 @@ fn uncounted_bytes_make_the_parser_find_its_place_again() {
 fn connection_activity_reports_tracking_bytes_and_close() {
     let mut t = Tracker::new(config(), Arc::new(ConnectionStats::default()));
     let mut out = Vec::new();
-    t.handle(
+    t.handle_ev(
         &open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
         &mut out,
     );
-    t.handle(
+    t.handle_ev(
         &data(C5, direction::EGRESS, 0, b"GET / HTTP/1.1\r\n\r\n", 18, 10),
         &mut out,
     );
-    t.handle(
+    t.handle_ev(
         &data(
             C5,
             direction::INGRESS,
@@ -384,7 +414,7 @@ fn connection_activity_reports_tracking_bytes_and_close() {
         ),
         &mut out,
     );
-    t.handle(&data(C5, direction::INGRESS, 25, b"\r\n", 2, 30), &mut out);
+    t.handle_ev(&data(C5, direction::INGRESS, 25, b"\r\n", 2, 30), &mut out);
     let mut activity = Vec::new();
     t.take_activity(&mut activity);
     let kinds: Vec<_> = activity.iter().map(|a| a.kind).collect();
@@ -409,11 +439,11 @@ fn connection_activity_reports_tracking_bytes_and_close() {
     t.take_activity(&mut activity);
     assert!(activity.is_empty());
     // Bytes since the last report come with the close.
-    t.handle(
+    t.handle_ev(
         &data(C5, direction::EGRESS, 18, b"GET / HTTP/1.1\r\n\r\n", 18, 40),
         &mut out,
     );
-    t.handle(&close(CLIENT, 5, SOCK_C), &mut out);
+    t.handle_ev(&close(CLIENT, 5, SOCK_C), &mut out);
     t.take_activity(&mut activity);
     let kinds: Vec<_> = activity.iter().map(|a| a.kind).collect();
     assert_eq!(
@@ -433,7 +463,7 @@ fn a_burst_of_closed_connections_leaves_no_activity_capacity_behind() {
     let mut t = Tracker::new(config(), Arc::new(ConnectionStats::default()));
     let mut out = Vec::new();
     for fd in 0..2_000 {
-        t.handle(
+        t.handle_ev(
             &open(
                 CLIENT,
                 fd,
@@ -444,7 +474,7 @@ fn a_burst_of_closed_connections_leaves_no_activity_capacity_behind() {
             ),
             &mut out,
         );
-        t.handle(&close(CLIENT, fd, SOCK_C + fd as u64), &mut out);
+        t.handle_ev(&close(CLIENT, fd, SOCK_C + fd as u64), &mut out);
     }
     let mut activity = Vec::new();
     t.take_activity(&mut activity);
@@ -453,7 +483,7 @@ fn a_burst_of_closed_connections_leaves_no_activity_capacity_behind() {
     // The tracker's list went with them: a burst's high-water mark is not kept for good.
     assert_eq!(t.activity.capacity(), 0);
     // Into a list that is not empty, appended, and still nothing kept.
-    t.handle(
+    t.handle_ev(
         &open(CLIENT, 9, SOCK_C, origin::CONNECT, 40_000, 8080),
         &mut out,
     );
@@ -466,7 +496,7 @@ fn a_burst_of_closed_connections_leaves_no_activity_capacity_behind() {
 fn a_connection_older_than_netsonde_is_tracked_but_not_new_and_forgotten_not_closed() {
     let mut t = Tracker::new(config(), Arc::new(ConnectionStats::default()));
     let mut out = Vec::new();
-    t.handle(
+    t.handle_ev(
         &open(SERVER, 7, SOCK_S, origin::EXISTING, 8080, 40000),
         &mut out,
     );
@@ -487,8 +517,9 @@ fn a_connection_older_than_netsonde_is_tracked_but_not_new_and_forgotten_not_clo
     );
 }
 
-fn flagged(mut event: Event, flags: u8) -> Event {
-    if let Event::Data { header, .. } = &mut event {
+fn flagged(mut event: Ev, flags: u8) -> Ev {
+    {
+        let header = event.header_mut();
         header.flags = flags;
     }
     event
@@ -526,7 +557,7 @@ fn tls_plaintext_is_parsed_and_ciphertext_only_counted() {
         close(CLIENT, 5, SOCK_C),
     ];
     for e in &events {
-        tracker.handle(e, &mut out);
+        tracker.handle_ev(e, &mut out);
     }
     assert_eq!(out.len(), 1);
     assert!(out[0].tls);
@@ -721,7 +752,8 @@ fn an_http2_download_beyond_the_capture_is_followed_by_its_frame_pieces() {
     // the prefix as pieces.
     let total = response.len() as u64;
     let mut head = data(C5, direction::INGRESS, 0, &response[..4096], total, 1100);
-    if let Event::Data { header, .. } = &mut head {
+    {
+        let header = head.header_mut();
         header.flags = data_flags::H2_WALKED;
     }
     let piece = |at: usize| {
@@ -733,14 +765,16 @@ fn an_http2_download_beyond_the_capture_is_followed_by_its_frame_pieces() {
             9,
             1100,
         );
-        if let Event::Data { header, .. } = &mut e {
+        {
+            let header = e.header_mut();
             header.flags = data_flags::H2_PIECE;
         }
         e
     };
     // And an empty piece where the read ended.
     let mut end = data(C5, direction::INGRESS, total, &[], 0, 1100);
-    if let Event::Data { header, .. } = &mut end {
+    {
+        let header = end.header_mut();
         header.flags = data_flags::H2_PIECE;
     }
     let len = |b: &[u8]| b.len() as u64;
@@ -812,7 +846,8 @@ fn a_lost_http2_record_is_found_again_at_the_kernels_frame_boundary() {
         (response.len() - cut) as u64,
         1100,
     );
-    if let Event::Data { header, .. } = &mut second {
+    {
+        let header = second.header_mut();
         header.flags = data_flags::H2_WALKED;
         header.h2_frame = frame_at[1] as u64;
     }
@@ -847,8 +882,8 @@ fn a_lost_http2_record_is_found_again_at_the_kernels_frame_boundary() {
     assert_eq!(stats.gap_bytes.load(Relaxed), cut as u64);
 }
 
-fn note(end: End, what: u32, value: u64, ts: u64) -> Event<'static> {
-    Event::KernelNote(KernelNoteEvent {
+fn note(end: End, what: u32, value: u64, ts: u64) -> Ev<'static> {
+    Ev::Other(Event::KernelNote(KernelNoteEvent {
         kind: kind::KERNEL_NOTE,
         note: what,
         tgid: end.0,
@@ -856,11 +891,12 @@ fn note(end: End, what: u32, value: u64, ts: u64) -> Event<'static> {
         sock: end.2,
         ts_ns: ts,
         value,
-    })
+    }))
 }
 
-fn with_packets(mut event: Event, packets: u32, layer_at: usize, ns: u64) -> Event {
-    if let Event::Data { header, .. } = &mut event {
+fn with_packets(mut event: Ev, packets: u32, layer_at: usize, ns: u64) -> Ev {
+    {
+        let header = event.header_mut();
         header.kernel.packets = packets;
         header.kernel.bytes = 100 * u64::from(packets);
         header.kernel.ns[layer_at] = ns;
@@ -898,7 +934,7 @@ fn the_kernels_part_joins_the_next_exchange_and_the_connection_metrics() {
         note((CLIENT, 9, 0xdead), note::RETRANSMIT, 0, 1400),
     ];
     for e in &events {
-        tracker.handle(e, &mut out);
+        tracker.handle_ev(e, &mut out);
     }
     assert_eq!(out.len(), 1);
     let k = out[0].kernel;
@@ -960,7 +996,7 @@ fn the_kernels_part_joins_the_next_exchange_and_the_connection_metrics() {
     ];
     out.clear();
     for e in &second {
-        tracker.handle(e, &mut out);
+        tracker.handle_ev(e, &mut out);
     }
     assert!(out[0].kernel.is_empty());
 }
@@ -968,13 +1004,13 @@ fn the_kernels_part_joins_the_next_exchange_and_the_connection_metrics() {
 #[test]
 fn an_accepted_connection_reports_its_wait_in_the_listen_queue() {
     let mut event = open(SERVER, 7, SOCK_S, origin::ACCEPT, 8080, 40000);
-    if let Event::Open(o) = &mut event {
+    if let Ev::Other(Event::Open(o)) = &mut event {
         o.established_ns = 500;
         o.exit_ns = 2_500;
     }
     let stats = Arc::new(ConnectionStats::default());
     let mut tracker = Tracker::new(config(), stats);
-    tracker.handle(&event, &mut Vec::new());
+    tracker.handle_ev(&event, &mut Vec::new());
     let mut activity = Vec::new();
     tracker.take_activity(&mut activity);
     assert!(matches!(

@@ -13,15 +13,17 @@ const FULL_RECORDS: usize = 4096;
 /// round to round, and the batches in flight (at most the agent's queue of them) stay small.
 const FULL_BYTES: usize = 256 << 10;
 /// Room for a full batch's bytes and one more record (a 16 KiB payload and its header): taken
-/// with the first record, so a batch never grows after it.
-const ROOM: usize = FULL_BYTES + (20 << 10);
+/// with the first record, so a batch never grows after it. In 8-byte words.
+const ROOM_WORDS: usize = (FULL_BYTES + (20 << 10)) / 8;
 
 /// Records that decode, in the order they came.
 #[derive(Debug, Default)]
 pub struct Batch {
-    bytes: Vec<u8>,
-    /// Where each record ends in `bytes` (the next one starts there).
-    ends: Vec<usize>,
+    /// The records, each from an 8-byte boundary (as in the ring), so that a data record's
+    /// header is read in place: words, not bytes, for that alignment.
+    words: Vec<u64>,
+    /// Where each record starts in `words` and how long it is, in bytes.
+    records: Vec<(u32, u32)>,
     /// How many of the records the process-lifecycle stage wants.
     lifecycle: usize,
 }
@@ -29,29 +31,44 @@ pub struct Batch {
 impl Batch {
     /// Adds `record` if it decodes; otherwise leaves it out and says why.
     pub fn push(&mut self, record: &[u8]) -> Result<(), DecodeError> {
-        if self.ends.capacity() == 0 {
-            self.bytes.reserve_exact(ROOM);
-            self.ends.reserve_exact(FULL_RECORDS);
+        if self.records.capacity() == 0 {
+            self.words.reserve_exact(ROOM_WORDS);
+            self.records.reserve_exact(FULL_RECORDS);
         }
         if is_lifecycle_kind(check(record)?) {
             self.lifecycle += 1;
         }
-        self.bytes.extend_from_slice(record);
-        self.ends.push(self.bytes.len());
+        let start = self.words.len();
+        let len = record.len().div_ceil(8);
+        self.words.reserve(len);
+        // SAFETY: `reserve` made room for `len` more words after `start`; the last one is
+        // zeroed first (the record may end inside it), then the record's bytes are copied
+        // over the front, so all `len` words are initialised before `set_len`.
+        unsafe {
+            let at = self.words.as_mut_ptr().add(start);
+            if len > 0 {
+                at.add(len - 1).write(0);
+            }
+            std::ptr::copy_nonoverlapping(record.as_ptr(), at.cast::<u8>(), record.len());
+            self.words.set_len(start + len);
+        }
+        // Both fit in 32 bits: a batch is full at 256 KiB, and a record is at most 16 KiB
+        // and its header.
+        self.records.push((start as u32, record.len() as u32));
         Ok(())
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.records.is_empty()
     }
 
     /// Whether the batch should go on rather than take more records.
     pub fn is_full(&self) -> bool {
-        self.ends.len() >= FULL_RECORDS || self.bytes.len() >= FULL_BYTES
+        self.records.len() >= FULL_RECORDS || self.words.len() * 8 >= FULL_BYTES
     }
 
     /// Whether any record is one the process-lifecycle stage wants.
@@ -59,22 +76,26 @@ impl Batch {
         self.lifecycle > 0
     }
 
-    /// The records' events, in order, their payloads borrowed from the batch.
+    /// The records' events, in order, their headers and payloads borrowed from the batch.
     pub fn events(&self) -> impl ExactSizeIterator<Item = Event<'_>> + '_ {
-        (0..self.ends.len()).map(|i| {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            decode(&self.bytes[start..self.ends[i]]).expect("records are checked when pushed")
+        self.records.iter().map(|&(start, len)| {
+            let words = &self.words[start as usize..];
+            // SAFETY: `len` bytes from `start` lie within `words` (pushed so) and are
+            // initialised; a u64 slice is valid as bytes.
+            let record =
+                unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), len as usize) };
+            decode(record).expect("records are checked when pushed, and kept aligned")
         })
     }
 
     /// Empties the batch for another round, keeping its room (one filled past its room by
     /// records pushed after it was full gives the excess back).
     pub fn recycle(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
+        self.words.clear();
+        self.records.clear();
         self.lifecycle = 0;
-        self.bytes.shrink_to(ROOM);
-        self.ends.shrink_to(FULL_RECORDS);
+        self.words.shrink_to(ROOM_WORDS);
+        self.records.shrink_to(FULL_RECORDS);
     }
 }
 
@@ -87,7 +108,7 @@ mod tests {
     use super::*;
     use crate::events::encode;
 
-    fn data(captured: &[u8]) -> Vec<u8> {
+    fn data(captured: &[u8]) -> encode::Record {
         let header = DataEvent {
             kind: kind::DATA,
             captured: captured.len() as u32,
@@ -165,8 +186,8 @@ mod tests {
         }
         // Full by bytes, within the room taken with the first record: it never grew.
         assert!(batch.len() < FULL_RECORDS);
-        assert!(batch.bytes.len() >= FULL_BYTES);
-        assert_eq!(batch.bytes.capacity(), ROOM);
+        assert!(batch.words.len() * 8 >= FULL_BYTES);
+        assert_eq!(batch.words.capacity(), ROOM_WORDS);
         // Pushed past full anyway (a caller that ignores it), then recycled: the excess goes.
         for _ in 0..100 {
             batch.push(&big).unwrap();
@@ -177,11 +198,11 @@ mod tests {
                 ..Default::default()
             }))
             .unwrap();
-        assert!(batch.bytes.capacity() > 2 * ROOM);
+        assert!(batch.words.capacity() > 2 * ROOM_WORDS);
         batch.recycle();
         assert!(batch.is_empty() && !batch.has_lifecycle() && !batch.is_full());
         assert_eq!(batch.events().count(), 0);
-        assert_eq!(batch.bytes.capacity(), ROOM);
+        assert_eq!(batch.words.capacity(), ROOM_WORDS);
         batch.push(&data(b"again")).unwrap();
         assert!(matches!(
             batch.events().next(),

@@ -32,12 +32,12 @@ fn a_batch_is_handled_as_its_events_one_by_one() {
         ),
         close(CLIENT, 5, SOCK_C),
     ];
-    let handled = |batches: &[&[Event]]| {
+    let handled = |batches: &[&[Ev]]| {
         let stats = Arc::new(ConnectionStats::default());
         let mut tracker = Tracker::new(config(), stats.clone());
         let mut out = Vec::new();
         for batch in batches {
-            tracker.handle_batch(batch.iter().copied(), &mut out);
+            tracker.handle_batch(batch.iter().map(Ev::event), &mut out);
         }
         (out, format!("{stats:?}"), stats)
     };

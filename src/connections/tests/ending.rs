@@ -24,7 +24,7 @@ fn retransmits_no_note_reported_are_counted_from_the_sockets_total_at_close() {
         let mut tracker = Tracker::new(config(), stats.clone());
         let mut out = Vec::new();
         let mut closed = close(CLIENT, 5, SOCK_C);
-        if let Event::Close(c) = &mut closed {
+        if let Ev::Other(Event::Close(c)) = &mut closed {
             c.total_retransmits = total;
         }
         for e in [
@@ -32,7 +32,7 @@ fn retransmits_no_note_reported_are_counted_from_the_sockets_total_at_close() {
             note(C5, note::RETRANSMIT, 0, 1050),
             closed,
         ] {
-            tracker.handle(&e, &mut out);
+            tracker.handle_ev(&e, &mut out);
         }
         let mut activity = Vec::new();
         tracker.take_activity(&mut activity);

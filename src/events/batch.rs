@@ -1,6 +1,7 @@
 //! Records from the ring buffer, kept as the kernel wrote them, one after the other in one
-//! buffer that batch after batch reuses. The reader copies each record once and allocates
-//! nothing per event; the stages after it decode the records in place. (An owned payload per
+//! buffer that batch after batch reuses, each from an 8-byte boundary as in the ring. The reader
+//! copies each record once and allocates nothing per event; the stages after it decode the
+//! records in place, headers included. (An owned payload per
 //! event was an allocation in the reader's thread freed in the tracker's: the allocator's
 //! per-thread caches then refilled and flushed through its shared arenas, about 10 % of the
 //! agent's samples under load.)

@@ -151,6 +151,11 @@ fn retransmits_and_drops_match_the_kernels_own_counters() {
         ),
         Some(("netsonde.kernel.drop.reason", "NETFILTER_DROP")),
     );
+    // Present, or the check below would pass whatever the connections got.
+    assert!(
+        node_netfilter > 0,
+        "the agent's own metrics have no netsonde.node.drops for NETFILTER_DROP"
+    );
     let runs_missed = (dropped.0 + dropped.1).saturating_sub(node_netfilter);
     eprintln!(
         "node: the program counted {node_netfilter} NETFILTER_DROP drops, the rules {}: {runs_missed} runs missed",

@@ -410,6 +410,9 @@ struct Usage {
     /// that drops what it should report is cheaper than one that does not, so it is said.
     lost: u64,
     dropped: u64,
+    /// The collector's CPU over the same time, for the arms that export to it (it shares the
+    /// machine's cores with nginx, wrk and the agent).
+    collector_cpu_percent: Option<f64>,
 }
 
 /// The agent CPU (median), RSS and peak RSS (largest) columns of a table row, over the rounds'
@@ -448,8 +451,11 @@ fn losses(usages: &[Option<Usage>]) -> String {
 
 fn usage_text(u: Option<Usage>) -> String {
     u.map_or(String::new(), |u| {
+        let collector = u
+            .collector_cpu_percent
+            .map_or(String::new(), |c| format!(", collector CPU {c:.1} %"));
         format!(
-            ", agent CPU {:.1} %, RSS {} KiB (peak {} KiB), lost {}, dropped {}",
+            ", agent CPU {:.1} %, RSS {} KiB (peak {} KiB), lost {}, dropped {}{collector}",
             u.cpu_percent, u.rss_kib, u.peak_rss_kib, u.lost, u.dropped
         )
     })
@@ -459,6 +465,8 @@ struct AgentProcess {
     child: Child,
     started: Instant,
     ticks_at_start: u64,
+    /// The collector the arm exports to, and its CPU ticks when the agent was ready.
+    collector: Option<(u32, u64)>,
     /// Reads the agent's stderr; returns its final stats line.
     stderr: thread::JoinHandle<Option<String>>,
 }
@@ -522,10 +530,15 @@ impl AgentProcess {
             .expect("netsonde attached");
         thread::sleep(Duration::from_millis(500));
         let ticks_at_start = cpu_ticks(child.id());
+        let collector = matches!(arm, Arm::Otlp).then(|| {
+            let pid = collector.child.id();
+            (pid, cpu_ticks(pid))
+        });
         Some(AgentProcess {
             child,
             started: Instant::now(),
             ticks_at_start,
+            collector,
             stderr,
         })
     }
@@ -544,6 +557,9 @@ impl AgentProcess {
         let ticks = cpu_ticks(self.child.id()) - self.ticks_at_start;
         // SAFETY: no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let collector_cpu_percent = self.collector.map(|(pid, at_start)| {
+            100.0 * cpu_ticks(pid).saturating_sub(at_start) as f64 / hz / wall
+        });
         let rss_kib = status_kib(self.child.id(), "VmRSS:");
         let peak_rss_kib = status_kib(self.child.id(), "VmHWM:");
         // SAFETY: signalling our own child.
@@ -556,6 +572,7 @@ impl AgentProcess {
             peak_rss_kib,
             lost: stat(&last, "lost"),
             dropped: stat(&last, "export_dropped"),
+            collector_cpu_percent,
         }
     }
 }

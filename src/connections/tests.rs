@@ -342,10 +342,7 @@ fn uncounted_bytes_make_the_parser_find_its_place_again() {
     // A sendmmsg of more messages than the programs count: the record says so, and the
     // stream continues at an unknown distance.
     let mut more = data(C5, direction::EGRESS, 0, REQ, REQ.len() as u64, 1000);
-    {
-        let header = more.header_mut();
-        header.flags = netsonde_common::data_flags::BYTES_UNCOUNTED;
-    }
+    more.header_mut().flags = netsonde_common::data_flags::BYTES_UNCOUNTED;
     let (out, stats) = run(&[
         open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),
         more,
@@ -518,10 +515,7 @@ fn a_connection_older_than_netsonde_is_tracked_but_not_new_and_forgotten_not_clo
 }
 
 fn flagged(mut event: Ev, flags: u8) -> Ev {
-    {
-        let header = event.header_mut();
-        header.flags = flags;
-    }
+    event.header_mut().flags = flags;
     event
 }
 
@@ -752,10 +746,7 @@ fn an_http2_download_beyond_the_capture_is_followed_by_its_frame_pieces() {
     // the prefix as pieces.
     let total = response.len() as u64;
     let mut head = data(C5, direction::INGRESS, 0, &response[..4096], total, 1100);
-    {
-        let header = head.header_mut();
-        header.flags = data_flags::H2_WALKED;
-    }
+    head.header_mut().flags = data_flags::H2_WALKED;
     let piece = |at: usize| {
         let mut e = data(
             C5,
@@ -765,18 +756,12 @@ fn an_http2_download_beyond_the_capture_is_followed_by_its_frame_pieces() {
             9,
             1100,
         );
-        {
-            let header = e.header_mut();
-            header.flags = data_flags::H2_PIECE;
-        }
+        e.header_mut().flags = data_flags::H2_PIECE;
         e
     };
     // And an empty piece where the read ended.
     let mut end = data(C5, direction::INGRESS, total, &[], 0, 1100);
-    {
-        let header = end.header_mut();
-        header.flags = data_flags::H2_PIECE;
-    }
+    end.header_mut().flags = data_flags::H2_PIECE;
     let len = |b: &[u8]| b.len() as u64;
     let (out, stats) = run(&[
         open(CLIENT, 5, SOCK_C, origin::CONNECT, 40000, 8080),

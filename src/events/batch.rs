@@ -6,7 +6,7 @@
 //! per-thread caches then refilled and flushed through its shared arenas, about 10 % of the
 //! agent's samples under load.)
 
-use super::{DecodeError, Event, check, decode, is_lifecycle_kind};
+use super::{DecodeError, Event, append_aligned, check, decode, is_lifecycle_kind};
 
 /// Records after which a batch is full.
 const FULL_RECORDS: usize = 4096;
@@ -39,20 +39,7 @@ impl Batch {
         if is_lifecycle_kind(check(record)?) {
             self.lifecycle += 1;
         }
-        let start = self.words.len();
-        let len = record.len().div_ceil(8);
-        self.words.reserve(len);
-        // SAFETY: `reserve` made room for `len` more words after `start`; the last one is
-        // zeroed first (the record may end inside it), then the record's bytes are copied
-        // over the front, so all `len` words are initialised before `set_len`.
-        unsafe {
-            let at = self.words.as_mut_ptr().add(start);
-            if len > 0 {
-                at.add(len - 1).write(0);
-            }
-            std::ptr::copy_nonoverlapping(record.as_ptr(), at.cast::<u8>(), record.len());
-            self.words.set_len(start + len);
-        }
+        let start = append_aligned(&mut self.words, record);
         // Both fit in 32 bits: a batch is full at 256 KiB, and a record is at most 16 KiB
         // and its header.
         self.records.push((start as u32, record.len() as u32));

@@ -139,6 +139,26 @@ pub fn check(record: &[u8]) -> Result<u32, DecodeError> {
     Ok(kind)
 }
 
+/// Appends `bytes` to `words` from the next 8-byte boundary, the last word's spare bytes zeroed,
+/// as the ring keeps records; returns the word it starts at.
+fn append_aligned(words: &mut Vec<u64>, bytes: &[u8]) -> usize {
+    let start = words.len();
+    let len = bytes.len().div_ceil(8);
+    words.reserve(len);
+    // SAFETY: `reserve` made room for `len` more words after `start`; the last one is zeroed
+    // first (the bytes may end inside it), then the bytes are copied over the front, so all
+    // `len` words are initialised before `set_len`.
+    unsafe {
+        let at = words.as_mut_ptr().add(start);
+        if len > 0 {
+            at.add(len - 1).write(0);
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), at.cast::<u8>(), bytes.len());
+        words.set_len(start + len);
+    }
+    start
+}
+
 /// The header of a data record [`check`] passed, in place.
 fn borrow_header(record: &[u8]) -> Result<&DataEvent, DecodeError> {
     assert!(
@@ -178,15 +198,8 @@ pub mod encode {
 
     impl Record {
         pub fn new(bytes: &[u8]) -> Record {
-            let mut words = vec![0u64; bytes.len().div_ceil(8)];
-            // SAFETY: `words` holds at least `bytes.len()` bytes; the two do not overlap.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    words.as_mut_ptr().cast::<u8>(),
-                    bytes.len(),
-                )
-            };
+            let mut words = Vec::new();
+            super::append_aligned(&mut words, bytes);
             Record {
                 words,
                 len: bytes.len(),

@@ -318,10 +318,16 @@ fn probes(args: ProbesArgs) -> ExitCode {
                 format!("{} {}", c.hook.method(), c.hook.target()),
                 status.point.purpose
             ),
-            None => println!(
-                "{:<24} {:<9} {:<42} lost: {}",
-                status.point.name, "failed", "-", status.point.purpose
-            ),
+            None => match status.point.fallback() {
+                Some(instead) => println!(
+                    "{:<24} {:<9} {:<42} {instead}: {}",
+                    status.point.name, "unused", "-", status.point.purpose
+                ),
+                None => println!(
+                    "{:<24} {:<9} {:<42} lost: {}",
+                    status.point.name, "failed", "-", status.point.purpose
+                ),
+            },
         }
         // Why each better way was not taken.
         for (candidate, why) in &status.failures {

@@ -6,17 +6,21 @@
 //! Each guest runs `netsonde probes`, then `netsonde run` while one HTTP exchange crosses a
 //! veth pair between two network namespaces, with a netem delay on the client's side, an
 //! nftables rule set on both sides, and the client's neighbour entry flushed before it sends
-//! (tests/support/vm/init.sh). The test reports which method attached for each probe point on
-//! each kernel, and checks the exchange and its kernel times.
+//! (tests/support/vm/init.sh), then a burst of requests over IPv4 and IPv6 loopback. The test
+//! reports which method attached for each probe point on each kernel, and checks the exchange
+//! and its kernel times, and that every request of the burst was seen once on each side. The
+//! fentry pass reads `read`/`write` at the socket layer; the kprobe pass (fentry off) at the
+//! syscall tracepoints.
 //!
 //! Kernel packages are downloaded once with apt and kept outside the repository
 //! (`NETSONDE_VM_CACHE`, default /var/cache/netsonde/vm-kernels).
 //!
 //! `NETSONDE_VM_DD=COUNT` adds a measurement, not a check: in each guest, `dd` makes 2 x COUNT
-//! reads and writes on no socket, three times under each arm (no agent, the no-op programs,
-//! netsonde monitoring another process, netsonde monitoring every process), and the test prints
-//! the medians beside the floor (benchmarks/RESULTS.md). Under emulation only the ratios mean
-//! something.
+//! reads and writes on no socket, three times (`NETSONDE_VM_DD_ROUNDS`) under each arm (no agent, the no-op programs,
+//! netsonde monitoring another process, netsonde monitoring every process, then the no-op
+//! programs and every process monitored with socket-layer capture off: `floor-tp`,
+//! `agent-tp`), and the test prints the medians beside the floor (benchmarks/RESULTS.md).
+//! Under emulation only the ratios mean something.
 
 mod support;
 
@@ -40,6 +44,16 @@ const KERNELS: [(&str, &str); 2] = [
 
 /// Modules the guest loads (with their dependencies): the veth pair, nftables, netem.
 const MODULES: [&str; 3] = ["veth", "nf_tables", "sch_netem"];
+
+/// The `dd` measurement: bytes per run (each a read and a write), runs per arm.
+#[derive(Clone, Copy)]
+struct Dd {
+    count: u64,
+    rounds: usize,
+}
+
+/// Requests per address family in each pass's loopback burst (`BURST` in init.sh).
+const BURST: usize = 20;
 
 /// Host programs copied into the guest, with their libraries.
 const HOST_PROGRAMS: [&str; 3] = ["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/nft"];
@@ -270,11 +284,11 @@ fn boot(
     version: &str,
     initrd: &Path,
     work: &Path,
-    dd_count: Option<u64>,
+    dd: Option<Dd>,
 ) -> Result<String, String> {
     let mut append = "console=ttyS0 panic=-1 quiet loglevel=3".to_string();
-    if let Some(count) = dd_count {
-        append.push_str(&format!(" netsonde.dd={count}"));
+    if let Some(Dd { count, rounds }) = dd {
+        append.push_str(&format!(" netsonde.dd={count} netsonde.dd_rounds={rounds}"));
     }
     let log = work.join(format!("serial-{version}.log"));
     let out = fs::File::create(&log).map_err(|e| e.to_string())?;
@@ -327,12 +341,12 @@ fn run_kernel(
     series: &str,
     pattern: &str,
     work: &Path,
-    dd_count: Option<u64>,
+    dd: Option<Dd>,
 ) -> Result<Vec<String>, String> {
     let package = newest_package(pattern)?;
     let (version, root) = fetch_kernel(&package)?;
     let initrd = initramfs(&root, &version, work)?;
-    let serial = boot(&root, &version, &initrd, work, dd_count)?;
+    let serial = boot(&root, &version, &initrd, work, dd)?;
     assert!(
         serial.contains("VMTEST done"),
         "{series} ({version}) serial log:\n{serial}"
@@ -347,15 +361,15 @@ fn run_kernel(
     for method in ["fentry", "kprobe"] {
         rows.extend(check_pass(series, &version, &serial, method));
     }
-    if dd_count.is_some() {
-        rows.extend(dd_report(series, &version, &serial));
+    if let Some(dd) = dd {
+        rows.extend(dd_report(series, &version, &serial, dd.rounds));
     }
     Ok(rows)
 }
 
 /// The `dd` arms' medians (centiseconds in the guest's clock) beside the floor's.
-fn dd_report(series: &str, version: &str, serial: &str) -> Vec<String> {
-    let arms = ["bare", "floor", "not-mine", "agent"];
+fn dd_report(series: &str, version: &str, serial: &str, rounds: usize) -> Vec<String> {
+    let arms = ["bare", "floor", "not-mine", "agent", "floor-tp", "agent-tp"];
     // (arm, its rounds in centiseconds, their median)
     let measured: Vec<(&str, Vec<u64>, u64)> = arms
         .iter()
@@ -367,28 +381,39 @@ fn dd_report(series: &str, version: &str, serial: &str) -> Vec<String> {
                 .collect();
             assert_eq!(
                 times.len(),
-                3,
+                rounds,
                 "{series} ({version}): dd rounds of {arm}; serial log:\n{serial}"
             );
             let mut sorted = times.clone();
             sorted.sort_unstable();
-            (arm, times, sorted[1])
+            (arm, times, sorted[rounds / 2])
         })
         .collect();
-    let floor = measured
-        .iter()
-        .find(|(arm, ..)| *arm == "floor")
-        .map(|(.., cs)| *cs as f64)
-        .expect("a floor arm");
+    let median = |name: &str| {
+        measured
+            .iter()
+            .find(|(arm, ..)| *arm == name)
+            .map(|(.., cs)| *cs as f64)
+            .expect("every arm is measured")
+    };
+    // The floor with the socket layer, and the tracepoints' floor (socket layer off).
+    let (floor, floor_tp) = (median("floor"), median("floor-tp"));
+    let agents_said = serial
+        .lines()
+        .filter(|l| l.starts_with("DDLOG"))
+        .map(|l| format!("{series} ({version}) {l}"));
     measured
         .iter()
         .map(|(arm, times, cs)| {
             format!(
-                "{series} ({version}) dd {arm:<8} {:>7.2} s  {:.2} x the floor  (rounds, cs: {times:?})",
+                "{series} ({version}) dd {arm:<8} {:>7.2} s  {:.2} x the floor  {:.2} x floor-tp  \
+                 (rounds, cs: {times:?})",
                 *cs as f64 / 100.0,
                 *cs as f64 / floor,
+                *cs as f64 / floor_tp,
             )
         })
+        .chain(agents_said)
         .collect()
 }
 
@@ -420,20 +445,37 @@ fn check_pass(series: &str, version: &str, serial: &str, method: &str) -> Vec<St
             row.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
         ));
     }
-    // The syscalls at the BTF-typed tracepoints: Debian's kernels carry their own BTF.
-    for point in [
-        "syscall.read.enter",
-        "syscall.write.exit",
-        "syscall.close.enter",
+    // With fentry, read/write/recvfrom/sendto at the socket layer (the exchange below crosses
+    // it: nc and tiny_httpd read and write); without, and for every other syscall, the
+    // BTF-typed tracepoints (Debian's kernels carry their own BTF).
+    let socket_layer = method == "fentry";
+    for (point, at_socket_layer) in [
+        ("syscall.read.enter", socket_layer),
+        ("syscall.read.exit", socket_layer),
+        ("syscall.write.exit", socket_layer),
+        ("syscall.sendto.enter", socket_layer),
+        ("syscall.readv.enter", false),
+        ("syscall.sendfile64.exit", false),
+        ("syscall.close.enter", false),
     ] {
         let row = probes
             .iter()
             .find(|l| l.starts_with(point))
             .unwrap_or_else(|| panic!("{point} missing: {}", context()));
+        let via = if at_socket_layer {
+            " fentry inet_"
+        } else {
+            " tp_btf sys_e"
+        };
         assert!(
-            row.contains(" attached ") && row.contains(" tp_btf sys_e"),
-            "{series}: {point} should attach by tp_btf: {row}"
+            row.contains(" attached ") && row.contains(via),
+            "{series}, {method} pass: {point} should attach by{via}: {row}\n{}",
+            probes.join("\n")
         );
+        rows.push(format!(
+            "{series} {version}: {}",
+            row.split_whitespace().take(5).collect::<Vec<_>>().join(" ")
+        ));
     }
     assert!(
         probes
@@ -459,6 +501,22 @@ fn check_pass(series: &str, version: &str, serial: &str, method: &str) -> Vec<St
             (l.method.as_str(), l.target.as_str(), l.status),
             ("GET", "/index.html", 200)
         );
+    }
+    // The loopback burst: every request seen once on each side, over each family.
+    for target in ["/burst-v4", "/burst-v6"] {
+        for (comm, role) in [("wget", "client"), ("tiny_httpd", "server")] {
+            let seen = lines
+                .iter()
+                .filter(|l| l.comm == comm && l.role == role && l.target == target)
+                .filter(|l| l.method == "GET" && l.status == 200)
+                .count();
+            assert_eq!(
+                seen,
+                BURST,
+                "{series}, {method} pass: {comm} ({role}) exchanges for {target}: {}",
+                context()
+            );
+        }
     }
     let ns = |l: &support::Line, layer: &str| {
         l.kernel_ns
@@ -531,13 +589,21 @@ fn netsonde_on_debian_6_1_and_6_12_kernels() {
     }
     let _guard = serial();
     let work = tempfile::tempdir().unwrap();
-    let dd_count = std::env::var("NETSONDE_VM_DD").ok().map(|v| {
-        v.parse::<u64>()
-            .unwrap_or_else(|_| panic!("NETSONDE_VM_DD={v}: a count of bytes for dd"))
+    let rounds = std::env::var("NETSONDE_VM_DD_ROUNDS").map_or(3, |v| {
+        v.parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("NETSONDE_VM_DD_ROUNDS={v}: a number of rounds"))
+    });
+    let dd = std::env::var("NETSONDE_VM_DD").ok().map(|v| Dd {
+        count: v
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("NETSONDE_VM_DD={v}: a count of bytes for dd")),
+        rounds,
     });
     let mut report = Vec::new();
     for (series, pattern) in KERNELS {
-        match run_kernel(series, pattern, work.path(), dd_count) {
+        match run_kernel(series, pattern, work.path(), dd) {
             Ok(rows) => report.extend(rows),
             Err(why) => panic!("{series}: {why}"),
         }

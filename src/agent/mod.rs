@@ -144,6 +144,7 @@ pub fn probe_settings(config: &Config, options: &RunOptions) -> ProbeSettings {
         kernel_layer: config.capture.kernel_layer,
         fentry: config.capture.fentry,
         tp_btf: config.capture.tp_btf,
+        socket_layer: config.capture.socket_layer,
         btf_path: options
             .btf
             .clone()

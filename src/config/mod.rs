@@ -46,6 +46,11 @@ pub struct CaptureConfig {
     /// kernel has its own BTF (the cheaper way: kernel fields are plain loads); false uses the
     /// raw tracepoints, where every kernel read is a helper call.
     pub tp_btf: bool,
+    /// Read `read`, `write`, `recvfrom` and `sendto` on sockets inside the socket layer
+    /// (fentry on `inet_recvmsg`/`inet_sendmsg` and their IPv6 twins) where the kernel allows
+    /// fentry, so the same syscalls on files, pipes and terminals are not hooked at all; false
+    /// (or no fentry) reads them at the syscall tracepoints.
+    pub socket_layer: bool,
 }
 
 /// Which processes are traced. Nothing set: every process but netsonde itself. Each rule
@@ -191,6 +196,7 @@ impl Default for CaptureConfig {
             kernel_layer: true,
             fentry: true,
             tp_btf: true,
+            socket_layer: true,
         }
     }
 }
@@ -508,13 +514,14 @@ pub(crate) mod tests {
     }
 
     /// Every key of the file.
-    const DOCUMENTED_KEYS: [&str; 62] = [
+    const DOCUMENTED_KEYS: [&str; 63] = [
         "capture.payload_bytes",
         "capture.ring_buffer_bytes",
         "capture.batch_delay_ms",
         "capture.kernel_layer",
         "capture.fentry",
         "capture.tp_btf",
+        "capture.socket_layer",
         "filter.pids",
         "filter.comms",
         "filter.exclude_comms",
@@ -587,7 +594,8 @@ pub(crate) mod tests {
         assert_eq!(
             err.to_string(),
             "config file <text>: line 2 column 3: unknown field `payload_byte`, expected one of \
-             payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry, tp_btf"
+             payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry, tp_btf, \
+             socket_layer"
         );
         let err = Config::from_yaml("captur: {}\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `captur`"), "{err}");

@@ -14,7 +14,7 @@ use aya::{
 
 use super::{
     ProbeStatus,
-    catalog::{Candidate, Hook, ProbePoint},
+    catalog::{Candidate, Hook, ProbePoint, SOCKET_LAYER},
     describe_program_error,
     offsets::VMLINUX_BTF,
 };
@@ -158,6 +158,39 @@ impl Attacher {
     }
 }
 
+/// Attaches the socket layer's points (`catalog::SOCKET_LAYER`). Returns their statuses and
+/// whether the layer is in use: only when every point attached (a missing family would lose
+/// its sockets' bytes, the tracepoints would not read them). Otherwise the attached ones are
+/// unloaded again, and each point's status says why it is not used.
+pub(super) fn attach_socket_layer(
+    ebpf: &mut Ebpf,
+    attacher: &mut Attacher,
+) -> (Vec<ProbeStatus>, bool) {
+    let mut statuses: Vec<ProbeStatus> = SOCKET_LAYER
+        .iter()
+        .map(|&point| attach_point(ebpf, attacher, point, &HashMap::new()))
+        .collect();
+    let Some(failed) = statuses.iter().find(|s| s.attached.is_none()) else {
+        return (statuses, true);
+    };
+    let why = match failed.failures.last() {
+        Some((_, why)) => format!("unloaded: {} did not attach ({why})", failed.point.name),
+        None => format!("unloaded: {} did not attach", failed.point.name),
+    };
+    for status in &mut statuses {
+        if let Some(candidate) = status.attached.take() {
+            if let Ok(entry) = program::<FEntry>(ebpf, candidate.program) {
+                let _ = entry.unload();
+            }
+            if let Some(Ok(exit)) = candidate.exit.map(|name| program::<FExit>(ebpf, name)) {
+                let _ = exit.unload();
+            }
+            status.failures.push((candidate, why.clone()));
+        }
+    }
+    (statuses, false)
+}
+
 /// Tries a point's candidates in order; `unusable` names programs that cannot run here (their
 /// record lacks what they read) and why.
 pub(super) fn attach_point(
@@ -242,6 +275,9 @@ fn attach_candidate(
                 },
             )
         }
+        Hook::SocketLayer { functions } => Err(format!(
+            "read by the socket layer's programs on {functions}, not attached on its own"
+        )),
         Hook::KProbe { function } => timed_pair(
             ebpf,
             candidate,

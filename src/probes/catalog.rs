@@ -29,6 +29,9 @@ pub enum Hook {
     FEntry { function: &'static str },
     /// A kprobe on a kernel function, with the candidate's `exit` program as its kretprobe.
     KProbe { function: &'static str },
+    /// Read by the socket layer's fentry/fexit programs on `functions` (see
+    /// [`socket_layer`]): a syscall point these cover has no program of its own.
+    SocketLayer { functions: &'static str },
 }
 
 impl Hook {
@@ -37,7 +40,7 @@ impl Hook {
         match self {
             Hook::Syscall { typed: true, .. } => "tp_btf",
             Hook::Syscall { .. } | Hook::RawTracepoint { .. } => "raw_tracepoint",
-            Hook::FEntry { .. } => "fentry",
+            Hook::FEntry { .. } | Hook::SocketLayer { .. } => "fentry",
             Hook::KProbe { .. } => "kprobe",
         }
     }
@@ -51,6 +54,7 @@ impl Hook {
                 format!("{at}[{name}={nr}]")
             }
             Hook::FEntry { function } | Hook::KProbe { function } => (*function).to_string(),
+            Hook::SocketLayer { functions } => (*functions).to_string(),
         }
     }
 }
@@ -90,6 +94,15 @@ const REQUIRED: [&str; 5] = [
 impl ProbePoint {
     pub fn required(&self) -> bool {
         REQUIRED.contains(&self.name)
+    }
+
+    /// What reads this point's data when it is not attached, if something else does: nothing
+    /// is lost then.
+    pub fn fallback(&self) -> Option<&'static str> {
+        SOCKET_LAYER
+            .iter()
+            .any(|p| p.name == self.name)
+            .then_some("the syscall tracepoints read this instead")
     }
 }
 
@@ -293,6 +306,93 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         }],
     });
     points
+}
+
+/// The syscalls the socket layer reads, when all of its points attach: their tracepoint
+/// programs are then not attached (processes doing them on files pay nothing).
+pub const SOCKET_LAYER_SYSCALLS: [&str; 4] = ["read", "write", "recvfrom", "sendto"];
+
+/// How a syscall point covered by the socket layer is reported (`receive`: a read-like one).
+pub fn socket_layer_cover(receive: bool) -> Candidate {
+    if receive {
+        Candidate {
+            program: "inet_recvmsg_fentry",
+            hook: Hook::SocketLayer {
+                functions: "inet_recvmsg, inet6_recvmsg",
+            },
+            exit: Some("inet_recvmsg_fexit"),
+        }
+    } else {
+        Candidate {
+            program: "inet_sendmsg_fentry",
+            hook: Hook::SocketLayer {
+                functions: "inet_sendmsg, inet6_sendmsg",
+            },
+            exit: Some("inet_sendmsg_fexit"),
+        }
+    }
+}
+
+/// An fentry/fexit pair on a socket-layer function.
+macro_rules! socket_point {
+    ($name:literal, $function:literal, $fentry:literal, $fexit:literal, $purpose:literal) => {
+        ProbePoint {
+            name: $name,
+            purpose: $purpose,
+            phase: Phase::Entry,
+            candidates: &[Candidate {
+                program: $fentry,
+                hook: Hook::FEntry {
+                    function: $function,
+                },
+                exit: Some($fexit),
+            }],
+        }
+    };
+}
+
+/// Socket-layer capture (fentry only: a kretprobe costs more than the tracepoints it would
+/// spare): `read`, `write`, `recvfrom` and `sendto` on IPv4 and IPv6 sockets, read inside the
+/// syscall, so that the same syscalls on anything else are not hooked at all. Used only when
+/// all four attach (`ebpf/probes/src/socket_layer.rs`).
+pub const SOCKET_LAYER: &[ProbePoint] = &[
+    socket_point!(
+        "socket.receive.ipv4",
+        "inet_recvmsg",
+        "inet_recvmsg_fentry",
+        "inet_recvmsg_fexit",
+        "payload received on IPv4 sockets by read and recvfrom, not hooked on other files"
+    ),
+    socket_point!(
+        "socket.receive.ipv6",
+        "inet6_recvmsg",
+        "inet6_recvmsg_fentry",
+        "inet6_recvmsg_fexit",
+        "payload received on IPv6 sockets by read and recvfrom, not hooked on other files"
+    ),
+    socket_point!(
+        "socket.send.ipv4",
+        "inet_sendmsg",
+        "inet_sendmsg_fentry",
+        "inet_sendmsg_fexit",
+        "payload sent on IPv4 sockets by write and sendto, not hooked on other files"
+    ),
+    socket_point!(
+        "socket.send.ipv6",
+        "inet6_sendmsg",
+        "inet6_sendmsg_fentry",
+        "inet6_sendmsg_fexit",
+        "payload sent on IPv6 sockets by write and sendto, not hooked on other files"
+    ),
+];
+
+/// The syscall point `name` (`syscall.read.enter`) if the socket layer reads it: whether it
+/// is a read-like one.
+pub fn covered_by_socket_layer(name: &str) -> Option<bool> {
+    let syscall = name.strip_prefix("syscall.")?.split('.').next()?;
+    SOCKET_LAYER_SYSCALLS
+        .contains(&syscall)
+        .then_some(matches!(syscall, "read" | "recvfrom"))
 }
 
 /// A raw tracepoint of the network layer (which later arguments it passes: see `netlayer`).
@@ -505,12 +605,62 @@ mod tests {
     }
 
     #[test]
+    fn the_socket_layer_covers_four_syscalls_and_their_directions() {
+        let cases = [
+            ("syscall.read.enter", Some(true)),
+            ("syscall.read.exit", Some(true)),
+            ("syscall.recvfrom.exit", Some(true)),
+            ("syscall.write.enter", Some(false)),
+            ("syscall.sendto.exit", Some(false)),
+            ("syscall.readv.enter", None),
+            ("syscall.recvmsg.exit", None),
+            ("syscall.sendfile64.exit", None),
+            ("syscall.close.enter", None),
+            ("net.l4.send", None),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(covered_by_socket_layer(name), expected, "{name}");
+        }
+        // Every covered syscall has both its points in the syscall layer.
+        let names: Vec<_> = syscall_layer().iter().map(|p| p.name).collect();
+        for syscall in SOCKET_LAYER_SYSCALLS {
+            for end in ["enter", "exit"] {
+                assert!(names.contains(&format!("syscall.{syscall}.{end}").as_str()));
+            }
+        }
+        // One fentry/fexit pair per function, receive and send for each family.
+        let functions: Vec<_> = SOCKET_LAYER
+            .iter()
+            .map(|p| match p.candidates {
+                [
+                    Candidate {
+                        hook: Hook::FEntry { function },
+                        exit: Some(_),
+                        ..
+                    },
+                ] => *function,
+                other => panic!("{}: {other:?}", p.name),
+            })
+            .collect();
+        assert_eq!(
+            functions,
+            [
+                "inet_recvmsg",
+                "inet6_recvmsg",
+                "inet_sendmsg",
+                "inet6_sendmsg"
+            ]
+        );
+    }
+
+    #[test]
     fn kernel_layer_points_are_distinct_from_the_syscall_layer() {
         let mut points = syscall_layer();
         points.extend(kernel_layer());
+        points.extend(SOCKET_LAYER);
         let mut names: Vec<_> = points.iter().map(|p| p.name).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 32 + 15);
+        assert_eq!(names.len(), 32 + 15 + 4);
     }
 }

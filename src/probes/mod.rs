@@ -101,6 +101,9 @@ pub struct ProbeSettings {
     pub fentry: bool,
     /// Try the BTF-typed syscall tracepoints before the raw ones.
     pub tp_btf: bool,
+    /// Read `read`, `write`, `recvfrom` and `sendto` at the socket layer where fentry works
+    /// (`capture.socket_layer`), instead of at the syscall tracepoints.
+    pub socket_layer: bool,
 }
 
 /// The outcome for one probe point.
@@ -148,11 +151,37 @@ impl Probes {
             points.extend(catalog::kernel_layer());
         }
         points.sort_by_key(|p| p.phase);
-        let mut report = Vec::with_capacity(points.len());
+        let mut report = Vec::with_capacity(points.len() + catalog::SOCKET_LAYER.len());
+        // The socket layer first: where it is in use, the syscalls it reads get no tracepoint
+        // programs, so the same syscalls on files, pipes and terminals are not hooked at all.
+        let socket_layer = settings.socket_layer && {
+            let (statuses, in_use) = attach::attach_socket_layer(&mut ebpf, &mut attach);
+            if let Some((point, (_, why))) = statuses
+                .iter()
+                .find_map(|s| s.failures.last().map(|f| (s.point.name, f)))
+            {
+                tracing::info!(
+                    "socket-layer capture not used ({point}: {why}); read, write, recvfrom and \
+                     sendto are read at the syscall tracepoints"
+                );
+            }
+            report.extend(statuses);
+            in_use
+        };
         // Kernel-function points are missing on many kernels (no kprobes, fentry refused):
         // one line says so. Any other point that fails is worth a warning each.
         let mut functions_missing = Vec::new();
         for point in points {
+            if let Some(receive) = catalog::covered_by_socket_layer(point.name)
+                && socket_layer
+            {
+                report.push(ProbeStatus {
+                    point,
+                    attached: Some(catalog::socket_layer_cover(receive)),
+                    failures: Vec::new(),
+                });
+                continue;
+            }
             let status = attach::attach_point(&mut ebpf, &mut attach, point, &unusable);
             let function_only = point
                 .candidates
@@ -208,7 +237,12 @@ impl Probes {
         ]
         .into_iter()
         .filter(|(point, _)| attached(point))
-        .fold(0, |bits, (_, bit)| bits | bit);
+        .fold(0, |bits, (_, bit)| bits | bit)
+            | if socket_layer {
+                netsonde_common::feature::SOCKET_CAPTURE
+            } else {
+                0
+            };
         if features != 0 {
             let mut map: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
                 ebpf.map_mut("FEATURES")
@@ -483,6 +517,10 @@ fn load_object(
         comm_filter: u32::from(!settings.comms.is_empty() && !settings.user_decides),
         exec_all: u32::from(settings.user_decides),
         noop: u32::from(settings.noop),
+        nr_read: libc::SYS_read as u32,
+        nr_write: libc::SYS_write as u32,
+        nr_recvfrom: libc::SYS_recvfrom as u32,
+        nr_sendto: libc::SYS_sendto as u32,
         // Wake user space early once an eighth of the ring is in use; its timer does the rest.
         wakeup_bytes: settings.ring_buffer_bytes / 8,
     };

@@ -288,6 +288,11 @@ pub mod feature {
     /// The program on `qdisc/qdisc_enqueue`, which moves a packet a qdisc holds from its
     /// CPU's slot to the shared map: without it every sent packet's record goes to the map.
     pub const TX_SLOT: u32 = 2;
+    /// The socket-layer programs (`inet_recvmsg`, `inet6_recvmsg`, `inet_sendmsg`,
+    /// `inet6_sendmsg`) all attached: they read `read`, `write`, `recvfrom` and `sendto` on
+    /// sockets, and those syscalls have no tracepoint programs. Until all four are there, the
+    /// attached ones do nothing.
+    pub const SOCKET_CAPTURE: u32 = 4;
 }
 
 /// In-kernel only: a kernel function call in progress on a thread (`CALLS`).
@@ -500,6 +505,12 @@ pub struct ProbeConfig {
     /// 1 reports every exec, traced or not: user space decides on rules the kernel cannot
     /// apply (pods, exclusions) and adds what it selects to `MONITORED`.
     pub exec_all: u32,
+    /// This architecture's numbers of the syscalls the socket layer reads (`read`, `write`,
+    /// `recvfrom`, `sendto`): its programs see the syscall in the task's saved registers.
+    pub nr_read: u32,
+    pub nr_write: u32,
+    pub nr_recvfrom: u32,
+    pub nr_sendto: u32,
 }
 
 /// Byte offsets of the kernel struct fields the programs read, taken from
@@ -861,7 +872,7 @@ const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 120);
 const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16);
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 44);
 const _: () = assert!(core::mem::size_of::<TlsArgs>() == 48);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);

@@ -254,8 +254,10 @@ pub fn emit_data<C: SyscallCtx>(
         syscall::SENDFILE => (0, false, false),
         syscall::READV | syscall::WRITEV | syscall::RECVMSG | syscall::SENDMSG => {
             let (copied, failed, next) = copy_iovecs(data, args.buf, args.iovcnt, 0, 0, limit);
-            match (next, ctx) {
-                (Some(next), Some(ctx)) => {
+            // A hook without a continuation (the socket layer copies no iovecs) cuts here.
+            let continuation = ctx.and_then(|c| c.iov_continue().map(|table| (c, table)));
+            match (next, continuation) {
+                (Some(next), Some((ctx, table))) => {
                     // SAFETY: as above.
                     unsafe {
                         (*scratch).cursor = IovCursor {
@@ -267,7 +269,7 @@ pub fn emit_data<C: SyscallCtx>(
                         };
                     }
                     // SAFETY: the continuation is a tracepoint program like the caller.
-                    let _ = unsafe { ctx.iov_continue().tail_call(ctx, 0) };
+                    let _ = unsafe { table.tail_call(ctx, 0) };
                     // Only reached when the tail call failed (not loaded, or too deep).
                     (copied, failed, true)
                 }
@@ -306,18 +308,19 @@ pub fn continue_iovecs<C: SyscallCtx>(ctx: &C) {
         cursor.copied,
         cursor.end,
     );
-    let truncated = match next {
-        Some(next) => {
+    let truncated = match (next, ctx.iov_continue()) {
+        (Some(next), Some(table)) => {
             // SAFETY: as above.
             unsafe {
                 (*scratch).cursor.next = next;
                 (*scratch).cursor.copied = copied;
             }
             // SAFETY: a tail call into this same program.
-            let _ = unsafe { ctx.iov_continue().tail_call(ctx, 0) };
+            let _ = unsafe { table.tail_call(ctx, 0) };
             true
         }
-        None => false,
+        (next, None) => next.is_some(),
+        (None, _) => false,
     };
     finish_record(scratch, copied, failed, truncated);
 }

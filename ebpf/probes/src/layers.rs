@@ -155,7 +155,7 @@ pub fn arp_attached() -> bool {
 
 /// Pointer argument `n` of an fentry/fexit context.
 #[inline(always)]
-fn btf_arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
+pub(crate) fn btf_arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
     // SAFETY: BTF-typed programs get their arguments as an array of u64 at the context.
     unsafe { *(ctx.as_ptr() as *const u64).add(n) }
 }

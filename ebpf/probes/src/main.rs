@@ -30,6 +30,7 @@ mod layers;
 mod maps;
 mod net;
 mod regs;
+mod socket_layer;
 mod tls;
 
 use aya_ebpf::{
@@ -119,7 +120,7 @@ fn peeks<C: SyscallCtx>(ctx: &C, sc: u16) -> bool {
 
 /// How a syscall passes its bytes, which says which arguments to read.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Shape {
+pub(crate) enum Shape {
     /// `(fd, buf, len …)`
     Buffer,
     /// `(fd, iov, iovcnt)`, also `(fd, mmsg, vlen …)`
@@ -130,10 +131,12 @@ enum Shape {
     FdOnly,
 }
 
-/// Saves the arguments of a syscall when its fd is a TCP socket of a traced process. Whether
-/// the process is traced is asked first: the registers are only read for processes that are.
+/// Saves the arguments of a syscall when its fd is a TCP socket of a traced process (and,
+/// when `only_sk` is not 0, when that socket is `only_sk`: the one a socket-layer call is on).
+/// Whether the process is traced is asked first: the registers are only read for processes
+/// that are.
 #[inline(always)]
-fn enter_on_socket<C: SyscallCtx>(ctx: &C, sc: u16, shape: Shape) {
+pub(crate) fn enter_on_socket<C: SyscallCtx>(ctx: &C, sc: u16, shape: Shape, only_sk: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !traced(tgid) || ctx.compat() || peeks(ctx, sc) {
@@ -143,6 +146,9 @@ fn enter_on_socket<C: SyscallCtx>(ctx: &C, sc: u16, shape: Shape) {
     let Some(sock) = tcp_socket(ctx, tgid, fd) else {
         return;
     };
+    if only_sk != 0 && sock.sock != only_sk {
+        return;
+    }
     let (buf, iovcnt) = match shape {
         Shape::Buffer => (ctx.sys_arg::<1>(), 0),
         Shape::Iovec => (ctx.sys_arg::<1>(), ctx.sys_arg::<2>()),
@@ -218,7 +224,7 @@ pub(crate) fn emit_open(
 
 /// Exit of a read- or write-like syscall.
 #[inline(always)]
-fn exit_data<C: SyscallCtx>(ctx: &C, sc: u16, dir: u8) {
+pub(crate) fn exit_data<C: SyscallCtx>(ctx: &C, sc: u16, dir: u8) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(args) = take_args(pid_tgid, sc) else {
         return;
@@ -343,7 +349,7 @@ macro_rules! data_syscall {
     ([$($name:ident),+], $sc:expr, $dir:expr, $shape:expr) => {
         syscall_programs!(
             $($name),+,
-            |ctx| enter: enter_on_socket(&ctx, $sc, $shape),
+            |ctx| enter: enter_on_socket(&ctx, $sc, $shape, 0),
             exit: exit_data(&ctx, $sc, $dir),
         );
     };
@@ -478,7 +484,7 @@ syscall_programs!(
     exit_connect,
     enter_connect_btf,
     exit_connect_btf,
-    |ctx| enter: enter_on_socket(&ctx, syscall::CONNECT, Shape::FdOnly),
+    |ctx| enter: enter_on_socket(&ctx, syscall::CONNECT, Shape::FdOnly, 0),
     exit: finish_connect(&ctx),
 );
 

@@ -24,6 +24,10 @@ pub static NETSONDE_CONFIG: ProbeConfig = ProbeConfig {
     noop: 0,
     wakeup_bytes: 0,
     exec_all: 0,
+    nr_read: 0,
+    nr_write: 0,
+    nr_recvfrom: 0,
+    nr_sendto: 0,
 };
 
 /// Kernel struct field offsets from BTF, set by user space before load.

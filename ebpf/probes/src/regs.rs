@@ -37,8 +37,8 @@ pub trait SyscallCtx: EbpfContext {
     /// The syscall's return value (at exit).
     fn sys_ret(&self) -> i64;
     /// The table of the program that copies the rest of a long iovec array (a tail call must
-    /// stay within one hook's programs).
-    fn iov_continue(&self) -> &'static ProgramArray;
+    /// stay within one hook's programs), if the hook has one.
+    fn iov_continue(&self) -> Option<&'static ProgramArray>;
 
     /// Argument `N` (below 4) of the syscall.
     #[inline(always)]
@@ -113,8 +113,8 @@ impl SyscallCtx for RawTracePointContext {
     }
 
     #[inline(always)]
-    fn iov_continue(&self) -> &'static ProgramArray {
-        &IOV_CONTINUE
+    fn iov_continue(&self) -> Option<&'static ProgramArray> {
+        Some(&IOV_CONTINUE)
     }
 }
 
@@ -144,7 +144,7 @@ impl SyscallCtx for BtfTracePointContext {
     }
 
     #[inline(always)]
-    fn iov_continue(&self) -> &'static ProgramArray {
-        &IOV_CONTINUE_BTF
+    fn iov_continue(&self) -> Option<&'static ProgramArray> {
+        Some(&IOV_CONTINUE_BTF)
     }
 }

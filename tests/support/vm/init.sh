@@ -38,6 +38,8 @@ for ns in c s; do
 done
 
 printf 'capture:\n  fentry: false\n' > /tmp/kprobes.yaml
+# Requests per family in each pass's loopback burst (tests/vm_matrix.rs counts them).
+BURST=20
 
 # Waits until the agent $1, logging to $2, has attached its probes; powers off if it dies or
 # takes more than five minutes ($3 names it in the message).
@@ -83,6 +85,19 @@ run_pass() {
     wait $client
     echo "VMTEST neighbours after request ($name): $(ip -n c neigh show | tr '\n' ';')"
     kill $server
+    # A burst on loopback, over IPv4 and IPv6: the test counts the exchanges on both sides.
+    /tiny_httpd 127.0.0.1 8081 &
+    server4=$!
+    /tiny_httpd ::1 8082 &
+    server6=$!
+    sleep 1
+    i=0
+    while [ $i -lt $BURST ]; do
+        wget -q -O /dev/null http://127.0.0.1:8081/burst-v4 || echo "VMTEST wget v4 failed ($name)"
+        wget -q -O /dev/null "http://[::1]:8082/burst-v6" || echo "VMTEST wget v6 failed ($name)"
+        i=$((i + 1))
+    done
+    kill $server4 $server6
     sleep 1
     kill -INT $agent
     wait $agent
@@ -104,18 +119,23 @@ now_cs() { tr -d . < /proc/uptime | cut -d' ' -f1; }
 
 # With netsonde.dd=COUNT on the kernel's command line (NETSONDE_VM_DD for tests/vm_matrix.rs):
 # what syscalls netsonde has no business with cost on this kernel. dd makes 2 x COUNT reads and
-# writes on no socket, three times under each arm: no agent, the no-op programs, netsonde
-# monitoring only another process (dd not monitored), netsonde monitoring every process.
+# writes on no socket, netsonde.dd_rounds times under each arm: no agent, the no-op programs,
+# netsonde monitoring only another process (dd not monitored), netsonde monitoring every process; then
+# the no-op programs and every process monitored with socket-layer capture off (read and write
+# at the syscall tracepoints, as on kernels without fentry).
+printf 'capture:\n  socket_layer: false\n' > /tmp/tracepoints.yaml
 dd_arms() {
     count=$1
     sleep 3600 &
     other=$!
-    for arm in bare floor not-mine agent; do
+    for arm in bare floor not-mine agent floor-tp agent-tp; do
         case $arm in
             bare) args= ;;
             floor) args=--noop-probes ;;
             not-mine) args="--pid $other" ;;
             agent) args= ;;
+            floor-tp) args="--noop-probes --config /tmp/tracepoints.yaml" ;;
+            agent-tp) args="--config /tmp/tracepoints.yaml" ;;
         esac
         agent=
         if [ $arm != bare ]; then
@@ -123,7 +143,7 @@ dd_arms() {
             agent=$!
             wait_attached $agent /tmp/dd-$arm.err "dd $arm"
         fi
-        for round in 1 2 3; do
+        for round in $(seq "$dd_rounds"); do
             start=$(now_cs)
             dd if=/dev/zero of=/dev/null bs=1 count="$count" 2> /dev/null
             echo "VMTEST dd $arm $(( $(now_cs) - start ))"
@@ -131,6 +151,8 @@ dd_arms() {
         if [ -n "$agent" ]; then
             kill -INT $agent
             wait $agent
+            # What the agent said it hooked, and its counts, for reading the figures.
+            grep -h "socket-layer\|probes attached\|events" /tmp/dd-$arm.err | sed "s/^/DDLOG $arm: /"
         fi
     done
     kill $other
@@ -139,6 +161,7 @@ dd_arms() {
 run_pass fentry
 run_pass kprobe --config /tmp/kprobes.yaml
 dd_count=$(sed -n 's/.*netsonde\.dd=\([0-9]*\).*/\1/p' /proc/cmdline)
+dd_rounds=$(sed -n 's/.*netsonde\.dd_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$dd_count" ]; then
     dd_arms "$dd_count"
 fi

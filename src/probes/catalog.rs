@@ -351,10 +351,11 @@ macro_rules! socket_point {
     };
 }
 
-/// Socket-layer capture (fentry only: a kretprobe costs more than the tracepoints it would
-/// spare): `read`, `write`, `recvfrom` and `sendto` on IPv4 and IPv6 sockets, read inside the
-/// syscall, so that the same syscalls on anything else are not hooked at all. Used only when
-/// all four attach (`ebpf/probes/src/socket_layer.rs`).
+/// Socket-layer capture: `read`, `write`, `recvfrom` and `sendto` on IPv4 and IPv6 sockets,
+/// read inside the syscall, so that the same syscalls on anything else are not hooked at all.
+/// Used only when all four attach (`ebpf/probes/src/socket_layer.rs`). fentry only: through
+/// kprobes, a kprobe and a kretprobe per socket call would replace two tail calls, a trade
+/// not measured (the kernels with kprobes here run under emulation).
 pub const SOCKET_LAYER: &[ProbePoint] = &[
     socket_point!(
         "socket.receive.ipv4",

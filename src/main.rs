@@ -374,15 +374,14 @@ fn probes(args: ProbesArgs) -> ExitCode {
             }
         }
     }
-    let attached = report.iter().filter(|s| s.attached.is_some()).count();
-    let failed = report.len() - attached;
+    let (attached, total) = probes.attached_count();
+    let failed = total - attached;
     if failed == 0 {
-        println!("{attached} of {} probe points attached", report.len());
+        println!("{attached} of {total} probe points attached");
     } else {
         // Required points that fail stop `Probes::load` before this.
         println!(
-            "{attached} of {} probe points attached; {failed} optional ones are not available on this kernel (their `tried` lines say why)",
-            report.len()
+            "{attached} of {total} probe points attached; {failed} optional ones are not available on this kernel (their `tried` lines say why)"
         );
     }
     ExitCode::SUCCESS

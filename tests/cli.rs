@@ -29,7 +29,7 @@ fn an_unknown_config_key_is_named_in_one_line() {
     assert_eq!(
         stderr(&out),
         format!(
-            "netsonde: config file {}: line 2 column 3: unknown field `payload_byte`, expected one of payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry, tp_btf\n",
+            "netsonde: config file {}: line 2 column 3: unknown field `payload_byte`, expected one of payload_bytes, ring_buffer_bytes, batch_delay_ms, kernel_layer, fentry, tp_btf, socket_layer\n",
             path.display()
         )
     );
@@ -233,6 +233,42 @@ fn probes_lists_every_point_and_how_it_attached() {
     let out = netsonde(&["probes"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let lines: Vec<&str> = text.lines().collect();
+    // The socket layer: all four points attached by fentry, or (this host refuses fentry)
+    // all four unused, each with its try and the kernel's reason, the tracepoints reading
+    // their syscalls instead.
+    let mut socket_layer_attached = 0;
+    for (point, function) in [
+        ("socket.receive.ipv4", "inet_recvmsg"),
+        ("socket.receive.ipv6", "inet6_recvmsg"),
+        ("socket.send.ipv4", "inet_sendmsg"),
+        ("socket.send.ipv6", "inet6_sendmsg"),
+    ] {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(point))
+            .unwrap_or_else(|| panic!("{point} missing:\n{text}"));
+        if lines[at].contains(" attached ") {
+            socket_layer_attached += 1;
+            assert!(lines[at].contains(&format!("fentry {function}")), "{text}");
+        } else {
+            assert!(
+                lines[at].contains(" unused ")
+                    && lines[at].contains("the syscall tracepoints read this instead"),
+                "{text}"
+            );
+            assert!(
+                lines[at + 1].trim_start().starts_with("tried")
+                    && lines[at + 1].contains(&format!("fentry {function}")),
+                "{text}"
+            );
+        }
+    }
+    assert!(
+        [0, 4].contains(&socket_layer_attached),
+        "the socket layer is used whole or not at all:\n{text}"
+    );
+    let socket_layer = socket_layer_attached == 4;
     for point in [
         "syscall.read.enter",
         "syscall.writev.exit",
@@ -256,7 +292,10 @@ fn probes_lists_every_point_and_how_it_attached() {
         // The syscalls through the BTF-typed syscall tracepoints' dispatch tables, by number
         // (this kernel has its own BTF); the process lifecycle and the network layer at raw
         // tracepoints of their own.
-        let via = if point.starts_with("syscall.") {
+        // With the socket layer, `read` is read there (`writev` and the others stay).
+        let via = if point == "syscall.read.enter" && socket_layer {
+            "fentry inet_recvmsg, inet6_recvmsg"
+        } else if point.starts_with("syscall.") {
             "tp_btf sys_e"
         } else {
             "raw_tracepoint "
@@ -268,13 +307,12 @@ fn probes_lists_every_point_and_how_it_attached() {
         .find(|l| l.starts_with("syscall.read.enter"))
         .unwrap_or_default();
     assert!(
-        read.contains(&format!("sys_enter[read={}]", libc::SYS_read)),
+        socket_layer || read.contains(&format!("sys_enter[read={}]", libc::SYS_read)),
         "{read}"
     );
     // The layers only kernel functions show: fentry, else kprobes; where neither attaches
     // (this host refuses fentry and has no kprobes) both tries are listed with the kernel's
     // reason.
-    let lines: Vec<&str> = text.lines().collect();
     let mut function_points_attached = 0;
     for (point, function) in [
         ("net.l4.send", "tcp_sendmsg"),
@@ -316,11 +354,13 @@ fn probes_lists_every_point_and_how_it_attached() {
             );
         }
     }
+    // The socket layer's points count only where they are used (unused, they lose nothing).
     let last = lines.last().unwrap();
     assert!(
         last.starts_with(&format!(
-            "{} of 47 probe points attached",
-            41 + function_points_attached
+            "{} of {} probe points attached",
+            41 + function_points_attached + socket_layer_attached,
+            47 + socket_layer_attached
         )),
         "{text}"
     );
@@ -337,7 +377,8 @@ fn run_stops_by_itself_after_its_duration_with_final_stats() {
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.contains(" stats(final) events="), "{stdout}");
     assert!(
-        stderr(&out).contains("of 47 probes attached; tracing every process"),
+        stderr(&out).contains(" of 47 probes attached; tracing every process")
+            || stderr(&out).contains(" of 51 probes attached; tracing every process"),
         "{}",
         stderr(&out)
     );

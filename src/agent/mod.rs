@@ -474,8 +474,7 @@ pub async fn run(
 
 /// One line saying what is being watched, and how much of it could be hooked.
 fn announce(probes: &Probes, config: &Config) {
-    let report = probes.report();
-    let attached = report.iter().filter(|s| s.attached.is_some()).count();
+    let (attached, total) = probes.attached_count();
     let f = &config.filter;
     let mut parts = Vec::new();
     if !f.pids.is_empty() {
@@ -516,8 +515,7 @@ fn announce(probes: &Probes, config: &Config) {
         }
     };
     tracing::info!(
-        "{attached} of {} probes attached; tracing {scope}; payload prefix {} bytes; {tls}",
-        report.len(),
+        "{attached} of {total} probes attached; tracing {scope}; payload prefix {} bytes; {tls}",
         config.capture.payload_bytes
     );
 }

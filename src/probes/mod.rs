@@ -450,6 +450,19 @@ impl Probes {
         &self.report
     }
 
+    /// How many probe points attached, of how many count: a point that did not attach but
+    /// whose data another reads (the socket layer's, the tracepoints reading instead) lost
+    /// nothing and is not counted.
+    pub fn attached_count(&self) -> (usize, usize) {
+        let counted = self
+            .report
+            .iter()
+            .filter(|s| s.attached.is_some() || s.point.fallback().is_none());
+        counted.fold((0, 0), |(attached, total), s| {
+            (attached + usize::from(s.attached.is_some()), total + 1)
+        })
+    }
+
     /// The loaded programs, to read how many runs the kernel skipped.
     pub fn watch_skipped_runs(&self) -> Vec<skipped::WatchedProgram> {
         self.ebpf

@@ -231,18 +231,16 @@ impl Probes {
                 .iter()
                 .any(|s| s.point.name == name && s.attached.is_some())
         };
-        let features = [
+        let mut features = [
             ("net.arp", netsonde_common::feature::ARP),
             ("net.device.enqueue", netsonde_common::feature::TX_SLOT),
         ]
         .into_iter()
         .filter(|(point, _)| attached(point))
-        .fold(0, |bits, (_, bit)| bits | bit)
-            | if socket_layer {
-                netsonde_common::feature::SOCKET_CAPTURE
-            } else {
-                0
-            };
+        .fold(0, |bits, (_, bit)| bits | bit);
+        if socket_layer {
+            features |= netsonde_common::feature::SOCKET_CAPTURE;
+        }
         if features != 0 {
             let mut map: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
                 ebpf.map_mut("FEATURES")

@@ -118,11 +118,26 @@ impl SyscallCtx for RawTracePointContext {
     }
 }
 
+/// The current task as a typed pointer (for hooks whose programs the verifier types by BTF).
+#[inline(always)]
+pub fn current_task_btf() -> u64 {
+    // SAFETY: the helper only returns the current task's (trusted) pointer.
+    unsafe { bpf_get_current_task_btf() as u64 }
+}
+
+/// The field of type `T` at `offset` in the struct at the typed kernel pointer `base`: a plain
+/// load, which the verifier checks against the kernel's BTF and turns into one that cannot
+/// fault.
+#[inline(always)]
+pub fn typed_field<T: Copy>(base: u64, offset: u64) -> Option<T> {
+    // SAFETY: see above; the verifier rejects the program if the field is not a `T`.
+    Some(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
+}
+
 impl SyscallCtx for BtfTracePointContext {
     #[inline(always)]
     fn task(&self) -> u64 {
-        // SAFETY: the helper only returns the current task's (trusted) pointer.
-        unsafe { bpf_get_current_task_btf() as u64 }
+        current_task_btf()
     }
 
     #[inline(always)]
@@ -130,12 +145,9 @@ impl SyscallCtx for BtfTracePointContext {
         self.arg(0)
     }
 
-    /// A plain load: `base` is a typed kernel pointer the verifier knows, it checks the offset
-    /// against the kernel's BTF and turns the load into one that cannot fault.
     #[inline(always)]
     fn field<T: Copy>(&self, base: u64, offset: u64) -> Option<T> {
-        // SAFETY: see above; the verifier rejects the program if the field is not a `T`.
-        Some(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
+        typed_field(base, offset)
     }
 
     #[inline(always)]

@@ -21,7 +21,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::task_struct,
-    helpers::{bpf_get_current_task_btf, generated::bpf_task_pt_regs},
+    helpers::generated::bpf_task_pt_regs,
     macros::{fentry, fexit},
     maps::ProgramArray,
     programs::{FEntryContext, FExitContext},
@@ -33,7 +33,7 @@ use crate::{
     layers::btf_arg,
     maps::{config, features, offset},
     noop,
-    regs::SyscallCtx,
+    regs::{SyscallCtx, current_task_btf, typed_field},
 };
 
 /// An fentry or fexit program on a socket-layer function, seen as the syscall it runs in.
@@ -49,8 +49,7 @@ impl<C: EbpfContext, const RET: usize> EbpfContext for SocketCall<C, RET> {
 impl<C: EbpfContext, const RET: usize> SyscallCtx for SocketCall<C, RET> {
     #[inline(always)]
     fn task(&self) -> u64 {
-        // SAFETY: the helper only returns the current task's (trusted) pointer.
-        unsafe { bpf_get_current_task_btf() as u64 }
+        current_task_btf()
     }
 
     /// The user registers the task saved at the syscall's entry: a typed pointer, like the
@@ -58,22 +57,20 @@ impl<C: EbpfContext, const RET: usize> SyscallCtx for SocketCall<C, RET> {
     #[inline(always)]
     fn regs(&self) -> u64 {
         // SAFETY: the helper takes the current task's typed pointer and returns a typed one.
-        unsafe { bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as u64 }
+        unsafe { bpf_task_pt_regs(current_task_btf() as *mut task_struct) as u64 }
     }
 
     /// A plain load, checked by the verifier against the kernel's BTF (as at `tp_btf`).
     #[inline(always)]
     fn field<T: Copy>(&self, base: u64, offset: u64) -> Option<T> {
-        // SAFETY: `base` is a typed kernel pointer; the verifier rejects the program if the
-        // field is not a `T`, and turns the load into one that cannot fault.
-        Some(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
+        typed_field(base, offset)
     }
 
-    /// The function's return value (an `int`: the upper half of the register is not its).
+    /// The function's return value, after its arguments in an fexit's context (an `int`: the
+    /// upper half of the register is not its).
     #[inline(always)]
     fn sys_ret(&self) -> i64 {
-        // SAFETY: an fexit context is the function's arguments then its return value, as u64.
-        (unsafe { *(self.0.as_ptr() as *const u64).add(RET) }) as i32 as i64
+        btf_arg(&self.0, RET) as i32 as i64
     }
 
     /// None: the programs here read only single buffers (see the module's comment).

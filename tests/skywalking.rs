@@ -69,26 +69,13 @@ fn curl_in_pod(pair: &NetPair, cgroup: &ContainerCgroup, paths: &[&str]) -> Vec<
     made
 }
 
-/// The last ten minutes and the next, in OAP's minute steps (OAP reads them in its own time
-/// zone, the machine's: UTC here).
-fn duration() -> Value {
-    let minute = |offset: i64| {
-        let out = std::process::Command::new("date")
-            .args(["-u", "-d", &format!("{offset} min"), "+%Y-%m-%d %H%M"])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    json!({ "start": minute(-10), "end": minute(1), "step": "MINUTE" })
-}
-
 /// An MQE expression's values for `entity`: (labels, value) per series with a value.
 fn mqe(oap: &Oap, expression: &str, entity: Value) -> Vec<(Vec<(String, String)>, f64)> {
     let data = oap.graphql(
         "query($e: String!, $entity: Entity!, $d: Duration!) { \
            r: execExpression(expression: $e, entity: $entity, duration: $d) { \
              error results { metric { labels { key value } } values { value } } } }",
-        json!({ "e": expression, "entity": entity, "d": duration() }),
+        json!({ "e": expression, "entity": entity, "d": oap.query_window() }),
     );
     let r = &data["r"];
     assert!(r["error"].is_null(), "{expression}: {r}");
@@ -326,7 +313,7 @@ fn oap_shows_services_topology_metrics_and_endpoints() {
         "query($d: Duration!) { t: getGlobalTopology(duration: $d, layer: \"K8S_SERVICE\") { \
            nodes { id name isReal } \
            calls { source target detectPoints sourceComponents targetComponents } } }",
-        json!({ "d": duration() }),
+        json!({ "d": oap.query_window() }),
     );
     let node = |name: &str| {
         topology["t"]["nodes"]
@@ -338,7 +325,7 @@ fn oap_shows_services_topology_metrics_and_endpoints() {
             .clone()
     };
     let calls = topology["t"]["calls"].as_array().unwrap();
-    assert_eq!(calls.len(), 1, "{topology}");
+    assert_eq!(calls.len(), 1, "{topology}\n{}", oap.log_tail());
     assert_eq!(calls[0]["source"], node(CHECKOUT), "{topology}");
     assert_eq!(calls[0]["target"], node(WEB), "{topology}");
     let points: BTreeSet<&str> = calls[0]["detectPoints"]
@@ -510,7 +497,7 @@ fn oap_shows_services_topology_metrics_and_endpoints() {
     // And the pods, as the service's instances.
     let instances = oap.graphql(
         "query($id: ID!, $d: Duration!) { i: listInstances(duration: $d, serviceId: $id) { name } }",
-        json!({ "id": web_id, "d": duration() }),
+        json!({ "id": web_id, "d": oap.query_window() }),
     );
     assert_eq!(
         instances["i"][0]["name"], "web-7d4b9c6f5d-x2x9k",

@@ -9,7 +9,7 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::{Value, json};
@@ -25,6 +25,8 @@ pub struct Oap {
     oap: Child,
     pub grpc_port: u16,
     pub rest_port: u16,
+    /// When OAP was started (seconds since the epoch, UTC): no data can be older.
+    started: u64,
 }
 
 impl Oap {
@@ -37,6 +39,7 @@ impl Oap {
             .arg("-version")
             .output()
             .map_err(|e| format!("OAP needs Java: {e}"))?;
+        let started = epoch_seconds(SystemTime::now());
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         // PostgreSQL runs as its own user, which must reach its data directory.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -73,6 +76,7 @@ impl Oap {
             oap,
             grpc_port,
             rest_port,
+            started,
         };
         server.wait_ready();
         Ok(server)
@@ -81,6 +85,24 @@ impl Oap {
     /// OAP's OTLP (gRPC) endpoint.
     pub fn otlp_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The time range for OAP's queries, in minutes of the machine's time zone (OAP's too): from
+    /// the minute OAP started to the next one. It must not begin earlier: OAP 10.1 on JDBC
+    /// storage keeps its tables per day, from the day it starts on, and a range that reaches
+    /// back into a day without tables answers nothing at all (seen when the range began ten
+    /// minutes back: just after midnight, an empty topology and only null values, with the
+    /// data in storage).
+    pub fn query_window(&self) -> Value {
+        let minute = |seconds: u64| {
+            let out = Command::new("date")
+                .args(["-d", &format!("@{seconds}"), "+%Y-%m-%d %H%M"])
+                .output()
+                .expect("date");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let next_minute = epoch_seconds(SystemTime::now()) + 60;
+        json!({ "start": minute(self.started), "end": minute(next_minute), "step": "MINUTE" })
     }
 
     /// Long enough for what OAP took in to be aggregated and written to storage.
@@ -299,4 +321,10 @@ fn start_postgres(bin: &Path, dir: &Path) -> Result<u16, String> {
         "creating OAP's database",
     )?;
     Ok(port)
+}
+
+fn epoch_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs()
 }

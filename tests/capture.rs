@@ -687,6 +687,79 @@ fn a_request_closed_without_a_response_is_a_failed_exchange() {
     assert_eq!(capture.final_stat("unanswered_requests"), Some(2));
 }
 
+/// A client that ends its connections with dup2 and dup3, putting /dev/null at their fds,
+/// instead of close, and lives on: each connection ends in netsonde when its fd is replaced, as
+/// in the kernel, which sends the FIN then (no connection to nginx stays established). A
+/// dup2 of an fd onto itself ends nothing: the request after it is reported on the same
+/// connection. The oracles: the kernel's socket table, and nginx's log.
+#[test]
+fn connections_ended_by_dup2_and_dup3_are_closed_while_the_process_lives() {
+    require_privileges!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let port = nginx.port.to_string();
+    let agent = Agent::start(&["--comm", &comm_of(python())]);
+    const CONNECTIONS: usize = 6;
+    let mut client = Command::new(python())
+        .arg(support_file("raw_client.py"))
+        .args(["replace", "127.0.0.1", &port, &CONNECTIONS.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(client.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "replaced");
+    let established = || {
+        let out = Command::new("ss")
+            .args([
+                "-Htn",
+                "state",
+                "established",
+                "sport",
+                "=",
+                &format!(":{port}"),
+            ])
+            .output()
+            .expect("ss runs");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while established() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(established(), 0, "the kernel ended every connection");
+    // Stopped while the client still runs: no process exit ends anything for it.
+    let capture = agent.stop();
+    client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert!(client.wait().unwrap().success());
+
+    let mut logged = nginx.access_keys();
+    logged.sort();
+    let mut expected = vec![("GET".to_string(), "/index.html".to_string(), 200); CONNECTIONS];
+    expected.push(("GET".to_string(), "/ka".to_string(), 200));
+    expected.sort();
+    assert_eq!(logged, expected);
+    let mut seen: Vec<_> = capture
+        .of(client.id())
+        .iter()
+        .map(|l| (l.target.clone(), l.status))
+        .collect();
+    seen.sort();
+    let mut want = vec![("/index.html".to_string(), 200); CONNECTIONS];
+    want.push(("/ka".to_string(), 200));
+    want.sort();
+    assert_eq!(seen, want, "{}", capture.stdout);
+    assert_eq!(
+        (capture.final_stat("opened"), capture.final_stat("closed")),
+        (Some(CONNECTIONS as u64), Some(CONNECTIONS as u64)),
+        "{:?}",
+        capture.stats
+    );
+}
+
 /// Slowloris: heads that never end, on connections the client closes and on connections left
 /// open past the idle timeout, are counted as incomplete requests, and reported as nothing.
 #[test]

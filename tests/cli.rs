@@ -274,6 +274,7 @@ fn probes_lists_every_point_and_how_it_attached() {
         "syscall.writev.exit",
         "syscall.accept4.exit",
         "syscall.close.enter",
+        "syscall.dup3.exit",
         "process.exit",
         "net.device.queue",
         "net.device.start_xmit",
@@ -359,8 +360,8 @@ fn probes_lists_every_point_and_how_it_attached() {
     assert!(
         last.starts_with(&format!(
             "{} of {} probe points attached",
-            41 + function_points_attached + socket_layer_attached,
-            47 + socket_layer_attached
+            43 + function_points_attached + socket_layer_attached,
+            49 + socket_layer_attached
         )),
         "{text}"
     );
@@ -377,8 +378,8 @@ fn run_stops_by_itself_after_its_duration_with_final_stats() {
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.contains(" stats(final) events="), "{stdout}");
     assert!(
-        stderr(&out).contains(" of 47 probes attached; tracing every process")
-            || stderr(&out).contains(" of 51 probes attached; tracing every process"),
+        stderr(&out).contains(" of 49 probes attached; tracing every process")
+            || stderr(&out).contains(" of 53 probes attached; tracing every process"),
         "{}",
         stderr(&out)
     );

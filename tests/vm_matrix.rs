@@ -457,6 +457,7 @@ fn check_pass(series: &str, version: &str, serial: &str, method: &str) -> Vec<St
         ("syscall.readv.enter", false),
         ("syscall.sendfile64.exit", false),
         ("syscall.close.enter", false),
+        ("syscall.dup2.exit", false),
     ] {
         let row = probes
             .iter()

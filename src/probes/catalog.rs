@@ -269,6 +269,19 @@ pub fn syscall_layer() -> Vec<ProbePoint> {
         phase: Phase::Entry,
         candidates: syscall_candidates!("close", libc::SYS_close, "enter_close", false),
     });
+    // Exits only: they close what was at the fd they return, and only when they succeed.
+    points.push(ProbePoint {
+        name: "syscall.dup2.exit",
+        purpose: "connection ends when dup2 puts another file at a socket's fd",
+        phase: Phase::Exit,
+        candidates: syscall_candidates!("dup2", libc::SYS_dup2, "exit_dup2", true),
+    });
+    points.push(ProbePoint {
+        name: "syscall.dup3.exit",
+        purpose: "connection ends when dup3 puts another file at a socket's fd",
+        phase: Phase::Exit,
+        candidates: syscall_candidates!("dup3", libc::SYS_dup3, "exit_dup3", true),
+    });
     points.push(ProbePoint {
         name: "process.fork",
         purpose: "following children of --pid processes from their first syscall",
@@ -588,9 +601,12 @@ mod tests {
         programs.sort_unstable();
         programs.dedup();
         assert_eq!(names.len(), n);
-        assert_eq!(n, 32, "14 syscall pairs, close, fork, exec, exit");
+        assert_eq!(
+            n, 34,
+            "14 syscall pairs, close, dup2, dup3, fork, exec, exit"
+        );
         // Each syscall point: its BTF-typed program, then its raw one.
-        assert_eq!(programs.len(), 2 * 29 + 3);
+        assert_eq!(programs.len(), 2 * 31 + 3);
         for point in points.iter().filter(|p| p.name.starts_with("syscall.")) {
             let [typed, raw] = point.candidates else {
                 panic!("{}: {:?}", point.name, point.candidates);
@@ -617,6 +633,7 @@ mod tests {
             ("syscall.recvmsg.exit", None),
             ("syscall.sendfile64.exit", None),
             ("syscall.close.enter", None),
+            ("syscall.dup3.exit", None),
             ("net.l4.send", None),
         ];
         for (name, expected) in cases {

@@ -25,6 +25,12 @@
       the head at once, whatever the server answers meanwhile), then GET NEXT_PATH with
       Connection: close; reads until the server closes and prints the status lines it got.
 
+  raw_client.py replace HOST PORT N
+      Opens N connections and completes a GET on each; then dup2s the first one's fd onto
+      itself (which changes nothing) and completes another GET on it; then puts /dev/null at
+      every connection's fd instead of closing it: with dup2 on even ones, dup3 (O_CLOEXEC)
+      on odd ones. Prints "replaced" and waits for a line on stdin before it exits.
+
   raw_client.py slow HOST PORT N SECONDS
       Opens N connections, sends each a request head that never ends (slowloris), holds them
       SECONDS, then closes them.
@@ -116,12 +122,35 @@ def slow(host, port, n, seconds):
         s.close()
 
 
+def replace(host, port, n):
+    import os
+
+    socks = [socket.create_connection((host, port)) for _ in range(n)]
+    for s in socks:
+        s.sendall(request("/index.html", host))
+        read_response(s, b"")
+    first = socks[0].fileno()
+    os.dup2(first, first)
+    socks[0].sendall(request("/ka", host))
+    read_response(socks[0], b"")
+    null = os.open(os.devnull, os.O_RDWR)
+    for i, s in enumerate(socks):
+        # inheritable=False: CPython calls dup3(null, fd, O_CLOEXEC); True: dup2(null, fd).
+        # detach(): the socket object must not close the fd it no longer owns.
+        os.dup2(null, s.detach(), inheritable=(i % 2 == 0))
+    print("replaced", flush=True)
+    sys.stdin.readline()
+
+
 def main():
     if sys.argv[1] == "syscalls":
         syscalls(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         return
     if sys.argv[1] == "upload":
         upload(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6])
+        return
+    if sys.argv[1] == "replace":
+        replace(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         return
     if sys.argv[1] == "slow":
         slow(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))

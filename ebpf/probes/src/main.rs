@@ -21,6 +21,7 @@
 
 mod arrivals;
 mod capture;
+mod closing;
 mod filter;
 mod go_tls;
 mod h2;
@@ -39,8 +40,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use netsonde_common::{
-    ConnCloseEvent, ConnOpenEvent, ProcessEvent, ProcessExitEvent, SyscallArgs,
-    UNKNOWN_RETRANSMITS, counter, data_flags, direction, kind, origin, syscall,
+    ConnOpenEvent, ProcessEvent, ProcessExitEvent, SyscallArgs, counter, data_flags, direction,
+    kind, origin, syscall,
 };
 
 use crate::{
@@ -48,12 +49,11 @@ use crate::{
     filter::{forget, forget_process, inherit, traced},
     in_flight::{save_args, take_args},
     kernel::{
-        advance_stream, announced_socket, fill_addresses, left_its_fd, mark_announced,
-        process_comm, socket_key, tcp_socket,
+        advance_stream, fill_addresses, left_its_fd, mark_announced, process_comm, tcp_socket,
     },
     maps::{
-        EVENTS, IN_FLIGHT, SOCKETS, SYSCALL_ENTRIES, SYSCALL_ENTRIES_BTF, SYSCALL_EXITS,
-        SYSCALL_EXITS_BTF, config, count, offset, output_flags,
+        EVENTS, IN_FLIGHT, SYSCALL_ENTRIES, SYSCALL_ENTRIES_BTF, SYSCALL_EXITS, SYSCALL_EXITS_BTF,
+        config, count, offset, output_flags,
     },
     regs::SyscallCtx,
 };
@@ -539,63 +539,6 @@ syscall_programs!(
     |ctx| enter: accept_start(&ctx, syscall::ACCEPT4),
     exit: accept_end(&ctx, syscall::ACCEPT4),
 );
-
-/// close() releases the fd even when it fails with EINTR, so the entry is where the socket
-/// ends; it only looks at the fd cache, never walks the fd table.
-#[inline(always)]
-fn close_fd<C: SyscallCtx>(ctx: &C) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let fd = ctx.sys_arg::<0>() as i32;
-    let key = socket_key(tgid, fd);
-    let announced = announced_socket(tgid, fd);
-    // A compat syscall with this number is another syscall (at worst a cached fd forgotten).
-    if announced.is_some() && ctx.compat() {
-        return;
-    }
-    if let Some(sock) = announced {
-        let ev = ConnCloseEvent {
-            kind: kind::CONN_CLOSE,
-            tgid,
-            tid: pid_tgid as u32,
-            fd,
-            sock: sock.sock,
-            ts_ns: now(),
-            egress_bytes: sock.egress_bytes,
-            ingress_bytes: sock.ingress_bytes,
-            tls_egress_bytes: sock.tls_egress_bytes,
-            tls_ingress_bytes: sock.tls_ingress_bytes,
-            // Announced sockets are TCP ones: the kernel's count of what it retransmitted,
-            // read while the socket is still open.
-            total_retransmits: kernel::read::<u32>(sock.sock + offset!(tcp_total_retrans))
-                .unwrap_or(UNKNOWN_RETRANSMITS),
-            _reserved: 0,
-        };
-        if EVENTS.output::<ConnCloseEvent>(&ev, output_flags()).is_ok() {
-            count(counter::CLOSE_EVENTS, 1);
-        } else {
-            count(counter::CLOSE_LOST, 1);
-        }
-        net::forget_socket(sock.sock);
-    }
-    let _ = SOCKETS.remove(&key);
-}
-
-#[raw_tracepoint]
-pub fn enter_close(ctx: RawTracePointContext) -> u32 {
-    if !noop() {
-        close_fd(&ctx);
-    }
-    0
-}
-
-#[btf_tracepoint]
-pub fn enter_close_btf(ctx: BtfTracePointContext) -> u32 {
-    if !noop() {
-        close_fd(&ctx);
-    }
-    0
-}
 
 // ---- process lifecycle ---------------------------------------------------------------------
 

@@ -6,13 +6,28 @@ mod support;
 
 use std::{
     collections::HashSet,
-    io::{BufRead, BufReader, Write},
-    process::{Command, Stdio},
+    io::{BufReader, Write},
+    process::{Child, Command, Stdio},
 };
 
 use support::{
     Agent, Nginx, PyServer, comm_of, curl, key, python, run_client, serial, support_file,
+    wait_for_line,
 };
+
+/// tests/support/raw_client.py with `args`, once it printed `line` (it then waits for a line
+/// on its stdin).
+fn raw_client_until(args: &[&str], line: &str) -> Child {
+    let mut client = Command::new(python())
+        .arg(support_file("raw_client.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut BufReader::new(client.stdout.take().unwrap()), line);
+    client
+}
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
@@ -431,18 +446,10 @@ fn a_connection_opened_before_the_agent_started() {
     let _serial = serial();
     let nginx = Nginx::start();
     let port = nginx.port.to_string();
-    let mut client = Command::new(python())
-        .arg(support_file("raw_client.py"))
-        .args(["preexisting", "127.0.0.1", &port, "/index.html", "/ka"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(client.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "connected");
+    let mut client = raw_client_until(
+        &["preexisting", "127.0.0.1", &port, "/index.html", "/ka"],
+        "connected",
+    );
 
     let agent = Agent::start(&["--comm", &comm_of(python()), "--comm", "nginx"]);
     client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
@@ -700,18 +707,10 @@ fn connections_ended_by_dup2_and_dup3_are_closed_while_the_process_lives() {
     let port = nginx.port.to_string();
     let agent = Agent::start(&["--comm", &comm_of(python())]);
     const CONNECTIONS: usize = 6;
-    let mut client = Command::new(python())
-        .arg(support_file("raw_client.py"))
-        .args(["replace", "127.0.0.1", &port, &CONNECTIONS.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(client.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "replaced");
+    let mut client = raw_client_until(
+        &["replace", "127.0.0.1", &port, &CONNECTIONS.to_string()],
+        "replaced",
+    );
     let established = || {
         let out = Command::new("ss")
             .args([

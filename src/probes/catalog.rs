@@ -679,6 +679,6 @@ mod tests {
         let mut names: Vec<_> = points.iter().map(|p| p.name).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 32 + 15 + 4);
+        assert_eq!(names.len(), 34 + 15 + 4);
     }
 }

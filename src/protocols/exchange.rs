@@ -46,6 +46,11 @@ impl Request {
         }
     }
 
+    /// Whether `method` is one of HTTP's common methods (RFC 9110's and PATCH).
+    pub fn is_common_method(method: &[u8]) -> bool {
+        COMMON_METHODS.iter().any(|m| m.as_bytes() == method)
+    }
+
     /// First value of a kept header (name in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

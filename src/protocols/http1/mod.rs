@@ -14,6 +14,7 @@
 
 mod head;
 mod side;
+mod start;
 
 use std::collections::VecDeque;
 

@@ -8,8 +8,14 @@
 //!   that starts with a valid start line (or close);
 //! * a head start hidden or cut by a gap counts as one hidden message, and the side skips to the
 //!   next segment that starts with a valid start line.
+//!
+//! A start line may also begin in a short segment of its own (`start`): the side holds such a
+//! segment while it looks for a start, and judges the next one after it too.
 
-use super::head::{self, BodyInfo, Head, Parsed};
+use super::{
+    head::{self, BodyInfo, Head, Parsed},
+    start::{self, Start},
+};
 use crate::protocols::{Direction, Segment};
 
 /// How the body after a head is delimited (decided by the pairing, which knows the request
@@ -122,6 +128,10 @@ pub struct Side {
     /// Whether a message was ever found on this side (a bad first message means "not HTTP").
     seen_message: bool,
     max_head_bytes: usize,
+    /// In `Resync` and `Unframed`: the last segment, when it may be the beginning of a message
+    /// whose start line goes on in the next one (`start::may_begin`); its first and last time.
+    held: Vec<u8>,
+    held_ns: (u64, u64),
 }
 
 impl Side {
@@ -134,6 +144,8 @@ impl Side {
             last_ns: 0,
             seen_message: false,
             max_head_bytes,
+            held: Vec::new(),
+            held_ns: (0, 0),
         }
     }
 
@@ -175,6 +187,8 @@ impl Side {
     /// Forgets the current position (the stream restarted from an unknown point): a body in
     /// progress becomes unframed, and a message being started counts as hidden.
     pub fn resync(&mut self, sink: &mut impl Sink) {
+        // What the gap follows cannot begin a message after it.
+        self.release_held();
         match self.state {
             State::Body { .. } | State::Chunked(_) | State::UntilClose => {
                 sink.unframed(self.dir);
@@ -201,22 +215,36 @@ impl Side {
             }
             match &mut self.state {
                 State::Dead => return None,
-                State::Resync => {
-                    if pos == 0 && starts_message(seg.data) {
+                State::Resync => match self.find_start(seg, pos) {
+                    Start::Alone => {
+                        self.release_held();
                         self.state = State::Idle;
-                    } else {
+                    }
+                    Start::Joined => self.state = self.held_head(),
+                    Start::None => {
+                        self.hold(seg, pos);
                         return None;
                     }
-                }
-                State::Unframed => {
-                    if pos == 0 && starts_message(seg.data) {
+                },
+                State::Unframed => match self.find_start(seg, pos) {
+                    Start::Alone => {
+                        self.release_held();
                         self.finish(sink, End::Lost);
-                    } else {
-                        self.body_bytes += seg.len - pos;
-                        self.last_ns = seg.last_ns;
+                    }
+                    Start::Joined => {
+                        let head = self.held_head();
+                        self.finish(sink, End::Lost);
+                        self.state = head;
+                    }
+                    Start::None => {
+                        self.release_held();
+                        if !self.hold(seg, pos) {
+                            self.body_bytes += seg.len - pos;
+                            self.last_ns = seg.last_ns;
+                        }
                         return None;
                     }
-                }
+                },
                 State::Idle => {
                     if pos >= captured {
                         // A message started where we could not see it.
@@ -341,6 +369,7 @@ impl Side {
 
     /// The connection closed.
     pub fn close(&mut self, sink: &mut impl Sink) {
+        self.release_held();
         match self.state {
             State::UntilClose => self.finish(sink, End::Closed),
             State::Body { .. } | State::Chunked(_) => self.finish(sink, End::Cut),
@@ -348,6 +377,48 @@ impl Side {
             _ => {}
         }
         self.state = State::Dead;
+    }
+
+    /// Where the segment, read from `pos`, starts a message while the side has lost its place:
+    /// only at a segment's start, alone or after the held segment.
+    fn find_start(&self, seg: &Segment<'_>, pos: u64) -> Start {
+        if pos != 0 {
+            return Start::None;
+        }
+        start::find(&self.held, seg.data)
+    }
+
+    /// Holds the segment if it may begin a message (whole, from its start, and short); whether
+    /// it did. Whatever was held before is gone.
+    fn hold(&mut self, seg: &Segment<'_>, pos: u64) -> bool {
+        self.held.clear();
+        let whole = pos == 0 && seg.len == seg.data.len() as u64;
+        if whole && start::may_begin(seg.data) {
+            self.held.extend_from_slice(seg.data);
+            self.held_ns = (seg.first_ns, seg.last_ns);
+            return true;
+        }
+        false
+    }
+
+    /// The held segment turned out not to begin a message: in an unframed body it was body.
+    fn release_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        if self.state == State::Unframed {
+            self.body_bytes += self.held.len() as u64;
+            self.last_ns = self.held_ns.1;
+        }
+        self.held.clear();
+    }
+
+    /// A head that begins with the held segment.
+    fn held_head(&mut self) -> State {
+        State::Head {
+            buf: std::mem::take(&mut self.held),
+            first_ns: self.held_ns.0,
+        }
     }
 
     fn start_body(&mut self, framing: Framing, sink: &mut impl Sink) {
@@ -365,16 +436,6 @@ impl Side {
         if !matches!(self.state, State::Dead) {
             self.state = State::Idle;
         }
-    }
-}
-
-/// Whether captured data at a segment start looks like the start of an HTTP/1 message: the
-/// whole start line must be there and valid, so a body chunk is not mistaken for one.
-fn starts_message(data: &[u8]) -> bool {
-    match head::parse(data) {
-        Parsed::Complete { .. } => true,
-        Parsed::Partial { start_line } => start_line,
-        Parsed::Invalid(_) => false,
     }
 }
 

@@ -579,6 +579,80 @@ fn joining_midstream_waits_for_a_message_start() {
     assert_eq!(status, Status::Active);
 }
 
+/// Go's HTTP server reads one byte while it answers a bodyless request (to notice a client
+/// going away), so the next request can come as `P`, then `OST /submit HTTP/1.1…`, which is a
+/// valid request line of its own for a method `OST`. Joined mid-stream, the side must read
+/// one `POST`, from the `P`'s time.
+#[test]
+fn joining_midstream_finds_a_request_whose_first_byte_came_alone() {
+    let steps = [
+        data(In, OK_5),
+        data(Out, b"P"),
+        data(
+            Out,
+            b"OST /submit HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi",
+        ),
+        data(In, OK_5),
+    ];
+    let (ex, notes, status) = run_with(Http1::midstream(Limits::default()), &steps, false);
+    assert_eq!(summary(&ex), [s("POST", "/submit", 200)]);
+    assert_eq!(ex[0].request_start_ns, 2_000_000);
+    assert_eq!(ex[0].request_body_bytes, 2);
+    assert_eq!(notes.orphan_responses, 1);
+    assert_eq!(status, Status::Active);
+}
+
+/// What comes before a whole request line is not glued to it when it makes no common method
+/// (a short body tail, `ab`, before `GET`), and a held byte does not reach over a gap.
+#[test]
+fn a_held_segment_joins_only_what_makes_a_common_method_right_after_it() {
+    let tail_then_get = [
+        data(In, OK_5),
+        data(Out, b"ab"),
+        data(Out, GET_X),
+        data(In, OK_5),
+    ];
+    let (ex, _, _) = run_with(Http1::midstream(Limits::default()), &tail_then_get, false);
+    assert_eq!(summary(&ex), [s("GET", "/x", 200)]);
+    let gap_between = [
+        data(In, OK_5),
+        data(Out, b"P"),
+        Step::Partial(Out, Vec::new(), 7),
+        data(Out, b"OST /late HTTP/1.1\r\n\r\n"),
+        data(In, OK_5),
+    ];
+    let (ex, _, _) = run_with(Http1::midstream(Limits::default()), &gap_between, false);
+    assert_eq!(
+        summary(&ex),
+        [s("OST", "/late", 200)],
+        "after a gap, `OST` is what the bytes say"
+    );
+}
+
+/// A body whose framing was lost ends where the next request starts, also when that request's
+/// first byte came alone; the body keeps what was not the request.
+#[test]
+fn an_unframed_body_ends_at_a_request_whose_first_byte_came_alone() {
+    let mut upload = b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n186a0\r\n".to_vec();
+    upload.extend_from_slice(&[b'u'; 100]);
+    let total = upload.len() as u64 - 100 + 100_000 + b"\r\n0\r\n\r\n".len() as u64;
+    let steps = [
+        Step::Partial(Out, upload, total),
+        data(Out, b"tail"),
+        data(In, OK_5),
+        data(Out, b"P"),
+        data(Out, b"OST /next HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+        data(In, OK_5),
+    ];
+    let (ex, notes, _) = run(&steps, false);
+    assert_eq!(
+        summary(&ex),
+        [s("POST", "/up", 200), s("POST", "/next", 200)]
+    );
+    assert_eq!(ex[1].request_start_ns, 4_000_000);
+    assert_eq!(notes.unframed_bodies, 1);
+}
+
 #[test]
 fn joining_midstream_gives_up_on_what_never_looks_like_http() {
     let steps: Vec<Step> = (0..70)

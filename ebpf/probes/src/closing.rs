@@ -8,12 +8,10 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use netsonde_common::{
-    ConnCloseEvent, SocketEntry, UNKNOWN_RETRANSMITS, counter, kind, socket_kind,
-};
+use netsonde_common::{ConnCloseEvent, SocketEntry, UNKNOWN_RETRANSMITS, counter, kind};
 
 use crate::{
-    kernel::{self, announced_socket, socket_key},
+    kernel::{self, announced_socket, is_announced, socket_key},
     maps::{EVENTS, SOCKETS, count, offset, output_flags},
     net, noop, now,
     regs::SyscallCtx,
@@ -106,7 +104,7 @@ fn fd_replaced<C: SyscallCtx>(ctx: &C) {
     if ctx.fd_file(fd) == Some(cached.file) || ctx.compat() {
         return;
     }
-    if cached.kind == socket_kind::TCP && cached.announced != 0 {
+    if is_announced(&cached) {
         emit_close(pid_tgid, fd, &cached);
     }
     let _ = SOCKETS.remove(&key);

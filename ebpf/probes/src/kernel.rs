@@ -121,7 +121,13 @@ pub fn mark_announced(tgid: u32, fd: i32) {
 pub fn announced_socket(tgid: u32, fd: i32) -> Option<SocketEntry> {
     // SAFETY: copied out at once.
     let entry = unsafe { SOCKETS.get(&socket_key(tgid, fd)) }.copied()?;
-    (entry.kind == socket_kind::TCP && entry.announced != 0).then_some(entry)
+    is_announced(&entry).then_some(entry)
+}
+
+/// Whether a cache entry is a TCP socket announced to user space.
+#[inline(always)]
+pub fn is_announced(entry: &SocketEntry) -> bool {
+    entry.kind == socket_kind::TCP && entry.announced != 0
 }
 
 /// Where a syscall's bytes sit in a socket's stream, as [`advance_stream`] found it.
